@@ -1,0 +1,55 @@
+"""`lsap <command> ...` — one entry point; each command lives in `lsap.commands.<name>`.
+
+Command modules are imported lazily so `lsap --help` stays fast and heavy optional
+dependencies (lm-eval, matplotlib, gguf) load only for the command that needs them.
+Each module defines `add_arguments(parser)` and `run(args) -> int | None`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, str] = {
+    "demo": "Build a real tokenizer map and show the auxiliary targets a surrogate proposes",
+    "vocab": "Build, report and save the cross-tokenizer vocabulary map (Σ∩)",
+    "prepare": "Tokenize text into train/validation token shards",
+    "train": "Pretrain a base model with CE or LSAP",
+    "flops": "FLOPs of a run from model configs alone; tokens at matched FLOPs",
+    "cache": "Offline surrogate-target store: build / info",
+    "analyze": "The paper's Table 1: tokens above α per position, per model and dataset",
+    "eval": "Evaluate checkpoints: held-out loss, bits per byte, lm-evaluation-harness",
+    "report": "Compare runs at matched FLOPs: markdown table and plots",
+    "quickstart": "The whole method end to end on one CPU, offline",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"lsap.commands.{name}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsap", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_ in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if only is None or name == only:
+            _load(name).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(only=command or "")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 1
+    rc = _load(args.command).run(args)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
