@@ -1,0 +1,259 @@
+"""The LSAP loss (METHOD §4): cross-entropy plus unweighted NLLs of auxiliary targets.
+
+    L_CE_sum  = Σ_i  −log P(x_{i+1} | x_≤i)                 over supervised positions i
+    L_aux_sum = Σ_i Σ_{t ∈ v_i} −log P(t | x_≤i)
+    L = (L_CE_sum + λ · L_aux_sum) / Z,   Z = N + V ("targets") or N ("tokens")
+
+Pure functions of tensors. Both variants compute one log-sum-exp per position that
+serves the gold and all K auxiliary targets (NLL(t) = LSE − z_t) and never build a
+dense [N, V] multi-hot target. Their backward writes
+
+    ∂L/∂z = softmax(z) · (valid + λ · Σ_k w_k) − onehot(gold) − λ · Σ_k w_k · onehot(aux_k)
+
+directly. Reduction is by sum (divide once per optimizer step by the globally reduced
+Z — see `LSAPLossOutput.denominator`); `reduction="mean"` divides by the local Z.
+
+Shapes: N positions (any leading dims are flattened), V vocabulary, H hidden, K slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+NORMALIZATIONS = ("targets", "tokens")
+
+
+@dataclass
+class LSAPLossOutput:
+    """loss: what to backprop. The rest are detached, for logging and global reduction.
+
+    ce_sum / aux_sum: summed NLLs (aux unscaled by λ); n_labels: N supervised positions;
+    n_aux: V auxiliary targets (count, unweighted); denominator: the local Z.
+    """
+
+    loss: torch.Tensor
+    ce_sum: torch.Tensor
+    aux_sum: torch.Tensor
+    n_labels: torch.Tensor
+    n_aux: torch.Tensor
+    denominator: torch.Tensor
+
+
+def normalizer(n_labels: torch.Tensor, n_aux: torch.Tensor, normalization: str) -> torch.Tensor:
+    """Z for a (global) batch: N + V for "targets", N for "tokens"."""
+    if normalization == "targets":
+        return n_labels + n_aux
+    if normalization == "tokens":
+        return n_labels
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+
+
+def _prepare(labels, aux_ids, aux_mask, aux_weight, vocab, ignore_index):
+    """Flatten and validate; return labels [N], valid [N], aux ids [N,K] (clamped), w [N,K]."""
+    labels = labels.reshape(-1)
+    N = labels.numel()
+    if aux_ids is None:
+        aux_ids = labels.new_zeros((N, 0))
+        aux_mask = torch.zeros((N, 0), dtype=torch.bool, device=labels.device)
+    if aux_ids.shape != aux_mask.shape:
+        raise ValueError(f"aux_ids {tuple(aux_ids.shape)} and aux_mask {tuple(aux_mask.shape)} differ")
+    K = aux_ids.shape[-1]
+    if aux_ids.numel() // max(K, 1) != N and not (K == 0 and aux_ids.numel() == 0):
+        raise ValueError(
+            f"aux_ids {tuple(aux_ids.shape)} do not match labels {tuple(labels.shape)}: "
+            "expected [..., K] with the labels' leading shape"
+        )
+    aux_ids, aux_mask = aux_ids.reshape(N, K), aux_mask.reshape(N, K).bool()
+    valid = labels != ignore_index
+    if valid.any():
+        lv = labels[valid]
+        if lv.min() < 0 or lv.max() >= vocab:
+            raise ValueError(f"labels must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
+    # Positions without a label carry no auxiliary targets (METHOD §3).
+    aux_mask = aux_mask & valid[:, None]
+    if aux_mask.any():
+        a = aux_ids[aux_mask]
+        if a.min() < 0 or a.max() >= vocab:
+            raise ValueError(
+                f"selected aux_ids must lie in [0, {vocab}); got [{int(a.min())}, {int(a.max())}] — "
+                "were they mapped to the base vocabulary?"
+            )
+    w = aux_mask.float()
+    if aux_weight is not None:
+        w = w * aux_weight.reshape(N, K).float()
+    safe_ids = torch.where(aux_mask, aux_ids, 0)
+    safe_labels = torch.where(valid, labels, 0)
+    return safe_labels, valid, safe_ids, aux_mask, w
+
+
+def _finish(total, ce_sum, aux_sum, valid, aux_mask, normalization, reduction):
+    n_labels = valid.sum()
+    n_aux = aux_mask.sum()
+    z = normalizer(n_labels, n_aux, normalization)
+    if reduction == "mean":
+        total = total / z.clamp_min(1)
+    elif reduction != "sum":
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    return LSAPLossOutput(total, ce_sum.detach(), aux_sum.detach(), n_labels, n_aux, z)
+
+
+def _acc(z: torch.Tensor) -> torch.Tensor:
+    """Math in fp32 for half types; fp64 stays fp64 (gradcheck)."""
+    return z if z.dtype == torch.float64 else z.float()
+
+
+def _parts(z: torch.Tensor, labels, valid, aux_ids, w):
+    """fp32 lse [n], per-row ce [n], per-row aux [n] for a chunk of logits z [n, V]."""
+    z = _acc(z)
+    lse = torch.logsumexp(z, dim=-1)
+    ce = (lse - z.gather(1, labels[:, None]).squeeze(1)) * valid
+    aux = ((lse[:, None] - z.gather(1, aux_ids)) * w).sum(-1)
+    return lse, ce, aux
+
+
+def _grad_logits(z, lse, labels, valid, aux_ids, w, lam: float, scale) -> torch.Tensor:
+    """∂(ce + λ·aux)/∂z for a chunk, fp32 [n, V], times `scale` (scalar tensor)."""
+    c = (valid.to(lse.dtype) + lam * w.sum(-1)) * scale
+    g = torch.sub(_acc(z), lse[:, None])
+    g.exp_()
+    g.mul_(c[:, None])
+    g.scatter_add_(1, labels[:, None], (-scale * valid.to(g.dtype))[:, None])
+    if aux_ids.shape[1]:
+        g.scatter_add_(1, aux_ids, (-lam * scale * w).to(g.dtype))
+    return g
+
+
+class _LSAPLogitsLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, labels, valid, aux_ids, w, lam: float, chunk: int):
+        N = logits.shape[0]
+        acc = _acc(logits[:0]).dtype
+        lse = torch.empty(N, dtype=acc, device=logits.device)
+        ce_sum = logits.new_zeros((), dtype=acc)
+        aux_sum = logits.new_zeros((), dtype=acc)
+        for s in range(0, N, chunk):
+            sl = slice(s, s + chunk)
+            l, ce, aux = _parts(logits[sl], labels[sl], valid[sl], aux_ids[sl], w[sl])
+            lse[sl] = l
+            ce_sum += ce.sum()
+            aux_sum += aux.sum()
+        ctx.save_for_backward(logits, labels, valid, aux_ids, w, lse)
+        ctx.lam, ctx.chunk = lam, chunk
+        ctx.mark_non_differentiable(ce_sum, aux_sum)
+        return ce_sum + lam * aux_sum, ce_sum, aux_sum
+
+    @staticmethod
+    def backward(ctx, g_total, _g_ce, _g_aux):
+        logits, labels, valid, aux_ids, w, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], ctx.chunk):
+            sl = slice(s, s + ctx.chunk)
+            grad[sl] = _grad_logits(logits[sl], lse[sl], labels[sl], valid[sl], aux_ids[sl], w[sl], ctx.lam, g_total)
+        return grad, None, None, None, None, None, None
+
+
+def lsap_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    aux_ids: torch.Tensor | None = None,
+    aux_mask: torch.Tensor | None = None,
+    lam: float = 1.0,
+    normalization: str = "targets",
+    ignore_index: int = -100,
+    reduction: str = "sum",
+    aux_weight: torch.Tensor | None = None,
+    chunk_size: int = 2048,
+) -> LSAPLossOutput:
+    """LSAP loss on full logits.
+
+    logits: [..., V] (any float dtype; math in fp32). labels: [...] next-token ids or
+    `ignore_index`. aux_ids / aux_mask: [..., K] base ids and which slots count
+    (`select_aux_targets`' output). lam: λ(t), a float. aux_weight: [..., K] — only for
+    the explicitly named "weight by surrogate p" ablation (off by default; that leans
+    toward KD). With λ = 0 this is exactly `F.cross_entropy(reduction="sum")`.
+    """
+    lam = float(lam)
+    V = logits.shape[-1]
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree")
+    flat = logits.reshape(-1, V)
+    labels_, valid, ids, mask, w = _prepare(labels, aux_ids, aux_mask, aux_weight, V, ignore_index)
+    if lam == 0.0:
+        # λ = 0 is plain CE: take torch's kernel so it reproduces a CE run bit for bit.
+        ce_sum = F.cross_entropy(flat.float(), labels.reshape(-1), ignore_index=ignore_index, reduction="sum")
+        return _finish(ce_sum, ce_sum, torch.zeros_like(ce_sum), valid, mask, normalization, reduction)
+    total, ce_sum, aux_sum = _LSAPLogitsLoss.apply(flat, labels_, valid, ids, w, lam, chunk_size)
+    return _finish(total, ce_sum, aux_sum, valid, mask, normalization, reduction)
+
+
+class _LSAPLinearLoss(torch.autograd.Function):
+    """hidden @ weightᵀ → LSAP loss, chunked over N; gradients are computed in forward
+    (as Liger-Kernel's fused linear CE does) so no [N, V] tensor outlives a chunk."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, valid, aux_ids, w, lam: float, chunk: int):
+        N = hidden.shape[0]
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        acc = _acc(hidden[:0]).dtype
+        ce_sum = hidden.new_zeros((), dtype=acc)
+        aux_sum = hidden.new_zeros((), dtype=acc)
+        grad_h = torch.empty_like(hidden) if need_grad else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_grad else None
+        one = hidden.new_ones((), dtype=acc)
+        for s in range(0, N, chunk):
+            sl = slice(s, s + chunk)
+            z = hidden[sl] @ weight.t()
+            lse, ce, aux = _parts(z, labels[sl], valid[sl], aux_ids[sl], w[sl])
+            ce_sum += ce.sum()
+            aux_sum += aux.sum()
+            if need_grad:
+                g = _grad_logits(z, lse, labels[sl], valid[sl], aux_ids[sl], w[sl], lam, one).to(hidden.dtype)
+                grad_h[sl] = g @ weight
+                grad_w += (g.t() @ hidden[sl]).to(acc)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        ctx.mark_non_differentiable(ce_sum, aux_sum)
+        return ce_sum + lam * aux_sum, ce_sum, aux_sum
+
+    @staticmethod
+    def backward(ctx, g_total, _g_ce, _g_aux):
+        grad_h, grad_w = ctx.saved_tensors
+        gh = (grad_h * g_total).to(grad_h.dtype) if ctx.needs_input_grad[0] else None
+        gw = (grad_w * g_total).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
+        return gh, gw, None, None, None, None, None, None
+
+
+def lsap_linear_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    aux_ids: torch.Tensor | None = None,
+    aux_mask: torch.Tensor | None = None,
+    lam: float = 1.0,
+    normalization: str = "targets",
+    ignore_index: int = -100,
+    reduction: str = "sum",
+    aux_weight: torch.Tensor | None = None,
+    chunk_size: int = 1024,
+) -> LSAPLossOutput:
+    """LSAP loss from the last hidden states and the output head, never holding [N, V].
+
+    hidden: [..., H]; weight: [V, H] (the lm_head weight); labels: [...];
+    aux_ids / aux_mask: [..., K]. Same result as `lsap_loss(hidden @ weight.T, ...)`.
+    """
+    lam = float(lam)
+    H = hidden.shape[-1]
+    if weight.dim() != 2 or weight.shape[1] != H:
+        raise ValueError(f"weight must be [V, H={H}], got {tuple(weight.shape)}")
+    if hidden.shape[:-1] != labels.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and labels {tuple(labels.shape)} disagree")
+    V = weight.shape[0]
+    flat = hidden.reshape(-1, H)
+    labels_, valid, ids, mask, w = _prepare(labels, aux_ids, aux_mask, aux_weight, V, ignore_index)
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be ≥ 1")
+    total, ce_sum, aux_sum = _LSAPLinearLoss.apply(flat, weight, labels_, valid, ids, w, lam, chunk_size)
+    return _finish(total, ce_sum, aux_sum, valid, mask, normalization, reduction)

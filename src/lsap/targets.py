@@ -1,0 +1,150 @@
+"""What the surrogate sees and which auxiliary targets it proposes (METHOD §2–§3).
+
+Pure tensor functions: no tokenizer, model or config objects. Shapes: B batch, T
+sequence, V_s surrogate vocabulary (model rows), K = k auxiliary slots.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from lsap.vocab import ABSENT, VocabMap
+
+
+class SurrogateInputs(NamedTuple):
+    """input_ids, attention_mask, position_ids: [B, T] (surrogate ids; 0 where absent)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+
+
+def translate_inputs(base_ids: torch.Tensor, vmap: VocabMap, pad_id: int = 0) -> SurrogateInputs:
+    """Translate base ids [B, T] for the surrogate; tokens outside Σ∩ become invisible.
+
+    Invisible = attention mask 0 *and* position ids that skip them, so the surrogate
+    sees exactly the compacted sequence (see `compact` / `scatter_back`).
+    """
+    if base_ids.dim() != 2:
+        raise ValueError(f"base_ids must be [B, T], got shape {tuple(base_ids.shape)}")
+    if base_ids.numel() and (base_ids.min() < 0 or base_ids.max() >= vmap.base_vocab_size):
+        raise ValueError(
+            f"base ids must lie in [0, {vmap.base_vocab_size}) (the map's base vocabulary); "
+            f"got [{int(base_ids.min())}, {int(base_ids.max())}]"
+        )
+    b2s = vmap.base_to_surrogate.to(base_ids.device)
+    sid = b2s[base_ids]
+    keep = sid != ABSENT
+    position_ids = (keep.long().cumsum(-1) - 1).clamp_min(0)
+    return SurrogateInputs(torch.where(keep, sid, pad_id), keep.long(), position_ids)
+
+
+def compact(inputs: SurrogateInputs, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-align the kept tokens of each row: ids [B, T'] and mask [B, T'] (T' = max kept)."""
+    keep = inputs.attention_mask.bool()
+    n = keep.sum(-1)
+    T2 = int(n.max()) if n.numel() else 0
+    ids = torch.full((keep.shape[0], T2), pad_id, dtype=inputs.input_ids.dtype, device=keep.device)
+    mask = torch.arange(T2, device=keep.device)[None, :] < n[:, None]
+    ids[mask] = inputs.input_ids[keep]
+    return ids, mask
+
+
+def scatter_back(compact_out: torch.Tensor, inputs: SurrogateInputs) -> torch.Tensor:
+    """Inverse of `compact` for per-position outputs [B, T', ...] → [B, T, ...] (zeros where absent)."""
+    keep = inputs.attention_mask.bool()
+    B, T = keep.shape
+    out = compact_out.new_zeros((B, T) + tuple(compact_out.shape[2:]))
+    T2 = compact_out.shape[1]
+    cmask = torch.arange(T2, device=keep.device)[None, :] < keep.sum(-1)[:, None]
+    out[keep] = compact_out[cmask]
+    return out
+
+
+def select_aux_targets(
+    surrogate_logits: torch.Tensor,
+    next_base_ids: torch.Tensor,
+    vmap: VocabMap,
+    k: int = 15,
+    alpha: float = 0.05,
+    valid: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    return_probs: bool = False,
+    chunk_size: int = 4096,
+):
+    """Auxiliary targets per METHOD §3.
+
+    surrogate_logits: [B, T, V] with V ≥ the map's surrogate vocabulary rows in use
+        (extra rows are padding and never selected; fewer rows is an error).
+    next_base_ids: [B, T] the gold next base token at each position (labels);
+        `ignore_index` (or any negative id) marks positions without a label.
+    valid: optional bool [B, T]: the surrogate's own input token at that position was
+        in Σ∩ (the `attention_mask` of `translate_inputs`); other positions get none.
+
+    Returns aux_ids [B, T, k] (base ids, -1 in unused slots) and aux_mask [B, T, k]
+    (selected slots form a prefix, in decreasing surrogate probability); with
+    `return_probs`, also probs [B, T, k] (float32, the surrogate's unrenormalised p).
+
+    p = softmax over the full surrogate vocabulary; exclude the gold F_b→s(x_{i+1}) and
+    every token outside Σ∩; keep the k most probable; keep p > alpha; map with F_s→b.
+    """
+    if surrogate_logits.dim() != 3 or next_base_ids.shape != surrogate_logits.shape[:2]:
+        raise ValueError(
+            f"expected surrogate_logits [B, T, V] and next_base_ids [B, T]; got "
+            f"{tuple(surrogate_logits.shape)} and {tuple(next_base_ids.shape)}"
+        )
+    if k < 1:
+        raise ValueError(f"k must be ≥ 1, got {k}")
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
+    B, T, V = surrogate_logits.shape
+    Vs = vmap.surrogate_vocab_size
+    if V < Vs:
+        raise ValueError(
+            f"surrogate logits have {V} vocabulary rows but the map covers {Vs} surrogate ids: "
+            "the surrogate model does not match the map (rebuild it with the surrogate's tokenizer)"
+        )
+    if V < k:
+        raise ValueError(f"k={k} exceeds the surrogate vocabulary ({V})")
+    if valid is not None and valid.shape != (B, T):
+        raise ValueError(f"valid must be [B, T] = {(B, T)}, got {tuple(valid.shape)}")
+    dev = surrogate_logits.device
+    labels = next_base_ids.to(dev)
+    has_label = labels >= 0
+    if has_label.any() and labels[has_label].max() >= vmap.base_vocab_size:
+        raise ValueError(f"next_base_ids contain ids ≥ the map's base vocabulary ({vmap.base_vocab_size})")
+    ok = has_label if valid is None else has_label & valid.to(dev).bool()
+
+    s_in = torch.zeros(V, dtype=torch.bool, device=dev)
+    s_in[:Vs] = vmap.surrogate_in.to(dev)
+    # Additive mask: 0 for Σ∩ columns, -inf elsewhere (padded rows included).
+    col_bias = torch.where(s_in, 0.0, float("-inf"))
+    s2b = vmap.surrogate_to_base.to(dev)
+    gold_s = torch.where(has_label, vmap.base_to_surrogate.to(dev)[labels.clamp_min(0)], ABSENT)
+
+    flat_logits = surrogate_logits.reshape(B * T, V)
+    flat_gold, flat_ok = gold_s.reshape(-1), ok.reshape(-1)
+    ids_out = torch.full((B * T, k), ABSENT, dtype=torch.long, device=dev)
+    mask_out = torch.zeros((B * T, k), dtype=torch.bool, device=dev)
+    probs_out = torch.zeros((B * T, k), dtype=torch.float32, device=dev)
+    rows = flat_ok.nonzero().squeeze(-1)
+    for start in range(0, rows.numel(), chunk_size):
+        r = rows[start : start + chunk_size]
+        z = flat_logits[r].float()
+        lse = torch.logsumexp(z, dim=-1, keepdim=True)
+        z = z + col_bias
+        g = flat_gold[r]
+        has_g = g != ABSENT
+        z[has_g.nonzero().squeeze(-1), g[has_g]] = float("-inf")
+        top_z, top_i = z.topk(k, dim=-1)
+        p = (top_z - lse).exp()
+        keep = p > alpha  # -inf logits give p = 0, never kept
+        ids_out[r] = torch.where(keep, s2b[top_i], ABSENT)
+        mask_out[r] = keep
+        probs_out[r] = torch.where(keep, p, 0.0)
+    out = (ids_out.view(B, T, k), mask_out.view(B, T, k))
+    if return_probs:
+        out = out + (probs_out.view(B, T, k),)
+    return out

@@ -1,0 +1,123 @@
+import pytest
+import torch
+
+from lsap.targets import compact, scatter_back, select_aux_targets, translate_inputs
+from tests.helpers import random_vmap
+from tests.reference import ref_select
+
+
+def _check_against_reference(logits, labels, vmap, k, alpha, valid=None, chunk=3):
+    ids, mask, probs = select_aux_targets(logits, labels, vmap, k=k, alpha=alpha, valid=valid,
+                                          return_probs=True, chunk_size=chunk)
+    ref = ref_select(logits, labels, vmap.base_to_surrogate, vmap.surrogate_to_base, k, alpha, valid)
+    B, T, _ = logits.shape
+    n = 0
+    for b in range(B):
+        for t in range(T):
+            got = [int(x) for x, m in zip(ids[b, t], mask[b, t]) if m]
+            assert got == ref[b][t], (b, t)
+            # selected slots are a prefix; unused slots hold -1 and p = 0
+            m = mask[b, t]
+            assert torch.equal(m, torch.arange(k) < int(m.sum()))
+            assert (ids[b, t][~m] == -1).all() and (probs[b, t][~m] == 0).all()
+            assert (probs[b, t][m] > alpha).all()
+            n += len(got)
+    return n
+
+
+@pytest.mark.parametrize("B,T,vb,vs,common,k,alpha", [
+    (2, 7, 40, 53, 30, 5, 0.02), (1, 1, 5, 9, 4, 1, 0.0), (3, 4, 31, 47, 20, 15, 0.0),
+    (2, 5, 60, 37, 37, 3, 0.1),
+])
+def test_select_matches_reference(B, T, vb, vs, common, k, alpha):
+    vmap = random_vmap(vb, vs, common, seed=B * T + k, pad_s=4)
+    g = torch.Generator().manual_seed(k)
+    logits = torch.randn(B, T, vs + 4, generator=g) * 2.5
+    labels = torch.randint(0, vb, (B, T), generator=g)
+    labels[0, 0] = -100
+    # make the gold the argmax somewhere, so exclusion matters
+    in_common = vmap.base_in.nonzero().squeeze(-1)
+    labels[-1, -1] = in_common[0]
+    logits[-1, -1, vmap.base_to_surrogate[in_common[0]]] = 20.0
+    n = _check_against_reference(logits, labels, vmap, k, alpha)
+    if alpha == 0.0:
+        assert n > 0
+
+
+def test_select_valid_mask_alpha_extremes_and_padded_rows():
+    vmap = random_vmap(30, 40, 25, pad_s=5)
+    logits = torch.randn(2, 6, 45) * 3
+    logits[..., 40:] = 50.0  # padded rows dominate the softmax but are never selected
+    labels = torch.randint(0, 30, (2, 6))
+    valid = torch.rand(2, 6) < 0.5
+    _check_against_reference(logits, labels, vmap, 4, 0.0, valid=valid)
+    ids, mask = select_aux_targets(logits, labels, vmap, k=4, alpha=0.0, valid=valid)
+    assert not mask[~valid].any()
+    assert not set(ids[mask].tolist()) - set(vmap.base_in.nonzero().squeeze(-1).tolist())
+    # α ≥ max p → nothing
+    ids, mask = select_aux_targets(torch.randn(2, 6, 45), labels, vmap, k=4, alpha=0.999)
+    assert not mask.any()
+
+
+def test_select_never_returns_gold():
+    vmap = random_vmap(20, 20, 20)
+    logits = torch.randn(4, 8, 20)
+    labels = torch.randint(0, 20, (4, 8))
+    ids, mask = select_aux_targets(logits, labels, vmap, k=19, alpha=0.0)
+    assert not (ids == labels[..., None]).any()
+    assert (mask.sum(-1) == 19).all()  # every other Σ∩ token survives at α = 0
+
+
+def test_select_bad_inputs():
+    vmap = random_vmap(20, 30, 10)
+    labels = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="does not match the map"):
+        select_aux_targets(torch.randn(2, 3, 29), labels, vmap)
+    with pytest.raises(ValueError, match="expected surrogate_logits"):
+        select_aux_targets(torch.randn(2, 3, 30), labels[:1], vmap)
+    with pytest.raises(ValueError, match="alpha"):
+        select_aux_targets(torch.randn(2, 3, 30), labels, vmap, alpha=1.0)
+    with pytest.raises(ValueError, match="base vocabulary"):
+        select_aux_targets(torch.randn(2, 3, 30), labels + 25, vmap)
+
+
+def test_translate_inputs_positions_skip_absent():
+    vmap = random_vmap(10, 12, 6, seed=3)
+    base = torch.arange(10).repeat(2, 1)
+    inp = translate_inputs(base, vmap)
+    keep = vmap.base_in[base]
+    assert torch.equal(inp.attention_mask.bool(), keep)
+    assert torch.equal(inp.input_ids[keep], vmap.base_to_surrogate[base][keep])
+    # kept tokens get consecutive positions 0, 1, 2, ...
+    assert torch.equal(inp.position_ids[keep].view(2, -1), torch.arange(6).repeat(2, 1))
+    ids, m = compact(inp)
+    assert ids.shape == (2, 6) and m.all()
+    back = scatter_back(ids[..., None].float(), inp)[..., 0]
+    assert torch.equal(back[keep].long(), inp.input_ids[keep])
+    with pytest.raises(ValueError, match="must lie in"):
+        translate_inputs(base + 5, vmap)
+
+
+def test_masked_equals_compacted_on_a_real_causal_lm():
+    """METHOD §2: running the surrogate with mask+skipped positions equals running it
+    on the compacted sequence, at every kept position."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg).eval()
+    vmap = random_vmap(40, 48, 28, seed=1)
+    g = torch.Generator().manual_seed(2)
+    base = torch.randint(0, 40, (3, 17), generator=g)
+    in_ids = vmap.base_in.nonzero().squeeze(-1)
+    base[:, 0] = in_ids[0]  # first token kept, so every kept query sees ≥ 1 key
+    inp = translate_inputs(base, vmap)
+    with torch.inference_mode():
+        masked = model(input_ids=inp.input_ids, attention_mask=inp.attention_mask,
+                       position_ids=inp.position_ids).logits
+        ids, m = compact(inp)
+        comp = model(input_ids=ids, attention_mask=m.long()).logits
+    keep = inp.attention_mask.bool()
+    assert keep.sum() < keep.numel()  # the case is not trivial
+    torch.testing.assert_close(masked[keep], scatter_back(comp, inp)[keep], rtol=1e-4, atol=1e-4)
