@@ -1,0 +1,127 @@
+"""`lsap flops` — FLOPs of a CE run and the LSAP tokens it buys at matched FLOPs.
+
+    lsap flops --base olmo2-1b --surrogate qwen3-0.6b --tokens 26e9 --json
+
+Everything comes from model configs (meta-device parameter counts; no weights, no
+network); see `lsap.flops` for the formulas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", default="olmo2-1b",
+                        help="base model: preset name or config.json / HF directory (default: olmo2-1b)")
+    parser.add_argument("--surrogate", default="qwen3-0.6b",
+                        help="surrogate: preset name, config.json / HF directory, or 'none' (default: qwen3-0.6b)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--tokens", type=_number, default=None,
+                        help="base tokens of the CE run; its FLOPs set the budget (default: 26e9, the paper)")
+    budget.add_argument("--flops", type=_number, default=None,
+                        help="FLOPs budget; report the CE and LSAP tokens it buys")
+    parser.add_argument("--base-vocab-size", type=int, default=None,
+                        help="override the base vocabulary size (e.g. a small tokenizer)")
+    parser.add_argument("--surrogate-vocab-size", type=int, default=None,
+                        help="override the surrogate vocabulary size")
+    parser.add_argument("--surrogate-tokens-per-base-token", type=_number, default=1.0,
+                        help="surrogate tokens the surrogate runs per base token (paper: 1.0)")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="add the attention terms (PaLM 12·L·H·Q·T / 4·L·H·Q·T) for this sequence length")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _config(spec: str, vocab_size: int | None):
+    from lsap.model import PRESETS, load_config, model_config
+
+    if spec in PRESETS:
+        return model_config(spec, vocab_size=vocab_size)
+    config = load_config(spec)
+    if vocab_size is not None:
+        config.vocab_size = int(vocab_size)
+    return config
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """The report of `lsap flops` as a dict (also used by tests and other commands)."""
+    from lsap import flops as F
+
+    base_cfg = _config(args.base, args.base_vocab_size)
+    sur_cfg = None
+    if args.surrogate and args.surrogate.lower() != "none":
+        sur_cfg = _config(args.surrogate, args.surrogate_vocab_size)
+
+    seq_len = args.seq_len
+    base_fpt = F.train_flops_per_token(base_cfg, seq_len)
+    sur_fpt = F.inference_flops_per_token(sur_cfg, seq_len) if sur_cfg is not None else 0.0
+    r = args.surrogate_tokens_per_base_token
+    lsap_fpt = base_fpt + r * sur_fpt
+
+    if args.flops is not None:
+        budget = float(args.flops)
+        ce_tokens = budget / base_fpt
+    else:
+        ce_tokens = float(args.tokens if args.tokens is not None else 26e9)
+        budget = ce_tokens * base_fpt
+    lsap_tokens = budget / lsap_fpt
+
+    out = {
+        "base": args.base,
+        "surrogate": args.surrogate if sur_cfg is not None else None,
+        "base_params": F.count_params(base_cfg),
+        "base_params_stored": F.count_params(base_cfg, untied_head=False),
+        "surrogate_params": F.count_params(sur_cfg) if sur_cfg is not None else 0,
+        "surrogate_params_stored": F.count_params(sur_cfg, untied_head=False) if sur_cfg is not None else 0,
+        "base_flops_per_token": base_fpt,
+        "surrogate_flops_per_token": sur_fpt,
+        "surrogate_tokens_per_base_token": r,
+        "lsap_flops_per_token": lsap_fpt,
+        "attention_seq_len": seq_len,
+        "budget_flops": budget,
+        "ce_tokens": ce_tokens,
+        "ce_flops": ce_tokens * base_fpt,
+        "lsap_tokens_at_matched_flops": lsap_tokens,
+        "lsap_token_reduction": 1.0 - lsap_tokens / ce_tokens,
+        "lsap_flops_at_ce_tokens": ce_tokens * lsap_fpt,
+    }
+    return out
+
+
+def _table(r: dict) -> str:
+    rows = [
+        ("base", f"{r['base']}"),
+        ("  N_b (head counted untied)", f"{r['base_params']:,}  ({r['base_params'] / 1e9:.3f}e9)"),
+        ("  training FLOPs / token", f"{r['base_flops_per_token']:.4e}"),
+        ("surrogate", f"{r['surrogate']}"),
+        ("  N_s (head counted untied)", f"{r['surrogate_params']:,}  ({r['surrogate_params'] / 1e9:.3f}e9)"),
+        ("  inference FLOPs / token", f"{r['surrogate_flops_per_token']:.4e}"),
+        ("LSAP FLOPs / base token", f"{r['lsap_flops_per_token']:.4e}"),
+        ("attention terms", f"seq_len {r['attention_seq_len']}" if r["attention_seq_len"] else "off (6N / 2N)"),
+        ("FLOPs budget", f"{r['budget_flops']:.4e}  ({r['budget_flops'] / 1e12:,.0f} TFLOPs)"),
+        ("CE tokens", f"{r['ce_tokens']:.4e}"),
+        ("LSAP tokens at matched FLOPs", f"{r['lsap_tokens_at_matched_flops']:.4e}"),
+        ("LSAP token reduction", f"{100 * r['lsap_token_reduction']:.2f}%"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = compute(args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(_table(report))
+    return 0

@@ -1,0 +1,126 @@
+"""Model presets and meta-device construction (tiny, offline)."""
+
+import pytest
+import torch
+
+from lsap.flops import count_params
+from lsap.model import (
+    PRESETS,
+    build_meta_model,
+    build_model,
+    load_config,
+    model_config,
+)
+
+
+def test_paper_base_preset_matches_olmo2_1b_config():
+    cfg = model_config("olmo2-1b")
+    assert type(cfg).__name__ == "Olmo2Config"
+    assert (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers) == (2048, 8192, 16)
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.vocab_size) == (16, 16, 100_352)
+    assert cfg.rope_parameters["rope_theta"] == 500_000
+    assert cfg.rms_norm_eps == 1e-6 and cfg.max_position_embeddings == 4096
+    assert cfg.tie_word_embeddings is False
+    assert (cfg.eos_token_id, cfg.pad_token_id, cfg.bos_token_id) == (100_257, 100_277, 100_257)
+
+
+def test_surrogate_presets():
+    q = model_config("qwen3-0.6b")
+    assert type(q).__name__ == "Qwen3Config" and q.tie_word_embeddings
+    assert (q.hidden_size, q.num_hidden_layers, q.num_key_value_heads, q.head_dim, q.vocab_size) == (
+        1024, 28, 8, 128, 151_936)
+    s = model_config("smollm2-135m")
+    assert type(s).__name__ == "LlamaConfig" and s.tie_word_embeddings
+    assert (s.hidden_size, s.num_hidden_layers, s.num_attention_heads, s.num_key_value_heads) == (576, 30, 9, 3)
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(ValueError, match="olmo2-tiny"):
+        model_config("olmo2-7b")
+    with pytest.raises(ValueError, match="olmo2-1b"):
+        load_config("no-such-model")
+
+
+def test_vocab_override_drops_out_of_range_special_ids_and_overrides_apply():
+    cfg = model_config("olmo2-tiny", vocab_size=320, num_hidden_layers=1, initializer_range=0.05)
+    assert cfg.vocab_size == 320 and cfg.num_hidden_layers == 1 and cfg.initializer_range == 0.05
+    assert cfg.pad_token_id is None and cfg.eos_token_id is None
+    # the shared preset table is not mutated by overrides
+    assert model_config("olmo2-tiny").num_hidden_layers == 2
+
+
+@pytest.mark.parametrize("preset", ["olmo2-tiny", "olmo2-small", "smollm2-135m"])
+def test_meta_param_count_equals_materialised_count(preset):
+    overrides = {"num_hidden_layers": 2} if preset == "smollm2-135m" else {}
+    cfg = model_config(preset, vocab_size=257, **overrides)
+    model = build_model(cfg, seed=0)
+    materialised = sum(p.numel() for p in model.parameters())
+    assert count_params(cfg, untied_head=False) == materialised
+    meta = build_meta_model(cfg)
+    assert all(p.is_meta for p in meta.parameters())
+
+
+def test_olmo2_tiny_param_count_by_hand():
+    d, f, L, V = 64, 256, 2, 300
+    per_layer = 4 * d * d + 3 * d * f + 4 * d  # q,k,v,o; gate,up,down; q/k-norm + 2 post-norms
+    expected = V * d + L * per_layer + d + V * d  # embedding, blocks, final norm, untied head
+    assert count_params(model_config("olmo2-tiny", vocab_size=V)) == expected
+
+
+def test_init_is_deterministic_per_seed_and_uses_initializer_range():
+    cfg = model_config("olmo2-tiny", vocab_size=512, initializer_range=0.02)
+    a, b, c = build_model(cfg, seed=3), build_model(cfg, seed=3), build_model(cfg, seed=4)
+    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb), name
+        assert torch.isfinite(pa).all(), name
+        if pa.ndim == 2:  # linears and embeddings: N(0, 0.02)
+            assert not torch.equal(pa, pc), name
+            assert abs(pa.std().item() - 0.02) < 0.002, (name, pa.std().item())
+            assert abs(pa.mean().item()) < 0.002, name
+        else:  # RMSNorm weights start at one
+            assert torch.equal(pa, torch.ones_like(pa)), name
+
+
+def test_init_does_not_touch_callers_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_model(model_config("olmo2-tiny", vocab_size=128), seed=0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_rope_buffers_are_initialised_and_stay_fp32_in_bf16():
+    cfg = model_config("olmo2-tiny", vocab_size=128)
+    model = build_model(cfg, dtype=torch.bfloat16, seed=0)
+    inv = model.model.rotary_emb.inv_freq
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    want = 1.0 / (500_000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    assert inv.dtype == torch.float32 and torch.allclose(inv, want)
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    fp32 = build_model(cfg, seed=0)
+    assert torch.equal(fp32.lm_head.weight.bfloat16(), model.lm_head.weight)
+
+
+def test_tiny_model_forward_and_initial_loss_near_log_v():
+    V = 256
+    model = build_model(model_config("olmo2-tiny", vocab_size=V), seed=0)
+    ids = torch.randint(0, V, (2, 17), generator=torch.Generator().manual_seed(0))
+    out = model(input_ids=ids, labels=ids)
+    assert out.logits.shape == (2, 17, V)
+    # small-std init → near-uniform predictions: loss ≈ ln V
+    assert abs(out.loss.item() - torch.log(torch.tensor(float(V))).item()) < 0.1
+
+
+def test_load_config_from_saved_directory(tmp_path):
+    cfg = model_config("olmo2-tiny", vocab_size=300)
+    cfg.save_pretrained(tmp_path)
+    for spec in (str(tmp_path), str(tmp_path / "config.json")):
+        loaded = load_config(spec)
+        assert loaded.vocab_size == 300 and loaded.hidden_size == 64
+        assert count_params(loaded) == count_params(cfg)
+
+
+def test_every_preset_instantiates_on_meta():
+    for name in PRESETS:
+        cfg = model_config(name)
+        assert count_params(cfg) > 0
