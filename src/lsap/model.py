@@ -198,3 +198,10 @@ def describe(config) -> dict[str, Any]:
         "vocab_size": config.vocab_size,
         "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
     }
+
+
+def load_causal_lm(spec, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+    """A pretrained causal LM, frozen → `(model, tokenizer_or_None)`; see `lsap.surrogate.load_surrogate`."""
+    from lsap.surrogate import load_surrogate
+
+    return load_surrogate(spec, dtype=dtype, device=device)
