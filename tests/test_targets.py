@@ -121,3 +121,26 @@ def test_masked_equals_compacted_on_a_real_causal_lm():
     keep = inp.attention_mask.bool()
     assert keep.sum() < keep.numel()  # the case is not trivial
     torch.testing.assert_close(masked[keep], scatter_back(comp, inp)[keep], rtol=1e-4, atol=1e-4)
+
+
+def test_propose_targets_compact_equals_mask_mode():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lsap.targets import propose_targets
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg).eval()
+    vmap = random_vmap(40, 48, 30, seed=4)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 40, (3, 19), generator=g)
+    x[:, 0] = vmap.base_in.nonzero()[0, 0]
+    y = torch.randint(0, 40, (3, 19), generator=g)
+    y[1, 3] = -100
+    a = propose_targets(model, x, y, vmap, k=6, alpha=0.01, mode="compact")
+    b = propose_targets(model, x, y, vmap, k=6, alpha=0.01, mode="mask")
+    assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+    torch.testing.assert_close(a[2], b[2], rtol=1e-4, atol=1e-6)
+    assert a[1].any()
+    assert not a[1][~vmap.base_in[x]].any() and not a[1][1, 3].any()

@@ -115,11 +115,16 @@ def _parts(z: torch.Tensor, labels, valid, aux_ids, w):
 
 
 def _grad_logits(z, lse, labels, valid, aux_ids, w, lam: float, scale) -> torch.Tensor:
-    """∂(ce + λ·aux)/∂z for a chunk, fp32 [n, V], times `scale` (scalar tensor)."""
-    c = (valid.to(lse.dtype) + lam * w.sum(-1)) * scale
-    g = torch.sub(_acc(z), lse[:, None])
+    """∂(ce + λ·aux)/∂z for a chunk [n, V] (fp32, fp64 for fp64 input), times `scale`.
+
+    softmax(z)·c is written as exp(z − (lse − log c)): two passes over [n, V] instead of
+    three; rows with c = 0 (no label, no aux) get exp(−inf) = 0.
+    """
+    c = (valid.to(lse.dtype) + lam * w.sum(-1)) * scale.abs()
+    g = torch.sub(_acc(z), (lse - c.log())[:, None])
     g.exp_()
-    g.mul_(c[:, None])
+    if scale < 0:
+        g.neg_()
     g.scatter_add_(1, labels[:, None], (-scale * valid.to(g.dtype))[:, None])
     if aux_ids.shape[1]:
         g.scatter_add_(1, aux_ids, (-lam * scale * w).to(g.dtype))

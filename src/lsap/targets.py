@@ -148,3 +148,47 @@ def select_aux_targets(
     if return_probs:
         out = out + (probs_out.view(B, T, k),)
     return out
+
+
+@torch.no_grad()
+def propose_targets(
+    surrogate,
+    base_ids: torch.Tensor,
+    labels: torch.Tensor,
+    vmap: VocabMap,
+    k: int = 15,
+    alpha: float = 0.05,
+    mode: str = "compact",
+    pad_id: int = 0,
+    ignore_index: int = -100,
+):
+    """Run the frozen surrogate on base inputs [B, T] and select auxiliary targets.
+
+    surrogate: a causal LM (anything called as `surrogate(input_ids=, attention_mask=,
+    [position_ids=]).logits`). mode "compact" runs S on each row's Σ∩ tokens packed to
+    the left (no wasted compute on masked tokens) and scatters the selection back;
+    "mask" runs the full-length rows with holes masked and positions skipping them.
+    Both are the same computation (tests/test_targets.py). Returns
+    (aux_ids [B, T, k], aux_mask [B, T, k], probs [B, T, k]).
+    """
+    inp = translate_inputs(base_ids, vmap, pad_id)
+    keep = inp.attention_mask.bool()
+    if mode == "mask":
+        logits = surrogate(input_ids=inp.input_ids, attention_mask=inp.attention_mask,
+                           position_ids=inp.position_ids).logits
+        return select_aux_targets(logits, labels, vmap, k, alpha, valid=keep,
+                                  ignore_index=ignore_index, return_probs=True)
+    if mode != "compact":
+        raise ValueError(f"mode must be 'compact' or 'mask', got {mode!r}")
+    ids, cmask = compact(inp, pad_id)
+    B, T2 = ids.shape
+    if T2 == 0:
+        z = torch.zeros(base_ids.shape + (k,), device=base_ids.device)
+        return z.long() - 1, z.bool(), z.float()
+    logits = surrogate(input_ids=ids, attention_mask=cmask.long()).logits
+    clabels = torch.full((B, T2), ignore_index, dtype=labels.dtype, device=labels.device)
+    clabels[cmask] = labels[keep]
+    cid, cm, cp = select_aux_targets(logits, clabels, vmap, k, alpha, valid=cmask,
+                                     ignore_index=ignore_index, return_probs=True)
+    m = scatter_back(cm, inp)
+    return torch.where(m, scatter_back(cid, inp), ABSENT), m, scatter_back(cp, inp)

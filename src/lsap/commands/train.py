@@ -1,0 +1,30 @@
+"""`lsap train --config X.yaml key=value ... [--resume] [--dry-run]` (also under torchrun)."""
+
+from __future__ import annotations
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", help="YAML run config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. lsap.alpha=0.01 train.max_steps=100")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the budget, then exit")
+
+
+def run(args) -> int:
+    from lsap.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        raise SystemExit(f"lsap train: {e}")
+    if args.dry_run:
+        print(cfg.to_yaml())
+        return 0
+    from lsap.train import TrainingError, train
+
+    try:
+        out = train(cfg, resume=args.resume)
+    except TrainingError as e:
+        raise SystemExit(f"lsap train: {e}")
+    print(f"run directory: {out}")
+    return 0

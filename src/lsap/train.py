@@ -1,0 +1,445 @@
+"""The training loop: build, step, log, evaluate, checkpoint — no math of its own.
+
+The loss is `lsap.loss` (sum-reduced); each optimizer step divides the gradients once
+by the step's global Z (labels + auxiliary targets, all-reduced over ranks and
+micro-batches), so accumulation and data parallelism never reweight tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lsap import distributed
+from lsap.config import Config
+from lsap.flops import FlopsLedger, mfu, peak_flops_for_device
+from lsap.loss import lsap_linear_loss, lsap_loss, normalizer
+from lsap.schedules import LambdaSchedule, LRSchedule
+
+IGNORE = -100
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+class LossModule(torch.nn.Module):
+    """Causal LM + LSAP loss in one forward, so DDP/FSDP wrap one module.
+
+    impl "linear": final hidden states and the head weight go to `lsap_linear_loss`
+    (no [N, V] logits); "logits": the model's logits go to `lsap_loss`.
+    Returns (loss_sum, ce_sum, aux_sum, n_labels, n_aux).
+    """
+
+    def __init__(self, lm: torch.nn.Module, impl: str = "linear", normalization: str = "targets"):
+        super().__init__()
+        self.lm, self.impl, self.normalization = lm, impl, normalization
+
+    def forward(self, input_ids, labels, aux_ids=None, aux_mask=None, aux_weight=None, lam: float = 0.0):
+        kw = dict(lam=lam, normalization=self.normalization, aux_weight=aux_weight)
+        if self.impl == "linear":
+            hidden = self.lm.model(input_ids=input_ids).last_hidden_state
+            weight = self.lm.lm_head.weight
+            with torch.autocast(hidden.device.type, enabled=False):
+                out = lsap_linear_loss(hidden, weight.to(hidden.dtype), labels, aux_ids, aux_mask, **kw)
+        else:
+            logits = self.lm(input_ids=input_ids).logits
+            with torch.autocast(logits.device.type, enabled=False):
+                out = lsap_loss(logits, labels, aux_ids, aux_mask, **kw)
+        return out.loss, out.ce_sum, out.aux_sum, out.n_labels, out.n_aux
+
+
+@dataclass
+class Budget:
+    total_steps: int
+    tokens_per_step: int
+    flops_per_step: float
+    limited_by: str
+
+
+def plan_budget(cfg: Config, ledger: FlopsLedger) -> Budget:
+    """Steps from the smallest positive budget among max_steps / max_tokens / max_flops."""
+    t = cfg.train
+    tokens_per_step = t.batch_size * cfg.data.seq_len
+    flops_per_step = tokens_per_step * (ledger.base_flops_per_token + ledger.surrogate_flops_per_token)
+    options = []
+    if t.max_steps:
+        options.append((int(t.max_steps), "max_steps"))
+    if t.max_tokens:
+        options.append((int(t.max_tokens // tokens_per_step), "max_tokens"))
+    if t.max_flops:
+        options.append((int(t.max_flops // flops_per_step), "max_flops"))
+    steps, by = min(options)
+    if steps <= 0:
+        raise TrainingError(
+            f"the budget ({by}) is smaller than one optimizer step "
+            f"({tokens_per_step:,} tokens, {flops_per_step:.3g} FLOPs); raise it or shrink the batch"
+        )
+    return Budget(steps, tokens_per_step, flops_per_step, by)
+
+
+def _round_up(n: int, m: int = 128) -> int:
+    return (n + m - 1) // m * m
+
+
+def _rng_state() -> dict:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _fmt_time(s: float) -> str:
+    s = int(max(s, 0))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: bool = False):
+        from lsap.data import SequenceLoader, TokenShards
+        from lsap.model import build_model, model_config
+        from lsap.tokenizer import load_tokenizer, vocab_size
+
+        self.cfg = cfg
+        self.d = distributed.init(cfg.train.device)
+        self.out = Path(cfg.out_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.main = self.d.is_main
+        dev = self.d.device
+        self.autocast = (cfg.train.precision == "bf16") or (cfg.train.precision == "auto" and dev.type == "cuda")
+
+        # ---- data and tokenizer --------------------------------------------------
+        self.shards = TokenShards(cfg.data.dir, "train")
+        spec = self.shards.manifest["tokenizer"]["spec"]
+        self.tokenizer = load_tokenizer(spec)
+        self.shards.check_tokenizer(self.tokenizer)
+        self.val = None
+        if "val" in self.shards.manifest["splits"] and self.shards.manifest["splits"]["val"]["tokens"] > cfg.data.seq_len:
+            self.val = TokenShards(cfg.data.dir, "val")
+
+        # ---- base model ----------------------------------------------------------
+        vsize = cfg.model.vocab_size or _round_up(vocab_size(self.tokenizer))
+        specials = {f"{r}_token_id": getattr(self.tokenizer, f"{r}_token_id", None) for r in ("bos", "eos", "pad")}
+        overrides = {**{k: v for k, v in specials.items() if v is not None}, **cfg.model.overrides}
+        self.model_config = model_config(cfg.model.preset, vocab_size=vsize, **overrides)
+        self.shards.check_vocab(vsize)
+        self.lm = build_model(self.model_config, device=dev, seed=cfg.model.init_seed)
+
+        # ---- surrogate -----------------------------------------------------------
+        self.surrogate = self.vmap = None
+        surrogate_cfg = None
+        if cfg.loss == "lsap":
+            self.surrogate, self.vmap, surrogate_cfg = self._setup_surrogate(vsize)
+        self.ledger = FlopsLedger.from_configs(self.model_config, surrogate_cfg)
+        self.budget = plan_budget(cfg, self.ledger)
+
+        # ---- parallelism, optimizer, schedules -----------------------------------
+        t = cfg.train
+        per_step = t.micro_batch_size * self.d.world_size
+        if t.batch_size % per_step:
+            raise TrainingError(
+                f"train.batch_size={t.batch_size} must be a multiple of micro_batch_size × world_size = {per_step}"
+            )
+        self.accum = t.batch_size // per_step
+        self.module = LossModule(self.lm, t.loss_impl, cfg.lsap.normalization)
+        self.wrapped = distributed.wrap(self.module, self.d, t.distributed, layers=list(self.lm.model.layers))
+        decay = [p for p in self.module.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.module.parameters() if p.dim() < 2]
+        o = cfg.optim
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=dev.type == "cuda",
+        )
+        total = self.budget.total_steps
+        self.lr_at = LRSchedule(o.lr, min(o.warmup_steps, max(total - 1, 0)), total, o.min_lr_ratio)
+        L = cfg.lsap
+        self.lam_at = LambdaSchedule(L.lambda_schedule, L.lam, L.lam_min, total) if cfg.loss == "lsap" else None
+        self.loader = SequenceLoader(self.shards, cfg.data.seq_len, t.micro_batch_size, self.d.rank,
+                                     self.d.world_size, seed=t.seed)
+        self.step = 0
+        self.wall = 0.0
+        random.seed(t.seed)
+        np.random.seed(t.seed)
+        torch.manual_seed(t.seed)
+        if resume:
+            self._resume()
+        elif self.main and self.ckpt_root.exists() and any(self.ckpt_root.glob("step_*")):
+            raise TrainingError(f"{self.out} already has checkpoints; pass --resume to continue it or pick a new out_dir")
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(cfg.to_yaml())
+        self.peak = peak_flops_for_device(dev) if dev.type == "cuda" else None
+
+    # ------------------------------------------------------------------ surrogate
+    def _setup_surrogate(self, base_vocab: int):
+        from lsap.surrogate import load_surrogate
+        from lsap.vocab import VocabMap
+
+        cfg, dev = self.cfg, self.d.device
+        if cfg.surrogate.source == "cache":
+            raise TrainingError("surrogate.source=cache: use `lsap cache build` first (see lsap.cache)")
+        dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
+            cfg.surrogate.dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        model, stok = load_surrogate(cfg.surrogate.model, dtype=dtype, device=dev)
+        if stok is None:
+            raise TrainingError(f"surrogate {cfg.surrogate.model!r} has no tokenizer; LSAP needs one for the vocabulary map")
+        vs = model.config.vocab_size
+        if cfg.surrogate.vocab_map:
+            if cfg.lsap.intersection_keep < 1.0:
+                raise TrainingError("lsap.intersection_keep < 1 builds its own map; leave surrogate.vocab_map empty")
+            vmap = VocabMap.load(cfg.surrogate.vocab_map, base=self.tokenizer, surrogate=stok)
+        else:
+            vmap = VocabMap.from_tokenizers(self.tokenizer, stok, base_vocab_size=base_vocab,
+                                            surrogate_vocab_size=max(vs, len(stok)),
+                                            keep_fraction=cfg.lsap.intersection_keep,
+                                            seed=cfg.lsap.intersection_seed)
+        if vmap.base_vocab_size != base_vocab:
+            raise TrainingError(f"vocabulary map covers {vmap.base_vocab_size} base ids, the model has {base_vocab}")
+        if self.main:
+            vmap.save(self.out / "vocab_map")
+        self.s_pad = stok.pad_token_id if stok.pad_token_id is not None else 0
+        return model, vmap.to(dev), model.config
+
+    def _targets(self, x, y):
+        """Auxiliary targets for one micro-batch: (ids, mask, weight) or Nones for CE."""
+        from lsap.targets import propose_targets
+
+        if self.surrogate is None:
+            return None, None, None
+        L = self.cfg.lsap
+        bs = self.cfg.surrogate.batch_size or x.shape[0]
+        parts = [propose_targets(self.surrogate, x[i:i + bs], y[i:i + bs], self.vmap, L.k, L.alpha,
+                                 pad_id=self.s_pad) for i in range(0, x.shape[0], bs)]
+        ids, mask, probs = (torch.cat(p) for p in zip(*parts))
+        return ids, mask, (probs if L.aux_weighting == "prob" else None)
+
+    # ------------------------------------------------------------------ step
+    def train_step(self) -> dict:
+        d, dev = self.d, self.d.device
+        lam = self.lam_at(self.step) if self.lam_at else 0.0
+        lr = self.lr_at(self.step)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        micro = []
+        n = torch.zeros(2, dtype=torch.float64, device=dev)
+        for _ in range(self.accum):
+            x, y = (t.to(dev) for t in self.loader.next_batch())
+            ids, mask, w = self._targets(x, y)
+            micro.append((x, y, ids, mask, w))
+            n[0] += (y != IGNORE).sum()
+            if mask is not None:
+                n[1] += mask.sum()
+        d.all_reduce_sum(n)
+        z = float(normalizer(n[0], n[1], self.cfg.lsap.normalization)) if self.cfg.loss == "lsap" else float(n[0])
+        parts = torch.zeros(3, dtype=torch.float64, device=dev)
+        fsdp = d.enabled and self.cfg.train.distributed == "fsdp"
+        for i, (x, y, ids, mask, w) in enumerate(micro):
+            last = i == len(micro) - 1
+            if fsdp:
+                self.wrapped.set_requires_gradient_sync(last)
+                sync = nullcontext()
+            else:
+                sync = self.wrapped.no_sync() if d.enabled and not last else nullcontext()
+            with sync, torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
+                loss, ce, aux, _, _ = self.wrapped(x, y, ids, mask, w, lam)
+                # DDP/FSDP average gradients over ranks; ×world turns that into a sum.
+                (loss * (d.world_size / max(z, 1.0))).backward()
+            parts += torch.stack([loss.detach(), ce, aux]).double()
+        d.all_reduce_sum(parts)
+        gn = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.optim.grad_clip or float("inf"))
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        tokens = self.budget.tokens_per_step
+        self.ledger.add(tokens, tokens if self.surrogate is not None else 0)
+        self.step += 1
+        loss = float(parts[0]) / max(z, 1.0)
+        if not math.isfinite(loss):
+            last = self._latest_checkpoint()
+            raise TrainingError(
+                f"non-finite loss ({loss}) at step {self.step}; last checkpoint: {last or 'none'} "
+                "(lower optim.lr or check the data)"
+            )
+        nl = float(n[0])
+        return {"step": self.step, "loss": loss, "ce": float(parts[1]) / max(nl, 1.0),
+                "aux": float(parts[2]) / max(float(n[1]), 1.0) if n[1] > 0 else 0.0,
+                "aux_per_token": float(n[1]) / max(nl, 1.0), "lam": lam, "lr": lr,
+                "grad_norm": float(gn), "z": z}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        if self.val is None:
+            return {}
+        self.module.eval()
+        tot = torch.zeros(2, dtype=torch.float64, device=self.d.device)
+        bs = self.cfg.train.micro_batch_size
+        for x, y in self.val.iter_eval_batches(self.cfg.data.seq_len, bs, self.cfg.train.eval_batches):
+            x, y = x.to(self.d.device), y.to(self.d.device)
+            with torch.autocast(self.d.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                _, ce, _, nl, _ = self.wrapped(x, y)
+            tot += torch.stack([ce.double(), nl.double()])
+        self.module.train()
+        if tot[1] == 0:
+            return {}
+        val_loss = float(tot[0] / tot[1])
+        out = {"val_loss": val_loss}
+        if self.val.bytes_per_token:
+            out["val_bpb"] = val_loss / math.log(2) / self.val.bytes_per_token
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def _latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in self.ckpt_root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
+                      and (p / "meta.json").is_file())
+        return done[-1] if done else None
+
+    def _state_dicts(self):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_state_dict(self.module, self.opt, options=opts)
+
+    def counters(self) -> dict:
+        L = self.ledger
+        return {"step": self.step, "tokens": L.tokens, "flops_base": L.base_flops,
+                "flops_surrogate": L.surrogate_flops, "flops": L.total, "wall_s": self.wall}
+
+    def save_checkpoint(self) -> Path:
+        msd, osd = self._state_dicts()  # collective under FSDP: every rank calls it
+        final = self.ckpt_root / f"step_{self.step:08d}"
+        if self.main:
+            tmp = final.with_name(final.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            lm_sd = {k.removeprefix("lm."): v for k, v in msd.items()}
+            self.lm.save_pretrained(tmp / "model", state_dict=lm_sd)
+            self.tokenizer.save_pretrained(tmp / "model")
+            torch.save({"optimizer": osd, "loader": self.loader.state_dict(), "ledger": self.ledger.state_dict(),
+                        "rng": _rng_state(), "step": self.step, "wall": self.wall}, tmp / "trainer.pt")
+            (tmp / "config.yaml").write_text(self.cfg.to_yaml())
+            (tmp / "meta.json").write_text(json.dumps(self.counters(), indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            self._prune()
+        self.d.barrier()
+        return final
+
+    def _prune(self) -> None:
+        keep = self.cfg.train.keep_checkpoints
+        if keep > 0:
+            done = sorted(p for p in self.ckpt_root.glob("step_*") if not p.name.endswith(".tmp"))
+            for p in done[:-keep]:
+                shutil.rmtree(p)
+
+    def _resume(self) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        from safetensors.torch import load_file
+
+        last = self._latest_checkpoint()
+        if last is None:
+            raise TrainingError(f"--resume: no finished checkpoint under {self.ckpt_root}")
+        st = torch.load(last / "trainer.pt", weights_only=False, map_location="cpu")
+        files = sorted((last / "model").glob("*.safetensors"))
+        lm_sd = {}
+        for f in files:
+            lm_sd.update(load_file(f))
+        msd = {f"lm.{k}": v for k, v in lm_sd.items()}
+        set_state_dict(self.module, self.opt, model_state_dict=msd, optim_state_dict=st["optimizer"],
+                       options=StateDictOptions(full_state_dict=True, strict=False))
+        self.loader.load_state_dict(st["loader"])
+        self.ledger.load_state_dict(st["ledger"])
+        _set_rng_state(st["rng"])
+        self.step, self.wall = int(st["step"]), float(st["wall"])
+        if self.main:
+            m = self.out / "metrics.jsonl"
+            if m.exists():  # drop lines logged after the checkpoint; they will be redone
+                keep = [ln for ln in m.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
+                m.write_text("".join(ln + "\n" for ln in keep))
+            print(f"resumed from {last} (step {self.step})", flush=True)
+
+    # ------------------------------------------------------------------ loop
+    def log(self, row: dict) -> None:
+        if self.main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def run(self) -> Path:
+        from tqdm.auto import tqdm
+
+        cfg, t = self.cfg, self.cfg.train
+        total = self.budget.total_steps
+        if self.main:
+            n_params = sum(p.numel() for p in self.lm.parameters())
+            print(f"lsap train: {cfg.name} | loss={cfg.loss} | {cfg.model.preset} ({n_params / 1e6:.2f}M params) | "
+                  f"{total} steps × {self.budget.tokens_per_step:,} tokens (limited by {self.budget.limited_by}) | "
+                  f"{self.ledger.base_flops_per_token + self.ledger.surrogate_flops_per_token:.3g} FLOPs/token | "
+                  f"world={self.d.world_size} accum={self.accum} device={self.d.device}"
+                  + (f" | k={cfg.lsap.k} α={cfg.lsap.alpha} λ={cfg.lsap.lambda_schedule}:{cfg.lsap.lam} "
+                     f"Z={cfg.lsap.normalization} |Σ∩|={self.vmap.size}" if self.vmap is not None else ""), flush=True)
+        bar = tqdm(total=total, initial=self.step, disable=True if not self.main else None,  # None: off when not a TTY
+                   unit="step", dynamic_ncols=True)
+        window_t, window_tok = time.perf_counter(), 0
+        eval_every, ckpt_every = t.eval_every or total, t.ckpt_every or total
+        while self.step < total:
+            t0 = time.perf_counter()
+            row = self.train_step()
+            self.wall += time.perf_counter() - t0
+            window_tok += self.budget.tokens_per_step
+            bar.update(1)
+            if self.step % t.log_every == 0 or self.step == total:
+                dt = time.perf_counter() - window_t
+                tps = window_tok / max(dt, 1e-9)
+                row.update(self.counters(), kind="train", tok_s=tps,
+                           mfu=mfu(tps * self.budget.flops_per_step / self.budget.tokens_per_step / self.d.world_size, self.peak))
+                self.log(row)
+                eta = (total - self.step) * self.wall / max(self.step, 1)
+                msg = (f"step {self.step}/{total} | loss {row['loss']:.4f} | ce {row['ce']:.4f}"
+                       + (f" | aux {row['aux']:.3f} | aux/tok {row['aux_per_token']:.2f} | λ {row['lam']:.3f}"
+                          if self.vmap is not None else "")
+                       + f" | lr {row['lr']:.2e} | gnorm {row['grad_norm']:.2f} | {tps:,.0f} tok/s"
+                       + (f" | MFU {row['mfu']:.1%}" if row["mfu"] else "")
+                       + f" | {self.ledger.total:.3g} FLOPs | eta {_fmt_time(eta)}")
+                if self.main:
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                    tqdm.write(msg)
+                window_t, window_tok = time.perf_counter(), 0
+            if self.step % eval_every == 0 or self.step == total:
+                ev = self.evaluate()
+                if ev:
+                    self.log({"kind": "val", **self.counters(), **ev})
+                    if self.main:
+                        tqdm.write(f"step {self.step} | val loss {ev['val_loss']:.4f}"
+                                   + (f" | val bpb {ev['val_bpb']:.4f}" if "val_bpb" in ev else ""))
+            if self.step % ckpt_every == 0 or self.step == total:
+                path = self.save_checkpoint()
+                if self.main:
+                    tqdm.write(f"checkpoint: {path}")
+        bar.close()
+        return self.out
+
+
+def train(cfg: Config, resume: bool = False) -> Path:
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        distributed.shutdown()
