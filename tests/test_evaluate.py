@@ -1,0 +1,242 @@
+"""`lsap eval`: bits per byte, offline task construction, eval.json next to checkpoints, errors.
+
+The fixtures build, offline and in a few seconds: a byte-level BPE tokenizer (vocab
+320) trained on the stdlib's pydoc topics, a data directory prepared from that corpus
+(20% of documents held out), and two fake runs (CE and LSAP) whose checkpoints are tiny
+random OLMo2 / Llama models saved with `save_pretrained`, with known FLOPs in meta.json
+and metrics.jsonl. `tests/test_report.py` reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lsap import evaluate as ev
+from lsap.cli import main
+
+VOCAB = 320
+# Per run: (name, config extras, checkpoint FLOPs). The LSAP run spends more FLOPs
+# per token (surrogate); budgets are chosen so matched-FLOPs picks are known.
+RUNS = {
+    "ce": ({"loss": "ce", "lsap": {"alpha": 0.05, "k": 15, "lambda_schedule": "constant"}},
+           [(100, 1.0e12), (200, 2.0e12), (300, 3.0e12)], "olmo2"),
+    "lsap": ({"loss": "lsap", "lsap": {"alpha": 0.05, "k": 15, "lambda_schedule": "cosine"}},
+             [(100, 1.3e12), (200, 2.6e12)], "llama"),
+}
+
+
+def make_tokenizer(out: Path):
+    from pydoc_data.topics import topics
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator([topics[k] for k in sorted(topics)], trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tok.save_pretrained(out)
+    return tok
+
+
+def tiny_model(family: str, seed: int):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Olmo2Config
+
+    cls = Olmo2Config if family == "olmo2" else LlamaConfig
+    cfg = cls(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+              num_key_value_heads=2, max_position_embeddings=256, eos_token_id=0, bos_token_id=0,
+              tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(cfg)
+
+
+def make_run(root: Path, name: str, data_dir: Path, tok, spec: str) -> Path:
+    import yaml
+
+    extra, cks, family = RUNS[name]
+    run = root / name
+    run.mkdir(parents=True)
+    cfg = {"name": name, "model": {"preset": f"{family}-test"}, "data": {"dir": str(data_dir), "seq_len": 64},
+           "tokenizer": spec, "train": {"eval_batches": 2}, **extra}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    lines = []
+    for i, (step, flops) in enumerate(cks):
+        d = run / "checkpoints" / f"step_{step:08d}"
+        model = tiny_model(family, seed=10 * len(name) + i)
+        model.save_pretrained(d / "model")
+        tok.save_pretrained(d / "model")
+        meta = {"step": step, "tokens": step * 1000, "flops_base": flops * 0.8, "flops_surrogate": flops * 0.2,
+                "flops": flops, "wall_s": 1.0}
+        (d / "meta.json").write_text(json.dumps(meta))
+        lines.append({"kind": "train", "step": step, "tokens": step * 1000, "flops": flops, "loss": 5.0 - i})
+        lines.append({"kind": "val", "step": step, "tokens": step * 1000, "flops_base": flops * 0.8,
+                      "flops_surrogate": flops * 0.2, "flops": flops, "val_loss": 5.5 - i, "val_bpb": 2.0 - i / 10})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return run
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """{'tok_dir', 'data', 'runs': {name: path}} — built once per session."""
+    from lsap.data import prepare
+
+    root = tmp_path_factory.mktemp("evalworld")
+    tok = make_tokenizer(root / "tok")
+    data = root / "data"
+    prepare(str(root / "tok"), "pydoc-topics", data, val_fraction=0.2, shard_tokens=1 << 16, seed=0,
+            progress=False, tokenizer=tok)
+    runs = {name: make_run(root / "runs", name, data, tok, str(root / "tok")) for name in RUNS}
+    return {"root": root, "tok_dir": root / "tok", "tok": tok, "data": data, "runs": runs}
+
+
+@pytest.fixture(scope="session")
+def evaluated(world):
+    """Both runs evaluated with the offline set at --limit 8 (lm-eval, CPU)."""
+    pytest.importorskip("lm_eval")
+    for run in world["runs"].values():
+        assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4"]) == 0
+    return world
+
+
+# --------------------------------------------------------------------------- bits per byte
+def test_bits_per_byte_hand_computed():
+    # 2 tokens of 4 bytes each with loss ln(4) nats/token: 2 bits per token / 4 bytes = 0.5 bpb.
+    assert ev.bits_per_byte(math.log(4), 4.0) == pytest.approx(0.5)
+    # total-bits / total-bytes form on odd numbers
+    loss, n_tok, n_bytes = 2.3, 37, 151
+    assert ev.bits_per_byte(loss, n_bytes / n_tok) == pytest.approx(n_tok * loss / math.log(2) / n_bytes)
+    with pytest.raises(ev.EvalError):
+        ev.bits_per_byte(1.0, 0)
+
+
+def test_heldout_loss_matches_manual(world):
+    import numpy as np
+    import torch
+
+    from lsap.data import TokenShards
+
+    model = tiny_model("olmo2", 0).eval()
+    got = ev.heldout_loss(model, world["data"], seq_len=32, batch_size=2, max_batches=3, tokenizer=world["tok"])
+    sh = TokenShards(world["data"], "val")
+    x = torch.from_numpy(np.asarray(sh.tokens(0, 6 * 32 + 1)))
+    inp = torch.stack([x[j * 32:(j + 1) * 32] for j in range(6)])
+    lab = torch.stack([x[j * 32 + 1:(j + 1) * 32 + 1] for j in range(6)])
+    with torch.no_grad():
+        ref = torch.nn.functional.cross_entropy(model(input_ids=inp).logits.flatten(0, 1), lab.flatten()).item()
+    assert got["val_tokens"] == 6 * 32
+    assert got["val_loss"] == pytest.approx(ref, rel=1e-5)
+    man = json.loads((world["data"] / "manifest.json").read_text())["splits"]["val"]
+    assert got["val_bpb"] == pytest.approx(ref / math.log(2) / (man["bytes"] / man["tokens"]), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- offline tasks
+def test_offline_tasks_deterministic_and_heldout(world, tmp_path):
+    from pydoc_data.topics import topics
+
+    from lsap.data import is_val
+
+    a = ev.build_offline_tasks(world["data"], tmp_path / "a", max_examples=50)
+    b = ev.build_offline_tasks(world["data"], tmp_path / "b", max_examples=50)
+    assert a["hash"] == b["hash"]
+    for name in ev.OFFLINE_TASKS:
+        assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
+        assert a["counts"][name] > 5
+    c = ev.build_offline_tasks(world["data"], tmp_path / "c", max_examples=40)
+    assert c["hash"] != a["hash"]
+
+    docs = [" ".join(topics[k].split()) for k in sorted(topics)]
+    val = [d for i, d in enumerate(docs) if is_val(i, 0, 0.2)]
+    train = [d for i, d in enumerate(docs) if not is_val(i, 0, 0.2)]
+    lw = [json.loads(x) for x in (tmp_path / "a" / "lsap_lastword.jsonl").read_text().splitlines()]
+    for ex in lw:
+        passage = ex["context"] + " " + ex["target"]
+        assert any(passage in d for d in val)
+        assert ex["target"].isalpha() or "-" in ex["target"] or "'" in ex["target"]
+    ns = [json.loads(x) for x in (tmp_path / "a" / "lsap_nextsent.jsonl").read_text().splitlines()]
+    for ex in ns:
+        assert len(ex["choices"]) == 4 and len(set(ex["choices"])) == 4
+        answer = ex["choices"][ex["label"]]
+        home = [d for d in val if ex["context"] + " " + answer in d]
+        assert home, "context + answer must be consecutive text of one held-out document"
+        for j, ch in enumerate(ex["choices"]):
+            assert any(ch in d for d in val)
+            if j != ex["label"]:
+                assert all(ch not in d for d in home)  # distractors come from other documents
+    # Held-out only: no example is drawn from a training document (unless the text
+    # also appears in a held-out one).
+    assert not any(ex["context"] in d and not any(ex["context"] in v for v in val) for ex in lw for d in train)
+
+
+def test_lastword_cutting_rule():
+    doc = " ".join(f"w{i}" for i in range(20)) + " the final Word. 123"
+    ex = ev.lastword_examples([doc], passage_words=64, min_context_words=16)
+    assert ex == [{"context": " ".join(f"w{i}" for i in range(20)) + " the final", "target": "Word"}]
+
+
+# --------------------------------------------------------------------------- lsap eval end to end
+def test_eval_writes_results_next_to_checkpoints(evaluated, capsys):
+    for name, run in evaluated["runs"].items():
+        for step, flops in RUNS[name][1]:
+            d = run / "checkpoints" / f"step_{step:08d}"
+            res = json.loads((d / "eval.json").read_text())
+            meta = json.loads((d / "meta.json").read_text())
+            for k in ("step", "tokens", "flops_base", "flops_surrogate", "flops"):
+                assert res[k] == meta[k]
+            assert set(res["tasks"]) == set(ev.OFFLINE_TASKS)
+            for t in res["tasks"].values():
+                assert 0.0 <= t["value"] <= 1.0 and t["metric"] in ("acc", "acc_norm")
+            assert res["tasks"]["lsap_nextsent"]["metric"] == "acc_norm"
+            assert res["val_loss"] > 0 and res["val_bpb"] > 0
+            assert res["task_set"] == "offline" and len(res["eval_set_hash"]) == 64
+    # a second run skips everything (same eval set) and leaves the files untouched
+    run = evaluated["runs"]["ce"]
+    f = run / "checkpoints" / "step_00000100" / "eval.json"
+    before = f.read_bytes()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4"]) == 0
+    assert capsys.readouterr().out.count("already evaluated") == 3
+    assert f.read_bytes() == before
+
+
+def test_eval_hash_same_across_runs(evaluated):
+    hashes = {json.loads(p.read_text())["eval_set_hash"]
+              for run in evaluated["runs"].values() for p in run.glob("checkpoints/*/eval.json")}
+    assert len(hashes) == 1
+
+
+# --------------------------------------------------------------------------- errors
+def test_error_run_without_checkpoints(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", str(tmp_path / "empty")]) == 2
+    assert "no checkpoints" in capsys.readouterr().err
+
+
+def test_error_unknown_checkpoint(world, capsys):
+    assert main(["eval", str(world["runs"]["ce"]), "--checkpoints", "step_00000150"]) == 2
+    assert "no checkpoint 'step_00000150'" in capsys.readouterr().err
+
+
+def test_error_unknown_task_lists_close_ones(world, tmp_path, capsys):
+    pytest.importorskip("lm_eval")
+    run = tmp_path / "r"
+    shutil.copytree(world["runs"]["ce"], run)
+    before = sorted(p.name for p in run.rglob("*"))
+    assert main(["eval", str(run), "--tasks", "hellaswagg,lsap_lastword"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'hellaswagg'" in err and "hellaswag" in err
+    assert sorted(p.name for p in run.rglob("*")) == before  # nothing written
+
+
+def test_error_offline_without_data(world, tmp_path, capsys):
+    model_dir = world["runs"]["ce"] / "checkpoints" / "step_00000100" / "model"
+    assert main(["eval", str(model_dir), "--tasks", "offline"]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert not (model_dir / "eval.json").exists()
