@@ -83,27 +83,37 @@ def make_run(root: Path, name: str, data_dir: Path, tok, spec: str) -> Path:
     return run
 
 
+# test_report.py imports these fixtures; pytest then registers them once per module,
+# so the built objects are cached here to build them once per session.
+_CACHE: dict[str, dict] = {}
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """{'tok_dir', 'data', 'runs': {name: path}} — built once per session."""
     from lsap.data import prepare
 
+    if "world" in _CACHE:
+        return _CACHE["world"]
     root = tmp_path_factory.mktemp("evalworld")
     tok = make_tokenizer(root / "tok")
     data = root / "data"
     prepare(str(root / "tok"), "pydoc-topics", data, val_fraction=0.2, shard_tokens=1 << 16, seed=0,
             progress=False, tokenizer=tok)
     runs = {name: make_run(root / "runs", name, data, tok, str(root / "tok")) for name in RUNS}
-    return {"root": root, "tok_dir": root / "tok", "tok": tok, "data": data, "runs": runs}
+    _CACHE["world"] = {"root": root, "tok_dir": root / "tok", "tok": tok, "data": data, "runs": runs}
+    return _CACHE["world"]
 
 
 @pytest.fixture(scope="session")
 def evaluated(world):
     """Both runs evaluated with the offline set at --limit 8 (lm-eval, CPU)."""
     pytest.importorskip("lm_eval")
-    for run in world["runs"].values():
-        assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4"]) == 0
-    return world
+    if "evaluated" not in _CACHE:
+        for run in world["runs"].values():
+            assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4"]) == 0
+        _CACHE["evaluated"] = world
+    return _CACHE["evaluated"]
 
 
 # --------------------------------------------------------------------------- bits per byte

@@ -1,0 +1,45 @@
+"""`lsap report` — compare runs at matched FLOPs (the paper's Table 2 and Figure 2).
+
+    lsap report runs/ce runs/lsap-0.05 runs/lsap-0.01 --out reports/slimpajama
+    lsap report runs/* --flops 2.32e20
+
+Reads each run's ``checkpoints/*/eval.json`` (from `lsap eval`) and ``metrics.jsonl``;
+writes ``report.md`` (one row per run at the matched FLOPs budget, best per column in
+bold), ``report.json`` (the same numbers) and three PNGs to ``--out``. See
+`lsap.report` for how the budget and checkpoints are chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _flops(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return v
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", help="run directories (each with checkpoints/*/eval.json)")
+    parser.add_argument("--out", default="report", help="output directory (default: ./report)")
+    parser.add_argument("--flops", type=_flops, default=None,
+                        help="FLOPs budget to match (default: the largest budget all runs reached)")
+
+
+def run(args) -> int:
+    from lsap.report import ReportError, make_report
+
+    try:
+        res = make_report(args.runs, args.out, flops=args.flops)
+    except ReportError as e:
+        print(f"lsap report: error: {e}", file=sys.stderr)
+        return 2
+    print(res["markdown"].split("\n![")[0].rstrip())
+    print(f"\n[lsap] wrote {', '.join(res['files'])} to {res['out']}")
+    return 0

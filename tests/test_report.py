@@ -1,0 +1,149 @@
+"""`lsap report`: matched-FLOPs table against the stored eval.json values, bold best, plots, errors.
+
+Uses the two fake runs of `tests/test_evaluate.py` (CE: checkpoints at 1e12, 2e12,
+3e12 FLOPs; LSAP: 1.3e12, 2.6e12), evaluated by the real `lsap eval` on the offline
+task set. The largest budget both reached is 2.6e12: CE must use step 200 (2e12,
+the most FLOPs not above it), LSAP step 200 (2.6e12).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lsap.cli import main
+from lsap.report import ReportError, make_report
+from tests.test_evaluate import evaluated, world  # noqa: F401  (session fixtures)
+
+
+def _eval(run: Path, step: int) -> dict:
+    return json.loads((run / "checkpoints" / f"step_{step:08d}" / "eval.json").read_text())
+
+
+def _rows(md: str) -> dict[str, list[str]]:
+    out = {}
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("| Run"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out[cells[0]] = cells
+    return out
+
+
+def test_report_matches_stored_results(evaluated, tmp_path, capsys):
+    runs = evaluated["runs"]
+    out = tmp_path / "rep"
+    assert main(["report", str(runs["ce"]), str(runs["lsap"]), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    data = json.loads((out / "report.json").read_text())
+    for png in ("score_vs_flops.png", "val_loss_vs_flops.png", "val_loss_vs_tokens.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".tmp-*"))
+
+    assert data["budget"] == pytest.approx(2.6e12)
+    assert "2.600e+12" in md
+    picks = {r["run"]: r for r in data["rows"]}
+    assert picks["ce"]["checkpoint"] == "step_00000200" and not picks["ce"]["above_budget"]
+    assert picks["lsap"]["checkpoint"] == "step_00000200" and picks["lsap"]["flops"] == pytest.approx(2.6e12)
+
+    rows = _rows(md)
+    tasks = data["tasks"]
+    assert tasks == ["lsap_lastword", "lsap_nextsent"]
+    stored = {"ce": _eval(runs["ce"], 200), "lsap": _eval(runs["lsap"], 200)}
+    for name, e in stored.items():
+        cells = rows[name]
+        assert cells[1] == {"ce": "Cross Entropy", "lsap": "LSAP"}[name]
+        assert cells[2] == {"ce": "0", "lsap": "0.05"}[name]
+        assert cells[3] == {"ce": "-", "lsap": "cosine"}[name]
+        for j, t in enumerate(tasks):
+            assert cells[4 + j].strip("*") == f"{e['tasks'][t]['value'] * 100:.2f}"
+        avg = sum(e["tasks"][t]["value"] for t in tasks) / len(tasks)
+        assert cells[4 + len(tasks)].strip("*") == f"{avg * 100:.2f}"
+        assert cells[5 + len(tasks)].strip("*") == f"{e['val_loss']:.4f}"
+        assert "step_00000200" in cells[7 + len(tasks)]
+    # bold marks exactly the best value of each column (ties bold both)
+    for j, t in enumerate([*tasks, "avg"]):
+        vals = {n: rows[n][4 + j] for n in rows}
+        nums = {n: float(v.strip("*")) for n, v in vals.items()}
+        for n, v in vals.items():
+            assert v.startswith("**") == (nums[n] == max(nums.values())), (t, vals)
+    # lower is better for the loss column
+    losses = {n: float(rows[n][5 + len(tasks)].strip("*")) for n in rows}
+    for n in rows:
+        assert rows[n][5 + len(tasks)].startswith("**") == (losses[n] == min(losses.values()))
+
+
+def test_report_explicit_budget_and_above(evaluated, tmp_path):
+    runs = evaluated["runs"]
+    res = make_report([runs["ce"], runs["lsap"]], tmp_path / "a", flops=1.2e12)
+    picks = {r["run"]: r for r in res["table"]["rows"]}
+    assert picks["ce"]["checkpoint"] == "step_00000100" and not picks["ce"]["above_budget"]
+    # LSAP's first checkpoint (1.3e12) is above 1.2e12: nearest above, flagged
+    assert picks["lsap"]["checkpoint"] == "step_00000100" and picks["lsap"]["above_budget"]
+    assert "step_00000100 †" in (tmp_path / "a" / "report.md").read_text()
+    res = make_report([runs["ce"], runs["lsap"]], tmp_path / "b", flops=1e15)
+    assert {r["run"]: r["checkpoint"] for r in res["table"]["rows"]} == {"ce": "step_00000300",
+                                                                        "lsap": "step_00000200"}
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_error_run_without_checkpoints(evaluated, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "rep"
+    assert main(["report", str(evaluated["runs"]["ce"]), str(empty), "--out", str(out)]) == 2
+    assert "no checkpoints" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_error_unevaluated_run(world, tmp_path):
+    run = _copy(world["runs"]["ce"], tmp_path / "r")
+    for p in run.glob("checkpoints/*/eval.json"):
+        p.unlink()
+    with pytest.raises(ReportError, match="lsap eval"):
+        make_report([run], tmp_path / "rep")
+
+
+def test_error_mixed_eval_sets(evaluated, tmp_path, capsys):
+    other = _copy(evaluated["runs"]["lsap"], tmp_path / "other")
+    f = other / "checkpoints" / "step_00000100" / "eval.json"
+    e = json.loads(f.read_text())
+    e["eval_set_hash"] = "0" * 64
+    f.write_text(json.dumps(e))
+    out = tmp_path / "rep"
+    assert main(["report", str(evaluated["runs"]["ce"]), str(other), "--out", str(out)]) == 2
+    assert "different evaluation sets" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_error_mixed_tokenizers(evaluated, tmp_path, capsys):
+    other = _copy(evaluated["runs"]["lsap"], tmp_path / "other")
+    for f in other.glob("checkpoints/*/eval.json"):
+        e = json.loads(f.read_text())
+        e["tokenizer_hash"] = "f" * 64
+        f.write_text(json.dumps(e))
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(["report", str(evaluated["runs"]["ce"]), str(other), "--out", str(out)]) == 2
+    assert "different base tokenizers" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_plot_failure_leaves_nothing(evaluated, tmp_path, monkeypatch):
+    import lsap.report as rep
+
+    def boom(*a, **k):
+        raise ReportError("plot failed")
+
+    monkeypatch.setattr(rep, "write_plots", boom)
+    out = tmp_path / "rep"
+    with pytest.raises(ReportError):
+        make_report([evaluated["runs"]["ce"]], out)
+    assert list(out.iterdir()) == []
