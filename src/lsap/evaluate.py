@@ -168,20 +168,21 @@ def lastword_examples(docs: list[str], *, passage_words: int = 64, min_context_w
     return out
 
 
-def _sentences(doc: str, min_words: int, max_words: int) -> list[str | None]:
-    """Sentences of a normalised document; ones outside [min_words, max_words] words become None."""
+def _sentences(doc: str, min_words: int, max_words: int, max_chars: int) -> list[str | None]:
+    """Sentences of a normalised document; unusable ones (word / character bounds) become None."""
     sents = _SENT_SPLIT.split(doc)
-    return [s if min_words <= len(s.split(" ")) <= max_words else None for s in sents]
+    return [s if min_words <= len(s.split(" ")) <= max_words and len(s) <= max_chars else None for s in sents]
 
 
 def nextsent_examples(docs: list[str], *, seed: int = 1234, context_sentences: int = 2, min_words: int = 4,
-                      max_words: int = 40, n_choices: int = 4) -> list[dict]:
+                      max_words: int = 40, max_chars: int = 300, n_choices: int = 4) -> list[dict]:
     """Multiple-choice next-sentence examples: {"context", "choices", "label"}.
 
     Documents (whitespace collapsed) are split into sentences at whitespace that
     follows ., ! or ? (optionally plus one closing quote/bracket) and precedes a
     capital letter (optionally behind an opening quote/bracket); a sentence is usable
-    when it has `min_words`..`max_words` words. Walking each document, position i is
+    when it has `min_words`..`max_words` words and at most `max_chars` characters
+    (code blocks collapsed into one "sentence" are left out). Walking each document, position i is
     an example when sentences i-c+1..i+1 (c = `context_sentences`) are all usable;
     the context is sentences i-c+1..i, the answer sentence i+1, and the walk then
     jumps past the answer (examples do not overlap). The `n_choices - 1` distractors
@@ -195,7 +196,7 @@ def nextsent_examples(docs: list[str], *, seed: int = 1234, context_sentences: i
     """
     rng = random.Random(seed)
     norm = [_normalise(d) for d in docs]
-    per_doc = [_sentences(d, min_words, max_words) for d in norm]
+    per_doc = [_sentences(d, min_words, max_words, max_chars) for d in norm]
     pool = [(di, si, s) for di, sents in enumerate(per_doc) for si, s in enumerate(sents) if s is not None]
     single = len({di for di, _, _ in pool}) < 2
     out = []

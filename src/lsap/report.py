@@ -72,7 +72,8 @@ def load_run(path: str | os.PathLike) -> Run:
     d = Path(path)
     if not d.is_dir():
         raise ReportError(f"{d}: not a directory")
-    cks = sorted(p for p in (d / "checkpoints").glob("step_*") if p.is_dir()) if (d / "checkpoints").is_dir() else []
+    root = d / "checkpoints"
+    cks = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")) if root.is_dir() else []
     if not cks:
         raise ReportError(f"{d}: no checkpoints (expected {d}/checkpoints/step_*/)")
     config = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}

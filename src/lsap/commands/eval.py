@@ -72,7 +72,9 @@ def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path,
     if (target / "config.json").is_file() and not (target / "checkpoints").is_dir():
         return [(target, target / "eval.json", {})]
     root = target / "checkpoints"
-    cks = sorted(p for p in root.glob("step_*") if (p / "model").is_dir()) if root.is_dir() else []
+    # step_*.tmp: a checkpoint the trainer is still writing
+    cks = sorted(p for p in root.glob("step_*") if (p / "model").is_dir() and not p.name.endswith(".tmp")) \
+        if root.is_dir() else []
     if not cks:
         raise EvalError(f"{target}: no checkpoints (expected {root}/step_*/model/ or a HF model directory "
                         "with config.json)")
