@@ -138,8 +138,28 @@ def _build(cls, data: dict, prefix: str = ""):
         if dataclasses.is_dataclass(ftype):
             kwargs[key] = _build(ftype, value, f"{prefix}{key}.")
         else:
-            kwargs[key] = value
+            kwargs[key] = _coerce(value, ftype, prefix + key)
     return cls(**kwargs)
+
+
+def _coerce(value: Any, ftype: Any, key: str) -> Any:
+    """YAML reads '1e30' and '26e9' as strings (YAML 1.1 wants a dot); accept them as numbers."""
+    kinds = str(ftype).replace(" ", "").split("|")
+    if value is None and "None" in kinds:
+        return None
+    try:
+        if "float" in kinds and isinstance(value, (str, int)) and not isinstance(value, bool):
+            return float(value)
+        if "int" in kinds and isinstance(value, (str, float)) and not isinstance(value, bool):
+            f = float(value)
+            if f != int(f):
+                raise ValueError
+            return int(f)
+    except ValueError:
+        raise ConfigError(f"{key}={value!r} is not a {' or '.join(kinds)}") from None
+    if "bool" in kinds and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not true/false")
+    return value
 
 
 def _set(d: dict, dotted: str, value: Any) -> None:

@@ -1,0 +1,145 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lsap.config import ConfigError, load_config
+from lsap.train import Trainer, TrainingError
+
+
+def cfg_for(world, out, *extra):
+    return load_config(None, [
+        f"data.dir={world['data']}", f"out_dir={out}", "data.seq_len=32", "train.batch_size=4",
+        "train.micro_batch_size=2", "train.max_steps=6", "train.log_every=1", "optim.warmup_steps=2",
+        "train.eval_batches=2", *extra])
+
+
+LSAP = ("loss=lsap", "lsap.alpha=0.02", "lsap.k=4")
+
+
+def losses(out):
+    rows = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if r["kind"] == "train"}
+
+
+def test_lsap_run_proposes_targets_and_charges_surrogate_flops(tiny_world, tmp_path):
+    cfg = cfg_for(tiny_world, tmp_path / "r", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
+                  "train.max_steps=3")
+    Trainer(cfg).run()
+    rows = losses(tmp_path / "r")
+    assert all(r["aux_per_token"] > 0 for r in rows.values())
+    r = rows[3]
+    assert r["flops_surrogate"] > 0 and r["flops"] == pytest.approx(r["flops_base"] + r["flops_surrogate"])
+    assert r["tokens"] == 3 * 4 * 32
+    ck = tmp_path / "r" / "checkpoints" / "step_00000003"
+    meta = json.loads((ck / "meta.json").read_text())
+    assert meta["tokens"] == r["tokens"]
+    from transformers import AutoModelForCausalLM
+    assert AutoModelForCausalLM.from_pretrained(ck / "model").config.vocab_size % 128 == 0
+    assert (tmp_path / "r" / "vocab_map" / "vocab_map.json").is_file()
+
+
+def test_lambda_zero_reproduces_cross_entropy(tiny_world, tmp_path):
+    Trainer(cfg_for(tiny_world, tmp_path / "ce", "train.max_steps=3")).run()
+    Trainer(cfg_for(tiny_world, tmp_path / "l0", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
+                    "lsap.lam=0.0", "lsap.normalization=tokens", "train.max_steps=3")).run()
+    a, b = losses(tmp_path / "ce"), losses(tmp_path / "l0")
+    assert b[1]["aux_per_token"] > 0  # targets were proposed, λ = 0 ignores them
+    for s in (1, 2, 3):
+        assert a[s]["ce"] == b[s]["ce"], s
+
+
+def test_grad_accumulation_does_not_reweight(tiny_world, tmp_path):
+    Trainer(cfg_for(tiny_world, tmp_path / "a", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
+                    "train.max_steps=3", "train.micro_batch_size=4")).run()
+    Trainer(cfg_for(tiny_world, tmp_path / "b", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
+                    "train.max_steps=3", "train.micro_batch_size=1")).run()
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    for s in (1, 2, 3):
+        assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-5)
+        assert b[s]["grad_norm"] == pytest.approx(a[s]["grad_norm"], rel=1e-4)
+
+
+def test_resume_continues_exactly(tiny_world, tmp_path, monkeypatch):
+    args = (*LSAP, f"surrogate.model={tiny_world['surrogate']}", "train.ckpt_every=3")
+    Trainer(cfg_for(tiny_world, tmp_path / "full", *args)).run()
+    t = Trainer(cfg_for(tiny_world, tmp_path / "cut", *args))
+    real_step = t.train_step
+
+    def killed():
+        if t.step == 4:
+            raise KeyboardInterrupt
+        return real_step()
+
+    monkeypatch.setattr(t, "train_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        t.run()
+    with pytest.raises(TrainingError, match="--resume"):
+        Trainer(cfg_for(tiny_world, tmp_path / "cut", *args))
+    Trainer(cfg_for(tiny_world, tmp_path / "cut", *args), resume=True).run()
+    full, cut = losses(tmp_path / "full"), losses(tmp_path / "cut")
+    assert sorted(cut) == sorted(full) == [1, 2, 3, 4, 5, 6]
+    for s in range(1, 7):
+        assert cut[s]["loss"] == full[s]["loss"], s
+        assert cut[s]["flops"] == full[s]["flops"]
+
+
+def test_budgets(tiny_world, tmp_path):
+    from lsap.flops import FlopsLedger
+
+    t = Trainer(cfg_for(tiny_world, tmp_path / "b", "train.max_steps=0", "train.max_tokens=1000"))
+    assert t.budget.total_steps == 1000 // (4 * 32) and t.budget.limited_by == "max_tokens"
+    per_step = t.budget.flops_per_step
+    t = Trainer(cfg_for(tiny_world, tmp_path / "c", "train.max_steps=100", f"train.max_flops={per_step * 5.5}"))
+    assert t.budget.total_steps == 5 and t.budget.limited_by == "max_flops"
+    with pytest.raises(TrainingError, match="smaller than one optimizer step"):
+        Trainer(cfg_for(tiny_world, tmp_path / "d", "train.max_steps=0", "train.max_tokens=10"))
+    with pytest.raises(ConfigError, match="no budget"):
+        cfg_for(tiny_world, tmp_path / "e", "train.max_steps=0")
+
+
+def test_bad_input_errors(tiny_world, tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'lsap.alpha'"):
+        cfg_for(tiny_world, tmp_path, "lsap.alpah=0.1")
+    with pytest.raises(ConfigError, match="lsap.alpha must lie"):
+        cfg_for(tiny_world, tmp_path, "lsap.alpha=1.5")
+    with pytest.raises(ConfigError, match="needs surrogate.model"):
+        cfg_for(tiny_world, tmp_path, "loss=lsap")
+    from lsap.data import DataError
+    with pytest.raises(DataError, match="no manifest"):
+        Trainer(cfg_for(tiny_world, tmp_path / "x", f"data.dir={tmp_path}"))
+    with pytest.raises(TrainingError, match="multiple of"):
+        Trainer(cfg_for(tiny_world, tmp_path / "y", "train.micro_batch_size=3"))
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(tiny_world, tmp_path):
+    t = Trainer(cfg_for(tiny_world, tmp_path / "n", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0"))
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at step \d+; last checkpoint"):
+        t.run()
+
+
+def _torchrun(world, out, nproc, *extra):
+    args = [f"data.dir={world['data']}", f"out_dir={out}", "data.seq_len=32", "train.batch_size=4",
+            "train.max_steps=3", "train.log_every=1", "optim.warmup_steps=1", "train.eval_batches=1",
+            f"train.micro_batch_size={4 // nproc}", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "lsap.cli", "train", *args] if nproc > 1 else [sys.executable, "-m", "lsap.cli", "train", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return losses(out)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_gloo_processes_match_one(tiny_world, tmp_path, strategy):
+    extra = (*LSAP, f"surrogate.model={tiny_world['surrogate']}", f"train.distributed={strategy}")
+    one = _torchrun(tiny_world, tmp_path / "one", 1, *extra)
+    two = _torchrun(tiny_world, tmp_path / "two", 2, *extra)
+    for s in (1, 2, 3):
+        assert two[s]["loss"] == pytest.approx(one[s]["loss"], rel=1e-4), s
+        assert two[s]["aux_per_token"] == pytest.approx(one[s]["aux_per_token"]), s
+        assert two[s]["tokens"] == one[s]["tokens"]
