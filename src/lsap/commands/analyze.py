@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             k=args.k, base_vocab_size=args.base_vocab_size, max_documents=args.max_documents,
             progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
         )
-    except (AnalyzeError, ValueError, FileNotFoundError) as e:
+    except (AnalyzeError, ValueError, OSError) as e:  # DataError, TokenizerError are ValueErrors
         print(f"lsap analyze: error: {e}", file=sys.stderr)
         return 2
     s = result["settings"]
