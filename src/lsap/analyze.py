@@ -71,23 +71,30 @@ def _check_alphas(alphas: Iterable[float]) -> list[float]:
     return out
 
 
+def _chunk(V: int, budget: int = 1 << 26) -> int:
+    """Rows per float32 [rows, V] buffer of about `budget` elements."""
+    return max(1, budget // max(V, 1))
+
+
 def count_above(
     logits: torch.Tensor,
     mask: torch.Tensor | None,
     alphas: Sequence[float],
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> dict[float, tuple[int, int]]:
     """Per α: (Σ over counted positions of |{v : p_v > α}|, number of counted positions).
 
     logits: [B, T, V] (any float dtype; softmax is taken in float32 over all V rows).
     mask: bool [B, T], True = count this position (None = all).
-    chunk_size: positions per softmax, to bound the [chunk, V] float32 buffer.
+    chunk_size: positions per softmax, to bound the [chunk, V] float32 buffer
+        (default: `_chunk(V)`, ~2^26 elements = 256 MiB).
     The mean is sum / count.
     """
     alphas = _check_alphas(alphas)
     if logits.dim() != 3:
         raise ValueError(f"logits must be [B, T, V], got shape {tuple(logits.shape)}")
     B, T, V = logits.shape
+    chunk_size = chunk_size or _chunk(V)
     flat = logits.reshape(B * T, V)
     if mask is None:
         rows = torch.arange(B * T, device=logits.device)
@@ -132,7 +139,8 @@ def count_aux(
     labels = torch.where(sup, next_base_ids.to(logits.device), -100)
     out = {}
     for a in alphas:
-        _, keep = select_aux_targets(logits, labels, vmap, k=k, alpha=a, valid=valid)
+        _, keep = select_aux_targets(logits, labels, vmap, k=k, alpha=a, valid=valid,
+                                     chunk_size=_chunk(logits.shape[-1]))
         out[a] = (int(keep.sum()), int(sup.sum()))
     return out
 
