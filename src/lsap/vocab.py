@@ -186,6 +186,10 @@ def surrogate_eos_id(table: TokenTable, tok: Any = None) -> int | None:
     return table.roles.get("eos")
 
 
+def _other_roles(t: TokenTable) -> set[int]:
+    return {t.roles[r] for r in ("eos", "bos", "unk") if r in t.roles}
+
+
 def _resolve(tok: Any) -> Any:
     if isinstance(tok, (str, Path)):
         from lsap.tokenizer import load_tokenizer  # lazy: conversions are slow
@@ -272,6 +276,10 @@ class VocabMap:
             bi, si = tb.roles.get(role), s_roles.get(role)
             # Roles may share an id (pad == eos); keep the map a bijection.
             if bi is None or si is None or b2s[bi] != ABSENT or s2b[si] != ABSENT:
+                continue
+            # A pad that aliases another role (SmolLM2-Instruct: pad = <|im_end|> = eos) is
+            # not a padding token of its own; matching it would pair unrelated tokens.
+            if role == "pad" and (si in _other_roles(ts) or bi in _other_roles(tb)):
                 continue
             b2s[bi], s2b[si] = si, bi
             role_pairs[role] = (bi, si)
