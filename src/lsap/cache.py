@@ -1,0 +1,505 @@
+"""Offline surrogate-target store: one surrogate pass serves a whole α / k / λ sweep.
+
+`build_cache` runs the frozen surrogate once over the *train* split of prepared token
+shards, on exactly the windows `SequenceLoader` trains on (window j = base inputs
+[jT, jT+T), labels shifted by one; the surrogate's context starts at the window start,
+as online), and stores, per base input position, the auxiliary candidates of METHOD §3
+already in base ids: gold and non-Σ∩ excluded, top-k, p > min_alpha, in decreasing p.
+Training with ``surrogate.source: cache`` calls `SurrogateCache.lookup(windows, k', α)`
+for any k' ≤ k and α ≥ min_alpha and gets what `propose_targets(..., k', α)` returns.
+
+Layout of DIR::
+
+    DIR/manifest.json        what was built from what (hashes), sizes, per-chunk sha256
+    DIR/chunks/000000.bin    windows [0, C), then [C, 2C), ... (C = chunk_windows)
+    DIR/vocab_map/           the Σ∩ map used (`VocabMap.load`)
+    DIR/build_stats.json     wall time, tokens/s of the last build (not part of the artifact)
+
+A chunk file holding n_w windows (P = n_w·T positions) and n candidates is four
+little-endian sections back to back (CSR aligned with the shards)::
+
+    woff   int64[n_w + 1]   candidate offset of each window's first position
+    count  uint8[P]         candidates per position (≤ k ≤ 255)
+    ids    uint24[n] (3 bytes, when the base vocabulary < 2**24; else uint32[n])
+    probs  float16[n]       the surrogate's p, quantised as below
+
+Bytes per position = 1 + 5·(mean candidates) (+ 8/T for woff): at min_alpha 0.01 on a
+real surrogate ≈ 5–10 candidates, i.e. 30–55 bytes per token.
+
+Exactness of ``p > α`` after quantisation. Rounding to float16 is monotone, so for any
+α, ``p > α`` and ``q > fp16(α)`` disagree only where q == fp16(α) (p inside α's
+rounding cell, relative width ~5e-4). At build time every stored q that equals
+fp16(α) for an α in `EXACT_ALPHAS` (and min_alpha) is moved one float16 step to the
+side of α that the float32 comparison `p > α` (what online selection does) puts it
+on, so `lookup` is exact for those α. For other α, a lookup may flip the rare entries
+with q == fp16(α); `lookup` counts and reports them (`ambiguous`). `probs` returned by
+`lookup` are the float16 values (relative error ≤ 2**-11), which matters only for the
+`aux_weighting: prob` ablation.
+
+Resume: chunks are written to a temporary name and renamed, and the manifest records
+each finished chunk with its sha256; a re-run of the same build skips them, and since
+a chunk is a deterministic function of its windows (fixed batch boundaries inside the
+chunk) the result is byte-identical to a straight build. The manifest holds nothing
+that depends on timing.
+
+Compute accounting. The build costs ``build_flops = 2·N_s · (windows·T)`` (METHOD §5,
+the same per-token charge as online, `inference_flops_per_token`). A run trained from
+the cache still charges 2·N_s per trained base token as ``flops_surrogate`` in its
+metrics (the paper's per-run accounting, so matched-FLOPs comparisons against CE stay
+conservative and cache and online runs sit on the same FLOPs axis), and in addition
+logs ``flops_surrogate_paid`` (0 for cache runs; = flops_surrogate online) and writes
+``cache.json`` (the cache's `build_flops`) in its run directory. A sweep's real
+compute is therefore Σ_runs flops_base + one `build_flops` per cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "lsap-target-cache"
+FORMAT_VERSION = 1
+EXACT_ALPHAS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+INFO_ALPHAS = (0.01, 0.05, 0.2)
+DEFAULT_CHUNK_WINDOWS = 1024
+
+
+class CacheError(ValueError):
+    """A cache that cannot serve this run; the message says why and how to fix it."""
+
+
+# --------------------------------------------------------------------------- helpers
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _f16(x: float) -> np.float16:
+    return np.float16(np.float32(x))
+
+
+def quantise_probs(p: np.ndarray, alphas) -> np.ndarray:
+    """float32 p[n] → float16 q[n] with `q > fp16(α)` ⇔ `p > float32(α)` for every α in `alphas`."""
+    p = np.asarray(p, dtype=np.float32)
+    q = p.astype(np.float16)
+    bits = q.view(np.uint16)  # positive halves: bit order == value order
+    for a in alphas:
+        ah = _f16(a)
+        tie = q == ah
+        if tie.any():
+            above = p > np.float32(a)
+            bits[tie & above] += 1
+            bits[tie & ~above] -= 1
+    return q
+
+
+def _pack_ids(ids: np.ndarray, id_bytes: int) -> bytes:
+    u = np.ascontiguousarray(ids, dtype="<u4")
+    if id_bytes == 4:
+        return u.tobytes()
+    return np.ascontiguousarray(u.view(np.uint8).reshape(-1, 4)[:, :3]).tobytes()
+
+
+def _unpack_ids(buf: np.ndarray, id_bytes: int) -> np.ndarray:
+    if id_bytes == 4:
+        return buf.view("<u4").astype(np.int64)
+    b = buf.reshape(-1, 3).astype(np.int64)
+    return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+
+
+def surrogate_weights_hash(spec: str) -> str:
+    """sha256 over the surrogate's weight files (name + bytes), without loading the model.
+
+    `smollm2` / `.gguf`: the GGUF file; a local directory: its *.safetensors / *.bin /
+    *.gguf files; a hub id: those files in the local HF snapshot.
+    """
+    from lsap.surrogate import SHORT_NAMES, packaged_gguf
+
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if text in SHORT_NAMES:
+        files = [packaged_gguf(text)]
+    elif path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+    else:
+        from huggingface_hub import snapshot_download
+
+        d = Path(snapshot_download(text, local_files_only=True))
+        files = sorted(p for p in d.iterdir() if p.suffix in (".safetensors", ".bin"))
+    if not files:
+        raise CacheError(f"surrogate {text!r}: no weight files found to hash")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + _sha256_file(f).encode() + b"\0")
+    return h.hexdigest()
+
+
+def vocab_map_hash(vmap) -> str:
+    """sha256 of Σ∩ as sorted (base id, surrogate id) pairs: independent of vocabulary padding."""
+    b2s = vmap.base_to_surrogate.cpu().numpy()
+    base = np.nonzero(b2s >= 0)[0]
+    pairs = np.stack([base, b2s[base]], 1).astype("<i8")
+    return hashlib.sha256(pairs.tobytes()).hexdigest()
+
+
+def _layout(n_windows: int, seq_len: int, n_cand: int, id_bytes: int) -> dict:
+    sizes = {"woff": 8 * (n_windows + 1), "count": n_windows * seq_len, "ids": id_bytes * n_cand,
+             "probs": 2 * n_cand}
+    out, pos = {}, 0
+    for name, size in sizes.items():
+        out[name] = (pos, size)
+        pos += size
+    out["total"] = (0, pos)
+    return out
+
+
+# --------------------------------------------------------------------------- build
+def _pack_chunk(ids_l, mask_l, probs_l, seq_len: int, id_bytes: int, alphas, counts_at):
+    """aux_ids / aux_mask / probs [nw, T, k] (numpy) → chunk bytes and candidate count."""
+    mask = np.concatenate(mask_l)
+    ids = np.concatenate(ids_l)
+    probs = np.concatenate(probs_l)
+    nw = mask.shape[0]
+    count = mask.sum(-1).astype(np.uint8).reshape(-1)  # prefix masks: count = slots used
+    woff = np.zeros(nw + 1, dtype="<i8")
+    np.cumsum(count.reshape(nw, seq_len).sum(-1), out=woff[1:])
+    p = probs[mask].astype(np.float32)
+    for a in counts_at:
+        counts_at[a] += int((p > np.float32(a)).sum())
+    q = quantise_probs(p, alphas)
+    blob = (woff.tobytes() + count.tobytes() + _pack_ids(ids[mask], id_bytes)
+            + q.astype("<f2").tobytes())
+    return blob, int(mask.sum())
+
+
+def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike, *, k: int = 15,
+                min_alpha: float = 0.01, vocab_map: str | None = None, batch_size: int = 8,
+                device: str = "auto", dtype: str = "auto", chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
+                max_windows: int | None = None, progress: bool = True, _after_chunk=None) -> dict:
+    """Run `surrogate` once over the train windows of `data`; write the store to `out`.
+
+    Resumable: re-running with the same arguments skips finished chunks. `max_windows`
+    limits the build to the first windows (tests / measurements; lookups beyond fail).
+    `_after_chunk` is a test hook called after each recorded chunk. Returns the manifest.
+    """
+    from lsap.data import TokenShards
+    from lsap.flops import count_params, inference_flops_per_token
+    from lsap.surrogate import load_surrogate
+    from lsap.targets import propose_targets
+    from lsap.tokenizer import load_tokenizer, tokenizer_hash, vocab_size
+    from lsap.vocab import VocabMap
+
+    if not 1 <= k <= 255:
+        raise CacheError(f"k must lie in [1, 255] (counts are stored as uint8), got {k}")
+    if not 0.0 <= min_alpha < 1.0:
+        raise CacheError(f"min_alpha must lie in [0, 1), got {min_alpha}")
+    if chunk_windows % batch_size:
+        chunk_windows = max(batch_size, chunk_windows // batch_size * batch_size)
+    out = Path(out)
+    shards = TokenShards(data, "train")
+    n_windows = (len(shards) - 1) // seq_len
+    if max_windows:
+        n_windows = min(n_windows, int(max_windows))
+    if n_windows == 0:
+        raise CacheError(f"{data}: the train split ({len(shards)} tokens) holds no window of {seq_len + 1} tokens")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    tdtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
+        dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+    base_tok = load_tokenizer(shards.manifest["tokenizer"]["spec"])
+    shards.check_tokenizer(base_tok)
+    model, stok = load_surrogate(surrogate, dtype=tdtype, device=dev)
+    if stok is None:
+        raise CacheError(f"surrogate {surrogate!r} has no tokenizer; the vocabulary map needs one")
+    base_vocab = (vocab_size(base_tok) + 127) // 128 * 128  # the trainer's default padded vocab
+    if vocab_map:
+        vmap = VocabMap.load(vocab_map, base=base_tok, surrogate=stok)
+    else:
+        vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=base_vocab,
+                                        surrogate_vocab_size=max(model.config.vocab_size, len(stok)))
+    id_bytes = 3 if vmap.base_vocab_size <= 1 << 24 else 4
+    s_pad = stok.pad_token_id if stok.pad_token_id is not None else 0
+    alphas = sorted({*EXACT_ALPHAS, float(min_alpha)})
+    counts_keys = sorted({*INFO_ALPHAS, float(min_alpha)})
+    flops_per_token = inference_flops_per_token(model.config)
+
+    identity = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "data": {"tokenizer": shards.manifest["tokenizer"], "split": "train", "tokens": len(shards),
+                 "shards_sha256": [s["sha256"] for s in shards.info["shards"]]},
+        "seq_len": int(seq_len), "n_windows": int(n_windows), "positions": int(n_windows * seq_len),
+        "k": int(k), "min_alpha": float(min_alpha), "exact_alphas": alphas,
+        "surrogate": {"spec": os.fspath(surrogate), "weights_sha256": surrogate_weights_hash(surrogate),
+                      "tokenizer_hash": tokenizer_hash(stok), "vocab_size": int(model.config.vocab_size),
+                      "params_untied": int(count_params(model.config)), "dtype": str(tdtype).removeprefix("torch."),
+                      "device_type": dev.type, "pad_id": int(s_pad)},
+        "vocab_map": {"sigma_sha256": vocab_map_hash(vmap), "size": int(vmap.size),
+                      "base_hash": vmap.base_hash, "surrogate_hash": vmap.surrogate_hash},
+        "layout": {"chunk_windows": int(chunk_windows), "batch_size": int(batch_size), "id_bytes": id_bytes,
+                   "prob_dtype": "float16", "sections": ["woff:int64", "count:uint8", f"ids:uint{8 * id_bytes}",
+                                                         "probs:float16"]},
+        "flops": {"per_token": flops_per_token, "build_flops": flops_per_token * n_windows * seq_len},
+    }
+    mpath = out / "manifest.json"
+    manifest = None
+    if mpath.is_file():
+        old = json.loads(mpath.read_text())
+        if {k_: old.get(k_) for k_ in identity} != identity:
+            raise CacheError(f"{out} holds a different cache (other data, surrogate or settings); "
+                             "pick a new --out or delete it")
+        manifest = old
+        if manifest.get("complete"):
+            if progress:
+                print(f"[lsap cache] {out} is complete; nothing to do", file=sys.stderr)
+            return manifest
+    if manifest is None:
+        manifest = {**identity, "complete": False, "chunks": [], "candidates": 0,
+                    "candidates_above": {str(a): 0 for a in counts_keys}}
+    (out / "chunks").mkdir(parents=True, exist_ok=True)
+    vmap.save(out / "vocab_map")
+    vmap = vmap.to(dev)
+
+    from tqdm.auto import tqdm
+
+    n_chunks = -(-n_windows // chunk_windows)
+    done = len(manifest["chunks"])
+    bar = tqdm(total=n_windows * seq_len, initial=min(done * chunk_windows, n_windows) * seq_len, unit="tok",
+               unit_scale=True, dynamic_ncols=True, disable=not progress, desc="lsap cache build")
+    t0, computed = time.perf_counter(), 0
+    for c in range(done, n_chunks):
+        w0, w1 = c * chunk_windows, min((c + 1) * chunk_windows, n_windows)
+        ids_l, mask_l, probs_l = [], [], []
+        counts_at = {a: 0 for a in counts_keys}
+        for b0 in range(w0, w1, batch_size):
+            b1 = min(b0 + batch_size, w1)
+            rows = np.stack([shards.tokens(w * seq_len, seq_len + 1) for w in range(b0, b1)])
+            t = torch.from_numpy(rows).to(dev)
+            with torch.inference_mode():
+                ids, mask, probs = propose_targets(model, t[:, :-1], t[:, 1:], vmap, k, min_alpha, pad_id=s_pad)
+            ids_l.append(ids.cpu().numpy())
+            mask_l.append(mask.cpu().numpy())
+            probs_l.append(probs.float().cpu().numpy())
+            bar.update((b1 - b0) * seq_len)
+        blob, n_cand = _pack_chunk(ids_l, mask_l, probs_l, seq_len, id_bytes, alphas, counts_at)
+        name = f"chunks/{c:06d}.bin"
+        tmp = out / f"chunks/.tmp-{c:06d}.bin"
+        tmp.write_bytes(blob)
+        os.replace(tmp, out / name)
+        manifest["chunks"].append({"path": name, "windows": [w0, w1], "candidates": n_cand, "bytes": len(blob),
+                                   "sha256": hashlib.sha256(blob).hexdigest()})
+        manifest["candidates"] += n_cand
+        for a, v in counts_at.items():
+            manifest["candidates_above"][str(a)] += v
+        computed += (w1 - w0) * seq_len
+        _write_json_atomic(mpath, manifest)
+        if _after_chunk is not None:
+            _after_chunk(c)
+    bar.close()
+    manifest["complete"] = True
+    manifest["bytes"] = sum(ch["bytes"] for ch in manifest["chunks"])
+    manifest["bytes_per_token"] = manifest["bytes"] / manifest["positions"]
+    _write_json_atomic(mpath, manifest)
+    wall = time.perf_counter() - t0
+    _write_json_atomic(out / "build_stats.json", {"wall_s": wall, "tokens_computed": computed,
+                                                  "tokens_per_s": computed / max(wall, 1e-9),
+                                                  "device": str(dev)})
+    return manifest
+
+
+# --------------------------------------------------------------------------- reading
+class SurrogateCache:
+    """A finished store, opened for lookups. `SurrogateCache(dir, verify=False)`.
+
+    Always checks the manifest and every chunk's size; `verify=True` also checks every
+    chunk's sha256 (reads the whole store once).
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, verify: bool = False):
+        self.dir = Path(directory)
+        mpath = self.dir / "manifest.json"
+        if not mpath.is_file():
+            raise CacheError(f"{self.dir}: no manifest.json (run `lsap cache build --out {self.dir}` first)")
+        try:
+            m = json.loads(mpath.read_text())
+        except json.JSONDecodeError as e:
+            raise CacheError(f"{mpath}: corrupt manifest ({e}); rebuild the cache") from e
+        if m.get("format") != FORMAT:
+            raise CacheError(f"{mpath} is not an lsap target-cache manifest")
+        if m.get("format_version") != FORMAT_VERSION:
+            raise CacheError(f"{self.dir}: cache format {m.get('format_version')} != {FORMAT_VERSION}; rebuild it")
+        if not m.get("complete"):
+            raise CacheError(f"{self.dir}: the build did not finish; re-run the same `lsap cache build` to resume")
+        self.manifest = m
+        self.seq_len, self.k, self.min_alpha = int(m["seq_len"]), int(m["k"]), float(m["min_alpha"])
+        self.n_windows = int(m["n_windows"])
+        self.chunk_windows = int(m["layout"]["chunk_windows"])
+        self.id_bytes = int(m["layout"]["id_bytes"])
+        self.exact_alphas = [float(a) for a in m["exact_alphas"]]
+        self._maps, self._lay = [], []
+        for ch in m["chunks"]:
+            p = self.dir / ch["path"]
+            nw = ch["windows"][1] - ch["windows"][0]
+            lay = _layout(nw, self.seq_len, ch["candidates"], self.id_bytes)
+            if lay["total"][1] != ch["bytes"]:
+                raise CacheError(f"{self.dir}: manifest sizes are inconsistent for {ch['path']}; rebuild the cache")
+            if not p.is_file() or p.stat().st_size != ch["bytes"]:
+                raise CacheError(f"{p}: missing or truncated (expected {ch['bytes']} bytes); the cache is "
+                                 "damaged: rebuild it (re-running the build redoes nothing it trusts)")
+            if verify and _sha256_file(p) != ch["sha256"]:
+                raise CacheError(f"{p}: sha256 mismatch; the cache is corrupt, rebuild it")
+            self._maps.append(np.memmap(p, dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8))
+            self._lay.append(lay)
+        self._warned = set()
+
+    # ---- checks ---------------------------------------------------------------------
+    def check_run(self, shards, seq_len: int, k: int, alpha: float, surrogate: str | None = None,
+                  vmap=None) -> None:
+        """Raise CacheError unless this cache can serve a run with these settings.
+
+        shards: the run's train `TokenShards`; surrogate: the run's surrogate spec (its
+        weight files are hashed and compared; None skips the check); vmap: a VocabMap
+        the run would use (compared as Σ∩ pairs; None skips).
+        """
+        m = self.manifest
+        want = m["data"]
+        if shards.manifest["tokenizer"]["hash"] != want["tokenizer"]["hash"]:
+            raise CacheError(f"cache {self.dir} was built for base tokenizer {want['tokenizer']['spec']!r} "
+                             f"(hash {want['tokenizer']['hash'][:12]}), the run's data use "
+                             f"{shards.manifest['tokenizer']['spec']!r} (hash {shards.manifest['tokenizer']['hash'][:12]})")
+        got = [s["sha256"] for s in shards.info["shards"]]
+        if got != want["shards_sha256"] or len(shards) != want["tokens"]:
+            raise CacheError(f"cache {self.dir} was built on other data ({want['tokens']:,} train tokens, shards "
+                             f"{[h[:8] for h in want['shards_sha256']]}) than {shards.dir} ({len(shards):,} tokens, "
+                             f"{[h[:8] for h in got]}); rebuild it with `lsap cache build --data {shards.dir}`")
+        if int(seq_len) != self.seq_len:
+            raise CacheError(f"cache {self.dir} holds windows of seq_len {self.seq_len}, the run uses {seq_len}: "
+                             "the surrogate's context would differ; rebuild with --seq-len "
+                             f"{seq_len} or set data.seq_len={self.seq_len}")
+        if k > self.k:
+            raise CacheError(f"lsap.k={k} exceeds the cache's k={self.k}; rebuild with --k {k}")
+        if alpha < self.min_alpha:
+            raise CacheError(f"lsap.alpha={alpha} is below the cache's min_alpha={self.min_alpha}; "
+                             f"rebuild with --min-alpha {alpha}")
+        if surrogate:
+            h = surrogate_weights_hash(surrogate)
+            if h != m["surrogate"]["weights_sha256"]:
+                raise CacheError(f"cache {self.dir} was built with surrogate {m['surrogate']['spec']!r} "
+                                 f"(weights {m['surrogate']['weights_sha256'][:12]}), the run names {surrogate!r} "
+                                 f"(weights {h[:12]})")
+        if vmap is not None and vocab_map_hash(vmap) != m["vocab_map"]["sigma_sha256"]:
+            raise CacheError(f"cache {self.dir} was built with another vocabulary map (Σ∩ of "
+                             f"{m['vocab_map']['size']} pairs); rebuild it with --map of the run's map")
+
+    def load_vocab_map(self):
+        from lsap.vocab import VocabMap
+
+        return VocabMap.load(self.dir / "vocab_map")
+
+    # ---- lookups --------------------------------------------------------------------
+    def _window(self, w: int):
+        if not 0 <= w < self.n_windows:
+            raise CacheError(f"window {w} outside the cache's [0, {self.n_windows})")
+        c, j = divmod(w, self.chunk_windows)
+        buf, lay = self._maps[c], self._lay[c]
+        o, _ = lay["woff"]
+        a, b = np.frombuffer(buf, dtype="<i8", count=2, offset=o + 8 * j)
+        T = self.seq_len
+        count = np.asarray(buf[lay["count"][0] + j * T: lay["count"][0] + (j + 1) * T])
+        ids = _unpack_ids(np.asarray(buf[lay["ids"][0] + a * self.id_bytes: lay["ids"][0] + b * self.id_bytes]),
+                          self.id_bytes)
+        probs = np.frombuffer(buf, dtype="<f2", count=int(b - a), offset=lay["probs"][0] + 2 * int(a))
+        return count, ids, probs
+
+    def lookup(self, windows, k: int | None = None, alpha: float | None = None, device=None):
+        """Targets of windows [B] (loader window ids in row order) → like `propose_targets`.
+
+        Returns aux_ids [B, T, k] (base ids, -1 unused), aux_mask [B, T, k] (a prefix in
+        decreasing p), probs [B, T, k] (float32 of the stored float16; 0 unused).
+        """
+        k = self.k if k is None else int(k)
+        alpha = self.min_alpha if alpha is None else float(alpha)
+        if k > self.k or k < 1:
+            raise CacheError(f"k={k} outside [1, {self.k}] (the cache's k)")
+        if alpha < self.min_alpha:
+            raise CacheError(f"alpha={alpha} below the cache's min_alpha={self.min_alpha}")
+        ah = _f16(alpha)
+        windows = np.asarray(windows, dtype=np.int64).reshape(-1)
+        B, T = len(windows), self.seq_len
+        ids_o = np.full((B, T, k), -1, dtype=np.int64)
+        mask_o = np.zeros((B, T, k), dtype=bool)
+        probs_o = np.zeros((B, T, k), dtype=np.float32)
+        ambiguous = 0
+        for r, w in enumerate(windows):
+            count, ids, probs = self._window(int(w))
+            n = len(ids)
+            if n == 0:
+                continue
+            pos = np.repeat(np.arange(T), count)
+            slot = np.arange(n) - np.repeat(np.cumsum(count, dtype=np.int64) - count, count)
+            keep = (slot < k) & (probs > ah)
+            if alpha not in self.exact_alphas:
+                ambiguous += int(((slot < k) & (probs == ah)).sum())
+            ids_o[r, pos[keep], slot[keep]] = ids[keep]
+            mask_o[r, pos[keep], slot[keep]] = True
+            probs_o[r, pos[keep], slot[keep]] = probs[keep]
+        if ambiguous and alpha not in self._warned:
+            self._warned.add(alpha)
+            print(f"[lsap cache] warning: alpha={alpha} is not one of the cache's exact alphas; {ambiguous} "
+                  f"candidate(s) in this batch lie within float16 rounding of it and may differ from online "
+                  f"selection (exact: {self.exact_alphas})", file=sys.stderr)
+        out = (torch.from_numpy(ids_o), torch.from_numpy(mask_o), torch.from_numpy(probs_o))
+        if device is not None:
+            out = tuple(t.to(device) for t in out)
+        return out
+
+    # ---- summary --------------------------------------------------------------------
+    def info(self, alphas=None) -> dict:
+        """Size on disk, bytes per token, candidates per position at each α, provenance."""
+        m = self.manifest
+        disk = sum(f.stat().st_size for f in self.dir.rglob("*") if f.is_file())
+        alphas = sorted({*(alphas or INFO_ALPHAS), self.min_alpha})
+        per_pos = {}
+        for a in alphas:
+            if str(a) in m["candidates_above"] and a in self.exact_alphas:
+                n = m["candidates_above"][str(a)]
+            else:
+                ah = _f16(a)
+                n = 0
+                for buf, lay in zip(self._maps, self._lay):
+                    o, size = lay["probs"]
+                    n += int((np.frombuffer(buf, dtype="<f2", count=size // 2, offset=o) > ah).sum())
+            per_pos[str(a)] = n / m["positions"]
+        return {
+            "dir": str(self.dir), "bytes": m["bytes"], "bytes_on_disk": disk,
+            "bytes_per_token": m["bytes_per_token"], "positions": m["positions"], "windows": m["n_windows"],
+            "seq_len": self.seq_len, "k": self.k, "min_alpha": self.min_alpha,
+            "candidates": m["candidates"], "candidates_per_position": per_pos,
+            "exact_alphas": self.exact_alphas, "chunks": len(m["chunks"]),
+            "build_flops": m["flops"]["build_flops"], "surrogate_flops_per_token": m["flops"]["per_token"],
+            "covers": {"data_tokenizer": m["data"]["tokenizer"]["spec"],
+                       "data_tokenizer_hash": m["data"]["tokenizer"]["hash"],
+                       "train_tokens": m["data"]["tokens"], "shards_sha256": m["data"]["shards_sha256"],
+                       "surrogate": m["surrogate"]["spec"], "surrogate_weights_sha256": m["surrogate"]["weights_sha256"],
+                       "surrogate_tokenizer_hash": m["surrogate"]["tokenizer_hash"],
+                       "sigma_size": m["vocab_map"]["size"], "sigma_sha256": m["vocab_map"]["sigma_sha256"]},
+        }
