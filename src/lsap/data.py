@@ -712,6 +712,7 @@ class SequenceLoader:
         g = self._permutation()[self.step * self.global_batch:(self.step + 1) * self.global_batch]
         mine = g[self.rank::self.world_size]
         rows = np.stack([self.shards.tokens(int(w) * self.seq_len, self.seq_len + 1) for w in mine])
+        self.last_windows = np.asarray(mine, dtype=np.int64)  # window ids of these rows (target-cache lookups)
         self.step += 1
         t = torch.from_numpy(rows)
         return t[:, :-1], t[:, 1:]
