@@ -221,13 +221,31 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+PACKAGED = Path(__file__).parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in PACKAGED.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML path, or the name of a packaged preset (`paper-lsap-a0.05`)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    named = PACKAGED / f"{Path(path).name.removesuffix('.yaml')}.yaml"
+    if named.is_file() and not p.parent.name:
+        return named
+    close = difflib.get_close_matches(str(path), packaged_configs(), n=3)
+    raise ConfigError(f"config file {p} not found" + (f"; packaged presets close to it: {', '.join(close)}"
+                                                      if close else f"; packaged presets: {', '.join(packaged_configs())}"))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """YAML file (optional) + dotlist overrides → validated `Config`."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
+        p = resolve_config_path(path)
         data = yaml.safe_load(p.read_text()) or {}
     data = _merge(data, parse_overrides(overrides or []))
     return validate(_build(Config, data))

@@ -1,0 +1,39 @@
+"""Every shipped config loads, validates, and the paper presets share one FLOPs budget."""
+
+import pytest
+
+from lsap.config import ConfigError, load_config, packaged_configs
+from lsap.flops import FlopsLedger
+from lsap.model import model_config
+from lsap.train import plan_budget
+
+SURROGATE_PRESET = {"Qwen/Qwen3-0.6B": "qwen3-0.6b"}
+
+
+@pytest.mark.parametrize("name", packaged_configs())
+def test_shipped_config_loads(name):
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert "\n" in cfg.to_yaml()
+
+
+def test_paper_runs_are_flops_matched():
+    base = model_config("olmo2-1b")
+    tokens = {}
+    for name in [n for n in packaged_configs() if n.startswith("paper-")]:
+        cfg = load_config(name)
+        sur = model_config(SURROGATE_PRESET[cfg.surrogate.model]) if cfg.loss == "lsap" else None
+        ledger = FlopsLedger.from_configs(base, sur)
+        b = plan_budget(cfg, ledger)
+        tokens[name] = b.total_steps * b.tokens_per_step
+        assert b.limited_by == "max_flops"
+    ce = tokens["paper-ce"]
+    assert ce == pytest.approx(26e9, rel=2e-3)
+    for name, t in tokens.items():
+        if name != "paper-ce":  # the paper: ≈ 14.4% fewer tokens at matched FLOPs
+            assert 1 - t / ce == pytest.approx(0.144, abs=0.002)
+
+
+def test_unknown_config_name_suggests():
+    with pytest.raises(ConfigError, match="paper-lsap-a0.05"):
+        load_config("paper-lsap-a0.5")
