@@ -144,11 +144,13 @@ class Trainer:
         self.lm = build_model(self.model_config, device=dev, seed=cfg.model.init_seed)
 
         # ---- surrogate -----------------------------------------------------------
-        self.surrogate = self.vmap = None
+        self.surrogate = self.vmap = self.cache = None
         surrogate_cfg = None
         if cfg.loss == "lsap":
             self.surrogate, self.vmap, surrogate_cfg = self._setup_surrogate(vsize)
         self.ledger = FlopsLedger.from_configs(self.model_config, surrogate_cfg)
+        if self.cache is not None:  # still charged per trained token (see lsap.cache: compute accounting)
+            self.ledger.surrogate_flops_per_token = float(self.cache.manifest["flops"]["per_token"])
         self.budget = plan_budget(cfg, self.ledger)
 
         # ---- parallelism, optimizer, schedules -----------------------------------
@@ -195,7 +197,7 @@ class Trainer:
 
         cfg, dev = self.cfg, self.d.device
         if cfg.surrogate.source == "cache":
-            raise TrainingError("surrogate.source=cache: use `lsap cache build` first (see lsap.cache)")
+            return self._setup_cache()
         dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
             cfg.surrogate.dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
         model, stok = load_surrogate(cfg.surrogate.model, dtype=dtype, device=dev)
@@ -218,13 +220,46 @@ class Trainer:
         self.s_pad = stok.pad_token_id if stok.pad_token_id is not None else 0
         return model, vmap.to(dev), model.config
 
+    def _setup_cache(self):
+        """Open `surrogate.cache_dir` and refuse it unless it matches this run (lsap.cache)."""
+        from lsap.cache import CacheError, SurrogateCache
+        from lsap.vocab import VocabMap
+
+        cfg = self.cfg
+        try:
+            if cfg.lsap.intersection_keep < 1.0:
+                raise CacheError("lsap.intersection_keep < 1 with surrogate.source=cache: build the cache with "
+                                 "`--map` of the ablation map and set surrogate.vocab_map to that map instead")
+            cache = SurrogateCache(cfg.surrogate.cache_dir)
+            run_map = VocabMap.load(cfg.surrogate.vocab_map) if cfg.surrogate.vocab_map else None
+            cache.check_run(self.shards, cfg.data.seq_len, cfg.lsap.k, cfg.lsap.alpha,
+                            surrogate=cfg.surrogate.model or None, vmap=run_map)
+            vmap = cache.load_vocab_map()
+        except (CacheError, FileNotFoundError) as e:
+            raise TrainingError(f"surrogate.cache_dir: {e}") from e
+        self.cache = cache
+        if self.main:
+            vmap.save(self.out / "vocab_map")
+            m = cache.manifest
+            (self.out / "cache.json").write_text(json.dumps({
+                "cache_dir": str(Path(cfg.surrogate.cache_dir).resolve()), "build_flops": m["flops"]["build_flops"],
+                "surrogate_flops_per_token": m["flops"]["per_token"], "surrogate": m["surrogate"]["spec"],
+                "k": m["k"], "min_alpha": m["min_alpha"], "seq_len": m["seq_len"], "positions": m["positions"],
+                "note": "flops_surrogate in metrics charges 2·N_s per trained token (paper accounting); "
+                        "the surrogate compute actually paid is this cache's build_flops, once per sweep"},
+                indent=2) + "\n")
+        return None, vmap.to(self.d.device), None
+
     def _targets(self, x, y):
         """Auxiliary targets for one micro-batch: (ids, mask, weight) or Nones for CE."""
         from lsap.targets import propose_targets
 
+        L = self.cfg.lsap
+        if self.cache is not None:
+            ids, mask, probs = self.cache.lookup(self.loader.last_windows, L.k, L.alpha, device=x.device)
+            return ids, mask, (probs if L.aux_weighting == "prob" else None)
         if self.surrogate is None:
             return None, None, None
-        L = self.cfg.lsap
         bs = self.cfg.surrogate.batch_size or x.shape[0]
         parts = [propose_targets(self.surrogate, x[i:i + bs], y[i:i + bs], self.vmap, L.k, L.alpha,
                                  pad_id=self.s_pad) for i in range(0, x.shape[0], bs)]
@@ -268,7 +303,7 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         tokens = self.budget.tokens_per_step
-        self.ledger.add(tokens, tokens if self.surrogate is not None else 0)
+        self.ledger.add(tokens, tokens if (self.surrogate is not None or self.cache is not None) else 0)
         self.step += 1
         loss = float(parts[0]) / max(z, 1.0)
         if not math.isfinite(loss):
@@ -320,7 +355,9 @@ class Trainer:
     def counters(self) -> dict:
         L = self.ledger
         return {"step": self.step, "tokens": L.tokens, "flops_base": L.base_flops,
-                "flops_surrogate": L.surrogate_flops, "flops": L.total, "wall_s": self.wall}
+                "flops_surrogate": L.surrogate_flops,
+                "flops_surrogate_paid": 0.0 if self.cache is not None else L.surrogate_flops,
+                "flops": L.total, "wall_s": self.wall}
 
     def save_checkpoint(self) -> Path:
         msd, osd = self._state_dicts()  # collective under FSDP: every rank calls it
