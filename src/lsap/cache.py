@@ -477,7 +477,7 @@ class SurrogateCache:
         """Size on disk, bytes per token, candidates per position at each α, provenance."""
         m = self.manifest
         disk = sum(f.stat().st_size for f in self.dir.rglob("*") if f.is_file())
-        alphas = sorted({*(alphas or INFO_ALPHAS), self.min_alpha})
+        alphas = sorted({*INFO_ALPHAS, *(alphas or ()), self.min_alpha})
         per_pos = {}
         for a in alphas:
             if str(a) in m["candidates_above"] and a in self.exact_alphas:

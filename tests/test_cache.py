@@ -1,0 +1,231 @@
+"""The offline target store: lookups equal online selection, training from it equals
+online training, resume is byte-identical, mismatched or damaged stores are refused."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lsap.cache import EXACT_ALPHAS, CacheError, SurrogateCache, build_cache, quantise_probs
+from lsap.cli import main as cli
+from lsap.data import SequenceLoader, TokenShards, prepare
+from lsap.surrogate import load_surrogate
+from lsap.targets import propose_targets
+
+T = 32
+
+
+@pytest.fixture(scope="module")
+def small(tiny_world, tmp_path_factory):
+    """A small corpus (~90 windows of 32) and its cache, built through the CLI."""
+    root = tmp_path_factory.mktemp("cache")
+    prepare(tiny_world["base_tok"], "pydoc-topics", root / "data", val_fraction=0.1, max_tokens=3000,
+            progress=False)
+    rc = cli(["cache", "build", "--surrogate", tiny_world["surrogate"], "--data", str(root / "data"),
+              "--seq-len", str(T), "--k", "4", "--min-alpha", "0.01", "--out", str(root / "c"),
+              "--batch-size", "8", "--chunk-windows", "24", "--no-progress"])
+    assert rc == 0
+    return {"data": str(root / "data"), "cache": str(root / "c"), "root": root}
+
+
+def _online(world, shards, windows, k, alpha):
+    model, stok = load_surrogate(world["surrogate"])
+    rows = torch.from_numpy(np.stack([shards.tokens(int(w) * T, T + 1) for w in windows]))
+    return rows, model, stok
+
+
+def test_lookup_equals_online_selection(tiny_world, small):
+    cache = SurrogateCache(small["cache"], verify=True)
+    shards = TokenShards(small["data"])
+    vmap = cache.load_vocab_map()
+    model, stok = load_surrogate(tiny_world["surrogate"])
+    assert cache.n_windows == (len(shards) - 1) // T
+    loader = SequenceLoader(shards, T, batch_size=3, seed=1)
+    total = 0
+    for _ in range(6):  # the windows and batch composition training would see
+        x, y = loader.next_batch()
+        for k, alpha in ((4, 0.01), (4, 0.05), (2, 0.2), (3, 0.02), (1, 0.1)):
+            ids, mask, probs = propose_targets(model, x, y, vmap, k, alpha, pad_id=stok.pad_token_id or 0)
+            cids, cmask, cprobs = cache.lookup(loader.last_windows, k, alpha)
+            assert torch.equal(cmask, mask) and torch.equal(cids, ids), (k, alpha)
+            torch.testing.assert_close(cprobs, probs, rtol=2 ** -9, atol=0)
+            total += int(mask.sum())
+    assert total > 100  # the surrogate is peaked: the comparison is not vacuous
+    # the whole store: counts above α recorded at build time agree with the lookups
+    m = cache.manifest
+    all_mask = cache.lookup(np.arange(cache.n_windows), 4, 0.05)[1]
+    assert int(all_mask.sum()) == m["candidates_above"]["0.05"]
+    with pytest.raises(CacheError, match="min_alpha"):
+        cache.lookup([0], 4, 0.005)
+    with pytest.raises(CacheError, match="k=5"):
+        cache.lookup([0], 5, 0.05)
+
+
+def test_float16_probs_compare_exactly_at_exact_alphas():
+    rng = np.random.default_rng(0)
+    for a in EXACT_ALPHAS:
+        a32 = np.float32(a)
+        # float32 values densely around α, including α itself and its float16 rounding cell
+        steps = rng.integers(-3000, 3000, 4000)
+        p = (a32.view(np.int32) + steps).astype(np.int32).view(np.float32)
+        p = np.concatenate([p, [a32, np.float32(np.float16(a32))]])
+        q = quantise_probs(p, EXACT_ALPHAS)
+        assert np.array_equal(q > np.float16(a32), p > a32), a
+        assert np.all(np.abs(q.astype(np.float32) - p) <= 3 * 2.0 ** -11 * p)
+        naive = p.astype(np.float16)
+        assert not np.array_equal(naive > np.float16(a32), p > a32)  # plain rounding would flip some
+
+
+def _cfg(world, data, out, *extra):
+    from lsap.config import load_config
+
+    return load_config(None, [
+        f"data.dir={data}", f"out_dir={out}", f"data.seq_len={T}", "train.batch_size=4",
+        "train.micro_batch_size=2", "train.max_steps=3", "train.log_every=1", "optim.warmup_steps=2",
+        "train.eval_batches=1", "loss=lsap", "lsap.k=3", "lsap.alpha=0.05",
+        f"surrogate.model={world['surrogate']}", *extra])
+
+
+def _rows(out):
+    rows = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if r["kind"] == "train"}
+
+
+def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
+    from lsap.train import Trainer
+
+    Trainer(_cfg(tiny_world, small["data"], tmp_path / "on")).run()
+    Trainer(_cfg(tiny_world, small["data"], tmp_path / "off", "surrogate.source=cache",
+                 f"surrogate.cache_dir={small['cache']}")).run()
+    a, b = _rows(tmp_path / "on"), _rows(tmp_path / "off")
+    assert a[1]["aux_per_token"] > 0
+    for s in (1, 2, 3):
+        for key in ("loss", "ce", "aux", "aux_per_token", "grad_norm", "flops_surrogate", "flops"):
+            assert b[s][key] == a[s][key], (s, key)
+        assert a[s]["flops_surrogate_paid"] == a[s]["flops_surrogate"] > 0
+        assert b[s]["flops_surrogate_paid"] == 0
+    info = json.loads((tmp_path / "off" / "cache.json").read_text())
+    m = SurrogateCache(small["cache"]).manifest
+    assert info["build_flops"] == m["flops"]["build_flops"] == m["flops"]["per_token"] * m["positions"]
+    assert m["flops"]["per_token"] * 3 * 4 * T == b[3]["flops_surrogate"]
+
+
+def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
+    args = dict(k=4, min_alpha=0.01, batch_size=8, chunk_windows=24, progress=False)
+    seen = []
+
+    def kill(c):
+        seen.append(c)
+        if c == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=kill, **args)
+    with pytest.raises(CacheError, match="did not finish"):
+        SurrogateCache(tmp_path / "c")
+    build_cache(tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=seen.append, **args)
+    ref = Path(small["cache"])
+    n = len(json.loads((ref / "manifest.json").read_text())["chunks"])
+    assert n >= 3 and seen == [0, 1] + list(range(2, n))  # chunks 0 and 1 were not redone
+    files = sorted(p.relative_to(ref) for p in ref.rglob("*") if p.is_file() and p.name != "build_stats.json")
+    assert Path("manifest.json") in files and len([f for f in files if f.suffix == ".bin"]) == n
+    for f in files:
+        assert (tmp_path / "c" / f).read_bytes() == (ref / f).read_bytes(), f
+    with pytest.raises(CacheError, match="different cache"):
+        build_cache(tiny_world["surrogate"], small["data"], T, tmp_path / "c", **{**args, "k": 5})
+
+
+def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
+    from lsap.train import Trainer, TrainingError
+
+    cache = SurrogateCache(small["cache"])
+    shards = TokenShards(small["data"])
+    cache.check_run(shards, T, 4, 0.01, surrogate=tiny_world["surrogate"])
+    with pytest.raises(CacheError, match="seq_len 32"):
+        cache.check_run(shards, 64, 4, 0.05)
+    with pytest.raises(CacheError, match="k=5"):
+        cache.check_run(shards, T, 5, 0.05)
+    with pytest.raises(CacheError, match="min_alpha"):
+        cache.check_run(shards, T, 4, 0.001)
+    with pytest.raises(CacheError, match="other data"):
+        cache.check_run(TokenShards(tiny_world["data"]), T, 4, 0.05)
+    other = tmp_path / "other_surrogate"
+    shutil.copytree(tiny_world["surrogate"], other)
+    model, _ = load_surrogate(other)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    model.save_pretrained(other)
+    with pytest.raises(CacheError, match="weights"):
+        cache.check_run(shards, T, 4, 0.05, surrogate=str(other))
+    # through the trainer: a clear error, not misaligned training
+    with pytest.raises(TrainingError, match="seq_len"):
+        Trainer(_cfg(tiny_world, small["data"], tmp_path / "r", "surrogate.source=cache",
+                     f"surrogate.cache_dir={small['cache']}", "data.seq_len=16"))
+    with pytest.raises(TrainingError, match="other data"):
+        Trainer(_cfg(tiny_world, tiny_world["data"], tmp_path / "r2", "surrogate.source=cache",
+                     f"surrogate.cache_dir={small['cache']}"))
+    # damaged stores
+    bad = tmp_path / "bad"
+    shutil.copytree(small["cache"], bad)
+    chunk = bad / "chunks" / "000001.bin"
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    SurrogateCache(bad)  # same size: only the checksum sees it
+    with pytest.raises(CacheError, match="sha256"):
+        SurrogateCache(bad, verify=True)
+    chunk.write_bytes(bytes(data[:-7]))
+    with pytest.raises(CacheError, match="truncated"):
+        SurrogateCache(bad)
+    (bad / "manifest.json").write_text("{")
+    with pytest.raises(CacheError, match="corrupt manifest"):
+        SurrogateCache(bad)
+    with pytest.raises(CacheError, match="no manifest"):
+        SurrogateCache(tmp_path / "nothing")
+
+
+def test_info_cli(small, capsys):
+    assert cli(["cache", "info", small["cache"], "--json", "--verify", "--alpha", "0.07"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    cache = SurrogateCache(small["cache"])
+    m = cache.manifest
+    assert d["bytes_per_token"] == m["bytes"] / m["positions"]
+    assert m["bytes"] == sum((Path(small["cache"]) / c["path"]).stat().st_size for c in m["chunks"])
+    # 1 count byte + 3 id bytes + 2 prob bytes per candidate + 8 bytes per window offset
+    n_chunks = len(m["chunks"])
+    assert m["bytes"] == m["positions"] + 5 * m["candidates"] + 8 * (m["n_windows"] + n_chunks)
+    allw = np.arange(cache.n_windows)
+    for a in ("0.01", "0.05", "0.2", "0.07"):
+        n = int(cache.lookup(allw, 4, float(a))[1].sum())
+        assert d["candidates_per_position"][a] == n / m["positions"], a
+    assert d["covers"]["shards_sha256"] == m["data"]["shards_sha256"]
+    assert cli(["cache", "info", small["cache"]]) == 0
+    out = capsys.readouterr().out
+    assert "bytes per token" in out and "α=0.05" in out
+    with pytest.raises(SystemExit, match="no manifest"):
+        cli(["cache", "info", str(Path(small["root"]) / "missing")])
+
+
+@pytest.mark.slow
+def test_smollm2_lookup_equals_online(tiny_world, small, tmp_path):
+    """A real pretrained surrogate (SmolLM2-135M-Instruct) over a few windows, k = 15."""
+    build_cache("smollm2", small["data"], 64, tmp_path / "c", k=15, min_alpha=0.01, batch_size=2,
+                chunk_windows=2, max_windows=4, progress=False)
+    cache = SurrogateCache(tmp_path / "c", verify=True)
+    shards = TokenShards(small["data"])
+    model, stok = load_surrogate("smollm2")
+    vmap = cache.load_vocab_map()
+    windows = [3, 0, 2]
+    rows = torch.from_numpy(np.stack([shards.tokens(w * 64, 65) for w in windows]))
+    n = 0
+    for k, alpha in ((15, 0.01), (15, 0.05), (15, 0.2), (5, 0.05)):
+        ids, mask, probs = propose_targets(model, rows[:, :-1], rows[:, 1:], vmap, k, alpha,
+                                           pad_id=stok.pad_token_id or 0)
+        cids, cmask, cprobs = cache.lookup(windows, k, alpha)
+        assert torch.equal(cmask, mask) and torch.equal(cids, ids), (k, alpha)
+        torch.testing.assert_close(cprobs, probs, rtol=2 ** -9, atol=0)
+        n += int(mask.sum())
+    assert n > 0
