@@ -31,12 +31,6 @@ def small(tiny_world, tmp_path_factory):
     return {"data": str(root / "data"), "cache": str(root / "c"), "root": root}
 
 
-def _online(world, shards, windows, k, alpha):
-    model, stok = load_surrogate(world["surrogate"])
-    rows = torch.from_numpy(np.stack([shards.tokens(int(w) * T, T + 1) for w in windows]))
-    return rows, model, stok
-
-
 def test_lookup_equals_online_selection(tiny_world, small):
     cache = SurrogateCache(small["cache"], verify=True)
     shards = TokenShards(small["data"])
