@@ -303,3 +303,34 @@ def tokenizer_hash(tok) -> str:
     data["roles"] = {r: getattr(tok, f"{r}_token_id", None) for r in ("bos", "eos", "pad", "unk")}
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def train_bpe(texts, vocab_size: int, out_dir: str | os.PathLike, *, split_digits: bool = False):
+    """Train a byte-level BPE tokenizer (GPT-2 style, '<|endoftext|>' as eos/pad) and save it.
+
+    split_digits: pre-split every digit (as Llama/Qwen-style tokenizers do). Two BPEs
+    trained with the same pre-tokenizer on the same text are nested (one vocabulary
+    contains the other); a different pre-tokenizer or text makes them differ, as real
+    base/surrogate pairs do. Returns the loaded tokenizer.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    pre = [pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    if split_digits:
+        pre = [pre_tokenizers.Digits(individual_digits=True)] + pre
+    tok.pre_tokenizer = pre_tokenizers.Sequence(pre)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
+    fast.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return load_tokenizer(str(out))

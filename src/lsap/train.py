@@ -470,6 +470,7 @@ class Trainer:
                 path = self.save_checkpoint()
                 if self.main:
                     tqdm.write(f"checkpoint: {path}")
+            window_t = window_t if window_tok else time.perf_counter()  # tok/s excludes eval and saving
         bar.close()
         return self.out
 

@@ -1,0 +1,220 @@
+"""`lsap quickstart`: the whole method, end to end, on one CPU, offline.
+
+Mirrors the paper's regime at toy scale (see README "Quickstart"):
+
+1. text: the base trains on the Python 3.11 manual (`python-docs`); the surrogate was
+   pretrained on *different* text, the Linux kernel documentation (`linux-docs`).
+2. tokenizers: two byte-level BPEs, each trained on its own corpus, the surrogate's
+   with digits split — different vocabularies, as OLMo2's and Qwen3's are.
+3. surrogate: an OLMo2-shaped model about half the base's parameters, pretrained once
+   with CE on more tokens than the base will see, then cached and treated as given
+   (`--surrogate smollm2` swaps in SmolLM2-135M-Instruct through the same code path).
+4. the vocabulary map between the two tokenizers, with its report.
+5. the base trained twice from the same init and data order, CE and LSAP (α 0.05,
+   k 15, λ 1), to the same FLOPs budget — the surrogate's inference FLOPs included.
+6. held-out loss, bits per byte and the offline zero-shot tasks on every checkpoint;
+   `lsap report` at matched FLOPs (Table-2 style) and the Figure-2-style plots.
+
+Every stage is cached or resumable: a second run reuses tokenizers, shards and the
+surrogate, and an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BASE_SHAPE = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=4)
+SURROGATE_SHAPE = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+                       num_key_value_heads=4)
+
+
+@dataclass
+class Settings:
+    out: str = "runs/quickstart"
+    cache: str = ""  # default: $LSAP_CACHE/quickstart
+    surrogate: str = "pretrain"  # pretrain | smollm2 | any load_surrogate spec
+    base_corpus: str = "python-docs"
+    surrogate_corpus: str = "linux-docs"
+    vocab_size: int = 4096
+    tokenizer_docs: int = 3000  # documents used to train each tokenizer
+    seq_len: int = 128
+    batch_size: int = 16
+    surrogate_tokens: float = 2.4e6  # surrogate pretraining tokens (> the base's)
+    ce_tokens: float = 1.0e6  # the FLOPs budget = what CE needs for this many tokens
+    alpha: float = 0.05
+    k: int = 15
+    seeds: list = field(default_factory=lambda: [0])
+    checkpoints: int = 3  # per run, evenly spaced (Figure 2 points)
+    eval_examples: int = 200
+
+    def key(self, *names: str) -> str:
+        d = asdict(self)
+        return hashlib.sha256(json.dumps({n: d[n] for n in names}, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _say(msg: str) -> None:
+    print(f"\n[quickstart] {msg}", flush=True)
+
+
+def _tokenizer(corpora: list[str], out: Path, s: Settings, split_digits: bool):
+    """A BPE trained on the first `tokenizer_docs` training documents of each corpus."""
+    from lsap.data import is_val, iter_documents
+    from lsap.tokenizer import load_tokenizer, train_bpe
+
+    if (out / "tokenizer.json").is_file():
+        return load_tokenizer(str(out))
+
+    def docs():
+        for corpus in corpora:
+            train_docs = (d for i, d in enumerate(iter_documents(corpus)) if not is_val(i, 0, 0.1))
+            yield from (d for _, d in zip(range(s.tokenizer_docs), train_docs))  # never held-out docs
+
+    return train_bpe(docs(), s.vocab_size, out, split_digits=split_digits)
+
+
+def _prepare(tok_dir: Path, corpus: str, out: Path) -> Path:
+    from lsap.data import prepare
+
+    prepare(str(tok_dir), corpus, out, val_fraction=0.1, seed=0)
+    return out
+
+
+def _run_cfg(name: str, out: Path, data: Path, shape: dict, s: Settings, extra: list[str]):
+    from lsap.config import load_config
+
+    return load_config(None, [
+        f"name={name}", f"out_dir={out}", f"data.dir={data}", f"data.seq_len={s.seq_len}",
+        "model.preset=olmo2-tiny", f"train.batch_size={s.batch_size}", f"train.micro_batch_size={s.batch_size}",
+        "optim.lr=2e-3", "optim.warmup_steps=20", "optim.min_lr_ratio=0.1", "train.log_every=25",
+        "train.eval_batches=20", *[f"model.overrides.{k}={v}" for k, v in shape.items()], *extra])
+
+
+def _train(cfg) -> Path:
+    from lsap.train import Trainer
+
+    done = Path(cfg.out_dir) / "DONE"
+    if done.is_file():
+        print(f"  {cfg.out_dir}: finished earlier, reused", flush=True)
+        return Path(cfg.out_dir)
+    ckpts = Path(cfg.out_dir) / "checkpoints"
+    resume = ckpts.is_dir() and any(p for p in ckpts.glob("step_*") if not p.name.endswith(".tmp"))
+    Trainer(cfg, resume=resume).run()
+    done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+    return Path(cfg.out_dir)
+
+
+def _last_model(run: Path) -> Path:
+    steps = sorted(p for p in (run / "checkpoints").glob("step_*") if not p.name.endswith(".tmp"))
+    return steps[-1] / "model"
+
+
+def run(s: Settings) -> Path:
+    from lsap.cli import main as cli
+    from lsap.flops import count_params
+    from lsap.model import model_config
+    from lsap.surrogate import cache_root
+    from lsap.vocab import VocabMap
+
+    t_start = time.time()
+    out = Path(s.out)
+    cache = Path(s.cache) if s.cache else cache_root() / "quickstart"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(json.dumps(asdict(s), indent=2))
+
+    _say(f"1/6 tokenizers and token shards (cache: {cache})")
+    tkey = s.key("vocab_size", "tokenizer_docs")
+    base_tok_dir = cache / f"tok-{s.base_corpus}-{tkey}"
+    base_tok = _tokenizer([s.base_corpus], base_tok_dir, s, split_digits=False)
+    base_data = _prepare(base_tok_dir, s.base_corpus, cache / f"data-{s.base_corpus}-{tkey}")
+
+    pretrain = s.surrogate == "pretrain"
+    _say("2/6 surrogate: " + ("pretrained once on a different corpus, then cached" if pretrain
+                              else f"{s.surrogate} (given, frozen)"))
+    if pretrain:
+        # Like a real surrogate's tokenizer (trained on broad text), the surrogate's BPE
+        # sees both corpora, with another pre-tokenizer (digits split) so the two
+        # vocabularies differ; its *model* never sees the base's training text.
+        sur_tok_dir = cache / f"tok-{s.surrogate_corpus}+{s.base_corpus}-digits-{tkey}"
+        _tokenizer([s.surrogate_corpus, s.base_corpus], sur_tok_dir, s, split_digits=True)
+        sur_data = _prepare(sur_tok_dir, s.surrogate_corpus, cache / f"data-{s.surrogate_corpus}-{tkey}")
+        skey = s.key("vocab_size", "tokenizer_docs", "seq_len", "batch_size", "surrogate_tokens")
+        sur_run = _train(_run_cfg("surrogate", cache / f"surrogate-{skey}", sur_data, SURROGATE_SHAPE, s,
+                                  [f"train.max_tokens={s.surrogate_tokens}", "train.eval_every=0"]))
+        surrogate_spec = str(_last_model(sur_run))
+    else:
+        surrogate_spec = s.surrogate
+
+    _say("3/6 vocabulary map between the base tokenizer and the surrogate's")
+    from lsap.data import TokenShards
+    from lsap.surrogate import load_surrogate
+
+    smodel, stok = load_surrogate(surrogate_spec)
+    vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=_round128(len(base_tok)),
+                                    surrogate_vocab_size=max(smodel.config.vocab_size, len(stok)))
+    val = TokenShards(base_data, "val")
+    rep = vmap.report(val.tokens(0, min(len(val), 200_000)), top_missing=5, base_tokenizer=base_tok)
+    map_dir = out / "vocab_map"
+    vmap.save(map_dir)
+    print(f"  |Σ_b|={rep['base_vocab']:,}  |Σ_s|={rep['surrogate_vocab']:,}  |Σ∩|={rep['intersection']:,} "
+          f"({rep['intersection_over_base']:.1%} of base, {rep['intersection_over_surrogate']:.1%} of surrogate); "
+          f"held-out base tokens inside Σ∩: {rep['corpus_share_in_intersection']:.1%}")
+    print("  most frequent base tokens outside Σ∩: "
+          + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"]), flush=True)
+
+    base_cfg = model_config("olmo2-tiny", vocab_size=_round128(len(base_tok)), **BASE_SHAPE)
+    nb, ns = count_params(base_cfg), count_params(smodel.config)
+    budget = 6 * nb * s.ce_tokens
+    del smodel
+    lsap_tokens = budget / (6 * nb + 2 * ns)
+    _say(f"4/6 FLOPs budget {budget:.3g} (= 6·N_b·{s.ce_tokens:.3g} tokens; N_b={nb / 1e6:.2f}M, "
+         f"N_s={ns / 1e6:.2f}M): CE trains {s.ce_tokens:,.0f} tokens, LSAP {lsap_tokens:,.0f} "
+         f"({1 - lsap_tokens / s.ce_tokens:.1%} fewer; the surrogate's 2·N_s per token is charged)")
+
+    steps_ce = int(s.ce_tokens // (s.batch_size * s.seq_len))
+    every = max(steps_ce // s.checkpoints, 1)
+    runs = []
+    for seed in s.seeds:
+        common = [f"train.max_flops={budget}", f"train.ckpt_every={every}", f"train.eval_every={every}",
+                  f"train.seed={seed}", f"model.init_seed={seed}"]
+        _say(f"5/6 training the base with CE (seed {seed})")
+        runs.append(_train(_run_cfg(f"ce-s{seed}", out / f"ce-s{seed}", base_data, BASE_SHAPE, s, common)))
+        _say(f"5/6 training the base with LSAP α={s.alpha} k={s.k} λ=1 (seed {seed})")
+        runs.append(_train(_run_cfg(f"lsap-s{seed}", out / f"lsap-s{seed}", base_data, BASE_SHAPE, s, common + [
+            "loss=lsap", f"surrogate.model={surrogate_spec}", f"surrogate.vocab_map={map_dir}",
+            f"lsap.alpha={s.alpha}", f"lsap.k={s.k}"])))
+
+    _say("6/6 evaluation (held-out loss, bits per byte, offline zero-shot tasks) and report")
+    for r in runs:
+        cli(["eval", str(r), "--tasks", "offline", "--max-examples", str(s.eval_examples)])
+    cli(["report", *map(str, runs), "--out", str(out)])
+    _summary(out, runs, time.time() - t_start)
+    return out
+
+
+def _round128(n: int) -> int:
+    return (n + 127) // 128 * 128
+
+
+def _summary(out: Path, runs: list[Path], wall: float) -> None:
+    rep = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
+    rows = rep.get("rows", [])
+    print(f"\n[quickstart] done in {wall / 60:.1f} min. Report: {out / 'report.md'} (+ PNG plots in {out})")
+    for r in rows:
+        print(f"  {r.get('run', '?'):>10}: avg score {_pct(r.get('average'))}, val loss {_num(r.get('val_loss'))}, "
+              f"val bpb {_num(r.get('val_bpb'))} at {_num(r.get('flops'), '.3g')} FLOPs")
+    if len(rows) >= 2:
+        print("  one seed per loss: differences are not significant claims; add seeds with --seeds 0 1 2")
+
+
+def _pct(x):
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x, f=".4f"):
+    return "n/a" if x is None else format(x, f)
