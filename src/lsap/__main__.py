@@ -1,0 +1,5 @@
+import sys
+
+from lsap.cli import main
+
+sys.exit(main())
