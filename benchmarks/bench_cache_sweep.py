@@ -10,7 +10,12 @@ the same seed. "online": 4 runs that each run the surrogate on every micro-batch
 --steps 0 trains one epoch of the train split per run (so online runs do as much
 surrogate work as the build). Prints each wall time, checks that every cache run's
 losses equal its online twin's, and prints the ratio online / (build + cache runs).
-Results: see the docstring of lsap.cache and the issue note; record device and date.
+Result (2-core shared CPU, heavily loaded, torch CPU, smollm2 surrogate, tiny_world-style
+600-token BPE base tokenizer, 1,440-token corpus from pydoc topics, T = 32, 11 steps × 4
+per run): online 227.6 s (76.2 / 71.6 / 45.5 / 34.3) vs cache 69.7 s (build 33.7 + runs
+10.9 / 0.7 / 12.2 / 12.2) → 3.27x; every cache run's losses equal its online twin's.
+Timings are noisy on this machine (other jobs share the cores); the ratio approaches
+4x as surrogate cost dominates.
 """
 
 from __future__ import annotations
