@@ -659,7 +659,7 @@ class TokenShards:
         for b in range(n_batches):
             x = self.tokens(b * batch_size * seq_len, batch_size * seq_len + 1)
             inp = np.lib.stride_tricks.sliding_window_view(x, seq_len + 1)[::seq_len][:batch_size]
-            t = torch.from_numpy(np.ascontiguousarray(inp))
+            t = torch.from_numpy(np.array(inp))  # a writable copy
             yield t[:, :-1], t[:, 1:]
 
 
