@@ -12,7 +12,6 @@ import importlib
 import sys
 
 COMMANDS: dict[str, str] = {
-    "demo": "Build a real tokenizer map and show the auxiliary targets a surrogate proposes",
     "vocab": "Build, report and save the cross-tokenizer vocabulary map (Σ∩)",
     "prepare": "Tokenize text into train/validation token shards",
     "train": "Pretrain a base model with CE or LSAP",
@@ -30,7 +29,7 @@ def _load(name: str):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lsap", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="lsap", description="lsap — surrogate-assisted language-model pretraining")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
