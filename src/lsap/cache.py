@@ -69,6 +69,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lsap.data import _sha256_file, _write_json_atomic
+
 FORMAT = "lsap-target-cache"
 FORMAT_VERSION = 1
 EXACT_ALPHAS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
@@ -81,20 +83,6 @@ class CacheError(ValueError):
 
 
 # --------------------------------------------------------------------------- helpers
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _f16(x: float) -> np.float16:
     return np.float16(np.float32(x))
 

@@ -10,16 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
+from lsap.cli import positive_float as _number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

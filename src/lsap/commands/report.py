@@ -14,15 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _flops(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return v
+from lsap.cli import positive_float as _flops
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
