@@ -147,3 +147,25 @@ def test_plot_failure_leaves_nothing(evaluated, tmp_path, monkeypatch):
     with pytest.raises(ReportError):
         make_report([evaluated["runs"]["ce"]], out)
     assert list(out.iterdir()) == []
+
+
+def test_matched_tokens_view_and_spread(evaluated, tmp_path):
+    from lsap.report import group_spread, load_run
+
+    runs = evaluated["runs"]
+    res = make_report([runs["ce"], runs["lsap"]], tmp_path / "t")
+    data = json.loads((tmp_path / "t" / "report.json").read_text())
+    tok = data["matched_tokens"]
+    finals = [load_run(runs[n]).evals[-1]["tokens"] for n in ("ce", "lsap")]
+    assert tok["budget"] == min(finals) and tok["axis"] == "tokens"
+    for row in tok["rows"]:
+        run = load_run(runs[row["run"]])
+        ok = [e["tokens"] for e in run.evals if e["tokens"] <= tok["budget"]]
+        assert row["tokens"] == max(ok)
+    assert "## Matched tokens" in res["markdown"] and "no seed-to-seed spread" in res["markdown"]
+    # spread over a group = mean/min/max of its rows
+    table = {"rows": [{"loss": "LSAP", "alpha": 0.05, "schedule": "constant", "run": f"s{i}", "average": a,
+                       "val_loss": v, "val_bpb": None} for i, (a, v) in enumerate([(0.3, 4.0), (0.5, 3.0)])]}
+    (g,) = group_spread(table)
+    assert g["n"] == 2 and g["average"] == {"mean": 0.4, "min": 0.3, "max": 0.5}
+    assert g["val_loss"]["mean"] == 3.5 and g["val_bpb"] is None

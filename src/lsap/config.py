@@ -76,6 +76,7 @@ class TrainCfg:
     eval_every: int = 0  # 0: only at the end
     eval_batches: int = 20
     ckpt_every: int = 0  # 0: only at the end
+    ckpt_at: list = field(default_factory=list)  # extra steps to checkpoint (e.g. another run's token count)
     keep_checkpoints: int = 0  # 0: keep all (reports want every FLOPs point)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda

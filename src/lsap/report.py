@@ -119,12 +119,12 @@ def check_comparable(runs: list[Run]) -> None:
                           f"`lsap eval --force` with the same --tasks/--limit/data on all runs ({detail})")
 
 
-def pick_matched(run: Run, budget: float) -> tuple[dict, bool]:
-    """The evaluated checkpoint with the most FLOPs ≤ budget, else the one with the least FLOPs.
+def pick_matched(run: Run, budget: float, axis: str = "flops") -> tuple[dict, bool]:
+    """The evaluated checkpoint with the most `axis` (flops | tokens) ≤ budget, else the least.
 
     Returns (eval dict, above) with above=True when it lies above the budget.
     """
-    below = [e for e in run.evals if e["flops"] <= budget * (1 + 1e-9)]
+    below = [e for e in run.evals if e[axis] <= budget * (1 + 1e-9)]
     if below:
         return below[-1], False
     return run.evals[0], True
@@ -134,14 +134,15 @@ def _fmt_flops(x: float | None) -> str:
     return "-" if x is None else f"{x:.3e}"
 
 
-def build_table(runs: list[Run], flops: float | None = None) -> dict[str, Any]:
-    """The matched-FLOPs comparison as data: {"budget", "tasks", "rows", "best"}.
+def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops") -> dict[str, Any]:
+    """The matched-FLOPs (or, axis="tokens", matched-tokens) comparison as data:
+    {"axis", "budget", "tasks", "rows", "best"}.
 
     rows: one per run, {"run", "loss", "alpha", "schedule", "checkpoint", "flops", "tokens",
     "above_budget", "scores": {task: value}, "average", "val_loss", "val_bpb"}.
     """
     check_comparable(runs)
-    budget = float(flops) if flops is not None else min(r.evals[-1]["flops"] for r in runs)
+    budget = float(flops) if flops is not None else min(r.evals[-1][axis] for r in runs)
     tasks: list[str] = []
     for r in runs:
         for e in r.evals:
@@ -150,7 +151,7 @@ def build_table(runs: list[Run], flops: float | None = None) -> dict[str, Any]:
                     tasks.append(t)
     rows = []
     for r in runs:
-        e, above = pick_matched(r, budget)
+        e, above = pick_matched(r, budget, axis)
         scores = {t: (e["tasks"][t]["value"] if t in e.get("tasks", {}) else None) for t in tasks}
         vals = [v for v in scores.values() if v is not None]
         rows.append({"run": r.name, "loss": r.loss_type, "alpha": r.alpha, "schedule": r.schedule,
@@ -163,8 +164,25 @@ def build_table(runs: list[Run], flops: float | None = None) -> dict[str, Any]:
         vals = [(row["scores"][col] if col in tasks else row[col]) for row in rows]
         vals = [v for v in vals if v is not None]
         best[col] = better(vals) if vals else None
-    return {"budget": budget, "budget_source": "given" if flops is not None else "largest reached by all runs",
+    return {"axis": axis, "budget": budget,
+            "budget_source": "given" if flops is not None else "largest reached by all runs",
             "tasks": tasks, "rows": rows, "best": best}
+
+
+def group_spread(table: dict) -> list[dict]:
+    """Rows grouped by (loss, α, λ schedule) — e.g. seeds of one setting — with the mean,
+    min and max of average score, val loss and val bpb over the group."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in table["rows"]:
+        groups.setdefault((row["loss"], row["alpha"], row["schedule"]), []).append(row)
+    out = []
+    for (loss, alpha, schedule), rows in groups.items():
+        g = {"loss": loss, "alpha": alpha, "schedule": schedule, "n": len(rows), "runs": [r["run"] for r in rows]}
+        for col in ("average", "val_loss", "val_bpb"):
+            vals = [r[col] for r in rows if r[col] is not None]
+            g[col] = ({"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)} if vals else None)
+        out.append(g)
+    return out
 
 
 def _cell(v: float | None, best: float | None, scale: float = 100.0, digits: int = 2) -> str:
@@ -174,19 +192,11 @@ def _cell(v: float | None, best: float | None, scale: float = 100.0, digits: int
     return f"**{s}**" if best is not None and abs(v - best) <= 1e-12 else s
 
 
-def render_markdown(table: dict, runs: list[Run]) -> str:
+def _table_lines(table: dict) -> list[str]:
     tasks = table["tasks"]
-    lines = [
-        "# Matched-FLOPs comparison",
-        "",
-        f"FLOPs budget: **{_fmt_flops(table['budget'])}** ({table['budget_source']}). Each run uses its evaluated "
-        "checkpoint with the most FLOPs not above the budget (marked † when it had to go above). "
-        "Scores are zero-shot, in percent; Avg is the mean over the task columns; best per column in bold.",
-        "",
-    ]
     head = ["Run", "Loss", "α", "λ schedule", *tasks, "Avg", "val loss", "val bpb", "checkpoint", "FLOPs", "tokens"]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "|".join(["---"] * 4 + ["---:"] * (len(tasks) + 3) + ["---", "---:", "---:"]) + "|")
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * 4 + ["---:"] * (len(tasks) + 3) + ["---", "---:", "---:"]) + "|"]
     b = table["best"]
     for row in table["rows"]:
         cells = [row["run"], row["loss"], row["alpha"], row["schedule"],
@@ -195,6 +205,46 @@ def render_markdown(table: dict, runs: list[Run]) -> str:
                  row["checkpoint"] + (" †" if row["above_budget"] else ""), _fmt_flops(row["flops"]),
                  "-" if row["tokens"] is None else f"{row['tokens']:,}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
+def _spread_lines(table: dict) -> list[str]:
+    groups = group_spread(table)
+    if all(g["n"] < 2 for g in groups):
+        return ["One run per setting: no seed-to-seed spread was measured, so differences between rows "
+                "are observations, not significant claims.", ""]
+
+    def cell(v, scale, digits):
+        if v is None:
+            return "-"
+        return f"{v['mean'] * scale:.{digits}f} [{v['min'] * scale:.{digits}f}, {v['max'] * scale:.{digits}f}]"
+
+    lines = ["Mean [min, max] over the runs of each setting (seeds):", "",
+             "| Loss | α | λ schedule | runs | Avg | val loss | val bpb |", "|---|---|---|---:|---:|---:|---:|"]
+    for g in groups:
+        lines.append(f"| {g['loss']} | {g['alpha']} | {g['schedule']} | {g['n']} | {cell(g['average'], 100, 2)} | "
+                     f"{cell(g['val_loss'], 1, 4)} | {cell(g['val_bpb'], 1, 4)} |")
+    return lines + [""]
+
+
+def render_markdown(table: dict, runs: list[Run], tokens_table: dict | None = None) -> str:
+    lines = [
+        "# Matched-FLOPs comparison",
+        "",
+        f"FLOPs budget: **{_fmt_flops(table['budget'])}** ({table['budget_source']}). Each run uses its evaluated "
+        "checkpoint with the most FLOPs not above the budget (marked † when it had to go above). "
+        "Scores are zero-shot, in percent; Avg is the mean over the task columns; best per column in bold.",
+        "",
+        *_table_lines(table),
+        "",
+        *_spread_lines(table),
+    ]
+    if tokens_table is not None:
+        lines += ["## Matched tokens", "",
+                  f"Token budget: **{tokens_table['budget']:,.0f}** (largest reached by all runs). Each run uses its "
+                  "evaluated checkpoint with the most tokens not above it. This view ignores the surrogate's "
+                  "compute; the matched-FLOPs table above charges it.", "",
+                  *_table_lines(tokens_table), "", *_spread_lines(tokens_table)]
     metrics = {}
     for r in runs:
         for e in r.evals:
@@ -279,14 +329,17 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
         raise ReportError("no run directories given")
     runs = [load_run(d) for d in run_dirs]
     table = build_table(runs, flops)
+    tokens_table = build_table(runs, axis="tokens") if all(e.get("tokens") is not None
+                                                          for r in runs for e in r.evals) else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-report-", dir=out))
     try:
-        md = render_markdown(table, runs)
+        md = render_markdown(table, runs, tokens_table)
         files = write_plots(runs, table, tmp)
         (tmp / "report.md").write_text(md)
-        (tmp / "report.json").write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+        (tmp / "report.json").write_text(json.dumps({**table, "spread": group_spread(table), "matched_tokens": tokens_table},
+                                                    indent=2, sort_keys=True) + "\n")
         for name in [*files, "report.md", "report.json"]:
             os.replace(tmp / name, out / name)
     finally:

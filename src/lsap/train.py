@@ -466,7 +466,7 @@ class Trainer:
                     if self.main:
                         tqdm.write(f"step {self.step} | val loss {ev['val_loss']:.4f}"
                                    + (f" | val bpb {ev['val_bpb']:.4f}" if "val_bpb" in ev else ""))
-            if self.step % ckpt_every == 0 or self.step == total:
+            if self.step % ckpt_every == 0 or self.step == total or self.step in t.ckpt_at:
                 path = self.save_checkpoint()
                 if self.main:
                     tqdm.write(f"checkpoint: {path}")
