@@ -83,7 +83,6 @@ class TrainCfg:
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     distributed: str = "ddp"  # ddp | fsdp (under torchrun)
     loss_impl: str = "linear"  # linear (chunked, no [N,V] logits) | logits
-    compile: bool = False
 
 
 @dataclass
