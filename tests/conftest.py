@@ -8,22 +8,6 @@ from __future__ import annotations
 import pytest
 
 
-def _bpe(texts, vocab_size, digits=False):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    t = Tokenizer(models.BPE())
-    pre = [pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    if digits:  # a different pre-tokenizer, so the two vocabularies are not nested
-        pre = [pre_tokenizers.Digits(individual_digits=True)] + pre
-    t.pre_tokenizer = pre_tokenizers.Sequence(pre)
-    t.decoder = decoders.ByteLevel()
-    t.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-
-
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """dict(base_tok=dir, surrogate=dir (random Llama + its tokenizer), data=shards dir)."""
@@ -32,13 +16,13 @@ def tiny_world(tmp_path_factory):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from lsap.data import prepare
+    from lsap.tokenizer import train_bpe
 
     root = tmp_path_factory.mktemp("world")
     texts = list(topics.values())
-    base = _bpe(texts, 600)
-    base.save_pretrained(root / "base_tok")
-    surr = _bpe([t.lower() for t in texts], 700, digits=True)
-    surr.save_pretrained(root / "surrogate")
+    train_bpe(texts, 600, root / "base_tok")
+    # another text and pre-tokenizer (digits split), so the vocabularies are not nested
+    surr = train_bpe([t.lower() for t in texts], 700, root / "surrogate", split_digits=True)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(surr), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,

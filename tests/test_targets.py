@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lsap.targets import compact, scatter_back, select_aux_targets, translate_inputs
-from tests.helpers import random_vmap
+from tests.helpers import random_vmap, tiny_llama
 from tests.reference import ref_select
 
 
@@ -101,12 +101,7 @@ def test_translate_inputs_positions_skip_absent():
 def test_masked_equals_compacted_on_a_real_causal_lm():
     """METHOD §2: running the surrogate with mask+skipped positions equals running it
     on the compacted sequence, at every kept position."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    model = LlamaForCausalLM(cfg).eval()
+    model = tiny_llama()
     vmap = random_vmap(40, 48, 28, seed=1)
     g = torch.Generator().manual_seed(2)
     base = torch.randint(0, 40, (3, 17), generator=g)
@@ -124,14 +119,9 @@ def test_masked_equals_compacted_on_a_real_causal_lm():
 
 
 def test_propose_targets_compact_equals_mask_mode():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from lsap.targets import propose_targets
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    model = LlamaForCausalLM(cfg).eval()
+    model = tiny_llama()
     vmap = random_vmap(40, 48, 30, seed=4)
     g = torch.Generator().manual_seed(5)
     x = torch.randint(0, 40, (3, 19), generator=g)
