@@ -72,7 +72,7 @@ def select_aux_targets(
     valid: torch.Tensor | None = None,
     ignore_index: int = -100,
     return_probs: bool = False,
-    chunk_size: int = 256,  # rows per fp32 working copy; small chunks stay in cache (CPU: 3x faster than 4096)
+    chunk_size: int | None = None,
 ):
     """Auxiliary targets per METHOD §3.
 
@@ -130,6 +130,9 @@ def select_aux_targets(
     mask_out = torch.zeros((B * T, k), dtype=torch.bool, device=dev)
     probs_out = torch.zeros((B * T, k), dtype=torch.float32, device=dev)
     rows = flat_ok.nonzero().squeeze(-1)
+    # Rows per fp32 working copy: on a CPU small chunks stay in cache (256 rows: 3x faster
+    # than 4096 measured here); on a GPU large chunks amortise kernel launches.
+    chunk_size = chunk_size or (4096 if surrogate_logits.is_cuda else 256)
     for start in range(0, rows.numel(), chunk_size):
         r = rows[start : start + chunk_size]
         z = flat_logits[r].float()  # a fresh copy (row gather): safe to modify in place
