@@ -217,7 +217,9 @@ def _summary(out: Path, runs: list[Path], wall: float, surrogate: str) -> None:
     print(f"  at matched FLOPs ({rep['budget']:.3g}): held-out loss CE {_range(ce['val_loss'])} vs LSAP "
           f"{_range(ls['val_loss'])} over {ce['n']}/{ls['n']} seeds; "
           f"avg zero-shot score CE {_range(ce['average'], 100, '.1f')} vs LSAP {_range(ls['average'], 100, '.1f')}")
-    if overlap or min(ce["n"], ls["n"]) < 2:
+    if min(ce["n"], ls["n"]) < 2:
+        verdict = f"{d:+.3f} nats (LSAP − CE) with one seed: no spread measured, so no claim"
+    elif overlap:
         verdict = "no difference beyond the seed-to-seed spread"
     elif d < 0:
         verdict = f"LSAP is better by {-d:.3f} nats, outside the seed spread"
