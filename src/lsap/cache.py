@@ -197,7 +197,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     from lsap.flops import count_params, inference_flops_per_token
     from lsap.surrogate import load_surrogate
     from lsap.targets import propose_targets
-    from lsap.tokenizer import load_tokenizer, tokenizer_hash, vocab_size
+    from lsap.tokenizer import load_tokenizer, padded_vocab_size, tokenizer_hash
     from lsap.vocab import VocabMap
 
     if not 1 <= k <= 255:
@@ -224,7 +224,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     model, stok = load_surrogate(surrogate, dtype=tdtype, device=dev)
     if stok is None:
         raise CacheError(f"surrogate {surrogate!r} has no tokenizer; the vocabulary map needs one")
-    base_vocab = (vocab_size(base_tok) + 127) // 128 * 128  # the trainer's default padded vocab
+    base_vocab = padded_vocab_size(base_tok)  # the trainer's default model vocabulary
     if vocab_map:
         vmap = VocabMap.load(vocab_map, base=base_tok, surrogate=stok)
     else:

@@ -116,9 +116,10 @@ def _last_model(run: Path) -> Path:
 
 def run(s: Settings) -> Path:
     from lsap.cli import main as cli
-    from lsap.flops import count_params
+    from lsap.flops import FlopsLedger, count_params
     from lsap.model import model_config
     from lsap.surrogate import cache_root
+    from lsap.tokenizer import padded_vocab_size
     from lsap.vocab import VocabMap
 
     t_start = time.time()
@@ -155,7 +156,7 @@ def run(s: Settings) -> Path:
     from lsap.surrogate import load_surrogate
 
     smodel, stok = load_surrogate(surrogate_spec)
-    vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=_round128(len(base_tok)),
+    vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=padded_vocab_size(base_tok),
                                     surrogate_vocab_size=max(smodel.config.vocab_size, len(stok)))
     val = TokenShards(base_data, "val")
     rep = vmap.report(val.tokens(0, min(len(val), 200_000)), top_missing=5, base_tokenizer=base_tok)
@@ -167,18 +168,21 @@ def run(s: Settings) -> Path:
     print("  most frequent base tokens outside Σ∩: "
           + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"]), flush=True)
 
-    base_cfg = model_config("olmo2-tiny", vocab_size=_round128(len(base_tok)), **BASE_SHAPE)
+    base_cfg = model_config("olmo2-tiny", vocab_size=padded_vocab_size(base_tok), **BASE_SHAPE)
     nb, ns = count_params(base_cfg), count_params(smodel.config)
-    budget = 6 * nb * s.ce_tokens
+    ledger = FlopsLedger.from_configs(base_cfg, smodel.config)  # 6·N_b and 2·N_s per token
+    ce_per_token = ledger.base_flops_per_token
+    lsap_per_token = ce_per_token + ledger.surrogate_flops_per_token
+    budget = ce_per_token * s.ce_tokens
     del smodel
-    lsap_tokens = budget / (6 * nb + 2 * ns)
+    lsap_tokens = budget / lsap_per_token
     _say(f"4/6 FLOPs budget {budget:.3g} (= 6·N_b·{s.ce_tokens:.3g} tokens; N_b={nb / 1e6:.2f}M, "
          f"N_s={ns / 1e6:.2f}M): CE trains {s.ce_tokens:,.0f} tokens, LSAP {lsap_tokens:,.0f} "
          f"({1 - lsap_tokens / s.ce_tokens:.1%} fewer; the surrogate's 2·N_s per token is charged)")
 
     tokens_per_step = s.batch_size * s.seq_len
-    steps_ce = int(budget // (tokens_per_step * 6 * nb))
-    steps_lsap = int(budget // (tokens_per_step * (6 * nb + 2 * ns)))
+    steps_ce = int(budget // (tokens_per_step * ce_per_token))
+    steps_lsap = int(budget // (tokens_per_step * lsap_per_token))
     every = max(steps_ce // s.checkpoints, 1)
     runs = []
     for seed in s.seeds:
@@ -199,10 +203,6 @@ def run(s: Settings) -> Path:
     cli(["report", *map(str, runs), "--out", str(out)])
     _summary(out, runs, time.time() - t_start, s.surrogate)
     return out
-
-
-def _round128(n: int) -> int:
-    return (n + 127) // 128 * 128
 
 
 def _summary(out: Path, runs: list[Path], wall: float, surrogate: str) -> None:

@@ -289,6 +289,13 @@ def vocab_size(tok) -> int:
     return max(tok.get_vocab().values()) + 1
 
 
+def padded_vocab_size(tok, multiple: int = 128) -> int:
+    """The model's embedding rows for `tok`: `vocab_size(tok)` rounded up to `multiple`
+    (OLMo2 pads 100,278 → 100,352). The trainer, the target cache and the quickstart's
+    vocabulary map must all agree on it."""
+    return (vocab_size(tok) + multiple - 1) // multiple * multiple
+
+
 def tokenizer_hash(tok) -> str:
     """sha256 hex of what decides the ids: model (vocab id→string, merges), added tokens
     with ids and special flags, normalizer / pre-tokenizer / post-processor / decoder,

@@ -88,10 +88,6 @@ def plan_budget(cfg: Config, ledger: FlopsLedger) -> Budget:
     return Budget(steps, tokens_per_step, flops_per_step, by)
 
 
-def _round_up(n: int, m: int = 128) -> int:
-    return (n + m - 1) // m * m
-
-
 def _rng_state() -> dict:
     s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -116,7 +112,7 @@ class Trainer:
     def __init__(self, cfg: Config, resume: bool = False):
         from lsap.data import SequenceLoader, TokenShards
         from lsap.model import build_model, model_config
-        from lsap.tokenizer import load_tokenizer, vocab_size
+        from lsap.tokenizer import load_tokenizer, padded_vocab_size
 
         self.cfg = cfg
         self.d = distributed.init(cfg.train.device)
@@ -136,7 +132,7 @@ class Trainer:
             self.val = TokenShards(cfg.data.dir, "val")
 
         # ---- base model ----------------------------------------------------------
-        vsize = cfg.model.vocab_size or _round_up(vocab_size(self.tokenizer))
+        vsize = cfg.model.vocab_size or padded_vocab_size(self.tokenizer)
         specials = {f"{r}_token_id": getattr(self.tokenizer, f"{r}_token_id", None) for r in ("bos", "eos", "pad")}
         overrides = {**{k: v for k, v in specials.items() if v is not None}, **cfg.model.overrides}
         self.model_config = model_config(cfg.model.preset, vocab_size=vsize, **overrides)
@@ -337,7 +333,9 @@ class Trainer:
         val_loss = float(tot[0] / tot[1])
         out = {"val_loss": val_loss}
         if self.val.bytes_per_token:
-            out["val_bpb"] = val_loss / math.log(2) / self.val.bytes_per_token
+            from lsap.evaluate import bits_per_byte
+
+            out["val_bpb"] = bits_per_byte(val_loss, self.val.bytes_per_token)
         return out
 
     # ------------------------------------------------------------------ checkpoints
