@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from lsap.config import ConfigError, load_config
 from lsap.train import Trainer, TrainingError
@@ -89,8 +88,6 @@ def test_resume_continues_exactly(tiny_world, tmp_path, monkeypatch):
 
 
 def test_budgets(tiny_world, tmp_path):
-    from lsap.flops import FlopsLedger
-
     t = Trainer(cfg_for(tiny_world, tmp_path / "b", "train.max_steps=0", "train.max_tokens=1000"))
     assert t.budget.total_steps == 1000 // (4 * 32) and t.budget.limited_by == "max_tokens"
     per_step = t.budget.flops_per_step

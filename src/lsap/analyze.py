@@ -314,11 +314,6 @@ def rows_from_counts(model: str, statistic: str, counts: dict) -> list[Row]:
     return rows
 
 
-def _device_dtype(device: str | None):
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-
-
 def _forward_logits(model, ids: torch.Tensor, attn: torch.Tensor | None = None) -> torch.Tensor:
     kw = {} if attn is None else {"attention_mask": attn}
     return model(input_ids=ids, use_cache=False, **kw).logits
@@ -349,7 +344,7 @@ def analyze(
     """
     from tqdm.auto import tqdm
 
-    from lsap.surrogate import load_surrogate
+    from lsap.surrogate import inference_device_dtype, load_surrogate
     from lsap.tokenizer import load_tokenizer
 
     alphas = _check_alphas(alphas)
@@ -382,10 +377,10 @@ def analyze(
             for s in seeds:
                 base_examples[d, s] = sample_windows(docs[d], base_tok, n, seq_len + 1, s, name=d)
 
-    dev, dtype = _device_dtype(device)
+    dev, dtype = inference_device_dtype(device)
     rows: list[dict] = []
     for m in models:
-        log(f"[lsap] loading {m} ({dtype}, {dev}) ...")
+        log(f"[lsap] loading {m} ({str(dtype).removeprefix('torch.')}, {dev}) ...")
         model, _ = load_surrogate(m, dtype=dtype, device=dev)
         V = model.get_output_embeddings().weight.shape[0]
         vmap = None

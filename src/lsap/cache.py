@@ -195,7 +195,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     """
     from lsap.data import TokenShards
     from lsap.flops import count_params, inference_flops_per_token
-    from lsap.surrogate import load_surrogate
+    from lsap.surrogate import inference_device_dtype, load_surrogate
     from lsap.targets import propose_targets
     from lsap.tokenizer import load_tokenizer, padded_vocab_size, tokenizer_hash
     from lsap.vocab import VocabMap
@@ -213,11 +213,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         n_windows = min(n_windows, int(max_windows))
     if n_windows == 0:
         raise CacheError(f"{data}: the train split ({len(shards)} tokens) holds no window of {seq_len + 1} tokens")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    tdtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
-        dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    dev, tdtype = inference_device_dtype(device, dtype)
 
     base_tok = load_tokenizer(shards.manifest["tokenizer"]["spec"])
     shards.check_tokenizer(base_tok)

@@ -36,6 +36,22 @@ def cache_root() -> Path:
     return Path(os.environ.get("LSAP_CACHE") or Path.home() / ".cache" / "lsap")
 
 
+def inference_device_dtype(device: str | torch.device | None = "auto",
+                           dtype: str | torch.dtype | None = "auto") -> tuple[torch.device, torch.dtype]:
+    """Where and in what precision a frozen model runs: device "auto"/None → cuda if
+    available, else cpu; dtype "auto"/None → bf16 on a GPU, fp32 on a CPU (bf16 matmuls
+    are slow there); "bfloat16"/"float32" or a torch dtype force one."""
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if isinstance(dtype, torch.dtype):
+        return dev, dtype
+    named = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+    if dtype not in (None, "auto") and dtype not in named:
+        raise ValueError(f"dtype must be auto, bfloat16 or float32, got {dtype!r}")
+    return dev, named.get(dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
     """Eval mode (no dropout) and no gradients: the surrogate only ever runs forward."""
     model.eval()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -188,14 +187,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ surrogate
     def _setup_surrogate(self, base_vocab: int):
-        from lsap.surrogate import load_surrogate
+        from lsap.surrogate import inference_device_dtype, load_surrogate
         from lsap.vocab import VocabMap
 
         cfg, dev = self.cfg, self.d.device
         if cfg.surrogate.source == "cache":
             return self._setup_cache()
-        dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
-            cfg.surrogate.dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        _, dtype = inference_device_dtype(dev, cfg.surrogate.dtype)
         model, stok = load_surrogate(cfg.surrogate.model, dtype=dtype, device=dev)
         if stok is None:
             raise TrainingError(f"surrogate {cfg.surrogate.model!r} has no tokenizer; LSAP needs one for the vocabulary map")

@@ -23,7 +23,6 @@ import argparse
 import difflib
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -96,12 +95,6 @@ def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path,
     return out
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def evaluate_target(args) -> list[dict]:
     """The body of `lsap eval`; returns the eval.json dicts written (or kept)."""
     import yaml
@@ -166,25 +159,17 @@ def evaluate_target(args) -> list[dict]:
             tmp.cleanup()
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _evaluate_one(model_dir, out_path, meta, tasks, args, data_dir, do_loss, seq_len, val_batches, task_dir,
                   task_set, eval_set_hash) -> dict:
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lsap import evaluate as ev
+    from lsap.data import _write_json_atomic
+    from lsap.surrogate import inference_device_dtype
     from lsap.tokenizer import tokenizer_hash
 
     t0 = time.perf_counter()
-    device = _device(args.device)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    device, dtype = inference_device_dtype(args.device)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     result = {k: meta.get(k) for k in META_KEYS}
