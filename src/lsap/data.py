@@ -321,6 +321,20 @@ def is_val(doc_index: int, seed: int, val_fraction: float) -> bool:
     return int.from_bytes(h[:8], "little") / 2**64 < val_fraction
 
 
+def in_part(doc_index: int, seed: int, part: tuple[float, float] | None) -> bool:
+    """Whether a *training* document belongs to the partition [lo, hi) of the training pool.
+
+    A second hash, independent of `is_val`'s, so that disjoint parts of one corpus can
+    feed different models (the base's training text vs the surrogate's) while both
+    keep the same held-out documents. None: every document.
+    """
+    if part is None:
+        return True
+    h = hashlib.sha256(f"part:{seed}:{doc_index}".encode()).digest()
+    u = int.from_bytes(h[:8], "little") / 2**64
+    return part[0] <= u < part[1]
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -425,6 +439,7 @@ def prepare(
     max_tokens: int | None = None,
     shard_tokens: int = 1 << 24,
     seed: int = 0,
+    train_part: tuple[float, float] | None = None,
     batch_docs: int = 64,
     progress: bool = True,
     tokenizer=None,
@@ -437,6 +452,9 @@ def prepare(
     and ends byte-identical to an uninterrupted run. `max_tokens` stops after the
     document that reaches it (train + val). `tokenizer` skips loading `tokenizer_spec`
     (tests). `_after_shard` is a test hook called after each recorded shard.
+    `train_part` = (lo, hi) keeps only the training documents in that partition of the
+    training pool (`in_part`); the val split is unaffected, so two data directories
+    prepared with disjoint parts share their held-out documents and nothing else.
     """
     from lsap.tokenizer import load_tokenizer, tokenizer_hash, vocab_size
 
@@ -444,6 +462,10 @@ def prepare(
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if shard_tokens < 1:
         raise DataError("shard_tokens must be >= 1")
+    if train_part is not None:
+        train_part = (float(train_part[0]), float(train_part[1]))
+        if not 0 <= train_part[0] < train_part[1] <= 1:
+            raise DataError(f"train_part must be (lo, hi) with 0 <= lo < hi <= 1, got {train_part}")
     out = Path(out)
     description = describe_source(source)
     tok = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_spec)
@@ -453,6 +475,8 @@ def prepare(
     args = {"tokenizer": tokenizer_spec, "tokenizer_hash": tok_hash, "source": source,
             "val_fraction": val_fraction, "max_tokens": max_tokens, "shard_tokens": shard_tokens,
             "seed": seed, "format_version": FORMAT_VERSION}
+    if train_part is not None:  # absent by default: older manifests keep their hash
+        args["train_part"] = list(train_part)
     args_hash = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
 
     mpath = out / "manifest.json"
@@ -545,7 +569,7 @@ def prepare(
         # Documents that are wholly in finished shards of their split are skipped
         # without tokenizing; the rest are tokenized in batches (threads in tokenizers).
         split = "val" if is_val(i, seed, val_fraction) else "train"
-        if i < resume[split][0]:
+        if i < resume[split][0] or (split == "train" and not in_part(i, seed, train_part)):
             continue
         batch.append((i, text))
         if len(batch) >= batch_docs:

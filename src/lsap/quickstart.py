@@ -38,19 +38,21 @@ class Settings:
     out: str = "runs/quickstart"
     cache: str = ""  # default: $LSAP_CACHE/quickstart
     surrogate: str = "pretrain"  # pretrain | smollm2 | any load_surrogate spec
-    base_corpus: str = "python-docs"
-    surrogate_corpus: str = "linux-docs"
+    corpus: str = "python-docs"  # the base's domain: training, held-out and surrogate text all come from it
+    base_part: list = field(default_factory=lambda: [0.0, 0.3])  # the base's share of the training documents
+    surrogate_part: list = field(default_factory=lambda: [0.3, 1.0])  # the surrogate's (disjoint)
+    surrogate_tokenizer_corpus: str = "linux-docs"  # extra text for the surrogate's BPE only
     vocab_size: int = 4096
     tokenizer_docs: int = 3000  # documents used to train each tokenizer
     seq_len: int = 128
     batch_size: int = 16
-    surrogate_tokens: float = 2.4e6  # surrogate pretraining tokens (> the base's)
-    ce_tokens: float = 1.0e6  # the FLOPs budget = what CE needs for this many tokens
+    ce_tokens: float = 4.0e5  # the FLOPs budget = what CE needs for this many tokens
+    surrogate_multiples: list = field(default_factory=lambda: [1, 4, 16])  # surrogate checkpoints, × ce_tokens
     alpha: float = 0.05
     k: int = 15
     seeds: list = field(default_factory=lambda: [0, 1])  # ≥ 2, so the report shows seed spread
     checkpoints: int = 3  # per run, evenly spaced (Figure 2 points)
-    eval_examples: int = 200
+    eval_examples: int = 500
 
     def key(self, *names: str) -> str:
         d = asdict(self)
@@ -61,9 +63,10 @@ def _say(msg: str) -> None:
     print(f"\n[quickstart] {msg}", flush=True)
 
 
-def _tokenizer(corpora: list[str], out: Path, s: Settings, split_digits: bool):
-    """A BPE trained on the first `tokenizer_docs` training documents of each corpus."""
-    from lsap.data import is_val, iter_documents
+def _tokenizer(corpora: list[str], out: Path, s: Settings, split_digits: bool, part=None):
+    """A BPE trained on the first `tokenizer_docs` training documents of each corpus
+    (of `part` of the training pool, for the regime's corpus)."""
+    from lsap.data import in_part, is_val, iter_documents
     from lsap.tokenizer import load_tokenizer, train_bpe
 
     if (out / "tokenizer.json").is_file():
@@ -71,16 +74,18 @@ def _tokenizer(corpora: list[str], out: Path, s: Settings, split_digits: bool):
 
     def docs():
         for corpus in corpora:
-            train_docs = (d for i, d in enumerate(iter_documents(corpus)) if not is_val(i, 0, 0.1))
+            p = part if corpus == s.corpus else None
+            train_docs = (d for i, d in enumerate(iter_documents(corpus))
+                          if not is_val(i, 0, 0.1) and in_part(i, 0, p))
             yield from (d for _, d in zip(range(s.tokenizer_docs), train_docs))  # never held-out docs
 
     return train_bpe(docs(), s.vocab_size, out, split_digits=split_digits)
 
 
-def _prepare(tok_dir: Path, corpus: str, out: Path) -> Path:
+def _prepare(tok_dir: Path, corpus: str, out: Path, part=None) -> Path:
     from lsap.data import prepare
 
-    prepare(str(tok_dir), corpus, out, val_fraction=0.1, seed=0)
+    prepare(str(tok_dir), corpus, out, val_fraction=0.1, seed=0, train_part=tuple(part) if part else None)
     return out
 
 
@@ -92,6 +97,14 @@ def _run_cfg(name: str, out: Path, data: Path, shape: dict, s: Settings, extra: 
         "model.preset=olmo2-tiny", f"train.batch_size={s.batch_size}", f"train.micro_batch_size={s.batch_size}",
         "optim.lr=2e-3", "optim.warmup_steps=20", "optim.min_lr_ratio=0.1", "train.log_every=25",
         "train.eval_batches=20", *[f"model.overrides.{k}={v}" for k, v in shape.items()], *extra])
+
+
+def base_overrides(s: Settings) -> list[str]:
+    """The config keys every base run of the regime shares (shape, data, optimizer)."""
+    return [f"data.seq_len={s.seq_len}", "model.preset=olmo2-tiny", f"train.batch_size={s.batch_size}",
+            f"train.micro_batch_size={s.batch_size}", "optim.lr=2e-3", "optim.warmup_steps=20",
+            "optim.min_lr_ratio=0.1", "train.log_every=25", "train.eval_batches=20",
+            *[f"model.overrides.{k}={v}" for k, v in BASE_SHAPE.items()]]
 
 
 def _train(cfg) -> Path:
@@ -111,6 +124,113 @@ def _train(cfg) -> Path:
 def _last_model(run: Path) -> Path:
     steps = sorted(p for p in (run / "checkpoints").glob("step_*") if not p.name.endswith(".tmp"))
     return steps[-1] / "model"
+
+
+@dataclass
+class Regime:
+    """What the paper-like regime provides to the quickstart and to `lsap sweep`."""
+    base_tokenizer: Path
+    base_data: Path
+    surrogates: dict  # name ("1x", "4x", "16x" or the given spec) → model spec
+    surrogate_bpb: dict  # name → held-out bits per byte on the base's held-out documents (None if unknown)
+    vocab_map: Path
+    budget: float  # FLOPs: 6·N_b·ce_tokens
+    strongest: str
+
+
+def build_regime(s: Settings) -> Regime:
+    """Tokenizers, disjoint token shards, the surrogate (pretrained once, checkpoints at
+    `surrogate_multiples` × the base's tokens), the vocabulary map and the surrogates'
+    held-out bits per byte. Everything is cached under `cache`; a second call is quick."""
+    from lsap.flops import FlopsLedger
+    from lsap.model import model_config
+    from lsap.surrogate import cache_root, load_surrogate
+    from lsap.tokenizer import padded_vocab_size
+    from lsap.vocab import VocabMap
+
+    cache = Path(s.cache) if s.cache else cache_root() / "quickstart"
+    _say(f"1/6 tokenizers and token shards (cache: {cache})")
+    tkey = s.key("corpus", "base_part", "surrogate_part", "vocab_size", "tokenizer_docs")
+    base_tok_dir = cache / f"tok-base-{s.corpus}-{tkey}"
+    base_tok = _tokenizer([s.corpus], base_tok_dir, s, split_digits=False, part=s.base_part)
+    base_data = _prepare(base_tok_dir, s.corpus, cache / f"data-base-{tkey}", s.base_part)
+    base_cfg = model_config("olmo2-tiny", vocab_size=padded_vocab_size(base_tok), **BASE_SHAPE)
+    base_flops_per_token = FlopsLedger.from_configs(base_cfg, None).base_flops_per_token
+    budget = base_flops_per_token * s.ce_tokens
+
+    pretrain = s.surrogate == "pretrain"
+    if pretrain:
+        # The surrogate's BPE sees broader text (its corpus part + other text) with digits
+        # split, so the two vocabularies differ as OLMo2's and Qwen3's do; its *model* sees
+        # only its own part of the base's domain: disjoint from the base's training and
+        # held-out documents, and many times more tokens than the base will train on.
+        sur_tok_dir = cache / f"tok-surrogate-{tkey}"
+        _tokenizer([s.corpus, s.surrogate_tokenizer_corpus], sur_tok_dir, s, split_digits=True,
+                   part=s.surrogate_part)
+        sur_data = _prepare(sur_tok_dir, s.corpus, cache / f"data-surrogate-{tkey}", s.surrogate_part)
+        mults = sorted(set(int(m) for m in s.surrogate_multiples))
+        tokens_per_step = s.batch_size * s.seq_len
+        at = [int(m * s.ce_tokens // tokens_per_step) for m in mults]
+        skey = s.key("corpus", "base_part", "surrogate_part", "vocab_size", "tokenizer_docs", "seq_len",
+                     "batch_size", "ce_tokens", "surrogate_multiples")
+        _say(f"2/6 surrogate: pretrained once on its own {s.surrogate_part[1] - s.surrogate_part[0]:.0%} "
+             f"of {s.corpus}'s training documents, {mults[-1]}× the base's {s.ce_tokens:,.0f} tokens "
+             f"(checkpoints at {', '.join(f'{m}×' for m in mults)}), then cached")
+        sur_run = _train(_run_cfg("surrogate", cache / f"surrogate-{skey}", sur_data, SURROGATE_SHAPE, s,
+                                  [f"train.max_tokens={mults[-1] * s.ce_tokens}", "train.eval_every=0",
+                                   f"train.ckpt_at={at[:-1]}"]))
+        surrogates = {f"{m}x": str(sur_run / "checkpoints" / f"step_{a:08d}" / "model") for m, a in zip(mults, at)}
+        surrogates[f"{mults[-1]}x"] = str(_last_model(sur_run))
+        strongest = f"{mults[-1]}x"
+    else:
+        _say(f"2/6 surrogate: {s.surrogate} (given, frozen)")
+        sur_data = None
+        surrogates, strongest = {s.surrogate: s.surrogate}, s.surrogate
+
+    _say("3/6 vocabulary map between the base tokenizer and the surrogate's")
+    smodel, stok = load_surrogate(surrogates[strongest])
+    map_dir = cache / f"map-{tkey}-{hashlib.sha256(strongest.encode()).hexdigest()[:6]}" if pretrain \
+        else cache / f"map-{tkey}-{hashlib.sha256(s.surrogate.encode()).hexdigest()[:8]}"
+    from lsap.data import TokenShards
+
+    val = TokenShards(base_data, "val")
+    if (map_dir / "vocab_map.json").is_file():
+        vmap = VocabMap.load(map_dir, base=base_tok, surrogate=stok)
+    else:
+        vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=padded_vocab_size(base_tok),
+                                        surrogate_vocab_size=max(smodel.config.vocab_size, len(stok)))
+        vmap.save(map_dir)
+    rep = vmap.report(val.tokens(0, min(len(val), 200_000)), top_missing=5, base_tokenizer=base_tok)
+    print(f"  |Σ_b|={rep['base_vocab']:,}  |Σ_s|={rep['surrogate_vocab']:,}  |Σ∩|={rep['intersection']:,} "
+          f"({rep['intersection_over_base']:.1%} of base, {rep['intersection_over_surrogate']:.1%} of surrogate); "
+          f"held-out base tokens inside Σ∩: {rep['corpus_share_in_intersection']:.1%}")
+    print("  most frequent base tokens outside Σ∩: "
+          + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"]), flush=True)
+    del smodel
+
+    bpb = {name: None for name in surrogates}
+    if sur_data is not None:
+        bpb = _surrogate_bpb(surrogates, sur_data, cache / f"surrogate-bpb-{tkey}.json", s)
+        print("  surrogate held-out bits per byte on the base's held-out documents: "
+              + ", ".join(f"{n} {v:.3f}" for n, v in bpb.items()), flush=True)
+    return Regime(base_tok_dir, base_data, surrogates, bpb, map_dir, budget, strongest)
+
+
+def _surrogate_bpb(surrogates: dict, sur_data: Path, path: Path, s: Settings) -> dict:
+    """Held-out bits per byte of each surrogate checkpoint (cached by model path)."""
+    from lsap.evaluate import heldout_loss
+    from lsap.surrogate import load_surrogate
+
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    out = {}
+    for name, spec in surrogates.items():
+        if spec not in known:
+            model, _ = load_surrogate(spec)
+            known[spec] = heldout_loss(model, sur_data, seq_len=s.seq_len, batch_size=s.batch_size,
+                                       max_batches=40)["val_bpb"]
+            path.write_text(json.dumps(known, indent=2))
+        out[name] = known[spec]
+    return out
 
 
 def run(s: Settings) -> Path:

@@ -313,7 +313,11 @@ def tokenizer_hash(tok) -> str:
 
 
 def train_bpe(texts, vocab_size: int, out_dir: str | os.PathLike, *, split_digits: bool = False):
-    """Train a byte-level BPE tokenizer (GPT-2 style, '<|endoftext|>' as eos/pad) and save it.
+    """Train a byte-level BPE tokenizer (GPT-2 style) and save it.
+
+    '<|endoftext|>' (id 0) is eos, a separate '<|pad|>' (id 1) is pad: OLMo2 zeroes the
+    embedding row at pad_token_id (`padding_idx`), so a pad that aliased eos would leave
+    the document separator's input embedding untrained.
 
     split_digits: pre-split every digit (as Llama/Qwen-style tokenizers do). Two BPEs
     trained with the same pre-tokenizer on the same text are nested (one vocabulary
@@ -329,10 +333,10 @@ def train_bpe(texts, vocab_size: int, out_dir: str | os.PathLike, *, split_digit
         pre = [pre_tokenizers.Digits(individual_digits=True)] + pre
     tok.pre_tokenizer = pre_tokenizers.Sequence(pre)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))

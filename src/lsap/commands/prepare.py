@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after the document that reaches this many tokens (train + val)")
     parser.add_argument("--shard-tokens", type=int, default=1 << 24, help="tokens per shard file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val document split")
+    parser.add_argument("--train-part", default=None, metavar="LO:HI",
+                        help="keep only this partition of the training documents (e.g. 0:0.3 for the base, "
+                             "0.3:1 for a surrogate): disjoint training text, the same held-out documents")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -28,10 +32,17 @@ def run(args: argparse.Namespace) -> int:
     from lsap.tokenizer import TokenizerError
 
     try:
+        part = None
+        if args.train_part:
+            lo, sep, hi = args.train_part.partition(":")
+            try:
+                part = (float(lo), float(hi))
+            except ValueError:
+                raise DataError(f"--train-part {args.train_part!r} must look like LO:HI, e.g. 0:0.3") from None
         prepare(args.tokenizer, args.source, args.out, val_fraction=args.val_fraction,
                 max_tokens=args.max_tokens, shard_tokens=args.shard_tokens, seed=args.seed,
-                progress=not args.quiet)
+                train_part=part, progress=not args.quiet)
     except (DataError, TokenizerError) as e:
-        print(f"lsap prepare: error: {e}")
+        print(f"lsap prepare: error: {e}", file=sys.stderr)
         return 2
     return 0
