@@ -134,3 +134,25 @@ def test_propose_targets_compact_equals_mask_mode():
     torch.testing.assert_close(a[2], b[2], rtol=1e-4, atol=1e-6)
     assert a[1].any()
     assert not a[1][~vmap.base_in[x]].any() and not a[1][1, 3].any()
+
+
+def test_drop_gold_outside_matches_naive_loop():
+    """gold_outside=skip: a position keeps its targets iff its gold label is inside Σ∩."""
+    from lsap.targets import drop_gold_outside
+
+    vmap = random_vmap(30, 41, 18, seed=5, pad_s=2)
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 30, (3, 9), generator=g)
+    labels[0, 2] = -100
+    mask = torch.rand(3, 9, 4, generator=g) > 0.4
+    got = drop_gold_outside(mask, labels, vmap)
+    b2s = vmap.base_to_surrogate.tolist()
+    n_dropped = 0
+    for b in range(3):
+        for t in range(9):
+            lab = int(labels[b, t])
+            inside = lab >= 0 and b2s[lab] != -1
+            want = mask[b, t] if inside else torch.zeros(4, dtype=torch.bool)
+            assert torch.equal(got[b, t], want), (b, t)
+            n_dropped += int(not inside and mask[b, t].any())
+    assert n_dropped > 0  # the case is exercised

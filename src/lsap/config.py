@@ -50,6 +50,7 @@ class LSAPCfg:
     lam_min: float = 0.0  # cosine end value
     normalization: str = "targets"  # targets: Z = N + V | tokens: Z = N
     aux_weighting: str = "none"  # none | prob (ablation: weight aux NLLs by surrogate p)
+    gold_outside: str = "keep"  # keep (paper) | skip: no aux targets where the gold token is outside Σ∩
     intersection_keep: float = 1.0  # keep this random share of Σ∩ (ablation)
     intersection_seed: int = 0
 
@@ -115,6 +116,7 @@ _CHOICES = {
     "lsap.lambda_schedule": ("constant", "cosine"),
     "lsap.normalization": ("targets", "tokens"),
     "lsap.aux_weighting": ("none", "prob"),
+    "lsap.gold_outside": ("keep", "skip"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),
     "train.distributed": ("ddp", "fsdp"),

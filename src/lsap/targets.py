@@ -153,6 +153,15 @@ def select_aux_targets(
     return out
 
 
+def drop_gold_outside(aux_mask: torch.Tensor, labels: torch.Tensor, vmap: VocabMap) -> torch.Tensor:
+    """METHOD §3 `gold_outside=skip`: no auxiliary targets where the gold next token is
+    outside Σ∩ (there the surrogate often proposes a prefix of it: Qwen3 splits digits,
+    gold '199' → candidate '1'). aux_mask [B, T, K], labels [B, T] → a new mask."""
+    b2s = vmap.base_to_surrogate.to(labels.device)
+    inside = (labels >= 0) & (b2s[labels.clamp_min(0)] != ABSENT)
+    return aux_mask & inside.unsqueeze(-1).to(aux_mask.device)
+
+
 @torch.no_grad()
 def propose_targets(
     surrogate,

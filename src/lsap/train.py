@@ -246,18 +246,21 @@ class Trainer:
 
     def _targets(self, x, y):
         """Auxiliary targets for one micro-batch: (ids, mask, weight) or Nones for CE."""
-        from lsap.targets import propose_targets
+        from lsap.targets import drop_gold_outside, propose_targets
 
         L = self.cfg.lsap
         if self.cache is not None:
             ids, mask, probs = self.cache.lookup(self.loader.last_windows, L.k, L.alpha, device=x.device)
-            return ids, mask, (probs if L.aux_weighting == "prob" else None)
-        if self.surrogate is None:
+        elif self.surrogate is None:
             return None, None, None
-        bs = self.cfg.surrogate.batch_size or x.shape[0]
-        parts = [propose_targets(self.surrogate, x[i:i + bs], y[i:i + bs], self.vmap, L.k, L.alpha,
-                                 pad_id=self.s_pad) for i in range(0, x.shape[0], bs)]
-        ids, mask, probs = (torch.cat(p) for p in zip(*parts))
+        else:
+            bs = self.cfg.surrogate.batch_size or x.shape[0]
+            parts = [propose_targets(self.surrogate, x[i:i + bs], y[i:i + bs], self.vmap, L.k, L.alpha,
+                                     pad_id=self.s_pad) for i in range(0, x.shape[0], bs)]
+            ids, mask, probs = (torch.cat(p) for p in zip(*parts))
+        if L.gold_outside == "skip":
+            mask = drop_gold_outside(mask, y, self.vmap)
+            ids = torch.where(mask, ids, -1)
         return ids, mask, (probs if L.aux_weighting == "prob" else None)
 
     # ------------------------------------------------------------------ step
