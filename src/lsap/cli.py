@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "The paper's Table 1: tokens above α per position, per model and dataset",
     "eval": "Evaluate checkpoints: held-out loss, bits per byte, lm-evaluation-harness",
     "report": "Compare runs at matched FLOPs: markdown table and plots",
+    "sweep": "A grid of LSAP settings + CE at one FLOPs budget, trained, evaluated and reported",
     "quickstart": "The whole method end to end on one CPU, offline",
 }
 

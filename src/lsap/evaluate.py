@@ -43,11 +43,15 @@ PAPER_TASKS: dict[str, str] = {
     "openbookqa": "acc_norm",
     "truthfulqa_mc2": "acc",
 }
-OFFLINE_TASKS: dict[str, str] = {"lsap_lastword": "acc", "lsap_nextsent": "acc_norm"}
-TASK_SETS: dict[str, dict[str, str]] = {"paper": PAPER_TASKS, "offline": OFFLINE_TASKS}
+# Minimal pairs (BLiMP-style, `minimal_pair_examples`): informative for small models.
+# Swap/replace keep the length, so plain accuracy; the next-sentence pair compares two
+# different sentences, so per-byte normalised accuracy.
+PAIR_TASKS: dict[str, str] = {"lsap_pairs_swap": "acc", "lsap_pairs_replace": "acc", "lsap_pairs_nextsent": "acc_norm"}
+OFFLINE_TASKS: dict[str, str] = {"lsap_lastword": "acc", "lsap_nextsent": "acc_norm", **PAIR_TASKS}
+TASK_SETS: dict[str, dict[str, str]] = {"paper": PAPER_TASKS, "offline": OFFLINE_TASKS, "pairs": PAIR_TASKS}
 
 # Bump when the construction of the offline tasks changes (part of their hash).
-OFFLINE_BUILD_VERSION = 1
+OFFLINE_BUILD_VERSION = 2
 
 
 class EvalError(ValueError):
@@ -76,7 +80,33 @@ def heldout_loss(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, bat
     Windows: consecutive (T+1)-token windows from the start of the split
     (`TokenShards.iter_eval_batches`), every position of every window counted once;
     loss = Σ NLL / #positions (sum-reduced, divided once). With `tokenizer`, checks
-    that the shards were made with it. Returns {"val_loss", "val_bpb", "val_tokens"}.
+    that the shards were made with it. Returns {"val_loss", "val_bpb", "val_tokens"}
+    (the first keys of `heldout_metrics`, which also gives accuracies).
+    """
+    m = heldout_metrics(model, data_dir, seq_len=seq_len, batch_size=batch_size, max_batches=max_batches,
+                        tokenizer=tokenizer)
+    return {k: m[k] for k in ("val_loss", "val_bpb", "val_tokens")}
+
+
+M_BUCKETS = ("0", "1", "2+")  # positions by the number of auxiliary targets they would receive
+
+
+def _bucket(m):
+    """Number of auxiliary targets per position → bucket index 0, 1, 2 (m ≥ 2)."""
+    return m.clamp(max=2)
+
+
+def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, batch_size: int = 8,
+                    max_batches: int | None = None, tokenizer=None, targets=None) -> dict[str, Any]:
+    """Held-out loss, bits per byte, next-token top-1 / top-5 accuracy and — given `targets` —
+    the same split by the number m of auxiliary targets each position would receive.
+
+    Windows as in `heldout_loss`. `targets(input_ids, labels) -> (aux_ids, aux_mask)`
+    (e.g. `surrogate_targets(...)`) gives each position's auxiliary targets; then the
+    result also holds ``by_m`` = {"0" | "1" | "2+": {"share", "loss", "top1"}} and
+    ``target_mass`` = the mean, over positions with m ≥ 1, of the probability the model
+    puts on those targets together (METHOD §5b: LSAP moves mass there by construction).
+    top-k accuracy counts ties against the gold (strictly greater logits rank above it).
     """
     import torch
 
@@ -89,21 +119,61 @@ def heldout_loss(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, bat
     seq_len = min(seq_len, max(1, len(shards) - 1))
     batch_size = max(1, min(batch_size, (len(shards) - 1) // seq_len))
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    tot = torch.zeros(3, dtype=torch.float64)  # nll, top1, top5
+    by_m = torch.zeros(3, 3, dtype=torch.float64)  # bucket × (count, nll, top1)
+    mass = torch.zeros(2, dtype=torch.float64)  # Σ target mass, positions with m ≥ 1
+    count = 0
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for inp, lab in shards.iter_eval_batches(seq_len, batch_size, max_batches):
-            logits = model(input_ids=inp.to(device)).logits.float()
-            nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), lab.to(device).flatten(), reduction="sum")
-            total += float(nll)
+            inp, lab = inp.to(device), lab.to(device)
+            logits = model(input_ids=inp).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            gold = logp.gather(-1, lab.unsqueeze(-1)).squeeze(-1)  # [B, T]
+            rank = (logp > gold.unsqueeze(-1)).sum(-1)  # how many tokens beat the gold
+            nll = -gold
+            tot += torch.stack([nll.sum(), (rank < 1).sum(), (rank < 5).sum()]).double().cpu()
             count += lab.numel()
+            if targets is not None:
+                ids, mask = targets(inp, lab)
+                ids, mask = ids.to(device), mask.to(device)
+                m = mask.sum(-1)
+                b = _bucket(m)
+                for j in range(3):
+                    sel = b == j
+                    by_m[j] += torch.stack([sel.sum(), nll[sel].sum(), (rank[sel] < 1).sum()]).double().cpu()
+                p_aux = (logp.gather(-1, ids.clamp_min(0)).exp() * mask).sum(-1)
+                has = m > 0
+                mass += torch.stack([p_aux[has].sum(), has.sum()]).double().cpu()
     model.train(was_training)
     if count == 0:
         raise EvalError(f"{data_dir}: the val split ({len(shards)} tokens) is too short for one window")
-    loss = total / count
+    loss = float(tot[0]) / count
     bpt = shards.bytes_per_token
-    return {"val_loss": loss, "val_bpb": bits_per_byte(loss, bpt) if bpt else None, "val_tokens": count}
+    out = {"val_loss": loss, "val_bpb": bits_per_byte(loss, bpt) if bpt else None, "val_tokens": count,
+           "val_top1": float(tot[1]) / count, "val_top5": float(tot[2]) / count}
+    if targets is not None:
+        out["by_m"] = {name: {"share": float(by_m[j, 0]) / count,
+                              "loss": float(by_m[j, 1] / by_m[j, 0]) if by_m[j, 0] else None,
+                              "top1": float(by_m[j, 2] / by_m[j, 0]) if by_m[j, 0] else None}
+                       for j, name in enumerate(M_BUCKETS)}
+        out["target_mass"] = float(mass[0] / mass[1]) if mass[1] else None
+    return out
+
+
+def surrogate_targets(surrogate, vmap, *, k: int = 15, alpha: float = 0.05, pad_id: int = 0):
+    """`targets` for `heldout_metrics`: the auxiliary targets LSAP would give each held-out
+    position (`lsap.targets.propose_targets`, METHOD §3)."""
+    from lsap.targets import propose_targets
+
+    dev = next(surrogate.parameters()).device
+
+    def fn(inp, lab):
+        ids, mask, _ = propose_targets(surrogate, inp.to(dev), lab.to(dev), vmap.to(dev), k, alpha, pad_id=pad_id)
+        return ids, mask
+
+    return fn
 
 
 # --------------------------------------------------------------------------- held-out documents
@@ -228,6 +298,146 @@ def nextsent_examples(docs: list[str], *, seed: int = 1234, context_sentences: i
     return out
 
 
+_PLAIN_WORD = re.compile(r"^[A-Za-z]+$")
+
+
+def _pair_sentences(docs: list[str], min_words: int, max_words: int, max_chars: int) -> list[list[str]]:
+    """Per document, its prose sentences: usable length and ≥ 80% plain words (no code)."""
+    out = []
+    for d in docs:
+        sents = []
+        for sent in _sentences(_normalise(d), min_words, max_words, max_chars):
+            if sent is None:
+                continue
+            words = sent.split(" ")
+            if sum(bool(_PLAIN_WORD.match(w.strip(".,;:!?\"'()"))) for w in words) >= 0.8 * len(words):
+                sents.append(sent)
+        out.append(sents)
+    return out
+
+
+def minimal_pair_examples(docs: list[str], *, seed: int = 1234, min_words: int = 6, max_words: int = 30,
+                          max_chars: int = 220, band: int = 10) -> dict[str, list[dict]]:
+    """BLiMP-style minimal pairs from held-out documents: {task: [{"context", "choices", "label"}]}.
+
+    Each example's choices are [original, corrupted] (label 0); a model scores a point when
+    it gives the original the higher log-likelihood. Sentences are the prose sentences of
+    the documents (split as in `nextsent_examples`; `min_words`..`max_words` words, at
+    most `max_chars` characters, ≥ 80% plain alphabetic words, so code lines are left out).
+    One `random.Random(seed)` is consumed in sentence order; per sentence:
+
+    - ``lsap_pairs_swap``: two adjacent plain words (different, not the first word) swapped;
+    - ``lsap_pairs_replace``: one plain word (not the first) replaced by a word of about the
+      same frequency: drawn from the `band` words on either side of it in the frequency
+      ranking of the held-out plain words (lower-cased), capitalisation kept;
+    - ``lsap_pairs_nextsent``: context = a sentence, choices = [the next sentence of its
+      document, a sentence drawn from another document] (`nextsent_examples` with one
+      context sentence and two choices, the original placed first).
+    """
+    from collections import Counter
+
+    rng = random.Random(seed)
+    per_doc = _pair_sentences(docs, min_words, max_words, max_chars)
+    freq = Counter(w.lower() for sents in per_doc for sent in sents for w in sent.split(" ") if _PLAIN_WORD.match(w))
+    ranked = [w for w, _ in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))]
+    rank = {w: i for i, w in enumerate(ranked)}
+    swap, replace = [], []
+    for sents in per_doc:
+        for sent in sents:
+            words = sent.split(" ")
+            cand = [i for i in range(1, len(words) - 1) if _PLAIN_WORD.match(words[i])
+                    and _PLAIN_WORD.match(words[i + 1]) and words[i].lower() != words[i + 1].lower()]
+            if cand:
+                i = cand[rng.randrange(len(cand))]
+                bad = words[:i] + [words[i + 1], words[i]] + words[i + 2:]
+                swap.append({"context": "", "choices": [sent, " ".join(bad)], "label": 0})
+            cand = [i for i in range(1, len(words)) if _PLAIN_WORD.match(words[i])]
+            if cand:
+                i = cand[rng.randrange(len(cand))]
+                w = words[i]
+                r = rank[w.lower()]
+                pool = [x for x in ranked[max(0, r - band):r + band + 1] if x != w.lower()]
+                new = pool[rng.randrange(len(pool))]
+                new = new.capitalize() if w[0].isupper() else new
+                bad = words[:i] + [new] + words[i + 1:]
+                replace.append({"context": "", "choices": [sent, " ".join(bad)], "label": 0})
+    nxt = []
+    for ex in nextsent_examples(docs, seed=seed, context_sentences=1, min_words=min_words, max_words=max_words,
+                                max_chars=max_chars, n_choices=2):
+        good = ex["choices"][ex["label"]]
+        nxt.append({"context": ex["context"], "choices": [good, ex["choices"][1 - ex["label"]]], "label": 0})
+    return {"lsap_pairs_swap": swap, "lsap_pairs_replace": replace, "lsap_pairs_nextsent": nxt}
+
+
+def score_choices(model, tokenizer, examples: list[dict], *, batch_size: int = 64,
+                  delimiter: str = " ") -> dict[str, float]:
+    """Zero-shot multiple choice scored as lm-evaluation-harness scores `multiple_choice`
+    tasks, natively (lm-eval takes minutes per checkpoint on these tiny models; this takes
+    seconds, and tests/test_metrics.py checks it gives lm-eval's numbers).
+
+    Per example {"context", "choices", "label"} and choice c: continuation = `delimiter` + c;
+    a non-empty context is encoded as encode(context + continuation) split after
+    encode(context) (trailing context spaces move to the continuation); an empty context
+    is the tokenizer's bos (else eos) token. ll(c) = Σ log p(continuation tokens).
+    acc = [argmax ll = label]; acc_norm = [argmax ll / len(c) (characters) = label]
+    (numpy argmax: the first maximum wins ties). Returns {"acc", "acc_norm", "n"}.
+    """
+    import numpy as np
+    import torch
+
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+    def enc(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    reqs = []  # (example index, choice index, context ids, continuation ids)
+    for i, ex in enumerate(examples):
+        for j, c in enumerate(ex["choices"]):
+            ctx, cont = ex["context"], delimiter + c
+            if ctx == "":
+                ce = enc(cont)
+                ctx_ids, cont_ids = ([prefix], ce) if ce[0] != prefix else (ce[:1], ce[1:])
+            else:
+                n = len(ctx) - len(ctx.rstrip())
+                if n:
+                    ctx, cont = ctx[:-n], ctx[-n:] + cont
+                whole, ctx_ids = enc(ctx + cont), enc(ctx)
+                cont_ids = whole[len(ctx_ids):]
+            reqs.append((i, j, ctx_ids, cont_ids))
+    max_len = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    device = next(model.parameters()).device
+    lls = np.zeros(len(reqs))
+    order = sorted(range(len(reqs)), key=lambda r: -(len(reqs[r][2]) + len(reqs[r][3])))
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for s0 in range(0, len(order), batch_size):
+            idx = order[s0:s0 + batch_size]
+            seqs = [(reqs[r][2] + reqs[r][3])[-(max_len + 1):][:-1] for r in idx]
+            L = max(len(x) for x in seqs)
+            inp = torch.zeros(len(idx), L, dtype=torch.long)
+            for b, x in enumerate(seqs):  # right padding: causal positions before it are unaffected
+                inp[b, :len(x)] = torch.tensor(x)
+            logp = torch.log_softmax(model(input_ids=inp.to(device)).logits.float(), dim=-1).cpu()
+            for b, r in enumerate(idx):
+                full = (reqs[r][2] + reqs[r][3])[-(max_len + 1):]
+                n_cont = len(reqs[r][3])
+                tgt = torch.tensor(full[-n_cont:])
+                pos = torch.arange(len(full) - 1 - n_cont, len(full) - 1)
+                lls[r] = float(logp[b, pos, tgt].double().sum())
+    model.train(was_training)
+    acc = acc_norm = 0.0
+    k = 0
+    for i, ex in enumerate(examples):
+        n = len(ex["choices"])
+        ll = lls[k:k + n]
+        k += n
+        acc += float(np.argmax(ll) == ex["label"])
+        acc_norm += float(np.argmax(ll / np.array([float(len(c)) for c in ex["choices"]])) == ex["label"])
+    n = max(len(examples), 1)
+    return {"acc": acc / n, "acc_norm": acc_norm / n, "n": len(examples)}
+
+
 def _task_configs() -> dict[str, dict]:
     """lm-eval task configs of the offline tasks, without their data paths."""
     common = {"output_type": None, "test_split": "test", "num_fewshot": 0, "target_delimiter": " ",
@@ -240,6 +450,11 @@ def _task_configs() -> dict[str, dict]:
                           "doc_to_text": "{{context}}", "doc_to_choice": "{{choices}}", "doc_to_target": "{{label}}",
                           "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                                           {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]},
+        **{name: {**common, "task": name, "output_type": "multiple_choice", "doc_to_text": "{{context}}",
+                  "doc_to_choice": "{{choices}}", "doc_to_target": "{{label}}",
+                  "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                                  {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]}
+           for name in PAIR_TASKS},
     }
 
 
@@ -266,7 +481,8 @@ def build_offline_tasks(data_dir: str | os.PathLike, out: str | os.PathLike, *, 
     import yaml
 
     docs, ident = heldout_documents(data_dir)
-    examples = {"lsap_lastword": lastword_examples(docs), "lsap_nextsent": nextsent_examples(docs, seed=seed)}
+    examples = {"lsap_lastword": lastword_examples(docs), "lsap_nextsent": nextsent_examples(docs, seed=seed),
+                **minimal_pair_examples(docs, seed=seed)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
@@ -335,6 +551,43 @@ def resolve_tasks(spec: str, offline_dir: str | None = None) -> dict[str, str]:
     return out
 
 
+class _quiet:
+    """Route stdout, stderr (progress bars) and lm-eval's / datasets' loggers to a file."""
+
+    def __init__(self, log_file):
+        self.path = log_file
+
+    def __enter__(self):
+        import contextlib
+        import logging
+        import warnings
+
+        if self.path is None:
+            self._stack = None
+            return self
+        self._stack = contextlib.ExitStack()
+        f = self._stack.enter_context(open(self.path, "a"))
+        self._stack.enter_context(contextlib.redirect_stdout(f))
+        self._stack.enter_context(contextlib.redirect_stderr(f))
+        self._stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        handler = logging.StreamHandler(f)
+        self._loggers = []
+        for name in ("lm-eval", "lm_eval", "datasets", "transformers", "evaluate"):
+            lg = logging.getLogger(name)
+            self._loggers.append((lg, lg.handlers[:], lg.propagate))
+            lg.handlers = [handler]
+            lg.propagate = False
+        return self
+
+    def __exit__(self, *exc):
+        if self._stack is not None:
+            for lg, handlers, prop in self._loggers:
+                lg.handlers, lg.propagate = handlers, prop
+            self._stack.close()
+        return False
+
+
 def _lm_eval_version() -> str:
     try:
         from importlib.metadata import version
@@ -346,8 +599,11 @@ def _lm_eval_version() -> str:
 
 def run_lm_eval(model, tokenizer, tasks: dict[str, str], *, include_path: str | None = None,
                 limit: int | None = None, batch_size: int = 8, max_length: int | None = None,
-                bootstrap_iters: int = 1000) -> dict[str, dict]:
+                bootstrap_iters: int = 1000, log_file: str | os.PathLike | None = None) -> dict[str, dict]:
     """Zero-shot lm-eval on an already-loaded HF model.
+
+    lm-eval's own log lines, warnings and progress bars go to `log_file` (appended) when
+    given, so a terminal sees one result line per checkpoint.
 
     Returns {task: {"metric", "value", "stderr", "metrics": {name: value}}}, where
     `metric` is the task's primary metric (`tasks[task]`), falling back to acc.
@@ -358,11 +614,12 @@ def run_lm_eval(model, tokenizer, tasks: dict[str, str], *, include_path: str | 
 
     if max_length is None:
         max_length = int(getattr(model.config, "max_position_embeddings", 2048))
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
-    tm = TaskManager(include_path=include_path, include_defaults=bool(set(tasks) - set(OFFLINE_TASKS)))
-    res = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=0, limit=limit, task_manager=tm,
-                                  bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=0,
-                                  numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+    with _quiet(log_file):
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+        tm = TaskManager(include_path=include_path, include_defaults=bool(set(tasks) - set(OFFLINE_TASKS)))
+        res = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=0, limit=limit, task_manager=tm,
+                                      bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=0,
+                                      numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
     out = {}
     for task, metric in tasks.items():
         r = res["results"].get(task)
@@ -376,3 +633,206 @@ def run_lm_eval(model, tokenizer, tasks: dict[str, str], *, include_path: str | 
                      "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
                      "metrics": {k: float(v) for k, v in sorted(metrics.items())}}
     return out
+
+
+# --------------------------------------------------------------------------- a run's checkpoints
+META_KEYS = ("step", "tokens", "flops_base", "flops_surrogate", "flops")
+
+
+def _cfg_get(cfg: dict, dotted: str, default=None):
+    cur = cfg
+    for k in dotted.split("."):
+        if not isinstance(cur, dict) or k not in cur:
+            return default
+        cur = cur[k]
+    return cur if cur not in (None, "") else default
+
+
+def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path, dict]]:
+    """(model_dir, eval_json_path, meta) per selected checkpoint, in step order.
+
+    `which`: all | last | step_00000100[,step_...]. A bare HF model directory (config.json,
+    no checkpoints/) is one "checkpoint" whose result goes to DIR/eval.json."""
+    target = Path(target)
+    if (target / "config.json").is_file() and not (target / "checkpoints").is_dir():
+        return [(target, target / "eval.json", {})]
+    root = target / "checkpoints"
+    # step_*.tmp: a checkpoint the trainer is still writing
+    cks = sorted(p for p in root.glob("step_*") if (p / "model").is_dir() and not p.name.endswith(".tmp")) \
+        if root.is_dir() else []
+    if not cks:
+        raise EvalError(f"{target}: no checkpoints (expected {root}/step_*/model/ or a HF model directory "
+                        "with config.json)")
+    names = [p.name for p in cks]
+    if which == "last":
+        cks = cks[-1:]
+    elif which != "all":
+        wanted = [w.strip() for w in which.split(",") if w.strip()]
+        for w in wanted:
+            if w not in names:
+                close = difflib.get_close_matches(w, names, n=3)
+                raise EvalError(f"{target}: no checkpoint {w!r}"
+                                + (f"; close: {', '.join(close)}" if close else f"; have {', '.join(names)}"))
+        cks = [p for p in cks if p.name in wanted]
+    out = []
+    for p in cks:
+        meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").is_file() else {}
+        out.append((p / "model", p / "eval.json", meta))
+    return out
+
+
+def reference_targets(cfg: dict, run_dir: Path) -> dict | None:
+    """The auxiliary-target spec a run's own config implies (LSAP runs with an online
+    surrogate): {"surrogate", "vocab_map", "k", "alpha"}; None for CE runs."""
+    if str(_cfg_get(cfg, "loss", "ce")) != "lsap" or not _cfg_get(cfg, "surrogate.model"):
+        return None
+    vmap = _cfg_get(cfg, "surrogate.vocab_map") or (str(run_dir / "vocab_map")
+                                                    if (run_dir / "vocab_map").is_dir() else None)
+    return {"surrogate": _cfg_get(cfg, "surrogate.model"), "vocab_map": vmap,
+            "k": int(_cfg_get(cfg, "lsap.k", 15)), "alpha": float(_cfg_get(cfg, "lsap.alpha", 0.05))}
+
+
+def _load_targets(spec: dict, base_tok, device):
+    from lsap.surrogate import load_surrogate
+    from lsap.tokenizer import padded_vocab_size
+    from lsap.vocab import VocabMap
+
+    model, stok = load_surrogate(spec["surrogate"], device=device)
+    if spec.get("vocab_map"):
+        vmap = VocabMap.load(spec["vocab_map"], base=base_tok, surrogate=stok)
+    else:
+        vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=padded_vocab_size(base_tok),
+                                        surrogate_vocab_size=max(model.config.vocab_size, len(stok)))
+    pad = stok.pad_token_id if stok.pad_token_id is not None else 0
+    return surrogate_targets(model, vmap, k=int(spec.get("k", 15)), alpha=float(spec.get("alpha", 0.05)), pad_id=pad)
+
+
+def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoints: str = "all",
+                 limit: int | None = None, batch_size: int | None = None, data: str | None = None,
+                 seq_len: int | None = None, val_batches: int | None = None, loss: bool = True,
+                 task_dir: str | None = None, max_examples: int = 1000, device: str = "auto",
+                 force: bool = False, targets: dict | None | str = "auto", log=print) -> list[dict]:
+    """Evaluate a run's checkpoints (or one HF model directory); writes eval.json per checkpoint.
+
+    Per checkpoint: held-out loss, bits per byte, top-1/top-5 accuracy (`heldout_metrics`)
+    on the validation split of the run's data (``data.dir`` of RUN/config.yaml, or `data`),
+    the same split by the number of auxiliary targets per position when `targets` is a
+    spec {"surrogate", "vocab_map", "k", "alpha"} ("auto": the run's own, for LSAP runs
+    with an online surrogate; None: no split), and zero-shot tasks through
+    lm-evaluation-harness (`tasks`: offline | pairs | paper | names). Checkpoints whose
+    eval.json has the same ``eval_set_hash`` are kept unless `force`. Held-out windows
+    default to the run's own validation windows (data.seq_len, train.micro_batch_size ×
+    train.eval_batches), so the trainer's curves and this table agree.
+    """
+    import tempfile
+
+    import yaml
+
+    target = Path(target)
+    if not target.is_dir():
+        raise EvalError(f"{target}: not a directory")
+    cfg = {}
+    if (target / "config.yaml").is_file():
+        cfg = yaml.safe_load((target / "config.yaml").read_text()) or {}
+    cks = find_checkpoints(target, checkpoints)
+
+    data_dir = data or _cfg_get(cfg, "data.dir")
+    if data_dir and not Path(data_dir).is_dir() and (target / data_dir).is_dir():
+        data_dir = str(target / data_dir)
+    if data_dir and not (Path(data_dir) / "manifest.json").is_file():
+        raise EvalError(f"data directory {data_dir}: no manifest.json (pass --data DIR from `lsap prepare`)")
+    if targets == "auto":
+        targets = reference_targets(cfg, target)
+
+    tmp = None
+    offline = None
+    try:
+        task_map = resolve_tasks(tasks)
+        if set(task_map) & set(OFFLINE_TASKS):
+            if not data_dir:
+                raise EvalError("the offline tasks are built from the held-out documents of a prepared data "
+                                "directory: pass --data DIR (or evaluate a run whose config has data.dir)")
+            if task_dir is None:
+                tmp = tempfile.TemporaryDirectory(prefix="lsap-tasks-")
+                task_dir = tmp.name
+            offline = build_offline_tasks(data_dir, task_dir, max_examples=max_examples)
+        seq_len = seq_len or int(_cfg_get(cfg, "data.seq_len", 1024))
+        batch_size = batch_size or int(_cfg_get(cfg, "train.micro_batch_size", 8))
+        val_batches = val_batches or int(_cfg_get(cfg, "train.eval_batches", 20))
+        do_loss = bool(data_dir) and loss
+        task_set = tasks if tasks in TASK_SETS else ",".join(task_map)
+        eval_set = {
+            "tasks": task_map, "limit": limit, "num_fewshot": 0,
+            "offline_hash": offline["hash"] if offline else None,
+            "heldout": offline["heldout"] if offline else None,
+            "loss": {"seq_len": seq_len, "batches": val_batches, "batch_size": batch_size} if do_loss else None,
+            "targets": targets if do_loss else None,
+        }
+        if do_loss and offline is None:
+            eval_set["heldout"] = json.loads((Path(data_dir) / "manifest.json").read_text())["args"]
+        eval_set_hash = hashlib.sha256(json.dumps(eval_set, sort_keys=True).encode()).hexdigest()
+
+        results, target_fn = [], None
+        for model_dir, out_path, meta in cks:
+            if out_path.is_file() and not force:
+                old = json.loads(out_path.read_text())
+                if old.get("eval_set_hash") == eval_set_hash:
+                    log(f"[lsap] {out_path.parent.name}: already evaluated (eval_set_hash "
+                        f"{eval_set_hash[:12]}); --force to redo")
+                    results.append(old)
+                    continue
+            if do_loss and targets and target_fn is None:
+                from transformers import AutoTokenizer
+
+                from lsap.surrogate import inference_device_dtype
+
+                target_fn = _load_targets(targets, AutoTokenizer.from_pretrained(model_dir),
+                                          inference_device_dtype(device)[0])
+            results.append(_evaluate_one(model_dir, out_path, meta, task_map, limit, batch_size, device,
+                                         data_dir if do_loss else None, seq_len, val_batches,
+                                         task_dir if offline else None, task_set, eval_set_hash, target_fn,
+                                         targets, log))
+        return results
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, data_dir, seq_len, val_batches,
+                  task_dir, task_set, eval_set_hash, target_fn, targets, log) -> dict:
+    import time
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lsap.data import _write_json_atomic
+    from lsap.surrogate import inference_device_dtype
+    from lsap.tokenizer import tokenizer_hash
+
+    t0 = time.perf_counter()
+    dev, dtype = inference_device_dtype(device)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(dev).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    result = {k: meta.get(k) for k in META_KEYS}
+    result.update(task_set=task_set, eval_set_hash=eval_set_hash, limit=limit, tokenizer_hash=tokenizer_hash(tok),
+                  model_dir=str(model_dir), val_loss=None, val_bpb=None, targets=targets)
+    if data_dir:
+        result.update(heldout_metrics(model, data_dir, seq_len=seq_len, batch_size=batch_size,
+                                      max_batches=val_batches, tokenizer=tok, targets=target_fn))
+    # lm-eval truncates contexts from the left to this many tokens; RoPE models can
+    # read past their training seq_len, and a choice longer than seq_len must still fit.
+    max_len = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    result["tasks"] = run_lm_eval(model, tok, tasks, include_path=task_dir, limit=limit,
+                                  batch_size=max(batch_size, 32), max_length=max_len,
+                                  log_file=Path(out_path).with_name("lm_eval.log")) if tasks else {}
+    scores = [t["value"] for t in result["tasks"].values()]
+    result["average"] = sum(scores) / len(scores) if scores else None
+    pairs = [result["tasks"][t]["value"] for t in PAIR_TASKS if t in result["tasks"]]
+    result["pairs_average"] = sum(pairs) / len(pairs) if len(pairs) == len(PAIR_TASKS) else None
+    result["lm_eval_version"] = _lm_eval_version()
+    result["wall_s"] = round(time.perf_counter() - t0, 3)
+    _write_json_atomic(out_path, result)
+    shown = ", ".join(f"{k.removeprefix('lsap_')} {v['value']:.3f}" for k, v in result["tasks"].items())
+    loss = (f"val loss {result['val_loss']:.4f} bpb {result['val_bpb']:.4f} top1 {result['val_top1']:.3f}; "
+            if result["val_loss"] is not None else "")
+    log(f"[lsap] {out_path.parent.name}: {loss}{shown} ({result['wall_s']:.1f}s)")
+    return result

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -57,6 +58,20 @@ class Run:
     @property
     def schedule(self) -> str:
         return str(self.config.get("lsap", {}).get("lambda_schedule", "constant")) if self.is_lsap else "-"
+
+    @property
+    def seed(self):
+        return self.config.get("train", {}).get("seed")
+
+    @property
+    def setting(self) -> str:
+        """The run's name without its seed suffix (`lsap-a0.05-s1` → `lsap-a0.05`): runs of one
+        setting differ only by seed and are grouped for the spread."""
+        return re.sub(r"-s\d+$", "", self.name)
+
+    @property
+    def surrogate(self):
+        return self.config.get("surrogate", {}).get("model") if self.is_lsap else None
 
     @property
     def label(self) -> str:
@@ -130,6 +145,12 @@ def pick_matched(run: Run, budget: float, axis: str = "flops") -> tuple[dict, bo
     return run.evals[0], True
 
 
+def _targets_label(t: dict | None) -> str | None:
+    if not t:
+        return None
+    return f"{t.get('surrogate')} at α {t.get('alpha')}, k {t.get('k')}"
+
+
 def _fmt_flops(x: float | None) -> str:
     return "-" if x is None else f"{x:.3e}"
 
@@ -154,13 +175,19 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
         e, above = pick_matched(r, budget, axis)
         scores = {t: (e["tasks"][t]["value"] if t in e.get("tasks", {}) else None) for t in tasks}
         vals = [v for v in scores.values() if v is not None]
-        rows.append({"run": r.name, "loss": r.loss_type, "alpha": r.alpha, "schedule": r.schedule,
+        rows.append({"run": r.name, "setting": r.setting, "seed": r.seed, "surrogate": r.surrogate,
+                     "loss": r.loss_type, "alpha": r.alpha, "schedule": r.schedule,
                      "checkpoint": e["checkpoint"], "step": e.get("step"), "flops": e["flops"],
                      "tokens": e.get("tokens"), "above_budget": above, "scores": scores,
                      "average": sum(vals) / len(vals) if vals and len(vals) == len(tasks) else None,
-                     "val_loss": e.get("val_loss"), "val_bpb": e.get("val_bpb")})
+                     "pairs_average": e.get("pairs_average"),
+                     "val_loss": e.get("val_loss"), "val_bpb": e.get("val_bpb"),
+                     "val_top1": e.get("val_top1"), "val_top5": e.get("val_top5"),
+                     "by_m": e.get("by_m"), "target_mass": e.get("target_mass"),
+                     "targets_label": _targets_label(e.get("targets"))})
     best = {}
-    for col, better in [*((t, max) for t in tasks), ("average", max), ("val_loss", min), ("val_bpb", min)]:
+    for col, better in [*((t, max) for t in tasks), ("average", max), ("pairs_average", max), ("val_loss", min),
+                        ("val_bpb", min), ("val_top1", max), ("val_top5", max)]:
         vals = [(row["scores"][col] if col in tasks else row[col]) for row in rows]
         vals = [v for v in vals if v is not None]
         best[col] = better(vals) if vals else None
@@ -169,16 +196,20 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
             "tasks": tasks, "rows": rows, "best": best}
 
 
+SPREAD_COLUMNS = ("average", "pairs_average", "val_loss", "val_bpb", "val_top1", "target_mass")
+
+
 def group_spread(table: dict) -> list[dict]:
-    """Rows grouped by (loss, α, λ schedule) — e.g. seeds of one setting — with the mean,
-    min and max of average score, val loss and val bpb over the group."""
-    groups: dict[tuple, list[dict]] = {}
+    """Rows grouped by setting (the run name without its `-s<seed>` suffix) with the mean,
+    min and max over the group (its seeds) of the scores and held-out metrics."""
+    groups: dict[str, list[dict]] = {}
     for row in table["rows"]:
-        groups.setdefault((row["loss"], row["alpha"], row["schedule"]), []).append(row)
+        groups.setdefault(row.get("setting") or row["run"], []).append(row)
     out = []
-    for (loss, alpha, schedule), rows in groups.items():
-        g = {"loss": loss, "alpha": alpha, "schedule": schedule, "n": len(rows), "runs": [r["run"] for r in rows]}
-        for col in ("average", "val_loss", "val_bpb"):
+    for setting, rows in groups.items():
+        g = {"setting": setting, "loss": rows[0]["loss"], "alpha": rows[0]["alpha"], "schedule": rows[0]["schedule"],
+             "n": len(rows), "runs": [r["run"] for r in rows]}
+        for col in SPREAD_COLUMNS:
             vals = [r[col] for r in rows if r[col] is not None]
             g[col] = ({"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)} if vals else None)
         out.append(g)
@@ -220,10 +251,49 @@ def _spread_lines(table: dict) -> list[str]:
         return f"{v['mean'] * scale:.{digits}f} [{v['min'] * scale:.{digits}f}, {v['max'] * scale:.{digits}f}]"
 
     lines = ["Mean [min, max] over the runs of each setting (seeds):", "",
-             "| Loss | α | λ schedule | runs | Avg | val loss | val bpb |", "|---|---|---|---:|---:|---:|---:|"]
+             "| Setting | Loss | α | λ schedule | runs | Avg | minimal pairs | val loss | val bpb | top-1 | mass on targets |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for g in groups:
-        lines.append(f"| {g['loss']} | {g['alpha']} | {g['schedule']} | {g['n']} | {cell(g['average'], 100, 2)} | "
-                     f"{cell(g['val_loss'], 1, 4)} | {cell(g['val_bpb'], 1, 4)} |")
+        lines.append(f"| {g['setting']} | {g['loss']} | {g['alpha']} | {g['schedule']} | {g['n']} | "
+                     f"{cell(g['average'], 100, 2)} | {cell(g['pairs_average'], 100, 2)} | "
+                     f"{cell(g['val_loss'], 1, 4)} | {cell(g['val_bpb'], 1, 4)} | {cell(g['val_top1'], 100, 2)} | "
+                     f"{cell(g['target_mass'], 100, 1)} |")
+    return lines + [""]
+
+
+BY_CONSTRUCTION = ("Read before judging: LSAP's unweighted auxiliary NLLs move probability from the gold token to "
+                   "the surrogate's targets (METHOD §5b), so held-out loss, bits per byte, top-1/top-5 accuracy "
+                   "and the mass on targets move against LSAP *by construction*; the zero-shot scores "
+                   "(minimal pairs, tasks) are the paper's kind of verdict.")
+
+
+def _by_m_lines(table: dict) -> list[str]:
+    """Held-out loss and top-1 split by the number of auxiliary targets per position."""
+    rows = [r for r in table["rows"] if r.get("by_m")]
+    if not rows:
+        return []
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["setting"], []).append(r)
+    buckets = list(rows[0]["by_m"])
+    head = ["Setting", "runs"] + [f"m={b}: share / loss / top-1" for b in buckets] + ["mass on targets"]
+    lines = ["## Held-out positions by the number m of auxiliary targets they would receive", "",
+             f"Targets from `{rows[0].get('targets_label') or 'the reference surrogate'}`; mean over seeds. "
+             + BY_CONSTRUCTION, "",
+             "| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(buckets) + 1)]
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    for setting, rs in groups.items():
+        cells = [setting, str(len(rs))]
+        for b in buckets:
+            sh, lo, t1 = (mean([r["by_m"][b][k] for r in rs]) for k in ("share", "loss", "top1"))
+            cells.append("-" if sh is None else f"{sh:.0%} / {lo:.3f} / {t1:.1%}" if lo is not None else f"{sh:.0%} / - / -")
+        tm = mean([r.get("target_mass") for r in rs])
+        cells.append("-" if tm is None else f"{tm:.1%}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -237,7 +307,10 @@ def render_markdown(table: dict, runs: list[Run], tokens_table: dict | None = No
         "",
         *_table_lines(table),
         "",
+        BY_CONSTRUCTION,
+        "",
         *_spread_lines(table),
+        *_by_m_lines(table),
     ]
     if tokens_table is not None:
         lines += ["## Matched tokens", "",
@@ -263,21 +336,37 @@ def render_markdown(table: dict, runs: list[Run], tokens_table: dict | None = No
 def _val_points(run: Run, x: str) -> tuple[list[float], list[float]]:
     pts = [(m[x], m["val_loss"]) for m in run.metrics
            if m.get("kind") == "val" and m.get(x) is not None and m.get("val_loss") is not None]
-    if not pts:  # no val lines in metrics.jsonl: the eval.json held-out losses
-        pts = [(e[x], e["val_loss"]) for e in run.evals if e.get(x) is not None and e.get("val_loss") is not None]
-    pts.sort()
+    # the checkpoints' eval.json held-out losses (the same windows as the table) take precedence
+    ev = {e[x]: e["val_loss"] for e in run.evals if e.get(x) is not None and e.get("val_loss") is not None}
+    pts = sorted({**dict(pts), **ev}.items())
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def write_plots(runs: list[Run], table: dict, out: Path) -> list[str]:
-    """score_vs_flops.png (Figure 2), val_loss_vs_flops.png, val_loss_vs_tokens.png into `out`."""
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise ReportError("plots need matplotlib: pip install 'lsap[plot]'") from e
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _by_setting(runs: list[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.setting, []).append(r)
+    return groups
 
+
+def _band(ax, series: list[tuple[list[float], list[float]]], label: str, marker: str = "o") -> None:
+    """Mean over seeds with a min–max band; points are matched by position along each run."""
+    series = [(xs, ys) for xs, ys in series if xs]
+    if not series:
+        return
+    n = min(len(xs) for xs, _ in series)
+    xs = [sum(s[0][i] for s in series) / len(series) for i in range(n)]
+    cols = [[s[1][i] for s in series] for i in range(n)]
+    mean = [sum(c) / len(c) for c in cols]
+    line, = ax.plot(xs, mean, marker=marker, markersize=3, label=f"{label} (n={len(series)})")
+    if len(series) > 1:
+        ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], color=line.get_color(), alpha=0.2)
+
+
+def write_plots(runs: list[Run], table: dict, out: Path) -> list[str]:
+    """score_vs_flops.png (Figure 2), val_loss_vs_flops.png, val_loss_vs_tokens.png into `out`:
+    one line per setting (mean over its seeds) with a min–max band, the matched budget marked."""
+    plt = _pyplot()
     files = []
 
     def save(fig, name):
@@ -286,32 +375,126 @@ def write_plots(runs: list[Run], table: dict, out: Path) -> list[str]:
         plt.close(fig)
         files.append(name)
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in runs:
-        pts = [(e["flops"], e["average"] if e.get("average") is not None else _mean_score(e)) for e in r.evals]
-        pts = [(x, y * 100) for x, y in pts if y is not None]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=r.label)
-    ax.axvline(table["budget"], color="gray", linestyle="--", linewidth=1, label="matched budget")
-    ax.set_xlabel("training FLOPs (base + surrogate)")
-    ax.set_ylabel("average zero-shot score (%)")
-    ax.set_title("Average score vs FLOPs")
-    ax.legend(fontsize=8)
+    groups = _by_setting(runs)
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    pairs = all(e.get("pairs_average") is not None for r in runs for e in r.evals)
+    for setting, rs in groups.items():
+        series = []
+        for r in rs:
+            pts = [(e["flops"], e.get("pairs_average") if pairs else
+                    (e["average"] if e.get("average") is not None else _mean_score(e))) for e in r.evals]
+            pts = [(x, y * 100) for x, y in pts if y is not None]
+            series.append(([p[0] for p in pts], [p[1] for p in pts]))
+        _band(ax, series, setting)
+    ax.axvline(table["budget"], color="gray", linestyle="--", linewidth=1, label="matched FLOPs budget")
+    ax.set_xlabel("training FLOPs incl. surrogate")
+    ax.set_ylabel("minimal-pair accuracy, mean of 3 tasks (%)" if pairs else "average zero-shot score (%)")
+    ax.set_title("Zero-shot score vs training compute")
+    ax.legend(fontsize=7)
     save(fig, "score_vs_flops.png")
 
-    for x, xlabel, name in [("flops", "training FLOPs (base + surrogate)", "val_loss_vs_flops.png"),
+    for x, xlabel, name in [("flops", "training FLOPs incl. surrogate", "val_loss_vs_flops.png"),
                             ("tokens", "training tokens", "val_loss_vs_tokens.png")]:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for r in runs:
-            xs, ys = _val_points(r, x)
-            if xs:
-                ax.plot(xs, ys, marker=".", label=r.label)
+        fig, ax = plt.subplots(figsize=(7, 4.4))
+        for setting, rs in groups.items():
+            _band(ax, [_val_points(r, x) for r in rs], setting, marker=".")
+        if x == "flops":
+            ax.axvline(table["budget"], color="gray", linestyle="--", linewidth=1, label="matched FLOPs budget")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation loss (nats/token)")
-        ax.set_title(f"Validation loss vs {x}")
-        ax.legend(fontsize=8)
+        ax.set_title(f"Validation loss vs training {'compute' if x == 'flops' else 'tokens'} "
+                     "(favours CE by construction)")
+        ax.legend(fontsize=7)
         save(fig, name)
     return files
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ReportError("plots need matplotlib: pip install 'lsap[plot]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+DELTA_METRICS = (("pairs_average", "minimal pairs (points)", 100), ("val_loss", "held-out loss (nats)", 1),
+                 ("val_top1", "top-1 accuracy (points)", 100))
+
+
+def write_delta_plot(rows: list[dict], out: Path) -> str:
+    """delta_vs_strength.png: Δ(LSAP − CE) at matched FLOPs per setting, mean with min–max bars
+    over seeds, against surrogate strength (x = surrogate bpb / CE bpb; lower = stronger)
+    when the settings differ in surrogate, else one point per setting."""
+    plt = _pyplot()
+    rows = [r for r in rows if any(r.get(m) for m, _, _ in DELTA_METRICS)]
+    strengths = {r["strength"] for r in rows if r.get("strength") is not None}
+    fig, axes = plt.subplots(1, len(DELTA_METRICS), figsize=(4.2 * len(DELTA_METRICS), 3.8))
+    for ax, (m, label, scale) in zip(axes, DELTA_METRICS):
+        if len(strengths) > 1:
+            groups: dict[str, list[dict]] = {}
+            for r in rows:
+                groups.setdefault(re.sub(r"-sur[^-]+", "", r["setting"]), []).append(r)
+            for g, rs in groups.items():
+                rs = sorted((r for r in rs if r.get(m) and r.get("strength")), key=lambda r: r["strength"])
+                if not rs:
+                    continue
+                xs = [r["strength"] for r in rs]
+                ys = [r[m]["mean"] * scale for r in rs]
+                err = [[(r[m]["mean"] - r[m]["min"]) * scale for r in rs], [(r[m]["max"] - r[m]["mean"]) * scale for r in rs]]
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=g)
+                for r in rs:
+                    ax.annotate(str(r.get("surrogate")), (r["strength"], r[m]["mean"] * scale), fontsize=7,
+                                textcoords="offset points", xytext=(4, 4))
+            ax.set_xlabel("surrogate bpb / CE base bpb (< 1: surrogate stronger)")
+        else:
+            rs = [r for r in rows if r.get(m)]
+            xs = list(range(len(rs)))
+            ax.errorbar(xs, [r[m]["mean"] * scale for r in rs],
+                        yerr=[[(r[m]["mean"] - r[m]["min"]) * scale for r in rs],
+                              [(r[m]["max"] - r[m]["mean"]) * scale for r in rs]], fmt="o", capsize=3)
+            ax.set_xticks(xs)
+            ax.set_xticklabels([r["setting"].removeprefix("lsap-") for r in rs], rotation=60, ha="right", fontsize=7)
+        ax.axhline(0, color="gray", linewidth=1)
+        ax.set_ylabel(f"Δ LSAP − CE, {label}")
+        ax.set_title(label.split(" (")[0], fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("LSAP − CE at matched FLOPs (mean, min–max over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "delta_vs_strength.png", dpi=120)
+    plt.close(fig)
+    return "delta_vs_strength.png"
+
+
+def _delta_lines(rows: list[dict]) -> list[str]:
+    def c(v, scale, digits):
+        if not v:
+            return "-"
+        return f"{v['mean'] * scale:+.{digits}f} [{v['min'] * scale:+.{digits}f}, {v['max'] * scale:+.{digits}f}]"
+
+    lines = ["## LSAP − CE at matched FLOPs, paired by seed", "",
+             "Δ per seed = LSAP run − the CE run of the same seed (same init and data order); mean "
+             "[min, max] over seeds. Strength = the surrogate's held-out bits per byte on the base's held-out "
+             "documents / the CE base's (< 1: the surrogate is the stronger predictor).", "",
+             "| Setting | surrogate | strength | seeds | Δ minimal pairs (pts) | Δ task avg (pts) | Δ val loss | "
+             "Δ top-1 (pts) | verdict on minimal pairs |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        p = r.get("pairs_average")
+        if not p or r["n"] < 2:
+            verdict = "one seed: no claim" if p else "-"
+        elif p["min"] > 0:
+            verdict = "LSAP better on every seed"
+        elif p["max"] < 0:
+            verdict = "LSAP worse on every seed"
+        else:
+            verdict = "within seed spread"
+        st = "-" if r.get("strength") is None else f"{r['strength']:.3f}"
+        lines.append(f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | "
+                     f"{c(r.get('average'), 100, 2)} | {c(r.get('val_loss'), 1, 4)} | {c(r.get('val_top1'), 100, 2)} | "
+                     f"{verdict} |")
+    return lines + ["", "![Δ vs surrogate strength](delta_vs_strength.png)", ""]
 
 
 def _mean_score(e: dict) -> float | None:
@@ -319,7 +502,8 @@ def _mean_score(e: dict) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops: float | None = None) -> dict:
+def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops: float | None = None, *,
+                strength: dict | None = None, surrogates: dict | None = None) -> dict:
     """Load, check, tabulate and plot; writes report.md, report.json and PNGs to `out`.
 
     Everything is validated and rendered into a temporary directory first; files are
@@ -328,6 +512,9 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
     if not run_dirs:
         raise ReportError("no run directories given")
     runs = [load_run(d) for d in run_dirs]
+    if names is not None:  # display names (a sweep names runs whose directories it shares)
+        for r, n in zip(runs, names):
+            r.name = n
     table = build_table(runs, flops)
     tokens_table = build_table(runs, axis="tokens") if all(e.get("tokens") is not None
                                                           for r in runs for e in r.evals) else None
@@ -337,8 +524,18 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
     try:
         md = render_markdown(table, runs, tokens_table)
         files = write_plots(runs, table, tmp)
+        deltas = None
+        if any(r["loss"] == "LSAP" for r in table["rows"]) and any(r["loss"] != "LSAP" for r in table["rows"]):
+            from lsap.sweep import strength_rows
+
+            deltas = strength_rows(table, strength or {}, surrogates or {})
+            if deltas:
+                files.append(write_delta_plot(deltas, tmp))
+                md = md.replace("\n## Matched tokens", "\n" + "\n".join(_delta_lines(deltas)) + "\n## Matched tokens", 1) \
+                    if "\n## Matched tokens" in md else md + "\n" + "\n".join(_delta_lines(deltas))
         (tmp / "report.md").write_text(md)
-        (tmp / "report.json").write_text(json.dumps({**table, "spread": group_spread(table), "matched_tokens": tokens_table},
+        (tmp / "report.json").write_text(json.dumps({**table, "spread": group_spread(table), "matched_tokens": tokens_table,
+                                                     "deltas": deltas, "surrogate_bpb": strength},
                                                     indent=2, sort_keys=True) + "\n")
         for name in [*files, "report.md", "report.json"]:
             os.replace(tmp / name, out / name)

@@ -12,7 +12,10 @@ the checkpoint with the tokens and FLOPs from its ``meta.json``. Checkpoints who
 ``eval.json`` has the same ``eval_set_hash`` are skipped unless ``--force``. For a
 bare HF model directory the result goes to ``DIR/eval.json`` (no tokens / FLOPs).
 
-Task sets: ``offline`` (built from the held-out documents of the run's corpus, see
+Per checkpoint also: next-token top-1/top-5 accuracy, and held-out loss / top-1 split by
+the number of auxiliary targets a position would receive (0, 1, ≥ 2) with the model's
+probability mass on those targets (the run's own surrogate for LSAP runs, or
+``--targets-surrogate``). Task sets: ``pairs`` (minimal pairs), ``offline`` (built from the held-out documents of the run's corpus, see
 `lsap.evaluate.build_offline_tasks`), ``paper`` (the paper's eight benchmarks), or a
 comma-separated list of lm-eval task names.
 """
@@ -20,16 +23,7 @@ comma-separated list of lm-eval task names.
 from __future__ import annotations
 
 import argparse
-import difflib
-import hashlib
-import json
 import sys
-import tempfile
-import time
-from pathlib import Path
-
-META_KEYS = ("step", "tokens", "flops_base", "flops_surrogate", "flops")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="run directory (with checkpoints/) or a HF model directory")
@@ -38,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", default="all",
                         help="all | last | step_00000100[,step_...] (default: all)")
     parser.add_argument("--limit", type=int, default=None, help="at most N examples per task (lm-eval --limit)")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward (default: 8)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="held-out sequences per forward (default: train.micro_batch_size of the run, else 8)")
     parser.add_argument("--data", default=None,
                         help="prepared data directory for held-out loss and the offline tasks "
                              "(default: data.dir of RUN/config.yaml)")
@@ -52,154 +47,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-examples", type=int, default=1000,
                         help="examples per offline task when building them (default: 1000)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    parser.add_argument("--targets-surrogate", default=None,
+                        help="split held-out loss/accuracy by the number of auxiliary targets this surrogate "
+                             "would give each position (default: the run's own surrogate for LSAP runs)")
+    parser.add_argument("--targets-map", default=None, help="vocabulary map dir for --targets-surrogate")
+    parser.add_argument("--targets-k", type=int, default=15, help="k for --targets-surrogate (default 15)")
+    parser.add_argument("--targets-alpha", type=float, default=0.05, help="α for --targets-surrogate (default 0.05)")
+    parser.add_argument("--no-targets", action="store_true", help="no split by auxiliary targets")
     parser.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
-
-
-def _cfg_get(cfg: dict, dotted: str, default=None):
-    cur = cfg
-    for k in dotted.split("."):
-        if not isinstance(cur, dict) or k not in cur:
-            return default
-        cur = cur[k]
-    return cur if cur not in (None, "") else default
-
-
-def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path, dict]]:
-    """(model_dir, eval_json_path, meta) per selected checkpoint, in step order."""
-    from lsap.evaluate import EvalError
-
-    if (target / "config.json").is_file() and not (target / "checkpoints").is_dir():
-        return [(target, target / "eval.json", {})]
-    root = target / "checkpoints"
-    # step_*.tmp: a checkpoint the trainer is still writing
-    cks = sorted(p for p in root.glob("step_*") if (p / "model").is_dir() and not p.name.endswith(".tmp")) \
-        if root.is_dir() else []
-    if not cks:
-        raise EvalError(f"{target}: no checkpoints (expected {root}/step_*/model/ or a HF model directory "
-                        "with config.json)")
-    names = [p.name for p in cks]
-    if which == "last":
-        cks = cks[-1:]
-    elif which != "all":
-        wanted = [w.strip() for w in which.split(",") if w.strip()]
-        for w in wanted:
-            if w not in names:
-                close = difflib.get_close_matches(w, names, n=3)
-                raise EvalError(f"{target}: no checkpoint {w!r}"
-                                + (f"; close: {', '.join(close)}" if close else f"; have {', '.join(names)}"))
-        cks = [p for p in cks if p.name in wanted]
-    out = []
-    for p in cks:
-        meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").is_file() else {}
-        out.append((p / "model", p / "eval.json", meta))
-    return out
-
-
-def evaluate_target(args) -> list[dict]:
-    """The body of `lsap eval`; returns the eval.json dicts written (or kept)."""
-    import yaml
-
-    from lsap import evaluate as ev
-
-    target = Path(args.target)
-    if not target.is_dir():
-        raise ev.EvalError(f"{target}: not a directory")
-    cfg = {}
-    if (target / "config.yaml").is_file():
-        cfg = yaml.safe_load((target / "config.yaml").read_text()) or {}
-    checkpoints = find_checkpoints(target, args.checkpoints)
-
-    data_dir = args.data or _cfg_get(cfg, "data.dir")
-    if data_dir and not Path(data_dir).is_dir() and (target / data_dir).is_dir():
-        data_dir = str(target / data_dir)
-    if data_dir and not (Path(data_dir) / "manifest.json").is_file():
-        raise ev.EvalError(f"data directory {data_dir}: no manifest.json (pass --data DIR from `lsap prepare`)")
-
-    tmp = None
-    task_dir = args.task_dir
-    offline = None
-    try:
-        tasks = ev.resolve_tasks(args.tasks)
-        if set(tasks) & set(ev.OFFLINE_TASKS):
-            if not data_dir:
-                raise ev.EvalError("the offline tasks are built from the held-out documents of a prepared data "
-                                   "directory: pass --data DIR (or evaluate a run whose config has data.dir)")
-            if task_dir is None:
-                tmp = tempfile.TemporaryDirectory(prefix="lsap-tasks-")
-                task_dir = tmp.name
-            offline = ev.build_offline_tasks(data_dir, task_dir, max_examples=args.max_examples)
-        seq_len = args.seq_len or int(_cfg_get(cfg, "data.seq_len", 1024))
-        val_batches = args.val_batches or int(_cfg_get(cfg, "train.eval_batches", 20))
-        do_loss = bool(data_dir) and not args.no_loss
-        task_set = args.tasks if args.tasks in ev.TASK_SETS else ",".join(tasks)
-        eval_set = {
-            "tasks": tasks, "limit": args.limit, "num_fewshot": 0,
-            "offline_hash": offline["hash"] if offline else None,
-            "heldout": offline["heldout"] if offline else None,
-            "loss": {"seq_len": seq_len, "batches": val_batches, "batch_size": args.batch_size} if do_loss else None,
-        }
-        if do_loss and offline is None:
-            eval_set["heldout"] = json.loads((Path(data_dir) / "manifest.json").read_text())["args"]
-        eval_set_hash = hashlib.sha256(json.dumps(eval_set, sort_keys=True).encode()).hexdigest()
-
-        results = []
-        for model_dir, out_path, meta in checkpoints:
-            if out_path.is_file() and not args.force:
-                old = json.loads(out_path.read_text())
-                if old.get("eval_set_hash") == eval_set_hash:
-                    print(f"[lsap] {out_path.parent.name}: already evaluated (eval_set_hash "
-                          f"{eval_set_hash[:12]}); --force to redo")
-                    results.append(old)
-                    continue
-            results.append(_evaluate_one(model_dir, out_path, meta, tasks, args, data_dir, do_loss, seq_len,
-                                         val_batches, task_dir if offline else None, task_set, eval_set_hash))
-        return results
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-
-
-def _evaluate_one(model_dir, out_path, meta, tasks, args, data_dir, do_loss, seq_len, val_batches, task_dir,
-                  task_set, eval_set_hash) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lsap import evaluate as ev
-    from lsap.data import _write_json_atomic
-    from lsap.surrogate import inference_device_dtype
-    from lsap.tokenizer import tokenizer_hash
-
-    t0 = time.perf_counter()
-    device, dtype = inference_device_dtype(args.device)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    result = {k: meta.get(k) for k in META_KEYS}
-    result.update(task_set=task_set, eval_set_hash=eval_set_hash, limit=args.limit, tokenizer_hash=tokenizer_hash(tok),
-                  model_dir=str(model_dir), val_loss=None, val_bpb=None)
-    if do_loss:
-        result.update(ev.heldout_loss(model, data_dir, seq_len=seq_len, batch_size=args.batch_size,
-                                      max_batches=val_batches, tokenizer=tok))
-    # lm-eval truncates contexts from the left to this many tokens; RoPE models can
-    # read past their training seq_len, and a choice longer than seq_len must still fit.
-    max_len = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-    result["tasks"] = ev.run_lm_eval(model, tok, tasks, include_path=task_dir, limit=args.limit,
-                                     batch_size=args.batch_size, max_length=max_len) if tasks else {}
-    scores = [t["value"] for t in result["tasks"].values()]
-    result["average"] = sum(scores) / len(scores) if scores else None
-    result["lm_eval_version"] = ev._lm_eval_version()
-    result["wall_s"] = round(time.perf_counter() - t0, 3)
-    _write_json_atomic(out_path, result)
-    shown = ", ".join(f"{k} {v['value']:.4f}" for k, v in result["tasks"].items())
-    loss = f"val_loss {result['val_loss']:.4f} bpb {result['val_bpb']:.4f}; " if result["val_loss"] is not None else ""
-    print(f"[lsap] {out_path.parent.name}: {loss}{shown} ({result['wall_s']:.1f}s) -> {out_path}")
-    return result
 
 
 def run(args) -> int:
     from lsap.data import DataError
-    from lsap.evaluate import EvalError
+    from lsap.evaluate import EvalError, evaluate_run
 
+    targets = "auto"
+    if args.no_targets:
+        targets = None
+    elif args.targets_surrogate:
+        targets = {"surrogate": args.targets_surrogate, "vocab_map": args.targets_map, "k": args.targets_k,
+                   "alpha": args.targets_alpha}
     try:
-        evaluate_target(args)
+        evaluate_run(args.target, tasks=args.tasks, checkpoints=args.checkpoints, limit=args.limit,
+                     batch_size=args.batch_size, data=args.data, seq_len=args.seq_len, val_batches=args.val_batches,
+                     loss=not args.no_loss, task_dir=args.task_dir, max_examples=args.max_examples,
+                     device=args.device, force=args.force, targets=targets)
     except (EvalError, DataError) as e:
         print(f"lsap eval: error: {e}", file=sys.stderr)
         return 2

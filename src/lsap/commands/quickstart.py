@@ -11,10 +11,12 @@ def add_arguments(p) -> None:
     p.add_argument("--cache", default="", help="where tokenizers, shards and the surrogate are cached "
                                                "(default $LSAP_CACHE/quickstart or ~/.cache/lsap/quickstart)")
     p.add_argument("--surrogate", default=d.surrogate,
-                   help="pretrain (default: a small surrogate pretrained once on other text) | smollm2 | "
+                   help="pretrain (default: a small surrogate pretrained once on its own part of the base's domain) | smollm2 | "
                         "a local HF dir / .gguf / hub id")
     p.add_argument("--ce-tokens", type=float, default=d.ce_tokens, help="FLOPs budget in CE tokens")
-    p.add_argument("--surrogate-tokens", type=float, default=d.surrogate_tokens)
+    p.add_argument("--surrogate-multiples", type=int, nargs="+", default=d.surrogate_multiples,
+                   help="surrogate checkpoints at these multiples of the base's tokens; the last one is used "
+                        "(default 1 4 16)")
     p.add_argument("--alpha", type=float, default=d.alpha)
     p.add_argument("--k", type=int, default=d.k)
     p.add_argument("--seeds", type=int, nargs="+", default=d.seeds)
@@ -25,7 +27,7 @@ def run(args) -> int:
     from lsap.quickstart import Settings, run as run_quickstart
 
     s = Settings(out=args.out, cache=args.cache, surrogate=args.surrogate, ce_tokens=args.ce_tokens,
-                 surrogate_tokens=args.surrogate_tokens, alpha=args.alpha, k=args.k, seeds=args.seeds,
+                 surrogate_multiples=args.surrogate_multiples, alpha=args.alpha, k=args.k, seeds=args.seeds,
                  eval_examples=args.eval_examples)
     run_quickstart(s)
     return 0

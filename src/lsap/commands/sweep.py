@@ -1,0 +1,38 @@
+"""`lsap sweep` — a grid of LSAP settings plus CE, one FLOPs budget, one report (see `lsap.sweep`).
+
+    lsap sweep strength --out runs/sweep-strength        # packaged: configs/sweeps/strength.yaml
+    lsap sweep my-grid.yaml --out runs/my-grid --dry-run # print the expanded plan only
+
+Resumable: run the same command again after an interruption; finished runs and
+evaluations are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="sweep spec YAML, or a packaged one (strength, alpha-lambda, toy)")
+    parser.add_argument("--out", default=None, help="output directory (default: runs/sweep-<name>)")
+    parser.add_argument("--runs-root", default=None,
+                        help="where run directories live, named by config hash (default: OUT/runs); sweeps "
+                             "sharing it train identical runs, e.g. the CE baseline, once")
+    parser.add_argument("--dry-run", action="store_true", help="print the expanded runs and stop")
+
+
+def run(args) -> int:
+    from lsap.config import ConfigError
+    from lsap.data import DataError
+    from lsap.evaluate import EvalError
+    from lsap.report import ReportError
+    from lsap.sweep import SweepError, load_spec, run_sweep
+
+    try:
+        out = args.out or f"runs/sweep-{load_spec(args.spec)['name']}"
+        run_sweep(args.spec, out, runs_root=args.runs_root, dry_run=args.dry_run)
+    except (SweepError, ConfigError, DataError, EvalError, ReportError) as e:
+        print(f"lsap sweep: error: {e}", file=sys.stderr)
+        return 2
+    return 0
