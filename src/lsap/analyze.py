@@ -52,8 +52,7 @@ STAT_ABOVE = "above_alpha"
 STAT_AUX = "aux_targets"
 
 
-class AnalyzeError(ValueError):
-    """Bad input to `lsap analyze`; the message names the fix."""
+from lsap.errors import AnalyzeError  # noqa: E402,F401  (re-exported)
 
 
 class DataTooSmall(AnalyzeError):

@@ -78,8 +78,7 @@ INFO_ALPHAS = (0.01, 0.05, 0.2)
 DEFAULT_CHUNK_WINDOWS = 1024
 
 
-class CacheError(ValueError):
-    """A cache that cannot serve this run; the message says why and how to fix it."""
+from lsap.errors import CacheError  # noqa: E402,F401  (re-exported)
 
 
 # --------------------------------------------------------------------------- helpers

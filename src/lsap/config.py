@@ -105,8 +105,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-class ConfigError(ValueError):
-    pass
+from lsap.errors import ConfigError  # noqa: E402,F401  (re-exported)
 
 
 _CHOICES = {

@@ -44,8 +44,7 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 
 
-class DataError(ValueError):
-    """A data problem the user can fix; the message says how."""
+from lsap.errors import DataError  # noqa: E402,F401  (re-exported)
 
 
 # --------------------------------------------------------------------------- sources

@@ -50,8 +50,7 @@ TASK_SETS: dict[str, dict[str, str]] = {"paper": PAPER_TASKS, "offline": OFFLINE
 OFFLINE_BUILD_VERSION = 1
 
 
-class EvalError(ValueError):
-    """An evaluation problem the user can fix; the message says how."""
+from lsap.errors import EvalError  # noqa: E402,F401  (re-exported)
 
 
 # --------------------------------------------------------------------------- held-out loss

@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 
-class ReportError(ValueError):
-    """A report problem the user can fix; the message says how."""
+from lsap.errors import ReportError  # noqa: E402,F401  (re-exported)
 
 
 @dataclasses.dataclass

@@ -77,8 +77,7 @@ OFFLINE_TOKENIZERS: dict[str, str] = {
 }
 
 
-class TokenizerError(ValueError):
-    """A tokenizer spec that cannot be resolved; the message says what to do."""
+from lsap.errors import TokenizerError  # noqa: E402,F401  (re-exported)
 
 
 def cache_dir() -> Path:

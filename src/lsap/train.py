@@ -28,8 +28,7 @@ from lsap.schedules import LambdaSchedule, LRSchedule
 IGNORE = -100
 
 
-class TrainingError(RuntimeError):
-    pass
+from lsap.errors import TrainingError  # noqa: E402,F401  (re-exported)
 
 
 class LossModule(torch.nn.Module):

@@ -23,7 +23,6 @@ import argparse
 import difflib
 import hashlib
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -195,12 +194,5 @@ def _evaluate_one(model_dir, out_path, meta, tasks, args, data_dir, do_loss, seq
 
 
 def run(args) -> int:
-    from lsap.data import DataError
-    from lsap.evaluate import EvalError
-
-    try:
-        evaluate_target(args)
-    except (EvalError, DataError) as e:
-        print(f"lsap eval: error: {e}", file=sys.stderr)
-        return 2
+    evaluate_target(args)
     return 0
