@@ -385,6 +385,19 @@ class VocabMap:
         return vmap
 
     # ---- report -------------------------------------------------------------------
+    def weakness(self, min_share: float = 0.01) -> str | None:
+        """Why this Σ∩ cannot carry LSAP (only role-matched specials, or under `min_share`
+        of the base tokenizer's vocabulary), or None when it is fine."""
+        specials = {b for b, _ in self.role_pairs.values()}
+        if self.size <= len(specials):
+            return (f"Σ∩ holds only special tokens ({', '.join(self.role_pairs) or 'none'}): the tokenizers share "
+                    "no token strings, so LSAP would add no targets (plain CE that still pays for the surrogate)")
+        share = self.size / max(self.base_tokenizer_size, 1)
+        if share < min_share:
+            return (f"Σ∩ holds {self.size:,} tokens, {share:.2%} of the base vocabulary "
+                    f"({self.base_tokenizer_size:,}); under {min_share:.0%}, LSAP adds almost no targets")
+        return None
+
     def report(self, corpus_ids: Any = None, top_missing: int = 20, base_tokenizer: Any = None) -> dict:
         """|Σ_b|, |Σ_s|, |Σ∩|, both ratios; with corpus base ids, the share inside Σ∩.
 

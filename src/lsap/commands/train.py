@@ -11,13 +11,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from lsap.config import load_config, validate
+    from lsap.config import check_model_overrides, load_config, validate
 
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
+        check_model_overrides(cfg.model.preset, cfg.model.overrides)
         print(cfg.to_yaml())
         return 0
-    validate(cfg, paths=True)  # paths exist and out_dir is writable: before importing torch
+    validate(cfg, deep=True)  # paths, out_dir, override keys: before anything is built
     from lsap.train import train
 
     out = train(cfg, resume=args.resume)

@@ -84,6 +84,10 @@ def build(args: argparse.Namespace) -> tuple[object, dict]:
                                     surrogate_vocab_size=args.surrogate_vocab_size)
     ids = corpus_ids(args.data, base, args.max_tokens or None) if args.data is not None else None
     report = vmap.report(ids, top_missing=args.top, base_tokenizer=base)
+    weak = vmap.weakness()
+    if weak:
+        report["warning"] = weak
+        print(f"lsap vocab: warning: {weak}", file=sys.stderr)
     report.update({"base": args.base, "surrogate": args.surrogate, "data": args.data,
                    "max_tokens": args.max_tokens or None,
                    "base_model_vocab": vmap.base_vocab_size, "surrogate_model_vocab": vmap.surrogate_vocab_size})
