@@ -288,6 +288,34 @@ def vocab_size(tok) -> int:
     return max(tok.get_vocab().values()) + 1
 
 
+# Tokens that end a packed document, in order of preference, when a tokenizer has one;
+# otherwise its eos. Qwen3 (eos <|im_end|>, a chat-turn end) and SmolLM2-Instruct were
+# pretrained with <|endoftext|> between documents.
+DOC_SEPARATORS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
+
+
+def document_separator(tok) -> int:
+    """The id placed after every document: the first of DOC_SEPARATORS in the vocabulary,
+    else eos. The one rule for `lsap prepare`, `lsap vocab` and `lsap analyze`."""
+    vocab = tok.get_vocab()
+    for s in DOC_SEPARATORS:
+        if s in vocab:
+            return int(vocab[s])
+    if tok.eos_token_id is None:
+        raise TokenizerError(f"tokenizer {getattr(tok, 'name_or_path', '?')!r} has no eos / document separator")
+    return int(tok.eos_token_id)
+
+
+def plain_encoder(tok):
+    """A `tokenizers.Tokenizer` copy of `tok` that encodes special-token spellings as text
+    (only the pipeline places separators), without padding or truncation."""
+    backend = type(tok.backend_tokenizer).from_str(tok.backend_tokenizer.to_str())
+    backend.encode_special_tokens = True
+    backend.no_padding()
+    backend.no_truncation()
+    return backend
+
+
 def padded_vocab_size(tok, multiple: int = 128) -> int:
     """The model's embedding rows for `tok`: `vocab_size(tok)` rounded up to `multiple`
     (OLMo2 pads 100,278 → 100,352). The trainer, the target cache and the quickstart's

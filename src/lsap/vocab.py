@@ -42,7 +42,7 @@ FORMAT_VERSION = 1
 # Instruct models (the paper's Qwen3-0.6B) declare a chat eos ('<|im_end|>') while their
 # pretraining documents end with '<|endoftext|>': the base eos between packed documents
 # means the latter.
-_DOC_SEPARATORS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
+from lsap.tokenizer import DOC_SEPARATORS as _DOC_SEPARATORS  # noqa: E402  (one list, see tokenizer.py)
 _ROLE_ORDER = ("eos", "bos", "unk", "pad")
 
 

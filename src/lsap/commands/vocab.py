@@ -43,7 +43,7 @@ def corpus_ids(source: str, tok, max_tokens: int | None = None, batch_docs: int 
     """Base ids of `source` (int64 numpy): documents in order, each followed by eos; ≤ max_tokens."""
     import numpy as np
 
-    from lsap.analyze import document_separator, plain_encoder
+    from lsap.tokenizer import document_separator, plain_encoder
     from lsap.data import iter_documents
 
     enc, sep = plain_encoder(tok), document_separator(tok)
