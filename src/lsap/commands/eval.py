@@ -65,14 +65,13 @@ def _cfg_get(cfg: dict, dotted: str, default=None):
 
 def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path, dict]]:
     """(model_dir, eval_json_path, meta) per selected checkpoint, in step order."""
+    from lsap.checkpoint import list_checkpoints
     from lsap.evaluate import EvalError
 
     if (target / "config.json").is_file() and not (target / "checkpoints").is_dir():
         return [(target, target / "eval.json", {})]
     root = target / "checkpoints"
-    # step_*.tmp: a checkpoint the trainer is still writing
-    cks = sorted(p for p in root.glob("step_*") if (p / "model").is_dir() and not p.name.endswith(".tmp")) \
-        if root.is_dir() else []
+    cks = [p for p in list_checkpoints(root) if (p / "model").is_dir()]  # finished ones (lsap.checkpoint)
     if not cks:
         raise EvalError(f"{target}: no checkpoints (expected {root}/step_*/model/ or a HF model directory "
                         "with config.json)")
