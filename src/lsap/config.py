@@ -336,8 +336,8 @@ def validate(cfg: Config, deep: bool = False) -> Config:
     if not isinstance(cfg.model.overrides, dict):
         raise ConfigError(f"model.overrides must be a mapping of transformers config fields, got {cfg.model.overrides!r}")
     if deep:
+        _check_paths(cfg)  # first: it needs no import of torch / transformers
         check_model_overrides(cfg.model.preset, cfg.model.overrides)
-        _check_paths(cfg)
     return cfg
 
 
