@@ -52,8 +52,7 @@ STAT_ABOVE = "above_alpha"
 STAT_AUX = "aux_targets"
 
 
-class AnalyzeError(ValueError):
-    """Bad input to `lsap analyze`; the message names the fix."""
+from lsap.errors import AnalyzeError  # noqa: E402,F401  (re-exported)
 
 
 class DataTooSmall(AnalyzeError):
@@ -146,26 +145,7 @@ def count_aux(
 
 
 # --------------------------------------------------------------------------- sampling
-def document_separator(tok) -> int:
-    """The id that ends a packed document: '<|endoftext|>'-like if present, else eos."""
-    from lsap.vocab import _DOC_SEPARATORS
-
-    vocab = tok.get_vocab()
-    for s in _DOC_SEPARATORS:
-        if s in vocab:
-            return int(vocab[s])
-    if tok.eos_token_id is None:
-        raise AnalyzeError(f"tokenizer {getattr(tok, 'name_or_path', '?')!r} has no eos / document separator")
-    return int(tok.eos_token_id)
-
-
-def plain_encoder(tok):
-    """A `tokenizers.Tokenizer` copy of `tok` that encodes special-token spellings as text."""
-    backend = type(tok.backend_tokenizer).from_str(tok.backend_tokenizer.to_str())
-    backend.encode_special_tokens = True
-    backend.no_padding()
-    backend.no_truncation()
-    return backend
+from lsap.tokenizer import document_separator, plain_encoder  # noqa: E402,F401  (one rule, in tokenizer.py)
 
 
 def read_documents(source: str, max_documents: int | None = None) -> list[str]:

@@ -70,6 +70,7 @@ import numpy as np
 import torch
 
 from lsap.data import _sha256_file, _write_json_atomic
+from lsap.lock import holds_lock
 
 FORMAT = "lsap-target-cache"
 FORMAT_VERSION = 1
@@ -78,8 +79,7 @@ INFO_ALPHAS = (0.01, 0.05, 0.2)
 DEFAULT_CHUNK_WINDOWS = 1024
 
 
-class CacheError(ValueError):
-    """A cache that cannot serve this run; the message says why and how to fix it."""
+from lsap.errors import CacheError  # noqa: E402,F401  (re-exported)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -183,6 +183,7 @@ def _pack_chunk(ids_l, mask_l, probs_l, seq_len: int, id_bytes: int, alphas, cou
     return blob, int(mask.sum())
 
 
+@holds_lock("out", "lsap cache build")
 def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike, *, k: int = 15,
                 min_alpha: float = 0.01, vocab_map: str | None = None, batch_size: int = 8,
                 device: str = "auto", dtype: str = "auto", chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
@@ -320,7 +321,9 @@ class SurrogateCache:
     """A finished store, opened for lookups. `SurrogateCache(dir, verify=False)`.
 
     Always checks the manifest and every chunk's size; `verify=True` also checks every
-    chunk's sha256 (reads the whole store once).
+    chunk's sha256 up front (reads the whole store once). Without it, each chunk's
+    sha256 is checked the first time a lookup reads it, so a corrupt chunk is refused
+    before any training step uses it (once per chunk; ~1 ms per MB).
     """
 
     def __init__(self, directory: str | os.PathLike, *, verify: bool = False):
@@ -358,6 +361,7 @@ class SurrogateCache:
                 raise CacheError(f"{p}: sha256 mismatch; the cache is corrupt, rebuild it")
             self._maps.append(np.memmap(p, dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8))
             self._lay.append(lay)
+        self._verified = [verify] * len(self._maps)
         self._warned = set()
 
     # ---- checks ---------------------------------------------------------------------
@@ -409,6 +413,13 @@ class SurrogateCache:
         if not 0 <= w < self.n_windows:
             raise CacheError(f"window {w} outside the cache's [0, {self.n_windows})")
         c, j = divmod(w, self.chunk_windows)
+        if not self._verified[c]:
+            ch = self.manifest["chunks"][c]
+            if hashlib.sha256(self._maps[c]).hexdigest() != ch["sha256"]:
+                raise CacheError(f"{self.dir / ch['path']}: sha256 mismatch, the chunk changed after it was built "
+                                 "(corrupt); delete the directory and re-run the same `lsap cache build` (or build into a "
+                                 "new --out)")
+            self._verified[c] = True
         buf, lay = self._maps[c], self._lay[c]
         o, _ = lay["woff"]
         a, b = np.frombuffer(buf, dtype="<i8", count=2, offset=o + 8 * j)

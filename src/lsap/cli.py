@@ -3,13 +3,20 @@
 Command modules are imported lazily so `lsap --help` stays fast and heavy optional
 dependencies (lm-eval, matplotlib, gguf) load only for the command that needs them.
 Each module defines `add_arguments(parser)` and `run(args) -> int | None`.
+
+Errors: a command raises `lsap.LsapError` (or hits an OSError such as a full disk) and
+`main` prints it as one line, `lsap <command>: error: <message>`, on stderr and returns
+2 — no traceback (LSAP_DEBUG=1 shows it). Commands never print their own errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from lsap.errors import LsapError
 
 COMMANDS: dict[str, str] = {
     "vocab": "Build, report and save the cross-tokenizer vocabulary map (Σ∩)",
@@ -58,8 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    rc = _load(args.command).run(args)
+    try:
+        rc = _load(args.command).run(args)
+    except (LsapError, OSError) as e:
+        if os.environ.get("LSAP_DEBUG"):
+            raise
+        print(f"lsap {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
     return int(rc or 0)
+
+
+def one_line(e: BaseException) -> str:
+    """The error as one line: multi-line fix-it text joined with '; '."""
+    text = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror or e}: {e.filename}"
+    parts = [p.strip() for p in text.splitlines() if p.strip()]
+    return "; ".join(parts) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import yaml
 class ModelCfg:
     preset: str = "olmo2-tiny"  # lsap.model preset (olmo2-tiny/small/60m/1b)
     vocab_size: int | None = None  # None: the tokenizer's size rounded up to a multiple of 128
-    overrides: dict = field(default_factory=dict)  # any transformers config field
+    overrides: dict = field(default_factory=dict)  # transformers config fields; CLI keys merge into the YAML's
     init_seed: int = 0
 
 
@@ -53,6 +53,7 @@ class LSAPCfg:
     gold_outside: str = "keep"  # keep (paper) | skip: no aux targets where the gold token is outside Σ∩
     intersection_keep: float = 1.0  # keep this random share of Σ∩ (ablation)
     intersection_seed: int = 0
+    allow_small_intersection: bool = False  # train even if Σ∩ holds only specials or < 1% of the base vocab
 
 
 @dataclass
@@ -84,6 +85,8 @@ class TrainCfg:
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     distributed: str = "ddp"  # ddp | fsdp (under torchrun)
     loss_impl: str = "linear"  # linear (chunked, no [N,V] logits) | logits
+    skip_nonfinite_steps: int = 0  # skip up to N steps whose loss / grad norm is NaN or inf (0: stop at the first)
+    dist_timeout_s: float = 600.0  # a collective waiting longer ends the job (a stalled or dead rank)
 
 
 @dataclass
@@ -105,8 +108,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-class ConfigError(ValueError):
-    pass
+from lsap.errors import ConfigError  # noqa: E402,F401  (re-exported)
 
 
 _CHOICES = {
@@ -185,13 +187,98 @@ def parse_overrides(overrides: list[str]) -> dict:
 
 
 def _merge(a: dict, b: dict) -> dict:
+    """Merge b into a, key by key (also inside `model.overrides`: the CLI adds to the YAML's)."""
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "overrides" else v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
-def validate(cfg: Config) -> Config:
+# What may differ between a checkpoint's config and a `--resume` request: budgets,
+# cadence, placement and the implementation of the same math. Everything else
+# (model, data, loss, optimizer, seeds, batch) must match key by key.
+RESUME_MAY_CHANGE = (
+    "name", "out_dir", "data.dir", "surrogate.batch_size", "surrogate.dtype",
+    "train.max_steps", "train.max_tokens", "train.max_flops", "train.log_every", "train.eval_every",
+    "train.eval_batches", "train.ckpt_every", "train.ckpt_at", "train.keep_checkpoints", "train.micro_batch_size",
+    "train.device", "train.precision", "train.distributed", "train.loss_impl", "train.skip_nonfinite_steps",
+    "train.dist_timeout_s",
+)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} → {'a.b': 1}; `model.overrides` entries become their own keys."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resume_differences(saved: dict, requested: dict) -> list[str]:
+    """`key: saved → requested` for each key a resumed run may not change (see RESUME_MAY_CHANGE)."""
+    a, b = flatten(saved), flatten(requested)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in RESUME_MAY_CHANGE:
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            diffs.append(f"{key}: {a.get(key, '<unset>')!r} → {b.get(key, '<unset>')!r}")
+    return diffs
+
+
+def check_model_overrides(preset: str, overrides: dict) -> None:
+    """Refuse override keys the preset's transformers config class does not have (with a suggestion)."""
+    from lsap.model import PRESETS, _config_class
+
+    if preset not in PRESETS:
+        close = difflib.get_close_matches(preset, list(PRESETS), n=1)
+        raise ConfigError(f"model.preset={preset!r} is unknown" + (f"; did you mean {close[0]!r}?" if close
+                                                                     else f"; presets: {', '.join(PRESETS)}"))
+    if not overrides:
+        return
+    cls = _config_class(PRESETS[preset][0])
+    known = set(cls().to_dict())
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise ConfigError(f"model.overrides.{key} is not a field of {cls.__name__}"
+                              + (f"; did you mean 'model.overrides.{close[0]}'?" if close else ""))
+
+
+def _check_paths(cfg: Config) -> None:
+    """Inputs exist and out_dir can be written, before anything is built."""
+    import os
+
+    def need(key: str, value: str, what: str) -> None:
+        if value and not Path(value).expanduser().exists():
+            raise ConfigError(f"{key}={value!r}: no such {what}")
+
+    need("data.dir", cfg.data.dir, "directory (run `lsap prepare --out DIR` first)")
+    s = cfg.surrogate
+    if cfg.loss == "lsap":
+        m = s.model
+        if m and (m.startswith((".", "/", "~")) or m.endswith(".gguf")):
+            need("surrogate.model", m, "file or directory")
+        if s.source == "cache":
+            need("surrogate.cache_dir", s.cache_dir, "directory (run `lsap cache build --out DIR` first)")
+        need("surrogate.vocab_map", s.vocab_map, "directory (run `lsap vocab --out DIR` first)")
+    out = Path(cfg.out_dir).expanduser().absolute()
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir={cfg.out_dir!r} is not writable ({probe} is "
+                          f"{'not a directory' if not probe.is_dir() else 'read-only for this user'})")
+
+
+def validate(cfg: Config, deep: bool = False) -> Config:
+    """Ranges, types and choices of every key; `deep` also checks that input paths exist,
+    out_dir is writable, and `model.overrides` keys exist (imports transformers).
+    Each problem is one ConfigError naming the key.
+    """
     flat = {"loss": cfg.loss, **{f"{s}.{k}": v for s in ("surrogate", "lsap", "train")
                                   for k, v in dataclasses.asdict(getattr(cfg, s)).items()}}
     for key, allowed in _CHOICES.items():
@@ -220,6 +307,37 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("surrogate.source=cache needs surrogate.cache_dir")
     if not cfg.data.dir:
         raise ConfigError("data.dir is empty: point it at `lsap prepare` output")
+    if L.lam < 0 or L.lam_min < 0:
+        raise ConfigError(f"lsap.lam and lsap.lam_min must be ≥ 0, got {L.lam} and {L.lam_min}")
+    o = cfg.optim
+    if not (isinstance(o.betas, (list, tuple)) and len(o.betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in o.betas)):
+        raise ConfigError(f"optim.betas must be a pair [beta1, beta2] in [0, 1), got {o.betas!r}")
+    for key, value, ok, want in (
+        ("optim.lr", o.lr, o.lr > 0, "> 0"), ("optim.eps", o.eps, o.eps > 0, "> 0"),
+        ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "≥ 0"),
+        ("optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, "≥ 0"),
+        ("optim.min_lr_ratio", o.min_lr_ratio, 0 <= o.min_lr_ratio <= 1, "in [0, 1]"),
+        ("optim.grad_clip", o.grad_clip, o.grad_clip >= 0, "≥ 0 (0 disables)"),
+        ("train.log_every", t.log_every, t.log_every >= 1, "≥ 1"),
+        ("train.eval_every", t.eval_every, t.eval_every >= 0, "≥ 0"),
+        ("train.eval_batches", t.eval_batches, t.eval_batches >= 1, "≥ 1"),
+        ("train.ckpt_every", t.ckpt_every, t.ckpt_every >= 0, "≥ 0"),
+        ("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 0, "≥ 0"),
+        ("train.skip_nonfinite_steps", t.skip_nonfinite_steps, t.skip_nonfinite_steps >= 0, "≥ 0"),
+        ("train.dist_timeout_s", t.dist_timeout_s, t.dist_timeout_s > 0, "> 0"),
+        ("surrogate.batch_size", cfg.surrogate.batch_size, cfg.surrogate.batch_size >= 0, "≥ 0"),
+        ("model.vocab_size", cfg.model.vocab_size, cfg.model.vocab_size is None or cfg.model.vocab_size > 0, "> 0"),
+    ):
+        if not ok:
+            raise ConfigError(f"{key} must be {want}, got {value!r}")
+    if not isinstance(t.ckpt_at, list) or not all(isinstance(s, int) and s > 0 for s in t.ckpt_at):
+        raise ConfigError(f"train.ckpt_at must be a list of positive steps, got {t.ckpt_at!r}")
+    if not isinstance(cfg.model.overrides, dict):
+        raise ConfigError(f"model.overrides must be a mapping of transformers config fields, got {cfg.model.overrides!r}")
+    if deep:
+        _check_paths(cfg)  # first: it needs no import of torch / transformers
+        check_model_overrides(cfg.model.preset, cfg.model.overrides)
     return cfg
 
 

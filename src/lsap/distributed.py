@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -39,11 +40,17 @@ class Dist:
             dist.barrier()
 
 
-def init(device: str = "auto") -> Dist:
-    """Start the process group if launched by torchrun; pick the device."""
+def init(device: str = "auto", timeout_s: float = 600.0) -> Dist:
+    """Start the process group if launched by torchrun; pick the device.
+
+    timeout_s: how long a collective may wait for the other ranks (gloo's default is 30
+    minutes); past it the waiting ranks raise, so a stalled rank ends the job.
+    """
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is visible")
+        from lsap.errors import TrainingError
+
+        raise TrainingError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -53,8 +60,18 @@ def init(device: str = "auto") -> Dist:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     return Dist(rank, world, local, dev)
+
+
+def rank_from_env() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_timeout(e: BaseException) -> bool:
+    """Whether a backend error is a collective timeout (gloo: "Timed out", nccl: "Watchdog caught ... timeout")."""
+    text = str(e).lower()
+    return "timed out" in text or "timeout" in text
 
 
 def shutdown() -> None:

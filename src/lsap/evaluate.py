@@ -54,8 +54,7 @@ TASK_SETS: dict[str, dict[str, str]] = {"paper": PAPER_TASKS, "offline": OFFLINE
 OFFLINE_BUILD_VERSION = 2
 
 
-class EvalError(ValueError):
-    """An evaluation problem the user can fix; the message says how."""
+from lsap.errors import EvalError  # noqa: E402,F401  (re-exported)
 
 
 # --------------------------------------------------------------------------- held-out loss
@@ -656,10 +655,10 @@ def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path,
     target = Path(target)
     if (target / "config.json").is_file() and not (target / "checkpoints").is_dir():
         return [(target, target / "eval.json", {})]
+    from lsap.checkpoint import list_checkpoints
+
     root = target / "checkpoints"
-    # step_*.tmp: a checkpoint the trainer is still writing
-    cks = sorted(p for p in root.glob("step_*") if (p / "model").is_dir() and not p.name.endswith(".tmp")) \
-        if root.is_dir() else []
+    cks = [p for p in list_checkpoints(root) if (p / "model").is_dir()]  # finished ones (lsap.checkpoint)
     if not cks:
         raise EvalError(f"{target}: no checkpoints (expected {root}/step_*/model/ or a HF model directory "
                         "with config.json)")

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from lsap.errors import ConfigError
+
 # Dolma2 tokenizer (cl100k_base ranks + specials): 100,278 entries padded to 100,352.
 DOLMA2_VOCAB_SIZE = 100_352
 _DOLMA2_SPECIAL = {"bos_token_id": 100_257, "eos_token_id": 100_257, "pad_token_id": 100_277}
@@ -105,16 +107,16 @@ def model_config(preset: str, vocab_size: int | None = None, **overrides: Any):
         token ids that no longer fit are dropped (set to None) rather than left dangling,
         because OLMo2 zeroes the embedding row at `pad_token_id`.
     overrides: any config field, e.g. `num_hidden_layers=1`, `initializer_range=0.01`.
-    Raises ValueError for an unknown preset, listing the known ones.
+    Raises ConfigError (a ValueError) for an unknown preset, listing the known ones.
     """
     if preset not in PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; known presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown model preset {preset!r}; known presets: {', '.join(PRESETS)}")
     family, kwargs = PRESETS[preset]
     kwargs = copy.deepcopy(kwargs)
     if vocab_size is not None:
         vocab_size = int(vocab_size)
         if vocab_size <= 0:
-            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+            raise ConfigError(f"vocab_size must be positive, got {vocab_size}")
         kwargs["vocab_size"] = vocab_size
         for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
             if kwargs.get(key) is not None and kwargs[key] >= vocab_size:
@@ -141,7 +143,7 @@ def load_config(spec: str):
         from transformers import AutoConfig
 
         return AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(path)))
-    raise ValueError(
+    raise ConfigError(
         f"{spec!r} is neither a model preset ({', '.join(PRESETS)}) "
         "nor a config.json / HF model directory"
     )

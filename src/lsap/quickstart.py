@@ -108,22 +108,23 @@ def base_overrides(s: Settings) -> list[str]:
 
 
 def _train(cfg) -> Path:
+    from lsap.checkpoint import latest
     from lsap.train import Trainer
 
     done = Path(cfg.out_dir) / "DONE"
     if done.is_file():
         print(f"  {cfg.out_dir}: finished earlier, reused", flush=True)
         return Path(cfg.out_dir)
-    ckpts = Path(cfg.out_dir) / "checkpoints"
-    resume = ckpts.is_dir() and any(p for p in ckpts.glob("step_*") if not p.name.endswith(".tmp"))
+    resume = latest(cfg.out_dir) is not None
     Trainer(cfg, resume=resume).run()
     done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
     return Path(cfg.out_dir)
 
 
 def _last_model(run: Path) -> Path:
-    steps = sorted(p for p in (run / "checkpoints").glob("step_*") if not p.name.endswith(".tmp"))
-    return steps[-1] / "model"
+    from lsap.checkpoint import latest
+
+    return latest(run) / "model"
 
 
 @dataclass

@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 
-class ReportError(ValueError):
-    """A report problem the user can fix; the message says how."""
+from lsap.errors import ReportError  # noqa: E402,F401  (re-exported)
 
 
 @dataclasses.dataclass
@@ -84,11 +83,13 @@ def load_run(path: str | os.PathLike) -> Run:
     """Read a run directory; raises ReportError without checkpoints or without any eval.json."""
     import yaml
 
+    from lsap.checkpoint import list_checkpoints
+
     d = Path(path)
     if not d.is_dir():
         raise ReportError(f"{d}: not a directory")
     root = d / "checkpoints"
-    cks = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")) if root.is_dir() else []
+    cks = list_checkpoints(root)  # finished ones (lsap.checkpoint)
     if not cks:
         raise ReportError(f"{d}: no checkpoints (expected {d}/checkpoints/step_*/)")
     config = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}

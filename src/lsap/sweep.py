@@ -44,8 +44,7 @@ from typing import Any
 from lsap.config import ConfigError, load_config
 
 
-class SweepError(ValueError):
-    """A sweep spec problem the user can fix; the message says how."""
+from lsap.errors import SweepError  # noqa: F401  (re-exported)
 
 
 SPEC_KEYS = {"name", "regime", "regime_settings", "base", "budget_flops", "seeds", "baseline", "grid", "extra",

@@ -77,8 +77,7 @@ OFFLINE_TOKENIZERS: dict[str, str] = {
 }
 
 
-class TokenizerError(ValueError):
-    """A tokenizer spec that cannot be resolved; the message says what to do."""
+from lsap.errors import TokenizerError  # noqa: E402,F401  (re-exported)
 
 
 def cache_dir() -> Path:
@@ -287,6 +286,34 @@ def load_tokenizer(spec: str):
 def vocab_size(tok) -> int:
     """Number of ids the tokenizer can emit: max id + 1 (>= len(tok) when ids have holes, e.g. cl100k)."""
     return max(tok.get_vocab().values()) + 1
+
+
+# Tokens that end a packed document, in order of preference, when a tokenizer has one;
+# otherwise its eos. Qwen3 (eos <|im_end|>, a chat-turn end) and SmolLM2-Instruct were
+# pretrained with <|endoftext|> between documents.
+DOC_SEPARATORS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
+
+
+def document_separator(tok) -> int:
+    """The id placed after every document: the first of DOC_SEPARATORS in the vocabulary,
+    else eos. The one rule for `lsap prepare`, `lsap vocab` and `lsap analyze`."""
+    vocab = tok.get_vocab()
+    for s in DOC_SEPARATORS:
+        if s in vocab:
+            return int(vocab[s])
+    if tok.eos_token_id is None:
+        raise TokenizerError(f"tokenizer {getattr(tok, 'name_or_path', '?')!r} has no eos / document separator")
+    return int(tok.eos_token_id)
+
+
+def plain_encoder(tok):
+    """A `tokenizers.Tokenizer` copy of `tok` that encodes special-token spellings as text
+    (only the pipeline places separators), without padding or truncation."""
+    backend = type(tok.backend_tokenizer).from_str(tok.backend_tokenizer.to_str())
+    backend.encode_special_tokens = True
+    backend.no_padding()
+    backend.no_truncation()
+    return backend
 
 
 def padded_vocab_size(tok, multiple: int = 128) -> int:

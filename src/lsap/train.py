@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lsap import distributed
-from lsap.config import Config
+from lsap import checkpoint, distributed
+from lsap.config import Config, resume_differences, validate
 from lsap.flops import FlopsLedger, mfu, peak_flops_for_device
 from lsap.loss import lsap_linear_loss, lsap_loss, normalizer
 from lsap.schedules import LambdaSchedule, LRSchedule
@@ -28,8 +28,7 @@ from lsap.schedules import LambdaSchedule, LRSchedule
 IGNORE = -100
 
 
-class TrainingError(RuntimeError):
-    pass
+from lsap.errors import TrainingError  # noqa: E402,F401  (re-exported)
 
 
 class LossModule(torch.nn.Module):
@@ -109,16 +108,32 @@ def _fmt_time(s: float) -> str:
 
 class Trainer:
     def __init__(self, cfg: Config, resume: bool = False):
+        self.lock = None
+        try:
+            self._build(cfg, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release out_dir's lock (`run` does it at the end; a failed build does it at once)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _build(self, cfg: Config, resume: bool) -> None:
         from lsap.data import SequenceLoader, TokenShards
         from lsap.model import build_model, model_config
         from lsap.tokenizer import load_tokenizer, padded_vocab_size
 
-        self.cfg = cfg
-        self.d = distributed.init(cfg.train.device)
+        self.cfg = validate(cfg, deep=True)  # every user error before anything is built
+        self.d = distributed.init(cfg.train.device, timeout_s=cfg.train.dist_timeout_s)
         self.out = Path(cfg.out_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.main = self.d.is_main
         dev = self.d.device
+        self._lock_out_dir()
+        self.skipped = 0  # non-finite steps skipped (train.skip_nonfinite_steps)
         self.autocast = (cfg.train.precision == "bf16") or (cfg.train.precision == "auto" and dev.type == "cuda")
 
         # ---- data and tokenizer --------------------------------------------------
@@ -176,14 +191,52 @@ class Trainer:
         random.seed(t.seed)
         np.random.seed(t.seed)
         torch.manual_seed(t.seed)
+        if self.main:
+            for p in checkpoint.clean_stale(self.ckpt_root):
+                print(f"[lsap] removed {p}: a checkpoint whose writer was killed", flush=True)
+        if resume and checkpoint.latest(self.ckpt_root) is None:
+            if self.main:
+                print(f"[lsap] warning: --resume: no finished checkpoint under {self.ckpt_root}; starting at step 0",
+                      file=sys.stderr, flush=True)
+            resume = False
         if resume:
             self._resume()
-        elif self.main and self.ckpt_root.exists() and any(self.ckpt_root.glob("step_*")):
+        elif self.main and checkpoint.latest(self.ckpt_root) is not None:
             raise TrainingError(f"{self.out} already has checkpoints; pass --resume to continue it or pick a new out_dir")
+        elif self.main and (self.out / "metrics.jsonl").exists():
+            (self.out / "metrics.jsonl").unlink()  # lines of a run that left no checkpoint: redone from step 0
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(cfg.to_yaml())
         self.peak = peak_flops_for_device(dev) if dev.type == "cuda" else None
+
+    def _lock_out_dir(self) -> None:
+        """Rank 0 locks out_dir (`lsap.lock`); every rank learns whether it got it."""
+        from lsap.errors import LockError
+        from lsap.lock import DirLock
+
+        err = None
+        if self.main:
+            try:
+                self.lock = DirLock(self.out, "lsap train").acquire()
+            except LockError as e:
+                err = e
+        if self.d.enabled:
+            failed = self.d.all_reduce_sum(torch.tensor([float(err is not None)], device=self.d.device))
+            if err is None and float(failed) > 0:
+                raise TrainingError(f"rank 0 could not lock {self.out}; see its message")
+        if err is not None:
+            raise err
+
+    def _check_intersection(self, vmap) -> None:
+        weak = vmap.weakness()
+        if weak is None:
+            return
+        if not self.cfg.lsap.allow_small_intersection:
+            raise TrainingError(f"{weak}. Check the tokenizer pair with `lsap vocab`, or set "
+                                "lsap.allow_small_intersection=true to train anyway")
+        if self.main:
+            print(f"[lsap] warning: {weak} (lsap.allow_small_intersection=true)", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ surrogate
     def _setup_surrogate(self, base_vocab: int):
@@ -208,7 +261,10 @@ class Trainer:
                                             keep_fraction=cfg.lsap.intersection_keep,
                                             seed=cfg.lsap.intersection_seed)
         if vmap.base_vocab_size != base_vocab:
-            raise TrainingError(f"vocabulary map covers {vmap.base_vocab_size} base ids, the model has {base_vocab}")
+            raise TrainingError(f"vocabulary map covers {vmap.base_vocab_size} base ids, the model has {base_vocab}; "
+                                f"rebuild it with `lsap vocab ... --base-vocab-size {base_vocab} --out DIR` "
+                                f"(or set model.vocab_size={vmap.base_vocab_size})")
+        self._check_intersection(vmap)
         if self.main:
             vmap.save(self.out / "vocab_map")
         self.s_pad = stok.pad_token_id if stok.pad_token_id is not None else 0
@@ -232,6 +288,7 @@ class Trainer:
         except (CacheError, FileNotFoundError) as e:
             raise TrainingError(f"surrogate.cache_dir: {e}") from e
         self.cache = cache
+        self._check_intersection(vmap)
         if self.main:
             vmap.save(self.out / "vocab_map")
             m = cache.manifest
@@ -297,23 +354,37 @@ class Trainer:
             parts += torch.stack([loss.detach(), ce, aux]).double()
         d.all_reduce_sum(parts)
         gn = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.optim.grad_clip or float("inf"))
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn  # FSDP2: the global norm
+        loss = float(parts[0]) / max(z, 1.0)
+        # NaN/inf guard before the update: a bad step never reaches the weights, so every
+        # checkpoint stays finite. Ranks agree (the loss is all-reduced; so is the flag).
+        bad = torch.tensor([float(not (math.isfinite(loss) and math.isfinite(float(gn))))], device=dev)
+        d.all_reduce_sum(bad)
         tokens = self.budget.tokens_per_step
         self.ledger.add(tokens, tokens if (self.surrogate is not None or self.cache is not None) else 0)
         self.step += 1
-        loss = float(parts[0]) / max(z, 1.0)
-        if not math.isfinite(loss):
+        if float(bad) > 0:
+            self.opt.zero_grad(set_to_none=True)
             last = self._latest_checkpoint()
-            raise TrainingError(
-                f"non-finite loss ({loss}) at step {self.step}; last checkpoint: {last or 'none'} "
-                "(lower optim.lr or check the data)"
-            )
+            if self.skipped >= self.cfg.train.skip_nonfinite_steps:
+                raise TrainingError(
+                    f"non-finite loss ({loss}) or gradient norm ({float(gn)}) at step {self.step}; last checkpoint: "
+                    f"{last or 'none'} (finite: this step did not update the weights). Lower optim.lr, check "
+                    "the data, or skip such steps with train.skip_nonfinite_steps=N"
+                )
+            self.skipped += 1
+            if self.main:
+                print(f"[lsap] warning: step {self.step}: non-finite loss ({loss}) or gradient norm ({float(gn)}); "
+                      f"step skipped ({self.skipped}/{self.cfg.train.skip_nonfinite_steps})", file=sys.stderr,
+                      flush=True)
+        else:
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
         nl = float(n[0])
         return {"step": self.step, "loss": loss, "ce": float(parts[1]) / max(nl, 1.0),
                 "aux": float(parts[2]) / max(float(n[1]), 1.0) if n[1] > 0 else 0.0,
                 "aux_per_token": float(n[1]) / max(nl, 1.0), "lam": lam, "lr": lr,
-                "grad_norm": float(gn), "z": z}
+                "grad_norm": float(gn), "z": z, **({"skipped": True} if float(bad) > 0 else {})}
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -341,9 +412,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _latest_checkpoint(self) -> Path | None:
-        done = sorted(p for p in self.ckpt_root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
-                      and (p / "meta.json").is_file())
-        return done[-1] if done else None
+        return checkpoint.latest(self.ckpt_root)
 
     def _state_dicts(self):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
@@ -358,57 +427,93 @@ class Trainer:
                 "flops_surrogate_paid": 0.0 if self.cache is not None else L.surrogate_flops,
                 "flops": L.total, "wall_s": self.wall}
 
+    def _data_identity(self) -> list[str]:
+        return [s.get("sha256", "") for s in self.shards.info["shards"]]
+
     def save_checkpoint(self) -> Path:
         msd, osd = self._state_dicts()  # collective under FSDP: every rank calls it
         final = self.ckpt_root / f"step_{self.step:08d}"
         if self.main:
-            tmp = final.with_name(final.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            bad = [k for k, v in msd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            if bad:  # never write (and so never name as "last") a checkpoint that cannot be trained from
+                raise TrainingError(f"step {self.step}: non-finite weights in {bad[0]} (and {len(bad) - 1} more); "
+                                    f"not saved. Last finite checkpoint: {self._latest_checkpoint() or 'none'}")
             lm_sd = {k.removeprefix("lm."): v for k, v in msd.items()}
-            self.lm.save_pretrained(tmp / "model", state_dict=lm_sd)
-            self.tokenizer.save_pretrained(tmp / "model")
-            torch.save({"optimizer": osd, "loader": self.loader.state_dict(), "ledger": self.ledger.state_dict(),
-                        "rng": _rng_state(), "step": self.step, "wall": self.wall}, tmp / "trainer.pt")
-            (tmp / "config.yaml").write_text(self.cfg.to_yaml())
-            (tmp / "meta.json").write_text(json.dumps(self.counters(), indent=2))
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
+
+            def write(tmp: Path) -> None:
+                self.lm.save_pretrained(tmp / "model", state_dict=lm_sd)
+                self.tokenizer.save_pretrained(tmp / "model")
+                torch.save({"optimizer": osd, "loader": self.loader.state_dict(), "ledger": self.ledger.state_dict(),
+                            "rng": _rng_state(), "step": self.step, "wall": self.wall, "skipped": self.skipped,
+                            "data_sha256": self._data_identity()}, tmp / "trainer.pt")
+                (tmp / "config.yaml").write_text(self.cfg.to_yaml())
+
+            final = checkpoint.save(self.ckpt_root, self.step, write, self.counters())
             self._prune()
         self.d.barrier()
         return final
 
     def _prune(self) -> None:
-        keep = self.cfg.train.keep_checkpoints
-        if keep > 0:
-            done = sorted(p for p in self.ckpt_root.glob("step_*") if not p.name.endswith(".tmp"))
-            for p in done[:-keep]:
-                shutil.rmtree(p)
+        checkpoint.prune(self.ckpt_root, self.cfg.train.keep_checkpoints)
 
     def _resume(self) -> None:
+        """Continue from the newest readable finished checkpoint, refusing config changes by key."""
+        import yaml
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-        from safetensors.torch import load_file
 
-        last = self._latest_checkpoint()
-        if last is None:
-            raise TrainingError(f"--resume: no finished checkpoint under {self.ckpt_root}")
-        st = torch.load(last / "trainer.pt", weights_only=False, map_location="cpu")
-        files = sorted((last / "model").glob("*.safetensors"))
-        lm_sd = {}
-        for f in files:
-            lm_sd.update(load_file(f))
+        for last in reversed(checkpoint.list_checkpoints(self.ckpt_root)):
+            saved = yaml.safe_load((last / "config.yaml").read_text()) if (last / "config.yaml").is_file() else None
+            if saved is not None:
+                diffs = resume_differences(saved, self.cfg.to_dict())
+                if diffs:
+                    raise TrainingError(
+                        f"--resume: {last} was trained with another config: {'; '.join(diffs)}. Resume with the "
+                        "checkpoint's values, or start a new out_dir (only budgets, logging, eval and checkpoint "
+                        "cadence, placement and precision may change on resume)")
+            try:
+                lm_sd, st = checkpoint.load(last)
+            except Exception as e:  # noqa: BLE001 — a torn file raises many types
+                if self.main:
+                    print(f"[lsap] warning: checkpoint {last} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+                          "falling back to the previous one", file=sys.stderr, flush=True)
+                continue
+            break
+        else:
+            raise TrainingError(f"--resume: no readable finished checkpoint under {self.ckpt_root}; "
+                                "start without --resume in a new out_dir")
+        if st.get("data_sha256") and st["data_sha256"] != self._data_identity():
+            raise TrainingError(f"--resume: {last} was trained on other token shards than {self.cfg.data.dir} "
+                                "(shard sha256 differ); point data.dir at the run's data")
         msd = {f"lm.{k}": v for k, v in lm_sd.items()}
+        expected = self.module.state_dict()
+        for k in expected.keys() - msd.keys():  # save_pretrained drops tied copies (lm_head = embeddings)
+            if getattr(self.model_config, "tie_word_embeddings", False) and k == "lm.lm_head.weight":
+                msd[k] = msd["lm.model.embed_tokens.weight"]
+        missing, unexpected = expected.keys() - msd.keys(), msd.keys() - expected.keys()
+        if missing or unexpected:
+            raise TrainingError(f"--resume: {last} does not fit the model: missing {sorted(missing)[:3]}, "
+                                f"unexpected {sorted(unexpected)[:3]}")
         set_state_dict(self.module, self.opt, model_state_dict=msd, optim_state_dict=st["optimizer"],
-                       options=StateDictOptions(full_state_dict=True, strict=False))
+                       options=StateDictOptions(full_state_dict=True, strict=True))
         self.loader.load_state_dict(st["loader"])
         self.ledger.load_state_dict(st["ledger"])
         _set_rng_state(st["rng"])
         self.step, self.wall = int(st["step"]), float(st["wall"])
+        self.skipped = int(st.get("skipped", 0))
         if self.main:
             m = self.out / "metrics.jsonl"
-            if m.exists():  # drop lines logged after the checkpoint; they will be redone
-                keep = [ln for ln in m.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
+            if m.exists():  # drop lines logged after the checkpoint (they will be redone) and a torn last line
+                keep = []
+                for ln in m.read_text().splitlines():
+                    if not ln.strip():
+                        continue
+                    try:
+                        row = json.loads(ln)
+                    except json.JSONDecodeError:
+                        print(f"[lsap] {m}: dropped a torn line ({ln[:60]!r})", file=sys.stderr, flush=True)
+                        continue
+                    if row["step"] <= self.step:
+                        keep.append(ln)
                 m.write_text("".join(ln + "\n" for ln in keep))
             print(f"resumed from {last} (step {self.step})", flush=True)
 
@@ -419,6 +524,12 @@ class Trainer:
                 f.write(json.dumps(row) + "\n")
 
     def run(self) -> Path:
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> Path:
         from tqdm.auto import tqdm
 
         cfg, t = self.cfg, self.cfg.train
@@ -475,8 +586,14 @@ class Trainer:
 
 
 def train(cfg: Config, resume: bool = False) -> Path:
-    trainer = Trainer(cfg, resume=resume)
     try:
+        trainer = Trainer(cfg, resume=resume)
         return trainer.run()
+    except RuntimeError as e:  # gloo / nccl: a collective that waited past train.dist_timeout_s
+        if isinstance(e, TrainingError) or not distributed.is_timeout(e):
+            raise
+        raise TrainingError(f"a collective timed out after train.dist_timeout_s={cfg.train.dist_timeout_s:g}s: "
+                            f"another rank stalled or died (rank {distributed.rank_from_env()}; "
+                            f"{str(e).splitlines()[0][:200]})") from e
     finally:
         distributed.shutdown()

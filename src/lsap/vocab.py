@@ -33,6 +33,8 @@ from typing import Any, Iterable
 
 import torch
 
+from lsap.errors import VocabError
+
 ABSENT = -1
 FORMAT_VERSION = 1
 
@@ -40,7 +42,7 @@ FORMAT_VERSION = 1
 # Instruct models (the paper's Qwen3-0.6B) declare a chat eos ('<|im_end|>') while their
 # pretraining documents end with '<|endoftext|>': the base eos between packed documents
 # means the latter.
-_DOC_SEPARATORS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
+from lsap.tokenizer import DOC_SEPARATORS as _DOC_SEPARATORS  # noqa: E402  (one list, see tokenizer.py)
 _ROLE_ORDER = ("eos", "bos", "unk", "pad")
 
 
@@ -240,12 +242,12 @@ class VocabMap:
         vs = ts.size if surrogate_vocab_size is None else int(surrogate_vocab_size)
         for name, v, t in (("base", vb, tb), ("surrogate", vs, ts)):
             if v < t.size:
-                raise ValueError(
+                raise VocabError(
                     f"{name}_vocab_size={v} is smaller than the {name} tokenizer ({t.size} ids): "
                     "pass the model's (padded) vocabulary size"
                 )
         if not 0.0 < keep_fraction <= 1.0:
-            raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+            raise VocabError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
 
         def canonical(t: TokenTable) -> dict[bytes, int]:
             # Prefer ids the tokenizer would produce (non-fallback), then the lowest id.
@@ -286,7 +288,7 @@ class VocabMap:
 
         n = int((b2s != ABSENT).sum())
         if n == 0:
-            raise ValueError(
+            raise VocabError(
                 "the two tokenizers share no token strings (Σ∩ is empty): LSAP needs a "
                 "surrogate whose tokenizer overlaps the base's"
             )
@@ -335,7 +337,7 @@ class VocabMap:
                 continue
             got = token_table(_resolve(tok)).fingerprint()
             if got != want:
-                raise ValueError(
+                raise VocabError(
                     f"this vocabulary map was built for another {name} tokenizer "
                     f"(map: {want[:12]}…, given: {got[:12]}…); rebuild it with "
                     "`lsap vocab --base B --surrogate S`"
@@ -372,7 +374,7 @@ class VocabMap:
             raise FileNotFoundError(f"no vocabulary map in {d} (expected vocab_map.json and vocab_map.pt)")
         info = json.loads((d / "vocab_map.json").read_text())
         if info.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{d}: vocab map format {info.get('format_version')} != {FORMAT_VERSION}; rebuild it")
+            raise VocabError(f"{d}: vocab map format {info.get('format_version')} != {FORMAT_VERSION}; rebuild it")
         t = torch.load(d / "vocab_map.pt", weights_only=True)
         vmap = cls(
             t["b2s"], t["s2b"], info["base_hash"], info["surrogate_hash"],
@@ -383,6 +385,19 @@ class VocabMap:
         return vmap
 
     # ---- report -------------------------------------------------------------------
+    def weakness(self, min_share: float = 0.01) -> str | None:
+        """Why this Σ∩ cannot carry LSAP (only role-matched specials, or under `min_share`
+        of the base tokenizer's vocabulary), or None when it is fine."""
+        specials = {b for b, _ in self.role_pairs.values()}
+        if self.size <= len(specials):
+            return (f"Σ∩ holds only special tokens ({', '.join(self.role_pairs) or 'none'}): the tokenizers share "
+                    "no token strings, so LSAP would add no targets (plain CE that still pays for the surrogate)")
+        share = self.size / max(self.base_tokenizer_size, 1)
+        if share < min_share:
+            return (f"Σ∩ holds {self.size:,} tokens, {share:.2%} of the base vocabulary "
+                    f"({self.base_tokenizer_size:,}); under {min_share:.0%}, LSAP adds almost no targets")
+        return None
+
     def report(self, corpus_ids: Any = None, top_missing: int = 20, base_tokenizer: Any = None) -> dict:
         """|Σ_b|, |Σ_s|, |Σ∩|, both ratios; with corpus base ids, the share inside Σ∩.
 
@@ -401,7 +416,7 @@ class VocabMap:
         if corpus_ids is not None:
             ids = torch.as_tensor(_as_int64(corpus_ids)).reshape(-1)
             if ids.numel() and (ids.min() < 0 or ids.max() >= self.base_vocab_size):
-                raise ValueError(
+                raise VocabError(
                     f"corpus ids must lie in [0, {self.base_vocab_size}); got "
                     f"[{int(ids.min())}, {int(ids.max())}] — were they made with the base tokenizer?"
                 )

@@ -66,18 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lsap.analyze import AnalyzeError, analyze, table_markdown, write_outputs
+    from lsap.analyze import analyze, table_markdown, write_outputs
 
-    try:
-        result = analyze(
-            models=args.model, datasets=args.data, alphas=args.alpha, n=args.n, seeds=args.seeds,
-            seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, base=args.base,
-            k=args.k, base_vocab_size=args.base_vocab_size, max_documents=args.max_documents,
-            progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
-        )
-    except (AnalyzeError, ValueError, OSError) as e:  # DataError, TokenizerError are ValueErrors
-        print(f"lsap analyze: error: {e}", file=sys.stderr)
-        return 2
+    result = analyze(
+        models=args.model, datasets=args.data, alphas=args.alpha, n=args.n, seeds=args.seeds,
+        seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, base=args.base,
+        k=args.k, base_vocab_size=args.base_vocab_size, max_documents=args.max_documents,
+        progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
+    )
     s = result["settings"]
     print(table_markdown(result))
     print(f"\nn={s['n']} × seq_len {s['seq_len']} per seed; seeds {s['seeds']}; {s['device']} ({s['dtype']})")

@@ -57,23 +57,19 @@ def _print_info(d: dict) -> None:
 
 def run(args) -> int:
     from lsap.cache import CacheError, SurrogateCache, build_cache
-    from lsap.data import DataError
 
     if args.cache_command is None:
-        raise SystemExit("lsap cache: choose a subcommand: build or info")
-    try:
-        if args.cache_command == "build":
-            m = build_cache(args.surrogate, args.data, args.seq_len, args.out, k=args.k, min_alpha=args.min_alpha,
-                            vocab_map=args.map, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                            chunk_windows=args.chunk_windows, max_windows=args.max_windows,
-                            progress=not args.no_progress)
-            print(f"cache: {args.out} | {m['positions']:,} positions | {m['bytes_per_token']:.2f} bytes/token | "
-                  f"{m['candidates'] / m['positions']:.3f} candidates/position (p > {m['min_alpha']}) | "
-                  f"build {m['flops']['build_flops']:.3g} FLOPs")
-            return 0
-        d = SurrogateCache(args.dir, verify=args.verify).info(args.alpha)
-    except (CacheError, DataError) as e:
-        raise SystemExit(f"lsap cache: {e}")
+        raise CacheError("choose a subcommand: build or info")
+    if args.cache_command == "build":
+        m = build_cache(args.surrogate, args.data, args.seq_len, args.out, k=args.k, min_alpha=args.min_alpha,
+                        vocab_map=args.map, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                        chunk_windows=args.chunk_windows, max_windows=args.max_windows,
+                        progress=not args.no_progress)
+        print(f"cache: {args.out} | {m['positions']:,} positions | {m['bytes_per_token']:.2f} bytes/token | "
+              f"{m['candidates'] / m['positions']:.3f} candidates/position (p > {m['min_alpha']}) | "
+              f"build {m['flops']['build_flops']:.3g} FLOPs")
+        return 0
+    d = SurrogateCache(args.dir, verify=args.verify).info(args.alpha)
     if args.json:
         print(json.dumps(d, indent=2))
     else:

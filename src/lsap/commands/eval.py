@@ -23,7 +23,6 @@ comma-separated list of lm-eval task names.
 from __future__ import annotations
 
 import argparse
-import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="run directory (with checkpoints/) or a HF model directory")
@@ -58,8 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from lsap.data import DataError
-    from lsap.evaluate import EvalError, evaluate_run
+    from lsap.evaluate import evaluate_run
 
     targets = "auto"
     if args.no_targets:
@@ -67,12 +65,8 @@ def run(args) -> int:
     elif args.targets_surrogate:
         targets = {"surrogate": args.targets_surrogate, "vocab_map": args.targets_map, "k": args.targets_k,
                    "alpha": args.targets_alpha}
-    try:
-        evaluate_run(args.target, tasks=args.tasks, checkpoints=args.checkpoints, limit=args.limit,
-                     batch_size=args.batch_size, data=args.data, seq_len=args.seq_len, val_batches=args.val_batches,
-                     loss=not args.no_loss, task_dir=args.task_dir, max_examples=args.max_examples,
-                     device=args.device, force=args.force, targets=targets)
-    except (EvalError, DataError) as e:
-        print(f"lsap eval: error: {e}", file=sys.stderr)
-        return 2
+    evaluate_run(args.target, tasks=args.tasks, checkpoints=args.checkpoints, limit=args.limit,
+                 batch_size=args.batch_size, data=args.data, seq_len=args.seq_len, val_batches=args.val_batches,
+                 loss=not args.no_loss, task_dir=args.task_dir, max_examples=args.max_examples,
+                 device=args.device, force=args.force, targets=targets)
     return 0

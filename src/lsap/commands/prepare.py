@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,20 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lsap.data import DataError, prepare
-    from lsap.tokenizer import TokenizerError
 
-    try:
-        part = None
-        if args.train_part:
-            lo, sep, hi = args.train_part.partition(":")
-            try:
-                part = (float(lo), float(hi))
-            except ValueError:
-                raise DataError(f"--train-part {args.train_part!r} must look like LO:HI, e.g. 0:0.3") from None
-        prepare(args.tokenizer, args.source, args.out, val_fraction=args.val_fraction,
-                max_tokens=args.max_tokens, shard_tokens=args.shard_tokens, seed=args.seed,
-                train_part=part, progress=not args.quiet)
-    except (DataError, TokenizerError) as e:
-        print(f"lsap prepare: error: {e}", file=sys.stderr)
-        return 2
+    part = None
+    if args.train_part:
+        lo, sep, hi = args.train_part.partition(":")
+        try:
+            part = (float(lo), float(hi))
+        except ValueError:
+            raise DataError(f"--train-part {args.train_part!r} must look like LO:HI, e.g. 0:0.3") from None
+    prepare(args.tokenizer, args.source, args.out, val_fraction=args.val_fraction,
+            max_tokens=args.max_tokens, shard_tokens=args.shard_tokens, seed=args.seed,
+            train_part=part, progress=not args.quiet)
     return 0

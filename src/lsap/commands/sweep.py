@@ -10,7 +10,6 @@ evaluations are reused.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,16 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from lsap.config import ConfigError
-    from lsap.data import DataError
-    from lsap.evaluate import EvalError
-    from lsap.report import ReportError
-    from lsap.sweep import SweepError, load_spec, run_sweep
+    from lsap.sweep import load_spec, run_sweep
 
-    try:
-        out = args.out or f"runs/sweep-{load_spec(args.spec)['name']}"
-        run_sweep(args.spec, out, runs_root=args.runs_root, dry_run=args.dry_run)
-    except (SweepError, ConfigError, DataError, EvalError, ReportError) as e:
-        print(f"lsap sweep: error: {e}", file=sys.stderr)
-        return 2
+    out = args.out or f"runs/sweep-{load_spec(args.spec)['name']}"
+    run_sweep(args.spec, out, runs_root=args.runs_root, dry_run=args.dry_run)
     return 0

@@ -11,20 +11,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from lsap.config import ConfigError, load_config
+    from lsap.config import check_model_overrides, load_config, validate
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        raise SystemExit(f"lsap train: {e}")
+    cfg = load_config(args.config, args.overrides)
     if args.dry_run:
+        check_model_overrides(cfg.model.preset, cfg.model.overrides)
         print(cfg.to_yaml())
         return 0
-    from lsap.train import TrainingError, train
+    validate(cfg, deep=True)  # paths, out_dir, override keys: before anything is built
+    from lsap.train import train
 
-    try:
-        out = train(cfg, resume=args.resume)
-    except TrainingError as e:
-        raise SystemExit(f"lsap train: {e}")
+    out = train(cfg, resume=args.resume)
     print(f"run directory: {out}")
     return 0

@@ -43,7 +43,7 @@ def corpus_ids(source: str, tok, max_tokens: int | None = None, batch_docs: int 
     """Base ids of `source` (int64 numpy): documents in order, each followed by eos; ≤ max_tokens."""
     import numpy as np
 
-    from lsap.analyze import document_separator, plain_encoder
+    from lsap.tokenizer import document_separator, plain_encoder
     from lsap.data import iter_documents
 
     enc, sep = plain_encoder(tok), document_separator(tok)
@@ -71,18 +71,23 @@ def corpus_ids(source: str, tok, max_tokens: int | None = None, batch_docs: int 
 def build(args: argparse.Namespace) -> tuple[object, dict]:
     """(VocabMap, report dict) for the parsed arguments."""
     from lsap.analyze import check_dataset_spec
+    from lsap.errors import VocabError
     from lsap.tokenizer import load_tokenizer
     from lsap.vocab import VocabMap
 
     if args.data is not None:
         check_dataset_spec(args.data)  # before the (slow) tokenizer conversions
     if args.top < 0 or (args.max_tokens is not None and args.max_tokens < 0):
-        raise ValueError("--top and --max-tokens must be ≥ 0")
+        raise VocabError("--top and --max-tokens must be ≥ 0")
     base, sur = load_tokenizer(args.base), load_tokenizer(args.surrogate)
     vmap = VocabMap.from_tokenizers(base, sur, base_vocab_size=args.base_vocab_size,
                                     surrogate_vocab_size=args.surrogate_vocab_size)
     ids = corpus_ids(args.data, base, args.max_tokens or None) if args.data is not None else None
     report = vmap.report(ids, top_missing=args.top, base_tokenizer=base)
+    weak = vmap.weakness()
+    if weak:
+        report["warning"] = weak
+        print(f"lsap vocab: warning: {weak}", file=sys.stderr)
     report.update({"base": args.base, "surrogate": args.surrogate, "data": args.data,
                    "max_tokens": args.max_tokens or None,
                    "base_model_vocab": vmap.base_vocab_size, "surrogate_model_vocab": vmap.surrogate_vocab_size})
@@ -118,14 +123,7 @@ def report_markdown(r: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lsap.data import DataError
-    from lsap.tokenizer import TokenizerError
-
-    try:
-        vmap, report = build(args)
-    except (TokenizerError, DataError, ValueError) as e:
-        print(f"lsap vocab: error: {e}", file=sys.stderr)
-        return 2
+    vmap, report = build(args)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else report_markdown(report))
     if args.out:
         from pathlib import Path
