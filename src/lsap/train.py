@@ -48,9 +48,10 @@ class LossModule(torch.nn.Module):
         kw = dict(lam=lam, normalization=self.normalization, aux_weight=aux_weight)
         if self.impl == "linear":
             hidden = self.lm.model(input_ids=input_ids).last_hidden_state
-            weight = self.lm.lm_head.weight
-            with torch.autocast(hidden.device.type, enabled=False):
-                out = lsap_linear_loss(hidden, weight.to(hidden.dtype), labels, aux_ids, aux_mask, **kw)
+            # Under autocast the head matmul runs in bf16 inside the loss (LSE and grads in
+            # fp32 per chunk); hidden (the fp32 residual stream) and the fp32 weight get
+            # their gradients back in fp32.
+            out = lsap_linear_loss(hidden, self.lm.lm_head.weight, labels, aux_ids, aux_mask, **kw)
         else:
             logits = self.lm(input_ids=input_ids).logits
             with torch.autocast(logits.device.type, enabled=False):
