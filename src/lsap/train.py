@@ -227,8 +227,13 @@ class Trainer:
                                  "`--map` of the ablation map and set surrogate.vocab_map to that map instead")
             cache = SurrogateCache(cfg.surrogate.cache_dir)
             run_map = VocabMap.load(cfg.surrogate.vocab_map) if cfg.surrogate.vocab_map else None
+            from lsap.surrogate import inference_device_dtype
+
+            _, online_dtype = inference_device_dtype(self.d.device, cfg.surrogate.dtype)
             cache.check_run(self.shards, cfg.data.seq_len, cfg.lsap.k, cfg.lsap.alpha,
-                            surrogate=cfg.surrogate.model or None, vmap=run_map)
+                            surrogate=cfg.surrogate.model or None, vmap=run_map,
+                            dtype=str(online_dtype).removeprefix("torch."),
+                            batch_size=cfg.surrogate.batch_size or cfg.train.micro_batch_size)
             vmap = cache.load_vocab_map()
         except (CacheError, FileNotFoundError) as e:
             raise TrainingError(f"surrogate.cache_dir: {e}") from e
