@@ -241,3 +241,18 @@ def test_linear_loss_autocast_matches_explicit_bf16_inputs():
     assert float(a.loss) == float(b.loss)
     torch.testing.assert_close(h.grad, hb.grad.float(), rtol=1e-2, atol=1e-3)
     torch.testing.assert_close(w.grad, wb.grad.float(), rtol=1e-2, atol=1e-3)
+
+
+def test_compiled_chunk_equals_eager():
+    # impl="compile" (train.compile) runs the same chunk through torch.compile (inductor on CPU)
+    _, labels, aux_ids, aux_mask, hidden, weight = make_case(48, 123, 5, 31)
+    res = []
+    for impl in ("eager", "compile"):
+        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        out = lsap_linear_loss(h, w, labels, aux_ids, aux_mask, lam=0.6, chunk_size=16, impl=impl)
+        out.loss.backward()
+        res.append((out.loss.detach(), out.ce_sum, h.grad, w.grad))
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="impl"):
+        lsap_linear_loss(hidden, weight, labels, aux_ids, aux_mask, impl="triton")

@@ -84,6 +84,9 @@ class TrainCfg:
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     distributed: str = "ddp"  # ddp | fsdp (under torchrun)
     loss_impl: str = "linear"  # linear (chunked, no [N,V] logits) | logits
+    compile: bool = False  # torch.compile the decoder blocks and the loss chunk
+    activation_checkpointing: bool = False  # recompute each decoder block in backward (less memory)
+    fsdp_mixed_precision: str = "none"  # none | bf16 (FSDP2: bf16 params in compute, fp32 gradient reduce)
 
 
 @dataclass
@@ -121,6 +124,7 @@ _CHOICES = {
     "train.precision": ("auto", "fp32", "bf16"),
     "train.distributed": ("ddp", "fsdp"),
     "train.loss_impl": ("linear", "logits"),
+    "train.fsdp_mixed_precision": ("none", "bf16"),
 }
 
 
@@ -205,6 +209,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("no budget: set train.max_steps, train.max_tokens or train.max_flops (> 0)")
     if t.batch_size <= 0 or t.micro_batch_size <= 0:
         raise ConfigError("train.batch_size and train.micro_batch_size must be > 0")
+    if t.fsdp_mixed_precision != "none" and t.distributed != "fsdp":
+        raise ConfigError(f"train.fsdp_mixed_precision={t.fsdp_mixed_precision!r} needs train.distributed=fsdp "
+                          "(with ddp, train.precision=bf16 gives bf16 autocast)")
     if cfg.data.seq_len <= 0:
         raise ConfigError("data.seq_len must be > 0")
     L = cfg.lsap
