@@ -269,9 +269,11 @@ class _LSAPLinearLoss(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_grad else None
         fn = _chunk_fn(impl)
         f32_out = _f32_out_ok(hc)
+        # compiled: λ as a tensor input, so a λ schedule does not recompile every step
+        lam_c = torch.tensor(lam, dtype=acc, device=hidden.device) if impl == "compile" else lam
         for s in range(0, N, chunk):
             sl = slice(s, s + chunk)
-            ce, aux, g = fn(hc[sl], w_t, labels[sl], valid[sl], aux_ids[sl], w[sl], lam, need_grad, f32_out)
+            ce, aux, g = fn(hc[sl], w_t, labels[sl], valid[sl], aux_ids[sl], w[sl], lam_c, need_grad, f32_out)
             ce_sum += ce
             aux_sum += aux
             if need_grad:
