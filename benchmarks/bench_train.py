@@ -41,7 +41,9 @@ def _kv(s):
     return {k: int(v) for k, v in (p.split("=") for p in s.split(",") if p)}
 
 
-def measure(args, compile_: bool) -> dict:
+def build(args, compile_: bool):
+    """Models, data and one `step(mode)` set up as the trainer would; the same seeds for
+    every variant, so eager and compiled variants start from the same weights."""
     from lsap import distributed
     from lsap.flops import FlopsLedger, peak_flops_for_device
     from lsap.model import build_model, model_config
@@ -107,35 +109,47 @@ def measure(args, compile_: bool) -> dict:
         opt.zero_grad(set_to_none=True)
         return mask
 
-    ledger = FlopsLedger.from_configs(bcfg, scfg)
-    peak = peak_flops_for_device(dev) if gpu else None
-    sync = torch.cuda.synchronize if gpu else (lambda: None)
-    res = {}
-    for mode in list(args.modes) * 2:  # interleaved, second pass reported
-        mask = step(mode)  # warm-up (and compile)
-        sync()
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            mask = step(mode)
-        sync()
-        dt = (time.perf_counter() - t0) / args.steps
-        # CPU: peak RSS so far (monotone; the first pass's value is kept)
-        mem = (torch.cuda.max_memory_allocated() if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
-        tokens = B * T
-        fpt = ledger.base_flops_per_token + (0 if mode == "ce" else ledger.surrogate_flops_per_token)
-        if mode in res and not gpu:
-            mem = res[mode]["mem_gib"]
-        res[mode] = dict(step_s=dt, tok_s=tokens / dt, mfu=(tokens * fpt / dt / peak) if peak else None,
-                         mem_gib=mem, aux_per_tok=float(mask.float().sum(-1).mean()) if mask is not None else 0.0)
     dev_name = torch.cuda.get_device_name(dev) if gpu else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
-    return {"results": res, "header": (
-        f"# bench_train {time.strftime('%Y-%m-%d')} | {dev_name} | torch {torch.__version__} | "
-        f"base {args.base} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f}M, V={vb}) | "
-        f"surrogate {args.surrogate} ({sum(p.numel() for p in sur.parameters()) / 1e6 if sur else 0:.1f}M, V={vs}) | "
-        f"B={B} T={T} k={args.k} α={args.alpha} loss_impl={args.loss_impl} compile={compile_} "
-        f"activation_checkpointing={args.activation_checkpointing}")}
+    header = (f"# bench_train {time.strftime('%Y-%m-%d')} | {dev_name} | torch {torch.__version__} | "
+              f"base {args.base} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f}M, V={vb}) | "
+              f"surrogate {args.surrogate} ({sum(p.numel() for p in sur.parameters()) / 1e6 if sur else 0:.1f}M, "
+              f"V={vs}) | B={B} T={T} k={args.k} α={args.alpha} loss_impl={args.loss_impl} compile={compile_} "
+              f"activation_checkpointing={args.activation_checkpointing}")
+    return step, FlopsLedger.from_configs(bcfg, scfg), (peak_flops_for_device(dev) if gpu else None), header
+
+
+def measure_all(args, variants) -> dict:
+    """Every (variant, mode) pair measured twice, interleaved; the second pass is reported
+    (the first includes warm-up and compilation). Interleaving keeps a noisy machine's
+    drift out of the ratios."""
+    gpu = torch.device(args.device).type == "cuda"
+    built = {v: build(args, v == "compile") for v in variants}
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    res = {v: {} for v in variants}
+    for _ in range(2):
+        for mode in args.modes:
+            for v in variants:
+                step, ledger, peak, _ = built[v]
+                mask = step(mode)  # warm-up (and compile)
+                sync()
+                if gpu:
+                    torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    mask = step(mode)
+                sync()
+                dt = (time.perf_counter() - t0) / args.steps
+                # CPU: peak RSS so far (monotone; the first pass's value is kept)
+                mem = (torch.cuda.max_memory_allocated() if gpu
+                       else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
+                if mode in res[v] and not gpu:
+                    mem = res[v][mode]["mem_gib"]
+                tokens = args.micro_batch * args.seq_len
+                fpt = ledger.base_flops_per_token + (0 if mode == "ce" else ledger.surrogate_flops_per_token)
+                res[v][mode] = dict(step_s=dt, tok_s=tokens / dt, mfu=(tokens * fpt / dt / peak) if peak else None,
+                                    mem_gib=mem,
+                                    aux_per_tok=float(mask.float().sum(-1).mean()) if mask is not None else 0.0)
+    return {v: {"results": res[v], "header": built[v][3]} for v in variants}
 
 
 def table(out: dict) -> str:
@@ -183,9 +197,9 @@ def main():
     if "store" in args.modes and not (args.store and args.data):
         ap.error("mode 'store' needs --store and --data")
 
-    runs = {}
-    for c in ([False, True] if args.compile_ratio else [args.compile]):
-        runs["compile" if c else "eager"] = out = measure(args, c)
+    variants = ["eager", "compile"] if args.compile_ratio else ["compile" if args.compile else "eager"]
+    runs = measure_all(args, variants)
+    for out in runs.values():
         print(table(out), flush=True)
     if args.compile_ratio:
         for m in args.modes:

@@ -204,15 +204,22 @@ def _mm_acc(a: torch.Tensor, b: torch.Tensor, f32_out: bool) -> torch.Tensor:
     return _acc(a @ b)
 
 
+_F32_OUT: dict = {}
+
+
 def _f32_out_ok(t: torch.Tensor) -> bool:
-    """Whether `torch.mm(..., out_dtype=float32)` runs for half inputs on t's device."""
+    """Whether `torch.mm(..., out_dtype=float32)` runs for half inputs on t's device
+    (CUDA builds that have it; probed once per device and dtype)."""
     if not (t.is_cuda and t.dtype in (torch.bfloat16, torch.float16)):
         return False
-    try:
-        torch.mm(t.new_ones(16, 16), t.new_ones(16, 16), out_dtype=torch.float32)
-        return True
-    except (RuntimeError, NotImplementedError, TypeError):
-        return False
+    key = (t.device, t.dtype)
+    if key not in _F32_OUT:
+        try:
+            torch.mm(t.new_ones(16, 16), t.new_ones(16, 16), out_dtype=torch.float32)
+            _F32_OUT[key] = True
+        except (RuntimeError, NotImplementedError, TypeError):
+            _F32_OUT[key] = False
+    return _F32_OUT[key]
 
 
 def _linear_chunk(h, w_t, labels, valid, aux_ids, w, lam: float, need_grad: bool, f32_out: bool = False):
