@@ -5,6 +5,8 @@
 Ratios are against the baseline measured in the same run:
 - lsap_loss        vs F.cross_entropy on the same full logits [N, V];
 - lsap_linear_loss vs lm-head matmul (hidden @ Wᵀ) + F.cross_entropy.
+In bf16 (`--dtype bfloat16`) the baselines hand F.cross_entropy the bf16 logits as they
+are (no fp32 copy); lsap_linear_loss runs its head matmul in bf16 with fp32 LSE/grads.
 Peak memory is what one forward+backward step adds above its inputs: peak RSS growth
 on CPU (each case in a fresh subprocess, so cases do not hide each other's peaks) or
 torch.cuda.max_memory_allocated growth on GPU.
@@ -45,14 +47,14 @@ def run_case(case: str, n: int, v: int, h: int, k: int, device: str, dtype: str,
     def step():
         if case == "ce":
             x = logits.clone().requires_grad_(True)
-            F.cross_entropy(x.float() if dt != torch.float32 else x, labels, reduction="sum").backward()
+            F.cross_entropy(x, labels, reduction="sum").backward()
         elif case == "lsap":
             x = logits.clone().requires_grad_(True)
             lsap_loss(x, labels, aux_ids, aux_mask, lam=1.0).loss.backward()
         elif case == "ce_linear":
             hh, ww = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
             z = hh @ ww.t()
-            F.cross_entropy(z.float() if dt != torch.float32 else z, labels, reduction="sum").backward()
+            F.cross_entropy(z, labels, reduction="sum").backward()
         elif case == "lsap_linear":
             hh, ww = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
             lsap_linear_loss(hh, ww, labels, aux_ids, aux_mask, lam=1.0).loss.backward()
@@ -98,6 +100,8 @@ def main():
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--max-gb", type=float, default=16.0, help="skip sizes whose estimate exceeds this")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--in-process", action="store_true",
+                    help="measure every case in this process (faster start; peaks are not isolated)")
     ap.add_argument("--_case", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._case:  # child process: one measurement, JSON on stdout
@@ -118,6 +122,9 @@ def main():
                 continue
             res = {}
             for case in ("ce", "lsap", "ce_linear", "lsap_linear"):
+                if args.in_process:
+                    res[case] = run_case(case, n, v, args.hidden, args.k, args.device, args.dtype, args.reps)
+                    continue
                 out = subprocess.run([sys.executable, __file__, "--_case", f"{case}:{n}:{v}", "--hidden",
                                       str(args.hidden), "--k", str(args.k), "--device", args.device,
                                       "--dtype", args.dtype, "--reps", str(args.reps)],

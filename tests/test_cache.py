@@ -137,7 +137,14 @@ def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
 
     cache = SurrogateCache(small["cache"])
     shards = TokenShards(small["data"])
-    cache.check_run(shards, T, 4, 0.01, surrogate=tiny_world["surrogate"])
+    assert cache.check_run(shards, T, 4, 0.01, surrogate=tiny_world["surrogate"]) == []
+    m = cache.manifest
+    assert m["surrogate"]["logits_dtype"] == "float32" and m["surrogate"]["dtype"] == "float32"
+    # other online settings serve the run but warn: targets near p = α may differ
+    same = cache.check_run(shards, T, 4, 0.01, dtype="float32", batch_size=m["layout"]["batch_size"])
+    assert same == []
+    notes = cache.check_run(shards, T, 4, 0.01, dtype="bfloat16", batch_size=m["layout"]["batch_size"] + 1)
+    assert len(notes) == 2 and "bfloat16" in notes[0] and "batch size" in notes[1]
     with pytest.raises(CacheError, match="seq_len 32"):
         cache.check_run(shards, 64, 4, 0.05)
     with pytest.raises(CacheError, match="k=5"):

@@ -166,3 +166,93 @@ def test_bad_inputs_raise_clear_errors():
         lsap_loss(logits, torch.full_like(labels, 99), aux_ids, aux_mask)
     with pytest.raises(ValueError, match=r"weight must be \[V, H"):
         lsap_linear_loss(hidden, weight.t(), labels, aux_ids, aux_mask)
+
+
+def _native_bf16(hb, wb, labels, aux_ids, aux_mask):
+    """What plain torch does with bf16 logits: F.cross_entropy + log_softmax gathers, in bf16."""
+    h, w = hb.clone().requires_grad_(True), wb.clone().requires_grad_(True)
+    z = h @ w.t()
+    valid = labels != -100
+    m = aux_mask & valid[:, None]
+    aux = -(torch.log_softmax(z, -1).gather(1, aux_ids.clamp_min(0)) * m).sum()
+    loss = F.cross_entropy(z, labels, reduction="sum") + aux
+    loss.backward()
+    return loss.detach().double(), h.grad.double(), w.grad.double()
+
+
+@pytest.mark.parametrize("N,V,K,H,chunk", [(47, 123, 5, 31, 16), (130, 257, 3, 64, 64), (3, 1000, 1, 7, 2)])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_linear_loss_bf16_head_within_native_error(N, V, K, H, chunk, autocast):
+    # bf16 matmul, fp32 LSE and gradients: values and gradients vs the fp64 truth must be
+    # no worse than F.cross_entropy on the same bf16 logits (+ a small tolerance).
+    _, labels, aux_ids, aux_mask, hidden, weight = make_case(N, V, K, H, seed=N + V, p_ignore=0.2)
+    hidden = hidden * 4  # logits of magnitude ~10-20, where bf16 spacing matters
+    hb, wb = hidden.bfloat16(), weight.bfloat16()
+    h64, w64 = hb.double().requires_grad_(True), wb.double().requires_grad_(True)
+    truth = ref_for(h64 @ w64.t(), labels, aux_ids, aux_mask, 1.0)[0]
+    truth.backward()
+    nat, nat_gh, nat_gw = _native_bf16(hb, wb, labels, aux_ids, aux_mask)
+    if autocast:  # fp32 master tensors under autocast: bf16 matmul, fp32 gradients back
+        h, w = hb.float().requires_grad_(True), wb.float().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = lsap_linear_loss(h, w, labels, aux_ids, aux_mask, chunk_size=chunk)
+        assert out.loss.dtype == torch.float32
+    else:
+        h, w = hb.clone().requires_grad_(True), wb.clone().requires_grad_(True)
+        out = lsap_linear_loss(h, w, labels, aux_ids, aux_mask, chunk_size=chunk)
+    out.loss.backward()
+    assert h.grad.dtype == h.dtype and w.grad.dtype == w.dtype
+
+    def err(a, b):
+        return float((a.double() - b).norm())
+
+    t = truth.detach()
+    assert err(out.loss, t) <= err(nat, t) + 1e-4 * abs(float(t))
+    assert err(h.grad, h64.grad) <= err(nat_gh, h64.grad) + 1e-3 * float(h64.grad.norm())
+    assert err(w.grad, w64.grad) <= err(nat_gw, w64.grad) + 1e-3 * float(w64.grad.norm())
+    # what is left is the bf16 rounding of the logits: ≤ 2**-9 relative per gathered logit
+    n_terms = int(out.n_labels + out.n_aux)
+    zmax = float((h64 @ w64.t()).abs().max())
+    assert err(out.loss, t) <= 2 * n_terms * zmax * 2**-9
+
+
+def test_linear_loss_bf16_empty_and_all_ignored():
+    _, labels, aux_ids, aux_mask, hidden, weight = make_case(5, 17, 3, 8)
+    for n, lab in ((0, labels[:0]), (5, torch.full_like(labels, -100))):
+        h = hidden[:n].bfloat16().requires_grad_(True)
+        w = weight.bfloat16().requires_grad_(True)
+        out = lsap_linear_loss(h, w, lab, aux_ids[:n], aux_mask[:n], chunk_size=2)
+        out.loss.backward()
+        assert float(out.loss) == 0.0 and int(out.n_labels) == 0 and int(out.n_aux) == 0
+        assert h.grad.shape == h.shape and not h.grad.any() and not w.grad.any()
+
+
+def test_linear_loss_autocast_matches_explicit_bf16_inputs():
+    # Under autocast the loss casts hidden and weight to bf16 itself: same value as
+    # passing bf16 tensors, gradients in fp32 equal to the bf16 ones up to bf16 rounding.
+    _, labels, aux_ids, aux_mask, hidden, weight = make_case(40, 90, 4, 24)
+    h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = lsap_linear_loss(h, w, labels, aux_ids, aux_mask, chunk_size=8)
+    a.loss.backward()
+    hb, wb = hidden.bfloat16().requires_grad_(True), weight.bfloat16().requires_grad_(True)
+    b = lsap_linear_loss(hb, wb, labels, aux_ids, aux_mask, chunk_size=8)
+    b.loss.backward()
+    assert float(a.loss) == float(b.loss)
+    torch.testing.assert_close(h.grad, hb.grad.float(), rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(w.grad, wb.grad.float(), rtol=1e-2, atol=1e-3)
+
+
+def test_compiled_chunk_equals_eager():
+    # impl="compile" (train.compile) runs the same chunk through torch.compile (inductor on CPU)
+    _, labels, aux_ids, aux_mask, hidden, weight = make_case(48, 123, 5, 31)
+    res = []
+    for impl in ("eager", "compile"):
+        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        out = lsap_linear_loss(h, w, labels, aux_ids, aux_mask, lam=0.6, chunk_size=16, impl=impl)
+        out.loss.backward()
+        res.append((out.loss.detach(), out.ce_sum, h.grad, w.grad))
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="impl"):
+        lsap_linear_loss(hidden, weight, labels, aux_ids, aux_mask, impl="triton")

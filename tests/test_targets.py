@@ -156,3 +156,39 @@ def test_drop_gold_outside_matches_naive_loop():
             assert torch.equal(got[b, t], want), (b, t)
             n_dropped += int(not inside and mask[b, t].any())
     assert n_dropped > 0  # the case is exercised
+
+
+def test_bf16_surrogate_selects_from_fp32_head_logits():
+    """A bf16 surrogate: the body runs in bf16, the logits that decide p > α come from an
+    fp32 head (METHOD §2) — the same selection as the fp64 reference on those hidden
+    states, where bf16-rounded logits would flip candidates near α."""
+    from lsap.targets import propose_targets, select_aux_targets_from_hidden, surrogate_body_and_head
+
+    model = tiny_llama(vocab_size=300).to(torch.bfloat16)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40)  # peaked outputs with logits of magnitude ~10-30
+    vmap = random_vmap(250, 300, 240, seed=1)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 250, (2, 40), generator=g)
+    x[:, 0] = vmap.base_in.nonzero()[0, 0]
+    x[:, 1:] = torch.where(vmap.base_in[x[:, 1:]], x[:, 1:], x[:, :1])  # every input visible
+    y = torch.randint(0, 250, (2, 40), generator=g)
+    k, alpha = 8, 0.01
+    ids, mask, probs = propose_targets(model, x, y, vmap, k, alpha, mode="mask")
+    body, head = surrogate_body_and_head(model)
+    from lsap.targets import translate_inputs
+    inp = translate_inputs(x, vmap)
+    with torch.no_grad():
+        hidden = body(input_ids=inp.input_ids, attention_mask=inp.attention_mask,
+                      position_ids=inp.position_ids).last_hidden_state
+    assert hidden.dtype == torch.bfloat16 and probs.dtype == torch.float32
+    z64 = hidden.double() @ head.weight.double().t()
+    ref = ref_select(z64, y, vmap.base_to_surrogate, vmap.surrogate_to_base, k, alpha)
+    got = [[[int(i) for i, m in zip(ids[b, t], mask[b, t]) if m] for t in range(40)] for b in range(2)]
+    assert got == ref and mask.sum() > 20
+    p64 = torch.softmax(z64, -1)
+    s2b_ids = torch.where(mask, vmap.base_to_surrogate[ids.clamp_min(0)], 0)
+    torch.testing.assert_close(probs[mask].double(), p64.gather(-1, s2b_ids)[mask], rtol=1e-5, atol=1e-7)
+    # the same call on chunks of any size gives the same selection
+    again = select_aux_targets_from_hidden(hidden, head.weight, y, vmap, k, alpha, chunk_size=7)
+    assert torch.equal(again[0], ids) and torch.equal(again[1], mask)

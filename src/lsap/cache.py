@@ -47,6 +47,13 @@ a chunk is a deterministic function of its windows (fixed batch boundaries insid
 chunk) the result is byte-identical to a straight build. The manifest holds nothing
 that depends on timing.
 
+Precision. Selection runs as online does (`propose_targets`: the surrogate body in
+`--dtype`, the head in fp32), and the manifest records the surrogate dtype, device,
+batch size and the dtype of the selection logits (`surrogate.logits_dtype`).
+`check_run` warns when a run's online settings (surrogate.dtype, surrogate.batch_size)
+differ: the store still serves the run, but its targets could differ from that run's
+online ones near p = α or at top-k ties.
+
 Compute accounting. The build costs ``build_flops = 2·N_s · (windows·T)`` (METHOD §5,
 the same per-token charge as online, `inference_flops_per_token`). A run trained from
 the cache still charges 2·N_s per trained base token as ``flops_surrogate`` in its
@@ -232,6 +239,10 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     alphas = sorted({*EXACT_ALPHAS, float(min_alpha)})
     counts_keys = sorted({*INFO_ALPHAS, float(min_alpha)})
     flops_per_token = inference_flops_per_token(model.config)
+    from lsap.targets import surrogate_body_and_head
+
+    # the dtype of the logits that decided p > α (fp32 head unless S cannot be split)
+    logits_dtype = "float32" if surrogate_body_and_head(model) else str(tdtype).removeprefix("torch.")
 
     identity = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -242,7 +253,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         "surrogate": {"spec": os.fspath(surrogate), "weights_sha256": surrogate_weights_hash(surrogate),
                       "tokenizer_hash": tokenizer_hash(stok), "vocab_size": int(model.config.vocab_size),
                       "params_untied": int(count_params(model.config)), "dtype": str(tdtype).removeprefix("torch."),
-                      "device_type": dev.type, "pad_id": int(s_pad)},
+                      "device_type": dev.type, "pad_id": int(s_pad), "logits_dtype": logits_dtype},
         "vocab_map": {"sigma_sha256": vocab_map_hash(vmap), "size": int(vmap.size),
                       "base_hash": vmap.base_hash, "surrogate_hash": vmap.surrogate_hash},
         "layout": {"chunk_windows": int(chunk_windows), "batch_size": int(batch_size), "id_bytes": id_bytes,
@@ -366,12 +377,17 @@ class SurrogateCache:
 
     # ---- checks ---------------------------------------------------------------------
     def check_run(self, shards, seq_len: int, k: int, alpha: float, surrogate: str | None = None,
-                  vmap=None) -> None:
+                  vmap=None, dtype: str | None = None, batch_size: int | None = None) -> list[str]:
         """Raise CacheError unless this cache can serve a run with these settings.
 
         shards: the run's train `TokenShards`; surrogate: the run's surrogate spec (its
         weight files are hashed and compared; None skips the check); vmap: a VocabMap
         the run would use (compared as Σ∩ pairs; None skips).
+        dtype / batch_size: the surrogate precision ("bfloat16" / "float32") and forward
+        batch the run would use online. A store built otherwise still serves the run,
+        but its targets can differ from online ones near p = α or at top-k ties
+        (other kernels, other padding); such differences are printed as warnings and
+        returned (an empty list when there are none).
         """
         m = self.manifest
         want = m["data"]
@@ -402,6 +418,25 @@ class SurrogateCache:
         if vmap is not None and vocab_map_hash(vmap) != m["vocab_map"]["sigma_sha256"]:
             raise CacheError(f"cache {self.dir} was built with another vocabulary map (Σ∩ of "
                              f"{m['vocab_map']['size']} pairs); rebuild it with --map of the run's map")
+        return self._online_differences(dtype, batch_size)
+
+    def _online_differences(self, dtype: str | None, batch_size: int | None) -> list[str]:
+        s, lay = self.manifest["surrogate"], self.manifest["layout"]
+        notes = []
+        if dtype is not None and dtype != s.get("dtype"):
+            notes.append(f"the store was built with the surrogate in {s.get('dtype')} on {s.get('device_type')}, "
+                         f"this run's online setting is {dtype}: targets near p = α may differ from online ones "
+                         f"(rebuild with `lsap cache build --dtype {dtype}` to match)")
+        if s.get("logits_dtype", "unknown") != "float32":
+            notes.append(f"the store's selection logits were {s.get('logits_dtype', 'not recorded (an older build)')}, "
+                         "not fp32: rebuild it to select from fp32 logits as online runs do")
+        if batch_size is not None and int(batch_size) != int(lay["batch_size"]):
+            notes.append(f"the store was built with surrogate batch size {lay['batch_size']}, this run's online "
+                         f"batch is {batch_size}: other padding and kernels, so rare ties may resolve differently "
+                         f"(rebuild with --batch-size {batch_size} to match)")
+        for n in notes:
+            print(f"[lsap cache] warning: {n}", file=sys.stderr)
+        return notes
 
     def load_vocab_map(self):
         from lsap.vocab import VocabMap

@@ -87,6 +87,9 @@ class TrainCfg:
     loss_impl: str = "linear"  # linear (chunked, no [N,V] logits) | logits
     skip_nonfinite_steps: int = 0  # skip up to N steps whose loss / grad norm is NaN or inf (0: stop at the first)
     dist_timeout_s: float = 600.0  # a collective waiting longer ends the job (a stalled or dead rank)
+    compile: bool = False  # torch.compile the decoder blocks and the loss chunk
+    activation_checkpointing: bool = False  # recompute each decoder block in backward (less memory)
+    fsdp_mixed_precision: str = "none"  # none | bf16 (FSDP2: bf16 params in compute, fp32 gradient reduce)
 
 
 @dataclass
@@ -123,6 +126,7 @@ _CHOICES = {
     "train.precision": ("auto", "fp32", "bf16"),
     "train.distributed": ("ddp", "fsdp"),
     "train.loss_impl": ("linear", "logits"),
+    "train.fsdp_mixed_precision": ("none", "bf16"),
 }
 
 
@@ -292,6 +296,9 @@ def validate(cfg: Config, deep: bool = False) -> Config:
         raise ConfigError("no budget: set train.max_steps, train.max_tokens or train.max_flops (> 0)")
     if t.batch_size <= 0 or t.micro_batch_size <= 0:
         raise ConfigError("train.batch_size and train.micro_batch_size must be > 0")
+    if t.fsdp_mixed_precision != "none" and t.distributed != "fsdp":
+        raise ConfigError(f"train.fsdp_mixed_precision={t.fsdp_mixed_precision!r} needs train.distributed=fsdp "
+                          "(with ddp, train.precision=bf16 gives bf16 autocast)")
     if cfg.data.seq_len <= 0:
         raise ConfigError("data.seq_len must be > 0")
     L = cfg.lsap

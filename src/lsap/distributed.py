@@ -79,8 +79,22 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def wrap(module: torch.nn.Module, d: Dist, strategy: str, layers=None) -> torch.nn.Module:
-    """DDP, or FSDP2 (`fully_shard` on each decoder layer, then the root)."""
+MIXED_PRECISION = ("none", "bf16")
+
+
+def wrap(module: torch.nn.Module, d: Dist, strategy: str, layers=None, mixed_precision: str = "none") -> torch.nn.Module:
+    """DDP, or FSDP2 (`fully_shard` on each decoder layer, then the root).
+
+    mixed_precision (FSDP2 only): "bf16" = `MixedPrecisionPolicy(param_dtype=bf16,
+    reduce_dtype=fp32)`: blocks compute on bf16 copies of the fp32 shards, gradients are
+    reduce-scattered in fp32 and the optimizer keeps fp32 master weights.
+
+    The root (embedding, final norm, head, loss) is sharded with
+    `reshard_after_forward=False`: the chunked head loss reads `lm_head.weight` inside
+    the root's forward and computes its gradient there, and the unsharded head must stay
+    the one autograd delivers that gradient to — resharding it between forward and
+    backward would only re-gather V×H values the backward never reads.
+    """
     if not d.enabled:
         return module
     if strategy == "ddp":
@@ -88,10 +102,50 @@ def wrap(module: torch.nn.Module, d: Dist, strategy: str, layers=None) -> torch.
 
         return DDP(module, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        if mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
+        mp = {}
+        if mixed_precision == "bf16":
+            mp = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}
         for layer in layers or []:
-            fully_shard(layer)
-        fully_shard(module)
+            fully_shard(layer, **mp)
+        if mp:  # the root's float inputs (aux weights: surrogate p) stay fp32
+            mp = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                                    cast_forward_inputs=False)}
+        fully_shard(module, reshard_after_forward=False, **mp)
         return module
     raise ValueError(f"unknown distributed strategy {strategy!r} (ddp | fsdp)")
+
+
+def checkpoint_blocks(layers) -> None:
+    """Per-block activation checkpointing: each block's forward runs under
+    `torch.utils.checkpoint` (non-reentrant), so only block inputs are kept and the
+    block is recomputed in backward (~1/3 more compute for much less activation memory).
+    Parameter names and state dicts are unchanged."""
+    from torch.utils.checkpoint import checkpoint
+
+    for layer in layers:
+        if getattr(layer, "_lsap_checkpointed", False):
+            continue
+
+        def run(*args, _forward=layer.forward, **kwargs):
+            return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+        layer.forward = run
+        layer._lsap_checkpointed = True
+
+
+def compile_blocks(layers) -> None:
+    """`torch.compile` each block in place (`Module.compile`: names and state dicts
+    unchanged); identical blocks share one compiled graph."""
+    for layer in layers:
+        layer.compile()
+
+
+def enable_tf32() -> None:
+    """fp32 matmuls and convolutions on tensor cores (TF32) on CUDA; a no-op elsewhere."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

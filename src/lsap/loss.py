@@ -114,14 +114,16 @@ def _parts(z: torch.Tensor, labels, valid, aux_ids, w):
     return lse, ce, aux
 
 
-def _grad_logits(z, lse, labels, valid, aux_ids, w, lam: float, scale) -> torch.Tensor:
+def _grad_logits(z, lse, labels, valid, aux_ids, w, lam: float, scale, out=None) -> torch.Tensor:
     """∂(ce + λ·aux)/∂z for a chunk [n, V] (fp32, fp64 for fp64 input), times `scale`.
 
     softmax(z)·c is written as exp(z − (lse − log c)): two passes over [n, V] instead of
-    three; rows with c = 0 (no label, no aux) get exp(−inf) = 0.
+    three; rows with c = 0 (no label, no aux) get exp(−inf) = 0. `out`: an fp32 buffer
+    holding z that may be overwritten (saves one [n, V] allocation).
     """
-    c = (valid.to(lse.dtype) + lam * w.sum(-1)) * scale.abs()
-    g = torch.sub(_acc(z), (lse - c.log())[:, None])
+    c = (valid.to(lse.dtype) + lam * w.sum(-1)) * abs(scale)
+    shift = (lse - c.log())[:, None]
+    g = out.sub_(shift) if out is not None else torch.sub(_acc(z), shift)
     g.exp_()
     if scale < 0:
         g.neg_()
@@ -194,30 +196,97 @@ def lsap_loss(
     return _finish(total, ce_sum, aux_sum, valid, mask, normalization, reduction)
 
 
+def _mm_acc(a: torch.Tensor, b: torch.Tensor, f32_out: bool) -> torch.Tensor:
+    """a @ b in a's dtype with an fp32 (fp64 for fp64) result. f32_out: the GEMM writes
+    fp32 itself (CUDA `mm(out_dtype=)`), so bf16 logits are never rounded to bf16."""
+    if f32_out:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return _acc(a @ b)
+
+
+_F32_OUT: dict = {}
+
+
+def _f32_out_ok(t: torch.Tensor) -> bool:
+    """Whether `torch.mm(..., out_dtype=float32)` runs for half inputs on t's device
+    (CUDA builds that have it; probed once per device and dtype)."""
+    if not (t.is_cuda and t.dtype in (torch.bfloat16, torch.float16)):
+        return False
+    key = (t.device, t.dtype)
+    if key not in _F32_OUT:
+        try:
+            torch.mm(t.new_ones(16, 16), t.new_ones(16, 16), out_dtype=torch.float32)
+            _F32_OUT[key] = True
+        except (RuntimeError, NotImplementedError, TypeError):
+            _F32_OUT[key] = False
+    return _F32_OUT[key]
+
+
+def _linear_chunk(h, w_t, labels, valid, aux_ids, w, lam: float, need_grad: bool, f32_out: bool = False):
+    """One chunk of `lsap_linear_loss`: h [n, H] and w_t [H, V] in the compute dtype.
+
+    The head matmul runs in the compute dtype (bf16 on GPU: tensor cores, fp32
+    accumulation inside the GEMM); its [n, V] logits are fp32 (written so by the GEMM
+    where `f32_out`, else widened once), and that one fp32 buffer serves the log-sum-exp,
+    the k+1 gathers and, overwritten in place, the gradient ∂/∂z.
+    Returns (ce_sum, aux_sum, g [n, V] in the compute dtype or None).
+    """
+    z32 = _mm_acc(h, w_t, f32_out)
+    lse, ce, aux = _parts(z32, labels, valid, aux_ids, w)
+    g = None
+    if need_grad:
+        g = _grad_logits(z32, lse, labels, valid, aux_ids, w, lam, 1.0, out=z32)
+        g = g.to(h.dtype)
+    return ce.sum(), aux.sum(), g
+
+
+_compiled_chunk = None
+
+
+def _chunk_fn(impl: str):
+    """The eager chunk, or (impl="compile") one `torch.compile`d once per process."""
+    global _compiled_chunk
+    if impl == "eager":
+        return _linear_chunk
+    if impl != "compile":
+        raise ValueError(f"impl must be 'eager' or 'compile', got {impl!r}")
+    if _compiled_chunk is None:
+        _compiled_chunk = torch.compile(_linear_chunk, dynamic=None)
+    return _compiled_chunk
+
+
 class _LSAPLinearLoss(torch.autograd.Function):
     """hidden @ weightᵀ → LSAP loss, chunked over N; gradients are computed in forward
-    (as Liger-Kernel's fused linear CE does) so no [N, V] tensor outlives a chunk."""
+    (as Liger-Kernel's fused linear CE does) so no [N, V] tensor outlives a chunk.
+
+    `dtype` is the matmul dtype (hidden and weight are cast per call, as autocast would);
+    the LSE, the loss sums and ∂/∂weight are accumulated in fp32, and the gradients are
+    returned in hidden's and weight's own dtypes (fp32 master weights get an fp32 grad,
+    not a bf16-rounded one)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, valid, aux_ids, w, lam: float, chunk: int):
+    def forward(ctx, hidden, weight, labels, valid, aux_ids, w, lam: float, chunk: int, dtype, impl: str):
         N = hidden.shape[0]
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        acc = _acc(hidden[:0]).dtype
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        hc, w_t = hidden.to(dtype), weight.to(dtype).t()
         ce_sum = hidden.new_zeros((), dtype=acc)
         aux_sum = hidden.new_zeros((), dtype=acc)
         grad_h = torch.empty_like(hidden) if need_grad else None
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_grad else None
-        one = hidden.new_ones((), dtype=acc)
+        fn = _chunk_fn(impl)
+        f32_out = _f32_out_ok(hc)
+        # compiled: λ as a tensor input, so a λ schedule does not recompile every step
+        lam_c = torch.tensor(lam, dtype=acc, device=hidden.device) if impl == "compile" else lam
         for s in range(0, N, chunk):
             sl = slice(s, s + chunk)
-            z = hidden[sl] @ weight.t()
-            lse, ce, aux = _parts(z, labels[sl], valid[sl], aux_ids[sl], w[sl])
-            ce_sum += ce.sum()
-            aux_sum += aux.sum()
+            ce, aux, g = fn(hc[sl], w_t, labels[sl], valid[sl], aux_ids[sl], w[sl], lam_c, need_grad, f32_out)
+            ce_sum += ce
+            aux_sum += aux
             if need_grad:
-                g = _grad_logits(z, lse, labels[sl], valid[sl], aux_ids[sl], w[sl], lam, one).to(hidden.dtype)
-                grad_h[sl] = g @ weight
-                grad_w += (g.t() @ hidden[sl]).to(acc)
+                grad_h[sl] = g @ w_t.t()
+                # ∂/∂W: one GEMM per chunk in the compute dtype, summed over chunks in fp32.
+                grad_w += _mm_acc(g.t(), hc[sl], f32_out)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(ce_sum, aux_sum)
@@ -228,7 +297,7 @@ class _LSAPLinearLoss(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         gh = (grad_h * g_total).to(grad_h.dtype) if ctx.needs_input_grad[0] else None
         gw = (grad_w * g_total).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
-        return gh, gw, None, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None, None, None
 
 
 def lsap_linear_loss(
@@ -243,11 +312,19 @@ def lsap_linear_loss(
     reduction: str = "sum",
     aux_weight: torch.Tensor | None = None,
     chunk_size: int = 1024,
+    impl: str = "eager",
 ) -> LSAPLossOutput:
     """LSAP loss from the last hidden states and the output head, never holding [N, V].
 
     hidden: [..., H]; weight: [V, H] (the lm_head weight); labels: [...];
     aux_ids / aux_mask: [..., K]. Same result as `lsap_loss(hidden @ weight.T, ...)`.
+
+    Precision: the head matmul runs in the autocast dtype when autocast is on for the
+    inputs' device (bf16 on GPU, like `nn.Linear` under autocast), else in hidden's
+    dtype; per chunk the logits are widened to fp32 for the log-sum-exp, the gathers
+    and ∂/∂z, and ∂/∂weight is summed over chunks in fp32. Gradients come back in
+    hidden's and weight's own dtypes. impl: "eager" or "compile" (the chunk goes
+    through `torch.compile`; same math).
     """
     lam = float(lam)
     H = hidden.shape[-1]
@@ -260,5 +337,11 @@ def lsap_linear_loss(
     labels_, valid, ids, mask, w = _prepare(labels, aux_ids, aux_mask, aux_weight, V, ignore_index)
     if chunk_size < 1:
         raise ValueError("chunk_size must be ≥ 1")
-    total, ce_sum, aux_sum = _LSAPLinearLoss.apply(flat, weight, labels_, valid, ids, w, lam, chunk_size)
+    dev = hidden.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+    if hidden.dtype == torch.float64 and weight.dtype == torch.float64:
+        dtype = torch.float64  # gradcheck
+    with torch.autocast(dev, enabled=False):
+        total, ce_sum, aux_sum = _LSAPLinearLoss.apply(flat, weight, labels_, valid, ids, w, lam, chunk_size,
+                                                       dtype, impl)
     return _finish(total, ce_sum, aux_sum, valid, mask, normalization, reduction)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from lsap.vocab import ABSENT, VocabMap
 
@@ -77,7 +78,9 @@ def select_aux_targets(
     """Auxiliary targets per METHOD §3.
 
     surrogate_logits: [B, T, V] with V ≥ the map's surrogate vocabulary rows in use
-        (extra rows are padding and never selected; fewer rows is an error).
+        (extra rows are padding and never selected; fewer rows is an error). They are
+        widened to fp32 per chunk; logits already rounded to bf16 keep that rounding —
+        `select_aux_targets_from_hidden` avoids it.
     next_base_ids: [B, T] the gold next base token at each position (labels);
         `ignore_index` (or any negative id) marks positions without a label.
     valid: optional bool [B, T]: the surrogate's own input token at that position was
@@ -95,11 +98,59 @@ def select_aux_targets(
             f"expected surrogate_logits [B, T, V] and next_base_ids [B, T]; got "
             f"{tuple(surrogate_logits.shape)} and {tuple(next_base_ids.shape)}"
         )
+    B, T, V = surrogate_logits.shape
+    flat = surrogate_logits.reshape(B * T, V)
+    return _select(lambda r: flat[r].float(), (B, T, V), surrogate_logits.device, next_base_ids, vmap, k,
+                   alpha, valid, return_probs, chunk_size)
+
+
+def select_aux_targets_from_hidden(
+    hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    next_base_ids: torch.Tensor,
+    vmap: VocabMap,
+    k: int = 15,
+    alpha: float = 0.05,
+    valid: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    return_probs: bool = False,
+    chunk_size: int | None = None,
+    head_bias: torch.Tensor | None = None,
+):
+    """`select_aux_targets(hidden @ head_weightᵀ, ...)` with the head matmul in fp32, per chunk.
+
+    hidden: [B, T, H] the surrogate's last hidden states (any dtype, e.g. bf16);
+    head_weight: [V, H] its output head. The logits that feed softmax / top-k / p > α
+    are computed in fp32 from the (bf16) hidden states and weights: bf16 logits of
+    magnitude 16–32 are 0.125 apart, enough to flip p > α near the threshold between
+    runs and batch sizes (METHOD §2). bf16 values are exact in fp32 and in TF32, so
+    with TF32 on this is still an exact-product GEMM with fp32 accumulation. The
+    [B, T, V] logits are never materialised (chunks of rows only).
+    """
+    if hidden.dim() != 3 or head_weight.dim() != 2 or head_weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"expected hidden [B, T, H] and head_weight [V, H]; got {tuple(hidden.shape)} "
+                         f"and {tuple(head_weight.shape)}")
+    B, T, H = hidden.shape
+    V = head_weight.shape[0]
+    flat = hidden.reshape(B * T, H)
+    w32 = head_weight.float()
+    b32 = None if head_bias is None else head_bias.float()
+    return _select(lambda r: F.linear(flat[r].float(), w32, b32), (B, T, V), hidden.device, next_base_ids, vmap,
+                   k, alpha, valid, return_probs, chunk_size)
+
+
+def _select(rows_logits, shape, dev, next_base_ids, vmap, k, alpha, valid, return_probs, chunk_size):
+    """The chunked selection behind both entry points; rows_logits(r) → fresh fp32 [len(r), V]."""
+    B, T, V = shape
+    if next_base_ids.shape != (B, T):
+        raise ValueError(
+            f"expected surrogate outputs [B, T, ...] and next_base_ids [B, T]; got {tuple(shape)} "
+            f"and {tuple(next_base_ids.shape)}"
+        )
     if k < 1:
         raise ValueError(f"k must be ≥ 1, got {k}")
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
-    B, T, V = surrogate_logits.shape
     Vs = vmap.surrogate_vocab_size
     if V < Vs:
         raise ValueError(
@@ -110,7 +161,6 @@ def select_aux_targets(
         raise ValueError(f"k={k} exceeds the surrogate vocabulary ({V})")
     if valid is not None and valid.shape != (B, T):
         raise ValueError(f"valid must be [B, T] = {(B, T)}, got {tuple(valid.shape)}")
-    dev = surrogate_logits.device
     labels = next_base_ids.to(dev)
     has_label = labels >= 0
     if has_label.any() and labels[has_label].max() >= vmap.base_vocab_size:
@@ -124,7 +174,6 @@ def select_aux_targets(
     s2b = vmap.surrogate_to_base.to(dev)
     gold_s = torch.where(has_label, vmap.base_to_surrogate.to(dev)[labels.clamp_min(0)], ABSENT)
 
-    flat_logits = surrogate_logits.reshape(B * T, V)
     flat_gold, flat_ok = gold_s.reshape(-1), ok.reshape(-1)
     ids_out = torch.full((B * T, k), ABSENT, dtype=torch.long, device=dev)
     mask_out = torch.zeros((B * T, k), dtype=torch.bool, device=dev)
@@ -132,10 +181,10 @@ def select_aux_targets(
     rows = flat_ok.nonzero().squeeze(-1)
     # Rows per fp32 working copy: on a CPU small chunks stay in cache (256 rows: 3x faster
     # than 4096 measured here); on a GPU large chunks amortise kernel launches.
-    chunk_size = chunk_size or (4096 if surrogate_logits.is_cuda else 256)
+    chunk_size = chunk_size or (4096 if dev.type == "cuda" else 256)
     for start in range(0, rows.numel(), chunk_size):
         r = rows[start : start + chunk_size]
-        z = flat_logits[r].float()  # a fresh copy (row gather): safe to modify in place
+        z = rows_logits(r)  # a fresh fp32 tensor: safe to modify in place
         lse = torch.logsumexp(z, dim=-1, keepdim=True)
         z.add_(col_bias)
         g = flat_gold[r]
@@ -151,6 +200,39 @@ def select_aux_targets(
     if return_probs:
         out = out + (probs_out.view(B, T, k),)
     return out
+
+
+# HF families whose logits are exactly lm_head(last_hidden_state): no soft-capping or
+# logit scaling after the head (those would need the model's own forward).
+_PLAIN_HEAD_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "olmo3", "smollm3", "phi3")
+
+
+def surrogate_body_and_head(surrogate):
+    """(body, head) of an HF causal LM whose logits are `head(body(...).last_hidden_state)`,
+    or None when lsap cannot split it (then its own logits are used)."""
+    cfg = getattr(surrogate, "config", None)
+    if getattr(cfg, "model_type", None) not in _PLAIN_HEAD_FAMILIES:
+        return None
+    try:
+        body, head = surrogate.get_decoder(), surrogate.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if body is None or body is surrogate or not isinstance(head, torch.nn.Linear):
+        return None
+    return body, head
+
+
+def _surrogate_select(surrogate, labels, vmap, k, alpha, valid, ignore_index, **inputs):
+    """Run S and select: body, then the head in fp32 per chunk when S can be split."""
+    split = surrogate_body_and_head(surrogate)
+    if split is None:
+        logits = surrogate(**inputs).logits
+        return select_aux_targets(logits, labels, vmap, k, alpha, valid=valid, ignore_index=ignore_index,
+                                  return_probs=True)
+    body, head = split
+    hidden = body(**inputs).last_hidden_state
+    return select_aux_targets_from_hidden(hidden, head.weight, labels, vmap, k, alpha, valid=valid,
+                                          ignore_index=ignore_index, return_probs=True, head_bias=head.bias)
 
 
 def drop_gold_outside(aux_mask: torch.Tensor, labels: torch.Tensor, vmap: VocabMap) -> torch.Tensor:
@@ -177,7 +259,9 @@ def propose_targets(
     """Run the frozen surrogate on base inputs [B, T] and select auxiliary targets.
 
     surrogate: a causal LM (anything called as `surrogate(input_ids=, attention_mask=,
-    [position_ids=]).logits`). mode "compact" runs S on each row's Σ∩ tokens packed to
+    [position_ids=]).logits`). For HF families with a plain head (`surrogate_body_and_head`)
+    the body runs in the model's dtype (bf16 on GPU) and the head in fp32, so the
+    logits that decide p > α are not bf16-rounded (METHOD §2). mode "compact" runs S on each row's Σ∩ tokens packed to
     the left (no wasted compute on masked tokens) and scatters the selection back;
     "mask" runs the full-length rows with holes masked and positions skipping them.
     Both are the same computation (tests/test_targets.py). Returns
@@ -186,10 +270,8 @@ def propose_targets(
     inp = translate_inputs(base_ids, vmap, pad_id)
     keep = inp.attention_mask.bool()
     if mode == "mask":
-        logits = surrogate(input_ids=inp.input_ids, attention_mask=inp.attention_mask,
-                           position_ids=inp.position_ids).logits
-        return select_aux_targets(logits, labels, vmap, k, alpha, valid=keep,
-                                  ignore_index=ignore_index, return_probs=True)
+        return _surrogate_select(surrogate, labels, vmap, k, alpha, keep, ignore_index, input_ids=inp.input_ids,
+                                 attention_mask=inp.attention_mask, position_ids=inp.position_ids)
     if mode != "compact":
         raise ValueError(f"mode must be 'compact' or 'mask', got {mode!r}")
     ids, cmask = compact(inp, pad_id)
@@ -197,10 +279,9 @@ def propose_targets(
     if T2 == 0:
         z = torch.zeros(base_ids.shape + (k,), device=base_ids.device)
         return z.long() - 1, z.bool(), z.float()
-    logits = surrogate(input_ids=ids, attention_mask=cmask.long()).logits
     clabels = torch.full((B, T2), ignore_index, dtype=labels.dtype, device=labels.device)
     clabels[cmask] = labels[keep]
-    cid, cm, cp = select_aux_targets(logits, clabels, vmap, k, alpha, valid=cmask,
-                                     ignore_index=ignore_index, return_probs=True)
+    cid, cm, cp = _surrogate_select(surrogate, clabels, vmap, k, alpha, cmask, ignore_index, input_ids=ids,
+                                    attention_mask=cmask.long())
     m = scatter_back(cm, inp)
     return torch.where(m, scatter_back(cid, inp), ABSENT), m, scatter_back(cp, inp)

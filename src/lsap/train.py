@@ -39,17 +39,21 @@ class LossModule(torch.nn.Module):
     Returns (loss_sum, ce_sum, aux_sum, n_labels, n_aux).
     """
 
-    def __init__(self, lm: torch.nn.Module, impl: str = "linear", normalization: str = "targets"):
+    def __init__(self, lm: torch.nn.Module, impl: str = "linear", normalization: str = "targets",
+                 compile_loss: bool = False):
         super().__init__()
         self.lm, self.impl, self.normalization = lm, impl, normalization
+        self.chunk_impl = "compile" if compile_loss else "eager"
 
     def forward(self, input_ids, labels, aux_ids=None, aux_mask=None, aux_weight=None, lam: float = 0.0):
         kw = dict(lam=lam, normalization=self.normalization, aux_weight=aux_weight)
         if self.impl == "linear":
             hidden = self.lm.model(input_ids=input_ids).last_hidden_state
-            weight = self.lm.lm_head.weight
-            with torch.autocast(hidden.device.type, enabled=False):
-                out = lsap_linear_loss(hidden, weight.to(hidden.dtype), labels, aux_ids, aux_mask, **kw)
+            # Under autocast the head matmul runs in bf16 inside the loss (LSE and grads in
+            # fp32 per chunk); hidden (the fp32 residual stream) and the fp32 weight get
+            # their gradients back in fp32.
+            out = lsap_linear_loss(hidden, self.lm.lm_head.weight, labels, aux_ids, aux_mask, **kw,
+                                   impl=self.chunk_impl)
         else:
             logits = self.lm(input_ids=input_ids).logits
             with torch.autocast(logits.device.type, enabled=False):
@@ -171,14 +175,25 @@ class Trainer:
                 f"train.batch_size={t.batch_size} must be a multiple of micro_batch_size × world_size = {per_step}"
             )
         self.accum = t.batch_size // per_step
-        self.module = LossModule(self.lm, t.loss_impl, cfg.lsap.normalization)
-        self.wrapped = distributed.wrap(self.module, self.d, t.distributed, layers=list(self.lm.model.layers))
+        self.module = LossModule(self.lm, t.loss_impl, cfg.lsap.normalization, compile_loss=t.compile)
+        # torchtitan's order: activation checkpointing, compile, then sharding.
+        blocks = list(self.lm.model.layers)
+        if t.activation_checkpointing:
+            distributed.checkpoint_blocks(blocks)
+        if t.compile:
+            distributed.compile_blocks(blocks)
+        if dev.type == "cuda":
+            distributed.enable_tf32()
+        self.wrapped = distributed.wrap(self.module, self.d, t.distributed, layers=blocks,
+                                        mixed_precision=t.fsdp_mixed_precision)
         decay = [p for p in self.module.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.module.parameters() if p.dim() < 2]
         o = cfg.optim
+        # fused (one kernel for all tensors) on CUDA; foreach (batched ops) elsewhere
+        fused = dev.type == "cuda"
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=dev.type == "cuda",
+            lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused, foreach=None if fused else True,
         )
         total = self.budget.total_steps
         self.lr_at = LRSchedule(o.lr, min(o.warmup_steps, max(total - 1, 0)), total, o.min_lr_ratio)
@@ -282,8 +297,13 @@ class Trainer:
                                  "`--map` of the ablation map and set surrogate.vocab_map to that map instead")
             cache = SurrogateCache(cfg.surrogate.cache_dir)
             run_map = VocabMap.load(cfg.surrogate.vocab_map) if cfg.surrogate.vocab_map else None
+            from lsap.surrogate import inference_device_dtype
+
+            _, online_dtype = inference_device_dtype(self.d.device, cfg.surrogate.dtype)
             cache.check_run(self.shards, cfg.data.seq_len, cfg.lsap.k, cfg.lsap.alpha,
-                            surrogate=cfg.surrogate.model or None, vmap=run_map)
+                            surrogate=cfg.surrogate.model or None, vmap=run_map,
+                            dtype=str(online_dtype).removeprefix("torch."),
+                            batch_size=cfg.surrogate.batch_size or cfg.train.micro_batch_size)
             vmap = cache.load_vocab_map()
         except (CacheError, FileNotFoundError) as e:
             raise TrainingError(f"surrogate.cache_dir: {e}") from e
