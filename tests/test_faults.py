@@ -270,11 +270,10 @@ def test_every_command_bad_input_exits_2_with_one_line(tmp_path, capsys):
         "eval": [missing],
         "report": [missing],
         "quickstart": ["--surrogate", missing, "--out", str(tmp_path / "q")],
+        "sweep": [missing],
     }
     assert set(bad) == set(COMMANDS)
     for cmd, argv in bad.items():
-        if cmd == "quickstart":
-            continue  # see the note in issue-13: the quickstart's settings are being reworked on main
         rc = main([cmd, *argv])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2, (cmd, rc, err)

@@ -178,3 +178,28 @@ def test_pair_tasks_in_offline_build(tiny_world, tmp_path):
         assert info["counts"][name] > 0
         assert (tmp_path / "t" / f"{name}.yaml").is_file()
     assert ev.resolve_tasks("pairs") == ev.PAIR_TASKS
+
+
+@pytest.mark.slow  # lm-eval itself takes ~2-3 min here
+def test_score_choices_equals_lm_eval(tiny_world, tmp_path):
+    """The native minimal-pair scorer gives lm-evaluation-harness's acc / acc_norm on the same
+    examples (lm-eval is the reference; the native path is ~100× faster on tiny models)."""
+    pytest.importorskip("lm_eval")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    info = ev.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=40)
+    tok = AutoTokenizer.from_pretrained(tiny_world["base_tok"])
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                                         initializer_range=0.3)).eval()
+    ref = ev.run_lm_eval(model, tok, ev.PAIR_TASKS, include_path=info["dir"], batch_size=16, max_length=512,
+                         bootstrap_iters=0, log_file=tmp_path / "lm_eval.log")
+    import json
+
+    for task in ev.PAIR_TASKS:
+        rows = [json.loads(x) for x in (tmp_path / "t" / f"{task}.jsonl").read_text().splitlines() if x]
+        got = ev.score_choices(model, tok, rows, batch_size=7)  # odd batch: padding must not matter
+        assert got["n"] == len(rows) > 0
+        assert got["acc"] == pytest.approx(ref[task]["metrics"]["acc"], abs=1e-9), task
+        assert got["acc_norm"] == pytest.approx(ref[task]["metrics"]["acc_norm"], abs=1e-9), task

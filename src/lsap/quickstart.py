@@ -1,19 +1,23 @@
 """`lsap quickstart`: the whole method, end to end, on one CPU, offline.
 
-Mirrors the paper's regime at toy scale (see README "Quickstart"):
+Mirrors the paper's regime at toy scale (see README "Quickstart"): a surrogate
+*smaller* than the base but much *stronger per token* on the base's domain.
 
-1. text: the base trains on the Python 3.11 manual (`python-docs`); the surrogate was
-   pretrained on *different* text, the Linux kernel documentation (`linux-docs`).
-2. tokenizers: two byte-level BPEs, each trained on its own corpus, the surrogate's
-   with digits split — different vocabularies, as OLMo2's and Qwen3's are.
-3. surrogate: an OLMo2-shaped model about half the base's parameters, pretrained once
-   with CE on more tokens than the base will see, then cached and treated as given
+1. text: one domain, the Python 3.11 manual (`python-docs`), split by document into
+   held-out (10%), the base's training part (30% of the rest) and the surrogate's part
+   (the other 70%): disjoint training text, one held-out set.
+2. tokenizers: two byte-level BPEs, the surrogate's also trained on other text
+   (`linux-docs`) and with digits split — different vocabularies, as OLMo2's and Qwen3's are.
+3. surrogate: OLMo2-shaped, ~0.6× the base's parameters, pretrained once on its own part
+   for 16× the tokens the base will see (checkpoints at 1×, 4×, 16× for `lsap sweep`),
+   cached and treated as given; its held-out bits per byte is measured and printed
    (`--surrogate smollm2` swaps in SmolLM2-135M-Instruct through the same code path).
 4. the vocabulary map between the two tokenizers, with its report.
-5. the base trained twice from the same init and data order, CE and LSAP (α 0.05,
-   k 15, λ 1), to the same FLOPs budget — the surrogate's inference FLOPs included.
-6. held-out loss, bits per byte and the offline zero-shot tasks on every checkpoint;
-   `lsap report` at matched FLOPs (Table-2 style) and the Figure-2-style plots.
+5. the base trained from the same init and data order, CE and LSAP (α 0.05, k 15,
+   λ 1), to the same FLOPs budget — the surrogate's inference FLOPs charged — per seed.
+6. minimal pairs (zero-shot, the paper's kind of metric), held-out loss, bits per byte,
+   top-1/top-5 and their split by the number of auxiliary targets per position; a
+   Table-2-style report at matched FLOPs with seed spread, paired Δ and plots.
 
 Every stage is cached or resumable: a second run reuses tokenizers, shards and the
 surrogate, and an interrupted run continues where it stopped.
@@ -108,17 +112,9 @@ def base_overrides(s: Settings) -> list[str]:
 
 
 def _train(cfg) -> Path:
-    from lsap.checkpoint import latest
-    from lsap.train import Trainer
+    from lsap.train import train_once
 
-    done = Path(cfg.out_dir) / "DONE"
-    if done.is_file():
-        print(f"  {cfg.out_dir}: finished earlier, reused", flush=True)
-        return Path(cfg.out_dir)
-    resume = latest(cfg.out_dir) is not None
-    Trainer(cfg, resume=resume).run()
-    done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
-    return Path(cfg.out_dir)
+    return train_once(cfg)
 
 
 def _last_model(run: Path) -> Path:
@@ -235,70 +231,39 @@ def _surrogate_bpb(surrogates: dict, sur_data: Path, path: Path, s: Settings) ->
 
 
 def run(s: Settings) -> Path:
-    from lsap.cli import main as cli
+    from lsap.evaluate import evaluate_run
     from lsap.flops import FlopsLedger, count_params
     from lsap.model import model_config
-    from lsap.surrogate import cache_root
-    from lsap.tokenizer import padded_vocab_size
-    from lsap.vocab import VocabMap
+    from lsap.report import make_report
+    from lsap.surrogate import load_surrogate
+    from lsap.tokenizer import load_tokenizer, padded_vocab_size
+
+    from lsap.errors import ConfigError
 
     t_start = time.time()
+    m = s.surrogate
+    if m != "pretrain" and (m.startswith((".", "/", "~")) or m.endswith(".gguf")) and not Path(m).expanduser().exists():
+        raise ConfigError(f"--surrogate {m!r}: no such file or directory (pretrain, smollm2, a local HF "
+                          "directory, a .gguf file or a hub id)")
     out = Path(s.out)
-    cache = Path(s.cache) if s.cache else cache_root() / "quickstart"
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(asdict(s), indent=2))
+    reg = build_regime(s)
+    surrogate_spec = reg.surrogates[reg.strongest]
 
-    _say(f"1/6 tokenizers and token shards (cache: {cache})")
-    tkey = s.key("vocab_size", "tokenizer_docs")
-    base_tok_dir = cache / f"tok-{s.base_corpus}-{tkey}"
-    base_tok = _tokenizer([s.base_corpus], base_tok_dir, s, split_digits=False)
-    base_data = _prepare(base_tok_dir, s.base_corpus, cache / f"data-{s.base_corpus}-{tkey}")
-
-    pretrain = s.surrogate == "pretrain"
-    _say("2/6 surrogate: " + ("pretrained once on a different corpus, then cached" if pretrain
-                              else f"{s.surrogate} (given, frozen)"))
-    if pretrain:
-        # Like a real surrogate's tokenizer (trained on broad text), the surrogate's BPE
-        # sees both corpora, with another pre-tokenizer (digits split) so the two
-        # vocabularies differ; its *model* never sees the base's training text.
-        sur_tok_dir = cache / f"tok-{s.surrogate_corpus}+{s.base_corpus}-digits-{tkey}"
-        _tokenizer([s.surrogate_corpus, s.base_corpus], sur_tok_dir, s, split_digits=True)
-        sur_data = _prepare(sur_tok_dir, s.surrogate_corpus, cache / f"data-{s.surrogate_corpus}-{tkey}")
-        skey = s.key("vocab_size", "tokenizer_docs", "seq_len", "batch_size", "surrogate_tokens")
-        sur_run = _train(_run_cfg("surrogate", cache / f"surrogate-{skey}", sur_data, SURROGATE_SHAPE, s,
-                                  [f"train.max_tokens={s.surrogate_tokens}", "train.eval_every=0"]))
-        surrogate_spec = str(_last_model(sur_run))
-    else:
-        surrogate_spec = s.surrogate
-
-    _say("3/6 vocabulary map between the base tokenizer and the surrogate's")
-    from lsap.data import TokenShards
-    from lsap.surrogate import load_surrogate
-
-    smodel, stok = load_surrogate(surrogate_spec)
-    vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=padded_vocab_size(base_tok),
-                                    surrogate_vocab_size=max(smodel.config.vocab_size, len(stok)))
-    val = TokenShards(base_data, "val")
-    rep = vmap.report(val.tokens(0, min(len(val), 200_000)), top_missing=5, base_tokenizer=base_tok)
-    map_dir = out / "vocab_map"
-    vmap.save(map_dir)
-    print(f"  |Σ_b|={rep['base_vocab']:,}  |Σ_s|={rep['surrogate_vocab']:,}  |Σ∩|={rep['intersection']:,} "
-          f"({rep['intersection_over_base']:.1%} of base, {rep['intersection_over_surrogate']:.1%} of surrogate); "
-          f"held-out base tokens inside Σ∩: {rep['corpus_share_in_intersection']:.1%}")
-    print("  most frequent base tokens outside Σ∩: "
-          + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"]), flush=True)
-
+    base_tok = load_tokenizer(str(reg.base_tokenizer))
+    smodel, _ = load_surrogate(surrogate_spec)
     base_cfg = model_config("olmo2-tiny", vocab_size=padded_vocab_size(base_tok), **BASE_SHAPE)
     nb, ns = count_params(base_cfg), count_params(smodel.config)
     ledger = FlopsLedger.from_configs(base_cfg, smodel.config)  # 6·N_b and 2·N_s per token
+    del smodel
     ce_per_token = ledger.base_flops_per_token
     lsap_per_token = ce_per_token + ledger.surrogate_flops_per_token
-    budget = ce_per_token * s.ce_tokens
-    del smodel
+    budget = reg.budget
     lsap_tokens = budget / lsap_per_token
     _say(f"4/6 FLOPs budget {budget:.3g} (= 6·N_b·{s.ce_tokens:.3g} tokens; N_b={nb / 1e6:.2f}M, "
-         f"N_s={ns / 1e6:.2f}M): CE trains {s.ce_tokens:,.0f} tokens, LSAP {lsap_tokens:,.0f} "
-         f"({1 - lsap_tokens / s.ce_tokens:.1%} fewer; the surrogate's 2·N_s per token is charged)")
+         f"N_s={ns / 1e6:.2f}M = {ns / nb:.2f}× the base): CE trains {s.ce_tokens:,.0f} tokens, LSAP "
+         f"{lsap_tokens:,.0f} ({1 - lsap_tokens / s.ce_tokens:.1%} fewer; the surrogate's 2·N_s per token is charged)")
 
     tokens_per_step = s.batch_size * s.seq_len
     steps_ce = int(budget // (tokens_per_step * ce_per_token))
@@ -306,47 +271,68 @@ def run(s: Settings) -> Path:
     every = max(steps_ce // s.checkpoints, 1)
     runs = []
     for seed in s.seeds:
-        common = [f"train.max_flops={budget}", f"train.ckpt_every={every}", f"train.eval_every={every}",
-                  f"train.seed={seed}", f"model.init_seed={seed}"]
+        common = [f"data.dir={reg.base_data}", f"train.max_flops={budget}", f"train.ckpt_every={every}",
+                  f"train.eval_every={every}", f"train.seed={seed}", f"model.init_seed={seed}"]
         _say(f"5/6 training the base with CE (seed {seed})")
         # an extra CE checkpoint at LSAP's last step: the matched-tokens view
-        runs.append(_train(_run_cfg(f"ce-s{seed}", out / f"ce-s{seed}", base_data, BASE_SHAPE, s,
-                                    common + [f"train.ckpt_at=[{steps_lsap}]"])))
+        runs.append(_train(_base_cfg(f"ce-s{seed}", out / f"ce-s{seed}", s, common + [f"train.ckpt_at=[{steps_lsap}]"])))
         _say(f"5/6 training the base with LSAP α={s.alpha} k={s.k} λ=1 (seed {seed})")
-        runs.append(_train(_run_cfg(f"lsap-s{seed}", out / f"lsap-s{seed}", base_data, BASE_SHAPE, s, common + [
-            "loss=lsap", f"surrogate.model={surrogate_spec}", f"surrogate.vocab_map={map_dir}",
+        runs.append(_train(_base_cfg(f"lsap-s{seed}", out / f"lsap-s{seed}", s, common + [
+            "loss=lsap", f"surrogate.model={surrogate_spec}", f"surrogate.vocab_map={reg.vocab_map}",
             f"lsap.alpha={s.alpha}", f"lsap.k={s.k}"])))
 
-    _say("6/6 evaluation (held-out loss, bits per byte, offline zero-shot tasks) and report")
+    _say("6/6 evaluation (minimal pairs; held-out loss, bpb, top-1/5, split by the surrogate's targets) and report")
+    targets = {"surrogate": surrogate_spec, "vocab_map": str(reg.vocab_map), "k": s.k, "alpha": s.alpha}
     for r in runs:
-        cli(["eval", str(r), "--tasks", "offline", "--max-examples", str(s.eval_examples)])
-    cli(["report", *map(str, runs), "--out", str(out)])
-    _summary(out, runs, time.time() - t_start, s.surrogate)
+        evaluate_run(r, tasks="pairs", max_examples=s.eval_examples, targets=targets)
+    make_report([str(r) for r in runs], out, strength=reg.surrogate_bpb, surrogates=reg.surrogates)
+    _summary(out, time.time() - t_start, s, reg)
     return out
 
 
-def _summary(out: Path, runs: list[Path], wall: float, surrogate: str) -> None:
+def _base_cfg(name: str, out: Path, s: Settings, extra: list[str]):
+    from lsap.config import load_config
+
+    return load_config(None, [f"name={name}", f"out_dir={out}", *base_overrides(s), *extra])
+
+
+def _summary(out: Path, wall: float, s: Settings, reg: Regime) -> None:
     rep = json.loads((out / "report.json").read_text())
     groups = {g["loss"]: g for g in rep.get("spread", [])}
     print(f"\n[quickstart] done in {wall / 60:.1f} min. Report: {out / 'report.md'} (+ PNG plots in {out})")
     ce, ls = groups.get("Cross Entropy"), groups.get("LSAP")
-    if not (ce and ls and ce["val_loss"] and ls["val_loss"]):
+    if not (ce and ls):
         return
-    d = ls["val_loss"]["mean"] - ce["val_loss"]["mean"]
-    overlap = not (ls["val_loss"]["max"] < ce["val_loss"]["min"] or ce["val_loss"]["max"] < ls["val_loss"]["min"])
-    print(f"  at matched FLOPs ({rep['budget']:.3g}): held-out loss CE {_range(ce['val_loss'])} vs LSAP "
-          f"{_range(ls['val_loss'])} over {ce['n']}/{ls['n']} seeds; "
-          f"avg zero-shot score CE {_range(ce['average'], 100, '.1f')} vs LSAP {_range(ls['average'], 100, '.1f')}")
-    if min(ce["n"], ls["n"]) < 2:
-        verdict = f"{d:+.3f} nats (LSAP − CE) with one seed: no spread measured, so no claim"
-    elif overlap:
-        verdict = "no difference beyond the seed-to-seed spread"
-    elif d < 0:
-        verdict = f"LSAP is better by {-d:.3f} nats, outside the seed spread"
+    sur_bpb = reg.surrogate_bpb.get(reg.strongest)
+    ce_bpb = ce["val_bpb"]["mean"] if ce.get("val_bpb") else None
+    if sur_bpb and ce_bpb:
+        print(f"  surrogate strength: {sur_bpb:.3f} bits/byte on the base's held-out text vs the CE base's "
+              f"{ce_bpb:.3f} at the budget ({'stronger' if sur_bpb < ce_bpb else 'WEAKER'}: the paper's regime "
+              f"needs a surrogate stronger per token than its base)")
+    print(f"  at matched FLOPs ({rep['budget']:.3g}), mean [min, max] over {ce['n']} seeds, CE vs LSAP:")
+    print(f"    minimal pairs (zero-shot, the paper's kind of metric): {_range(ce['pairs_average'], 100, '.2f')} vs "
+          f"{_range(ls['pairs_average'], 100, '.2f')} %")
+    print(f"    held-out loss (nats/token): {_range(ce['val_loss'])} vs {_range(ls['val_loss'])}; top-1: "
+          f"{_range(ce['val_top1'], 100, '.1f')} vs {_range(ls['val_top1'], 100, '.1f')} %")
+    d = next((x for x in rep.get("deltas") or []), None)
+    p = d and d.get("pairs_average")
+    if not p:
+        verdict = "no paired minimal-pair result"
+    elif d["n"] < 2:
+        verdict = f"{p['mean'] * 100:+.2f} points (LSAP − CE) with one seed: no spread measured, so no claim"
+    elif p["min"] > 0:
+        verdict = (f"LSAP is better by {p['mean'] * 100:.2f} points on average, on every seed "
+                   f"(per-seed Δ {p['min'] * 100:+.2f} … {p['max'] * 100:+.2f})")
+    elif p["max"] < 0:
+        verdict = (f"LSAP is worse by {-p['mean'] * 100:.2f} points on average, on every seed "
+                   f"(per-seed Δ {p['min'] * 100:+.2f} … {p['max'] * 100:+.2f})")
     else:
-        verdict = f"LSAP does NOT beat CE at this scale: {d:.3f} nats worse, outside the seed spread"
-    print(f"  verdict on held-out loss: {verdict}.")
-    if surrogate != "pretrain":
+        verdict = (f"no difference beyond the seed spread (per-seed Δ {p['min'] * 100:+.2f} … "
+                   f"{p['max'] * 100:+.2f} points)")
+    print(f"  verdict on minimal pairs: {verdict}.")
+    print("  note: LSAP's objective moves probability from the gold token to the surrogate's targets, so held-out "
+          "loss and top-1 rise for LSAP by construction (METHOD §5b); they are not the verdict.")
+    if s.surrogate != "pretrain":
         print("  note: this surrogate is far larger than the base, so its inference FLOPs eat most of the budget; "
               "see the matched-tokens table in the report for the per-token view.")
 
@@ -355,5 +341,3 @@ def _range(v, scale=1.0, f=".4f"):
     if not v:
         return "n/a"
     return f"{v['mean'] * scale:{f}} [{v['min'] * scale:{f}}, {v['max'] * scale:{f}}]"
-
-

@@ -136,6 +136,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     """Expand, train (resumably), evaluate and report a sweep; returns the report dict."""
     from lsap import report as rep
     from lsap.evaluate import evaluate_run
+    from lsap.train import train_once
 
     spec = load_spec(spec_path)
     out = Path(out)
@@ -241,7 +242,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     for i, r in enumerate(plan):
         cfg = cfgs[r["name"]]
         log(f"\n[sweep] run {i + 1}/{len(plan)}: {r['name']} ({time.time() - t0:.0f}s elapsed)")
-        _train(cfg, log)
+        train_once(cfg, log)
         evaluate_run(cfg.out_dir, tasks=ev.get("tasks", "pairs"), max_examples=int(ev.get("max_examples", 1000)),
                      targets=targets, log=log)
         r["status"] = "done"
@@ -257,24 +258,6 @@ def _write(path: Path, obj) -> None:
     from lsap.data import _write_json_atomic
 
     _write_json_atomic(path, obj)
-
-
-def _train(cfg, log) -> None:
-    from lsap.train import Trainer
-
-    d = Path(cfg.out_dir)
-    if (d / "DONE").is_file():
-        log(f"  {d.name}: finished earlier, reused")
-        return
-    ck = d / "checkpoints"
-    resume = ck.is_dir() and any(p for p in ck.glob("step_*") if not p.name.endswith(".tmp")
-                                 and (p / "meta.json").is_file())
-    if not resume and d.exists():  # a run killed before its first checkpoint: start it again
-        import shutil
-
-        shutil.rmtree(d)
-    Trainer(cfg, resume=resume).run()
-    (d / "DONE").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
 def _use_stores(cfgs: dict, root: Path, log) -> None:

@@ -617,3 +617,21 @@ def train(cfg: Config, resume: bool = False) -> Path:
                             f"{str(e).splitlines()[0][:200]})") from e
     finally:
         distributed.shutdown()
+
+
+def train_once(cfg: Config, log=print) -> Path:
+    """Train `cfg` to its budget exactly once: a run marked DONE is reused, a run with a
+    finished checkpoint resumes from it, anything else (re)starts. For pipelines that
+    rerun after an interruption (`lsap quickstart`, `lsap sweep`)."""
+    from lsap.checkpoint import latest
+
+    out = Path(cfg.out_dir)
+    if (out / "DONE").is_file():
+        log(f"  {out}: finished earlier, reused")
+        return out
+    resume = latest(out) is not None
+    if not resume and out.exists():  # killed before its first checkpoint: nothing to keep
+        shutil.rmtree(out)
+    Trainer(cfg, resume=resume).run()
+    (out / "DONE").write_text(time.strftime("%Y-%m-%d %H:%M:%S") + "\n")
+    return out
