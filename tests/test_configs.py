@@ -11,10 +11,13 @@ SURROGATE_PRESET = {"Qwen/Qwen3-0.6B": "qwen3-0.6b"}
 
 
 @pytest.mark.parametrize("name", packaged_configs())
-def test_shipped_config_loads(name):
+def test_shipped_config_loads_and_round_trips(name, tmp_path):
     cfg = load_config(name)
     assert cfg.name == name
-    assert "\n" in cfg.to_yaml()
+    # the resolved YAML written to every run directory loads back to the same config
+    (tmp_path / "resolved.yaml").write_text(cfg.to_yaml())
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again == cfg and again.to_yaml() == cfg.to_yaml()
 
 
 def test_paper_runs_are_flops_matched():

@@ -72,8 +72,8 @@ class TrainCfg:
     batch_size: int = 16  # global sequences per optimizer step
     micro_batch_size: int = 16  # per rank per forward
     max_steps: int = 0  # budgets: the smallest positive one ends the run
-    max_tokens: float = 0
-    max_flops: float = 0  # base + surrogate FLOPs (METHOD §5): matched-FLOPs runs
+    max_tokens: float = 0.0
+    max_flops: float = 0.0  # base + surrogate FLOPs (METHOD §5): matched-FLOPs runs
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
     eval_batches: int = 20
