@@ -30,10 +30,12 @@ Precision = Literal["auto", "fp32", "bf16"]
 Distributed = Literal["ddp", "fsdp"]
 LossImpl = Literal["linear", "logits"]
 FsdpMixedPrecision = Literal["none", "bf16"]
+LoggerName = Literal["jsonl", "tensorboard", "wandb"]
 
 NORMALIZATIONS = get_args(Normalization)
 LAMBDA_SCHEDULES = get_args(LambdaScheduleKind)
 INFERENCE_DTYPES = get_args(InferenceDtype)
+LOGGERS = get_args(LoggerName)
 
 
 @dataclass
@@ -109,6 +111,8 @@ class TrainCfg:
     compile: bool = False  # torch.compile the decoder blocks and the loss chunk
     activation_checkpointing: bool = False  # recompute each decoder block in backward (less memory)
     fsdp_mixed_precision: FsdpMixedPrecision = "none"  # bf16 (FSDP2): bf16 params in compute, fp32 gradient reduce
+    loggers: list[LoggerName] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb (lsap.loggers);
+    # metrics.jsonl is always written (resume, eval and report read it)
 
 
 @dataclass
@@ -141,6 +145,8 @@ def _choices(cls, prefix: str = "") -> dict[str, tuple]:
             out.update(_choices(hint, f"{prefix}{name}."))
         elif get_origin(hint) is Literal:
             out[prefix + name] = get_args(hint)
+        elif get_origin(hint) is list and get_args(hint) and get_origin(get_args(hint)[0]) is Literal:
+            out[prefix + name + "[]"] = get_args(get_args(hint)[0])  # every element
     return out
 
 
@@ -220,7 +226,7 @@ RESUME_MAY_CHANGE = (
     "train.max_steps", "train.max_tokens", "train.max_flops", "train.log_every", "train.eval_every",
     "train.eval_batches", "train.ckpt_every", "train.ckpt_at", "train.keep_checkpoints", "train.micro_batch_size",
     "train.device", "train.precision", "train.distributed", "train.loss_impl", "train.skip_nonfinite_steps",
-    "train.dist_timeout_s",
+    "train.dist_timeout_s", "train.loggers",
 )
 
 
@@ -297,11 +303,16 @@ def validate(cfg: Config, deep: bool = False) -> Config:
     out_dir is writable, and `model.overrides` keys exist (imports transformers).
     Each problem is one ConfigError naming the key.
     """
+    if isinstance(cfg.train.loggers, str):  # train.loggers=tensorboard
+        cfg.train.loggers = [cfg.train.loggers]
     for key, allowed in _choices(Config).items():
         value = cfg
-        for part in key.split("."):
+        for part in key.removesuffix("[]").split("."):
             value = getattr(value, part)
-        if value not in allowed:
+        if key.endswith("[]"):
+            if not isinstance(value, list) or any(v not in allowed for v in value):
+                raise ConfigError(f"{key[:-2]}={value!r}: every entry must be one of {allowed}")
+        elif value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {allowed}")
     t = cfg.train
     for name in ("max_steps", "max_tokens", "max_flops"):

@@ -117,7 +117,10 @@ class Trainer:
             raise
 
     def close(self) -> None:
-        """Release out_dir's lock (`run` does it at the end; a failed build does it at once)."""
+        """Close the trackers and release out_dir's lock (`run` does it at the end; a failed build at once)."""
+        if getattr(self, "loggers", None) is not None:
+            self.loggers.close()
+            self.loggers = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -198,6 +201,7 @@ class Trainer:
                                      self.d.world_size, seed=t.seed)
         self.step = 0
         self.wall = 0.0
+        self.loggers, self.resumed_at = None, None
         random.seed(t.seed)
         np.random.seed(t.seed)
         torch.manual_seed(t.seed)
@@ -211,6 +215,7 @@ class Trainer:
             resume = False
         if resume:
             self._resume()
+            self.resumed_at = self.step
         elif self.main and checkpoint.latest(self.ckpt_root) is not None:
             raise TrainingError(f"{self.out} already has checkpoints; pass --resume to continue it or pick a new out_dir")
         elif self.main and (self.out / "metrics.jsonl").exists():
@@ -475,9 +480,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def log(self, row: dict) -> None:
-        if self.main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+        """One metrics row to metrics.jsonl and every tracker in train.loggers (rank 0)."""
+        if not self.main:
+            return
+        if self.loggers is None:
+            self._open_loggers()
+        self.loggers.log(row)
+
+    def _open_loggers(self) -> None:
+        from lsap.loggers import Loggers
+
+        # on resume, trackers drop what was logged after the checkpoint (it is redone)
+        self.loggers = Loggers(self.cfg.train.loggers, self.out, self.cfg.to_dict(),
+                               resume_step=None if self.resumed_at is None else self.resumed_at + 1)
 
     def run(self) -> Path:
         try:
@@ -489,6 +504,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg, t = self.cfg, self.cfg.train
+        if self.main and self.loggers is None:  # a tracker that is not installed fails before any step
+            self._open_loggers()
         total = self.budget.total_steps
         if self.main:
             n_params = sum(p.numel() for p in self.lm.parameters())
