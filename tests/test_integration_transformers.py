@@ -178,3 +178,36 @@ def test_example_script_runs(tiny_world, tmp_path):
                       "--seq-len", "32", "--batch-size", "2", "--grad-accum", "2", "--max-tokens", "0",
                       "--vocab-size", "600", "--k", "4", "--alpha", "0.02"])
     assert math.isfinite(r["eval_ce"]) and r["last_log"]["aux_per_token"] > 0 and r["total_flos"] > 0
+
+
+def _ddp_run(out, base_dir, world, nproc):
+    import os
+    import subprocess
+    import sys
+
+    worker = str(Path(__file__).with_name("hf_ddp_worker.py"))
+    args = [str(out), str(base_dir), world["data"], world["surrogate"], str(4 // nproc)]
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", worker]
+           if nproc > 1 else [sys.executable, worker])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((Path(out) / "logs.json").read_text()), torch.load(Path(out) / "weights.pt")
+
+
+@pytest.mark.slow  # ~60 s on 2 cores (three interpreter starts, gloo)
+def test_two_gloo_processes_match_one(tiny_world, base, tmp_path):
+    """DDP: the global Z (N and V over both processes) gives one process's update."""
+    lm, tok = base
+    lm.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one_logs, one_w = _ddp_run(tmp_path / "one", tmp_path / "base", tiny_world, 1)
+    two_logs, two_w = _ddp_run(tmp_path / "two", tmp_path / "base", tiny_world, 2)
+    for a, b in zip(one_logs, two_logs, strict=True):
+        assert b["aux_per_token"] == a["aux_per_token"] > 0
+        for key in ("loss", "ce", "aux", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    for name, w in one_w.items():
+        torch.testing.assert_close(two_w[name], w, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")

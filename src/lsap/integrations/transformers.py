@@ -247,12 +247,13 @@ class LSAPTrainer(transformers.Trainer):
 
     # ------------------------------------------------------------------ logging and FLOPs
     def log(self, logs: dict, start_time: float | None = None) -> None:
-        if "loss" in logs and self._sums[2] > 0:
+        if "loss" in logs:  # a training log line: every process gets here (the reduce is collective)
             sums = self._sums
             if self.accelerator.num_processes > 1:
-                sums = self.accelerator.reduce(sums, reduction="sum")
+                sums = self.accelerator.reduce(sums.clone(), reduction="sum")
             ce, aux, n, v = (float(t) for t in sums)
-            logs.update(ce=ce / n, aux=aux / v if v else 0.0, aux_per_token=v / n, lam=self._last_lam)
+            if n > 0:
+                logs.update(ce=ce / n, aux=aux / v if v else 0.0, aux_per_token=v / n, lam=self._last_lam)
             self._sums.zero_()
         super().log(logs, start_time)
 
