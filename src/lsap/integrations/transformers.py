@@ -145,12 +145,13 @@ class LSAPTrainer(transformers.Trainer):
             cache = target_store if isinstance(target_store, SurrogateCache) else SurrogateCache(target_store)
             return StoredTargets(cache, cache.load_vocab_map().to(device), k, alpha, gold_outside=gold_outside)
         if isinstance(surrogate, (str, os.PathLike)):
-            from lsap.surrogate import load_surrogate_with_map
+            from lsap.surrogate import inference_device_dtype, load_surrogate_with_map
 
             if self.processing_class is None:
                 raise ValueError("a surrogate spec needs processing_class= (the base tokenizer) for the map")
+            _, dtype = inference_device_dtype(device, "auto")  # bf16 on a GPU, fp32 on a CPU
             sw = load_surrogate_with_map(surrogate, self.processing_class, self.model.config.vocab_size,
-                                         vocab_map=vocab_map, device=device)
+                                         vocab_map=vocab_map, dtype=dtype, device=device)
             surrogate, vmap, pad_id = sw.model, sw.vmap, sw.pad_id
         else:
             if vocab_map is None:
