@@ -18,6 +18,7 @@ Sources and their readers live in `lsap.corpora` (re-exported here).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os

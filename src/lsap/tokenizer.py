@@ -92,7 +92,6 @@ def cache_root() -> Path:
     return base / "lsap"
 
 
-
 def _package_dir(module: str, hint: str) -> Path:
     # find_spec only locates the package: importing some of these wheels pulls in
     # their own runtimes (or fails), and we need nothing but their data files.

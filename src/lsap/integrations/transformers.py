@@ -235,8 +235,9 @@ class LSAPTrainer(transformers.Trainer):
         finally:
             handle.remove()
         hidden, self._hidden = self._hidden, None
-        weight = head.weight
-        out = lsap_linear_loss(hidden, weight.to(hidden.dtype), y, aux_ids, aux_mask, lam=self._last_lam,
+        # as lsap's LossModule: under Trainer's autocast (bf16=True) the head matmul runs in bf16
+        # inside the loss, LSE and gradients in fp32 per chunk
+        out = lsap_linear_loss(hidden, head.weight, y, aux_ids, aux_mask, lam=self._last_lam,
                                aux_weight=aux_weight, chunk_size=self.chunk_size)
         self._sums += torch.stack([out.ce_sum, out.aux_sum, out.n_labels, out.n_aux]).double().to(self._sums.device)
         z = num_items_in_batch if num_items_in_batch is not None else normalizer(
