@@ -37,7 +37,7 @@ class LossModule(torch.nn.Module):
     divides by the step's global Z.
     """
 
-    def __init__(self, lm: torch.nn.Module, impl: str = "linear", compile_loss: bool = False):
+    def __init__(self, lm: torch.nn.Module, impl: str = "linear", *, compile_loss: bool = False):
         super().__init__()
         self.lm, self.impl = lm, impl
         self.chunk_impl = "compile" if compile_loss else "eager"
