@@ -31,7 +31,7 @@ def run(args, bf16: bool):
     over = {k: int(v) for k, v in (p.split("=") for p in args.base_overrides.split(",") if p)}
     cfg = model_config(args.base, vocab_size=args.vocab, **over)
     model = build_model(cfg, device=dev, seed=0)
-    module = LossModule(model, "linear", "targets")
+    module = LossModule(model, "linear")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, foreach=True)
     g = torch.Generator().manual_seed(0)
     V, B, T = cfg.vocab_size, args.micro_batch, args.seq_len

@@ -68,7 +68,7 @@ def build(args, compile_: bool):
         with torch.no_grad():  # sharpen the random surrogate's outputs
             sur.get_output_embeddings().weight.mul_(args.logit_scale)
     vmap = random_vmap(vb, vs, int(0.95 * min(vb, vs)), seed=0).to(dev)
-    module = LossModule(base, args.loss_impl, "targets", compile_loss=compile_)
+    module = LossModule(base, args.loss_impl, compile_loss=compile_)
     if args.activation_checkpointing:
         distributed.checkpoint_blocks(base.model.layers)
     if compile_:

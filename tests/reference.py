@@ -35,7 +35,7 @@ def ref_select(logits, next_base_ids, b2s, s2b, k, alpha, valid=None, ignore_ind
     return out
 
 
-def ref_loss(logits, labels, aux_lists, lam, normalization="targets", ignore_index=-100, weights=None):
+def ref_loss(logits, labels, aux_lists, lam, ignore_index=-100, weights=None):
     """METHOD §4 with float64 log_softmax. aux_lists: per flattened position a list of ids.
 
     Returns (loss_sum, ce_sum, aux_sum, n_labels, n_aux).

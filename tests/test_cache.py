@@ -40,10 +40,11 @@ def test_lookup_equals_online_selection(tiny_world, small):
     loader = SequenceLoader(shards, T, batch_size=3, seed=1)
     total = 0
     for _ in range(6):  # the windows and batch composition training would see
-        x, y = loader.next_batch()
+        batch = loader.next_batch()
+        x, y = batch
         for k, alpha in ((4, 0.01), (4, 0.05), (2, 0.2), (3, 0.02), (1, 0.1)):
             ids, mask, probs = propose_targets(model, x, y, vmap, k, alpha, pad_id=stok.pad_token_id or 0)
-            cids, cmask, cprobs = cache.lookup(loader.last_windows, k, alpha)
+            cids, cmask, cprobs = cache.lookup(batch.window_ids, k, alpha)
             assert torch.equal(cmask, mask) and torch.equal(cids, ids), (k, alpha)
             torch.testing.assert_close(cprobs, probs, rtol=2 ** -9, atol=0)
             total += int(mask.sum())
@@ -56,6 +57,33 @@ def test_lookup_equals_online_selection(tiny_world, small):
         cache.lookup([0], 4, 0.005)
     with pytest.raises(CacheError, match="k=5"):
         cache.lookup([0], 5, 0.05)
+
+
+@pytest.mark.parametrize("gold_outside", ["keep", "skip"])
+def test_online_and_stored_sources_agree(tiny_world, small, gold_outside):
+    """Both TargetSource implementations return the same AuxTargets, each applying gold_outside."""
+    from lsap.cache import StoredTargets
+    from lsap.targets import AuxTargets, OnlineTargets, drop_gold_outside
+
+    cache = SurrogateCache(small["cache"])
+    vmap = cache.load_vocab_map()
+    model, stok = load_surrogate(tiny_world["surrogate"])
+    online = OnlineTargets(model, vmap, 4, 0.02, pad_id=stok.pad_token_id or 0, batch_size=2,
+                           gold_outside=gold_outside)
+    stored = StoredTargets(cache, vmap, 4, 0.02, gold_outside=gold_outside)
+    loader = SequenceLoader(TokenShards(small["data"]), T, batch_size=5, seed=2)
+    dropped = 0
+    for _ in range(3):
+        batch = loader.next_batch()
+        a, b = online(batch), stored(batch)
+        assert isinstance(a, AuxTargets) and isinstance(b, AuxTargets)
+        assert torch.equal(a.mask, b.mask) and torch.equal(a.ids, b.ids) and int(a.count) == int(b.count)
+        full = propose_targets(model, batch.input_ids, batch.labels, vmap, 4, 0.02, pad_id=stok.pad_token_id or 0)
+        want = drop_gold_outside(full.mask, batch.labels, vmap) if gold_outside == "skip" else full.mask
+        assert torch.equal(a.mask, want)
+        assert (a.ids[~a.mask] == -1).all()
+        dropped += int(full.count - a.count)
+    assert (dropped > 0) == (gold_outside == "skip")
 
 
 def test_float16_probs_compare_exactly_at_exact_alphas():

@@ -11,10 +11,13 @@ SURROGATE_PRESET = {"Qwen/Qwen3-0.6B": "qwen3-0.6b"}
 
 
 @pytest.mark.parametrize("name", packaged_configs())
-def test_shipped_config_loads(name):
+def test_shipped_config_loads_and_round_trips(name, tmp_path):
     cfg = load_config(name)
     assert cfg.name == name
-    assert "\n" in cfg.to_yaml()
+    # the resolved YAML written to every run directory loads back to the same config
+    (tmp_path / "resolved.yaml").write_text(cfg.to_yaml())
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again == cfg and again.to_yaml() == cfg.to_yaml()
 
 
 def test_paper_runs_are_flops_matched():
@@ -37,3 +40,29 @@ def test_paper_runs_are_flops_matched():
 def test_unknown_config_name_suggests():
     with pytest.raises(ConfigError, match="paper-lsap-a0.05"):
         load_config("paper-lsap-a0.5")
+
+
+def test_public_api_importable_from_lsap():
+    import importlib
+
+    import lsap
+
+    for name in lsap._EXPORTS:
+        obj = getattr(lsap, name)
+        assert obj is getattr(importlib.import_module(obj.__module__), name), name
+    from lsap import AuxTargets, VocabMap, lsap_loss  # noqa: F401  (the README's spelling)
+
+
+def test_allowed_values_have_one_source():
+    """Validation, the loss and the λ schedule read the same Literal annotations."""
+    from typing import get_args
+
+    from lsap import config, loss, schedules
+
+    assert loss.NORMALIZATIONS == get_args(config.Normalization) == ("targets", "tokens", "weighted")
+    assert schedules.LAMBDA_KINDS == get_args(config.LambdaScheduleKind)
+    with pytest.raises(ConfigError, match=r"lsap.normalization='avg' is not one of \('targets', 'tokens', 'weighted'\)"):
+        load_config(None, ["data.dir=x", "train.max_steps=1", "lsap.normalization=avg"])
+    with pytest.raises(ConfigError, match="train.precision"):
+        load_config(None, ["data.dir=x", "train.max_steps=1", "train.precision=fp16"])
+    assert load_config(None, ["data.dir=x", "train.max_steps=1", "lsap.normalization=weighted"]).lsap.normalization == "weighted"

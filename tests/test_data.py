@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from lsap.data import (
     DataError,
@@ -168,13 +169,24 @@ def test_loader_windows_and_determinism(shards):
     assert x.shape == (B, T) and y.shape == (B, T) and x.dtype == y.dtype
     assert (x[:, 1:] == y[:, :-1]).all()
     b = SequenceLoader(shards, T, B, seed=3)
-    assert (b.next_batch()[0] == x).all()
+    assert (b.next_batch().input_ids == x).all()
     for _ in range(5):
         x1, _ = a.next_batch()
         x2, _ = b.next_batch()
         assert (x1 == x2).all()
     # Another seed, another order.
-    assert not (SequenceLoader(shards, T, B, seed=4).next_batch()[0] == x).all()
+    assert not (SequenceLoader(shards, T, B, seed=4).next_batch().input_ids == x).all()
+
+
+def test_batch_window_ids_name_the_rows(shards):
+    T, B = 8, 4
+    batch = SequenceLoader(shards, T, B, seed=3).next_batch()
+    assert batch.window_ids.shape == (B,) and batch.window_ids.dtype == torch.int64
+    for row, w in enumerate(batch.window_ids.tolist()):
+        window = torch.from_numpy(np.asarray(shards.tokens(w * T, T + 1)))
+        assert (batch.input_ids[row] == window[:-1]).all() and (batch.labels[row] == window[1:]).all()
+    moved = batch.to("cpu")
+    assert moved.window_ids is batch.window_ids
 
 
 def test_two_ranks_equal_one_rank_batch(shards):
@@ -185,7 +197,7 @@ def test_two_ranks_equal_one_rank_batch(shards):
         x, y = one.next_batch()
         parts = [r.next_batch() for r in ranks]
         for r in range(W):
-            assert (x[r::W] == parts[r][0]).all() and (y[r::W] == parts[r][1]).all()
+            assert (x[r::W] == parts[r].input_ids).all() and (y[r::W] == parts[r].labels).all()
 
 
 def test_state_dict_resume_and_new_epoch(shards):
@@ -197,7 +209,7 @@ def test_state_dict_resume_and_new_epoch(shards):
     b = SequenceLoader(shards, T, B, seed=7)
     b.load_state_dict(json.loads(json.dumps(state)))
     for _ in range(a.steps_per_epoch + 1):
-        assert (a.next_batch()[0] == b.next_batch()[0]).all()
+        assert (a.next_batch().input_ids == b.next_batch().input_ids).all()
     assert a.epoch == 1
     e0 = np.random.default_rng([7, 0]).permutation(a.n_windows)
     e1 = np.random.default_rng([7, 1]).permutation(a.n_windows)

@@ -315,7 +315,7 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_wor
         t.run()
     done = [r["step"] for r in rows(out)] if (out / "metrics.jsonl").exists() else []
     assert done == list(range(1, t.step + 1))  # the step that reached chunk 0 never trained
-    assert not t.cache._verified[0]
+    assert not t.targets.cache._verified[0]  # the StoredTargets source's store
 
 
 def test_corrupt_token_shard_is_refused_at_first_read(tiny_world, tmp_path):

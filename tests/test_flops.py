@@ -30,9 +30,15 @@ def test_paper_figures_from_cli(capsys):
     # the paper's "232 million TFLOPs"
     assert r["ce_flops"] == pytest.approx(2.32e20, rel=5e-3)
     assert r["lsap_token_reduction"] == pytest.approx(0.144, abs=1e-3)
-    assert r["lsap_tokens_at_matched_flops"] == pytest.approx(26e9 * (1 - r["lsap_token_reduction"]))
-    # matched: the LSAP run spends the CE run's budget
-    assert r["lsap_tokens_at_matched_flops"] * r["lsap_flops_per_token"] == pytest.approx(r["ce_flops"])
+    # By hand: OLMo2-1B d=2048, f=8192, 16 layers, V=100,352, untied head:
+    # 16·(4d² + 3df + 4d) + 2·V·d + d; Qwen3-0.6B's 751,632,384 counts its tied head twice.
+    n_b = 16 * (4 * 2048**2 + 3 * 2048 * 8192 + 4 * 2048) + 2 * 100_352 * 2048 + 2048
+    assert r["base_params"] == n_b == 1_484_916_736
+    assert r["surrogate_params"] == 751_632_384
+    assert r["ce_flops"] == 6 * n_b * 26e9
+    assert r["lsap_flops_per_token"] == 6 * n_b + 2 * 751_632_384
+    assert r["lsap_tokens_at_matched_flops"] == pytest.approx(6 * n_b * 26e9 / (6 * n_b + 2 * 751_632_384), rel=1e-12)
+    assert r["lsap_token_reduction"] == pytest.approx(2 * 751_632_384 / (6 * n_b + 2 * 751_632_384), rel=1e-12)
 
 
 def test_cli_flops_budget_and_table(capsys):
@@ -63,16 +69,26 @@ def test_tied_head_counted_twice():
 
 
 def test_per_token_formulas():
+    # Independent arithmetic, not the formulas restated. olmo2-tiny (V=100): d=64, f=256,
+    # 2 layers of 4d² + 3df + 4d, embedding + untied head 2·V·d, final norm d.
     b, s = model_config("olmo2-tiny", vocab_size=100), model_config("smollm2-135m")
-    assert train_flops_per_token(b) == 6 * count_params(b)
-    assert inference_flops_per_token(s) == 2 * count_params(s)
-    L, H, Q, T = 2, 4, 16, 128
-    assert attention_flops_per_token(b, T) == 12 * L * H * Q * T
-    assert train_flops_per_token(b, T) == 6 * count_params(b) + 12 * L * H * Q * T
-    assert inference_flops_per_token(b, T) == 2 * count_params(b) + 4 * L * H * Q * T
-    assert tokens_at_matched_flops(6e9, b) == pytest.approx(6e9 / (6 * count_params(b)))
-    ratio = tokens_at_matched_flops(1e18, b, s) / tokens_at_matched_flops(1e18, b)
-    assert ratio == pytest.approx(6 * count_params(b) / (6 * count_params(b) + 2 * count_params(s)))
+    n_b = 2 * (4 * 64 * 64 + 3 * 64 * 256 + 4 * 64) + 2 * 100 * 64 + 64
+    assert n_b == 144_448
+    assert train_flops_per_token(b) == 866_688  # 6 · 144,448
+    # SmolLM2-135M: d=576, 9 query / 3 kv heads of 64, f=1536, 30 layers, V=49,152, tied head
+    # (stored 134,515,008 parameters; the head's 28,311,552 are counted again as a matmul).
+    layer = 576 * 576 * 2 + 576 * 192 * 2 + 3 * 576 * 1536 + 2 * 576
+    assert count_params(s, untied_head=False) == 30 * layer + 49_152 * 576 + 576 == 134_515_008
+    assert inference_flops_per_token(s) == 2 * (134_515_008 + 28_311_552)
+    # attention at T=128 (L=2, H=4, Q=16): training 12·L·H·Q·T = 196,608, inference a third
+    assert attention_flops_per_token(b, 128) == 196_608
+    assert attention_flops_per_token(b, 128, training=False) == 65_536
+    assert train_flops_per_token(b, 128) == 866_688 + 196_608
+    assert inference_flops_per_token(b, 128) == 288_896 + 65_536
+    assert tokens_at_matched_flops(6e9, b) == pytest.approx(6e9 / 866_688, rel=1e-12)
+    assert tokens_at_matched_flops(1e18, b, s) == pytest.approx(1e18 / (866_688 + 325_653_120), rel=1e-12)
+    half = tokens_at_matched_flops(1e18, b, s, surrogate_tokens_per_base_token=0.5)
+    assert half == pytest.approx(1e18 / (866_688 + 0.5 * 325_653_120), rel=1e-12)
 
 
 def test_ledger_arithmetic_and_state_round_trip():

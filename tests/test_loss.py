@@ -104,13 +104,17 @@ def test_batched_shapes_and_normalization():
     flat = lsap_loss(logits, labels, aux_ids, aux_mask, lam=1.0)
     shaped = lsap_loss(logits.view(4, 6, 30), labels.view(4, 6), aux_ids.view(4, 6, 4), aux_mask.view(4, 6, 4))
     torch.testing.assert_close(flat.loss, shaped.loss)
-    m = lsap_loss(logits, labels, aux_ids, aux_mask, reduction="mean", normalization="targets")
-    torch.testing.assert_close(m.loss, flat.loss / (flat.n_labels + flat.n_aux))
-    t = lsap_loss(logits, labels, aux_ids, aux_mask, reduction="mean", normalization="tokens")
-    torch.testing.assert_close(t.loss, flat.loss / flat.n_labels)
-    assert int(normalizer(flat.n_labels, flat.n_aux, "tokens")) == int(flat.n_labels)
+    # counts by hand: labels that are not -100; aux slots selected at labelled positions
+    n = int((labels != -100).sum())
+    v = int((aux_mask & (labels != -100)[:, None]).sum())
+    assert (int(flat.n_labels), int(flat.n_aux)) == (n, v) and 0 < v
+    assert normalizer(n, v, "targets") == n + v
+    assert normalizer(n, v, "tokens") == n
+    assert normalizer(n, v, "weighted", lam=0.25) == n + 0.25 * v
+    assert normalizer(n, v, "weighted", lam=0.0) == n
+    assert int(normalizer(flat.n_labels, flat.n_aux, "targets")) == n + v  # tensors work too
     with pytest.raises(ValueError, match="normalization"):
-        lsap_loss(logits, labels, aux_ids, aux_mask, reduction="mean", normalization="avg")
+        normalizer(n, v, "avg")
 
 
 def test_sum_reduction_splits_across_microbatches():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lsap.tokenizer import (
@@ -157,3 +159,21 @@ def _tiny_tokenizer():
     )
     backend.train_from_iterator([TEXT, "the quick brown fox jumps over the lazy dog"] * 5, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
+
+
+def test_cache_root_honours_lsap_cache_then_xdg(tmp_path, monkeypatch):
+    from lsap import surrogate, tokenizer
+
+    monkeypatch.delenv("LSAP_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tokenizer.cache_root() == tmp_path / "home" / ".cache" / "lsap"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert tokenizer.cache_root() == tmp_path / "xdg" / "lsap"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # the XDG spec: ignore relative paths
+    assert tokenizer.cache_root() == tmp_path / "home" / ".cache" / "lsap"
+    monkeypatch.setenv("LSAP_CACHE", str(tmp_path / "mine"))
+    assert tokenizer.cache_root() == tmp_path / "mine"
+    # one rule: the surrogate cache and corpus archives use the same function
+    assert surrogate.cache_root is tokenizer.cache_root
+    assert surrogate._gguf_cache_dir(Path(__file__)).parent == tmp_path / "mine" / "surrogates"

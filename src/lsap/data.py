@@ -18,6 +18,7 @@ Sources and their readers live in `lsap.corpora` (re-exported here).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,8 +26,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "lsap-token-shards"
 FORMAT_VERSION = 1
@@ -450,8 +455,30 @@ def iter_eval_batches(directory, split: str = "val", seq_len: int = 1024, batch_
     yield from TokenShards(directory, split).iter_eval_batches(seq_len, batch_size, max_batches)
 
 
+@dataclasses.dataclass
+class Batch:
+    """One micro-batch of packed windows.
+
+    input_ids, labels: int64 [B, T] (labels = inputs shifted by one);
+    window_ids: int64 [B] (CPU), the loader window of each row (window j = tokens
+    [jT, jT + T + 1)): what a target store is keyed by (`SurrogateCache.lookup`).
+    Unpacks as `(input_ids, labels)` for code written against the old tuple.
+    """
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    window_ids: torch.Tensor
+
+    def __iter__(self):
+        return iter((self.input_ids, self.labels))
+
+    def to(self, device) -> Batch:
+        """input_ids and labels to `device`; window_ids stay on the CPU (host-side indices)."""
+        return Batch(self.input_ids.to(device), self.labels.to(device), self.window_ids)
+
+
 class SequenceLoader:
-    """Packed training batches: `(input_ids[B, T], labels[B, T])` int64 tensors.
+    """Packed training batches: a `Batch` (input_ids [B, T], labels [B, T], window_ids [B]).
 
     The split is cut into W = (N - 1) // T windows of T + 1 tokens (window j starts at
     j·T; labels are inputs shifted by one). Each epoch visits the windows in the order
@@ -485,18 +512,17 @@ class SequenceLoader:
             self._perm_epoch = self.epoch
         return self._perm
 
-    def next_batch(self):
+    def next_batch(self) -> Batch:
         import torch
 
         if self.step >= self.steps_per_epoch:
             self.epoch, self.step = self.epoch + 1, 0
         g = self._permutation()[self.step * self.global_batch:(self.step + 1) * self.global_batch]
-        mine = g[self.rank::self.world_size]
+        mine = np.asarray(g[self.rank::self.world_size], dtype=np.int64)
         rows = np.stack([self.shards.tokens(int(w) * self.seq_len, self.seq_len + 1) for w in mine])
-        self.last_windows = np.asarray(mine, dtype=np.int64)  # window ids of these rows (target-cache lookups)
         self.step += 1
         t = torch.from_numpy(rows)
-        return t[:, :-1], t[:, 1:]
+        return Batch(t[:, :-1], t[:, 1:], torch.from_numpy(mine))
 
     def __iter__(self):
         while True:

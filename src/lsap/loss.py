@@ -2,7 +2,7 @@
 
     L_CE_sum  = Σ_i  −log P(x_{i+1} | x_≤i)                 over supervised positions i
     L_aux_sum = Σ_i Σ_{t ∈ v_i} −log P(t | x_≤i)
-    L = (L_CE_sum + λ · L_aux_sum) / Z,   Z = N + V ("targets") or N ("tokens")
+    L = (L_CE_sum + λ · L_aux_sum) / Z,   Z = N + V ("targets"), N ("tokens") or N + λ·V ("weighted")
 
 Pure functions of tensors. Both variants compute one log-sum-exp per position that
 serves the gold and all K auxiliary targets (NLL(t) = LSE − z_t) and never build a
@@ -10,8 +10,9 @@ dense [N, V] multi-hot target. Their backward writes
 
     ∂L/∂z = softmax(z) · (valid + λ · Σ_k w_k) − onehot(gold) − λ · Σ_k w_k · onehot(aux_k)
 
-directly. Reduction is by sum (divide once per optimizer step by the globally reduced
-Z — see `LSAPLossOutput.denominator`); `reduction="mean"` divides by the local Z.
+directly. The loss functions return sums and counts only; the caller (the trainer)
+owns Z: it reduces N and V over ranks and micro-batches and divides once per optimizer
+step by `normalizer(N, V, normalization, λ)`.
 
 Shapes: N positions (any leading dims are flattened), V vocabulary, H hidden, K slots.
 """
@@ -23,15 +24,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-NORMALIZATIONS = ("targets", "tokens")
+from lsap.config import NORMALIZATIONS  # the one list of allowed values
 
 
 @dataclass
 class LSAPLossOutput:
-    """loss: what to backprop. The rest are detached, for logging and global reduction.
+    """loss: what to backprop, ce_sum + λ·aux_sum (a sum: divide by the global Z).
+    The rest are detached, for logging and global reduction.
 
     ce_sum / aux_sum: summed NLLs (aux unscaled by λ); n_labels: N supervised positions;
-    n_aux: V auxiliary targets (count, unweighted); denominator: the local Z.
+    n_aux: V auxiliary targets (count, unweighted).
     """
 
     loss: torch.Tensor
@@ -39,15 +41,18 @@ class LSAPLossOutput:
     aux_sum: torch.Tensor
     n_labels: torch.Tensor
     n_aux: torch.Tensor
-    denominator: torch.Tensor
 
 
-def normalizer(n_labels: torch.Tensor, n_aux: torch.Tensor, normalization: str) -> torch.Tensor:
-    """Z for a (global) batch: N + V for "targets", N for "tokens"."""
+def normalizer(n_labels, n_aux, normalization: str, lam: float = 1.0):
+    """Z for a (global) batch (METHOD §4): N + V for "targets" (the default; with λ = 0
+    the loss is then CE scaled by N/(N+V)), N for "tokens", N + λ·V for "weighted" (λ = 0
+    is CE exactly under any schedule). Tensors or numbers in, the same out."""
     if normalization == "targets":
         return n_labels + n_aux
     if normalization == "tokens":
         return n_labels
+    if normalization == "weighted":
+        return n_labels + float(lam) * n_aux
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
 
 
@@ -89,15 +94,8 @@ def _prepare(labels, aux_ids, aux_mask, aux_weight, vocab, ignore_index):
     return safe_labels, valid, safe_ids, aux_mask, w
 
 
-def _finish(total, ce_sum, aux_sum, valid, aux_mask, normalization, reduction):
-    n_labels = valid.sum()
-    n_aux = aux_mask.sum()
-    z = normalizer(n_labels, n_aux, normalization)
-    if reduction == "mean":
-        total = total / z.clamp_min(1)
-    elif reduction != "sum":
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-    return LSAPLossOutput(total, ce_sum.detach(), aux_sum.detach(), n_labels, n_aux, z)
+def _finish(total, ce_sum, aux_sum, valid, aux_mask):
+    return LSAPLossOutput(total, ce_sum.detach(), aux_sum.detach(), valid.sum(), aux_mask.sum())
 
 
 def _acc(z: torch.Tensor) -> torch.Tensor:
@@ -168,9 +166,7 @@ def lsap_loss(
     aux_ids: torch.Tensor | None = None,
     aux_mask: torch.Tensor | None = None,
     lam: float = 1.0,
-    normalization: str = "targets",
     ignore_index: int = -100,
-    reduction: str = "sum",
     aux_weight: torch.Tensor | None = None,
     chunk_size: int = 2048,
 ) -> LSAPLossOutput:
@@ -191,9 +187,9 @@ def lsap_loss(
     if lam == 0.0:
         # λ = 0 is plain CE: take torch's kernel so it reproduces a CE run bit for bit.
         ce_sum = F.cross_entropy(flat.float(), labels.reshape(-1), ignore_index=ignore_index, reduction="sum")
-        return _finish(ce_sum, ce_sum, torch.zeros_like(ce_sum), valid, mask, normalization, reduction)
+        return _finish(ce_sum, ce_sum, torch.zeros_like(ce_sum), valid, mask)
     total, ce_sum, aux_sum = _LSAPLogitsLoss.apply(flat, labels_, valid, ids, w, lam, chunk_size)
-    return _finish(total, ce_sum, aux_sum, valid, mask, normalization, reduction)
+    return _finish(total, ce_sum, aux_sum, valid, mask)
 
 
 def _mm_acc(a: torch.Tensor, b: torch.Tensor, f32_out: bool) -> torch.Tensor:
@@ -307,9 +303,7 @@ def lsap_linear_loss(
     aux_ids: torch.Tensor | None = None,
     aux_mask: torch.Tensor | None = None,
     lam: float = 1.0,
-    normalization: str = "targets",
     ignore_index: int = -100,
-    reduction: str = "sum",
     aux_weight: torch.Tensor | None = None,
     chunk_size: int = 1024,
     impl: str = "eager",
@@ -344,4 +338,4 @@ def lsap_linear_loss(
     with torch.autocast(dev, enabled=False):
         total, ce_sum, aux_sum = _LSAPLinearLoss.apply(flat, weight, labels_, valid, ids, w, lam, chunk_size,
                                                        dtype, impl)
-    return _finish(total, ce_sum, aux_sum, valid, mask, normalization, reduction)
+    return _finish(total, ce_sum, aux_sum, valid, mask)

@@ -187,23 +187,3 @@ def build_model(config, device: str | torch.device = "cpu", dtype: torch.dtype =
             module._buffers[attr] = value
     return model
 
-
-def describe(config) -> dict[str, Any]:
-    """A few headline fields of a config, for logs and `lsap flops` output."""
-    return {
-        "model_type": getattr(config, "model_type", None),
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.num_hidden_layers,
-        "num_attention_heads": config.num_attention_heads,
-        "num_key_value_heads": getattr(config, "num_key_value_heads", None),
-        "intermediate_size": getattr(config, "intermediate_size", None),
-        "vocab_size": config.vocab_size,
-        "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
-    }
-
-
-def load_causal_lm(spec, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
-    """A pretrained causal LM, frozen → `(model, tokenizer_or_None)`; see `lsap.surrogate.load_surrogate`."""
-    from lsap.surrogate import load_surrogate
-
-    return load_surrogate(spec, dtype=dtype, device=device)

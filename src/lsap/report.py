@@ -112,6 +112,15 @@ def load_run(path: str | os.PathLike) -> Run:
     return Run(name=str(name), dir=d, config=config or {}, evals=evals, metrics=metrics)
 
 
+def _data_tokenizer_hash(config: dict) -> str | None:
+    """The base tokenizer hash of a run's prepared data (its manifest), when evals lack one."""
+    try:
+        manifest = json.loads((Path(config.get("data", {}).get("dir", "")) / "manifest.json").read_text())
+        return manifest["tokenizer"]["hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def check_comparable(runs: list[Run]) -> None:
     """Same base tokenizer and same eval set across every run and checkpoint, else ReportError."""
     names = [r.name for r in runs]
@@ -121,7 +130,7 @@ def check_comparable(runs: list[Run]) -> None:
     toks = {}
     for r in runs:
         hashes = {e.get("tokenizer_hash") for e in r.evals} - {None}
-        toks[r.name] = ("hash", tuple(sorted(hashes))) if hashes else ("spec", r.config.get("tokenizer"))
+        toks[r.name] = ("hash", tuple(sorted(hashes))) if hashes else ("data", _data_tokenizer_hash(r.config))
     if len(set(toks.values())) > 1:
         detail = "; ".join(f"{n}: {k} {str(v)[:40]}" for n, (k, v) in toks.items())
         raise ReportError(f"runs use different base tokenizers, so their scores are not comparable ({detail})")

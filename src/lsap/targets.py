@@ -1,17 +1,58 @@
 """What the surrogate sees and which auxiliary targets it proposes (METHOD §2–§3).
 
-Pure tensor functions: no tokenizer, model or config objects. Shapes: B batch, T
-sequence, V_s surrogate vocabulary (model rows), K = k auxiliary slots.
+Pure tensor functions (no tokenizer or config objects; the surrogate is any callable
+causal LM), the `AuxTargets` value every target source returns, and the
+`TargetSource` contract: the online source (`OnlineTargets`, here) and the stored one
+(`lsap.cache.StoredTargets`) are built from a config by
+`lsap.surrogate.build_target_source`. Shapes: B batch, T sequence, V_s surrogate
+vocabulary (model rows), K = k auxiliary slots.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from lsap.vocab import ABSENT, VocabMap
+
+if TYPE_CHECKING:
+    from lsap.data import Batch
+
+IGNORE = -100  # label of a position without a next token (torch's cross-entropy default)
+
+
+class AuxTargets(NamedTuple):
+    """Auxiliary targets of a batch (METHOD §3), whatever produced them.
+
+    ids: int64 [B, T, K] base ids, -1 in unused slots; mask: bool [B, T, K], the
+    selected slots (a prefix per position, in decreasing surrogate p); probs: float32
+    [B, T, K], the surrogate's unrenormalised p (0 in unused slots; only the
+    `aux_weighting: prob` ablation reads them). Unpacks as (ids, mask, probs).
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    probs: torch.Tensor
+
+    @property
+    def count(self) -> torch.Tensor:
+        """V: the number of selected targets (a 0-dim int64 tensor, no host sync)."""
+        return self.mask.sum()
+
+    def to(self, device) -> AuxTargets:
+        return AuxTargets(*(t.to(device) for t in self))
+
+    @staticmethod
+    def cat(parts: list[AuxTargets]) -> AuxTargets:
+        """Concatenate along the batch dimension."""
+        return AuxTargets(*(torch.cat(p) for p in zip(*parts)))
+
+    def drop_gold_outside(self, labels: torch.Tensor, vmap: VocabMap) -> AuxTargets:
+        """The `gold_outside=skip` ablation applied to this value (see `drop_gold_outside`)."""
+        mask = drop_gold_outside(self.mask, labels, vmap)
+        return AuxTargets(torch.where(mask, self.ids, ABSENT), mask, torch.where(mask, self.probs, 0.0))
 
 
 class SurrogateInputs(NamedTuple):
@@ -71,7 +112,6 @@ def select_aux_targets(
     k: int = 15,
     alpha: float = 0.05,
     valid: torch.Tensor | None = None,
-    ignore_index: int = -100,
     return_probs: bool = False,
     chunk_size: int | None = None,
 ):
@@ -82,7 +122,7 @@ def select_aux_targets(
         widened to fp32 per chunk; logits already rounded to bf16 keep that rounding —
         `select_aux_targets_from_hidden` avoids it.
     next_base_ids: [B, T] the gold next base token at each position (labels);
-        `ignore_index` (or any negative id) marks positions without a label.
+        any negative id (-100) marks positions without a label.
     valid: optional bool [B, T]: the surrogate's own input token at that position was
         in Σ∩ (the `attention_mask` of `translate_inputs`); other positions get none.
 
@@ -112,7 +152,6 @@ def select_aux_targets_from_hidden(
     k: int = 15,
     alpha: float = 0.05,
     valid: torch.Tensor | None = None,
-    ignore_index: int = -100,
     return_probs: bool = False,
     chunk_size: int | None = None,
     head_bias: torch.Tensor | None = None,
@@ -222,17 +261,16 @@ def surrogate_body_and_head(surrogate):
     return body, head
 
 
-def _surrogate_select(surrogate, labels, vmap, k, alpha, valid, ignore_index, **inputs):
+def _surrogate_select(surrogate, labels, vmap, k, alpha, valid, **inputs):
     """Run S and select: body, then the head in fp32 per chunk when S can be split."""
     split = surrogate_body_and_head(surrogate)
     if split is None:
         logits = surrogate(**inputs).logits
-        return select_aux_targets(logits, labels, vmap, k, alpha, valid=valid, ignore_index=ignore_index,
-                                  return_probs=True)
+        return select_aux_targets(logits, labels, vmap, k, alpha, valid=valid, return_probs=True)
     body, head = split
     hidden = body(**inputs).last_hidden_state
     return select_aux_targets_from_hidden(hidden, head.weight, labels, vmap, k, alpha, valid=valid,
-                                          ignore_index=ignore_index, return_probs=True, head_bias=head.bias)
+                                          return_probs=True, head_bias=head.bias)
 
 
 def drop_gold_outside(aux_mask: torch.Tensor, labels: torch.Tensor, vmap: VocabMap) -> torch.Tensor:
@@ -242,6 +280,23 @@ def drop_gold_outside(aux_mask: torch.Tensor, labels: torch.Tensor, vmap: VocabM
     b2s = vmap.base_to_surrogate.to(labels.device)
     inside = (labels >= 0) & (b2s[labels.clamp_min(0)] != ABSENT)
     return aux_mask & inside.unsqueeze(-1).to(aux_mask.device)
+
+
+def compact_forward(fn, inputs: SurrogateInputs, pad_id: int = 0):
+    """The surrogate's view, computed compactly (METHOD §2): pack each row's Σ∩ tokens to
+    the left (`compact`), call `fn(ids [B, T'], cmask [B, T'])`, and scatter each
+    per-position output [B, T', ...] back to the base positions [B, T, ...] (zeros where
+    a token is absent; `scatter_back`). fn may return a tensor or a tuple of tensors.
+    Padding sits at the end of each row, where causal attention makes it harmless.
+    Returns None when no row keeps a token (T' = 0).
+    """
+    ids, cmask = compact(inputs, pad_id)
+    if ids.shape[1] == 0:
+        return None
+    out = fn(ids, cmask)
+    if isinstance(out, tuple):
+        return tuple(scatter_back(o, inputs) for o in out)
+    return scatter_back(out, inputs)
 
 
 @torch.no_grad()
@@ -254,8 +309,7 @@ def propose_targets(
     alpha: float = 0.05,
     mode: str = "compact",
     pad_id: int = 0,
-    ignore_index: int = -100,
-):
+) -> AuxTargets:
     """Run the frozen surrogate on base inputs [B, T] and select auxiliary targets.
 
     surrogate: a causal LM (anything called as `surrogate(input_ids=, attention_mask=,
@@ -264,24 +318,71 @@ def propose_targets(
     logits that decide p > α are not bf16-rounded (METHOD §2). mode "compact" runs S on each row's Σ∩ tokens packed to
     the left (no wasted compute on masked tokens) and scatters the selection back;
     "mask" runs the full-length rows with holes masked and positions skipping them.
-    Both are the same computation (tests/test_targets.py). Returns
-    (aux_ids [B, T, k], aux_mask [B, T, k], probs [B, T, k]).
+    Both are the same computation (tests/test_targets.py). labels: [B, T], negative
+    where a position has none.
     """
     inp = translate_inputs(base_ids, vmap, pad_id)
     keep = inp.attention_mask.bool()
     if mode == "mask":
-        return _surrogate_select(surrogate, labels, vmap, k, alpha, keep, ignore_index, input_ids=inp.input_ids,
-                                 attention_mask=inp.attention_mask, position_ids=inp.position_ids)
+        return AuxTargets(*_surrogate_select(surrogate, labels, vmap, k, alpha, keep, input_ids=inp.input_ids,
+                                             attention_mask=inp.attention_mask, position_ids=inp.position_ids))
     if mode != "compact":
         raise ValueError(f"mode must be 'compact' or 'mask', got {mode!r}")
-    ids, cmask = compact(inp, pad_id)
-    B, T2 = ids.shape
-    if T2 == 0:
+
+    def select(ids, cmask):
+        clabels = torch.full(cmask.shape, IGNORE, dtype=labels.dtype, device=labels.device)
+        clabels[cmask] = labels[keep]
+        return _surrogate_select(surrogate, clabels, vmap, k, alpha, cmask, input_ids=ids,
+                                 attention_mask=cmask.long())
+
+    out = compact_forward(select, inp, pad_id)
+    if out is None:
         z = torch.zeros(base_ids.shape + (k,), device=base_ids.device)
-        return z.long() - 1, z.bool(), z.float()
-    clabels = torch.full((B, T2), ignore_index, dtype=labels.dtype, device=labels.device)
-    clabels[cmask] = labels[keep]
-    cid, cm, cp = _surrogate_select(surrogate, clabels, vmap, k, alpha, cmask, ignore_index, input_ids=ids,
-                                    attention_mask=cmask.long())
-    m = scatter_back(cm, inp)
-    return torch.where(m, scatter_back(cid, inp), ABSENT), m, scatter_back(cp, inp)
+        return AuxTargets(z.long() - 1, z.bool(), z.float())
+    cid, m, cp = out
+    return AuxTargets(torch.where(m, cid, ABSENT), m, cp)
+
+
+# --------------------------------------------------------------------------- sources
+class TargetSource(Protocol):
+    """Where a run's auxiliary targets come from: `source(batch) -> AuxTargets`.
+
+    vmap: the Σ∩ map (base side = the run's model vocabulary).
+    flops_per_token: surrogate FLOPs charged per trained base token (METHOD §5).
+    paid: whether those FLOPs are spent during training (online) or were spent once
+        when the store was built (they are charged per token either way).
+    record: what to write next to the run (e.g. the store's provenance), or None.
+    Implementations apply the run's `gold_outside` policy themselves, so every source
+    returns targets under the same rules.
+    """
+
+    vmap: VocabMap
+    flops_per_token: float
+    paid: bool
+
+    def __call__(self, batch: Batch) -> AuxTargets: ...
+
+    def record(self) -> dict | None: ...
+
+
+class OnlineTargets:
+    """The frozen surrogate run on every batch (`propose_targets`, in chunks of
+    `batch_size` rows; 0 = the whole micro-batch at once)."""
+
+    paid = True
+
+    def __init__(self, surrogate, vmap: VocabMap, k: int, alpha: float, *, pad_id: int = 0,
+                 batch_size: int = 0, gold_outside: str = "keep", flops_per_token: float = 0.0):
+        self.surrogate, self.vmap, self.k, self.alpha = surrogate, vmap, k, alpha
+        self.pad_id, self.batch_size, self.gold_outside = pad_id, batch_size, gold_outside
+        self.flops_per_token = float(flops_per_token)
+
+    def __call__(self, batch: Batch) -> AuxTargets:
+        x, y = batch.input_ids, batch.labels
+        bs = self.batch_size or x.shape[0]
+        out = AuxTargets.cat([propose_targets(self.surrogate, x[i:i + bs], y[i:i + bs], self.vmap, self.k,
+                                              self.alpha, pad_id=self.pad_id) for i in range(0, x.shape[0], bs)])
+        return out.drop_gold_outside(y, self.vmap) if self.gold_outside == "skip" else out
+
+    def record(self) -> None:
+        return None

@@ -80,9 +80,16 @@ OFFLINE_TOKENIZERS: dict[str, str] = {
 from lsap.errors import TokenizerError  # noqa: E402,F401  (re-exported)
 
 
-def cache_dir() -> Path:
-    """Where converted tokenizers are kept between processes: `$LSAP_CACHE` or ~/.cache/lsap."""
-    return Path(os.environ.get("LSAP_CACHE") or Path.home() / ".cache" / "lsap")
+def cache_root() -> Path:
+    """lsap's cache directory, the one rule for every cached artifact (converted tokenizers,
+    dequantised GGUF surrogates, corpus archives, quickstart models): `$LSAP_CACHE`, else
+    `$XDG_CACHE_HOME/lsap`, else `~/.cache/lsap` (XDG Base Directory spec: a relative
+    XDG_CACHE_HOME is ignored)."""
+    if os.environ.get("LSAP_CACHE"):
+        return Path(os.environ["LSAP_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "lsap"
 
 
 def _package_dir(module: str, hint: str) -> Path:
@@ -200,7 +207,7 @@ def _from_gguf(path: Path):
     """Convert a GGUF's tokenizer once, then reload the saved copy (seconds → ~1 s)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    target = cache_dir() / "tokenizers" / f"{path.stem}-{_gguf_key(path)}"
+    target = cache_root() / "tokenizers" / f"{path.stem}-{_gguf_key(path)}"
     if (target / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(target))
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

@@ -21,14 +21,11 @@ import torch
 
 from lsap import checkpoint, distributed
 from lsap.config import Config, resume_differences, validate
-from lsap.flops import FlopsLedger, mfu, peak_flops_for_device
+from lsap.flops import FlopsLedger, mfu, peak_flops_for_device, train_flops_per_token
 from lsap.loss import lsap_linear_loss, lsap_loss, normalizer
 from lsap.schedules import LambdaSchedule, LRSchedule
-
-IGNORE = -100
-
-
-from lsap.errors import TrainingError  # noqa: E402,F401  (re-exported)
+from lsap.errors import TrainingError  # noqa: F401  (re-exported)
+from lsap.targets import IGNORE
 
 
 class LossModule(torch.nn.Module):
@@ -36,17 +33,17 @@ class LossModule(torch.nn.Module):
 
     impl "linear": final hidden states and the head weight go to `lsap_linear_loss`
     (no [N, V] logits); "logits": the model's logits go to `lsap_loss`.
-    Returns (loss_sum, ce_sum, aux_sum, n_labels, n_aux).
+    Returns (loss_sum, ce_sum, aux_sum, n_labels, n_aux): sums and counts; the trainer
+    divides by the step's global Z.
     """
 
-    def __init__(self, lm: torch.nn.Module, impl: str = "linear", normalization: str = "targets",
-                 compile_loss: bool = False):
+    def __init__(self, lm: torch.nn.Module, impl: str = "linear", *, compile_loss: bool = False):
         super().__init__()
-        self.lm, self.impl, self.normalization = lm, impl, normalization
+        self.lm, self.impl = lm, impl
         self.chunk_impl = "compile" if compile_loss else "eager"
 
     def forward(self, input_ids, labels, aux_ids=None, aux_mask=None, aux_weight=None, lam: float = 0.0):
-        kw = dict(lam=lam, normalization=self.normalization, aux_weight=aux_weight)
+        kw = dict(lam=lam, aux_weight=aux_weight)
         if self.impl == "linear":
             hidden = self.lm.model(input_ids=input_ids).last_hidden_state
             # Under autocast the head matmul runs in bf16 inside the loss (LSE and grads in
@@ -120,7 +117,10 @@ class Trainer:
             raise
 
     def close(self) -> None:
-        """Release out_dir's lock (`run` does it at the end; a failed build does it at once)."""
+        """Close the trackers and release out_dir's lock (`run` does it at the end; a failed build at once)."""
+        if getattr(self, "loggers", None) is not None:
+            self.loggers.close()
+            self.loggers = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -157,14 +157,12 @@ class Trainer:
         self.shards.check_vocab(vsize)
         self.lm = build_model(self.model_config, device=dev, seed=cfg.model.init_seed)
 
-        # ---- surrogate -----------------------------------------------------------
-        self.surrogate = self.vmap = self.cache = None
-        surrogate_cfg = None
-        if cfg.loss == "lsap":
-            self.surrogate, self.vmap, surrogate_cfg = self._setup_surrogate(vsize)
-        self.ledger = FlopsLedger.from_configs(self.model_config, surrogate_cfg)
-        if self.cache is not None:  # still charged per trained token (see lsap.cache: compute accounting)
-            self.ledger.surrogate_flops_per_token = float(self.cache.manifest["flops"]["per_token"])
+        # ---- auxiliary targets (None for CE) --------------------------------------
+        self.targets = self._target_source(vsize)
+        self.vmap = self.targets.vmap if self.targets is not None else None
+        # A stored source is still charged per trained token (see lsap.cache: compute accounting).
+        self.ledger = FlopsLedger(train_flops_per_token(self.model_config),
+                                  self.targets.flops_per_token if self.targets is not None else 0.0)
         self.budget = plan_budget(cfg, self.ledger)
 
         # ---- parallelism, optimizer, schedules -----------------------------------
@@ -175,7 +173,7 @@ class Trainer:
                 f"train.batch_size={t.batch_size} must be a multiple of micro_batch_size × world_size = {per_step}"
             )
         self.accum = t.batch_size // per_step
-        self.module = LossModule(self.lm, t.loss_impl, cfg.lsap.normalization, compile_loss=t.compile)
+        self.module = LossModule(self.lm, t.loss_impl, compile_loss=t.compile)
         # torchtitan's order: activation checkpointing, compile, then sharding.
         blocks = list(self.lm.model.layers)
         if t.activation_checkpointing:
@@ -203,6 +201,7 @@ class Trainer:
                                      self.d.world_size, seed=t.seed)
         self.step = 0
         self.wall = 0.0
+        self.loggers, self.resumed_at = None, None
         random.seed(t.seed)
         np.random.seed(t.seed)
         torch.manual_seed(t.seed)
@@ -216,6 +215,7 @@ class Trainer:
             resume = False
         if resume:
             self._resume()
+            self.resumed_at = self.step
         elif self.main and checkpoint.latest(self.ckpt_root) is not None:
             raise TrainingError(f"{self.out} already has checkpoints; pass --resume to continue it or pick a new out_dir")
         elif self.main and (self.out / "metrics.jsonl").exists():
@@ -253,92 +253,31 @@ class Trainer:
         if self.main:
             print(f"[lsap] warning: {weak} (lsap.allow_small_intersection=true)", file=sys.stderr, flush=True)
 
-    # ------------------------------------------------------------------ surrogate
-    def _setup_surrogate(self, base_vocab: int):
-        from lsap.surrogate import inference_device_dtype, load_surrogate
-        from lsap.vocab import VocabMap
-
-        cfg, dev = self.cfg, self.d.device
-        if cfg.surrogate.source == "cache":
-            return self._setup_cache()
-        _, dtype = inference_device_dtype(dev, cfg.surrogate.dtype)
-        model, stok = load_surrogate(cfg.surrogate.model, dtype=dtype, device=dev)
-        if stok is None:
-            raise TrainingError(f"surrogate {cfg.surrogate.model!r} has no tokenizer; LSAP needs one for the vocabulary map")
-        vs = model.config.vocab_size
-        if cfg.surrogate.vocab_map:
-            if cfg.lsap.intersection_keep < 1.0:
-                raise TrainingError("lsap.intersection_keep < 1 builds its own map; leave surrogate.vocab_map empty")
-            vmap = VocabMap.load(cfg.surrogate.vocab_map, base=self.tokenizer, surrogate=stok)
-        else:
-            vmap = VocabMap.from_tokenizers(self.tokenizer, stok, base_vocab_size=base_vocab,
-                                            surrogate_vocab_size=max(vs, len(stok)),
-                                            keep_fraction=cfg.lsap.intersection_keep,
-                                            seed=cfg.lsap.intersection_seed)
-        if vmap.base_vocab_size != base_vocab:
-            raise TrainingError(f"vocabulary map covers {vmap.base_vocab_size} base ids, the model has {base_vocab}; "
-                                f"rebuild it with `lsap vocab ... --base-vocab-size {base_vocab} --out DIR` "
-                                f"(or set model.vocab_size={vmap.base_vocab_size})")
-        self._check_intersection(vmap)
-        if self.main:
-            vmap.save(self.out / "vocab_map")
-        self.s_pad = stok.pad_token_id if stok.pad_token_id is not None else 0
-        return model, vmap.to(dev), model.config
-
-    def _setup_cache(self):
-        """Open `surrogate.cache_dir` and refuse it unless it matches this run (lsap.cache)."""
-        from lsap.cache import CacheError, SurrogateCache
-        from lsap.vocab import VocabMap
+    # ------------------------------------------------------------------ targets
+    def _target_source(self, base_vocab: int):
+        """`lsap.surrogate.build_target_source`, its map (and a store's provenance) saved with the run."""
+        from lsap.cache import CacheError
+        from lsap.surrogate import SurrogateError, build_target_source
 
         cfg = self.cfg
         try:
-            if cfg.lsap.intersection_keep < 1.0:
-                raise CacheError("lsap.intersection_keep < 1 with surrogate.source=cache: build the cache with "
-                                 "`--map` of the ablation map and set surrogate.vocab_map to that map instead")
-            cache = SurrogateCache(cfg.surrogate.cache_dir)
-            run_map = VocabMap.load(cfg.surrogate.vocab_map) if cfg.surrogate.vocab_map else None
-            from lsap.surrogate import inference_device_dtype
-
-            _, online_dtype = inference_device_dtype(self.d.device, cfg.surrogate.dtype)
-            cache.check_run(self.shards, cfg.data.seq_len, cfg.lsap.k, cfg.lsap.alpha,
-                            surrogate=cfg.surrogate.model or None, vmap=run_map,
-                            dtype=str(online_dtype).removeprefix("torch."),
-                            batch_size=cfg.surrogate.batch_size or cfg.train.micro_batch_size)
-            vmap = cache.load_vocab_map()
+            source = build_target_source(cfg, self.tokenizer, base_vocab, self.shards, self.d.device)
+        except SurrogateError as e:
+            raise TrainingError(str(e)) from e
         except (CacheError, FileNotFoundError) as e:
+            if cfg.surrogate.source != "cache":
+                raise
             raise TrainingError(f"surrogate.cache_dir: {e}") from e
-        self.cache = cache
-        self._check_intersection(vmap)
+        if source is None:
+            return None
+        self._check_intersection(source.vmap)
         if self.main:
-            vmap.save(self.out / "vocab_map")
-            m = cache.manifest
-            (self.out / "cache.json").write_text(json.dumps({
-                "cache_dir": str(Path(cfg.surrogate.cache_dir).resolve()), "build_flops": m["flops"]["build_flops"],
-                "surrogate_flops_per_token": m["flops"]["per_token"], "surrogate": m["surrogate"]["spec"],
-                "k": m["k"], "min_alpha": m["min_alpha"], "seq_len": m["seq_len"], "positions": m["positions"],
-                "note": "flops_surrogate in metrics charges 2·N_s per trained token (paper accounting); "
-                        "the surrogate compute actually paid is this cache's build_flops, once per sweep"},
-                indent=2) + "\n")
-        return None, vmap.to(self.d.device), None
-
-    def _targets(self, x, y):
-        """Auxiliary targets for one micro-batch: (ids, mask, weight) or Nones for CE."""
-        from lsap.targets import drop_gold_outside, propose_targets
-
-        L = self.cfg.lsap
-        if self.cache is not None:
-            ids, mask, probs = self.cache.lookup(self.loader.last_windows, L.k, L.alpha, device=x.device)
-        elif self.surrogate is None:
-            return None, None, None
-        else:
-            bs = self.cfg.surrogate.batch_size or x.shape[0]
-            parts = [propose_targets(self.surrogate, x[i:i + bs], y[i:i + bs], self.vmap, L.k, L.alpha,
-                                     pad_id=self.s_pad) for i in range(0, x.shape[0], bs)]
-            ids, mask, probs = (torch.cat(p) for p in zip(*parts))
-        if L.gold_outside == "skip":
-            mask = drop_gold_outside(mask, y, self.vmap)
-            ids = torch.where(mask, ids, -1)
-        return ids, mask, (probs if L.aux_weighting == "prob" else None)
+            self.out.mkdir(parents=True, exist_ok=True)
+            source.vmap.save(self.out / "vocab_map")
+            record = source.record()
+            if record is not None:
+                (self.out / "cache.json").write_text(json.dumps(record, indent=2) + "\n")
+        return source
 
     # ------------------------------------------------------------------ step
     def train_step(self) -> dict:
@@ -349,15 +288,17 @@ class Trainer:
             g["lr"] = lr
         micro = []
         n = torch.zeros(2, dtype=torch.float64, device=dev)
+        weighted = self.cfg.lsap.aux_weighting == "prob"
         for _ in range(self.accum):
-            x, y = (t.to(dev) for t in self.loader.next_batch())
-            ids, mask, w = self._targets(x, y)
-            micro.append((x, y, ids, mask, w))
-            n[0] += (y != IGNORE).sum()
-            if mask is not None:
-                n[1] += mask.sum()
+            batch = self.loader.next_batch().to(dev)
+            aux = self.targets(batch) if self.targets is not None else None
+            micro.append((batch.input_ids, batch.labels, *(
+                (aux.ids, aux.mask, aux.probs if weighted else None) if aux is not None else (None, None, None))))
+            n[0] += (batch.labels != IGNORE).sum()
+            if aux is not None:
+                n[1] += aux.count
         d.all_reduce_sum(n)
-        z = float(normalizer(n[0], n[1], self.cfg.lsap.normalization)) if self.cfg.loss == "lsap" else float(n[0])
+        z = float(normalizer(n[0], n[1], self.cfg.lsap.normalization, lam)) if self.targets is not None else float(n[0])
         parts = torch.zeros(3, dtype=torch.float64, device=dev)
         fsdp = d.enabled and self.cfg.train.distributed == "fsdp"
         for i, (x, y, ids, mask, w) in enumerate(micro):
@@ -381,7 +322,7 @@ class Trainer:
         bad = torch.tensor([float(not (math.isfinite(loss) and math.isfinite(float(gn))))], device=dev)
         d.all_reduce_sum(bad)
         tokens = self.budget.tokens_per_step
-        self.ledger.add(tokens, tokens if (self.surrogate is not None or self.cache is not None) else 0)
+        self.ledger.add(tokens, tokens if self.targets is not None else 0)
         self.step += 1
         if float(bad) > 0:
             self.opt.zero_grad(set_to_none=True)
@@ -444,7 +385,7 @@ class Trainer:
         L = self.ledger
         return {"step": self.step, "tokens": L.tokens, "flops_base": L.base_flops,
                 "flops_surrogate": L.surrogate_flops,
-                "flops_surrogate_paid": 0.0 if self.cache is not None else L.surrogate_flops,
+                "flops_surrogate_paid": L.surrogate_flops if self.targets is not None and self.targets.paid else 0.0,
                 "flops": L.total, "wall_s": self.wall}
 
     def _data_identity(self) -> list[str]:
@@ -539,9 +480,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def log(self, row: dict) -> None:
-        if self.main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+        """One metrics row to metrics.jsonl and every tracker in train.loggers (rank 0)."""
+        if not self.main:
+            return
+        if self.loggers is None:
+            self._open_loggers()
+        self.loggers.log(row)
+
+    def _open_loggers(self) -> None:
+        from lsap.loggers import Loggers
+
+        # on resume, trackers drop what was logged after the checkpoint (it is redone)
+        self.loggers = Loggers(self.cfg.train.loggers, self.out, self.cfg.to_dict(),
+                               resume_step=None if self.resumed_at is None else self.resumed_at + 1)
 
     def run(self) -> Path:
         try:
@@ -553,6 +504,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg, t = self.cfg, self.cfg.train
+        if self.main and self.loggers is None:  # a tracker that is not installed fails before any step
+            self._open_loggers()
         total = self.budget.total_steps
         if self.main:
             n_params = sum(p.numel() for p in self.lm.parameters())

@@ -349,7 +349,7 @@ class VocabMap:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / "vocab_map.pt.tmp"
-        torch.save({"b2s": self.base_to_surrogate, "s2b": self.surrogate_to_base}, tmp)
+        torch.save({"b2s": self.base_to_surrogate.cpu(), "s2b": self.surrogate_to_base.cpu()}, tmp)  # loadable anywhere
         tmp.replace(d / "vocab_map.pt")
         info = {
             "format_version": FORMAT_VERSION,
