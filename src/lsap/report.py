@@ -513,7 +513,7 @@ def _mean_score(e: dict) -> float | None:
 
 
 def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops: float | None = None, *,
-                strength: dict | None = None, surrogates: dict | None = None) -> dict:
+                strength: dict | None = None, surrogates: dict | None = None, names: list[str] | None = None) -> dict:
     """Load, check, tabulate and plot; writes report.md, report.json and PNGs to `out`.
 
     Everything is validated and rendered into a temporary directory first; files are
