@@ -692,18 +692,13 @@ def reference_targets(cfg: dict, run_dir: Path) -> dict | None:
 
 
 def _load_targets(spec: dict, base_tok, device):
-    from lsap.surrogate import load_surrogate
+    from lsap.surrogate import load_surrogate_with_map
     from lsap.tokenizer import padded_vocab_size
-    from lsap.vocab import VocabMap
 
-    model, stok = load_surrogate(spec["surrogate"], device=device)
-    if spec.get("vocab_map"):
-        vmap = VocabMap.load(spec["vocab_map"], base=base_tok, surrogate=stok)
-    else:
-        vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=padded_vocab_size(base_tok),
-                                        surrogate_vocab_size=max(model.config.vocab_size, len(stok)))
-    pad = stok.pad_token_id if stok.pad_token_id is not None else 0
-    return surrogate_targets(model, vmap, k=int(spec.get("k", 15)), alpha=float(spec.get("alpha", 0.05)), pad_id=pad)
+    sw = load_surrogate_with_map(spec["surrogate"], base_tok, padded_vocab_size(base_tok),
+                                 vocab_map=spec.get("vocab_map") or None, device=device)
+    return surrogate_targets(sw.model, sw.vmap, k=int(spec.get("k", 15)), alpha=float(spec.get("alpha", 0.05)),
+                             pad_id=sw.pad_id)
 
 
 def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoints: str = "all",

@@ -89,7 +89,11 @@ def _tokenizer(corpora: list[str], out: Path, s: Settings, split_digits: bool, p
 def _prepare(tok_dir: Path, corpus: str, out: Path, part=None) -> Path:
     from lsap.data import prepare
 
-    prepare(str(tok_dir), corpus, out, val_fraction=0.1, seed=0, train_part=tuple(part) if part else None)
+    m = prepare(str(tok_dir), corpus, out, val_fraction=0.1, seed=0, train_part=tuple(part) if part else None,
+                progress=False)
+    sp = m["splits"]
+    print(f"  {out.name}: train {sp['train']['tokens']:,} tokens ({sp['train']['documents']} documents), "
+          f"held-out {sp['val']['tokens']:,} ({sp['val']['documents']})", flush=True)
     return out
 
 
@@ -114,7 +118,7 @@ def base_overrides(s: Settings) -> list[str]:
 def _train(cfg) -> Path:
     from lsap.train import train_once
 
-    return train_once(cfg)
+    return train_once(cfg, log=lambda m: print(m, flush=True), quiet=True)
 
 
 def _last_model(run: Path) -> Path:
@@ -141,9 +145,8 @@ def build_regime(s: Settings) -> Regime:
     held-out bits per byte. Everything is cached under `cache`; a second call is quick."""
     from lsap.flops import FlopsLedger
     from lsap.model import model_config
-    from lsap.surrogate import cache_root, load_surrogate
+    from lsap.surrogate import cache_root, load_surrogate_with_map
     from lsap.tokenizer import padded_vocab_size
-    from lsap.vocab import VocabMap
 
     cache = Path(s.cache) if s.cache else cache_root() / "quickstart"
     _say(f"1/6 tokenizers and token shards (cache: {cache})")
@@ -185,17 +188,15 @@ def build_regime(s: Settings) -> Regime:
         surrogates, strongest = {s.surrogate: s.surrogate}, s.surrogate
 
     _say("3/6 vocabulary map between the base tokenizer and the surrogate's")
-    smodel, stok = load_surrogate(surrogates[strongest])
-    map_dir = cache / f"map-{tkey}-{hashlib.sha256(strongest.encode()).hexdigest()[:6]}" if pretrain \
-        else cache / f"map-{tkey}-{hashlib.sha256(s.surrogate.encode()).hexdigest()[:8]}"
+    map_dir = cache / f"map-{tkey}-{hashlib.sha256((strongest if pretrain else s.surrogate).encode()).hexdigest()[:6]}"
     from lsap.data import TokenShards
 
     val = TokenShards(base_data, "val")
-    if (map_dir / "vocab_map.json").is_file():
-        vmap = VocabMap.load(map_dir, base=base_tok, surrogate=stok)
-    else:
-        vmap = VocabMap.from_tokenizers(base_tok, stok, base_vocab_size=padded_vocab_size(base_tok),
-                                        surrogate_vocab_size=max(smodel.config.vocab_size, len(stok)))
+    have = (map_dir / "vocab_map.json").is_file()
+    sw = load_surrogate_with_map(surrogates[strongest], base_tok, padded_vocab_size(base_tok),
+                                 vocab_map=map_dir if have else None)
+    vmap = sw.vmap
+    if not have:
         vmap.save(map_dir)
     rep = vmap.report(val.tokens(0, min(len(val), 200_000)), top_missing=5, base_tokenizer=base_tok)
     print(f"  |Σ_b|={rep['base_vocab']:,}  |Σ_s|={rep['surrogate_vocab']:,}  |Σ∩|={rep['intersection']:,} "
@@ -203,7 +204,7 @@ def build_regime(s: Settings) -> Regime:
           f"held-out base tokens inside Σ∩: {rep['corpus_share_in_intersection']:.1%}")
     print("  most frequent base tokens outside Σ∩: "
           + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"]), flush=True)
-    del smodel
+    del sw
 
     bpb = {name: None for name in surrogates}
     if sur_data is not None:
@@ -240,6 +241,7 @@ def run(s: Settings) -> Path:
 
     from lsap.errors import ConfigError
 
+    _quiet_libraries()
     t_start = time.time()
     m = s.surrogate
     if m != "pretrain" and (m.startswith((".", "/", "~")) or m.endswith(".gguf")) and not Path(m).expanduser().exists():
@@ -288,6 +290,23 @@ def run(s: Settings) -> Path:
     make_report([str(r) for r in runs], out, strength=reg.surrogate_bpb, surrogates=reg.surrogates)
     _summary(out, time.time() - t_start, s, reg)
     return out
+
+
+def _quiet_libraries() -> None:
+    """No per-load progress bars or advisory warnings from transformers / datasets: the
+    quickstart and sweeps print one line per stage and keep full logs in their run dirs."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+    warnings.filterwarnings("ignore", module="transformers")
 
 
 def _base_cfg(name: str, out: Path, s: Settings, extra: list[str]):

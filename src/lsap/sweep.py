@@ -138,6 +138,9 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     from lsap.evaluate import evaluate_run
     from lsap.train import train_once
 
+    from lsap.quickstart import _quiet_libraries
+
+    _quiet_libraries()
     spec = load_spec(spec_path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +245,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     for i, r in enumerate(plan):
         cfg = cfgs[r["name"]]
         log(f"\n[sweep] run {i + 1}/{len(plan)}: {r['name']} ({time.time() - t0:.0f}s elapsed)")
-        train_once(cfg, log)
+        train_once(cfg, log, quiet=True)
         evaluate_run(cfg.out_dir, tasks=ev.get("tasks", "pairs"), max_examples=int(ev.get("max_examples", 1000)),
                      targets=targets, log=log)
         r["status"] = "done"

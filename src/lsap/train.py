@@ -11,6 +11,7 @@ import json
 import math
 import random
 import sys
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -572,10 +573,13 @@ def train(cfg: Config, resume: bool = False) -> Path:
         distributed.shutdown()
 
 
-def train_once(cfg: Config, log=print) -> Path:
+def train_once(cfg: Config, log=print, quiet: bool = False) -> Path:
     """Train `cfg` to its budget exactly once: a run marked DONE is reused, a run with a
     finished checkpoint resumes from it, anything else (re)starts. For pipelines that
-    rerun after an interruption (`lsap quickstart`, `lsap sweep`)."""
+    rerun after an interruption (`lsap quickstart`, `lsap sweep`). `quiet`: the trainer's
+    output goes to OUT/train.log and `log` gets one summary line."""
+    import contextlib
+
     from lsap.checkpoint import latest
 
     out = Path(cfg.out_dir)
@@ -585,6 +589,21 @@ def train_once(cfg: Config, log=print) -> Path:
     resume = latest(out) is not None
     if not resume and out.exists():  # killed before its first checkpoint: nothing to keep
         shutil.rmtree(out)
-    Trainer(cfg, resume=resume).run()
+    t0 = time.perf_counter()
+    if quiet:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "train.log", "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            Trainer(cfg, resume=resume).run()
+    else:
+        Trainer(cfg, resume=resume).run()
     (out / "DONE").write_text(time.strftime("%Y-%m-%d %H:%M:%S") + "\n")
+    if quiet:
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        tr = [r for r in rows if r.get("kind") == "train"]
+        va = [r for r in rows if r.get("kind") == "val"]
+        last = tr[-1] if tr else {}
+        log(f"  {cfg.name}: {last.get('step', '?')} steps, {last.get('tokens', 0):,} tokens, "
+            f"{last.get('flops', 0):.3g} FLOPs, train loss {last.get('loss', float('nan')):.4f}"
+            + (f", val loss {va[-1]['val_loss']:.4f}" if va else "")
+            + f" ({time.perf_counter() - t0:.0f}s; log: {out / 'train.log'})")
     return out
