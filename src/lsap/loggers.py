@@ -130,3 +130,20 @@ class Loggers:
         for logger in self.loggers:
             logger.close()
         self.loggers = []
+
+
+def quiet_libraries() -> None:
+    """No per-load progress bars or advisory warnings from transformers / datasets: the
+    quickstart and sweeps print one line per stage and keep full logs in their run dirs."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+    warnings.filterwarnings("ignore", module="transformers")

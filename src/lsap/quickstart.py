@@ -240,8 +240,9 @@ def run(s: Settings) -> Path:
     from lsap.tokenizer import load_tokenizer, padded_vocab_size
 
     from lsap.errors import ConfigError
+    from lsap.loggers import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     t_start = time.time()
     m = s.surrogate
     if m != "pretrain" and (m.startswith((".", "/", "~")) or m.endswith(".gguf")) and not Path(m).expanduser().exists():
@@ -290,23 +291,6 @@ def run(s: Settings) -> Path:
     make_report([str(r) for r in runs], out, strength=reg.surrogate_bpb, surrogates=reg.surrogates)
     _summary(out, time.time() - t_start, s, reg)
     return out
-
-
-def _quiet_libraries() -> None:
-    """No per-load progress bars or advisory warnings from transformers / datasets: the
-    quickstart and sweeps print one line per stage and keep full logs in their run dirs."""
-    import os
-    import warnings
-
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
-    warnings.filterwarnings("ignore", module="transformers")
 
 
 def _base_cfg(name: str, out: Path, s: Settings, extra: list[str]):

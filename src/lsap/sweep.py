@@ -138,9 +138,9 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     from lsap.evaluate import evaluate_run
     from lsap.train import train_once
 
-    from lsap.quickstart import _quiet_libraries
+    from lsap.loggers import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     spec = load_spec(spec_path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from lsap.evaluate import evaluate_run
+    from lsap.loggers import quiet_libraries
+
+    quiet_libraries()
 
     targets = "auto"
     if args.no_targets:

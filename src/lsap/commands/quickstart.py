@@ -9,7 +9,8 @@ def add_arguments(p) -> None:
     d = Settings()
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
     p.add_argument("--cache", default="", help="where tokenizers, shards and the surrogate are cached "
-                                               "(default $LSAP_CACHE/quickstart or ~/.cache/lsap/quickstart)")
+                                               "(default $LSAP_CACHE/quickstart, else $XDG_CACHE_HOME/lsap/quickstart, "
+                                               "else ~/.cache/lsap/quickstart)")
     p.add_argument("--surrogate", default=d.surrogate,
                    help="pretrain (default: a small surrogate pretrained once on its own part of the base's domain) | smollm2 | "
                         "a local HF dir / .gguf / hub id")
