@@ -288,7 +288,7 @@ def run(s: Settings) -> Path:
     targets = {"surrogate": surrogate_spec, "vocab_map": str(reg.vocab_map), "k": s.k, "alpha": s.alpha}
     for r in runs:
         evaluate_run(r, tasks="pairs", max_examples=s.eval_examples, targets=targets)
-    make_report([str(r) for r in runs], out, strength=reg.surrogate_bpb, surrogates=reg.surrogates)
+    make_report([str(r) for r in runs], out, flops=budget, strength=reg.surrogate_bpb, surrogates=reg.surrogates)
     _summary(out, time.time() - t_start, s, reg)
     return out
 

@@ -144,6 +144,11 @@ def check_comparable(runs: list[Run]) -> None:
                           f"`lsap eval --force` with the same --tasks/--limit/data on all runs ({detail})")
 
 
+def _common_max_flops(runs: list[Run]) -> float | None:
+    vals = {float((r.config.get("train") or {}).get("max_flops") or 0) for r in runs}
+    return vals.pop() if len(vals) == 1 and next(iter(vals)) > 0 else None
+
+
 def pick_matched(run: Run, budget: float, axis: str = "flops") -> tuple[dict, bool]:
     """The evaluated checkpoint with the most `axis` (flops | tokens) ≤ budget, else the least.
 
@@ -173,7 +178,15 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
     "above_budget", "scores": {task: value}, "average", "val_loss", "val_bpb"}.
     """
     check_comparable(runs)
-    budget = float(flops) if flops is not None else min(r.evals[-1][axis] for r in runs)
+    source = "given"
+    if flops is not None:
+        budget = float(flops)
+    elif axis == "flops" and _common_max_flops(runs):
+        # runs trained to one train.max_flops stop a fraction of a step below it, each at
+        # its own step size: the configured budget, not the smallest run's last point
+        budget, source = _common_max_flops(runs), "train.max_flops of every run"
+    else:
+        budget, source = min(r.evals[-1][axis] for r in runs), "largest reached by all runs"
     tasks: list[str] = []
     for r in runs:
         for e in r.evals:
@@ -202,7 +215,7 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
         vals = [v for v in vals if v is not None]
         best[col] = better(vals) if vals else None
     return {"axis": axis, "budget": budget,
-            "budget_source": "given" if flops is not None else "largest reached by all runs",
+            "budget_source": source,
             "tasks": tasks, "rows": rows, "best": best}
 
 
@@ -504,6 +517,12 @@ def _delta_lines(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | "
                      f"{c(r.get('average'), 100, 2)} | {c(r.get('val_loss'), 1, 4)} | {c(r.get('val_top1'), 100, 2)} | "
                      f"{verdict} |")
+    tasks = list(rows[0].get("tasks") or {}) if rows else []
+    if tasks:
+        lines += ["", "Per task, Δ LSAP − CE in points, mean [min, max] over seeds:", "",
+                  "| Setting | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+        for r in rows:
+            lines.append(f"| {r['setting']} | " + " | ".join(c(r["tasks"].get(t), 100, 2) for t in tasks) + " |")
     return lines + ["", "![Δ vs surrogate strength](delta_vs_strength.png)", ""]
 
 

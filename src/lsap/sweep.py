@@ -251,10 +251,27 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
         r["status"] = "done"
         _write(state_path, {**state, "runs": [{**x, "out_dir": cfgs[x["name"]].out_dir} for x in plan]})
 
-    result = rep.make_report([cfgs[r["name"]].out_dir for r in plan], out, strength=surrogate_bpb,
-                             surrogates=surrogates, names=[r["name"] for r in plan])
+    result = report_sweep(out)
     log(f"\n[sweep] done in {(time.time() - t0) / 60:.1f} min: {out / 'report.md'}")
     return result
+
+
+def report_sweep(out: str | Path) -> dict:
+    """(Re)write a sweep's report from its sweep.json and the runs' eval.json files, at the
+    sweep's FLOPs budget (`lsap sweep SPEC --report-only`)."""
+    from lsap import report as rep
+
+    out = Path(out)
+    path = out / "sweep.json"
+    if not path.is_file():
+        raise SweepError(f"{out}: no sweep.json (run the sweep first)")
+    st = json.loads(path.read_text())
+    runs = [r for r in st["runs"] if r.get("status") == "done"]
+    if not runs:
+        raise SweepError(f"{out}: no finished runs yet")
+    return rep.make_report([r["out_dir"] for r in runs], out, flops=st["budget_flops"],
+                           strength=st.get("surrogate_bpb") or {}, surrogates=st.get("surrogates") or {},
+                           names=[r["name"] for r in runs])
 
 
 def _write(path: Path, obj) -> None:
@@ -309,6 +326,11 @@ def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
         for m in ("pairs_average", "average", "val_loss", "val_top1"):
             ds = [r[m] - ce[r["seed"]][m] for r in rows if r.get(m) is not None and ce[r["seed"]].get(m) is not None]
             row[m] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
+        row["tasks"] = {}
+        for t in table.get("tasks", []):
+            ds = [r["scores"][t] - ce[r["seed"]]["scores"][t] for r in rows
+                  if r["scores"].get(t) is not None and ce[r["seed"]]["scores"].get(t) is not None]
+            row["tasks"][t] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
         out.append(row)
     return out
 

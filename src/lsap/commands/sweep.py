@@ -18,12 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-root", default=None,
                         help="where run directories live, named by config hash (default: OUT/runs); sweeps "
                              "sharing it train identical runs, e.g. the CE baseline, once")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite OUT's report from the runs finished so far, train nothing")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded runs and stop")
 
 
 def run(args) -> int:
-    from lsap.sweep import load_spec, run_sweep
+    from lsap.sweep import load_spec, report_sweep, run_sweep
 
     out = args.out or f"runs/sweep-{load_spec(args.spec)['name']}"
+    if args.report_only:
+        res = report_sweep(out)
+        print(f"[sweep] wrote {', '.join(res['files'])} to {res['out']}")
+        return 0
     run_sweep(args.spec, out, runs_root=args.runs_root, dry_run=args.dry_run)
     return 0
