@@ -45,7 +45,7 @@ if [[ $SMOKE == 1 ]]; then
   TRAIN_ARGS=(--base olmo2-tiny --base-overrides "$TINY" --base-vocab 1024 --surrogate olmo2-tiny
               --surrogate-overrides "$TINY" --surrogate-vocab 1024 --seq-len $T --micro-batch 2 --steps 1 --device cpu)
   PREC_ARGS=(--base olmo2-tiny --vocab 512 --seq-len 32 --micro-batch 2 --steps 5 --device cpu)
-  LIMIT=(120 120 120 240 120)
+  LIMIT=(600 600 600 900 600)  # correctness, not speed: generous on a loaded CI machine
 else
   DEVICE=cuda
   NAME="$($PY -c 'import re, torch; print(re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-"))')" || exit 1

@@ -78,7 +78,7 @@ def test_toy_sweep_report_and_resume_after_a_kill(tmp_path, monkeypatch, capsys)
     sw.run_sweep(spec, out)
     log = capsys.readouterr().out
     assert log.count("finished earlier, reused") >= 3  # the two evaluated runs and the trained third
-    assert log.count("already evaluated") >= 2  # their eval.json kept (same eval set)
+    assert log.count("checkpoint(s) already evaluated") >= 2  # their eval.json kept (same eval set)
     for d in finished:
         assert open(f"{d}/DONE").read() == stamps[d]  # not retrained
     rep = json.loads((out / "report.json").read_text())

@@ -766,13 +766,12 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
             eval_set["heldout"] = json.loads((Path(data_dir) / "manifest.json").read_text())["args"]
         eval_set_hash = hashlib.sha256(json.dumps(eval_set, sort_keys=True).encode()).hexdigest()
 
-        results, target_fn = [], None
+        results, target_fn, kept = [], None, []
         for model_dir, out_path, meta in cks:
             if out_path.is_file() and not force:
                 old = json.loads(out_path.read_text())
                 if old.get("eval_set_hash") == eval_set_hash:
-                    log(f"[lsap] {out_path.parent.name}: already evaluated (eval_set_hash "
-                        f"{eval_set_hash[:12]}); --force to redo")
+                    kept.append(out_path.parent.name)
                     results.append(old)
                     continue
             if do_loss and targets and target_fn is None:
@@ -786,6 +785,9 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
                                          data_dir if do_loss else None, seq_len, val_batches,
                                          task_dir if offline else None, task_set, eval_set_hash, target_fn,
                                          targets, log))
+        if kept:
+            log(f"[lsap] {target.name}: {len(kept)} checkpoint(s) already evaluated on this evaluation set "
+                f"({eval_set_hash[:12]}: {kept[0]}{' … ' + kept[-1] if len(kept) > 1 else ''}); --force to redo")
         return results
     finally:
         if tmp is not None:

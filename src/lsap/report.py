@@ -483,7 +483,8 @@ def write_delta_plot(rows: list[dict], out: Path) -> str:
         ax.axhline(0, color="gray", linewidth=1)
         ax.set_ylabel(f"Δ LSAP − CE, {label}")
         ax.set_title(label.split(" (")[0], fontsize=9)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     fig.suptitle("LSAP − CE at matched FLOPs (mean, min–max over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "delta_vs_strength.png", dpi=120)
