@@ -169,3 +169,29 @@ def test_matched_tokens_view_and_spread(evaluated, tmp_path):
     (g,) = group_spread(table)
     assert g["n"] == 2 and g["average"] == {"mean": 0.4, "min": 0.3, "max": 0.5}
     assert g["val_loss"]["mean"] == 3.5 and g["val_bpb"] is None
+
+
+def test_budget_is_the_runs_common_max_flops():
+    """Runs trained to one train.max_flops stop at different fractions of a step below it;
+    each must be scored at its own last checkpoint, not at the smallest run's last point
+    (regression: CE was scored at its matched-tokens checkpoint, 84% of its compute)."""
+    from pathlib import Path
+
+    from lsap.report import Run, build_table
+
+    def run(name, loss, points):
+        evals = [{"checkpoint": f"step_{s:08d}", "step": s, "flops": f, "tokens": t, "tasks": {"x": {"value": v}},
+                  "eval_set_hash": "h", "tokenizer_hash": "t"} for s, f, t, v in points]
+        cfg = {"name": name, "loss": loss, "train": {"max_flops": 5.04e12, "seed": 0}}
+        return Run(name=name, dir=Path(name), config=cfg, evals=evals, metrics=[])
+
+    ce = run("ce-s0", "ce", [(163, 4.205e12, 333_824, 0.60), (195, 5.038e12, 399_360, 0.70)])
+    ls = run("lsap-s0", "lsap", [(163, 5.026e12, 333_824, 0.65)])
+    t = build_table([ce, ls])
+    assert t["budget"] == 5.04e12 and t["budget_source"] == "train.max_flops of every run"
+    rows = {r["run"]: r for r in t["rows"]}
+    assert rows["ce-s0"]["checkpoint"] == "step_00000195" and not rows["ce-s0"]["above_budget"]
+    assert rows["lsap-s0"]["checkpoint"] == "step_00000163"
+    # different max_flops: the old rule (the largest budget every run reached) applies
+    ls.config["train"]["max_flops"] = 6e12
+    assert build_table([ce, ls])["budget"] == 5.026e12
