@@ -72,6 +72,23 @@ def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
     return float(loss_nats) / math.log(2) / float(bytes_per_token)
 
 
+def heldout_nll(shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn) -> tuple[float, float]:
+    """The one held-out loss loop (the trainer's `val_loss` and `heldout_metrics`):
+    Σ NLL and the number of scored positions over `shards.iter_eval_batches(...)`.
+
+    `nll_fn(input_ids, labels) -> (nll_sum, count)` scores one batch (CPU tensors in;
+    any device out); sums are accumulated in float64. Loss = Σ NLL / count, divided once.
+    """
+    import torch
+
+    tot = None
+    for inp, lab in shards.iter_eval_batches(seq_len, batch_size, max_batches):
+        nll_sum, count = nll_fn(inp, lab)
+        part = torch.stack([torch.as_tensor(nll_sum).double(), torch.as_tensor(count).double()])
+        tot = part if tot is None else tot + part
+    return (0.0, 0.0) if tot is None else (float(tot[0]), float(tot[1]))
+
+
 def heldout_loss(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, batch_size: int = 8,
                  max_batches: int | None = None, tokenizer=None) -> dict[str, Any]:
     """Mean CE (nats/token) and bits per byte on the validation split of `data_dir`.
@@ -118,40 +135,44 @@ def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, 
     seq_len = min(seq_len, max(1, len(shards) - 1))
     batch_size = max(1, min(batch_size, (len(shards) - 1) // seq_len))
     device = next(model.parameters()).device
-    tot = torch.zeros(3, dtype=torch.float64)  # nll, top1, top5
+    tot = torch.zeros(2, dtype=torch.float64)  # top1, top5
     by_m = torch.zeros(3, 3, dtype=torch.float64)  # bucket × (count, nll, top1)
     mass = torch.zeros(2, dtype=torch.float64)  # Σ target mass, positions with m ≥ 1
-    count = 0
+
+    def score(inp, lab):
+        nonlocal tot, by_m, mass
+        inp, lab = inp.to(device), lab.to(device)
+        logits = model(input_ids=inp).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        gold = logp.gather(-1, lab.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        rank = (logp > gold.unsqueeze(-1)).sum(-1)  # how many tokens beat the gold
+        nll = -gold
+        tot += torch.stack([(rank < 1).sum(), (rank < 5).sum()]).double().cpu()
+        if targets is not None:
+            ids, mask = targets(inp, lab)
+            ids, mask = ids.to(device), mask.to(device)
+            m = mask.sum(-1)
+            b = _bucket(m)
+            for j in range(3):
+                sel = b == j
+                by_m[j] += torch.stack([sel.sum(), nll[sel].sum(), (rank[sel] < 1).sum()]).double().cpu()
+            p_aux = (logp.gather(-1, ids.clamp_min(0)).exp() * mask).sum(-1)
+            has = m > 0
+            mass += torch.stack([p_aux[has].sum(), has.sum()]).double().cpu()
+        return nll.sum().cpu(), lab.numel()
+
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for inp, lab in shards.iter_eval_batches(seq_len, batch_size, max_batches):
-            inp, lab = inp.to(device), lab.to(device)
-            logits = model(input_ids=inp).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
-            gold = logp.gather(-1, lab.unsqueeze(-1)).squeeze(-1)  # [B, T]
-            rank = (logp > gold.unsqueeze(-1)).sum(-1)  # how many tokens beat the gold
-            nll = -gold
-            tot += torch.stack([nll.sum(), (rank < 1).sum(), (rank < 5).sum()]).double().cpu()
-            count += lab.numel()
-            if targets is not None:
-                ids, mask = targets(inp, lab)
-                ids, mask = ids.to(device), mask.to(device)
-                m = mask.sum(-1)
-                b = _bucket(m)
-                for j in range(3):
-                    sel = b == j
-                    by_m[j] += torch.stack([sel.sum(), nll[sel].sum(), (rank[sel] < 1).sum()]).double().cpu()
-                p_aux = (logp.gather(-1, ids.clamp_min(0)).exp() * mask).sum(-1)
-                has = m > 0
-                mass += torch.stack([p_aux[has].sum(), has.sum()]).double().cpu()
+        nll_sum, n = heldout_nll(shards, seq_len, batch_size, max_batches, score)
     model.train(was_training)
+    count = int(n)
     if count == 0:
         raise EvalError(f"{data_dir}: the val split ({len(shards)} tokens) is too short for one window")
-    loss = float(tot[0]) / count
+    loss = nll_sum / count
     bpt = shards.bytes_per_token
     out = {"val_loss": loss, "val_bpb": bits_per_byte(loss, bpt) if bpt else None, "val_tokens": count,
-           "val_top1": float(tot[1]) / count, "val_top5": float(tot[2]) / count}
+           "val_top1": float(tot[0]) / count, "val_top5": float(tot[1]) / count}
     if targets is not None:
         out["by_m"] = {name: {"share": float(by_m[j, 0]) / count,
                               "loss": float(by_m[j, 1] / by_m[j, 0]) if by_m[j, 0] else None,

@@ -7,6 +7,7 @@ micro-batches), so accumulation and data parallelism never reweight tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -88,6 +89,137 @@ def plan_budget(cfg: Config, ledger: FlopsLedger) -> Budget:
     return Budget(steps, tokens_per_step, flops_per_step, by)
 
 
+# --------------------------------------------------------------------------- building
+@dataclass
+class Components:
+    """Everything a run is built from its config (`build_components`); `Trainer` runs the loop on it."""
+
+    shards: object  # lsap.data.TokenShards, the train split
+    val: object | None  # the val split, None when it is shorter than one window
+    tokenizer: object
+    model_config: object
+    lm: torch.nn.Module
+    targets: object | None  # a `lsap.targets.TargetSource`; None for CE
+    ledger: FlopsLedger
+    budget: Budget
+    accum: int  # micro-batches per optimizer step on each rank
+    module: LossModule
+    wrapped: torch.nn.Module  # `module` under DDP / FSDP (itself on one process)
+    opt: torch.optim.Optimizer
+    lr_at: LRSchedule
+    lam_at: LambdaSchedule | None
+    loader: object  # lsap.data.SequenceLoader
+    autocast: bool
+
+
+def build_components(cfg: Config, d: distributed.Dist) -> Components:
+    """Data, tokenizer, model, target source, ledger, budget, wrapping, optimizer, schedules and
+    loader from a validated config, in this order (torchtitan / OLMo-core style: the trainer
+    builds nothing). Rank 0 writes the run's vocabulary map (and a store's provenance) to out_dir."""
+    from lsap.data import SequenceLoader, TokenShards
+    from lsap.model import build_model, model_config
+    from lsap.tokenizer import load_tokenizer, padded_vocab_size
+
+    dev = d.device
+    autocast = (cfg.train.precision == "bf16") or (cfg.train.precision == "auto" and dev.type == "cuda")
+
+    # ---- data and tokenizer --------------------------------------------------
+    shards = TokenShards(cfg.data.dir, "train")
+    tokenizer = load_tokenizer(shards.manifest["tokenizer"]["spec"])
+    shards.check_tokenizer(tokenizer)
+    val = None
+    if "val" in shards.manifest["splits"] and shards.manifest["splits"]["val"]["tokens"] > cfg.data.seq_len:
+        val = TokenShards(cfg.data.dir, "val")
+
+    # ---- base model ----------------------------------------------------------
+    vsize = cfg.model.vocab_size or padded_vocab_size(tokenizer)
+    specials = {f"{r}_token_id": getattr(tokenizer, f"{r}_token_id", None) for r in ("bos", "eos", "pad")}
+    overrides = {**{k: v for k, v in specials.items() if v is not None}, **cfg.model.overrides}
+    mconf = model_config(cfg.model.preset, vocab_size=vsize, **overrides)
+    shards.check_vocab(vsize)
+    lm = build_model(mconf, device=dev, seed=cfg.model.init_seed)
+
+    # ---- auxiliary targets (None for CE) --------------------------------------
+    targets = build_run_targets(cfg, tokenizer, vsize, shards, d)
+    # A stored source is still charged per trained token (see lsap.cache: compute accounting).
+    ledger = FlopsLedger(train_flops_per_token(mconf), targets.flops_per_token if targets is not None else 0.0)
+    budget = plan_budget(cfg, ledger)
+
+    # ---- parallelism, optimizer, schedules -----------------------------------
+    t = cfg.train
+    per_step = t.micro_batch_size * d.world_size
+    if t.batch_size % per_step:
+        raise TrainingError(
+            f"train.batch_size={t.batch_size} must be a multiple of micro_batch_size × world_size = {per_step}"
+        )
+    module = LossModule(lm, t.loss_impl, compile_loss=t.compile)
+    # torchtitan's order: activation checkpointing, compile, then sharding.
+    blocks = list(lm.model.layers)
+    if t.activation_checkpointing:
+        distributed.checkpoint_blocks(blocks)
+    if t.compile:
+        distributed.compile_blocks(blocks)
+    if dev.type == "cuda":
+        distributed.enable_tf32()
+    wrapped = distributed.wrap(module, d, t.distributed, layers=blocks, mixed_precision=t.fsdp_mixed_precision)
+    decay = [p for p in module.parameters() if p.dim() >= 2]
+    no_decay = [p for p in module.parameters() if p.dim() < 2]
+    o = cfg.optim
+    # fused (one kernel for all tensors) on CUDA; foreach (batched ops) elsewhere
+    fused = dev.type == "cuda"
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused, foreach=None if fused else True,
+    )
+    total = budget.total_steps
+    lr_at = LRSchedule(o.lr, min(o.warmup_steps, max(total - 1, 0)), total, o.min_lr_ratio)
+    L = cfg.lsap
+    lam_at = LambdaSchedule(L.lambda_schedule, L.lam, L.lam_min, total) if cfg.loss == "lsap" else None
+    loader = SequenceLoader(shards, cfg.data.seq_len, t.micro_batch_size, d.rank, d.world_size, seed=t.seed)
+    return Components(shards=shards, val=val, tokenizer=tokenizer, model_config=mconf, lm=lm, targets=targets,
+                      ledger=ledger, budget=budget, accum=t.batch_size // per_step, module=module, wrapped=wrapped,
+                      opt=opt, lr_at=lr_at, lam_at=lam_at, loader=loader, autocast=autocast)
+
+
+def build_run_targets(cfg: Config, tokenizer, base_vocab: int, shards, d: distributed.Dist):
+    """`lsap.surrogate.build_target_source` with the trainer's checks; its map (and a store's
+    provenance) saved with the run by rank 0. None for CE."""
+    from lsap.cache import CacheError
+    from lsap.surrogate import SurrogateError, build_target_source
+
+    try:
+        source = build_target_source(cfg, tokenizer, base_vocab, shards, d.device)
+    except SurrogateError as e:
+        raise TrainingError(str(e)) from e
+    except (CacheError, FileNotFoundError) as e:
+        if cfg.surrogate.source != "cache":
+            raise
+        raise TrainingError(f"surrogate.cache_dir: {e}") from e
+    if source is None:
+        return None
+    _check_intersection(cfg, source.vmap, d.is_main)
+    if d.is_main:
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        source.vmap.save(out / "vocab_map")
+        record = source.record()
+        if record is not None:
+            (out / "cache.json").write_text(json.dumps(record, indent=2) + "\n")
+    return source
+
+
+def _check_intersection(cfg: Config, vmap, main: bool) -> None:
+    weak = vmap.weakness()
+    if weak is None:
+        return
+    if not cfg.lsap.allow_small_intersection:
+        raise TrainingError(f"{weak}. Check the tokenizer pair with `lsap vocab`, or set "
+                            "lsap.allow_small_intersection=true to train anyway")
+    if main:
+        print(f"[lsap] warning: {weak} (lsap.allow_small_intersection=true)", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the loop
 def _rng_state() -> dict:
     s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -127,79 +259,18 @@ class Trainer:
             self.lock = None
 
     def _build(self, cfg: Config, resume: bool) -> None:
-        from lsap.data import SequenceLoader, TokenShards
-        from lsap.model import build_model, model_config
-        from lsap.tokenizer import load_tokenizer, padded_vocab_size
-
         self.cfg = validate(cfg, deep=True)  # every user error before anything is built
         self.d = distributed.init(cfg.train.device, timeout_s=cfg.train.dist_timeout_s)
         self.out = Path(cfg.out_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.main = self.d.is_main
-        dev = self.d.device
         self._lock_out_dir()
         self.skipped = 0  # non-finite steps skipped (train.skip_nonfinite_steps)
-        self.autocast = (cfg.train.precision == "bf16") or (cfg.train.precision == "auto" and dev.type == "cuda")
-
-        # ---- data and tokenizer --------------------------------------------------
-        self.shards = TokenShards(cfg.data.dir, "train")
-        spec = self.shards.manifest["tokenizer"]["spec"]
-        self.tokenizer = load_tokenizer(spec)
-        self.shards.check_tokenizer(self.tokenizer)
-        self.val = None
-        if "val" in self.shards.manifest["splits"] and self.shards.manifest["splits"]["val"]["tokens"] > cfg.data.seq_len:
-            self.val = TokenShards(cfg.data.dir, "val")
-
-        # ---- base model ----------------------------------------------------------
-        vsize = cfg.model.vocab_size or padded_vocab_size(self.tokenizer)
-        specials = {f"{r}_token_id": getattr(self.tokenizer, f"{r}_token_id", None) for r in ("bos", "eos", "pad")}
-        overrides = {**{k: v for k, v in specials.items() if v is not None}, **cfg.model.overrides}
-        self.model_config = model_config(cfg.model.preset, vocab_size=vsize, **overrides)
-        self.shards.check_vocab(vsize)
-        self.lm = build_model(self.model_config, device=dev, seed=cfg.model.init_seed)
-
-        # ---- auxiliary targets (None for CE) --------------------------------------
-        self.targets = self._target_source(vsize)
+        self.components = c = build_components(self.cfg, self.d)
+        for f in dataclasses.fields(c):  # the loop reads them as attributes (self.lm, self.opt, ...)
+            setattr(self, f.name, getattr(c, f.name))
         self.vmap = self.targets.vmap if self.targets is not None else None
-        # A stored source is still charged per trained token (see lsap.cache: compute accounting).
-        self.ledger = FlopsLedger(train_flops_per_token(self.model_config),
-                                  self.targets.flops_per_token if self.targets is not None else 0.0)
-        self.budget = plan_budget(cfg, self.ledger)
-
-        # ---- parallelism, optimizer, schedules -----------------------------------
         t = cfg.train
-        per_step = t.micro_batch_size * self.d.world_size
-        if t.batch_size % per_step:
-            raise TrainingError(
-                f"train.batch_size={t.batch_size} must be a multiple of micro_batch_size × world_size = {per_step}"
-            )
-        self.accum = t.batch_size // per_step
-        self.module = LossModule(self.lm, t.loss_impl, compile_loss=t.compile)
-        # torchtitan's order: activation checkpointing, compile, then sharding.
-        blocks = list(self.lm.model.layers)
-        if t.activation_checkpointing:
-            distributed.checkpoint_blocks(blocks)
-        if t.compile:
-            distributed.compile_blocks(blocks)
-        if dev.type == "cuda":
-            distributed.enable_tf32()
-        self.wrapped = distributed.wrap(self.module, self.d, t.distributed, layers=blocks,
-                                        mixed_precision=t.fsdp_mixed_precision)
-        decay = [p for p in self.module.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.module.parameters() if p.dim() < 2]
-        o = cfg.optim
-        # fused (one kernel for all tensors) on CUDA; foreach (batched ops) elsewhere
-        fused = dev.type == "cuda"
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused, foreach=None if fused else True,
-        )
-        total = self.budget.total_steps
-        self.lr_at = LRSchedule(o.lr, min(o.warmup_steps, max(total - 1, 0)), total, o.min_lr_ratio)
-        L = cfg.lsap
-        self.lam_at = LambdaSchedule(L.lambda_schedule, L.lam, L.lam_min, total) if cfg.loss == "lsap" else None
-        self.loader = SequenceLoader(self.shards, cfg.data.seq_len, t.micro_batch_size, self.d.rank,
-                                     self.d.world_size, seed=t.seed)
         self.step = 0
         self.wall = 0.0
         self.loggers, self.resumed_at = None, None
@@ -224,7 +295,7 @@ class Trainer:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(cfg.to_yaml())
-        self.peak = peak_flops_for_device(dev) if dev.type == "cuda" else None
+        self.peak = peak_flops_for_device(self.d.device) if self.d.device.type == "cuda" else None
 
     def _lock_out_dir(self) -> None:
         """Rank 0 locks out_dir (`lsap.lock`); every rank learns whether it got it."""
@@ -243,42 +314,6 @@ class Trainer:
                 raise TrainingError(f"rank 0 could not lock {self.out}; see its message")
         if err is not None:
             raise err
-
-    def _check_intersection(self, vmap) -> None:
-        weak = vmap.weakness()
-        if weak is None:
-            return
-        if not self.cfg.lsap.allow_small_intersection:
-            raise TrainingError(f"{weak}. Check the tokenizer pair with `lsap vocab`, or set "
-                                "lsap.allow_small_intersection=true to train anyway")
-        if self.main:
-            print(f"[lsap] warning: {weak} (lsap.allow_small_intersection=true)", file=sys.stderr, flush=True)
-
-    # ------------------------------------------------------------------ targets
-    def _target_source(self, base_vocab: int):
-        """`lsap.surrogate.build_target_source`, its map (and a store's provenance) saved with the run."""
-        from lsap.cache import CacheError
-        from lsap.surrogate import SurrogateError, build_target_source
-
-        cfg = self.cfg
-        try:
-            source = build_target_source(cfg, self.tokenizer, base_vocab, self.shards, self.d.device)
-        except SurrogateError as e:
-            raise TrainingError(str(e)) from e
-        except (CacheError, FileNotFoundError) as e:
-            if cfg.surrogate.source != "cache":
-                raise
-            raise TrainingError(f"surrogate.cache_dir: {e}") from e
-        if source is None:
-            return None
-        self._check_intersection(source.vmap)
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            source.vmap.save(self.out / "vocab_map")
-            record = source.record()
-            if record is not None:
-                (self.out / "cache.json").write_text(json.dumps(record, indent=2) + "\n")
-        return source
 
     # ------------------------------------------------------------------ step
     def train_step(self) -> dict:
@@ -351,24 +386,27 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict:
+        """val_loss (and val_bpb) by `lsap.evaluate.heldout_nll`, the wrapped module run on every rank."""
+        from lsap.evaluate import bits_per_byte, heldout_nll
+
         if self.val is None:
             return {}
+        dev = self.d.device
+
+        def score(x, y):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
+                _, ce, _, nl, _ = self.wrapped(x.to(dev), y.to(dev))
+            return ce, nl
+
         self.module.eval()
-        tot = torch.zeros(2, dtype=torch.float64, device=self.d.device)
-        bs = self.cfg.train.micro_batch_size
-        for x, y in self.val.iter_eval_batches(self.cfg.data.seq_len, bs, self.cfg.train.eval_batches):
-            x, y = x.to(self.d.device), y.to(self.d.device)
-            with torch.autocast(self.d.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                _, ce, _, nl, _ = self.wrapped(x, y)
-            tot += torch.stack([ce.double(), nl.double()])
+        nll_sum, count = heldout_nll(self.val, self.cfg.data.seq_len, self.cfg.train.micro_batch_size,
+                                     self.cfg.train.eval_batches, score)
         self.module.train()
-        if tot[1] == 0:
+        if count == 0:
             return {}
-        val_loss = float(tot[0] / tot[1])
+        val_loss = nll_sum / count
         out = {"val_loss": val_loss}
         if self.val.bytes_per_token:
-            from lsap.evaluate import bits_per_byte
-
             out["val_bpb"] = bits_per_byte(val_loss, self.val.bytes_per_token)
         return out
 
