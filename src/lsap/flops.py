@@ -42,6 +42,7 @@ __all__ = [
     "inference_flops_per_token",
     "attention_flops_per_token",
     "tokens_at_matched_flops",
+    "matched_flops",
     "FlopsLedger",
     "PEAK_BF16_DENSE_FLOPS",
     "peak_flops_for_device",
@@ -117,6 +118,57 @@ def tokens_at_matched_flops(budget_flops: float, base_cfg, surrogate_cfg=None, *
     if surrogate_cfg is not None:
         per_token += surrogate_tokens_per_base_token * inference_flops_per_token(surrogate_cfg, seq_len)
     return float(budget_flops) / per_token
+
+
+def matched_flops(base: str = "olmo2-1b", surrogate: str | None = "qwen3-0.6b", *, tokens: float | None = None,
+                  flops: float | None = None, base_vocab_size: int | None = None,
+                  surrogate_vocab_size: int | None = None, surrogate_tokens_per_base_token: float = 1.0,
+                  seq_len: int | None = None) -> dict:
+    """FLOPs of a CE run and the LSAP tokens it buys at matched FLOPs (`lsap flops`).
+
+    `base` / `surrogate`: preset names or config.json / HF directories (`surrogate` None or
+    "none": a CE-only report). The budget is `flops`, or the FLOPs of a CE run of `tokens`
+    base tokens (default 26e9, the paper's). Returns the report as a flat dict.
+    """
+    from lsap.model import load_config
+
+    if tokens is not None and flops is not None:
+        raise ValueError("give tokens or flops, not both")
+    base_cfg = load_config(base, base_vocab_size)
+    sur_cfg = None
+    if surrogate and surrogate.lower() != "none":
+        sur_cfg = load_config(surrogate, surrogate_vocab_size)
+    r = surrogate_tokens_per_base_token
+    base_fpt = train_flops_per_token(base_cfg, seq_len)
+    sur_fpt = inference_flops_per_token(sur_cfg, seq_len) if sur_cfg is not None else 0.0
+    lsap_fpt = base_fpt + r * sur_fpt
+    if flops is not None:
+        budget = float(flops)
+        ce_tokens = tokens_at_matched_flops(budget, base_cfg, seq_len=seq_len)
+    else:
+        ce_tokens = float(tokens if tokens is not None else 26e9)
+        budget = ce_tokens * base_fpt
+    lsap_tokens = tokens_at_matched_flops(budget, base_cfg, sur_cfg, seq_len=seq_len,
+                                          surrogate_tokens_per_base_token=r)
+    return {
+        "base": base,
+        "surrogate": surrogate if sur_cfg is not None else None,
+        "base_params": count_params(base_cfg),
+        "base_params_stored": count_params(base_cfg, untied_head=False),
+        "surrogate_params": count_params(sur_cfg) if sur_cfg is not None else 0,
+        "surrogate_params_stored": count_params(sur_cfg, untied_head=False) if sur_cfg is not None else 0,
+        "base_flops_per_token": base_fpt,
+        "surrogate_flops_per_token": sur_fpt,
+        "surrogate_tokens_per_base_token": r,
+        "lsap_flops_per_token": lsap_fpt,
+        "attention_seq_len": seq_len,
+        "budget_flops": budget,
+        "ce_tokens": ce_tokens,
+        "ce_flops": ce_tokens * base_fpt,
+        "lsap_tokens_at_matched_flops": lsap_tokens,
+        "lsap_token_reduction": 1.0 - lsap_tokens / ce_tokens,
+        "lsap_flops_at_ce_tokens": ce_tokens * lsap_fpt,
+    }
 
 
 @dataclass

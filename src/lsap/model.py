@@ -127,22 +127,26 @@ def model_config(preset: str, vocab_size: int | None = None, **overrides: Any):
     return config
 
 
-def load_config(spec: str):
-    """A preset name, a `config.json` path, or an HF model directory → a config.
+def load_config(spec: str, vocab_size: int | None = None):
+    """A preset name, a `config.json` path, or an HF model directory → a config
+    (`vocab_size`: overrides the vocabulary size).
 
     Never touches the network: hub ids are not accepted here (use a preset or a path).
     """
     import os
 
     if spec in PRESETS:
-        return model_config(spec)
+        return model_config(spec, vocab_size=vocab_size)
     path = spec
     if os.path.isdir(path):
         path = os.path.join(path, "config.json")
     if os.path.isfile(path):
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(path)))
+        config = AutoConfig.from_pretrained(os.path.dirname(os.path.abspath(path)))
+        if vocab_size is not None:
+            config.vocab_size = int(vocab_size)
+        return config
     raise ConfigError(
         f"{spec!r} is neither a model preset ({', '.join(PRESETS)}) "
         "nor a config.json / HF model directory"

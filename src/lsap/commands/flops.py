@@ -34,60 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
-def _config(spec: str, vocab_size: int | None):
-    from lsap.model import PRESETS, load_config, model_config
-
-    if spec in PRESETS:
-        return model_config(spec, vocab_size=vocab_size)
-    config = load_config(spec)
-    if vocab_size is not None:
-        config.vocab_size = int(vocab_size)
-    return config
-
-
 def compute(args: argparse.Namespace) -> dict:
-    """The report of `lsap flops` as a dict (also used by tests and other commands)."""
-    from lsap import flops as F
+    """The report of `lsap flops` as a dict: `lsap.flops.matched_flops` on the parsed arguments."""
+    from lsap.flops import matched_flops
 
-    base_cfg = _config(args.base, args.base_vocab_size)
-    sur_cfg = None
-    if args.surrogate and args.surrogate.lower() != "none":
-        sur_cfg = _config(args.surrogate, args.surrogate_vocab_size)
-
-    seq_len = args.seq_len
-    base_fpt = F.train_flops_per_token(base_cfg, seq_len)
-    sur_fpt = F.inference_flops_per_token(sur_cfg, seq_len) if sur_cfg is not None else 0.0
-    r = args.surrogate_tokens_per_base_token
-    lsap_fpt = base_fpt + r * sur_fpt
-
-    if args.flops is not None:
-        budget = float(args.flops)
-        ce_tokens = budget / base_fpt
-    else:
-        ce_tokens = float(args.tokens if args.tokens is not None else 26e9)
-        budget = ce_tokens * base_fpt
-    lsap_tokens = budget / lsap_fpt
-
-    out = {
-        "base": args.base,
-        "surrogate": args.surrogate if sur_cfg is not None else None,
-        "base_params": F.count_params(base_cfg),
-        "base_params_stored": F.count_params(base_cfg, untied_head=False),
-        "surrogate_params": F.count_params(sur_cfg) if sur_cfg is not None else 0,
-        "surrogate_params_stored": F.count_params(sur_cfg, untied_head=False) if sur_cfg is not None else 0,
-        "base_flops_per_token": base_fpt,
-        "surrogate_flops_per_token": sur_fpt,
-        "surrogate_tokens_per_base_token": r,
-        "lsap_flops_per_token": lsap_fpt,
-        "attention_seq_len": seq_len,
-        "budget_flops": budget,
-        "ce_tokens": ce_tokens,
-        "ce_flops": ce_tokens * base_fpt,
-        "lsap_tokens_at_matched_flops": lsap_tokens,
-        "lsap_token_reduction": 1.0 - lsap_tokens / ce_tokens,
-        "lsap_flops_at_ce_tokens": ce_tokens * lsap_fpt,
-    }
-    return out
+    return matched_flops(args.base, args.surrogate, tokens=args.tokens, flops=args.flops,
+                         base_vocab_size=args.base_vocab_size, surrogate_vocab_size=args.surrogate_vocab_size,
+                         surrogate_tokens_per_base_token=args.surrogate_tokens_per_base_token, seq_len=args.seq_len)
 
 
 def _table(r: dict) -> str:
