@@ -145,7 +145,7 @@ def count_aux(
 
 
 # --------------------------------------------------------------------------- sampling
-from lsap.tokenizer import document_separator, plain_encoder  # noqa: E402,F401  (one rule, in tokenizer.py)
+from lsap.tokenizer import document_separator, encode_documents, plain_encoder  # noqa: E402,F401  (one rule, in tokenizer.py)
 
 
 def read_documents(source: str, max_documents: int | None = None) -> list[str]:

@@ -297,6 +297,16 @@ def describe_source(source: str) -> str:
     )
 
 
+def check_dataset_spec(spec: str) -> str:
+    """Validate a dataset spec (corpus name, hf:NAME[:CONFIG], local file/folder) before
+    anything slow runs; its description, or a DataError listing the valid specs."""
+    try:
+        return describe_source(spec)
+    except DataError as e:
+        raise DataError(f"unknown dataset {spec!r}; valid: offline corpora {', '.join(CORPORA)}, "
+                        "'hf:NAME[:CONFIG]' (network), or a local .txt/.jsonl/.parquet file or folder") from e
+
+
 def iter_documents(source: str) -> Iterator[str]:
     """Documents of a source, in a fixed order (see the module docstring)."""
     describe_source(source)
@@ -316,3 +326,21 @@ def iter_documents(source: str) -> Iterator[str]:
         raise DataError(f"{path}: no {'/'.join(_LOCAL_SUFFIXES)} files inside")
     for p in files:
         yield from _read_file(p, whole_txt=True)
+
+
+def corpus_ids(source: str, tok, max_tokens: int | None = None, batch_docs: int = 64):
+    """Base ids of `source` (int64 numpy): its documents in corpus order, each followed by the
+    document separator (`lsap.tokenizer.encode_documents`, as `lsap prepare` packs them);
+    at most `max_tokens` (None / 0: all). The corpus side of `lsap vocab`."""
+    import numpy as np
+
+    from lsap.tokenizer import encode_documents
+
+    chunks, have = [], 0
+    for ids in encode_documents(iter_documents(source), tok, batch_docs):
+        chunks.append(ids)
+        have += len(ids)
+        if max_tokens and have >= max_tokens:
+            break
+    ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    return ids[:max_tokens] if max_tokens else ids

@@ -323,6 +323,25 @@ def plain_encoder(tok):
     return backend
 
 
+def encode_documents(texts, tok, batch_docs: int = 64):
+    """Base ids of each document of `texts`, in order, with the document separator appended
+    (int64 numpy arrays, one per document; `plain_encoder`, `add_special_tokens=False`),
+    encoded `batch_docs` documents at a time. Stop iterating to stop encoding."""
+    import numpy as np
+
+    enc, sep = plain_encoder(tok), document_separator(tok)
+    batch = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= batch_docs:
+            for e in enc.encode_batch(batch, add_special_tokens=False):
+                yield np.asarray(e.ids + [sep], dtype=np.int64)
+            batch = []
+    if batch:
+        for e in enc.encode_batch(batch, add_special_tokens=False):
+            yield np.asarray(e.ids + [sep], dtype=np.int64)
+
+
 def padded_vocab_size(tok, multiple: int = 128) -> int:
     """The model's embedding rows for `tok`: `vocab_size(tok)` rounded up to `multiple`
     (OLMo2 pads 100,278 → 100,352). The trainer, the target cache and the quickstart's

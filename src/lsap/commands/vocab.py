@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+from lsap.corpora import corpus_ids  # noqa: F401  (re-exported; lives with the corpora)
+
 DEFAULT_MAX_TOKENS = 2_000_000
 
 
@@ -39,58 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of markdown")
 
 
-def corpus_ids(source: str, tok, max_tokens: int | None = None, batch_docs: int = 64):
-    """Base ids of `source` (int64 numpy): documents in order, each followed by eos; ≤ max_tokens."""
-    import numpy as np
-
-    from lsap.tokenizer import document_separator, plain_encoder
-    from lsap.data import iter_documents
-
-    enc, sep = plain_encoder(tok), document_separator(tok)
-    chunks, have, batch = [], 0, []
-
-    def flush():
-        nonlocal have
-        for e in enc.encode_batch(batch, add_special_tokens=False):
-            chunks.append(np.asarray(e.ids + [sep], dtype=np.int64))
-            have += len(chunks[-1])
-
-    for text in iter_documents(source):
-        batch.append(text)
-        if len(batch) >= batch_docs:
-            flush()
-            batch = []
-            if max_tokens and have >= max_tokens:
-                break
-    if batch and not (max_tokens and have >= max_tokens):
-        flush()
-    ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-    return ids[:max_tokens] if max_tokens else ids
-
-
 def build(args: argparse.Namespace) -> tuple[object, dict]:
-    """(VocabMap, report dict) for the parsed arguments."""
-    from lsap.analyze import check_dataset_spec
-    from lsap.errors import VocabError
-    from lsap.tokenizer import load_tokenizer
-    from lsap.vocab import VocabMap
+    """(VocabMap, report dict) for the parsed arguments: `lsap.vocab.vocab_report`."""
+    from lsap.vocab import vocab_report
 
-    if args.data is not None:
-        check_dataset_spec(args.data)  # before the (slow) tokenizer conversions
-    if args.top < 0 or (args.max_tokens is not None and args.max_tokens < 0):
-        raise VocabError("--top and --max-tokens must be ≥ 0")
-    base, sur = load_tokenizer(args.base), load_tokenizer(args.surrogate)
-    vmap = VocabMap.from_tokenizers(base, sur, base_vocab_size=args.base_vocab_size,
-                                    surrogate_vocab_size=args.surrogate_vocab_size)
-    ids = corpus_ids(args.data, base, args.max_tokens or None) if args.data is not None else None
-    report = vmap.report(ids, top_missing=args.top, base_tokenizer=base)
-    weak = vmap.weakness()
-    if weak:
-        report["warning"] = weak
-        print(f"lsap vocab: warning: {weak}", file=sys.stderr)
-    report.update({"base": args.base, "surrogate": args.surrogate, "data": args.data,
-                   "max_tokens": args.max_tokens or None,
-                   "base_model_vocab": vmap.base_vocab_size, "surrogate_model_vocab": vmap.surrogate_vocab_size})
+    vmap, report = vocab_report(args.base, args.surrogate, base_vocab_size=args.base_vocab_size,
+                                surrogate_vocab_size=args.surrogate_vocab_size, data=args.data,
+                                max_tokens=args.max_tokens, top=args.top)
+    if "warning" in report:
+        print(f"lsap vocab: warning: {report['warning']}", file=sys.stderr)
     return vmap, report
 
 
