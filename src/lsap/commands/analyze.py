@@ -36,7 +36,7 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lsap.analyze import MODEL_HELP
+    from lsap.surrogate import MODEL_HELP
 
     parser.add_argument("--model", action="append", required=True, metavar="M",
                         help=f"model to analyse (repeat for several): {MODEL_HELP}")
