@@ -216,7 +216,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         chunk_windows = max(batch_size, chunk_windows // batch_size * batch_size)
     out = Path(out)
     shards = TokenShards(data, "train")
-    n_windows = (len(shards) - 1) // seq_len
+    n_windows = shards.n_windows(seq_len)
     if max_windows:
         n_windows = min(n_windows, int(max_windows))
     if n_windows == 0:
@@ -288,7 +288,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         counts_at = {a: 0 for a in counts_keys}
         for b0 in range(w0, w1, batch_size):
             b1 = min(b0 + batch_size, w1)
-            rows = np.stack([shards.tokens(w * seq_len, seq_len + 1) for w in range(b0, b1)])
+            rows = np.stack([shards.window(w, seq_len) for w in range(b0, b1)])
             t = torch.from_numpy(rows).to(dev)
             with torch.inference_mode():
                 ids, mask, probs = propose_targets(model, t[:, :-1], t[:, 1:], vmap, k, min_alpha, pad_id=s_pad)

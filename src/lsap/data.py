@@ -410,6 +410,15 @@ class TokenShards:
             k += 1
         return out
 
+    def n_windows(self, seq_len: int) -> int:
+        """W = (N - 1) // T: how many windows of `window(j, seq_len)` the split holds."""
+        return (len(self) - 1) // int(seq_len)
+
+    def window(self, j: int, seq_len: int) -> np.ndarray:
+        """Window j: tokens [j·T, j·T + T + 1) (int64 [T + 1]; inputs = [:-1], labels = [1:]).
+        The one window rule of the loader, the held-out batches and the target store."""
+        return self.tokens(int(j) * int(seq_len), int(seq_len) + 1)
+
     def check_tokenizer(self, tok) -> None:
         """Raise DataError unless `tok` is the tokenizer these shards were made with."""
         from lsap.tokenizer import tokenizer_hash
@@ -431,21 +440,18 @@ class TokenShards:
         self.max_vocab = int(model_vocab_size)
 
     def iter_eval_batches(self, seq_len: int, batch_size: int, max_batches: int | None = None):
-        """Deterministic held-out batches: consecutive windows of T+1 tokens from the start.
+        """Deterministic held-out batches: windows 0, 1, 2, ... (`window`) in order.
 
         Yields `(input_ids[B, T], labels[B, T])` LongTensors; the last incomplete batch
         is dropped so every batch has the same shape.
         """
         import torch
 
-        n_windows = (len(self) - 1) // seq_len
-        n_batches = n_windows // batch_size
+        n_batches = self.n_windows(seq_len) // batch_size
         if max_batches is not None:
             n_batches = min(n_batches, max_batches)
         for b in range(n_batches):
-            x = self.tokens(b * batch_size * seq_len, batch_size * seq_len + 1)
-            inp = np.lib.stride_tricks.sliding_window_view(x, seq_len + 1)[::seq_len][:batch_size]
-            t = torch.from_numpy(np.array(inp))  # a writable copy
+            t = torch.from_numpy(np.stack([self.window(j, seq_len) for j in range(b * batch_size, (b + 1) * batch_size)]))
             yield t[:, :-1], t[:, 1:]
 
 
@@ -495,7 +501,7 @@ class SequenceLoader:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
         self.shards, self.seq_len, self.batch_size = shards, seq_len, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.n_windows = (len(shards) - 1) // seq_len
+        self.n_windows = shards.n_windows(seq_len)
         self.global_batch = batch_size * world_size
         self.steps_per_epoch = self.n_windows // self.global_batch
         if self.steps_per_epoch <= 0:
@@ -519,7 +525,7 @@ class SequenceLoader:
             self.epoch, self.step = self.epoch + 1, 0
         g = self._permutation()[self.step * self.global_batch:(self.step + 1) * self.global_batch]
         mine = np.asarray(g[self.rank::self.world_size], dtype=np.int64)
-        rows = np.stack([self.shards.tokens(int(w) * self.seq_len, self.seq_len + 1) for w in mine])
+        rows = np.stack([self.shards.window(w, self.seq_len) for w in mine])
         self.step += 1
         t = torch.from_numpy(rows)
         return Batch(t[:, :-1], t[:, 1:], torch.from_numpy(mine))

@@ -133,7 +133,7 @@ def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, 
         shards.check_tokenizer(tokenizer)
     shards.check_vocab(model.get_input_embeddings().weight.shape[0])
     seq_len = min(seq_len, max(1, len(shards) - 1))
-    batch_size = max(1, min(batch_size, (len(shards) - 1) // seq_len))
+    batch_size = max(1, min(batch_size, shards.n_windows(seq_len)))
     device = next(model.parameters()).device
     tot = torch.zeros(2, dtype=torch.float64)  # top1, top5
     by_m = torch.zeros(3, 3, dtype=torch.float64)  # bucket × (count, nll, top1)

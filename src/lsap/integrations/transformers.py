@@ -74,13 +74,13 @@ class WindowDataset(torch.utils.data.IterableDataset):
 
         self.shards = data if isinstance(data, TokenShards) else TokenShards(data, split)
         self.seq_len, self.seed, self.epochs = int(seq_len), int(seed), epochs
-        self.n_windows = (len(self.shards) - 1) // self.seq_len
+        self.n_windows = self.shards.n_windows(self.seq_len)
 
     def __iter__(self) -> Iterator[dict]:
         T, epoch = self.seq_len, 0
         while self.epochs is None or epoch < self.epochs:
             for w in np.random.default_rng([self.seed, epoch]).permutation(self.n_windows):
-                ids = torch.from_numpy(np.asarray(self.shards.tokens(int(w) * T, T + 1), dtype=np.int64))
+                ids = torch.from_numpy(self.shards.window(w, T))
                 yield {"input_ids": ids, "labels": ids, "window_ids": int(w)}
             epoch += 1
 
