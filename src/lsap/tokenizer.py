@@ -22,6 +22,7 @@ import functools
 import gzip
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -330,14 +331,8 @@ def encode_documents(texts, tok, batch_docs: int = 64):
     import numpy as np
 
     enc, sep = plain_encoder(tok), document_separator(tok)
-    batch = []
-    for text in texts:
-        batch.append(text)
-        if len(batch) >= batch_docs:
-            for e in enc.encode_batch(batch, add_special_tokens=False):
-                yield np.asarray(e.ids + [sep], dtype=np.int64)
-            batch = []
-    if batch:
+    texts = iter(texts)
+    while batch := list(itertools.islice(texts, batch_docs)):
         for e in enc.encode_batch(batch, add_special_tokens=False):
             yield np.asarray(e.ids + [sep], dtype=np.int64)
 
