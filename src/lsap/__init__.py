@@ -31,7 +31,10 @@ _EXPORTS = {
     # data, models, FLOPs, training
     "Batch": "data", "SequenceLoader": "data", "TokenShards": "data", "prepare": "data",
     "load_tokenizer": "tokenizer", "model_config": "model", "build_model": "model",
-    "FlopsLedger": "flops", "Trainer": "train",  # (not `train`: that name is the module lsap.train)
+    "FlopsLedger": "flops", "matched_flops": "flops",
+    "Trainer": "train", "build_components": "train",  # (not `train`: that name is the module lsap.train)
+    # evaluation and reports
+    "heldout_nll": "evaluate", "vocab_report": "vocab", "corpus_ids": "corpora",
 }
 
 __all__ = ["LsapError", "__version__", *sorted(_EXPORTS)]

@@ -241,6 +241,10 @@ def _fmt_time(s: float) -> str:
 
 
 class Trainer:
+    """The loop (step, log, evaluate, checkpoint, resume) over what `build_components` built
+    from the config; `Trainer(cfg).run()` trains to the budget. The components stay reachable
+    as attributes (`self.lm`, `self.opt`, `self.loader`, ...) and as `self.components`."""
+
     def __init__(self, cfg: Config, resume: bool = False):
         self.lock = None
         try:
