@@ -24,11 +24,16 @@ def _eval(run: Path, step: int) -> dict:
 
 
 def _rows(md: str) -> dict[str, list[str]]:
-    out = {}
+    """The rows of the report's first table (the matched-FLOPs table), by run name."""
+    out, started = {}, False
     for line in md.splitlines():
-        if line.startswith("| ") and not line.startswith("| Run"):
+        if line.startswith("| Run"):
+            started = True
+        elif started and line.startswith("| "):
             cells = [c.strip() for c in line.strip("|").split("|")]
             out[cells[0]] = cells
+        elif started and not line.startswith("|"):
+            break
     return out
 
 
@@ -166,7 +171,8 @@ def test_matched_tokens_view_and_spread(evaluated, tmp_path):
         assert row["tokens"] == max(ok)
     assert "## Matched tokens" in res["markdown"] and "no seed-to-seed spread" in res["markdown"]
     # spread over a group = mean/min/max of its rows
-    table = {"rows": [{"loss": "LSAP", "alpha": 0.05, "schedule": "constant", "run": f"s{i}", "average": a,
+    table = {"rows": [{"loss": "LSAP", "alpha": 0.05, "schedule": "constant", "run": f"x-s{i}", "setting": "x",
+                       "average": a,
                        "val_loss": v, "val_bpb": None} for i, (a, v) in enumerate([(0.3, 4.0), (0.5, 3.0)])]}
     (g,) = group_spread(table)
     assert g["n"] == 2 and g["average"] == {"mean": 0.4, "min": 0.3, "max": 0.5}

@@ -233,7 +233,7 @@ def group_spread(table: dict) -> list[dict]:
         g = {"setting": setting, "loss": rows[0]["loss"], "alpha": rows[0]["alpha"], "schedule": rows[0]["schedule"],
              "n": len(rows), "runs": [r["run"] for r in rows]}
         for col in SPREAD_COLUMNS:
-            vals = [r[col] for r in rows if r[col] is not None]
+            vals = [r.get(col) for r in rows if r.get(col) is not None]
             g[col] = ({"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)} if vals else None)
         out.append(g)
     return out
