@@ -100,19 +100,21 @@ def _prepare(tok_dir: Path, corpus: str, out: Path, part=None) -> Path:
 def _run_cfg(name: str, out: Path, data: Path, shape: dict, s: Settings, extra: list[str]):
     from lsap.config import load_config
 
-    return load_config(None, [
-        f"name={name}", f"out_dir={out}", f"data.dir={data}", f"data.seq_len={s.seq_len}",
-        "model.preset=olmo2-tiny", f"train.batch_size={s.batch_size}", f"train.micro_batch_size={s.batch_size}",
-        "optim.lr=2e-3", "optim.warmup_steps=20", "optim.min_lr_ratio=0.1", "train.log_every=25",
-        "train.eval_batches=20", *[f"model.overrides.{k}={v}" for k, v in shape.items()], *extra])
+    return load_config(None, [f"name={name}", f"out_dir={out}", f"data.dir={data}", *shared_overrides(s, shape),
+                              *extra])
+
+
+def shared_overrides(s: Settings, shape: dict) -> list[str]:
+    """The config keys every run of the regime shares (sequence, batch, optimizer, logging) with a model shape."""
+    return [f"data.seq_len={s.seq_len}", "model.preset=olmo2-tiny", f"train.batch_size={s.batch_size}",
+            f"train.micro_batch_size={s.batch_size}", "optim.lr=2e-3", "optim.warmup_steps=20",
+            "optim.min_lr_ratio=0.1", "train.log_every=25", "train.eval_batches=20",
+            *[f"model.overrides.{k}={v}" for k, v in shape.items()]]
 
 
 def base_overrides(s: Settings) -> list[str]:
     """The config keys every base run of the regime shares (shape, data, optimizer)."""
-    return [f"data.seq_len={s.seq_len}", "model.preset=olmo2-tiny", f"train.batch_size={s.batch_size}",
-            f"train.micro_batch_size={s.batch_size}", "optim.lr=2e-3", "optim.warmup_steps=20",
-            "optim.min_lr_ratio=0.1", "train.log_every=25", "train.eval_batches=20",
-            *[f"model.overrides.{k}={v}" for k, v in BASE_SHAPE.items()]]
+    return shared_overrides(s, BASE_SHAPE)
 
 
 def _train(cfg) -> Path:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import re
 import time
 from dataclasses import asdict
@@ -333,7 +332,3 @@ def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
             row["tasks"][t] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
         out.append(row)
     return out
-
-
-def _isfinite(x) -> bool:
-    return x is not None and math.isfinite(x)
