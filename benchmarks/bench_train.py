@@ -12,7 +12,7 @@ backward + AdamW on `--micro-batch` sequences, set up as the trainer does (LossM
 bf16 autocast on GPU, TF32, fused AdamW on CUDA / foreach elsewhere, optional
 `train.compile` and activation checkpointing). Modes: `ce`; `lsap` adds the surrogate
 forward (inference mode; body in bf16 on GPU, head in fp32), target selection and the
-k auxiliary NLLs; `store` looks the targets up in a real `lsap cache build` output
+k auxiliary NLLs; `store` looks the targets up in a real `lsap store build` output
 (`--store`, windows of `--data`; CPU-side decoding included in the step). The random
 surrogate's logits are sharpened (×`--logit-scale`) so that α = 0.05 selects a
 realistic number of targets (printed). Reports tokens/s, MFU (GPU, bf16 peak from
@@ -77,10 +77,10 @@ def build(args, compile_: bool):
     B, T = args.micro_batch, args.seq_len
     store = shards = None
     if "store" in args.modes:
-        from lsap.cache import SurrogateCache
+        from lsap.store import TargetStore
         from lsap.data import TokenShards
 
-        store, shards = SurrogateCache(args.store), TokenShards(args.data, "train")
+        store, shards = TargetStore(args.store), TokenShards(args.data, "train")
         if store.seq_len != T:
             raise SystemExit(f"--store holds windows of {store.seq_len} tokens, --seq-len is {T}")
     g = torch.Generator().manual_seed(0)
@@ -187,7 +187,7 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--loss-impl", default="linear", choices=["linear", "logits"])
     ap.add_argument("--modes", nargs="+", default=["ce", "lsap"], choices=MODES)
-    ap.add_argument("--store", help="target store (`lsap cache build --out`) for mode 'store'")
+    ap.add_argument("--store", help="target store (`lsap store build --out`) for mode 'store'")
     ap.add_argument("--data", help="the shards the store was built on (mode 'store')")
     ap.add_argument("--compile", action="store_true", help="train.compile: blocks and loss chunk")
     ap.add_argument("--compile-ratio", action="store_true", help="measure eager and compiled; report the ratio")

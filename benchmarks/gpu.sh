@@ -9,7 +9,7 @@
 # makes the script exit non-zero, the others still run):
 #   1. bench_loss    bf16, V = 100,352 / 151,936, N = 8,192 / 32,768, H = 2048: lsap_loss and
 #                    lsap_linear_loss vs F.cross_entropy on full bf16 logits (time, peak memory)
-#   2. cache build   `lsap cache build` throughput (tokens/s), qwen3-0.6b-shaped random surrogate
+#   2. cache build   `lsap store build` throughput (tokens/s), qwen3-0.6b-shaped random surrogate
 #   3. bench_train   exact olmo2-1b base + qwen3-0.6b-shaped surrogate, seq 4096: CE vs LSAP
 #                    online vs LSAP from the store; tokens/s, MFU, peak memory; eager and compiled
 #   4. precision     bf16 vs fp32 loss agreement over 20 AdamW steps
@@ -97,7 +97,7 @@ PYEOF
 section "bench_loss (bf16)" "${LIMIT[0]}" $PY benchmarks/bench_loss.py "${LOSS_ARGS[@]}"
 section "synthetic world (tokenizers, shards, random surrogate)" "${LIMIT[1]}" \
   $PY benchmarks/world.py --out "$WORK/world" "${WORLD_ARGS[@]}"
-section "lsap cache build" "${LIMIT[2]}" $PY benchmarks/bench_cache_build.py --surrogate "$WORK/world/surrogate" \
+section "lsap store build" "${LIMIT[2]}" $PY benchmarks/bench_store_build.py --surrogate "$WORK/world/surrogate" \
   --data "$WORK/world/data" --seq-len $T --out "$WORK/world/store" "${BUILD_ARGS[@]}"
 section "bench_train (CE / LSAP online / LSAP from the store)" "${LIMIT[3]}" \
   $PY benchmarks/bench_train.py "${TRAIN_ARGS[@]}" --modes ce lsap store --store "$WORK/world/store" --data "$WORK/world/data"

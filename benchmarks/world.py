@@ -6,7 +6,7 @@
 Writes OUT/base_tok (byte-level BPE, 600 entries), OUT/data (`lsap prepare` shards of
 Python's pydoc topics), OUT/surrogate (a randomly initialised model of the named preset
 with its own 700-entry tokenizer and the preset's full vocabulary rows, saved with
-`save_pretrained`) — enough for a real `lsap cache build` and store lookups. The
+`save_pretrained`) — enough for a real `lsap store build` and store lookups. The
 surrogate's head is sharpened (× --logit-scale) so that α = 0.05 selects targets.
 Random weights: the figures measure cost, not quality.
 """

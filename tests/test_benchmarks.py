@@ -16,7 +16,7 @@ def test_gpu_sh_cpu_smoke_writes_every_section(tmp_path):
     text = files[0].read_text()
     assert r.returncode == 0, text[-3000:]
     assert "FAILED" not in text
-    for title in ("## bench_loss (bf16)", "## synthetic world", "## lsap cache build", "## bench_train",
+    for title in ("## bench_loss (bf16)", "## synthetic world", "## lsap store build", "## bench_train",
                   "## bf16 vs fp32 loss agreement"):
         assert title in text, title
     assert "| 1000 | 64 |" in text  # a bench_loss row

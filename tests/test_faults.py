@@ -22,7 +22,7 @@ import torch
 import lsap
 from lsap.cli import COMMANDS, main
 from lsap.config import ConfigError, load_config
-from lsap.errors import CacheError, DataError, LockError, LsapError, SurrogateError, TrainingError
+from lsap.errors import StoreError, DataError, LockError, LsapError, SurrogateError, TrainingError
 from lsap.train import Trainer
 
 SRC = str(Path(lsap.__file__).resolve().parents[1])
@@ -297,7 +297,7 @@ def store(tiny_world, tmp_path_factory):
 def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_world, store, tmp_path, where):
     import shutil
 
-    from lsap.cache import _layout
+    from lsap.store import _layout
 
     c = tmp_path / "c"
     shutil.copytree(store / "c", c)
@@ -309,9 +309,9 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_wor
     b[ids_at + (0 if where == "low" else 2)] ^= 0x01 if where == "low" else 0x80  # a valid vs an invalid id
     chunk.write_bytes(bytes(b))
     out = tmp_path / "r"
-    t = Trainer(cfg_for(tiny_world, out, *LSAP, f"data.dir={store / 'data'}", "surrogate.source=cache",
-                        f"surrogate.cache_dir={c}", "train.max_steps=40"))
-    with pytest.raises(CacheError, match="sha256 mismatch"):
+    t = Trainer(cfg_for(tiny_world, out, *LSAP, f"data.dir={store / 'data'}", "surrogate.source=store",
+                        f"surrogate.store_dir={c}", "train.max_steps=40"))
+    with pytest.raises(StoreError, match="sha256 mismatch"):
         t.run()
     done = [r["step"] for r in rows(out)] if (out / "metrics.jsonl").exists() else []
     assert done == list(range(1, t.step + 1))  # the step that reached chunk 0 never trained

@@ -128,7 +128,7 @@ def test_grad_accumulation_one_vs_four_same_update(tiny_world, base, tmp_path):
 
 
 def test_store_equals_online_and_flops_include_the_surrogate(tiny_world, base, tmp_path):
-    from lsap.cache import build_cache
+    from lsap.store import build_store
     from lsap.data import prepare
     from lsap.flops import inference_flops_per_token
     from lsap.surrogate import load_surrogate
@@ -136,7 +136,7 @@ def test_store_equals_online_and_flops_include_the_surrogate(tiny_world, base, t
     lm, tok = base
     data = tmp_path / "data"
     prepare(tiny_world["base_tok"], "pydoc-topics", data, val_fraction=0.1, max_tokens=2000, progress=False)
-    build_cache(tiny_world["surrogate"], str(data), T, tmp_path / "store", k=K, min_alpha=0.01, progress=False)
+    build_store(tiny_world["surrogate"], str(data), T, tmp_path / "store", k=K, min_alpha=0.01, progress=False)
     runs = {}
     for name, source in (("online", {"surrogate": tiny_world["surrogate"]}), ("store", {"target_store": tmp_path / "store"})):
         model = copy.deepcopy(lm)

@@ -161,7 +161,7 @@ def _tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
 
 
-def test_cache_root_honours_lsap_cache_then_xdg(tmp_path, monkeypatch):
+def test_store_root_honours_lsap_cache_then_xdg(tmp_path, monkeypatch):
     from lsap import surrogate, tokenizer
 
     monkeypatch.delenv("LSAP_CACHE", raising=False)
@@ -176,4 +176,4 @@ def test_cache_root_honours_lsap_cache_then_xdg(tmp_path, monkeypatch):
     assert tokenizer.cache_root() == tmp_path / "mine"
     # one rule: the surrogate cache and corpus archives use the same function
     assert surrogate.cache_root is tokenizer.cache_root
-    assert surrogate._gguf_cache_dir(Path(__file__)).parent == tmp_path / "mine" / "surrogates"
+    assert surrogate._gguf_store_dir(Path(__file__)).parent == tmp_path / "mine" / "surrogates"

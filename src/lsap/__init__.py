@@ -23,7 +23,7 @@ _EXPORTS = {
     "AuxTargets": "targets", "TargetSource": "targets", "OnlineTargets": "targets",
     "translate_inputs": "targets", "select_aux_targets": "targets", "propose_targets": "targets",
     "drop_gold_outside": "targets",
-    "StoredTargets": "cache", "SurrogateCache": "cache", "build_cache": "cache",
+    "StoredTargets": "store", "TargetStore": "store", "build_store": "store",
     "load_surrogate": "surrogate", "load_surrogate_with_map": "surrogate", "build_target_source": "surrogate",
     # the loss (METHOD §4)
     "lsap_loss": "loss", "lsap_linear_loss": "loss", "LSAPLossOutput": "loss", "normalizer": "loss",

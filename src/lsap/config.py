@@ -19,7 +19,7 @@ import yaml
 # Allowed values: the one source. Validation reads these annotations; loss.py,
 # schedules.py and surrogate.py read the tuples below instead of spelling them again.
 LossKind = Literal["ce", "lsap"]
-SurrogateSource = Literal["online", "cache"]
+SurrogateSource = Literal["online", "store"]
 InferenceDtype = Literal["auto", "bfloat16", "float32"]
 LambdaScheduleKind = Literal["constant", "cosine"]
 Normalization = Literal["targets", "tokens", "weighted"]
@@ -56,7 +56,7 @@ class DataCfg:
 class SurrogateCfg:
     model: str = ""  # hub id, local HF dir, .gguf file, or 'smollm2'
     source: SurrogateSource = "online"
-    cache_dir: str = ""  # with source=cache: the `lsap cache build` output
+    store_dir: str = ""  # with source=store: the `lsap store build` output
     vocab_map: str = ""  # saved VocabMap dir; empty: built from the two tokenizers
     dtype: InferenceDtype = "auto"  # auto: bf16 on GPU, fp32 on CPU
     batch_size: int = 0  # surrogate forward micro-batch (0: the training micro-batch)
@@ -286,8 +286,8 @@ def _check_paths(cfg: Config) -> None:
         m = s.model
         if m and (m.startswith((".", "/", "~")) or m.endswith(".gguf")):
             need("surrogate.model", m, "file or directory")
-        if s.source == "cache":
-            need("surrogate.cache_dir", s.cache_dir, "directory (run `lsap cache build --out DIR` first)")
+        if s.source == "store":
+            need("surrogate.store_dir", s.store_dir, "directory (run `lsap store build --out DIR` first)")
         need("surrogate.vocab_map", s.vocab_map, "directory (run `lsap vocab --out DIR` first)")
     out = Path(cfg.out_dir).expanduser().absolute()
     probe = out
@@ -336,8 +336,8 @@ def validate(cfg: Config, deep: bool = False) -> Config:
         raise ConfigError(f"lsap.intersection_keep must lie in (0, 1], got {L.intersection_keep}")
     if cfg.loss == "lsap" and not cfg.surrogate.model and cfg.surrogate.source == "online":
         raise ConfigError("loss=lsap needs surrogate.model (hub id, local dir, .gguf or 'smollm2')")
-    if cfg.loss == "lsap" and cfg.surrogate.source == "cache" and not cfg.surrogate.cache_dir:
-        raise ConfigError("surrogate.source=cache needs surrogate.cache_dir")
+    if cfg.loss == "lsap" and cfg.surrogate.source == "store" and not cfg.surrogate.store_dir:
+        raise ConfigError("surrogate.source=store needs surrogate.store_dir")
     if not cfg.data.dir:
         raise ConfigError("data.dir is empty: point it at `lsap prepare` output")
     if L.lam < 0 or L.lam_min < 0:
@@ -401,4 +401,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = resolve_config_path(path)
         data = yaml.safe_load(p.read_text()) or {}
     data = _merge(data, parse_overrides(overrides or []))
-    return validate(_build(Config, data))
+    return validate(_build(Config, _legacy_names(data)))
+
+
+def _legacy_names(data: dict) -> dict:
+    """Round-2 names of the target store: surrogate.source=cache, surrogate.cache_dir."""
+    s = data.get("surrogate")
+    if isinstance(s, dict):
+        if "cache_dir" in s:
+            s.setdefault("store_dir", s.pop("cache_dir"))
+        if s.get("source") == "cache":
+            s["source"] = "store"
+    return data
+
+
+def load_run(run_dir: str | Path) -> Config:
+    """The resolved `Config` a run was trained with (RUN/config.yaml, or the newest
+    checkpoint's copy). Readers of finished runs (eval, report, sweep) use this instead
+    of re-stating defaults: a default changed later cannot change what a run *was*."""
+    d = Path(run_dir)
+    candidates = [d / "config.yaml"] + sorted((d / "checkpoints").glob("step_*[0-9]/config.yaml"), reverse=True)
+    for c in candidates:
+        if c.is_file():
+            data = yaml.safe_load(c.read_text()) or {}
+            return validate(_build(Config, _legacy_names(data)))
+    raise ConfigError(f"{d} holds no config.yaml (not a run directory written by `lsap train`?)")

@@ -467,7 +467,7 @@ class Batch:
 
     input_ids, labels: int64 [B, T] (labels = inputs shifted by one);
     window_ids: int64 [B] (CPU), the loader window of each row (window j = tokens
-    [jT, jT + T + 1)): what a target store is keyed by (`SurrogateCache.lookup`).
+    [jT, jT + T + 1)): what a target store is keyed by (`TargetStore.lookup`).
     Unpacks as `(input_ids, labels)` for code written against the old tuple.
     """
 

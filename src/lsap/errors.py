@@ -34,7 +34,7 @@ class SurrogateError(LsapError, ValueError):
     """A surrogate model file that cannot be loaded (missing, truncated, corrupt)."""
 
 
-class CacheError(LsapError, ValueError):
+class StoreError(LsapError, ValueError):
     """A cache that cannot serve this run; the message says why and how to fix it."""
 
 

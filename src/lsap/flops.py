@@ -37,6 +37,8 @@ import json
 from dataclasses import asdict, dataclass
 
 __all__ = [
+    "Budget",
+    "plan_steps",
     "count_params",
     "train_flops_per_token",
     "inference_flops_per_token",
@@ -259,3 +261,33 @@ def mfu(flops_per_sec: float, peak_flops: float | None) -> float | None:
     if not peak_flops:
         return None
     return float(flops_per_sec) / float(peak_flops)
+
+
+@dataclass
+class Budget:
+    """How many optimizer steps a run takes, and which limit decided it."""
+    total_steps: int
+    tokens_per_step: int
+    flops_per_step: float
+    limited_by: str
+
+
+def plan_steps(tokens_per_step: int, flops_per_token: float, *, max_steps: int = 0,
+               max_tokens: float = 0, max_flops: float = 0) -> Budget:
+    """The one budget rule: steps = the smallest of max_steps, ⌊max_tokens / tokens per
+    step⌋ and ⌊max_flops / FLOPs per step⌋ (zeros ignored). FLOPs per step =
+    tokens_per_step · flops_per_token, where flops_per_token is what the run is charged
+    per trained token (6·N_b + the surrogate's 2·N_s for LSAP, METHOD §5). Used by
+    `lsap train`, the sweep and the quickstart, so all three agree to the step."""
+    flops_per_step = float(tokens_per_step) * float(flops_per_token)
+    options = []
+    if max_steps:
+        options.append((int(max_steps), "max_steps"))
+    if max_tokens:
+        options.append((int(max_tokens // tokens_per_step), "max_tokens"))
+    if max_flops:
+        options.append((int(max_flops // flops_per_step), "max_flops"))
+    if not options:
+        raise ValueError("no budget: set one of max_steps, max_tokens, max_flops")
+    steps, by = min(options)
+    return Budget(steps, int(tokens_per_step), flops_per_step, by)

@@ -1,4 +1,4 @@
-"""One writer per output directory: `lsap train`, `lsap prepare` and `lsap cache build`.
+"""One writer per output directory: `lsap train`, `lsap prepare` and `lsap store build`.
 
 The lock is an exclusive `flock` on ``DIR/.lsap.lock``; the file names its holder
 (PID, host, command, start time) for the refusal message. The kernel drops a flock

@@ -23,7 +23,7 @@ are slow on CPUs); pass torch.bfloat16 on GPUs.
 surrogate with its Σ∩ map (saved or built; the surrogate side covers
 `surrogate_vocab_rows` ids); `build_target_source(cfg, ...)` turns a run's config into
 its `TargetSource` (online: `lsap.targets.OnlineTargets`; stored:
-`lsap.cache.StoredTargets`).
+`lsap.store.StoredTargets`).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def _dtype_kwargs(dtype: torch.dtype) -> dict:
     return {key: dtype}
 
 
-def _gguf_cache_dir(path: Path) -> Path:
+def _gguf_store_dir(path: Path) -> Path:
     st = path.stat()
     key = hashlib.sha256(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
     return cache_root() / "surrogates" / f"{path.stem}-{key}"
@@ -268,7 +268,7 @@ def check_gguf(path: str | os.PathLike) -> int:
 
 def _load_gguf(path: Path, dtype: torch.dtype):
     """Dequantise once into the cache, then always load the cached HF directory."""
-    cached = _gguf_cache_dir(path)
+    cached = _gguf_store_dir(path)
     if not (cached / "config.json").is_file():
         check_gguf(path)
         try:
@@ -416,11 +416,11 @@ def build_target_source(cfg, base_tokenizer, base_vocab_size: int, shards, devic
     """The run's `TargetSource` from its `Config` (None for loss=ce).
 
     surrogate.source "online": `OnlineTargets` over `load_surrogate_with_map`;
-    "cache": `StoredTargets` over `surrogate.cache_dir`, refused (CacheError) unless
+    "store": `StoredTargets` over `surrogate.store_dir`, refused (StoreError) unless
     the store was built for these train `shards`, seq_len, k, α, surrogate and map.
     Both apply `lsap.gold_outside`.
     """
-    from lsap.cache import CacheError, StoredTargets, SurrogateCache
+    from lsap.store import StoreError, StoredTargets, TargetStore
     from lsap.flops import inference_flops_per_token
     from lsap.targets import OnlineTargets
     from lsap.vocab import VocabMap
@@ -428,11 +428,11 @@ def build_target_source(cfg, base_tokenizer, base_vocab_size: int, shards, devic
     if cfg.loss != "lsap":
         return None
     S, L = cfg.surrogate, cfg.lsap
-    if S.source == "cache":
+    if S.source == "store":
         if L.intersection_keep < 1.0:
-            raise CacheError("lsap.intersection_keep < 1 with surrogate.source=cache: build the cache with "
+            raise StoreError("lsap.intersection_keep < 1 with surrogate.source=store: build the cache with "
                              "`--map` of the ablation map and set surrogate.vocab_map to that map instead")
-        cache = SurrogateCache(S.cache_dir)
+        cache = TargetStore(S.store_dir)
         run_map = VocabMap.load(S.vocab_map) if S.vocab_map else None
         _, online_dtype = inference_device_dtype(device, S.dtype)  # what an online run would use
         cache.check_run(shards, cfg.data.seq_len, L.k, L.alpha, surrogate=S.model or None, vmap=run_map,

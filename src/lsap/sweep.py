@@ -281,8 +281,8 @@ def _write(path: Path, obj) -> None:
 
 def _use_stores(cfgs: dict, root: Path, log) -> None:
     """Build one target store per surrogate (k = max k, min α = min α of its runs) and
-    point those runs at it (surrogate.source=cache)."""
-    from lsap.cache import build_cache
+    point those runs at it (surrogate.source=store)."""
+    from lsap.store import build_store
 
     by_sur: dict[str, list] = {}
     for c in cfgs.values():
@@ -296,11 +296,11 @@ def _use_stores(cfgs: dict, root: Path, log) -> None:
                                          c0.surrogate.vocab_map]).encode()).hexdigest()[:10]
         d = root / f"store-{key}"
         log(f"[sweep] target store for {spec_s} (k {k}, α ≥ {min_alpha}) → {d}")
-        build_cache(spec_s, c0.data.dir, c0.data.seq_len, d, k=k, min_alpha=min_alpha,
+        build_store(spec_s, c0.data.dir, c0.data.seq_len, d, k=k, min_alpha=min_alpha,
                     vocab_map=c0.surrogate.vocab_map or None, batch_size=c0.train.micro_batch_size, progress=False)
         for c in cs:
-            c.surrogate.source = "cache"
-            c.surrogate.cache_dir = str(d)
+            c.surrogate.source = "store"
+            c.surrogate.store_dir = str(d)
 
 
 def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:

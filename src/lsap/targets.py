@@ -3,7 +3,7 @@
 Pure tensor functions (no tokenizer or config objects; the surrogate is any callable
 causal LM), the `AuxTargets` value every target source returns, and the
 `TargetSource` contract: the online source (`OnlineTargets`, here) and the stored one
-(`lsap.cache.StoredTargets`) are built from a config by
+(`lsap.store.StoredTargets`) are built from a config by
 `lsap.surrogate.build_target_source`. Shapes: B batch, T sequence, V_s surrogate
 vocabulary (model rows), K = k auxiliary slots.
 """

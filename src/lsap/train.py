@@ -23,7 +23,7 @@ import torch
 
 from lsap import checkpoint, distributed
 from lsap.config import Config, resume_differences, validate
-from lsap.flops import FlopsLedger, mfu, peak_flops_for_device, train_flops_per_token
+from lsap.flops import Budget, FlopsLedger, mfu, peak_flops_for_device, plan_steps, train_flops_per_token
 from lsap.loss import lsap_linear_loss, lsap_loss, normalizer
 from lsap.schedules import LambdaSchedule, LRSchedule
 from lsap.errors import TrainingError  # noqa: F401  (re-exported)
@@ -60,33 +60,18 @@ class LossModule(torch.nn.Module):
         return out.loss, out.ce_sum, out.aux_sum, out.n_labels, out.n_aux
 
 
-@dataclass
-class Budget:
-    total_steps: int
-    tokens_per_step: int
-    flops_per_step: float
-    limited_by: str
-
-
 def plan_budget(cfg: Config, ledger: FlopsLedger) -> Budget:
     """Steps from the smallest positive budget among max_steps / max_tokens / max_flops."""
     t = cfg.train
-    tokens_per_step = t.batch_size * cfg.data.seq_len
-    flops_per_step = tokens_per_step * (ledger.base_flops_per_token + ledger.surrogate_flops_per_token)
-    options = []
-    if t.max_steps:
-        options.append((int(t.max_steps), "max_steps"))
-    if t.max_tokens:
-        options.append((int(t.max_tokens // tokens_per_step), "max_tokens"))
-    if t.max_flops:
-        options.append((int(t.max_flops // flops_per_step), "max_flops"))
-    steps, by = min(options)
-    if steps <= 0:
+    b = plan_steps(t.batch_size * cfg.data.seq_len,
+                   ledger.base_flops_per_token + ledger.surrogate_flops_per_token,
+                   max_steps=t.max_steps, max_tokens=t.max_tokens, max_flops=t.max_flops)
+    if b.total_steps <= 0:
         raise TrainingError(
-            f"the budget ({by}) is smaller than one optimizer step "
-            f"({tokens_per_step:,} tokens, {flops_per_step:.3g} FLOPs); raise it or shrink the batch"
+            f"the budget ({b.limited_by}) is smaller than one optimizer step "
+            f"({b.tokens_per_step:,} tokens, {b.flops_per_step:.3g} FLOPs); raise it or shrink the batch"
         )
-    return Budget(steps, tokens_per_step, flops_per_step, by)
+    return b
 
 
 # --------------------------------------------------------------------------- building
@@ -141,7 +126,7 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
 
     # ---- auxiliary targets (None for CE) --------------------------------------
     targets = build_run_targets(cfg, tokenizer, vsize, shards, d)
-    # A stored source is still charged per trained token (see lsap.cache: compute accounting).
+    # A stored source is still charged per trained token (see lsap.store: compute accounting).
     ledger = FlopsLedger(train_flops_per_token(mconf), targets.flops_per_token if targets is not None else 0.0)
     budget = plan_budget(cfg, ledger)
 
@@ -184,17 +169,17 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
 def build_run_targets(cfg: Config, tokenizer, base_vocab: int, shards, d: distributed.Dist):
     """`lsap.surrogate.build_target_source` with the trainer's checks; its map (and a store's
     provenance) saved with the run by rank 0. None for CE."""
-    from lsap.cache import CacheError
+    from lsap.store import StoreError
     from lsap.surrogate import SurrogateError, build_target_source
 
     try:
         source = build_target_source(cfg, tokenizer, base_vocab, shards, d.device)
     except SurrogateError as e:
         raise TrainingError(str(e)) from e
-    except (CacheError, FileNotFoundError) as e:
-        if cfg.surrogate.source != "cache":
+    except (StoreError, FileNotFoundError) as e:
+        if cfg.surrogate.source != "store":
             raise
-        raise TrainingError(f"surrogate.cache_dir: {e}") from e
+        raise TrainingError(f"surrogate.store_dir: {e}") from e
     if source is None:
         return None
     _check_intersection(cfg, source.vmap, d.is_main)

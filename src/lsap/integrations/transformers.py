@@ -12,7 +12,7 @@ What it changes in `Trainer` and why (transformers ≥ 4.48; written against 5.x
   step there) asks the `TargetSource` for every micro-batch's `AuxTargets` before the
   first backward, because Z needs the step's V. Sources: a frozen `surrogate` + vocabulary
   map (`OnlineTargets`; a spec string loads both with `load_surrogate_with_map` against
-  `processing_class`), a `target_store` (`StoredTargets`, an `lsap cache build` directory;
+  `processing_class`), a `target_store` (`StoredTargets`, an `lsap store build` directory;
   the batches must carry `window_ids`, as `WindowDataset` yields), or any `targets=`.
 - The normaliser. `num_items_in_batch` — Trainer's own per-step count of labels, summed
   over the accumulated micro-batches and gathered over processes — becomes the step's
@@ -103,7 +103,7 @@ class LSAPTrainer(transformers.Trainer):
 
     One of: `surrogate` (a frozen causal LM with `vocab_map`, or a spec string for
     `lsap.surrogate.load_surrogate_with_map`; `vocab_map` may then be a saved map dir),
-    `target_store` (a directory or `SurrogateCache`), or `targets` (any `TargetSource`).
+    `target_store` (a directory or `TargetStore`), or `targets` (any `TargetSource`).
     k, alpha: METHOD §3. lam: λ — a number, a callable of the optimizer step, or
     ("cosine", λ0, λ_min) over the run. normalization: "targets" (Z = N + V), "tokens"
     (N) or "weighted" (N + λV). aux_weighting "prob": the weight-by-p ablation.
@@ -140,9 +140,9 @@ class LSAPTrainer(transformers.Trainer):
             raise ValueError("pass exactly one of surrogate= (with vocab_map=), target_store= or targets=")
         device = self.args.device
         if target_store is not None:
-            from lsap.cache import StoredTargets, SurrogateCache
+            from lsap.store import StoredTargets, TargetStore
 
-            cache = target_store if isinstance(target_store, SurrogateCache) else SurrogateCache(target_store)
+            cache = target_store if isinstance(target_store, TargetStore) else TargetStore(target_store)
             return StoredTargets(cache, cache.load_vocab_map().to(device), k, alpha, gold_outside=gold_outside)
         if isinstance(surrogate, (str, os.PathLike)):
             from lsap.surrogate import inference_device_dtype, load_surrogate_with_map

@@ -1,11 +1,11 @@
 """Offline surrogate-target store: one surrogate pass serves a whole α / k / λ sweep.
 
-`build_cache` runs the frozen surrogate once over the *train* split of prepared token
+`build_store` runs the frozen surrogate once over the *train* split of prepared token
 shards, on exactly the windows `SequenceLoader` trains on (window j = base inputs
 [jT, jT+T), labels shifted by one; the surrogate's context starts at the window start,
 as online), and stores, per base input position, the auxiliary candidates of METHOD §3
 already in base ids: gold and non-Σ∩ excluded, top-k, p > min_alpha, in decreasing p.
-Training with ``surrogate.source: cache`` calls `SurrogateCache.lookup(windows, k', α)`
+Training with ``surrogate.source: store`` calls `TargetStore.lookup(windows, k', α)`
 for any k' ≤ k and α ≥ min_alpha and gets what `propose_targets(..., k', α)` returns.
 
 Layout of DIR::
@@ -87,7 +87,7 @@ INFO_ALPHAS = (0.01, 0.05, 0.2)
 DEFAULT_CHUNK_WINDOWS = 1024
 
 
-from lsap.errors import CacheError  # noqa: E402,F401  (re-exported)
+from lsap.errors import StoreError  # noqa: E402,F401  (re-exported)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -146,7 +146,7 @@ def surrogate_weights_hash(spec: str) -> str:
         d = Path(snapshot_download(text, local_files_only=True))
         files = sorted(p for p in d.iterdir() if p.suffix in (".safetensors", ".bin"))
     if not files:
-        raise CacheError(f"surrogate {text!r}: no weight files found to hash")
+        raise StoreError(f"surrogate {text!r}: no weight files found to hash")
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0" + _sha256_file(f).encode() + b"\0")
@@ -191,8 +191,8 @@ def _pack_chunk(ids_l, mask_l, probs_l, seq_len: int, id_bytes: int, alphas, cou
     return blob, int(mask.sum())
 
 
-@holds_lock("out", "lsap cache build")
-def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike, *, k: int = 15,
+@holds_lock("out", "lsap store build")
+def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike, *, k: int = 15,
                 min_alpha: float = 0.01, vocab_map: str | None = None, batch_size: int = 8,
                 device: str = "auto", dtype: str = "auto", chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
                 max_windows: int | None = None, progress: bool = True, _after_chunk=None) -> dict:
@@ -209,9 +209,9 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     from lsap.tokenizer import load_tokenizer, padded_vocab_size, tokenizer_hash
 
     if not 1 <= k <= 255:
-        raise CacheError(f"k must lie in [1, 255] (counts are stored as uint8), got {k}")
+        raise StoreError(f"k must lie in [1, 255] (counts are stored as uint8), got {k}")
     if not 0.0 <= min_alpha < 1.0:
-        raise CacheError(f"min_alpha must lie in [0, 1), got {min_alpha}")
+        raise StoreError(f"min_alpha must lie in [0, 1), got {min_alpha}")
     if chunk_windows % batch_size:
         chunk_windows = max(batch_size, chunk_windows // batch_size * batch_size)
     out = Path(out)
@@ -220,7 +220,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     if max_windows:
         n_windows = min(n_windows, int(max_windows))
     if n_windows == 0:
-        raise CacheError(f"{data}: the train split ({len(shards)} tokens) holds no window of {seq_len + 1} tokens")
+        raise StoreError(f"{data}: the train split ({len(shards)} tokens) holds no window of {seq_len + 1} tokens")
     dev, tdtype = inference_device_dtype(device, dtype)
 
     base_tok = load_tokenizer(shards.manifest["tokenizer"]["spec"])
@@ -229,7 +229,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         sw = load_surrogate_with_map(surrogate, base_tok, None if vocab_map else padded_vocab_size(base_tok),
                                      vocab_map=vocab_map, dtype=tdtype, device=dev)
     except SurrogateError as e:
-        raise CacheError(str(e)) from e
+        raise StoreError(str(e)) from e
     model, stok, vmap, s_pad = sw.model, sw.tokenizer, sw.vmap, sw.pad_id
     id_bytes = 3 if vmap.base_vocab_size <= 1 << 24 else 4
     alphas = sorted({*EXACT_ALPHAS, float(min_alpha)})
@@ -262,7 +262,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     if mpath.is_file():
         old = json.loads(mpath.read_text())
         if {k_: old.get(k_) for k_ in identity} != identity:
-            raise CacheError(f"{out} holds a different cache (other data, surrogate or settings); "
+            raise StoreError(f"{out} holds a different cache (other data, surrogate or settings); "
                              "pick a new --out or delete it")
         manifest = old
         if manifest.get("complete"):
@@ -280,7 +280,7 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     n_chunks = -(-n_windows // chunk_windows)
     done = len(manifest["chunks"])
     bar = tqdm(total=n_windows * seq_len, initial=min(done * chunk_windows, n_windows) * seq_len, unit="tok",
-               unit_scale=True, dynamic_ncols=True, disable=not progress, desc="lsap cache build")
+               unit_scale=True, dynamic_ncols=True, disable=not progress, desc="lsap store build")
     t0, computed = time.perf_counter(), 0
     for c in range(done, n_chunks):
         w0, w1 = c * chunk_windows, min((c + 1) * chunk_windows, n_windows)
@@ -323,8 +323,8 @@ def build_cache(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
 
 
 # --------------------------------------------------------------------------- reading
-class SurrogateCache:
-    """A finished store, opened for lookups. `SurrogateCache(dir, verify=False)`.
+class TargetStore:
+    """A finished store, opened for lookups. `TargetStore(dir, verify=False)`.
 
     Always checks the manifest and every chunk's size; `verify=True` also checks every
     chunk's sha256 up front (reads the whole store once). Without it, each chunk's
@@ -336,17 +336,17 @@ class SurrogateCache:
         self.dir = Path(directory)
         mpath = self.dir / "manifest.json"
         if not mpath.is_file():
-            raise CacheError(f"{self.dir}: no manifest.json (run `lsap cache build --out {self.dir}` first)")
+            raise StoreError(f"{self.dir}: no manifest.json (run `lsap store build --out {self.dir}` first)")
         try:
             m = json.loads(mpath.read_text())
         except json.JSONDecodeError as e:
-            raise CacheError(f"{mpath}: corrupt manifest ({e}); rebuild the cache") from e
+            raise StoreError(f"{mpath}: corrupt manifest ({e}); rebuild the cache") from e
         if m.get("format") != FORMAT:
-            raise CacheError(f"{mpath} is not an lsap target-cache manifest")
+            raise StoreError(f"{mpath} is not an lsap target-cache manifest")
         if m.get("format_version") != FORMAT_VERSION:
-            raise CacheError(f"{self.dir}: cache format {m.get('format_version')} != {FORMAT_VERSION}; rebuild it")
+            raise StoreError(f"{self.dir}: cache format {m.get('format_version')} != {FORMAT_VERSION}; rebuild it")
         if not m.get("complete"):
-            raise CacheError(f"{self.dir}: the build did not finish; re-run the same `lsap cache build` to resume")
+            raise StoreError(f"{self.dir}: the build did not finish; re-run the same `lsap store build` to resume")
         self.manifest = m
         self.seq_len, self.k, self.min_alpha = int(m["seq_len"]), int(m["k"]), float(m["min_alpha"])
         self.n_windows = int(m["n_windows"])
@@ -359,12 +359,12 @@ class SurrogateCache:
             nw = ch["windows"][1] - ch["windows"][0]
             lay = _layout(nw, self.seq_len, ch["candidates"], self.id_bytes)
             if lay["total"][1] != ch["bytes"]:
-                raise CacheError(f"{self.dir}: manifest sizes are inconsistent for {ch['path']}; rebuild the cache")
+                raise StoreError(f"{self.dir}: manifest sizes are inconsistent for {ch['path']}; rebuild the cache")
             if not p.is_file() or p.stat().st_size != ch["bytes"]:
-                raise CacheError(f"{p}: missing or truncated (expected {ch['bytes']} bytes); the cache is "
+                raise StoreError(f"{p}: missing or truncated (expected {ch['bytes']} bytes); the cache is "
                                  "damaged: rebuild it (re-running the build redoes nothing it trusts)")
             if verify and _sha256_file(p) != ch["sha256"]:
-                raise CacheError(f"{p}: sha256 mismatch; the cache is corrupt, rebuild it")
+                raise StoreError(f"{p}: sha256 mismatch; the cache is corrupt, rebuild it")
             self._maps.append(np.memmap(p, dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8))
             self._lay.append(lay)
         self._verified = [verify] * len(self._maps)
@@ -373,7 +373,7 @@ class SurrogateCache:
     # ---- checks ---------------------------------------------------------------------
     def check_run(self, shards, seq_len: int, k: int, alpha: float, surrogate: str | None = None,
                   vmap=None, dtype: str | None = None, batch_size: int | None = None) -> list[str]:
-        """Raise CacheError unless this cache can serve a run with these settings.
+        """Raise StoreError unless this cache can serve a run with these settings.
 
         shards: the run's train `TokenShards`; surrogate: the run's surrogate spec (its
         weight files are hashed and compared; None skips the check); vmap: a VocabMap
@@ -387,31 +387,31 @@ class SurrogateCache:
         m = self.manifest
         want = m["data"]
         if shards.manifest["tokenizer"]["hash"] != want["tokenizer"]["hash"]:
-            raise CacheError(f"cache {self.dir} was built for base tokenizer {want['tokenizer']['spec']!r} "
+            raise StoreError(f"cache {self.dir} was built for base tokenizer {want['tokenizer']['spec']!r} "
                              f"(hash {want['tokenizer']['hash'][:12]}), the run's data use "
                              f"{shards.manifest['tokenizer']['spec']!r} (hash {shards.manifest['tokenizer']['hash'][:12]})")
         got = [s["sha256"] for s in shards.info["shards"]]
         if got != want["shards_sha256"] or len(shards) != want["tokens"]:
-            raise CacheError(f"cache {self.dir} was built on other data ({want['tokens']:,} train tokens, shards "
+            raise StoreError(f"cache {self.dir} was built on other data ({want['tokens']:,} train tokens, shards "
                              f"{[h[:8] for h in want['shards_sha256']]}) than {shards.dir} ({len(shards):,} tokens, "
-                             f"{[h[:8] for h in got]}); rebuild it with `lsap cache build --data {shards.dir}`")
+                             f"{[h[:8] for h in got]}); rebuild it with `lsap store build --data {shards.dir}`")
         if int(seq_len) != self.seq_len:
-            raise CacheError(f"cache {self.dir} holds windows of seq_len {self.seq_len}, the run uses {seq_len}: "
+            raise StoreError(f"cache {self.dir} holds windows of seq_len {self.seq_len}, the run uses {seq_len}: "
                              "the surrogate's context would differ; rebuild with --seq-len "
                              f"{seq_len} or set data.seq_len={self.seq_len}")
         if k > self.k:
-            raise CacheError(f"lsap.k={k} exceeds the cache's k={self.k}; rebuild with --k {k}")
+            raise StoreError(f"lsap.k={k} exceeds the cache's k={self.k}; rebuild with --k {k}")
         if alpha < self.min_alpha:
-            raise CacheError(f"lsap.alpha={alpha} is below the cache's min_alpha={self.min_alpha}; "
+            raise StoreError(f"lsap.alpha={alpha} is below the cache's min_alpha={self.min_alpha}; "
                              f"rebuild with --min-alpha {alpha}")
         if surrogate:
             h = surrogate_weights_hash(surrogate)
             if h != m["surrogate"]["weights_sha256"]:
-                raise CacheError(f"cache {self.dir} was built with surrogate {m['surrogate']['spec']!r} "
+                raise StoreError(f"cache {self.dir} was built with surrogate {m['surrogate']['spec']!r} "
                                  f"(weights {m['surrogate']['weights_sha256'][:12]}), the run names {surrogate!r} "
                                  f"(weights {h[:12]})")
         if vmap is not None and vocab_map_hash(vmap) != m["vocab_map"]["sigma_sha256"]:
-            raise CacheError(f"cache {self.dir} was built with another vocabulary map (Σ∩ of "
+            raise StoreError(f"cache {self.dir} was built with another vocabulary map (Σ∩ of "
                              f"{m['vocab_map']['size']} pairs); rebuild it with --map of the run's map")
         return self._online_differences(dtype, batch_size)
 
@@ -421,7 +421,7 @@ class SurrogateCache:
         if dtype is not None and dtype != s.get("dtype"):
             notes.append(f"the store was built with the surrogate in {s.get('dtype')} on {s.get('device_type')}, "
                          f"this run's online setting is {dtype}: targets near p = α may differ from online ones "
-                         f"(rebuild with `lsap cache build --dtype {dtype}` to match)")
+                         f"(rebuild with `lsap store build --dtype {dtype}` to match)")
         if s.get("logits_dtype", "unknown") != "float32":
             notes.append(f"the store's selection logits were {s.get('logits_dtype', 'not recorded (an older build)')}, "
                          "not fp32: rebuild it to select from fp32 logits as online runs do")
@@ -441,13 +441,13 @@ class SurrogateCache:
     # ---- lookups --------------------------------------------------------------------
     def _window(self, w: int):
         if not 0 <= w < self.n_windows:
-            raise CacheError(f"window {w} outside the cache's [0, {self.n_windows})")
+            raise StoreError(f"window {w} outside the cache's [0, {self.n_windows})")
         c, j = divmod(w, self.chunk_windows)
         if not self._verified[c]:
             ch = self.manifest["chunks"][c]
             if hashlib.sha256(self._maps[c]).hexdigest() != ch["sha256"]:
-                raise CacheError(f"{self.dir / ch['path']}: sha256 mismatch, the chunk changed after it was built "
-                                 "(corrupt); delete the directory and re-run the same `lsap cache build` (or build into a "
+                raise StoreError(f"{self.dir / ch['path']}: sha256 mismatch, the chunk changed after it was built "
+                                 "(corrupt); delete the directory and re-run the same `lsap store build` (or build into a "
                                  "new --out)")
             self._verified[c] = True
         buf, lay = self._maps[c], self._lay[c]
@@ -469,9 +469,9 @@ class SurrogateCache:
         k = self.k if k is None else int(k)
         alpha = self.min_alpha if alpha is None else float(alpha)
         if k > self.k or k < 1:
-            raise CacheError(f"k={k} outside [1, {self.k}] (the cache's k)")
+            raise StoreError(f"k={k} outside [1, {self.k}] (the cache's k)")
         if alpha < self.min_alpha:
-            raise CacheError(f"alpha={alpha} below the cache's min_alpha={self.min_alpha}")
+            raise StoreError(f"alpha={alpha} below the cache's min_alpha={self.min_alpha}")
         ah = _f16(alpha)
         windows = np.asarray(windows, dtype=np.int64).reshape(-1)
         B, T = len(windows), self.seq_len
@@ -541,7 +541,7 @@ class StoredTargets:
 
     paid = False
 
-    def __init__(self, cache: SurrogateCache, vmap, k: int, alpha: float, *, gold_outside: str = "keep"):
+    def __init__(self, cache: TargetStore, vmap, k: int, alpha: float, *, gold_outside: str = "keep"):
         self.cache, self.vmap, self.k, self.alpha, self.gold_outside = cache, vmap, k, alpha, gold_outside
         self.flops_per_token = float(cache.manifest["flops"]["per_token"])
 
@@ -552,7 +552,7 @@ class StoredTargets:
     def record(self) -> dict:
         """cache.json of a run trained from this store: where the surrogate compute went."""
         m = self.cache.manifest
-        return {"cache_dir": str(self.cache.dir.resolve()), "build_flops": m["flops"]["build_flops"],
+        return {"store_dir": str(self.cache.dir.resolve()), "build_flops": m["flops"]["build_flops"],
                 "surrogate_flops_per_token": m["flops"]["per_token"], "surrogate": m["surrogate"]["spec"],
                 "k": m["k"], "min_alpha": m["min_alpha"], "seq_len": m["seq_len"], "positions": m["positions"],
                 "note": "flops_surrogate in metrics charges 2·N_s per trained token (paper accounting); "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsap.cache import EXACT_ALPHAS, CacheError, SurrogateCache, build_cache, quantise_probs
+from lsap.store import EXACT_ALPHAS, StoreError, TargetStore, build_store, quantise_probs
 from lsap.cli import main as cli
 from lsap.data import SequenceLoader, TokenShards, prepare
 from lsap.surrogate import load_surrogate
@@ -24,7 +24,7 @@ def small(tiny_world, tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     prepare(tiny_world["base_tok"], "pydoc-topics", root / "data", val_fraction=0.1, max_tokens=3000,
             progress=False)
-    rc = cli(["cache", "build", "--surrogate", tiny_world["surrogate"], "--data", str(root / "data"),
+    rc = cli(["store", "build", "--surrogate", tiny_world["surrogate"], "--data", str(root / "data"),
               "--seq-len", str(T), "--k", "4", "--min-alpha", "0.01", "--out", str(root / "c"),
               "--batch-size", "8", "--chunk-windows", "24", "--no-progress"])
     assert rc == 0
@@ -32,7 +32,7 @@ def small(tiny_world, tmp_path_factory):
 
 
 def test_lookup_equals_online_selection(tiny_world, small):
-    cache = SurrogateCache(small["cache"], verify=True)
+    cache = TargetStore(small["cache"], verify=True)
     shards = TokenShards(small["data"])
     vmap = cache.load_vocab_map()
     model, stok = load_surrogate(tiny_world["surrogate"])
@@ -53,19 +53,19 @@ def test_lookup_equals_online_selection(tiny_world, small):
     m = cache.manifest
     all_mask = cache.lookup(np.arange(cache.n_windows), 4, 0.05)[1]
     assert int(all_mask.sum()) == m["candidates_above"]["0.05"]
-    with pytest.raises(CacheError, match="min_alpha"):
+    with pytest.raises(StoreError, match="min_alpha"):
         cache.lookup([0], 4, 0.005)
-    with pytest.raises(CacheError, match="k=5"):
+    with pytest.raises(StoreError, match="k=5"):
         cache.lookup([0], 5, 0.05)
 
 
 @pytest.mark.parametrize("gold_outside", ["keep", "skip"])
 def test_online_and_stored_sources_agree(tiny_world, small, gold_outside):
     """Both TargetSource implementations return the same AuxTargets, each applying gold_outside."""
-    from lsap.cache import StoredTargets
+    from lsap.store import StoredTargets
     from lsap.targets import AuxTargets, OnlineTargets, drop_gold_outside
 
-    cache = SurrogateCache(small["cache"])
+    cache = TargetStore(small["cache"])
     vmap = cache.load_vocab_map()
     model, stok = load_surrogate(tiny_world["surrogate"])
     online = OnlineTargets(model, vmap, 4, 0.02, pad_id=stok.pad_token_id or 0, batch_size=2,
@@ -120,8 +120,8 @@ def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
     from lsap.train import Trainer
 
     Trainer(_cfg(tiny_world, small["data"], tmp_path / "on")).run()
-    Trainer(_cfg(tiny_world, small["data"], tmp_path / "off", "surrogate.source=cache",
-                 f"surrogate.cache_dir={small['cache']}")).run()
+    Trainer(_cfg(tiny_world, small["data"], tmp_path / "off", "surrogate.source=store",
+                 f"surrogate.store_dir={small['cache']}")).run()
     a, b = _rows(tmp_path / "on"), _rows(tmp_path / "off")
     assert a[1]["aux_per_token"] > 0
     for s in (1, 2, 3):
@@ -130,7 +130,7 @@ def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
         assert a[s]["flops_surrogate_paid"] == a[s]["flops_surrogate"] > 0
         assert b[s]["flops_surrogate_paid"] == 0
     info = json.loads((tmp_path / "off" / "cache.json").read_text())
-    m = SurrogateCache(small["cache"]).manifest
+    m = TargetStore(small["cache"]).manifest
     assert info["build_flops"] == m["flops"]["build_flops"] == m["flops"]["per_token"] * m["positions"]
     assert m["flops"]["per_token"] * 3 * 4 * T == b[3]["flops_surrogate"]
 
@@ -145,10 +145,10 @@ def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_cache(tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=kill, **args)
-    with pytest.raises(CacheError, match="did not finish"):
-        SurrogateCache(tmp_path / "c")
-    build_cache(tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=seen.append, **args)
+        build_store(tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=kill, **args)
+    with pytest.raises(StoreError, match="did not finish"):
+        TargetStore(tmp_path / "c")
+    build_store(tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=seen.append, **args)
     ref = Path(small["cache"])
     n = len(json.loads((ref / "manifest.json").read_text())["chunks"])
     assert n >= 3 and seen == [0, 1] + list(range(2, n))  # chunks 0 and 1 were not redone
@@ -156,14 +156,14 @@ def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
     assert Path("manifest.json") in files and len([f for f in files if f.suffix == ".bin"]) == n
     for f in files:
         assert (tmp_path / "c" / f).read_bytes() == (ref / f).read_bytes(), f
-    with pytest.raises(CacheError, match="different cache"):
-        build_cache(tiny_world["surrogate"], small["data"], T, tmp_path / "c", **{**args, "k": 5})
+    with pytest.raises(StoreError, match="different cache"):
+        build_store(tiny_world["surrogate"], small["data"], T, tmp_path / "c", **{**args, "k": 5})
 
 
 def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
     from lsap.train import Trainer, TrainingError
 
-    cache = SurrogateCache(small["cache"])
+    cache = TargetStore(small["cache"])
     shards = TokenShards(small["data"])
     assert cache.check_run(shards, T, 4, 0.01, surrogate=tiny_world["surrogate"]) == []
     m = cache.manifest
@@ -173,13 +173,13 @@ def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
     assert same == []
     notes = cache.check_run(shards, T, 4, 0.01, dtype="bfloat16", batch_size=m["layout"]["batch_size"] + 1)
     assert len(notes) == 2 and "bfloat16" in notes[0] and "batch size" in notes[1]
-    with pytest.raises(CacheError, match="seq_len 32"):
+    with pytest.raises(StoreError, match="seq_len 32"):
         cache.check_run(shards, 64, 4, 0.05)
-    with pytest.raises(CacheError, match="k=5"):
+    with pytest.raises(StoreError, match="k=5"):
         cache.check_run(shards, T, 5, 0.05)
-    with pytest.raises(CacheError, match="min_alpha"):
+    with pytest.raises(StoreError, match="min_alpha"):
         cache.check_run(shards, T, 4, 0.001)
-    with pytest.raises(CacheError, match="other data"):
+    with pytest.raises(StoreError, match="other data"):
         cache.check_run(TokenShards(tiny_world["data"]), T, 4, 0.05)
     other = tmp_path / "other_surrogate"
     shutil.copytree(tiny_world["surrogate"], other)
@@ -187,15 +187,15 @@ def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
     model.save_pretrained(other)
-    with pytest.raises(CacheError, match="weights"):
+    with pytest.raises(StoreError, match="weights"):
         cache.check_run(shards, T, 4, 0.05, surrogate=str(other))
     # through the trainer: a clear error, not misaligned training
     with pytest.raises(TrainingError, match="seq_len"):
-        Trainer(_cfg(tiny_world, small["data"], tmp_path / "r", "surrogate.source=cache",
-                     f"surrogate.cache_dir={small['cache']}", "data.seq_len=16"))
+        Trainer(_cfg(tiny_world, small["data"], tmp_path / "r", "surrogate.source=store",
+                     f"surrogate.store_dir={small['cache']}", "data.seq_len=16"))
     with pytest.raises(TrainingError, match="other data"):
-        Trainer(_cfg(tiny_world, tiny_world["data"], tmp_path / "r2", "surrogate.source=cache",
-                     f"surrogate.cache_dir={small['cache']}"))
+        Trainer(_cfg(tiny_world, tiny_world["data"], tmp_path / "r2", "surrogate.source=store",
+                     f"surrogate.store_dir={small['cache']}"))
     # damaged stores
     bad = tmp_path / "bad"
     shutil.copytree(small["cache"], bad)
@@ -203,23 +203,23 @@ def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
     data = bytearray(chunk.read_bytes())
     data[-1] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    SurrogateCache(bad)  # same size: only the checksum sees it
-    with pytest.raises(CacheError, match="sha256"):
-        SurrogateCache(bad, verify=True)
+    TargetStore(bad)  # same size: only the checksum sees it
+    with pytest.raises(StoreError, match="sha256"):
+        TargetStore(bad, verify=True)
     chunk.write_bytes(bytes(data[:-7]))
-    with pytest.raises(CacheError, match="truncated"):
-        SurrogateCache(bad)
+    with pytest.raises(StoreError, match="truncated"):
+        TargetStore(bad)
     (bad / "manifest.json").write_text("{")
-    with pytest.raises(CacheError, match="corrupt manifest"):
-        SurrogateCache(bad)
-    with pytest.raises(CacheError, match="no manifest"):
-        SurrogateCache(tmp_path / "nothing")
+    with pytest.raises(StoreError, match="corrupt manifest"):
+        TargetStore(bad)
+    with pytest.raises(StoreError, match="no manifest"):
+        TargetStore(tmp_path / "nothing")
 
 
 def test_info_cli(small, capsys):
-    assert cli(["cache", "info", small["cache"], "--json", "--verify", "--alpha", "0.07"]) == 0
+    assert cli(["store", "info", small["cache"], "--json", "--verify", "--alpha", "0.07"]) == 0
     d = json.loads(capsys.readouterr().out)
-    cache = SurrogateCache(small["cache"])
+    cache = TargetStore(small["cache"])
     m = cache.manifest
     assert d["bytes_per_token"] == m["bytes"] / m["positions"]
     assert m["bytes"] == sum((Path(small["cache"]) / c["path"]).stat().st_size for c in m["chunks"])
@@ -231,19 +231,19 @@ def test_info_cli(small, capsys):
         n = int(cache.lookup(allw, 4, float(a))[1].sum())
         assert d["candidates_per_position"][a] == n / m["positions"], a
     assert d["covers"]["shards_sha256"] == m["data"]["shards_sha256"]
-    assert cli(["cache", "info", small["cache"]]) == 0
+    assert cli(["store", "info", small["cache"]]) == 0
     out = capsys.readouterr().out
     assert "bytes per token" in out and "α=0.05" in out
-    assert cli(["cache", "info", str(Path(small["root"]) / "missing")]) == 2  # one line on stderr, no traceback
+    assert cli(["store", "info", str(Path(small["root"]) / "missing")]) == 2  # one line on stderr, no traceback
     assert "no manifest" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_smollm2_lookup_equals_online(tiny_world, small, tmp_path):
     """A real pretrained surrogate (SmolLM2-135M-Instruct) over a few windows, k = 15."""
-    build_cache("smollm2", small["data"], 64, tmp_path / "c", k=15, min_alpha=0.01, batch_size=2,
+    build_store("smollm2", small["data"], 64, tmp_path / "c", k=15, min_alpha=0.01, batch_size=2,
                 chunk_windows=2, max_windows=4, progress=False)
-    cache = SurrogateCache(tmp_path / "c", verify=True)
+    cache = TargetStore(tmp_path / "c", verify=True)
     shards = TokenShards(small["data"])
     model, stok = load_surrogate("smollm2")
     vmap = cache.load_vocab_map()

@@ -1,6 +1,6 @@
-"""`lsap cache build` throughput: build a store through the CLI and report tokens/s.
+"""`lsap store build` throughput: build a store through the CLI and report tokens/s.
 
-    python benchmarks/bench_cache_build.py --surrogate DIR --data SHARDS --seq-len 4096 --out STORE \
+    python benchmarks/bench_store_build.py --surrogate DIR --data SHARDS --seq-len 4096 --out STORE \
         [--batch-size 4] [--max-windows 32] [--device cuda] [--dtype auto]
 
 Runs the real command (surrogate load, weight hashing, body in `--dtype`, fp32 head,

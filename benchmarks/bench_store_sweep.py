@@ -1,12 +1,12 @@
 """Wall time of the paper's 4-run LSAP sweep from one target cache vs 4 online runs.
 
-    python benchmarks/bench_cache_sweep.py --data DIR [--surrogate smollm2] [--seq-len 128]
+    python benchmarks/bench_store_sweep.py --data DIR [--surrogate smollm2] [--seq-len 128]
         [--steps 0] [--out runs/bench-cache-sweep]
 
 The sweep is α = 0.01, 0.05, 0.2 (λ constant) and α = 0.05 with λ cosine-annealed (the
 paper's "anneal" run), each training the `olmo2-tiny` base model on the same data with
 the same seed. "online": 4 runs that each run the surrogate on every micro-batch;
-"cache": one `build_cache` (k = 15, min_alpha = 0.01) + the same 4 runs reading it.
+"cache": one `build_store` (k = 15, min_alpha = 0.01) + the same 4 runs reading it.
 --steps 0 trains one epoch of the train split per run (so online runs do as much
 surrogate work as the build). Prints each wall time, checks that every cache run's
 losses equal its online twin's, and prints the ratio online / (build + cache runs).
@@ -46,7 +46,7 @@ def main() -> None:
 
     import torch
 
-    from lsap.cache import build_cache
+    from lsap.store import build_store
     from lsap.config import load_config
     from lsap.data import TokenShards
     from lsap.train import Trainer
@@ -72,12 +72,12 @@ def main() -> None:
     for name, extra in SWEEP.items():
         times[f"online/{name}"], losses[f"online/{name}"] = run(f"online-{name}", extra)
     t0 = time.perf_counter()
-    m = build_cache(args.surrogate, args.data, args.seq_len, out / "cache", k=15, min_alpha=0.01, batch_size=8,
+    m = build_store(args.surrogate, args.data, args.seq_len, out / "cache", k=15, min_alpha=0.01, batch_size=8,
                     progress=False)
     times["cache/build"] = time.perf_counter() - t0
     for name, extra in SWEEP.items():
         times[f"cache/{name}"], losses[f"cache/{name}"] = run(
-            f"cache-{name}", extra + ["surrogate.source=cache", f"surrogate.cache_dir={out / 'cache'}"])
+            f"cache-{name}", extra + ["surrogate.source=store", f"surrogate.store_dir={out / 'cache'}"])
     same = {n: losses[f"online/{n}"] == losses[f"cache/{n}"] for n in SWEEP}
     online = sum(v for k, v in times.items() if k.startswith("online/"))
     cached = sum(v for k, v in times.items() if k.startswith("cache/"))

@@ -1,10 +1,10 @@
-"""`lsap cache build|info` — the offline surrogate-target store (see `lsap.cache`).
+"""`lsap store build|info` — the offline surrogate-target store (see `lsap.store`).
 
-    lsap cache build --surrogate smollm2 --data runs/data --seq-len 256 --k 15 \\
+    lsap store build --surrogate smollm2 --data runs/data --seq-len 256 --k 15 \\
         --min-alpha 0.01 --out runs/cache-smollm2
-    lsap cache info runs/cache-smollm2 [--json] [--verify]
+    lsap store info runs/cache-smollm2 [--json] [--verify]
 
-Train from it with ``surrogate.source=cache surrogate.cache_dir=DIR`` (any lsap.alpha ≥
+Train from it with ``surrogate.source=store surrogate.store_dir=DIR`` (any lsap.alpha ≥
 min_alpha, lsap.k ≤ k; data.seq_len must equal --seq-len).
 """
 
@@ -15,7 +15,7 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="cache_command", metavar="SUBCOMMAND")
+    sub = parser.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
     b = sub.add_parser("build", help="run the surrogate once over the train windows and store its targets")
     b.add_argument("--surrogate", required=True, help="smollm2, a .gguf file, a local HF dir, or a hub id")
     b.add_argument("--data", required=True, metavar="SHARDS", help="prepared token shards (`lsap prepare --out`)")
@@ -56,12 +56,12 @@ def _print_info(d: dict) -> None:
 
 
 def run(args) -> int:
-    from lsap.cache import CacheError, SurrogateCache, build_cache
+    from lsap.store import StoreError, TargetStore, build_store
 
-    if args.cache_command is None:
-        raise CacheError("choose a subcommand: build or info")
-    if args.cache_command == "build":
-        m = build_cache(args.surrogate, args.data, args.seq_len, args.out, k=args.k, min_alpha=args.min_alpha,
+    if args.store_command is None:
+        raise StoreError("choose a subcommand: build or info")
+    if args.store_command == "build":
+        m = build_store(args.surrogate, args.data, args.seq_len, args.out, k=args.k, min_alpha=args.min_alpha,
                         vocab_map=args.map, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                         chunk_windows=args.chunk_windows, max_windows=args.max_windows,
                         progress=not args.no_progress)
@@ -69,7 +69,7 @@ def run(args) -> int:
               f"{m['candidates'] / m['positions']:.3f} candidates/position (p > {m['min_alpha']}) | "
               f"build {m['flops']['build_flops']:.3g} FLOPs")
         return 0
-    d = SurrogateCache(args.dir, verify=args.verify).info(args.alpha)
+    d = TargetStore(args.dir, verify=args.verify).info(args.alpha)
     if args.json:
         print(json.dumps(d, indent=2))
     else:
