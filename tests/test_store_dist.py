@@ -129,7 +129,8 @@ def test_a_rank_seeing_another_surrogate_stops_every_rank(tiny_world, corpus, tm
     r = run(2, argv, env={"CHDIR_RANK0": str(tmp_path / "n0"), "CHDIR_RANK1": str(tmp_path / "n1")}, timeout=240)
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.splitlines() if "lsap store: error:" in ln]
-    assert len(lines) == 2, r.stderr[-3000:]  # one line from each rank
+    # one line from each rank (torchrun may stop the slower one before it prints), exit 2, no hang
+    assert 1 <= len(lines) <= 2 and "exitcode  : 2" in r.stderr, r.stderr[-3000:]
     for ln in lines:
         assert "ranks disagree" in ln and "rank 1 of 2" in ln and "surrogate.weights_sha256" in ln
     assert "Traceback" not in "\n".join(ln for ln in r.stderr.splitlines() if "lsap store" in ln)

@@ -272,6 +272,9 @@ def _agree(step, rank: int, world: int):
         r, (kind, msg) = bad[0]
         others = f"; also rank(s) {[b for b, _ in bad[1:]]}" if len(bad) > 1 else ""
         cls = LockError if kind == "LockError" else StoreError
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank raises at once (torchrun stops the others when the first exits)
         raise cls(f"rank {r} of {world}: {msg}{others}")
     return [res for res, _ in got]
 
