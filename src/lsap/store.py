@@ -446,7 +446,7 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         bar = Progress(sum(min(chunk_windows, n_windows - c * chunk_windows) for c in mine) * T,
                        f"lsap store build (rank {rank} of {world})" if world > 1 else "lsap store build",
                        "tok", enabled=progress and rank == 0)
-        computed = 0
+        computed, t_compute = 0, time.perf_counter()
         for c in mine:
             w0, w1 = c * chunk_windows, min((c + 1) * chunk_windows, n_windows)
             ids_l, mask_l, probs_l = [], [], []
@@ -470,6 +470,7 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
             if _after_chunk is not None:
                 _after_chunk(c)
         bar.close()
+        t_compute = time.perf_counter() - t_compute
 
         def finish():  # rank 0, once every rank's chunks are on disk
             if rank != 0:
@@ -491,13 +492,14 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
             _write_json_atomic(mpath, manifest)
             return manifest
 
-        totals = _gather(computed, world)
+        totals = _gather((computed, t_compute), world)
         manifest = _agree(finish, rank, world)[0]
-        if rank == 0:
-            wall = time.perf_counter() - t0
+        if rank == 0:  # timings: not part of the store (the manifest holds nothing that depends on them)
+            wall, tokens, slowest = time.perf_counter() - t0, sum(n for n, _ in totals), max(t for _, t in totals)
             _write_json_atomic(out / "build_stats.json", {
-                "wall_s": wall, "tokens_computed": sum(totals), "tokens_per_s": sum(totals) / max(wall, 1e-9),
-                "tokens_computed_per_rank": totals, "world_size": world, "device": str(dev)})
+                "wall_s": wall, "compute_s": slowest, "tokens_computed": tokens,
+                "tokens_per_s": tokens / max(slowest, 1e-9), "tokens_computed_per_rank": [n for n, _ in totals],
+                "compute_s_per_rank": [t for _, t in totals], "world_size": world, "device": str(dev)})
         return manifest
     finally:
         if lock is not None:
