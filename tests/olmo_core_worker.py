@@ -117,7 +117,7 @@ def build_and_fit(a, snapshots=None):
     model = tiny_model_config().build(init_device="cpu")
     optim = AdamWConfig(lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
     common = dict(rank_microbatch_size=a.micro * T, max_sequence_length=T, max_grad_norm=1.0,
-                  z_loss_multiplier=a.zloss or None, scheduler=CosWithWarmup(warmup_steps=1),
+                  z_loss_multiplier=a.zloss or None, scheduler=CosWithWarmup(warmup=1),
                   dp_config=TransformerDataParallelConfig(name=DataParallelType.fsdp) if a.fsdp else None,
                   device=torch.device("cpu"))
     if a.module == "ce":
