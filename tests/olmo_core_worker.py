@@ -93,7 +93,9 @@ class Recorder:
         return _Recorder()
 
 
-def build_and_fit(a, snapshots=None):
+def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = V_BASE):
+    """Train per `a` (see `parse`); source / paths / vocab_size replace the tiny world's
+    surrogate, token file and vocabulary (the store test)."""
     from olmo_core.data import NumpyDataLoaderConfig, NumpyFSLDatasetConfig, TokenizerConfig
     from olmo_core.distributed.parallel import DataParallelType
     from olmo_core.distributed.utils import get_world_size, init_distributed, is_distributed
@@ -111,10 +113,10 @@ def build_and_fit(a, snapshots=None):
     torch.set_num_threads(1)
     seed_all(a.seed)
     T = a.seq_len
-    tok = TokenizerConfig(vocab_size=V_BASE, eos_token_id=0, pad_token_id=V_BASE - 1)
-    ds = NumpyFSLDatasetConfig(paths=[os.path.join(a.data, "tokens.npy")], sequence_length=T, tokenizer=tok,
+    tok = TokenizerConfig(vocab_size=vocab_size, eos_token_id=0, pad_token_id=vocab_size - 1)
+    ds = NumpyFSLDatasetConfig(paths=paths or [os.path.join(a.data, "tokens.npy")], sequence_length=T, tokenizer=tok,
                                work_dir=os.path.join(a.save_folder, "dataset-cache")).build()
-    model = tiny_model_config().build(init_device="cpu")
+    model = tiny_model_config(vocab_size).build(init_device="cpu")
     optim = AdamWConfig(lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
     common = dict(rank_microbatch_size=a.micro * T, max_sequence_length=T, max_grad_norm=1.0,
                   z_loss_multiplier=a.zloss or None, scheduler=CosWithWarmup(warmup=1),
@@ -124,7 +126,7 @@ def build_and_fit(a, snapshots=None):
         module = TransformerTrainModule(model, optim, **common)
     else:
         lam = LambdaSchedule("cosine", a.lam, 0.0, a.steps) if a.anneal else LambdaSchedule("constant", a.lam)
-        module = LSAPTrainModule(model, optim, targets=tiny_source() if a.lam or a.targets else None, lam=lam,
+        module = LSAPTrainModule(model, optim, targets=source or (tiny_source() if a.lam or a.targets else None), lam=lam,
                                  normalization=a.normalization, chunk_size=a.chunk, **common)
     loader = NumpyDataLoaderConfig(global_batch_size=a.batch * T, seed=a.seed, num_workers=0).build(
         ds, dp_process_group=module.dp_process_group)

@@ -248,3 +248,36 @@ def test_store_olmo_layout_equals_online(tiny_world, tmp_path):
 
     online, stored = run_store_vs_online(tiny_world, tmp_path)
     _close(online, stored, LSAP_KEYS, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- the example
+@pytest.mark.slow
+def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_path):
+    """examples/olmo_core/train.py --tiny with configs/paper-lsap-a0.05-anneal.yaml (+ toy
+    overrides) trains 2 steps with the online surrogate; --export-hf writes a transformers
+    model whose logits equal the OLMo-core checkpoint's."""
+    import transformers
+    from olmo_core.distributed.checkpoint import load_model_and_optim_state
+
+    sys.path.insert(0, str(ROOT / "examples" / "olmo_core"))
+    import train as example
+
+    out = tmp_path / "run"
+    ov = [f"data.dir={tiny_world['data']}", "data.seq_len=32", f"surrogate.model={tiny_world['surrogate']}",
+          "train.batch_size=4", "train.micro_batch_size=2", "train.max_steps=2", "train.max_flops=0",
+          "train.ckpt_every=2", f"out_dir={out}", "optim.warmup_steps=1", "model.vocab_size=640"]
+    cfgp = str(ROOT / "configs" / "paper-lsap-a0.05-anneal.yaml")
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "olmo_core" / "train.py"), "--config", cfgp, "--tiny",
+                        *ov], env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "2 steps" in r.stderr and "(max_steps)" in r.stderr
+    assert (out / "step2" / "model_and_optim").is_dir()
+    hf = tmp_path / "hf"
+    example.main(["--config", cfgp, "--tiny", "--export-hf", str(hf), *ov])
+    ref = example.model_config("tiny", 640).build(init_device="cpu")
+    load_model_and_optim_state(str(out / "step2" / "model_and_optim"), ref)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf).eval()
+    x = torch.randint(0, 600, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(x).logits, ref.eval()(x), rtol=1e-4, atol=1e-4)
+    assert transformers.AutoTokenizer.from_pretrained(hf) is not None
