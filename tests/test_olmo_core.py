@@ -247,6 +247,7 @@ def test_store_olmo_layout_equals_online(tiny_world, tmp_path):
     from tests.olmo_core_store_run import run_store_vs_online
 
     online, stored = run_store_vs_online(tiny_world, tmp_path)
+    assert all(m["train/LSAP aux per token"] > 0 for m in online.values())
     _close(online, stored, LSAP_KEYS, rtol=1e-5, atol=1e-5)
 
 
