@@ -87,7 +87,7 @@ from lsap.errors import LockError
 from lsap.io import atomic_write_bytes, atomic_write_json
 from lsap.targets import AuxTargets
 
-FORMAT = "lsap-target-cache"
+FORMAT = "lsap-target-cache"  # the manifest format name since round 2 (kept: old stores stay readable)
 FORMAT_VERSION = 1
 EXACT_ALPHAS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 INFO_ALPHAS = (0.01, 0.05, 0.2)
