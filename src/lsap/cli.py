@@ -83,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def one_line(e: BaseException) -> str:
     """The error as one line: multi-line fix-it text joined with '; '."""
+    import errno
+
     text = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror or e}: {e.filename}"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        where = f" writing under {os.path.dirname(e.filename) or '.'}" if e.filename else ""
+        text = (f"disk full ({e.strerror}){where}; finished work is kept: free space (or raise `ulimit -f`) and "
+                "run the same command again (lsap train: with --resume)")
     parts = [p.strip() for p in text.splitlines() if p.strip()]
     return "; ".join(parts) or type(e).__name__
 
