@@ -368,6 +368,62 @@ def test_disk_full_in_prepare_then_resumes(tiny_world, tmp_path, small_disk, how
     assert _tree_bytes(out) == _tree_bytes(tmp_path / "ref")
 
 
+_LIBRARY_ERRORS = r"""
+import importlib, json, sys
+from pathlib import Path
+import lsap.train
+from lsap.cli import main
+
+cases, args = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+truncated = Path(args[0].split("=", 1)[1]).parent / "torn.safetensors"
+
+def fail_in_eval(case):  # raised by the library itself, after the model is built and has trained a step
+    def evaluate(self):
+        if case == "safetensors":
+            from safetensors.torch import load_file, save_file
+            import torch
+            save_file({"w": torch.zeros(64)}, truncated)
+            truncated.write_bytes(truncated.read_bytes()[:20])
+            load_file(truncated)
+        if case == "oserror":
+            (self.out / "file").write_text("")
+            open(self.out / "file" / "x", "w")  # NotADirectoryError
+        if case == "import":
+            importlib.import_module("lsap_no_such_extra")
+    return evaluate
+
+for case in cases:
+    saved = lsap.train.Trainer.evaluate
+    extra = []
+    if case in ("safetensors", "oserror", "import"):
+        lsap.train.Trainer.evaluate = fail_in_eval(case)
+    else:  # a tracker listed in train.loggers that cannot be imported
+        sys.modules[{"wandb": "wandb", "tensorboard": "torch.utils.tensorboard"}[case]] = None
+        extra = [f"train.loggers=[jsonl,{case}]"]
+    print(case, main(["train", *args, f"out_dir={args[1].split('=', 1)[1]}/{case}", *extra]), flush=True)
+    lsap.train.Trainer.evaluate = saved
+"""
+
+
+def test_library_errors_after_the_model_is_built_are_one_line(tiny_world, tmp_path):
+    """The CLI contract for errors raised by libraries, not by lsap: a torn .safetensors
+    (SafetensorError), an OS error, a missing package, a tracker that cannot be imported
+    — each through `lsap.cli.main` in a real process: exit 2, one stderr line, no traceback."""
+    cases = {"safetensors": "a damaged or truncated .safetensors file (Error while deserializing header",
+             "oserror": "Not a directory: ", "import": "a package this needs is not installed (No module named "
+             "'lsap_no_such_extra')", "wandb": "wandb", "tensorboard": "tensorboard"}
+    args = args_for(tiny_world, tmp_path, "train.max_steps=1")
+    r = subprocess.run([sys.executable, "-c", _LIBRARY_ERRORS, json.dumps(list(cases)), json.dumps(args)],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert [ln for ln in r.stdout.splitlines() if ln.split(" ")[0] in cases] == [f"{c} 2" for c in cases], \
+        (r.stdout[-2000:], r.stderr[-3000:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    err = [ln for ln in r.stderr.strip().splitlines() if "it/s]" not in ln]
+    assert len(err) == len(cases), r.stderr[-3000:]
+    for line, (case, needle) in zip(err, cases.items()):
+        assert line.startswith("lsap train: error: ") and needle in line, (case, line)
+
+
 def test_every_command_bad_input_exits_2_with_one_line(tmp_path, capsys):
     missing = str(tmp_path / "missing")
     bad = {
