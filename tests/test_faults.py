@@ -431,7 +431,7 @@ def test_every_command_bad_input_exits_2_with_one_line(tmp_path, capsys):
         "prepare": ["--source", missing, "--out", str(tmp_path / "p")],
         "train": ["data.dir=x", "train.max_steps=1", "lsap.lam=-1"],
         "flops": ["--base", "no-such-preset"],
-        "cache": ["info", missing],
+        "store": ["info", missing],
         "analyze": ["--model", "smollm2", "--data", missing],
         "eval": [missing],
         "report": [missing],
