@@ -203,6 +203,60 @@ def test_skip_nonfinite_steps(tiny_world, tmp_path, capsys):
     assert len(skipped) == 2 and capsys.readouterr().err.count("step skipped") == 2
 
 
+def _snapshot(t) -> tuple[dict, dict]:
+    """(weights, optimizer state) of a trainer, cloned."""
+    w = {k: v.detach().clone() for k, v in t.lm.state_dict().items()}
+    o = {i: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
+         for i, st in t.opt.state_dict()["state"].items()}
+    return w, o
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        _same(a[k], b[k]) if isinstance(a[k], dict) else
+        (torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k]) for k in a)
+
+
+def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_survives_resume(tiny_world, tmp_path,
+                                                                                           capsys):
+    """train.skip_nonfinite_steps: one step made non-finite (its loss × NaN) changes neither
+    the weights nor the AdamW state (moments, step counts); the next step trains; the
+    skip count is checkpointed, so after --resume the budget of skips is still spent."""
+    out, args = tmp_path / "s", ("train.skip_nonfinite_steps=1", "train.max_steps=8")
+    t = Trainer(cfg_for(tiny_world, out, *args))
+    real_forward = t.wrapped.forward
+
+    def nan_forward(*a, **k):
+        loss, *rest = real_forward(*a, **k)
+        return (loss * float("nan"), *rest)
+
+    t.train_step()
+    t.train_step()
+    w0, o0 = _snapshot(t)
+    assert o0 and all(int(st["step"]) == 2 for st in o0.values())  # AdamW has state to protect
+    t.wrapped.forward = nan_forward
+    row = t.train_step()
+    assert row.get("skipped") and t.skipped == 1 and t.step == 3
+    w1, o1 = _snapshot(t)
+    assert _same(w0, w1) and _same(o0, o1)  # bit for bit
+    assert all(p.grad is None for p in t.lm.parameters())  # no stale gradient reaches the next step
+    t.wrapped.forward = real_forward
+    t.train_step()
+    w2, o2 = _snapshot(t)
+    assert not _same(w1, w2) and all(int(st["step"]) == 3 for st in o2.values())  # the next step trains
+    t.save_checkpoint()
+    t.close()
+    t = Trainer(cfg_for(tiny_world, out, *args), resume=True)
+    assert t.step == 4 and t.skipped == 1
+    assert _same(_snapshot(t)[0], w2) and _same(_snapshot(t)[1], o2)
+    real_forward = t.wrapped.forward
+    t.wrapped.forward = nan_forward
+    with pytest.raises(TrainingError, match="non-finite loss .* at step 5"):  # 1 of 1 skips was spent before
+        t.train_step()
+    t.close()
+    assert "step skipped (1/1)" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- strict resume, overrides
 def test_resume_refuses_a_changed_model(tiny_world, tmp_path):
     out = tmp_path / "r"
@@ -482,6 +536,17 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_wor
     done = [r["step"] for r in rows(out)] if (out / "metrics.jsonl").exists() else []
     assert done == list(range(1, t.step + 1))  # the step that reached chunk 0 never trained
     assert not t.targets.cache._verified[0]  # the StoredTargets source's store
+    # ... nor touched the weights: they are those of the same run on the intact store after
+    # exactly the steps that finished (no partial update from the flipped chunk)
+    bad, opt_bad = _snapshot(t)
+    clean = Trainer(cfg_for(tiny_world, tmp_path / "clean", *LSAP, f"data.dir={store / 'data'}",
+                            "surrogate.source=store", f"surrogate.store_dir={store / 'c'}", "train.max_steps=40"))
+    for _ in range(t.step):
+        clean.train_step()
+    assert _same(_snapshot(clean)[0], bad) and _same(_snapshot(clean)[1], opt_bad)
+    clean.train_step()  # the step the flipped byte stopped: it does change the weights
+    assert not _same(_snapshot(clean)[0], bad)
+    clean.close()
 
 
 def test_corrupt_token_shard_is_refused_at_first_read(tiny_world, tmp_path):
