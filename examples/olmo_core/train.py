@@ -166,7 +166,8 @@ def main(argv=None) -> None:
 
     cfg = load_config(args.config, args.overrides)
     if cfg.lsap.aux_weighting != "none":
-        raise SystemExit("lsap.aux_weighting=prob (the KD-leaning ablation) is not supported in OLMo-core; use lsap train")
+        raise SystemExit("lsap.aux_weighting=prob (the KD-leaning ablation) is not supported in OLMo-core; "
+                         "use lsap train")
     tok_spec = args.tokenizer or _data_tokenizer(cfg)
     tokenizer = load_tokenizer(tok_spec)
     vocab_size = cfg.model.vocab_size or -(-len(tokenizer) // 128) * 128
