@@ -459,3 +459,51 @@ def test_stalled_rank_ends_the_job_with_a_named_error(tiny_world, tmp_path):
     assert p.returncode != 0
     assert "timed out after train.dist_timeout_s=10s" in err, err[-3000:]
     assert waited < 120
+
+
+# --------------------------------------------------------------------------- store builds by many ranks
+def _store_build_argv(world, data, out, *extra) -> list[str]:
+    return ["store", "build", "--surrogate", world["surrogate"], "--data", str(data), "--seq-len", "32", "--k", "4",
+            "--min-alpha", "0.01", "--out", str(out), "--batch-size", "8", "--chunk-windows", "24", "--no-progress",
+            *extra]
+
+
+def test_second_store_build_into_one_dir_is_refused_by_name(tiny_world, store, tmp_path):
+    """A running build holds DIR/.lsap.lock; a second build (one process or a torchrun
+    job) into the same directory stops with one line naming the holder."""
+    from lsap.lock import DirLock
+
+    out = tmp_path / "s"
+    with DirLock(out, "lsap store build"):
+        r = lsap_cli(*_store_build_argv(tiny_world, store / "data", out))
+        one_line_error(r, "being written by", "lsap store build", str(os.getpid()))
+    assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_second_multi_rank_store_build_is_refused_on_every_rank(tiny_world, store, tmp_path):
+    from lsap.lock import DirLock
+
+    out = tmp_path / "s"
+    with DirLock(out, "lsap store build"):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "-m", "lsap.cli", *_store_build_argv(tiny_world, store / "data", out)],
+                           capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode != 0
+    # every rank raises the same one-line error (torchrun may stop the slower one before it prints)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("lsap store: error:")]
+    assert 1 <= len(lines) <= 2 and all("rank 0 of 2" in ln and "being written by" in ln for ln in lines), \
+        r.stderr[-2000:]
+    assert "exitcode  : 2" in r.stderr  # the first rank to stop exited with the CLI's status, not a timeout
+    assert not (out / "manifest.json").exists()
+
+
+def test_store_of_the_other_window_layout_is_refused_by_lsap_train(tiny_world, store, tmp_path):
+    """An OLMo-core-layout store (T-token instances) given to `lsap train` (T+1-token windows):
+    one line naming both layouts, before any step."""
+    assert main(_store_build_argv(tiny_world, store / "data", tmp_path / "olmo", "--window-layout", "olmo")) == 0
+    r = lsap_cli("train", *args_for({"data": str(store / "data")}, tmp_path / "run", *LSAP,
+                                   f"surrogate.model={tiny_world['surrogate']}", "surrogate.source=store",
+                                   f"surrogate.store_dir={tmp_path / 'olmo'}"))
+    one_line_error(r, "window_layout 'olmo'", "'lsap'", "--window-layout lsap")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
