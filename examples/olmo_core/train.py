@@ -122,6 +122,11 @@ def export(cfg, args, vocab_size: int, source_fpt: float) -> list[Path]:
 
         def write(tmp: Path, model=model):
             save_hf_model(tmp / "model", model.state_dict(), model, save_overwrite=True)
+            # OLMo-core leaves max_position_embeddings = -1; lm-eval reads it as the context length
+            hf_cfg = json.loads((tmp / "model" / "config.json").read_text())
+            hf_cfg["max_position_embeddings"] = cfg.data.seq_len
+            (tmp / "model" / "config.json").write_text(json.dumps(hf_cfg, indent=2))
+            tokenizer.model_max_length = cfg.data.seq_len
             tokenizer.save_pretrained(tmp / "model")
             (tmp / "config.yaml").write_text(cfg.to_yaml())
 
@@ -216,6 +221,7 @@ def main(argv=None) -> None:
     trainer = TrainerConfig(save_folder=cfg.out_dir, metrics_collect_interval=tr.log_every,
                             max_duration=Duration.steps(budget.total_steps), callbacks=callbacks,
                             device=device.type).build(module, loader)
+    trainer.callbacks["config_saver"].config = cfg.to_dict()  # the lsap run config, in every checkpoint
     if get_rank() == 0:
         print(f"[lsap/olmo-core] {cfg.name}: {budget.total_steps} steps x {budget.tokens_per_step} tokens "
               f"({budget.limited_by}), {budget.flops_per_step:.4g} FLOPs/step, loss={cfg.loss}", file=sys.stderr)
