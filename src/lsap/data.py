@@ -77,9 +77,12 @@ def _sha256_file(path: Path) -> str:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # per process: concurrent writers never share one
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    from lsap.io import atomic_write_json
+
+    try:
+        atomic_write_json(path, obj, fsync=False)  # same bytes; its temporary file goes on error (disk full)
+    except OSError as e:
+        raise e if e.filename else OSError(e.errno, e.strerror, str(path)) from e  # name the file
 
 
 def _dtype_for(vocab: int) -> str:
@@ -134,11 +137,17 @@ class _SplitWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp, final = self.dir / f".tmp-{name}", self.dir / name
         arr = tokens.astype(self.dtype)
-        with open(tmp, "wb") as f:
-            f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)  # a shard on disk under its final name is complete
+        try:
+            with open(tmp, "wb") as f:
+                f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)  # a shard on disk under its final name is complete
+        except BaseException as e:  # disk full: no partial file left to hold the space
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and not e.filename:
+                raise OSError(e.errno, e.strerror, str(final)) from e  # name the file
+            raise
         shards.append({"path": f"{self.split}/{name}", "tokens": int(len(arr)),
                        "sha256": _sha256_file(final), "max_id": max_id})
 
