@@ -104,7 +104,8 @@ class LSAPLMHead(LMHead):
                                    return_logits=return_logits, logits_to_keep=logits_to_keep)
         if loss_reduction != "sum" or return_logits or (isinstance(logits_to_keep, int) and logits_to_keep != 0) \
                 or not isinstance(logits_to_keep, int):
-            raise ValueError("LSAPLMHead with auxiliary targets needs loss_reduction='sum', no logits, no logits_to_keep")
+            raise ValueError("LSAPLMHead with auxiliary targets needs loss_reduction='sum', no logits and "
+                             "no logits_to_keep")
         if self.w_out.bias is not None:
             raise ConfigError("LSAP's head loss has no bias term; build the model with lm_head bias=False (OLMo2's)")
         if self.tp_enabled or self.cp_enabled:
