@@ -34,7 +34,8 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--seq-len", type=int, required=True)
     ap.add_argument("--out", required=True, help="a scratch directory (one store per world size under it)")
-    ap.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--nproc", type=int, nargs="+", default=[1],
+                    help="world sizes to run (default 1; e.g. 1 2 — on GPUs one rank per device)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--chunk-windows", type=int, default=16)
     ap.add_argument("--max-windows", type=int, default=None)
@@ -66,9 +67,11 @@ def main():
         rows.append((n, s["tokens_computed"], s["compute_s"], s["tokens_per_s"], wall, same))
     m = json.loads((Path(args.out) / f"np{args.nproc[0]}" / "manifest.json").read_text())
     print(f"store build: {m['n_windows']} windows x seq_len {args.seq_len} ({m['window_layout']}), surrogate "
-          f"{m['surrogate']['dtype']} on {m['surrogate']['device_type']}, batch {args.batch_size}, "
-          f"OMP_NUM_THREADS={args.threads}")
-    print("| processes | tokens | compute loop s | tokens/s | ratio vs first | whole command s | same bytes |")
+          f"{m['surrogate']['dtype']} (selection logits {m['surrogate']['logits_dtype']}) on "
+          f"{m['surrogate']['device_type']}, batch {args.batch_size}, OMP_NUM_THREADS={args.threads}, "
+          f"{m['bytes_per_token']:.1f} bytes/token")
+    print("| processes | tokens | compute loop s | tokens/s in the build loop | ratio vs first | whole command s "
+          "| same bytes |")
     print("|---|---|---|---|---|---|---|")
     for n, tok, cs, tps, wall, same in rows:
         print(f"| {n} | {tok:,} | {cs:.1f} | {tps:,.0f} | {tps / rows[0][3]:.2f} | {wall:.1f} | {same} |")
