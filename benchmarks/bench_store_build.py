@@ -33,7 +33,8 @@ def main():
     ap.add_argument("--surrogate", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--seq-len", type=int, required=True)
-    ap.add_argument("--out", required=True, help="a scratch directory (one store per world size under it)")
+    ap.add_argument("--out", required=True, help="the store of the first world size (rebuilt); the others go "
+                    "to OUT-npN")
     ap.add_argument("--nproc", type=int, nargs="+", default=[1],
                     help="world sizes to run (default 1; e.g. 1 2 — on GPUs one rank per device)")
     ap.add_argument("--batch-size", type=int, default=4)
@@ -46,8 +47,8 @@ def main():
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     rows, ref = [], None
-    for n in args.nproc:
-        out = Path(args.out) / f"np{n}"
+    for i, n in enumerate(args.nproc):
+        out = Path(args.out) if i == 0 else Path(f"{args.out}-np{n}")  # the first stays usable at --out
         shutil.rmtree(out, ignore_errors=True)
         argv = ["store", "build", "--surrogate", args.surrogate, "--data", args.data, "--seq-len", str(args.seq_len),
                 "--k", "15", "--min-alpha", "0.01", "--out", str(out), "--batch-size", str(args.batch_size),
@@ -65,7 +66,7 @@ def main():
         same = ref is None or files == ref
         ref = ref or files
         rows.append((n, s["tokens_computed"], s["compute_s"], s["tokens_per_s"], wall, same))
-    m = json.loads((Path(args.out) / f"np{args.nproc[0]}" / "manifest.json").read_text())
+    m = json.loads((Path(args.out) / "manifest.json").read_text())
     print(f"store build: {m['n_windows']} windows x seq_len {args.seq_len} ({m['window_layout']}), surrogate "
           f"{m['surrogate']['dtype']} (selection logits {m['surrogate']['logits_dtype']}) on "
           f"{m['surrogate']['device_type']}, batch {args.batch_size}, OMP_NUM_THREADS={args.threads}, "
