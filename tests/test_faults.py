@@ -392,7 +392,7 @@ def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
     Trainer(cfg_for(tiny_world, tmp_path / "r2", *args, "lsap.allow_small_intersection=true")).close()
     small = VocabMap.from_tokenizers(base, sur, base_vocab_size=padded_vocab_size(base) + 128)
     small.save(tmp_path / "map2")
-    with pytest.raises(TrainingError, match="--base-vocab-size"):
+    with pytest.raises(SurrogateError, match="--base-vocab-size"):
         Trainer(cfg_for(tiny_world, tmp_path / "r3", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
                         f"surrogate.vocab_map={tmp_path / 'map2'}"))
 

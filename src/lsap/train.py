@@ -26,7 +26,8 @@ from lsap.config import Config, resume_differences, validate
 from lsap.flops import Budget, FlopsLedger, mfu, peak_flops_for_device, plan_steps, train_flops_per_token
 from lsap.loss import lsap_linear_loss, lsap_loss, normalizer
 from lsap.schedules import LambdaSchedule, LRSchedule
-from lsap.errors import TrainingError  # noqa: F401  (re-exported)
+from lsap.errors import TrainingError
+from lsap.io import atomic_write_text
 from lsap.targets import IGNORE
 
 
@@ -84,7 +85,7 @@ class Components:
     tokenizer: object
     model_config: object
     lm: torch.nn.Module
-    targets: object | None  # a `lsap.targets.TargetSource`; None for CE
+    targets: object | None  # a `lsap.sources.TargetSource`; None for CE
     ledger: FlopsLedger
     budget: Budget
     accum: int  # micro-batches per optimizer step on each rank
@@ -167,41 +168,20 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
 
 
 def build_run_targets(cfg: Config, tokenizer, base_vocab: int, shards, d: distributed.Dist):
-    """`lsap.surrogate.build_target_source` with the trainer's checks; its map (and a store's
-    provenance) saved with the run by rank 0. None for CE."""
-    from lsap.store import StoreError
-    from lsap.surrogate import SurrogateError, build_target_source
+    """`lsap.sources.build_target_source`; its map (and a store's provenance) saved with the
+    run by rank 0. None for CE."""
+    from lsap.sources import build_target_source
 
-    try:
-        source = build_target_source(cfg, tokenizer, base_vocab, shards, d.device)
-    except SurrogateError as e:
-        raise TrainingError(str(e)) from e
-    except (StoreError, FileNotFoundError) as e:
-        if cfg.surrogate.source != "store":
-            raise
-        raise TrainingError(f"surrogate.store_dir: {e}") from e
-    if source is None:
-        return None
-    _check_intersection(cfg, source.vmap, d.is_main)
-    if d.is_main:
+    source = build_target_source(cfg, tokenizer, base_vocab, shards, d.device,
+                                 warn=lambda m: print(m, file=sys.stderr, flush=True) if d.is_main else None)
+    if source is not None and d.is_main:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         source.vmap.save(out / "vocab_map")
         record = source.record()
         if record is not None:
-            (out / "cache.json").write_text(json.dumps(record, indent=2) + "\n")
+            atomic_write_text(out / "cache.json", json.dumps(record, indent=2) + "\n")
     return source
-
-
-def _check_intersection(cfg: Config, vmap, main: bool) -> None:
-    weak = vmap.weakness()
-    if weak is None:
-        return
-    if not cfg.lsap.allow_small_intersection:
-        raise TrainingError(f"{weak}. Check the tokenizer pair with `lsap vocab`, or set "
-                            "lsap.allow_small_intersection=true to train anyway")
-    if main:
-        print(f"[lsap] warning: {weak} (lsap.allow_small_intersection=true)", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -237,6 +217,10 @@ class Trainer:
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def from_config(cls, cfg, resume=False):
+        return cls(cfg, resume)
 
     def close(self) -> None:
         """Close the trackers and release out_dir's lock (`run` does it at the end; a failed build at once)."""
