@@ -76,7 +76,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lsap.data import _sha256_file, _write_json_atomic
+from lsap.io import atomic_write_json, sha256_file
 from lsap.lock import holds_lock
 from lsap.targets import AuxTargets
 
@@ -149,7 +149,7 @@ def surrogate_weights_hash(spec: str) -> str:
         raise StoreError(f"surrogate {text!r}: no weight files found to hash")
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode() + b"\0" + _sha256_file(f).encode() + b"\0")
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\0")
     return h.hexdigest()
 
 
@@ -307,16 +307,16 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         for a, v in counts_at.items():
             manifest["candidates_above"][str(a)] += v
         computed += (w1 - w0) * seq_len
-        _write_json_atomic(mpath, manifest)
+        atomic_write_json(mpath, manifest)
         if _after_chunk is not None:
             _after_chunk(c)
     bar.close()
     manifest["complete"] = True
     manifest["bytes"] = sum(ch["bytes"] for ch in manifest["chunks"])
     manifest["bytes_per_token"] = manifest["bytes"] / manifest["positions"]
-    _write_json_atomic(mpath, manifest)
+    atomic_write_json(mpath, manifest)
     wall = time.perf_counter() - t0
-    _write_json_atomic(out / "build_stats.json", {"wall_s": wall, "tokens_computed": computed,
+    atomic_write_json(out / "build_stats.json", {"wall_s": wall, "tokens_computed": computed,
                                                   "tokens_per_s": computed / max(wall, 1e-9),
                                                   "device": str(dev)})
     return manifest
@@ -363,7 +363,7 @@ class TargetStore:
             if not p.is_file() or p.stat().st_size != ch["bytes"]:
                 raise StoreError(f"{p}: missing or truncated (expected {ch['bytes']} bytes); the cache is "
                                  "damaged: rebuild it (re-running the build redoes nothing it trusts)")
-            if verify and _sha256_file(p) != ch["sha256"]:
+            if verify and sha256_file(p) != ch["sha256"]:
                 raise StoreError(f"{p}: sha256 mismatch; the cache is corrupt, rebuild it")
             self._maps.append(np.memmap(p, dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8))
             self._lay.append(lay)
