@@ -90,7 +90,7 @@ def test_two_trainers_into_one_out_dir(tiny_world, tmp_path, capsys):
         a.kill()
         a.wait()
     assert lock.is_file()  # a kill -9 leaves the file; the kernel dropped the flock: stale
-    t = Trainer(cfg_for(tiny_world, out))
+    t = Trainer.from_config(cfg_for(tiny_world, out))
     assert f"taking over a stale lock of pid {a.pid}" in capsys.readouterr().err
     t.close()
     assert not lock.exists()
@@ -134,18 +134,18 @@ def test_kill_9_then_resume_matches_a_straight_run(tiny_world, tmp_path):
 
 def test_kill_during_the_first_checkpoint_write_is_no_dead_end(tiny_world, tmp_path, capsys):
     out = tmp_path / "r"
-    Trainer(cfg_for(tiny_world, out, "train.max_steps=2")).run()
+    Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()
     first = [r["loss"] for r in rows(out)]
     ck = out / "checkpoints"
     (ck / "step_00000002").rename(ck / "step_00000002.tmp")  # what a kill inside save_checkpoint leaves
     (ck / "step_00000002.tmp" / "meta.json").unlink()
-    Trainer(cfg_for(tiny_world, out, "train.max_steps=2")).run()  # a plain rerun: no "already has checkpoints"
+    Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()  # a plain rerun: no "already has checkpoints"
     assert "removed" in capsys.readouterr().out
     assert [r["loss"] for r in rows(out)] == first  # old lines dropped, not repeated
     assert not (ck / "step_00000002.tmp").exists() and (ck / "step_00000002" / "meta.json").is_file()
     shutil_rm = __import__("shutil").rmtree
     shutil_rm(ck / "step_00000002")
-    t = Trainer(cfg_for(tiny_world, out, "train.max_steps=2"), resume=True)  # --resume with nothing to resume
+    t = Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2"), resume=True)  # --resume with nothing to resume
     assert t.step == 0 and "starting at step 0" in capsys.readouterr().err
     t.close()
 
@@ -153,13 +153,13 @@ def test_kill_during_the_first_checkpoint_write_is_no_dead_end(tiny_world, tmp_p
 def test_torn_metrics_line_and_truncated_checkpoint_fall_back(tiny_world, tmp_path, capsys):
     out = tmp_path / "r"
     args = ("train.max_steps=4", "train.ckpt_every=2")
-    Trainer(cfg_for(tiny_world, out, *args)).run()
+    Trainer.from_config(cfg_for(tiny_world, out, *args)).run()
     before = {r["step"]: r["loss"] for r in rows(out)}
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "kind": "tra')  # a line cut by a kill
     tp = out / "checkpoints" / "step_00000004" / "trainer.pt"
     tp.write_bytes(tp.read_bytes()[: tp.stat().st_size // 2])
-    t = Trainer(cfg_for(tiny_world, out, *args), resume=True)
+    t = Trainer.from_config(cfg_for(tiny_world, out, *args), resume=True)
     err = capsys.readouterr().err
     assert "step_00000004 is unreadable" in err and "falling back" in err and "torn line" in err
     assert t.step == 2
@@ -174,7 +174,7 @@ def test_nan_guard_keeps_every_checkpoint_finite(tiny_world, tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "n"
-    t = Trainer(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
+    t = Trainer.from_config(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
                         "optim.warmup_steps=0"))
     with pytest.raises(TrainingError, match=r"non-finite .* at step (\d+); last checkpoint: .*step_") as e:
         t.run()
@@ -186,14 +186,14 @@ def test_nan_guard_keeps_every_checkpoint_finite(tiny_world, tmp_path):
         w = load_file(ck / "model" / "model.safetensors")
         assert all(bool(torch.isfinite(v).all()) for v in w.values()), ck
     # resuming from the named checkpoint starts from finite weights (the same lr fails the same way)
-    t = Trainer(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
+    t = Trainer.from_config(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
                         "optim.warmup_steps=0"), resume=True)
-    assert t.step == bad_step - 1 and all(bool(torch.isfinite(p).all()) for p in t.lm.parameters())
+    assert t.step == bad_step - 1 and all(bool(torch.isfinite(p).all()) for p in t.c.lm.parameters())
     t.close()
 
 
 def test_skip_nonfinite_steps(tiny_world, tmp_path, capsys):
-    t = Trainer(cfg_for(tiny_world, tmp_path / "s", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0",
+    t = Trainer.from_config(cfg_for(tiny_world, tmp_path / "s", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0",
                         "train.skip_nonfinite_steps=2"))
     with pytest.raises(TrainingError, match="non-finite"):
         t.run()
@@ -204,14 +204,14 @@ def test_skip_nonfinite_steps(tiny_world, tmp_path, capsys):
 # --------------------------------------------------------------------------- strict resume, overrides
 def test_resume_refuses_a_changed_model(tiny_world, tmp_path):
     out = tmp_path / "r"
-    Trainer(cfg_for(tiny_world, out, "train.max_steps=2")).run()
+    Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()
     before = (out / "config.yaml").read_text()
     with pytest.raises(TrainingError, match=r"model.overrides.num_hidden_layers: '<unset>' → 3"):
-        Trainer(cfg_for(tiny_world, out, "train.max_steps=4", "model.overrides.num_hidden_layers=3"), resume=True)
+        Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "model.overrides.num_hidden_layers=3"), resume=True)
     with pytest.raises(TrainingError, match=r"optim.lr: 0.0004 → 0.001"):
-        Trainer(cfg_for(tiny_world, out, "train.max_steps=4", "optim.lr=1e-3"), resume=True)
+        Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "optim.lr=1e-3"), resume=True)
     assert (out / "config.yaml").read_text() == before
-    t = Trainer(cfg_for(tiny_world, out, "train.max_steps=4", "train.log_every=2"), resume=True)  # budget, cadence
+    t = Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "train.log_every=2"), resume=True)  # budget, cadence
     assert t.step == 2
     t.close()
 
@@ -309,13 +309,13 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_wor
     b[ids_at + (0 if where == "low" else 2)] ^= 0x01 if where == "low" else 0x80  # a valid vs an invalid id
     chunk.write_bytes(bytes(b))
     out = tmp_path / "r"
-    t = Trainer(cfg_for(tiny_world, out, *LSAP, f"data.dir={store / 'data'}", "surrogate.source=store",
+    t = Trainer.from_config(cfg_for(tiny_world, out, *LSAP, f"data.dir={store / 'data'}", "surrogate.source=store",
                         f"surrogate.store_dir={c}", "train.max_steps=40"))
     with pytest.raises(StoreError, match="sha256 mismatch"):
         t.run()
     done = [r["step"] for r in rows(out)] if (out / "metrics.jsonl").exists() else []
     assert done == list(range(1, t.step + 1))  # the step that reached chunk 0 never trained
-    assert not t.targets.cache._verified[0]  # the StoredTargets source's store
+    assert not t.c.targets.cache._verified[0]  # the StoredTargets source's store
 
 
 def test_corrupt_token_shard_is_refused_at_first_read(tiny_world, tmp_path):
@@ -388,12 +388,12 @@ def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
     vmap.save(tmp_path / "map")
     args = (*LSAP, f"surrogate.model={tiny_world['surrogate']}", f"surrogate.vocab_map={tmp_path / 'map'}")
     with pytest.raises(TrainingError, match="only special tokens.*allow_small_intersection=true"):
-        Trainer(cfg_for(tiny_world, tmp_path / "r", *args))
-    Trainer(cfg_for(tiny_world, tmp_path / "r2", *args, "lsap.allow_small_intersection=true")).close()
+        Trainer.from_config(cfg_for(tiny_world, tmp_path / "r", *args))
+    Trainer.from_config(cfg_for(tiny_world, tmp_path / "r2", *args, "lsap.allow_small_intersection=true")).close()
     small = VocabMap.from_tokenizers(base, sur, base_vocab_size=padded_vocab_size(base) + 128)
     small.save(tmp_path / "map2")
     with pytest.raises(SurrogateError, match="--base-vocab-size"):
-        Trainer(cfg_for(tiny_world, tmp_path / "r3", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
+        Trainer.from_config(cfg_for(tiny_world, tmp_path / "r3", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
                         f"surrogate.vocab_map={tmp_path / 'map2'}"))
 
 

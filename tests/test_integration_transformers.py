@@ -43,8 +43,8 @@ def _lsap_cfg(world, out, *extra):
 @pytest.fixture(scope="module")
 def base(tiny_world, tmp_path_factory):
     """The untrained base model lsap's trainer builds (so both trainers start from it) and its tokenizer."""
-    t = Trainer(_lsap_cfg(tiny_world, tmp_path_factory.mktemp("init") / "r"))
-    return copy.deepcopy(t.lm), load_tokenizer(tiny_world["base_tok"])
+    t = Trainer.from_config(_lsap_cfg(tiny_world, tmp_path_factory.mktemp("init") / "r"))
+    return copy.deepcopy(t.c.lm), load_tokenizer(tiny_world["base_tok"])
 
 
 def _lsap_rows(out):
@@ -58,7 +58,7 @@ def _hf_rows(trainer):
 
 def test_losses_and_updates_equal_lsap_trainer(tiny_world, base, tmp_path):
     lm, tok = base
-    Trainer(_lsap_cfg(tiny_world, tmp_path / "own")).run()
+    Trainer.from_config(_lsap_cfg(tiny_world, tmp_path / "own")).run()
     own = _lsap_rows(tmp_path / "own")
     model = copy.deepcopy(lm)
     hf = LSAPTrainer(model=model, args=_args(tmp_path / "hf"), train_dataset=WindowDataset(tiny_world["data"], T),

@@ -120,8 +120,8 @@ def _rows(out):
 def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
     from lsap.train import Trainer
 
-    Trainer(_cfg(tiny_world, small["data"], tmp_path / "on")).run()
-    Trainer(_cfg(tiny_world, small["data"], tmp_path / "off", "surrogate.source=store",
+    Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "on")).run()
+    Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "off", "surrogate.source=store",
                  f"surrogate.store_dir={small['cache']}")).run()
     a, b = _rows(tmp_path / "on"), _rows(tmp_path / "off")
     assert a[1]["aux_per_token"] > 0
@@ -192,10 +192,10 @@ def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
         cache.check_run(shards, T, 4, 0.05, surrogate=str(other))
     # through the trainer: a clear error, not misaligned training
     with pytest.raises(StoreError, match="seq_len"):
-        Trainer(_cfg(tiny_world, small["data"], tmp_path / "r", "surrogate.source=store",
+        Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "r", "surrogate.source=store",
                      f"surrogate.store_dir={small['cache']}", "data.seq_len=16"))
     with pytest.raises(StoreError, match="other data"):
-        Trainer(_cfg(tiny_world, tiny_world["data"], tmp_path / "r2", "surrogate.source=store",
+        Trainer.from_config(_cfg(tiny_world, tiny_world["data"], tmp_path / "r2", "surrogate.source=store",
                      f"surrogate.store_dir={small['cache']}"))
     # damaged stores
     bad = tmp_path / "bad"
