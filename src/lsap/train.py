@@ -447,7 +447,8 @@ class Trainer:
             self.loggers.log(row)
 
     def run(self, progress=None) -> Path:
-        """Train to the budget; `progress`: the stream for the progress line (default stderr)."""
+        """Train to the budget; `progress`: the stream for the progress line (default stdout: a bar
+        in place on a terminal, a line every 10% in a log)."""
         try:
             return self._loop(progress)
         finally:
@@ -460,10 +461,11 @@ class Trainer:
         total = c.budget.total_steps
         if self.main:
             print(_header(cfg, c, self.d), flush=True)
+        # stdout by default, with the step lines (stderr stays for errors: one line each)
+        stream = sys.stdout if stream is None else stream
         bar = Progress(total, f"train {cfg.name}", unit="step", initial=self.step, stream=stream, enabled=self.main)
-        # on one terminal, lines go through the bar (so it stays one line); otherwise to stdout
-        say = bar.write if getattr(bar, "_bar", None) is not None and sys.stdout.isatty() else (
-            lambda m: print(m, flush=True))
+        # lines on the bar's own stream go through it, so a terminal's bar stays one line
+        say = bar.write if stream is sys.stdout else (lambda m: print(m, flush=True))
         window_t, window_tok = time.perf_counter(), 0
         eval_every, ckpt_every = t.eval_every or total, t.ckpt_every or total
         while self.step < total:
