@@ -82,9 +82,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lsap.data import _sha256_file, _write_json_atomic
 from lsap.errors import LockError
-from lsap.io import atomic_write_bytes, atomic_write_json
+from lsap.io import atomic_write_bytes, atomic_write_json, sha256_file
 from lsap.targets import AuxTargets
 
 FORMAT = "lsap-target-cache"  # the manifest format name since round 2 (kept: old stores stay readable)
@@ -157,7 +156,7 @@ def surrogate_weights_hash(spec: str) -> str:
         raise StoreError(f"surrogate {text!r}: no weight files found to hash")
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode() + b"\0" + _sha256_file(f).encode() + b"\0")
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\0")
     return h.hexdigest()
 
 
@@ -299,7 +298,7 @@ def _chunk_ok(out: Path, c: int) -> dict | None:
     rec_p, bin_p = out / f"chunks/{c:06d}.json", out / f"chunks/{c:06d}.bin"
     try:
         rec = json.loads(rec_p.read_text())
-        if bin_p.stat().st_size != rec["bytes"] or _sha256_file(bin_p) != rec["sha256"]:
+        if bin_p.stat().st_size != rec["bytes"] or sha256_file(bin_p) != rec["sha256"]:
             return None
     except (OSError, ValueError, KeyError):
         return None
@@ -438,7 +437,7 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
                 for f in (out / "chunks").glob(".tmp-*"):  # left by a killed rank; nothing reads them
                     f.unlink(missing_ok=True)
                 if not mpath.is_file():
-                    _write_json_atomic(mpath, {**identity, "complete": False})
+                    atomic_write_json(mpath, {**identity, "complete": False}, fsync=False)
                 vmap.save(out / "vocab_map")
             return [c for c in range(rank, n_chunks, world) if _chunk_ok(out, c) is not None]
 
@@ -495,17 +494,17 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
             manifest["complete"] = True
             manifest["bytes"] = sum(ch["bytes"] for ch in manifest["chunks"])
             manifest["bytes_per_token"] = manifest["bytes"] / manifest["positions"]
-            _write_json_atomic(mpath, manifest)
+            atomic_write_json(mpath, manifest, fsync=False)
             return manifest
 
         totals = _gather((computed, t_compute), world)
         manifest = _agree(finish, rank, world)[0]
         if rank == 0:  # timings: not part of the store (the manifest holds nothing that depends on them)
             wall, tokens, slowest = time.perf_counter() - t0, sum(n for n, _ in totals), max(t for _, t in totals)
-            _write_json_atomic(out / "build_stats.json", {
+            atomic_write_json(out / "build_stats.json", {
                 "wall_s": wall, "compute_s": slowest, "tokens_computed": tokens,
                 "tokens_per_s": tokens / max(slowest, 1e-9), "tokens_computed_per_rank": [n for n, _ in totals],
-                "compute_s_per_rank": [t for _, t in totals], "world_size": world, "device": str(dev)})
+                "compute_s_per_rank": [t for _, t in totals], "world_size": world, "device": str(dev)}, fsync=False)
         return manifest
     finally:
         if lock is not None:
@@ -559,7 +558,7 @@ class TargetStore:
             if not p.is_file() or p.stat().st_size != ch["bytes"]:
                 raise StoreError(f"{p}: missing or truncated (expected {ch['bytes']} bytes); the store is "
                                  "damaged: rebuild it (re-running the build redoes nothing it trusts)")
-            if verify and _sha256_file(p) != ch["sha256"]:
+            if verify and sha256_file(p) != ch["sha256"]:
                 raise StoreError(f"{p}: sha256 mismatch; the store is corrupt, rebuild it")
             self._maps.append(np.memmap(p, dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8))
             self._lay.append(lay)
