@@ -155,16 +155,16 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
         if spec["regime"] != "quickstart":
             raise SweepError(f"regime {spec['regime']!r}: only 'quickstart' is built in (or leave it out and give "
                              "data.dir / surrogate.model in base and grid)")
-        from lsap import quickstart as qs
+        from lsap import regime as rg
 
         try:
-            settings = qs.Settings(**(spec.get("regime_settings") or {}))
+            settings = rg.Settings(**(spec.get("regime_settings") or {}))
         except TypeError as e:
             raise SweepError(f"regime_settings: {e}") from None
-        regime = qs.build_regime(settings)
+        regime = rg.build_regime(settings)
         surrogates = {k: v for k, v in regime.surrogates.items()}
         surrogate_bpb = dict(regime.surrogate_bpb)
-        base = qs.base_overrides(settings) + [f"data.dir={regime.base_data}",
+        base = rg.base_overrides(settings) + [f"data.dir={regime.base_data}",
                                               f"surrogate.vocab_map={regime.vocab_map}"] + base
         budget = budget or regime.budget
     if budget <= 0:
@@ -301,34 +301,3 @@ def _use_stores(cfgs: dict, root: Path, log) -> None:
         for c in cs:
             c.surrogate.source = "store"
             c.surrogate.store_dir = str(d)
-
-
-def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
-    """Δ(LSAP − CE) per LSAP setting, paired by seed, with the surrogate's strength.
-
-    Returns [{"setting", "surrogate", "strength" (surrogate bpb / CE bpb), metric: {mean, min, max}}]."""
-    ce = {r["seed"]: r for r in table["rows"] if r["loss"] != "LSAP"}
-    by_setting: dict[str, list] = {}
-    for r in table["rows"]:
-        if r["loss"] == "LSAP" and r["seed"] in ce:
-            by_setting.setdefault(r["setting"], []).append(r)
-    ce_bpb = [r["val_bpb"] for r in ce.values() if r.get("val_bpb") is not None]
-    ce_bpb_mean = sum(ce_bpb) / len(ce_bpb) if ce_bpb else None
-    name_of = {v: k for k, v in surrogates.items()}
-    out = []
-    for setting, rows in by_setting.items():
-        sur = rows[0].get("surrogate")
-        name = name_of.get(sur, sur)
-        bpb = strength.get(name) if name is not None else None
-        row = {"setting": setting, "surrogate": name, "n": len(rows),
-               "strength": bpb / ce_bpb_mean if bpb and ce_bpb_mean else None}
-        for m in ("pairs_average", "average", "val_loss", "val_top1"):
-            ds = [r[m] - ce[r["seed"]][m] for r in rows if r.get(m) is not None and ce[r["seed"]].get(m) is not None]
-            row[m] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
-        row["tasks"] = {}
-        for t in table.get("tasks", []):
-            ds = [r["scores"][t] - ce[r["seed"]]["scores"][t] for r in rows
-                  if r["scores"].get(t) is not None and ce[r["seed"]]["scores"].get(t) is not None]
-            row["tasks"][t] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
-        out.append(row)
-    return out
