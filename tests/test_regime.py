@@ -113,3 +113,24 @@ def test_unknown_data_is_refused_before_anything_runs(tmp_path):
 
     with pytest.raises(LsapError, match="unknown dataset"):
         build_regime(Settings(cache=str(tmp_path), corpus=str(tmp_path / "nope.txt")))
+
+
+def test_quickstart_data_option_reaches_the_regime_and_bad_data_exits_2(tmp_path, monkeypatch, capsys):
+    import lsap.quickstart as qs
+    from lsap.cli import main
+
+    seen = {}
+
+    def fake_run(s):
+        seen["s"] = s
+        return tmp_path
+
+    monkeypatch.setattr(qs, "run", fake_run)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my text\n\n\nmore of my text\n")
+    assert main(["quickstart", "--out", str(tmp_path / "o"), "--data", str(mine), "--alpha", "0.2"]) == 0
+    assert seen["s"].corpus == str(mine) and seen["s"].alpha == 0.2
+    monkeypatch.undo()
+    rc = main(["quickstart", "--out", str(tmp_path / "o2"), "--cache", str(tmp_path / "c"),
+               "--data", str(tmp_path / "missing.txt")])
+    assert rc == 2 and "unknown dataset" in capsys.readouterr().err
