@@ -19,8 +19,11 @@ Mirrors the paper's regime at toy scale (see README "Quickstart"): a surrogate
    top-1/top-5 and their split by the number of auxiliary targets per position; a
    Table-2-style report at matched FLOPs with seed spread, paired Δ and plots.
 
-Every stage is cached or resumable: a second run reuses tokenizers, shards and the
-surrogate, and an interrupted run continues where it stopped.
+Stages 1–4 are the regime (`lsap.regime`, shared with `lsap sweep`; `--data` runs it on
+the user's own text or another offline corpus). Every stage is cached or resumable: a
+second run reuses tokenizers, shards and the surrogate, and an interrupted run continues
+where it stopped. Run directories are OUT/<name>-<hash of the resolved config>, so a rerun
+with other settings into the same OUT trains new runs instead of scoring stale ones.
 """
 
 from __future__ import annotations
