@@ -153,7 +153,7 @@ def where_on_map(strength: float | None, overlap: float) -> list[str]:
 def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = None,
               base_model: str = "olmo2-1b", base_vocab_size: int | None = None, n: int = 32,
               seq_len: int = 512, batch_size: int = 8, k: int = 15, alphas=ALPHAS, device: str = "auto",
-              max_documents: int | None = 5000, bpb_bytes: int = 200_000, seed: int = 0, log=print) -> dict:
+              max_documents: int | None = 5000, bpb_bytes: int = 50_000, seed: int = 0, log=print) -> dict:
     """Measure and print; returns every number (see the module docstring)."""
     import time
 
