@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one) | cpu | cuda | cuda:N")
     p.add_argument("--max-documents", type=int, default=5000, help="read at most this many documents")
-    p.add_argument("--bpb-bytes", type=int, default=100_000, help="bytes of whole documents scored for bits per byte")
+    p.add_argument("--bpb-bytes", type=int, default=50_000, help="bytes of whole documents scored for bits per byte")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write every number to this JSON file")
 
