@@ -114,3 +114,12 @@ def test_preflight_smollm2_offline(tmp_path):
     assert res["aux_per_token"]["0.01"] >= res["aux_per_token"]["0.05"] > 0
     assert res["flops_price"] == pytest.approx(1 + 2 * res["surrogate_params"] / (6 * res["base_params"]))
     assert "strength unknown" in res["map"][0]
+
+
+def test_bpb_sample_is_whole_documents_within_the_byte_budget():
+    from lsap.preflight import _sample_docs
+
+    docs = ["a" * 5000, "b" * 300, "c" * 400, "d" * 200, "e" * 10_000, ""]
+    s = _sample_docs(docs, 1000, seed=0)
+    assert set(s) <= set(docs) and "" not in s and sum(len(d) for d in s) <= 1000 and len(s) >= 2
+    assert _sample_docs(["x" * 50, "y" * 20], 10, seed=0) == ["y" * 20]  # none fits: the smallest

@@ -86,17 +86,22 @@ def bits_per_byte(model, tok, docs: list[str], seq_len: int, batch_size: int, de
 
 
 def _sample_docs(docs: list[str], max_bytes: int, seed: int) -> list[str]:
+    """Whole documents in a seeded random order, skipping any that would overflow
+    `max_bytes`, until at least 80% of it is filled (the smallest document if none fits)."""
     import numpy as np
 
     out, have = [], 0
     for i in np.random.default_rng(seed).permutation(len(docs)):
         d = docs[int(i)]
-        if not d.strip():
+        size = len(d.encode("utf-8"))
+        if not d.strip() or have + size > max_bytes:
             continue
         out.append(d)
-        have += len(d.encode("utf-8"))
-        if have >= max_bytes:
+        have += size
+        if have >= 0.8 * max_bytes:
             break
+    if not out:
+        out = [min((d for d in docs if d.strip()), key=lambda d: len(d.encode("utf-8")))]
     return out
 
 
