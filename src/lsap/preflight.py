@@ -143,10 +143,10 @@ def where_on_map(strength: float | None, overlap: float) -> list[str]:
                    f"{pts[-1][1]:+.2f} [{pts[-1][2]:+.2f}, {pts[-1][3]:+.2f}]); a surrogate no stronger than the "
                    "base only costs FLOPs")
     lo, hi = MEASURED["overlap"]
-    if overlap < lo - 0.02:
+    if overlap < lo - 0.05:
         out.append(f"overlap {overlap:.0%} of your base tokens inside Σ∩: below what was measured ({lo:.0%}); "
                    "fewer positions get targets, the effect is unmeasured there")
-    elif overlap > hi + 0.02:
+    elif overlap > hi + 0.05:
         out.append(f"overlap {overlap:.0%}: above the measured {hi:.0%} (more positions get targets)")
     else:
         out.append(f"overlap {overlap:.0%}: inside the measured range ({lo:.0%})")
