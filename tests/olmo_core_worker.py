@@ -55,7 +55,7 @@ def tiny_model_config(vocab_size: int = V_BASE):
 def tiny_source():
     """OnlineTargets over a seeded random surrogate and map (the same on every rank)."""
     from lsap.flops import inference_flops_per_token
-    from lsap.targets import OnlineTargets
+    from lsap.sources import OnlineTargets
     from tests.helpers import random_vmap, tiny_llama
 
     surrogate = tiny_llama(V_SURR, seed=1)
@@ -126,7 +126,8 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
         module = TransformerTrainModule(model, optim, **common)
     else:
         lam = LambdaSchedule("cosine", a.lam, 0.0, a.steps) if a.anneal else LambdaSchedule("constant", a.lam)
-        module = LSAPTrainModule(model, optim, targets=source or (tiny_source() if a.lam or a.targets else None), lam=lam,
+        source = source or (tiny_source() if a.lam or a.targets else None)
+        module = LSAPTrainModule(model, optim, targets=source, lam=lam,
                                  normalization=a.normalization, chunk_size=a.chunk, **common)
     loader = NumpyDataLoaderConfig(global_batch_size=a.batch * T, seed=a.seed, num_workers=0).build(
         ds, dp_process_group=module.dp_process_group)

@@ -255,8 +255,9 @@ def test_store_olmo_layout_equals_online(tiny_world, tmp_path):
 @pytest.mark.slow
 def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_path):
     """examples/olmo_core/train.py --tiny with configs/paper-lsap-a0.05-anneal.yaml (+ toy
-    overrides) trains 2 steps with the online surrogate; --export-hf writes a transformers
-    model whose logits equal the OLMo-core checkpoint's."""
+    overrides) trains 2 steps with the online surrogate; --export writes lsap's run layout
+    (checkpoints/step_*/model + meta.json + config.yaml, what `lsap eval` / `lsap report`
+    read) with a transformers model whose logits equal the OLMo-core checkpoint's."""
     import transformers
     from olmo_core.distributed.checkpoint import load_model_and_optim_state
 
@@ -273,8 +274,14 @@ def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_
     assert r.returncode == 0, r.stderr[-4000:]
     assert "2 steps" in r.stderr and "(max_steps)" in r.stderr
     assert (out / "step2" / "model_and_optim").is_dir()
-    hf = tmp_path / "hf"
-    example.main(["--config", cfgp, "--tiny", "--export-hf", str(hf), *ov])
+    example.main(["--config", cfgp, "--tiny", "--export", *ov])
+    hf = out / "checkpoints" / "step_00000002" / "model"
+    meta = json.loads((hf.parent / "meta.json").read_text())
+    assert meta["step"] == 2 and meta["tokens"] == 2 * 4 * 32 and meta["flops_surrogate"] > 0
+    assert json.loads((hf / "config.json").read_text())["max_position_embeddings"] == 32  # lm-eval's context
+    from lsap.config import load_run
+
+    assert load_run(out).lsap.lambda_schedule == "cosine"
     ref = example.model_config("tiny", 640).build(init_device="cpu")
     load_model_and_optim_state(str(out / "step2" / "model_and_optim"), ref)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf).eval()

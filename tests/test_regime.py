@@ -87,26 +87,6 @@ def test_quickstart_run_dirs_are_keyed_by_settings(tmp_path):
         _base_cfg("ce-s0", tmp_path, s, ["data.dir=d", "train.max_flops=1e13"]).out_dir
 
 
-def test_metrics_watcher_moves_a_progress_line(tmp_path):
-    import io
-    import json
-
-    from lsap.regime import _MetricsWatcher
-
-    path = tmp_path / "metrics.jsonl"
-    buf = io.StringIO()
-    w = _MetricsWatcher(path, 100, "surrogate", buf, every_s=0.01)
-    path.write_text(json.dumps({"kind": "train", "step": 30, "loss": 3.0}) + "\n" + '{"kind": "tra')
-    w._poll()
-    assert w.bar.n == 30
-    with open(path, "a") as f:
-        f.write('in", "step": 60, "loss": 2.5}\n')
-    w._poll()
-    assert w.bar.n == 60 and "loss 2.500" in buf.getvalue()
-    w.stop()
-    assert "surrogate: 60/100 step" in buf.getvalue()
-
-
 def test_unknown_data_is_refused_before_anything_runs(tmp_path):
     from lsap.errors import LsapError
     from lsap.regime import Settings, build_regime
@@ -134,3 +114,19 @@ def test_quickstart_data_option_reaches_the_regime_and_bad_data_exits_2(tmp_path
     rc = main(["quickstart", "--out", str(tmp_path / "o2"), "--cache", str(tmp_path / "c"),
                "--data", str(tmp_path / "missing.txt")])
     assert rc == 2 and "unknown dataset" in capsys.readouterr().err
+
+
+def test_regime_train_shows_a_progress_line_while_quiet(tiny_world, tmp_path, capsys):
+    """The surrogate pretraining (quiet: the trainer's output goes to train.log) moves a
+    progress line on the terminal: step / total."""
+    from lsap.config import load_config
+    from lsap.regime import train
+
+    cfg = load_config(None, [f"name=sur", f"out_dir={tmp_path / 'sur'}", f"data.dir={tiny_world['data']}",
+                             "data.seq_len=32", "model.preset=olmo2-tiny", "model.overrides.hidden_size=32",
+                             "model.overrides.intermediate_size=64", "model.overrides.num_hidden_layers=1",
+                             "train.max_steps=4", "train.batch_size=4", "train.micro_batch_size=4",
+                             "train.eval_every=0", "train.log_every=1"])
+    train(cfg, progress_desc="  surrogate pretraining")
+    err = capsys.readouterr().err
+    assert "train sur: 4/4 step" in err and (tmp_path / "sur" / "DONE").is_file()

@@ -9,8 +9,8 @@ drives OLMo-core's Trainer; nothing is re-stated here. Launch with torchrun:
     torchrun --nnodes=$N --node_rank=$NODE_RANK --nproc_per_node=8 --rdzv-backend=c10d \
         --rdzv-endpoint=$MASTER:29400 --rdzv-id=lsap-a0.05 \
         examples/olmo_core/train.py --config configs/paper-lsap-a0.05.yaml
-    # then: HF export of the last checkpoint, read by `lsap eval` / lm-eval
-    python examples/olmo_core/train.py --config configs/paper-lsap-a0.05.yaml --export-hf runs/paper-lsap-a0.05/hf
+    # then: every checkpoint to HF in lsap's run layout, read by `lsap eval` / `lsap report` / lm-eval
+    python examples/olmo_core/train.py --config configs/paper-lsap-a0.05.yaml --export
 
 `key=value` overrides work as in `lsap train` (e.g. `train.max_steps=100 surrogate.source=store
 surrogate.store_dir=stores/qwen3`). Data: `data.dir` is an `lsap prepare` directory (its
@@ -87,27 +87,54 @@ def target_source(cfg, tokenizer, vocab_size: int, device):
 
         store = TargetStore(S.store_dir)
         return StoredTargets(store, store.load_vocab_map().to(device), L.k, L.alpha, gold_outside=L.gold_outside)
-    from lsap.surrogate import build_target_source
+    from lsap.sources import build_target_source
 
     return build_target_source(cfg, tokenizer, vocab_size, None, device=device)
 
 
-def export_hf(cfg, args, vocab_size: int) -> None:
-    """The newest DCP checkpoint in out_dir → a transformers Olmo2ForCausalLM directory
-    (+ the base tokenizer), read by `lsap eval` and lm-eval (`--model hf`)."""
+def export(cfg, args, vocab_size: int, source_fpt: float) -> list[Path]:
+    """Every OLMo-core checkpoint `out_dir/stepN` (DCP) → `out_dir/checkpoints/step_XXXXXXXX/`
+    in `lsap train`'s layout: `model/` (transformers Olmo2ForCausalLM + the base tokenizer),
+    `config.yaml`, `meta.json` (step, tokens, FLOPs). `lsap eval out_dir` and `lsap report`
+    then read an OLMo-core run like one of their own; lm-eval reads `model/` (`--model hf`)."""
     from olmo_core.distributed.checkpoint import load_model_and_optim_state
     from olmo_core.nn.hf.checkpoint import save_hf_model
 
+    from lsap.checkpoint import save
+    from lsap.flops import FlopsLedger
+    from lsap.integrations.olmo_core import base_flops_per_token
     from lsap.tokenizer import load_tokenizer
 
-    steps = sorted(Path(cfg.out_dir).glob("step[0-9]*"), key=lambda p: int(p.name[4:]))
+    out = Path(cfg.out_dir)
+    steps = sorted(out.glob("step[0-9]*"), key=lambda p: int(p.name[4:]))
     if not steps:
-        raise SystemExit(f"{cfg.out_dir}: no step* checkpoint to export")
-    model = model_config("tiny" if args.tiny else cfg.model.preset, vocab_size).build(init_device="cpu")
-    load_model_and_optim_state(str(steps[-1] / "model_and_optim"), model)
-    save_hf_model(args.export_hf, model.state_dict(), model, save_overwrite=True)
-    load_tokenizer(args.tokenizer or _data_tokenizer(cfg)).save_pretrained(args.export_hf)
-    print(f"exported {steps[-1]} -> {args.export_hf}")
+        raise SystemExit(f"{out}: no OLMo-core checkpoint (stepN/) to export")
+    tokenizer = load_tokenizer(args.tokenizer or _data_tokenizer(cfg))
+    (out / "config.yaml").write_text(cfg.to_yaml())
+    written = []
+    for d in steps:
+        step = int(d.name[4:])
+        model = model_config("tiny" if args.tiny else cfg.model.preset, vocab_size).build(init_device="cpu")
+        load_model_and_optim_state(str(d / "model_and_optim"), model)
+        tokens = step * cfg.train.batch_size * cfg.data.seq_len
+        ledger = FlopsLedger(base_flops_per_token(model), source_fpt)
+        ledger.add(tokens, tokens if source_fpt else 0)
+
+        def write(tmp: Path, model=model):
+            save_hf_model(tmp / "model", model.state_dict(), model, save_overwrite=True)
+            # OLMo-core leaves max_position_embeddings = -1; lm-eval reads it as the context length
+            hf_cfg = json.loads((tmp / "model" / "config.json").read_text())
+            hf_cfg["max_position_embeddings"] = cfg.data.seq_len
+            (tmp / "model" / "config.json").write_text(json.dumps(hf_cfg, indent=2))
+            tokenizer.model_max_length = cfg.data.seq_len
+            tokenizer.save_pretrained(tmp / "model")
+            (tmp / "config.yaml").write_text(cfg.to_yaml())
+
+        meta = {"step": step, "tokens": tokens, "flops_base": ledger.base_flops,
+                "flops_surrogate": ledger.surrogate_flops, "flops": ledger.total, "source": str(d)}
+        written.append(save(out, step, write, meta))
+        print(f"exported {d} -> {written[-1]}")
+    return written
 
 
 def _data_tokenizer(cfg) -> str:
@@ -123,7 +150,8 @@ def main(argv=None) -> None:
     p.add_argument("--tokenizer", help="base tokenizer spec (default: the one data.dir was prepared with)")
     p.add_argument("--tiny", action="store_true", help="2 layers, d=64 (CPU)")
     p.add_argument("--z-loss", type=float, default=0.0, help="z-loss multiplier (OLMo2's recipes: 1e-5); 0: off")
-    p.add_argument("--export-hf", metavar="DIR", help="convert the newest checkpoint to HF and exit")
+    p.add_argument("--export", action="store_true",
+                   help="convert every checkpoint to HF in lsap's run layout (out_dir/checkpoints/) and exit")
     args = p.parse_args(argv)
 
     from olmo_core.config import DType
@@ -142,11 +170,18 @@ def main(argv=None) -> None:
     from lsap.tokenizer import load_tokenizer
 
     cfg = load_config(args.config, args.overrides)
+    if cfg.lsap.aux_weighting != "none":
+        raise SystemExit("lsap.aux_weighting=prob (the KD-leaning ablation) is not supported in OLMo-core; "
+                         "use lsap train")
     tok_spec = args.tokenizer or _data_tokenizer(cfg)
     tokenizer = load_tokenizer(tok_spec)
     vocab_size = cfg.model.vocab_size or -(-len(tokenizer) // 128) * 128
-    if args.export_hf:
-        return export_hf(cfg, args, vocab_size)
+    if args.export:
+        fpt = 0.0
+        if cfg.loss == "lsap":  # 2·N_s of the surrogate (or the store's), as charged in training
+            fpt = target_source(cfg, tokenizer, vocab_size, torch.device("cpu")).flops_per_token
+        export(cfg, args, vocab_size, fpt)
+        return
 
     if "RANK" in os.environ and not is_distributed():
         init_distributed(backend="nccl" if torch.cuda.is_available() else "gloo")
@@ -186,6 +221,7 @@ def main(argv=None) -> None:
     trainer = TrainerConfig(save_folder=cfg.out_dir, metrics_collect_interval=tr.log_every,
                             max_duration=Duration.steps(budget.total_steps), callbacks=callbacks,
                             device=device.type).build(module, loader)
+    trainer.callbacks["config_saver"].config = cfg.to_dict()  # the lsap run config, in every checkpoint
     if get_rank() == 0:
         print(f"[lsap/olmo-core] {cfg.name}: {budget.total_steps} steps x {budget.tokens_per_step} tokens "
               f"({budget.limited_by}), {budget.flops_per_step:.4g} FLOPs/step, loss={cfg.loss}", file=sys.stderr)

@@ -821,7 +821,7 @@ def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, d
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lsap.data import _write_json_atomic
+    from lsap.io import atomic_write_json
     from lsap.surrogate import inference_device_dtype
     from lsap.tokenizer import tokenizer_hash
 
@@ -859,7 +859,7 @@ def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, d
     result["pairs_average"] = sum(pairs) / len(pairs) if len(pairs) == len(PAIR_TASKS) else None
     result["lm_eval_version"] = _lm_eval_version()
     result["wall_s"] = round(time.perf_counter() - t0, 3)
-    _write_json_atomic(out_path, result)
+    atomic_write_json(out_path, result)
     shown = ", ".join(f"{k.removeprefix('lsap_')} {v['value']:.3f}" for k, v in result["tasks"].items())
     loss = (f"val loss {result['val_loss']:.4f} bpb {result['val_bpb']:.4f} top1 {result['val_top1']:.3f}; "
             if result["val_loss"] is not None else "")

@@ -2,7 +2,8 @@
 
     L_CE_sum  = Σ_i  −log P(x_{i+1} | x_≤i)                 over supervised positions i
     L_aux_sum = Σ_i Σ_{t ∈ v_i} −log P(t | x_≤i)
-    L = (L_CE_sum + λ · L_aux_sum + m · Σ_i LSE_i²) / Z,   Z = N + V ("targets"), N ("tokens") or N + λ·V ("weighted")
+    L = (L_CE_sum + λ · L_aux_sum + m · Σ_i LSE_i²) / Z,
+    Z = N + V ("targets"), N ("tokens") or N + λ·V ("weighted")
 
 The last term is the optional z-loss (PaLM; OLMo2's recipes use m = 1e-5): the squared
 log-sum-exp of each supervised position, from the LSE the loss computes anyway.
@@ -11,7 +12,8 @@ Pure functions of tensors. Both variants compute one log-sum-exp per position th
 serves the gold and all K auxiliary targets (NLL(t) = LSE − z_t) and never build a
 dense [N, V] multi-hot target. Their backward writes
 
-    ∂L/∂z = softmax(z) · (valid · (1 + 2m · LSE) + λ · Σ_k w_k) − onehot(gold) − λ · Σ_k w_k · onehot(aux_k)
+    ∂L/∂z = softmax(z) · (valid · (1 + 2m · LSE) + λ · Σ_k w_k)
+            − onehot(gold) − λ · Σ_k w_k · onehot(aux_k)
 
 directly. The loss functions return sums and counts only; the caller (the trainer)
 owns Z: it reduces N and V over ranks and micro-batches and divides once per optimizer

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -126,76 +125,17 @@ def base_overrides(s: Settings) -> list[str]:
 
 
 def train(cfg, progress_desc: str | None = None) -> Path:
-    """`train_once` quietly (the trainer's output goes to OUT/train.log); with
-    `progress_desc`, a moving progress line (step / total, tokens/s, ETA) on stderr read
-    from the run's metrics.jsonl while it trains."""
+    """Train `cfg` resumably and quietly (the trainer's output goes to OUT/train.log);
+    with `progress_desc`, the trainer's moving progress line (step / total, tokens/s,
+    ETA) goes to the terminal (stderr) meanwhile."""
     import sys
 
-    from lsap.train import train_once
+    from lsap.train import train as train_run
 
-    if not progress_desc or (Path(cfg.out_dir) / "DONE").is_file():
-        return train_once(cfg, log=lambda m: print(m, flush=True), quiet=True)
-    watch = _MetricsWatcher(Path(cfg.out_dir) / "metrics.jsonl", _planned_steps(cfg), progress_desc, sys.stderr)
-    watch.start()
-    try:
-        return train_once(cfg, log=lambda m: print(m, flush=True), quiet=True)
-    finally:
-        watch.stop()
-
-
-def _planned_steps(cfg) -> int:
-    from lsap.flops import plan_steps
-
-    t = cfg.train
-    return plan_steps(t.batch_size * cfg.data.seq_len, 1.0, max_steps=t.max_steps, max_tokens=t.max_tokens).total_steps \
-        if (t.max_steps or t.max_tokens) else 0
-
-
-class _MetricsWatcher(threading.Thread):
-    """Polls a run's metrics.jsonl and moves a `Progress` line to the last logged step."""
-
-    def __init__(self, path: Path, total: int, desc: str, stream, every_s: float = 2.0):
-        super().__init__(daemon=True)
-        from lsap.progress import Progress
-
-        self.path, self.every_s = path, every_s
-        self.bar = Progress(total, desc, "step", stream=stream)
-        self._stop_evt = threading.Event()
-        self._offset = 0
-
-    def _poll(self) -> None:
-        if not self.path.is_file():
-            return
-        with open(self.path) as f:
-            f.seek(self._offset)
-            text = f.read()
-        lines = text.split("\n")
-        self._offset += len(text) - len(lines[-1])  # keep a half-written last line for later
-        rows = [json.loads(x) for x in lines[:-1] if x.strip().startswith("{")]
-        tr = [r for r in rows if r.get("kind") == "train" and "step" in r]
-        if tr:
-            step = min(tr[-1]["step"], self.bar.total)
-            if step > self.bar.n:
-                if tr[-1].get("loss") is not None:
-                    self.bar.set_postfix(f"loss {tr[-1]['loss']:.3f}")
-                self.bar.update(step - self.bar.n)
-
-    def run(self) -> None:
-        while not self._stop_evt.wait(self.every_s):
-            try:
-                self._poll()
-            except (OSError, ValueError):
-                pass
-
-    def stop(self) -> None:
-        self._stop_evt.set()
-        if self.is_alive():
-            self.join(timeout=5)
-        try:
-            self._poll()
-        except (OSError, ValueError):
-            pass
-        self.bar.close()
+    if progress_desc:
+        print(progress_desc.strip(), flush=True)
+    return train_run(cfg, resume="auto", log=lambda m: print(m, flush=True), quiet=True,
+                     progress=sys.stderr if progress_desc else None)
 
 
 def last_model(run: Path) -> Path:

@@ -264,7 +264,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     (with `dry_run`: the checked plan, nothing built)."""
     from lsap.evaluate import evaluate_run
     from lsap.loggers import quiet_libraries
-    from lsap.train import train_once
+    from lsap.train import train
 
     quiet_libraries()
     spec = load_spec(spec_path)
@@ -317,7 +317,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     for i, r in enumerate(plan):
         cfg, vst = cfgs[r["name"]], vstate[r["variant"]]
         log(f"\n[sweep] run {i + 1}/{len(plan)}: {r['name']} ({time.time() - t0:.0f}s elapsed)")
-        train_once(cfg, log, quiet=True)
+        train(cfg, resume="auto", log=log, quiet=True)
         tgt = ev.get("targets")
         targets = None
         if tgt:
