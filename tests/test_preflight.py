@@ -13,7 +13,7 @@ import torch
 def base_run(tiny_world, tmp_path_factory):
     """A 3-step CE run on the tiny world: what `--base-run` reads (checkpoint, tokenizer, N_b)."""
     from lsap.config import load_config
-    from lsap.train import train_once
+    from lsap.train import train
 
     out = tmp_path_factory.mktemp("pilot") / "ce"
     cfg = load_config(None, [f"out_dir={out}", f"data.dir={tiny_world['data']}", "data.seq_len=32",
@@ -21,7 +21,7 @@ def base_run(tiny_world, tmp_path_factory):
                              "model.overrides.intermediate_size=64", "model.overrides.num_hidden_layers=1",
                              "train.max_steps=3", "train.batch_size=4", "train.micro_batch_size=4",
                              "train.eval_every=0", "train.log_every=1"])
-    return str(train_once(cfg, log=lambda m: None, quiet=True))
+    return str(train(cfg, resume="auto", log=lambda m: None, quiet=True))
 
 
 def test_bits_per_byte_matches_a_naive_per_document_reference(tiny_world):

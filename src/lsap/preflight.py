@@ -109,7 +109,7 @@ def _base_model_config(base_run: str | None, base_model: str | None, vocab_size:
     """The base's config: the run's (latest checkpoint), else a preset / config.json."""
     from lsap import model as M
 
-    load = getattr(M, "load_model_config", None) or M.load_config
+    load = M.load_model_config
     if base_run:
         from lsap.checkpoint import latest
 

@@ -270,7 +270,7 @@ def surrogate_config(spec: str):
     from lsap import model as M
 
     if Path(str(spec)).expanduser().is_dir() and (Path(str(spec)).expanduser() / "config.json").is_file():
-        load = getattr(M, "load_model_config", None) or M.load_config
+        load = M.load_model_config
         return load(str(Path(str(spec)).expanduser()))
     from lsap.surrogate import load_surrogate
 
