@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "report": "Compare runs at matched FLOPs: markdown table and plots",
     "sweep": "A grid of LSAP settings + CE at one FLOPs budget, trained, evaluated and reported",
     "quickstart": "The whole method end to end on one CPU, offline",
+    "preflight": "Should I use LSAP with this surrogate on my text? Σ∩, strength, targets, FLOPs price",
 }
 
 

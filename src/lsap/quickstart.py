@@ -19,223 +19,27 @@ Mirrors the paper's regime at toy scale (see README "Quickstart"): a surrogate
    top-1/top-5 and their split by the number of auxiliary targets per position; a
    Table-2-style report at matched FLOPs with seed spread, paired Δ and plots.
 
-Every stage is cached or resumable: a second run reuses tokenizers, shards and the
-surrogate, and an interrupted run continues where it stopped.
+Stages 1–4 are the regime (`lsap.regime`, shared with `lsap sweep`; `--data` runs it on
+the user's own text or another offline corpus). Every stage is cached or resumable: a
+second run reuses tokenizers, shards and the surrogate, and an interrupted run continues
+where it stopped. Run directories are OUT/<name>-<hash of the resolved config>, so a rerun
+with other settings into the same OUT trains new runs instead of scoring stale ones.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-BASE_SHAPE = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=4)
-SURROGATE_SHAPE = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-                       num_key_value_heads=4)
-
-
-@dataclass
-class Settings:
-    out: str = "runs/quickstart"
-    cache: str = ""  # default: $LSAP_CACHE/quickstart
-    surrogate: str = "pretrain"  # pretrain | smollm2 | any load_surrogate spec
-    corpus: str = "python-docs"  # the base's domain: training, held-out and surrogate text all come from it
-    base_part: list = field(default_factory=lambda: [0.0, 0.3])  # the base's share of the training documents
-    surrogate_part: list = field(default_factory=lambda: [0.3, 1.0])  # the surrogate's (disjoint)
-    surrogate_tokenizer_corpus: str = "linux-docs"  # extra text for the surrogate's BPE only
-    vocab_size: int = 4096
-    tokenizer_docs: int = 3000  # documents used to train each tokenizer
-    seq_len: int = 128
-    batch_size: int = 16
-    ce_tokens: float = 4.0e5  # the FLOPs budget = what CE needs for this many tokens
-    surrogate_multiples: list = field(default_factory=lambda: [1, 4, 16])  # surrogate checkpoints, × ce_tokens
-    alpha: float = 0.05
-    k: int = 15
-    seeds: list = field(default_factory=lambda: [0, 1])  # ≥ 2, so the report shows seed spread
-    checkpoints: int = 3  # per run, evenly spaced (Figure 2 points)
-    eval_examples: int = 500
-
-    def key(self, *names: str) -> str:
-        d = asdict(self)
-        return hashlib.sha256(json.dumps({n: d[n] for n in names}, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _say(msg: str) -> None:
-    print(f"\n[quickstart] {msg}", flush=True)
-
-
-def _tokenizer(corpora: list[str], out: Path, s: Settings, split_digits: bool, part=None):
-    """A BPE trained on the first `tokenizer_docs` training documents of each corpus
-    (of `part` of the training pool, for the regime's corpus)."""
-    from lsap.data import in_part, is_val, iter_documents
-    from lsap.tokenizer import load_tokenizer, train_bpe
-
-    if (out / "tokenizer.json").is_file():
-        return load_tokenizer(str(out))
-
-    def docs():
-        for corpus in corpora:
-            p = part if corpus == s.corpus else None
-            train_docs = (d for i, d in enumerate(iter_documents(corpus))
-                          if not is_val(i, 0, 0.1) and in_part(i, 0, p))
-            yield from (d for _, d in zip(range(s.tokenizer_docs), train_docs))  # never held-out docs
-
-    return train_bpe(docs(), s.vocab_size, out, split_digits=split_digits)
-
-
-def _prepare(tok_dir: Path, corpus: str, out: Path, part=None) -> Path:
-    from lsap.data import prepare
-
-    m = prepare(str(tok_dir), corpus, out, val_fraction=0.1, seed=0, train_part=tuple(part) if part else None,
-                progress=False)
-    sp = m["splits"]
-    print(f"  {out.name}: train {sp['train']['tokens']:,} tokens ({sp['train']['documents']} documents), "
-          f"held-out {sp['val']['tokens']:,} ({sp['val']['documents']})", flush=True)
-    return out
-
-
-def _run_cfg(name: str, out: Path, data: Path, shape: dict, s: Settings, extra: list[str]):
-    from lsap.config import load_config
-
-    return load_config(None, [f"name={name}", f"out_dir={out}", f"data.dir={data}", *shared_overrides(s, shape),
-                              *extra])
-
-
-def shared_overrides(s: Settings, shape: dict) -> list[str]:
-    """The config keys every run of the regime shares (sequence, batch, optimizer, logging) with a model shape."""
-    return [f"data.seq_len={s.seq_len}", "model.preset=olmo2-tiny", f"train.batch_size={s.batch_size}",
-            f"train.micro_batch_size={s.batch_size}", "optim.lr=2e-3", "optim.warmup_steps=20",
-            "optim.min_lr_ratio=0.1", "train.log_every=25", "train.eval_batches=20",
-            *[f"model.overrides.{k}={v}" for k, v in shape.items()]]
-
-
-def base_overrides(s: Settings) -> list[str]:
-    """The config keys every base run of the regime shares (shape, data, optimizer)."""
-    return shared_overrides(s, BASE_SHAPE)
-
-
-def _train(cfg) -> Path:
-    from lsap.train import train
-
-    return train(cfg, resume="auto", log=lambda m: print(m, flush=True), quiet=True)
-
-
-def _last_model(run: Path) -> Path:
-    from lsap.checkpoint import latest
-
-    return latest(run) / "model"
-
-
-@dataclass
-class Regime:
-    """What the paper-like regime provides to the quickstart and to `lsap sweep`."""
-    base_tokenizer: Path
-    base_data: Path
-    surrogates: dict  # name ("1x", "4x", "16x" or the given spec) → model spec
-    surrogate_bpb: dict  # name → held-out bits per byte on the base's held-out documents (None if unknown)
-    vocab_map: Path
-    budget: float  # FLOPs: 6·N_b·ce_tokens
-    strongest: str
-
-
-def build_regime(s: Settings) -> Regime:
-    """Tokenizers, disjoint token shards, the surrogate (pretrained once, checkpoints at
-    `surrogate_multiples` × the base's tokens), the vocabulary map and the surrogates'
-    held-out bits per byte. Everything is cached under `cache`; a second call is quick."""
-    from lsap.flops import FlopsLedger
-    from lsap.model import model_config
-    from lsap.surrogate import cache_root, load_surrogate_with_map
-    from lsap.tokenizer import padded_vocab_size
-
-    cache = Path(s.cache) if s.cache else cache_root() / "quickstart"
-    _say(f"1/6 tokenizers and token shards (cache: {cache})")
-    tkey = s.key("corpus", "base_part", "surrogate_part", "vocab_size", "tokenizer_docs")
-    base_tok_dir = cache / f"tok-base-{s.corpus}-{tkey}"
-    base_tok = _tokenizer([s.corpus], base_tok_dir, s, split_digits=False, part=s.base_part)
-    base_data = _prepare(base_tok_dir, s.corpus, cache / f"data-base-{tkey}", s.base_part)
-    base_cfg = model_config("olmo2-tiny", vocab_size=padded_vocab_size(base_tok), **BASE_SHAPE)
-    base_flops_per_token = FlopsLedger.from_configs(base_cfg, None).base_flops_per_token
-    budget = base_flops_per_token * s.ce_tokens
-
-    pretrain = s.surrogate == "pretrain"
-    if pretrain:
-        # The surrogate's BPE sees broader text (its corpus part + other text) with digits
-        # split, so the two vocabularies differ as OLMo2's and Qwen3's do; its *model* sees
-        # only its own part of the base's domain: disjoint from the base's training and
-        # held-out documents, and many times more tokens than the base will train on.
-        sur_tok_dir = cache / f"tok-surrogate-{tkey}"
-        _tokenizer([s.corpus, s.surrogate_tokenizer_corpus], sur_tok_dir, s, split_digits=True,
-                   part=s.surrogate_part)
-        sur_data = _prepare(sur_tok_dir, s.corpus, cache / f"data-surrogate-{tkey}", s.surrogate_part)
-        mults = sorted(set(int(m) for m in s.surrogate_multiples))
-        tokens_per_step = s.batch_size * s.seq_len
-        at = [int(m * s.ce_tokens // tokens_per_step) for m in mults]
-        skey = s.key("corpus", "base_part", "surrogate_part", "vocab_size", "tokenizer_docs", "seq_len",
-                     "batch_size", "ce_tokens", "surrogate_multiples")
-        _say(f"2/6 surrogate: pretrained once on its own {s.surrogate_part[1] - s.surrogate_part[0]:.0%} "
-             f"of {s.corpus}'s training documents, {mults[-1]}× the base's {s.ce_tokens:,.0f} tokens "
-             f"(checkpoints at {', '.join(f'{m}×' for m in mults)}), then cached")
-        sur_run = _train(_run_cfg("surrogate", cache / f"surrogate-{skey}", sur_data, SURROGATE_SHAPE, s,
-                                  [f"train.max_tokens={mults[-1] * s.ce_tokens}", "train.eval_every=0",
-                                   f"train.ckpt_at={at[:-1]}"]))
-        surrogates = {f"{m}x": str(sur_run / "checkpoints" / f"step_{a:08d}" / "model") for m, a in zip(mults, at)}
-        surrogates[f"{mults[-1]}x"] = str(_last_model(sur_run))
-        strongest = f"{mults[-1]}x"
-    else:
-        _say(f"2/6 surrogate: {s.surrogate} (given, frozen)")
-        sur_data = None
-        surrogates, strongest = {s.surrogate: s.surrogate}, s.surrogate
-
-    _say("3/6 vocabulary map between the base tokenizer and the surrogate's")
-    map_dir = cache / f"map-{tkey}-{hashlib.sha256((strongest if pretrain else s.surrogate).encode()).hexdigest()[:6]}"
-    from lsap.data import TokenShards
-
-    val = TokenShards(base_data, "val")
-    have = (map_dir / "vocab_map.json").is_file()
-    sw = load_surrogate_with_map(surrogates[strongest], base_tok, padded_vocab_size(base_tok),
-                                 vocab_map=map_dir if have else None)
-    vmap = sw.vmap
-    if not have:
-        vmap.save(map_dir)
-    rep = vmap.report(val.tokens(0, min(len(val), 200_000)), top_missing=5, base_tokenizer=base_tok)
-    print(f"  |Σ_b|={rep['base_vocab']:,}  |Σ_s|={rep['surrogate_vocab']:,}  |Σ∩|={rep['intersection']:,} "
-          f"({rep['intersection_over_base']:.1%} of base, {rep['intersection_over_surrogate']:.1%} of surrogate); "
-          f"held-out base tokens inside Σ∩: {rep['corpus_share_in_intersection']:.1%}")
-    print("  most frequent base tokens outside Σ∩: "
-          + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"]), flush=True)
-    del sw
-
-    bpb = {name: None for name in surrogates}
-    if sur_data is not None:
-        bpb = _surrogate_bpb(surrogates, sur_data, cache / f"surrogate-bpb-{tkey}.json", s)
-        print("  surrogate held-out bits per byte on the base's held-out documents: "
-              + ", ".join(f"{n} {v:.3f}" for n, v in bpb.items()), flush=True)
-    return Regime(base_tok_dir, base_data, surrogates, bpb, map_dir, budget, strongest)
-
-
-def _surrogate_bpb(surrogates: dict, sur_data: Path, path: Path, s: Settings) -> dict:
-    """Held-out bits per byte of each surrogate checkpoint (cached by model path)."""
-    from lsap.evaluate import heldout_loss
-    from lsap.surrogate import load_surrogate
-
-    known = json.loads(path.read_text()) if path.is_file() else {}
-    out = {}
-    for name, spec in surrogates.items():
-        if spec not in known:
-            model, _ = load_surrogate(spec)
-            known[spec] = heldout_loss(model, sur_data, seq_len=s.seq_len, batch_size=s.batch_size,
-                                       max_batches=40)["val_bpb"]
-            path.write_text(json.dumps(known, indent=2))
-        out[name] = known[spec]
-    return out
+from lsap.regime import (BASE_SHAPE, SURROGATE_SHAPE, Regime, Settings, base_overrides, build_regime,  # noqa: F401
+                         config_hash, say as _say, train as _train)
 
 
 def run(s: Settings) -> Path:
     from lsap.evaluate import evaluate_run
-    from lsap.flops import FlopsLedger, count_params
+    from lsap.flops import FlopsLedger, count_params, plan_steps
     from lsap.model import model_config
     from lsap.report import make_report
     from lsap.surrogate import load_surrogate
@@ -258,7 +62,7 @@ def run(s: Settings) -> Path:
 
     base_tok = load_tokenizer(str(reg.base_tokenizer))
     smodel, _ = load_surrogate(surrogate_spec)
-    base_cfg = model_config("olmo2-tiny", vocab_size=padded_vocab_size(base_tok), **BASE_SHAPE)
+    base_cfg = model_config("olmo2-tiny", vocab_size=padded_vocab_size(base_tok), **s.base_shape)
     nb, ns = count_params(base_cfg), count_params(smodel.config)
     ledger = FlopsLedger.from_configs(base_cfg, smodel.config)  # 6·N_b and 2·N_s per token
     del smodel
@@ -271,8 +75,8 @@ def run(s: Settings) -> Path:
          f"{lsap_tokens:,.0f} ({1 - lsap_tokens / s.ce_tokens:.1%} fewer; the surrogate's 2·N_s per token is charged)")
 
     tokens_per_step = s.batch_size * s.seq_len
-    steps_ce = int(budget // (tokens_per_step * ce_per_token))
-    steps_lsap = int(budget // (tokens_per_step * lsap_per_token))
+    steps_ce = plan_steps(tokens_per_step, ce_per_token, max_flops=budget).total_steps
+    steps_lsap = plan_steps(tokens_per_step, lsap_per_token, max_flops=budget).total_steps
     every = max(steps_ce // s.checkpoints, 1)
     runs = []
     for seed in s.seeds:
@@ -280,9 +84,9 @@ def run(s: Settings) -> Path:
                   f"train.eval_every={every}", f"train.seed={seed}", f"model.init_seed={seed}"]
         _say(f"5/6 training the base with CE (seed {seed})")
         # an extra CE checkpoint at LSAP's last step: the matched-tokens view
-        runs.append(_train(_base_cfg(f"ce-s{seed}", out / f"ce-s{seed}", s, common + [f"train.ckpt_at=[{steps_lsap}]"])))
+        runs.append(_train(_base_cfg(f"ce-s{seed}", out, s, common + [f"train.ckpt_at=[{steps_lsap}]"])))
         _say(f"5/6 training the base with LSAP α={s.alpha} k={s.k} λ=1 (seed {seed})")
-        runs.append(_train(_base_cfg(f"lsap-s{seed}", out / f"lsap-s{seed}", s, common + [
+        runs.append(_train(_base_cfg(f"lsap-s{seed}", out, s, common + [
             "loss=lsap", f"surrogate.model={surrogate_spec}", f"surrogate.vocab_map={reg.vocab_map}",
             f"lsap.alpha={s.alpha}", f"lsap.k={s.k}"])))
 
@@ -296,9 +100,14 @@ def run(s: Settings) -> Path:
 
 
 def _base_cfg(name: str, out: Path, s: Settings, extra: list[str]):
+    """A base run's config; its directory is OUT/NAME-<hash of the resolved config>, so a
+    rerun with other settings (--alpha, --k, --ce-tokens, --surrogate, --data …) into the
+    same --out trains new runs instead of scoring stale ones."""
     from lsap.config import load_config
 
-    return load_config(None, [f"name={name}", f"out_dir={out}", *base_overrides(s), *extra])
+    cfg = load_config(None, [*base_overrides(s), *extra])
+    cfg.name, cfg.out_dir = name, str(out / f"{name}-{config_hash(cfg)}")
+    return cfg
 
 
 def _summary(out: Path, wall: float, s: Settings, reg: Regime) -> None:

@@ -556,8 +556,6 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
         files = write_plots(runs, table, tmp)
         deltas = None
         if any(r["loss"] == "LSAP" for r in table["rows"]) and any(r["loss"] != "LSAP" for r in table["rows"]):
-            from lsap.sweep import strength_rows
-
             deltas = strength_rows(table, strength or {}, surrogates or {})
             if deltas:
                 files.append(write_delta_plot(deltas, tmp))
@@ -572,3 +570,34 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"table": table, "out": str(out), "files": [*files, "report.md", "report.json"], "markdown": md}
+
+
+def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
+    """Δ(LSAP − CE) per LSAP setting, paired by seed, with the surrogate's strength.
+
+    Returns [{"setting", "surrogate", "strength" (surrogate bpb / CE bpb), metric: {mean, min, max}}]."""
+    ce = {r["seed"]: r for r in table["rows"] if r["loss"] != "LSAP"}
+    by_setting: dict[str, list] = {}
+    for r in table["rows"]:
+        if r["loss"] == "LSAP" and r["seed"] in ce:
+            by_setting.setdefault(r["setting"], []).append(r)
+    ce_bpb = [r["val_bpb"] for r in ce.values() if r.get("val_bpb") is not None]
+    ce_bpb_mean = sum(ce_bpb) / len(ce_bpb) if ce_bpb else None
+    name_of = {v: k for k, v in surrogates.items()}
+    out = []
+    for setting, rows in by_setting.items():
+        sur = rows[0].get("surrogate")
+        name = name_of.get(sur, sur)
+        bpb = strength.get(name) if name is not None else None
+        row = {"setting": setting, "surrogate": name, "n": len(rows),
+               "strength": bpb / ce_bpb_mean if bpb and ce_bpb_mean else None}
+        for m in ("pairs_average", "average", "val_loss", "val_top1"):
+            ds = [r[m] - ce[r["seed"]][m] for r in rows if r.get(m) is not None and ce[r["seed"]].get(m) is not None]
+            row[m] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
+        row["tasks"] = {}
+        for t in table.get("tasks", []):
+            ds = [r["scores"][t] - ce[r["seed"]]["scores"][t] for r in rows
+                  if r["scores"].get(t) is not None and ce[r["seed"]]["scores"].get(t) is not None]
+            row["tasks"][t] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
+        out.append(row)
+    return out

@@ -15,9 +15,18 @@ A spec (YAML; `configs/sweeps/*.yaml` are shipped)::
       lsap.alpha: [0.05]
     extra: [{lsap.lambda_schedule: cosine}]   # more LSAP settings, outside the product
     store: true                   # one target store per surrogate serves every α/k/λ of the grid
-    eval: {tasks: pairs, max_examples: 1000, targets: "@16x", alpha: 0.05, k: 15}
+    eval: {tasks: pairs, max_examples: 1000, targets: "@16x", alpha: 0.05, k: 15,
+           ood: [linux-docs, shakespeare]}   # + minimal pairs from these corpora's held-out documents
+    regimes:                      # optional: one regime per entry (each with its own CE baseline and
+      b0.5M: {base_shape: {...}}  #   budget), regime_settings + the entry; run names get "<entry>-"
+    headline: {overrides: {surrogate.model: "@16x", lsap.alpha: 0.05}, seeds: [3, 4]}  # more seeds, one setting
+    axis: {x: base_params, title: "base size"}  # the summary figure's x: base_params | surrogate_ratio |
+                                                #   overlap | strength
 
-Values starting with "@" name a regime surrogate. Every run trains with
+Values starting with "@" name a regime surrogate (its checkpoints "1x" … and the names of
+`extra_surrogates`). `lsap.intersection_keep` < 1 (the Σ∩ ablation) is run on the
+regime's map restricted to that random, seeded share (`lsap.vocab.restrict_intersection`:
+the surrogate's view loses the dropped tokens too), so target stores serve it. Every run trains with
 `train.max_flops` = the budget (the surrogate's inference charged, METHOD §5) and a CE
 run also checkpoints at the LSAP runs' token count (the matched-tokens view). The
 sweep is resumable at run granularity: a finished run (DONE marker) and a checkpoint
@@ -36,22 +45,29 @@ import itertools
 import json
 import re
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lsap.config import ConfigError, load_config
-
-
 from lsap.errors import SweepError  # noqa: F401  (re-exported)
 
-
 SPEC_KEYS = {"name", "regime", "regime_settings", "base", "budget_flops", "seeds", "baseline", "grid", "extra",
-             "store", "eval", "description"}
+             "store", "eval", "description", "regimes", "headline", "axis"}
+EVAL_KEYS = {"tasks", "max_examples", "targets", "alpha", "k", "vocab_map", "ood"}
+AXIS_X = ("base_params", "surrogate_ratio", "overlap", "strength")
+
+
+def _settings_fields() -> set[str]:
+    import dataclasses
+
+    from lsap.regime import Settings
+
+    return {f.name for f in dataclasses.fields(Settings)}
 
 
 def load_spec(path: str | Path) -> dict:
-    """Read and check a sweep spec (a path, or the name of a packaged one in configs/sweeps)."""
+    """Read and check a sweep spec (a path, or the name of a packaged one in configs/sweeps).
+    Every key is checked by name here, before anything slow runs."""
     import yaml
 
     from lsap.config import PACKAGED
@@ -82,9 +98,77 @@ def load_spec(path: str | Path) -> dict:
     spec.setdefault("eval", {})
     if not isinstance(spec["grid"], dict) or not all(isinstance(v, list) and v for v in spec["grid"].values()):
         raise SweepError(f"{p}: grid must map config keys to non-empty lists of values")
+    if not isinstance(spec["seeds"], list) or not spec["seeds"] or not all(isinstance(s, int) for s in spec["seeds"]):
+        raise SweepError(f"{p}: seeds must be a non-empty list of integers")
     if not spec["grid"] and not spec["extra"] and not spec["baseline"]:
         raise SweepError(f"{p}: nothing to run (empty grid and baseline: false)")
+    _check_regimes(p, spec)
+    ev = spec["eval"]
+    if not isinstance(ev, dict) or set(ev) - EVAL_KEYS:
+        raise SweepError(f"{p}: eval: unknown keys {sorted(set(ev) - EVAL_KEYS) if isinstance(ev, dict) else ev}; "
+                         f"valid: {sorted(EVAL_KEYS)}")
+    ood = ev.get("ood", [])
+    if not isinstance(ood, list) or not all(isinstance(c, str) for c in ood):
+        raise SweepError(f"{p}: eval.ood must be a list of corpora (out-of-domain minimal pairs)")
+    if ood:
+        from lsap.corpora import check_dataset_spec
+        from lsap.errors import LsapError
+
+        for c in ood:
+            try:
+                check_dataset_spec(c)
+            except LsapError as e:
+                raise SweepError(f"{p}: eval.ood: {e}") from None
+        if not spec.get("regime"):
+            raise SweepError(f"{p}: eval.ood needs a regime (its base tokenizer reads the other corpora)")
+    h = spec.get("headline")
+    if h is not None:
+        if (not isinstance(h, dict) or set(h) != {"overrides", "seeds"} or not isinstance(h["overrides"], dict)
+                or not h["overrides"] or not isinstance(h["seeds"], list)
+                or not all(isinstance(s, int) for s in h["seeds"])):
+            raise SweepError(f"{p}: headline must be {{overrides: {{config key: value}}, seeds: [ints]}}")
+    ax = spec.get("axis")
+    if ax is not None and (not isinstance(ax, dict) or set(ax) - {"x", "title"} or ax.get("x") not in AXIS_X):
+        raise SweepError(f"{p}: axis must be {{x: one of {', '.join(AXIS_X)}, title: text}}, got {ax!r}")
     return spec
+
+
+def _check_regimes(p: Path, spec: dict) -> None:
+    fields = _settings_fields()
+    rs = spec.get("regime_settings") or {}
+    if not isinstance(rs, dict) or set(rs) - fields:
+        raise SweepError(f"{p}: regime_settings: unknown keys {sorted(set(rs) - fields)}; valid: {sorted(fields)}")
+    regimes = spec.get("regimes")
+    if regimes is None:
+        return
+    if not spec.get("regime"):
+        raise SweepError(f"{p}: regimes needs regime: quickstart")
+    if not isinstance(regimes, dict) or not regimes:
+        raise SweepError(f"{p}: regimes must map names to regime settings")
+    for name, over in regimes.items():
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", str(name)):
+            raise SweepError(f"{p}: regimes: name {name!r} may hold only letters, digits, '.', '_' and '-'")
+        if not isinstance(over, dict) or set(over) - fields:
+            bad = sorted(set(over) - fields) if isinstance(over, dict) else over
+            raise SweepError(f"{p}: regimes.{name}: unknown settings {bad}; valid: {sorted(fields)}")
+
+
+def variants(spec: dict) -> dict[str, dict]:
+    """Regime settings per variant ("" for a spec without `regimes`)."""
+    rs = dict(spec.get("regime_settings") or {})
+    if not spec.get("regimes"):
+        return {"": rs}
+    return {str(n): {**rs, **(o or {})} for n, o in spec["regimes"].items()}
+
+
+def surrogate_names(settings: dict) -> list[str]:
+    """The "@" names a regime with these settings provides (without building it)."""
+    from lsap.regime import Settings
+
+    s = Settings(**settings)
+    if s.surrogate != "pretrain":
+        return [s.surrogate]
+    return [f"{int(m)}x" for m in sorted(set(int(m) for m in s.surrogate_multiples))] + list(s.extra_surrogates)
 
 
 def _fmt(v: Any) -> str:
@@ -94,22 +178,34 @@ def _fmt(v: Any) -> str:
 
 def _setting_name(combo: dict) -> str:
     short = {"surrogate.model": "sur", "lsap.alpha": "a", "lsap.lam": "lam", "lsap.lambda_schedule": "sched",
-             "lsap.normalization": "Z", "lsap.gold_outside": "gold", "lsap.k": "k"}
+             "lsap.normalization": "Z", "lsap.gold_outside": "gold", "lsap.k": "k", "lsap.intersection_keep": "keep",
+             "lsap.intersection_seed": "kseed"}
     return "lsap-" + "-".join(f"{short.get(k, k.split('.')[-1])}{_fmt(v)}" for k, v in combo.items())
 
 
 def expand(spec: dict) -> list[dict]:
-    """The plan: [{"name", "setting", "seed", "loss", "overrides": {key: value}}], CE first per seed."""
+    """The plan: [{"name", "variant", "setting", "seed", "loss", "overrides"}], CE first per
+    variant and seed; the headline setting also at its extra seeds."""
     keys = list(spec["grid"])
     combos = [dict(zip(keys, vals)) for vals in itertools.product(*(spec["grid"][k] for k in keys))] if keys else []
     combos += [dict(x) for x in spec.get("extra", [])]
+    h = spec.get("headline")
     plan = []
-    for seed in spec["seeds"]:
-        if spec["baseline"]:
-            plan.append({"name": f"ce-s{seed}", "setting": "ce", "seed": seed, "loss": "ce", "overrides": {}})
-        for c in combos:
-            name = _setting_name(c)
-            plan.append({"name": f"{name}-s{seed}", "setting": name, "seed": seed, "loss": "lsap", "overrides": c})
+    for v in variants(spec):
+        pre = f"{v}-" if v else ""
+        seeds = list(spec["seeds"]) + [s for s in (h["seeds"] if h else []) if s not in spec["seeds"]]
+        for seed in seeds:
+            cs = combos if seed in spec["seeds"] else [dict(h["overrides"])]
+            if spec["baseline"]:
+                plan.append({"name": f"{pre}ce-s{seed}", "variant": v, "setting": "ce", "seed": seed, "loss": "ce",
+                             "overrides": {}})
+            for c in cs:
+                name = _setting_name(c)
+                plan.append({"name": f"{pre}{name}-s{seed}", "variant": v, "setting": name, "seed": seed,
+                             "loss": "lsap", "overrides": c})
+            if h and seed in spec["seeds"] and _setting_name(h["overrides"]) not in {_setting_name(c) for c in cs}:
+                raise SweepError(f"headline setting {_setting_name(h['overrides'])} is not in the grid; "
+                                 f"settings: {', '.join(sorted({_setting_name(c) for c in cs}))}")
     names = [r["name"] for r in plan]
     if len(set(names)) != len(names):
         raise SweepError("two grid settings give the same run name; make the values distinct")
@@ -130,123 +226,108 @@ def _resolve_item(item: str, surrogates: dict) -> str:
     return f"{key}={_resolve(value, surrogates)}" if sep and value.startswith("@") else str(item)
 
 
+def _run_items(r: dict, base: list[str], surrogates: dict, budget: float) -> list[str]:
+    ov = {k: _resolve(v, surrogates) for k, v in r["overrides"].items()}
+    return base + [f"{k}={v}" for k, v in ov.items()] + [
+        f"loss={r['loss']}", f"train.max_flops={budget}", f"train.seed={r['seed']}",
+        f"model.init_seed={r['seed']}", "train.ckpt_every=0", "train.eval_every=0"]
+
+
+def check_plan(spec: dict, plan: list[dict]) -> None:
+    """Every run's config validated with placeholders for what the regime will provide
+    (data, surrogate paths): a bad key or value is refused by name before anything trains."""
+    for v, settings in variants(spec).items():
+        if spec.get("regime"):
+            from lsap.regime import Settings, base_overrides
+
+            try:
+                s = Settings(**settings)
+            except TypeError as e:
+                raise SweepError(f"regime settings{' of ' + v if v else ''}: {e}") from None
+            sur = {n: f"/placeholder/{n}" for n in surrogate_names(settings)}
+            base = base_overrides(s) + ["data.dir=/placeholder/data", "surrogate.vocab_map="]
+        else:
+            sur, base = {}, []
+        base = [_resolve_item(b, sur) for b in base + list(spec["base"])]
+        for r in plan:
+            if r["variant"] != v:
+                continue
+            try:
+                load_config(None, _run_items(r, base, sur, float(spec.get("budget_flops") or 1e12)))
+            except ConfigError as e:
+                raise SweepError(f"run {r['name']}: {e}") from None
+
+
 def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path | None = None,
               dry_run: bool = False, log=print) -> dict:
-    """Expand, train (resumably), evaluate and report a sweep; returns the report dict."""
-    from lsap import report as rep
+    """Expand, train (resumably), evaluate and report a sweep; returns the report dict
+    (with `dry_run`: the checked plan, nothing built)."""
     from lsap.evaluate import evaluate_run
-    from lsap.train import train
-
     from lsap.loggers import quiet_libraries
+    from lsap.train import train
 
     quiet_libraries()
     spec = load_spec(spec_path)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     plan = expand(spec)
-
-    # ---- the regime (cached data, surrogates, budget) --------------------------------
-    surrogates: dict = {}
-    surrogate_bpb: dict = {}
-    base = list(spec["base"])
-    budget = float(spec.get("budget_flops") or 0)
-    regime = None
-    if spec.get("regime"):
-        if spec["regime"] != "quickstart":
-            raise SweepError(f"regime {spec['regime']!r}: only 'quickstart' is built in (or leave it out and give "
-                             "data.dir / surrogate.model in base and grid)")
-        from lsap import quickstart as qs
-
-        try:
-            settings = qs.Settings(**(spec.get("regime_settings") or {}))
-        except TypeError as e:
-            raise SweepError(f"regime_settings: {e}") from None
-        regime = qs.build_regime(settings)
-        surrogates = {k: v for k, v in regime.surrogates.items()}
-        surrogate_bpb = dict(regime.surrogate_bpb)
-        base = qs.base_overrides(settings) + [f"data.dir={regime.base_data}",
-                                              f"surrogate.vocab_map={regime.vocab_map}"] + base
-        budget = budget or regime.budget
-    if budget <= 0:
-        raise SweepError("no budget: set budget_flops (or use a regime)")
-
-    # ---- configs (validated before anything trains) -------------------------------
-    runs_dir = Path(runs_root) if runs_root else out / "runs"
-    base = [_resolve_item(b, surrogates) for b in base]
-    cfgs = {}
-    for r in plan:
-        ov = {k: _resolve(v, surrogates) for k, v in r["overrides"].items()}
-        items = base + [f"{k}={v}" for k, v in ov.items()] + [
-            f"loss={r['loss']}", f"train.max_flops={budget}", f"train.seed={r['seed']}",
-            f"model.init_seed={r['seed']}", "train.ckpt_every=0", "train.eval_every=0"]
-        try:
-            cfg = load_config(None, items)
-        except ConfigError as e:
-            raise SweepError(f"run {r['name']}: {e}") from None
-        if cfg.loss == "ce":  # surrogate keys do not change a CE run: one CE run serves every sweep
-            from lsap.config import SurrogateCfg, LSAPCfg
-
-            cfg.surrogate, cfg.lsap = SurrogateCfg(), LSAPCfg()
-        h = hashlib.sha256(cfg.to_yaml().encode()).hexdigest()[:12]
-        cfg.name, cfg.out_dir = r["name"], str(runs_dir / f"{r['loss']}-{h}")
-        cfgs[r["name"]] = cfg
-    lsap_cfgs = [c for c in cfgs.values() if c.loss == "lsap"]
-    if lsap_cfgs:  # the CE runs also checkpoint at the LSAP runs' token count
-        from lsap.flops import FlopsLedger
-        from lsap.model import model_config
-        from lsap.surrogate import load_surrogate
-        from lsap.tokenizer import load_tokenizer, padded_vocab_size
-        from lsap.data import TokenShards
-
-        c0 = lsap_cfgs[0]
-        tok = load_tokenizer(TokenShards(c0.data.dir, "train").manifest["tokenizer"]["spec"])
-        bcfg = model_config(c0.model.preset, vocab_size=c0.model.vocab_size or padded_vocab_size(tok),
-                            **c0.model.overrides)
-        steps_at = set()
-        for spec_s in sorted({c.surrogate.model for c in lsap_cfgs}):
-            smodel, _ = load_surrogate(spec_s)
-            led = FlopsLedger.from_configs(bcfg, smodel.config)
-            per_step = c0.train.batch_size * c0.data.seq_len * (led.base_flops_per_token + led.surrogate_flops_per_token)
-            steps_at.add(int(budget // per_step))
-            del smodel
-        for c in cfgs.values():
-            if c.loss == "ce":
-                c.train.ckpt_at = sorted(steps_at)
-
-    state_path = out / "sweep.json"
-    state = {"spec": spec, "spec_hash": hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest(),
-             "budget_flops": budget, "surrogates": surrogates, "surrogate_bpb": surrogate_bpb,
-             "runs": [{**r, "out_dir": cfgs[r["name"]].out_dir} for r in plan]}
-    if state_path.is_file():
-        old = json.loads(state_path.read_text())
-        if old.get("spec_hash") != state["spec_hash"]:
-            raise SweepError(f"{out} holds another sweep (spec changed); use a new output directory")
-    _write(state_path, state)
-    log(f"[sweep] {spec['name']}: {len(plan)} runs ({len(spec['seeds'])} seeds × "
-        f"{len(plan) // max(len(spec['seeds']), 1)} settings) to {budget:.3g} FLOPs each → {out}")
+    check_plan(spec, plan)
+    vs = variants(spec)
+    n_set = len({(r["variant"], r["setting"]) for r in plan})
+    log(f"[sweep] {spec['name']}: {len(plan)} runs ({len(vs)} regime(s), {n_set} settings, seeds "
+        f"{sorted({r['seed'] for r in plan})}) → {out}")
     if dry_run:
         for r in plan:
             log(f"  {r['name']}: " + " ".join(f"{k}={v}" for k, v in r["overrides"].items()))
-        return state
+        return {"spec": spec, "runs": plan}
+    if not spec.get("regime") and not float(spec.get("budget_flops") or 0) > 0:
+        raise SweepError("no budget: set budget_flops (or use a regime)")
+    if spec.get("regime") and spec["regime"] != "quickstart":
+        raise SweepError(f"regime {spec['regime']!r}: only 'quickstart' is built in (or leave it out and give "
+                         "data.dir / surrogate.model in base and grid)")
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir = Path(runs_root) if runs_root else out / "runs"
+    spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    state_path = out / "sweep.json"
+    if state_path.is_file() and json.loads(state_path.read_text()).get("spec_hash") != spec_hash:
+        raise SweepError(f"{out} holds another sweep (spec changed); use a new output directory")
 
-    # ---- target stores: one surrogate pass per surrogate ---------------------------
-    if spec.get("store") and lsap_cfgs:
-        _use_stores(cfgs, runs_dir / "stores", log)
+    cfgs, vstate, overlap = {}, {}, {}
+    for v, settings in vs.items():
+        cfgs_v, vstate[v] = _variant_configs(spec, v, settings, [r for r in plan if r["variant"] == v], runs_dir,
+                                             overlap, log)
+        cfgs.update(cfgs_v)
+    one = vstate[next(iter(vs))]
+    state = {"spec": spec, "spec_hash": spec_hash, "budget_flops": one["budget_flops"],
+             "surrogates": one["surrogates"], "surrogate_bpb": one["surrogate_bpb"], "variants": vstate,
+             "overlap": overlap, "runs": [{**r, "out_dir": cfgs[r["name"]].out_dir} for r in plan]}
+    if state_path.is_file():  # keep the status of runs finished earlier
+        done = {r["name"] for r in json.loads(state_path.read_text())["runs"] if r.get("status") == "done"}
+        for r in plan:
+            if r["name"] in done and (Path(cfgs[r["name"]].out_dir) / "DONE").is_file():
+                r["status"] = "done"
+        state["runs"] = [{**r, "out_dir": cfgs[r["name"]].out_dir} for r in plan]
+    _write(state_path, state)
 
-    # ---- train, evaluate ------------------------------------------------------------
+    if spec.get("store"):
+        _use_stores({k: c for k, c in cfgs.items()}, runs_dir / "stores", log)
+
     ev = dict(spec.get("eval") or {})
-    tgt = ev.get("targets")
-    targets = None
-    if tgt:
-        targets = {"surrogate": _resolve(tgt, surrogates), "vocab_map": str(regime.vocab_map) if regime else
-                   ev.get("vocab_map"), "k": int(ev.get("k", 15)), "alpha": float(ev.get("alpha", 0.05))}
     t0 = time.time()
+    tasks_memo: dict = {}
     for i, r in enumerate(plan):
-        cfg = cfgs[r["name"]]
+        cfg, vst = cfgs[r["name"]], vstate[r["variant"]]
         log(f"\n[sweep] run {i + 1}/{len(plan)}: {r['name']} ({time.time() - t0:.0f}s elapsed)")
         train(cfg, resume="auto", log=log, quiet=True)
+        tgt = ev.get("targets")
+        targets = None
+        if tgt:
+            targets = {"surrogate": _resolve(tgt, vst["surrogates"]), "vocab_map": vst.get("vocab_map") or
+                       ev.get("vocab_map"), "k": int(ev.get("k", 15)), "alpha": float(ev.get("alpha", 0.05))}
         evaluate_run(cfg.out_dir, tasks=ev.get("tasks", "pairs"), max_examples=int(ev.get("max_examples", 1000)),
                      targets=targets, log=log)
+        if vst.get("ood"):
+            ood_eval(cfg.out_dir, vst["ood"], out / "ood-tasks", int(ev.get("max_examples", 1000)), tasks_memo,
+                     log)
         r["status"] = "done"
         _write(state_path, {**state, "runs": [{**x, "out_dir": cfgs[x["name"]].out_dir} for x in plan]})
 
@@ -255,9 +336,135 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     return result
 
 
+def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_dir: Path, overlap: dict,
+                     log) -> tuple[dict, dict]:
+    """Build (or reuse) one regime and the resolved configs of its runs."""
+    from lsap.flops import FlopsLedger, plan_steps
+    from lsap.regime import config_hash
+
+    surrogates, bpb, params, base, regime, s = {}, {}, {}, list(spec["base"]), None, None
+    budget = float(spec.get("budget_flops") or 0)
+    if spec.get("regime"):
+        from lsap import regime as rg
+
+        s = rg.Settings(**settings)
+        if v:
+            log(f"\n[sweep] regime {v}: " + ", ".join(f"{k}={val}" for k, val in (spec['regimes'][v] or {}).items()))
+        regime = rg.build_regime(s)
+        surrogates, bpb, params = dict(regime.surrogates), dict(regime.surrogate_bpb), dict(regime.params)
+        base = rg.base_overrides(s) + [f"data.dir={regime.base_data}", f"surrogate.vocab_map={regime.vocab_map}"] + base
+        budget = budget or regime.budget
+    base = [_resolve_item(b, surrogates) for b in base]
+    cfgs = {}
+    for r in plan:
+        try:
+            cfg = load_config(None, _run_items(r, base, surrogates, budget))
+        except ConfigError as e:
+            raise SweepError(f"run {r['name']}: {e}") from None
+        if cfg.loss == "ce":  # surrogate keys do not change a CE run: one CE run serves every sweep
+            from lsap.config import LSAPCfg, SurrogateCfg
+
+            cfg.surrogate, cfg.lsap = SurrogateCfg(), LSAPCfg()
+        elif cfg.lsap.intersection_keep < 1.0:
+            _restricted_map(cfg, regime, runs_dir / "maps", overlap, r["setting"], v)
+        elif regime is not None:
+            overlap.setdefault(v, {})[r["setting"]] = regime.overlap
+        cfg.name, cfg.out_dir = r["name"], str(runs_dir / f"{r['loss']}-{config_hash(cfg)}")
+        cfgs[r["name"]] = cfg
+    lsap_cfgs = [c for c in cfgs.values() if c.loss == "lsap"]
+    if lsap_cfgs:  # the CE runs also checkpoint at the LSAP runs' token count (configs only, no weights)
+        from lsap.data import TokenShards
+        from lsap.model import model_config
+        from lsap.regime import surrogate_config
+        from lsap.tokenizer import load_tokenizer, padded_vocab_size
+
+        c0 = lsap_cfgs[0]
+        tok = load_tokenizer(TokenShards(c0.data.dir, "train").manifest["tokenizer"]["spec"])
+        bcfg = model_config(c0.model.preset, vocab_size=c0.model.vocab_size or padded_vocab_size(tok),
+                            **c0.model.overrides)
+        steps_at = set()
+        for spec_s in sorted({c.surrogate.model for c in lsap_cfgs}):
+            led = FlopsLedger.from_configs(bcfg, surrogate_config(spec_s))
+            steps_at.add(plan_steps(c0.train.batch_size * c0.data.seq_len,
+                                    led.base_flops_per_token + led.surrogate_flops_per_token,
+                                    max_flops=budget).total_steps)
+        for name, c in list(cfgs.items()):
+            if c.loss == "ce":
+                c.train.ckpt_at = sorted(steps_at)  # a resume-free key: the CE run dir stays shared
+    ood = {}
+    if regime is not None:
+        for corpus in (spec.get("eval") or {}).get("ood", []):
+            if corpus != s.corpus:
+                ood[corpus] = str(rg.heldout_shards(regime, s, corpus))
+    vst = {"budget_flops": budget, "surrogates": surrogates, "surrogate_bpb": bpb, "params": params,
+           "corpus": s.corpus if s else None, "ood": ood, "vocab_map": str(regime.vocab_map) if regime else None}
+    return cfgs, vst
+
+
+def _restricted_map(cfg, regime, root: Path, overlap: dict, setting: str, v: str) -> None:
+    """Point an intersection-ablation run at the regime's map restricted to
+    `lsap.intersection_keep` (saved once per keep/seed), and record x = the share of the
+    base's held-out tokens inside the kept Σ∩."""
+    from lsap.data import TokenShards
+    from lsap.vocab import VocabMap, restrict_intersection
+
+    L = cfg.lsap
+    src = cfg.surrogate.vocab_map or (str(regime.vocab_map) if regime else "")
+    if not src:
+        raise SweepError(f"{setting}: lsap.intersection_keep < 1 in a sweep needs a saved map (a regime or "
+                         "surrogate.vocab_map)")
+    key = hashlib.sha256(json.dumps([src, L.intersection_keep, L.intersection_seed]).encode()).hexdigest()[:10]
+    d = root / f"keep{L.intersection_keep}-seed{L.intersection_seed}-{key}"
+    if not (d / "vocab_map.json").is_file():
+        restrict_intersection(VocabMap.load(src), L.intersection_keep, L.intersection_seed).save(d)
+    vmap = VocabMap.load(d)
+    val = TokenShards(cfg.data.dir, "val")
+    share = vmap.report(val.tokens(0, min(len(val), 200_000)))["corpus_share_in_intersection"]
+    overlap.setdefault(v, {})[setting] = share
+    cfg.surrogate.vocab_map, L.intersection_keep = str(d), 1.0  # the map is the ablation now
+
+
+def ood_eval(run_dir: str | Path, ood: dict, task_root: Path, max_examples: int, memo: dict, log=print) -> dict:
+    """Minimal pairs built from the held-out documents of other corpora (tokenized with
+    the run's base tokenizer), scored on the run's final checkpoint; RUN/ood.json,
+    reused while the task set and checkpoint are unchanged."""
+    from lsap.checkpoint import latest
+    from lsap.evaluate import PAIR_TASKS, build_offline_tasks, score_choices
+    from lsap.io import atomic_write_json
+
+    run_dir = Path(run_dir)
+    path = run_dir / "ood.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    ck = latest(run_dir)
+    model = tok = None
+    for corpus, data_dir in ood.items():
+        if data_dir not in memo:
+            tdir = task_root / hashlib.sha256(data_dir.encode()).hexdigest()[:10]
+            memo[data_dir] = (tdir, build_offline_tasks(data_dir, tdir, max_examples=max_examples)["hash"])
+        tdir, h = memo[data_dir]
+        if known.get(corpus, {}).get("hash") == h and known[corpus].get("checkpoint") == ck.name:
+            continue
+        if model is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            model = AutoModelForCausalLM.from_pretrained(ck / "model").eval()
+            tok = AutoTokenizer.from_pretrained(ck / "model")
+        scores = {}
+        for t, metric in PAIR_TASKS.items():
+            rows = [json.loads(x) for x in (tdir / f"{t}.jsonl").read_text().splitlines() if x]
+            scores[t] = score_choices(model, tok, rows)[metric]
+        known[corpus] = {"hash": h, "checkpoint": ck.name, "tasks": scores,
+                         "pairs_average": sum(scores.values()) / len(scores)}
+        atomic_write_json(path, known)
+        log(f"[sweep] {run_dir.name} out-of-domain {corpus}: pairs {known[corpus]['pairs_average']:.3f}")
+    return known
+
+
 def report_sweep(out: str | Path) -> dict:
-    """(Re)write a sweep's report from its sweep.json and the runs' eval.json files, at the
-    sweep's FLOPs budget (`lsap sweep SPEC --report-only`)."""
+    """(Re)write a sweep's report from its sweep.json and the runs' eval.json files, at
+    each regime's FLOPs budget (`lsap sweep SPEC --report-only`): one report per regime
+    (OUT, or OUT/<regime> for several) and, for axes, OUT/summary.md|json with Δ against
+    the axis (base parameters, N_s/N_b, strength, overlap) and in- vs out-of-domain Δ."""
     from lsap import report as rep
 
     out = Path(out)
@@ -265,12 +472,138 @@ def report_sweep(out: str | Path) -> dict:
     if not path.is_file():
         raise SweepError(f"{out}: no sweep.json (run the sweep first)")
     st = json.loads(path.read_text())
-    runs = [r for r in st["runs"] if r.get("status") == "done"]
-    if not runs:
+    done = [r for r in st["runs"] if r.get("status") == "done"]
+    if not done:
         raise SweepError(f"{out}: no finished runs yet")
-    return rep.make_report([r["out_dir"] for r in runs], out, flops=st["budget_flops"],
-                           strength=st.get("surrogate_bpb") or {}, surrogates=st.get("surrogates") or {},
-                           names=[r["name"] for r in runs])
+    vstates = st.get("variants") or {"": {"budget_flops": st["budget_flops"], "surrogates": st.get("surrogates") or {},
+                                          "surrogate_bpb": st.get("surrogate_bpb") or {}}}
+    multi = len(vstates) > 1
+    result, rows = None, []
+    for v, vst in vstates.items():
+        runs = [r for r in done if r.get("variant", "") == v]
+        if not runs:
+            continue
+        res = rep.make_report([r["out_dir"] for r in runs], out / v if multi else out, flops=vst["budget_flops"],
+                              strength=vst.get("surrogate_bpb") or {}, surrogates=vst.get("surrogates") or {},
+                              names=[r["name"] for r in runs])
+        result = result or res
+        rows += _summary_rows(v, vst, runs, res["table"], st.get("overlap", {}).get(v, {}))
+    axis = st["spec"].get("axis")
+    if multi or axis or any(r["ood"] for r in rows):
+        files = _write_summary(out, st["spec"], rows, axis, write_report_md=multi)
+        if multi:
+            result = {"out": str(out), "files": files, "summary": rows}
+        else:
+            result = {**result, "files": result["files"] + files, "summary": rows}
+    return result
+
+
+def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dict) -> list[dict]:
+    from lsap.report import strength_rows
+
+    deltas = strength_rows(table, vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {})
+    ood = {r["name"]: _read_json(Path(r["out_dir"]) / "ood.json") for r in runs}
+    ce = {r["seed"]: ood[r["name"]] for r in runs if r["loss"] == "ce"}
+    params = vst.get("params") or {}
+    rows = []
+    for d in deltas:
+        n_b, n_s = params.get("base"), params.get(d["surrogate"])
+        o = {}
+        for corpus in sorted({c for x in ood.values() for c in x}):
+            ds = [ood[r["name"]][corpus]["pairs_average"] - ce[r["seed"]][corpus]["pairs_average"]
+                  for r in runs if r["setting"] == d["setting"] and r["seed"] in ce
+                  and corpus in ood[r["name"]] and corpus in ce[r["seed"]]]
+            if ds:
+                o[corpus] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds), "n": len(ds)}
+        rows.append({"regime": v, "setting": d["setting"], "surrogate": d["surrogate"], "n": d["n"],
+                     "base_params": n_b, "surrogate_params": n_s,
+                     "surrogate_ratio": n_s / n_b if n_b and n_s else None, "strength": d["strength"],
+                     "overlap": overlap.get(d["setting"]), "pairs": d.get("pairs_average"), "ood": o,
+                     "corpus": vst.get("corpus")})
+    return rows
+
+
+def _read_json(p: Path) -> dict:
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _rng(d, scale=100.0):
+    return "n/a" if not d else f"{d['mean'] * scale:+.2f} [{d['min'] * scale:+.2f}, {d['max'] * scale:+.2f}]"
+
+
+def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, write_report_md: bool) -> list[str]:
+    from lsap.io import atomic_write_json, atomic_write_text
+
+    title = (axis or {}).get("title") or spec.get("description") or spec["name"]
+    corpora = sorted({c for r in rows for c in r["ood"]})
+    lines = [f"# Sweep {spec['name']}: {title}", "",
+             "Δ = LSAP − CE on minimal pairs (points), paired by seed, mean [min, max] over seeds, at each "
+             "regime's matched-FLOPs budget (the surrogate's inference charged). Strength = the surrogate's "
+             "held-out bits per byte / the CE base's. Overlap = share of the base's held-out tokens inside "
+             "the (kept) Σ∩. Out-of-domain: minimal pairs from held-out documents of other corpora.", "",
+             "| regime | setting | N_b | N_s/N_b | strength | overlap | seeds | Δ in-domain | "
+             + " | ".join(f"Δ {c}" for c in corpora) + (" |" if corpora else "|"),
+             "|---" * (8 + len(corpora)) + "|"]
+    for r in rows:
+        f = (lambda x, p: "n/a" if x is None else p.format(x))
+        lines.append(f"| {r['regime'] or r['corpus'] or '-'} | {r['setting']} | {f(r['base_params'], '{:,.0f}')} | "
+                     f"{f(r['surrogate_ratio'], '{:.2f}')} | {f(r['strength'], '{:.3f}')} | "
+                     f"{f(r['overlap'], '{:.1%}')} | {r['n']} | {_rng(r['pairs'])} | "
+                     + " | ".join(_rng(r["ood"].get(c)) for c in corpora) + (" |" if corpora else "|"))
+    strengths = [r["strength"] for r in rows if r["strength"] is not None]
+    if strengths and (max(strengths) - min(strengths)) > 0.1 and (axis or {}).get("x") == "base_params":
+        lines += ["", f"Note: the strength ratio drifts across regimes ({min(strengths):.3f} … {max(strengths):.3f}), "
+                  "so a trend in Δ mixes scale with surrogate strength."]
+    files = ["summary.md", "summary.json"]
+    x = (axis or {}).get("x")
+    if x and any(r[x] is not None and r["pairs"] for r in rows):
+        try:
+            files.append(_axis_plot(rows, x, title, out))
+        except ImportError:
+            pass
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(out / "summary.md", md)
+    atomic_write_json(out / "summary.json", {"spec": spec["name"], "axis": axis, "rows": rows})
+    if write_report_md:
+        atomic_write_text(out / "report.md", md + "\nPer-regime reports: "
+                          + ", ".join(f"[{v}]({v}/report.md)" for v in sorted({r['regime'] for r in rows})) + "\n")
+        files.append("report.md")
+    return files
+
+
+def _axis_plot(rows: list[dict], x: str, title: str, out: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = [r for r in rows if r[x] is not None and r["pairs"]]
+    xs = [r[x] for r in pts]
+    for label, get, m in [("in-domain", lambda r: r["pairs"], "o")] + [
+            (f"out-of-domain {c}", (lambda c: lambda r: r["ood"].get(c))(c), "s")
+            for c in sorted({c for r in pts for c in r["ood"]})]:
+        ds = [get(r) for r in pts]
+        px = [a for a, d in zip(xs, ds) if d]
+        dd = [d for d in ds if d]
+        if not dd:
+            continue
+        ax.errorbar(px, [d["mean"] * 100 for d in dd],
+                    yerr=[[(d["mean"] - d["min"]) * 100 for d in dd], [(d["max"] - d["mean"]) * 100 for d in dd]],
+                    fmt=m, capsize=3, label=label)
+    ax.axhline(0, color="gray", lw=0.8)
+    if x == "base_params":
+        ax.set_xscale("log")
+    ax.set_xlabel({"base_params": "base parameters", "surrogate_ratio": "N_s / N_b",
+                   "overlap": "share of held-out base tokens in kept Σ∩", "strength": "strength (bpb ratio)"}[x])
+    ax.set_ylabel("Δ minimal pairs, LSAP − CE (points)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    name = f"delta_vs_{x}.png"
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    plt.close(fig)
+    return name
 
 
 def _write(path: Path, obj) -> None:
@@ -280,15 +613,15 @@ def _write(path: Path, obj) -> None:
 
 
 def _use_stores(cfgs: dict, root: Path, log) -> None:
-    """Build one target store per surrogate (k = max k, min α = min α of its runs) and
-    point those runs at it (surrogate.source=store)."""
+    """Build one target store per surrogate and map (k = max k, min α = min α of its runs)
+    and point those runs at it (surrogate.source=store)."""
     from lsap.store import build_store
 
-    by_sur: dict[str, list] = {}
+    by_sur: dict[tuple, list] = {}
     for c in cfgs.values():
         if c.loss == "lsap":
-            by_sur.setdefault(c.surrogate.model, []).append(c)
-    for spec_s, cs in by_sur.items():
+            by_sur.setdefault((c.surrogate.model, c.data.dir, c.surrogate.vocab_map), []).append(c)
+    for (spec_s, _, _), cs in by_sur.items():
         k = max(c.lsap.k for c in cs)
         min_alpha = min(c.lsap.alpha for c in cs)
         c0 = cs[0]
@@ -301,34 +634,3 @@ def _use_stores(cfgs: dict, root: Path, log) -> None:
         for c in cs:
             c.surrogate.source = "store"
             c.surrogate.store_dir = str(d)
-
-
-def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
-    """Δ(LSAP − CE) per LSAP setting, paired by seed, with the surrogate's strength.
-
-    Returns [{"setting", "surrogate", "strength" (surrogate bpb / CE bpb), metric: {mean, min, max}}]."""
-    ce = {r["seed"]: r for r in table["rows"] if r["loss"] != "LSAP"}
-    by_setting: dict[str, list] = {}
-    for r in table["rows"]:
-        if r["loss"] == "LSAP" and r["seed"] in ce:
-            by_setting.setdefault(r["setting"], []).append(r)
-    ce_bpb = [r["val_bpb"] for r in ce.values() if r.get("val_bpb") is not None]
-    ce_bpb_mean = sum(ce_bpb) / len(ce_bpb) if ce_bpb else None
-    name_of = {v: k for k, v in surrogates.items()}
-    out = []
-    for setting, rows in by_setting.items():
-        sur = rows[0].get("surrogate")
-        name = name_of.get(sur, sur)
-        bpb = strength.get(name) if name is not None else None
-        row = {"setting": setting, "surrogate": name, "n": len(rows),
-               "strength": bpb / ce_bpb_mean if bpb and ce_bpb_mean else None}
-        for m in ("pairs_average", "average", "val_loss", "val_top1"):
-            ds = [r[m] - ce[r["seed"]][m] for r in rows if r.get(m) is not None and ce[r["seed"]].get(m) is not None]
-            row[m] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
-        row["tasks"] = {}
-        for t in table.get("tasks", []):
-            ds = [r["scores"][t] - ce[r["seed"]]["scores"][t] for r in rows
-                  if r["scores"].get(t) is not None and ce[r["seed"]]["scores"].get(t) is not None]
-            row["tasks"][t] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
-        out.append(row)
-    return out

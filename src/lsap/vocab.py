@@ -468,3 +468,26 @@ def _as_int64(x: Any):
     import numpy as np
 
     return np.asarray(x, dtype=np.int64)
+
+
+def restrict_intersection(vmap: VocabMap, keep_fraction: float, seed: int = 0) -> VocabMap:
+    """`vmap` keeping a random, seeded share of its string pairs (the paper's proposed
+    intersection ablation on a saved map); role-matched specials are always kept. Both
+    directions lose a dropped pair, so the map stays a bijection on the kept set and the
+    surrogate's targets on dropped tokens are lost too. Pairs are drawn in base-id order."""
+    if not 0.0 < keep_fraction <= 1.0:
+        raise VocabError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    b2s, s2b = vmap.base_to_surrogate.cpu().clone(), vmap.surrogate_to_base.cpu().clone()
+    specials = {b for b, _ in vmap.role_pairs.values()}
+    pairs = [b for b in torch.nonzero(b2s != ABSENT).flatten().tolist() if b not in specials]
+    if keep_fraction < 1.0:
+        g = torch.Generator().manual_seed(seed)
+        drop = torch.rand(len(pairs), generator=g) >= keep_fraction
+        for b, d in zip(pairs, drop.tolist()):
+            if d:
+                s2b[b2s[b]] = ABSENT
+                b2s[b] = ABSENT
+    meta = {**vmap.meta, "keep_fraction": float(vmap.meta.get("keep_fraction", 1.0)) * keep_fraction,
+            "restricted": {"keep_fraction": keep_fraction, "seed": seed, "from_size": vmap.size}}
+    return VocabMap(b2s, s2b, vmap.base_hash, vmap.surrogate_hash, vmap.base_tokenizer_size,
+                    vmap.surrogate_tokenizer_size, dict(vmap.role_pairs), meta)

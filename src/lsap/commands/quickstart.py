@@ -14,6 +14,10 @@ def add_arguments(p) -> None:
     p.add_argument("--surrogate", default=d.surrogate,
                    help="pretrain (default: a small surrogate pretrained once on its own part of the base's domain) | smollm2 | "
                         "a local HF dir / .gguf / hub id")
+    p.add_argument("--data", default=d.corpus, metavar="DATA",
+                   help=f"the regime's text (default {d.corpus}): an offline corpus name (see `lsap prepare "
+                        "--help`), YOUR text as a local .txt/.jsonl/.parquet file or folder, or hf:NAME; split by "
+                        "document into held-out, the base's part and the surrogate's part")
     p.add_argument("--ce-tokens", type=float, default=d.ce_tokens, help="FLOPs budget in CE tokens")
     p.add_argument("--surrogate-multiples", type=int, nargs="+", default=d.surrogate_multiples,
                    help="surrogate checkpoints at these multiples of the base's tokens; the last one is used "
@@ -27,7 +31,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from lsap.quickstart import Settings, run as run_quickstart
 
-    s = Settings(out=args.out, cache=args.cache, surrogate=args.surrogate, ce_tokens=args.ce_tokens,
+    s = Settings(out=args.out, cache=args.cache, surrogate=args.surrogate, corpus=args.data, ce_tokens=args.ce_tokens,
                  surrogate_multiples=args.surrogate_multiples, alpha=args.alpha, k=args.k, seeds=args.seeds,
                  eval_examples=args.eval_examples)
     run_quickstart(s)
