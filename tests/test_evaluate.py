@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lsap import evaluate as ev
+from lsap import metrics
+from lsap import tasks
 from lsap.cli import main
 
 VOCAB = 320
@@ -119,12 +120,12 @@ def evaluated(world):
 # --------------------------------------------------------------------------- bits per byte
 def test_bits_per_byte_hand_computed():
     # 2 tokens of 4 bytes each with loss ln(4) nats/token: 2 bits per token / 4 bytes = 0.5 bpb.
-    assert ev.bits_per_byte(math.log(4), 4.0) == pytest.approx(0.5)
+    assert metrics.bits_per_byte(math.log(4), 4.0) == pytest.approx(0.5)
     # total-bits / total-bytes form on odd numbers
     loss, n_tok, n_bytes = 2.3, 37, 151
-    assert ev.bits_per_byte(loss, n_bytes / n_tok) == pytest.approx(n_tok * loss / math.log(2) / n_bytes)
-    with pytest.raises(ev.EvalError):
-        ev.bits_per_byte(1.0, 0)
+    assert metrics.bits_per_byte(loss, n_bytes / n_tok) == pytest.approx(n_tok * loss / math.log(2) / n_bytes)
+    with pytest.raises(metrics.EvalError):
+        metrics.bits_per_byte(1.0, 0)
 
 
 def test_heldout_loss_matches_manual(world):
@@ -134,7 +135,7 @@ def test_heldout_loss_matches_manual(world):
     from lsap.data import TokenShards
 
     model = tiny_model("olmo2", 0).eval()
-    got = ev.heldout_loss(model, world["data"], seq_len=32, batch_size=2, max_batches=3, tokenizer=world["tok"])
+    got = metrics.heldout_loss(model, world["data"], seq_len=32, batch_size=2, max_batches=3, tokenizer=world["tok"])
     sh = TokenShards(world["data"], "val")
     x = torch.from_numpy(np.asarray(sh.tokens(0, 6 * 32 + 1)))
     inp = torch.stack([x[j * 32:(j + 1) * 32] for j in range(6)])
@@ -153,13 +154,13 @@ def test_offline_tasks_deterministic_and_heldout(world, tmp_path):
 
     from lsap.data import is_val
 
-    a = ev.build_offline_tasks(world["data"], tmp_path / "a", max_examples=50)
-    b = ev.build_offline_tasks(world["data"], tmp_path / "b", max_examples=50)
+    a = tasks.build_offline_tasks(world["data"], tmp_path / "a", max_examples=50)
+    b = tasks.build_offline_tasks(world["data"], tmp_path / "b", max_examples=50)
     assert a["hash"] == b["hash"]
-    for name in ev.OFFLINE_TASKS:
+    for name in tasks.OFFLINE_TASKS:
         assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
         assert a["counts"][name] > 5
-    c = ev.build_offline_tasks(world["data"], tmp_path / "c", max_examples=40)
+    c = tasks.build_offline_tasks(world["data"], tmp_path / "c", max_examples=40)
     assert c["hash"] != a["hash"]
 
     docs = [" ".join(topics[k].split()) for k in sorted(topics)]
@@ -187,7 +188,7 @@ def test_offline_tasks_deterministic_and_heldout(world, tmp_path):
 
 def test_lastword_cutting_rule():
     doc = " ".join(f"w{i}" for i in range(20)) + " the final Word. 123"
-    ex = ev.lastword_examples([doc], passage_words=64, min_context_words=16)
+    ex = tasks.lastword_examples([doc], passage_words=64, min_context_words=16)
     assert ex == [{"context": " ".join(f"w{i}" for i in range(20)) + " the final", "target": "Word"}]
 
 
@@ -200,7 +201,7 @@ def test_eval_writes_results_next_to_checkpoints(evaluated, capsys):
             meta = json.loads((d / "meta.json").read_text())
             for k in ("step", "tokens", "flops_base", "flops_surrogate", "flops"):
                 assert res[k] == meta[k]
-            assert set(res["tasks"]) == set(ev.OFFLINE_TASKS)
+            assert set(res["tasks"]) == set(tasks.OFFLINE_TASKS)
             for t in res["tasks"].values():
                 assert 0.0 <= t["value"] <= 1.0 and t["metric"] in ("acc", "acc_norm")
             assert res["tasks"]["lsap_nextsent"]["metric"] == "acc_norm"

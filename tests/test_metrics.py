@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 
+from lsap import metrics
+from lsap import tasks
 from lsap import evaluate as ev
 
 
@@ -51,7 +53,7 @@ def test_heldout_metrics_match_naive_loop(tiny_world):
     model = _FixedLM(vocab).eval()
     targets = _fake_targets(vocab)
     seq_len, bs, nb = 16, 3, 4
-    got = ev.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb, targets=targets)
+    got = metrics.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb, targets=targets)
 
     # naive: one position at a time, in float64
     shards = TokenShards(data, "val")
@@ -91,9 +93,9 @@ def test_heldout_metrics_match_naive_loop(tiny_world):
             assert got["by_m"][key]["top1"] == pytest.approx(t1 / c)
     assert sum(1 for c, _, _ in buckets.values() if c) >= 2  # the split is exercised
     # without targets: the same loss and accuracies, no split
-    plain = ev.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)
+    plain = metrics.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)
     assert plain["val_loss"] == pytest.approx(got["val_loss"]) and "by_m" not in plain
-    assert ev.heldout_loss(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)["val_loss"] == \
+    assert metrics.heldout_loss(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)["val_loss"] == \
         pytest.approx(got["val_loss"])
 
 
@@ -108,7 +110,7 @@ def test_surrogate_targets_are_propose_targets(tiny_world):
     sur = AutoModelForCausalLM.from_pretrained(tiny_world["surrogate"]).eval()
     vmap = VocabMap.from_tokenizers(load_tokenizer(tiny_world["base_tok"]), load_tokenizer(tiny_world["surrogate"]),
                                     base_vocab_size=640, surrogate_vocab_size=sur.config.vocab_size)
-    fn = ev.surrogate_targets(sur, vmap, k=5, alpha=0.02)
+    fn = metrics.surrogate_targets(sur, vmap, k=5, alpha=0.02)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 600, (2, 12), generator=g)
     y = torch.randint(0, 600, (2, 12), generator=g)
@@ -129,10 +131,10 @@ DOCS = [
 
 
 def test_minimal_pairs_deterministic_and_well_formed():
-    a = ev.minimal_pair_examples(DOCS, seed=7)
-    b = ev.minimal_pair_examples(DOCS, seed=7)
+    a = tasks.minimal_pair_examples(DOCS, seed=7)
+    b = tasks.minimal_pair_examples(DOCS, seed=7)
     assert a == b
-    assert set(a) == set(ev.PAIR_TASKS)
+    assert set(a) == set(tasks.PAIR_TASKS)
     assert all(len(v) > 0 for v in a.values())
     for ex in a["lsap_pairs_swap"]:
         good, bad = ex["choices"]
@@ -154,7 +156,7 @@ def test_minimal_pairs_deterministic_and_well_formed():
         own = next(d for d in docs_text if ex["context"] in d)
         assert (ex["context"] + " " + good) in own  # the real next sentence
         assert bad not in own  # the distractor comes from another document
-    assert ev.minimal_pair_examples(DOCS, seed=8) != a  # the seed matters
+    assert tasks.minimal_pair_examples(DOCS, seed=8) != a  # the seed matters
 
 
 def test_minimal_pairs_replace_is_frequency_matched():
@@ -162,8 +164,8 @@ def test_minimal_pairs_replace_is_frequency_matched():
     from collections import Counter
 
     band = 3
-    ex = ev.minimal_pair_examples(DOCS, seed=1, band=band)["lsap_pairs_replace"]
-    sents = [s for d in ev._pair_sentences(DOCS, 6, 30, 220) for s in d]
+    ex = tasks.minimal_pair_examples(DOCS, seed=1, band=band)["lsap_pairs_replace"]
+    sents = [s for d in tasks._pair_sentences(DOCS, 6, 30, 220) for s in d]
     freq = Counter(w.lower() for s in sents for w in s.split(" ") if w.isalpha())
     ranked = [w for w, _ in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))]
     for e in ex:
@@ -173,11 +175,11 @@ def test_minimal_pairs_replace_is_frequency_matched():
 
 
 def test_pair_tasks_in_offline_build(tiny_world, tmp_path):
-    info = ev.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=50)
-    for name in ev.PAIR_TASKS:
+    info = tasks.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=50)
+    for name in tasks.PAIR_TASKS:
         assert info["counts"][name] > 0
         assert (tmp_path / "t" / f"{name}.yaml").is_file()
-    assert ev.resolve_tasks("pairs") == ev.PAIR_TASKS
+    assert ev.resolve_tasks("pairs") == tasks.PAIR_TASKS
 
 
 @pytest.mark.slow  # lm-eval itself takes ~2-3 min here
@@ -187,19 +189,19 @@ def test_score_choices_equals_lm_eval(tiny_world, tmp_path):
     pytest.importorskip("lm_eval")
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    info = ev.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=40)
+    info = tasks.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=40)
     tok = AutoTokenizer.from_pretrained(tiny_world["base_tok"])
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
                                          initializer_range=0.3)).eval()
-    ref = ev.run_lm_eval(model, tok, ev.PAIR_TASKS, include_path=info["dir"], batch_size=16, max_length=512,
+    ref = ev.run_lm_eval(model, tok, tasks.PAIR_TASKS, include_path=info["dir"], batch_size=16, max_length=512,
                          bootstrap_iters=0, log_file=tmp_path / "lm_eval.log")
     import json
 
-    for task in ev.PAIR_TASKS:
+    for task in tasks.PAIR_TASKS:
         rows = [json.loads(x) for x in (tmp_path / "t" / f"{task}.jsonl").read_text().splitlines() if x]
-        got = ev.score_choices(model, tok, rows, batch_size=7)  # odd batch: padding must not matter
+        got = tasks.score_choices(model, tok, rows, batch_size=7)  # odd batch: padding must not matter
         assert got["n"] == len(rows) > 0
         assert got["acc"] == pytest.approx(ref[task]["metrics"]["acc"], abs=1e-9), task
         assert got["acc_norm"] == pytest.approx(ref[task]["metrics"]["acc_norm"], abs=1e-9), task

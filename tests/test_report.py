@@ -55,7 +55,7 @@ def test_report_matches_stored_results(evaluated, tmp_path, capsys):
 
     rows = _rows(md)
     tasks = data["tasks"]
-    from lsap.evaluate import OFFLINE_TASKS
+    from lsap.tasks import OFFLINE_TASKS
 
     assert tasks[:2] == ["lsap_lastword", "lsap_nextsent"] and set(tasks) == set(OFFLINE_TASKS)
     stored = {"ce": _eval(runs["ce"], 200), "lsap": _eval(runs["lsap"], 200)}

@@ -218,7 +218,7 @@ def build_regime(s: Settings) -> Regime:
 
 def _surrogate_bpb(surrogates: dict, sur_data: Path, path: Path, s: Settings) -> dict:
     """Held-out bits per byte of each surrogate checkpoint (cached by model path)."""
-    from lsap.evaluate import heldout_loss
+    from lsap.metrics import heldout_loss
     from lsap.surrogate import load_surrogate
 
     known = json.loads(path.read_text()) if path.is_file() else {}

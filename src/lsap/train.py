@@ -376,7 +376,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """val_loss (and val_bpb) by `lsap.evaluate.heldout_nll`, the wrapped module run on every rank."""
-        from lsap.evaluate import bits_per_byte, heldout_nll
+        from lsap.metrics import bits_per_byte, heldout_nll
 
         if self.val is None:
             return {}

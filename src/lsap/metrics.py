@@ -1,0 +1,158 @@
+"""Held-out metrics: loss, bits per byte, next-token accuracy, split by auxiliary targets.
+
+What the trainer needs (`heldout_nll`, `scored_bytes`) and what `lsap eval` reports
+(`heldout_metrics`), plus `bpb_on_documents`: bits per byte of any model on given complete
+documents with its own tokenizer, the one cross-tokenizer comparison (METHOD §5b).
+
+Bits per byte = Σ NLL (nats) of the tokens scored / (ln 2 · Σ UTF-8 bytes of exactly those
+tokens). Token bytes come from the tokenizer's canonical vocabulary (`lsap.vocab.token_table`);
+control tokens (the document-separator EOS) have none.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from lsap.errors import EvalError
+
+
+# --------------------------------------------------------------------------- held-out loss
+def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
+    """Bits per UTF-8 byte from a mean loss in nats per token.
+
+    total bits / total bytes = (N_tok · loss / ln 2) / (N_tok · bytes_per_token), so
+    bpb = loss / ln 2 / bytes_per_token. `bytes_per_token` is the split's UTF-8 bytes
+    of document text divided by its tokens (document-separator EOS tokens included,
+    as in the loss), from the data manifest. Unlike the loss it does not depend on
+    the tokenizer, so runs with different tokenizers can be compared on it.
+    """
+    if not bytes_per_token or bytes_per_token <= 0:
+        raise EvalError(f"bytes_per_token must be > 0, got {bytes_per_token!r}")
+    return float(loss_nats) / math.log(2) / float(bytes_per_token)
+
+
+def heldout_nll(shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn) -> tuple[float, float]:
+    """The one held-out loss loop (the trainer's `val_loss` and `heldout_metrics`):
+    Σ NLL and the number of scored positions over `shards.iter_eval_batches(...)`.
+
+    `nll_fn(input_ids, labels) -> (nll_sum, count)` scores one batch (CPU tensors in;
+    any device out); sums are accumulated in float64. Loss = Σ NLL / count, divided once.
+    """
+    import torch
+
+    tot = None
+    for inp, lab in shards.iter_eval_batches(seq_len, batch_size, max_batches):
+        nll_sum, count = nll_fn(inp, lab)
+        part = torch.stack([torch.as_tensor(nll_sum).double(), torch.as_tensor(count).double()])
+        tot = part if tot is None else tot + part
+    return (0.0, 0.0) if tot is None else (float(tot[0]), float(tot[1]))
+
+
+def heldout_loss(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, batch_size: int = 8,
+                 max_batches: int | None = None, tokenizer=None) -> dict[str, Any]:
+    """Mean CE (nats/token) and bits per byte on the validation split of `data_dir`.
+
+    Windows: consecutive (T+1)-token windows from the start of the split
+    (`TokenShards.iter_eval_batches`), every position of every window counted once;
+    loss = Σ NLL / #positions (sum-reduced, divided once). With `tokenizer`, checks
+    that the shards were made with it. Returns {"val_loss", "val_bpb", "val_tokens"}
+    (the first keys of `heldout_metrics`, which also gives accuracies).
+    """
+    m = heldout_metrics(model, data_dir, seq_len=seq_len, batch_size=batch_size, max_batches=max_batches,
+                        tokenizer=tokenizer)
+    return {k: m[k] for k in ("val_loss", "val_bpb", "val_tokens")}
+
+
+M_BUCKETS = ("0", "1", "2+")  # positions by the number of auxiliary targets they would receive
+
+
+def _bucket(m):
+    """Number of auxiliary targets per position → bucket index 0, 1, 2 (m ≥ 2)."""
+    return m.clamp(max=2)
+
+
+def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, batch_size: int = 8,
+                    max_batches: int | None = None, tokenizer=None, targets=None) -> dict[str, Any]:
+    """Held-out loss, bits per byte, next-token top-1 / top-5 accuracy and — given `targets` —
+    the same split by the number m of auxiliary targets each position would receive.
+
+    Windows as in `heldout_loss`. `targets(input_ids, labels) -> (aux_ids, aux_mask)`
+    (e.g. `surrogate_targets(...)`) gives each position's auxiliary targets; then the
+    result also holds ``by_m`` = {"0" | "1" | "2+": {"share", "loss", "top1"}} and
+    ``target_mass`` = the mean, over positions with m ≥ 1, of the probability the model
+    puts on those targets together (METHOD §5b: LSAP moves mass there by construction).
+    top-k accuracy counts ties against the gold (strictly greater logits rank above it).
+    """
+    import torch
+
+    from lsap.data import TokenShards
+
+    shards = TokenShards(data_dir, "val")
+    if tokenizer is not None:
+        shards.check_tokenizer(tokenizer)
+    shards.check_vocab(model.get_input_embeddings().weight.shape[0])
+    seq_len = min(seq_len, max(1, len(shards) - 1))
+    batch_size = max(1, min(batch_size, shards.n_windows(seq_len)))
+    device = next(model.parameters()).device
+    tot = torch.zeros(2, dtype=torch.float64)  # top1, top5
+    by_m = torch.zeros(3, 3, dtype=torch.float64)  # bucket × (count, nll, top1)
+    mass = torch.zeros(2, dtype=torch.float64)  # Σ target mass, positions with m ≥ 1
+
+    def score(inp, lab):
+        nonlocal tot, by_m, mass
+        inp, lab = inp.to(device), lab.to(device)
+        logits = model(input_ids=inp).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        gold = logp.gather(-1, lab.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        rank = (logp > gold.unsqueeze(-1)).sum(-1)  # how many tokens beat the gold
+        nll = -gold
+        tot += torch.stack([(rank < 1).sum(), (rank < 5).sum()]).double().cpu()
+        if targets is not None:
+            ids, mask = targets(inp, lab)
+            ids, mask = ids.to(device), mask.to(device)
+            m = mask.sum(-1)
+            b = _bucket(m)
+            for j in range(3):
+                sel = b == j
+                by_m[j] += torch.stack([sel.sum(), nll[sel].sum(), (rank[sel] < 1).sum()]).double().cpu()
+            p_aux = (logp.gather(-1, ids.clamp_min(0)).exp() * mask).sum(-1)
+            has = m > 0
+            mass += torch.stack([p_aux[has].sum(), has.sum()]).double().cpu()
+        return nll.sum().cpu(), lab.numel()
+
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        nll_sum, n = heldout_nll(shards, seq_len, batch_size, max_batches, score)
+    model.train(was_training)
+    count = int(n)
+    if count == 0:
+        raise EvalError(f"{data_dir}: the val split ({len(shards)} tokens) is too short for one window")
+    loss = nll_sum / count
+    bpt = shards.bytes_per_token
+    out = {"val_loss": loss, "val_bpb": bits_per_byte(loss, bpt) if bpt else None, "val_tokens": count,
+           "val_top1": float(tot[0]) / count, "val_top5": float(tot[1]) / count}
+    if targets is not None:
+        out["by_m"] = {name: {"share": float(by_m[j, 0]) / count,
+                              "loss": float(by_m[j, 1] / by_m[j, 0]) if by_m[j, 0] else None,
+                              "top1": float(by_m[j, 2] / by_m[j, 0]) if by_m[j, 0] else None}
+                       for j, name in enumerate(M_BUCKETS)}
+        out["target_mass"] = float(mass[0] / mass[1]) if mass[1] else None
+    return out
+
+
+def surrogate_targets(surrogate, vmap, *, k: int = 15, alpha: float = 0.05, pad_id: int = 0):
+    """`targets` for `heldout_metrics`: the auxiliary targets LSAP would give each held-out
+    position (`lsap.targets.propose_targets`, METHOD §3)."""
+    from lsap.targets import propose_targets
+
+    dev = next(surrogate.parameters()).device
+
+    def fn(inp, lab):
+        ids, mask, _ = propose_targets(surrogate, inp.to(dev), lab.to(dev), vmap.to(dev), k, alpha, pad_id=pad_id)
+        return ids, mask
+
+    return fn
+
