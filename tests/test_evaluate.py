@@ -119,11 +119,10 @@ def evaluated(world):
 
 # --------------------------------------------------------------------------- bits per byte
 def test_bits_per_byte_hand_computed():
-    # 2 tokens of 4 bytes each with loss ln(4) nats/token: 2 bits per token / 4 bytes = 0.5 bpb.
-    assert metrics.bits_per_byte(math.log(4), 4.0) == pytest.approx(0.5)
-    # total-bits / total-bytes form on odd numbers
-    loss, n_tok, n_bytes = 2.3, 37, 151
-    assert metrics.bits_per_byte(loss, n_bytes / n_tok) == pytest.approx(n_tok * loss / math.log(2) / n_bytes)
+    # 2 tokens of 4 bytes each, ln(4) nats each: 2·2 bits / 8 bytes = 0.5 bpb.
+    assert metrics.bits_per_byte(2 * math.log(4), 8) == pytest.approx(0.5)
+    nll, n_bytes = 2.3 * 37, 151  # Σ NLL of 37 tokens, their 151 bytes
+    assert metrics.bits_per_byte(nll, n_bytes) == pytest.approx(37 * 2.3 / math.log(2) / 151)
     with pytest.raises(metrics.EvalError):
         metrics.bits_per_byte(1.0, 0)
 
@@ -144,8 +143,52 @@ def test_heldout_loss_matches_manual(world):
         ref = torch.nn.functional.cross_entropy(model(input_ids=inp).logits.flatten(0, 1), lab.flatten()).item()
     assert got["val_tokens"] == 6 * 32
     assert got["val_loss"] == pytest.approx(ref, rel=1e-5)
+    # bpb divides by the bytes of exactly the labels scored (naive: decode them, count UTF-8 bytes)
+    tok = world["tok"]
+    n_bytes = len(tok.decode([int(i) for i in lab.flatten() if int(i) != tok.eos_token_id]).encode("utf-8"))
+    assert got["val_bytes"] == n_bytes
+    assert got["val_bpb"] == pytest.approx(ref * lab.numel() / math.log(2) / n_bytes, rel=1e-5)
     man = json.loads((world["data"] / "manifest.json").read_text())["splits"]["val"]
-    assert got["val_bpb"] == pytest.approx(ref / math.log(2) / (man["bytes"] / man["tokens"]), rel=1e-5)
+    assert got["val_bytes"] / got["val_tokens"] != pytest.approx(man["bytes"] / man["tokens"], rel=1e-3)
+
+
+def test_token_byte_lengths_sum_to_the_split_bytes(world):
+    """Σ bytes of every token of the val split = the manifest's UTF-8 bytes of its documents."""
+    import numpy as np
+
+    from lsap.data import TokenShards
+
+    sh = TokenShards(world["data"], "val")
+    lengths = metrics.token_byte_lengths(world["tok"], sh.vocab_size)
+    assert int(lengths[np.asarray(sh.tokens(0, len(sh)))].sum()) == sh.info["bytes"]
+    assert lengths[world["tok"].eos_token_id] == 0
+
+
+def test_bpb_on_documents_matches_naive(world):
+    """Complete documents, own tokenizer: every token scored once (context from the window start),
+    bytes = a naive per-document UTF-8 count."""
+    import torch
+
+    tok = world["tok"]
+    docs = metrics.strength_documents(world["data"], max_bytes=3000)
+    assert len(docs) >= 1 and (len(docs) == 1 or sum(len(d.encode()) for d in docs) <= 3000)
+    docs = docs[:3] + ["short doc \u00e9\u00e8 \u2014 non-ASCII"]
+    model = tiny_model("llama", 3).eval()
+    T = 16
+    got = metrics.bpb_on_documents(model, tok, docs, seq_len=T, batch_size=3)
+    stream = [tok.eos_token_id]
+    for d in docs:
+        stream += tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    nll = 0.0
+    with torch.no_grad():
+        for t in range(1, len(stream)):  # label t, read by the window that starts at ((t-1)//T)·T
+            s = ((t - 1) // T) * T
+            logits = model(input_ids=torch.tensor([stream[s:t]])).logits[0, -1]
+            nll -= float(torch.log_softmax(logits.double(), -1)[stream[t]])
+    n_bytes = sum(len(d.encode("utf-8")) for d in docs)
+    assert got["bytes"] == n_bytes and got["tokens"] == len(stream) - 1 and got["documents"] == len(docs)
+    assert got["nll"] == pytest.approx(nll, rel=1e-4)
+    assert got["bpb"] == pytest.approx(nll / math.log(2) / n_bytes, rel=1e-4)
 
 
 # --------------------------------------------------------------------------- offline tasks

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from lsap.errors import EvalError
-from lsap.metrics import heldout_metrics, surrogate_targets
+from lsap.metrics import STRENGTH_BYTES, bpb_on_documents, heldout_metrics, strength_documents, surrogate_targets
 from lsap.tasks import OFFLINE_TASKS, PAIR_TASKS, PAPER_TASKS, TASK_SETS, build_offline_tasks, score_choices
 
 
@@ -276,6 +276,9 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
         }
         if do_loss and offline is None:
             eval_set["heldout"] = json.loads((Path(data_dir) / "manifest.json").read_text())["args"]
+        docs = strength_documents(data_dir) if do_loss else None
+        if docs:  # bits per byte on complete held-out documents: what a surrogate's strength is compared with
+            eval_set["doc_bpb"] = {"max_bytes": STRENGTH_BYTES, "documents": len(docs)}
         eval_set_hash = hashlib.sha256(json.dumps(eval_set, sort_keys=True).encode()).hexdigest()
 
         results, target_fn, kept = [], None, []
@@ -296,7 +299,7 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
             results.append(_evaluate_one(model_dir, out_path, meta, task_map, limit, batch_size, device,
                                          data_dir if do_loss else None, seq_len, val_batches,
                                          task_dir if offline else None, task_set, eval_set_hash, target_fn,
-                                         targets, log))
+                                         targets, log, docs))
         if kept:
             log(f"[lsap] {target.name}: {len(kept)} checkpoint(s) already evaluated on this evaluation set "
                 f"({eval_set_hash[:12]}: {kept[0]}{' … ' + kept[-1] if len(kept) > 1 else ''}); --force to redo")
@@ -307,7 +310,7 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
 
 
 def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, data_dir, seq_len, val_batches,
-                  task_dir, task_set, eval_set_hash, target_fn, targets, log) -> dict:
+                  task_dir, task_set, eval_set_hash, target_fn, targets, log, docs=None) -> dict:
     import time
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -326,6 +329,8 @@ def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, d
     if data_dir:
         result.update(heldout_metrics(model, data_dir, seq_len=seq_len, batch_size=batch_size,
                                       max_batches=val_batches, tokenizer=tok, targets=target_fn))
+    if docs:
+        result["doc_bpb"] = bpb_on_documents(model, tok, docs, seq_len=seq_len, batch_size=batch_size)["bpb"]
     # lm-eval truncates contexts from the left to this many tokens; RoPE models can
     # read past their training seq_len, and a choice longer than seq_len must still fit.
     max_len = int(getattr(model.config, "max_position_embeddings", 0) or 2048)

@@ -18,21 +18,52 @@ from typing import Any
 from lsap.errors import EvalError
 
 
+# --------------------------------------------------------------------------- bits per byte
+def bits_per_byte(nll_nats: float, n_bytes: float) -> float:
+    """Bits per UTF-8 byte: Σ NLL (nats) of the tokens scored / (ln 2 · Σ bytes of exactly those
+    tokens). Both sums are over the same tokens; a ratio of the two means (loss / bytes per token)
+    is the same number only when both come from the same tokens."""
+    if not n_bytes or n_bytes <= 0:
+        raise EvalError(f"bits per byte needs the scored tokens' bytes > 0, got {n_bytes!r}")
+    return float(nll_nats) / math.log(2) / float(n_bytes)
+
+
+_BYTE_LENGTHS: dict[int, tuple] = {}  # id(tokenizer) -> (tokenizer, lengths): one table per tokenizer object
+
+
+def token_byte_lengths(tokenizer, size: int | None = None):
+    """int64 numpy [max(size, tokenizer ids)]: the UTF-8 bytes each token id stands for (its
+    canonical bytes, `lsap.vocab.token_table`); 0 for control tokens (the document separator)
+    and for ids the tokenizer does not define (padded embedding rows)."""
+    import numpy as np
+
+    hit = _BYTE_LENGTHS.get(id(tokenizer))
+    if hit is None or hit[0] is not tokenizer:
+        from lsap.vocab import token_table
+
+        t = token_table(tokenizer)
+        arr = np.zeros(t.size, dtype=np.int64)
+        for i, b in t.strings.items():
+            arr[i] = len(b)
+        hit = _BYTE_LENGTHS[id(tokenizer)] = (tokenizer, arr)
+    arr = hit[1]
+    return np.pad(arr, (0, size - len(arr))) if size is not None and size > len(arr) else arr
+
+
+def scored_bytes(shards, seq_len: int, batch_size: int, max_batches: int | None, tokenizer) -> int:
+    """UTF-8 bytes of exactly the labels `heldout_nll` scores over the same windows: the
+    denominator of the trainer's ``val_bpb`` (not the whole split's average bytes per token:
+    the first windows need not hold the split's average text)."""
+    import torch
+
+    lengths = torch.from_numpy(token_byte_lengths(tokenizer, shards.vocab_size))
+    total = 0
+    for _, lab in shards.iter_eval_batches(seq_len, batch_size, max_batches):
+        total += int(lengths[lab].sum())
+    return total
+
+
 # --------------------------------------------------------------------------- held-out loss
-def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
-    """Bits per UTF-8 byte from a mean loss in nats per token.
-
-    total bits / total bytes = (N_tok · loss / ln 2) / (N_tok · bytes_per_token), so
-    bpb = loss / ln 2 / bytes_per_token. `bytes_per_token` is the split's UTF-8 bytes
-    of document text divided by its tokens (document-separator EOS tokens included,
-    as in the loss), from the data manifest. Unlike the loss it does not depend on
-    the tokenizer, so runs with different tokenizers can be compared on it.
-    """
-    if not bytes_per_token or bytes_per_token <= 0:
-        raise EvalError(f"bytes_per_token must be > 0, got {bytes_per_token!r}")
-    return float(loss_nats) / math.log(2) / float(bytes_per_token)
-
-
 def heldout_nll(shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn) -> tuple[float, float]:
     """The one held-out loss loop (the trainer's `val_loss` and `heldout_metrics`):
     Σ NLL and the number of scored positions over `shards.iter_eval_batches(...)`.
@@ -57,12 +88,13 @@ def heldout_loss(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, bat
     Windows: consecutive (T+1)-token windows from the start of the split
     (`TokenShards.iter_eval_batches`), every position of every window counted once;
     loss = Σ NLL / #positions (sum-reduced, divided once). With `tokenizer`, checks
-    that the shards were made with it. Returns {"val_loss", "val_bpb", "val_tokens"}
+    that the shards were made with it, and bpb divides by the bytes of exactly the labels
+    scored (without it, val_bpb is None). Returns {"val_loss", "val_bpb", "val_tokens"}
     (the first keys of `heldout_metrics`, which also gives accuracies).
     """
     m = heldout_metrics(model, data_dir, seq_len=seq_len, batch_size=batch_size, max_batches=max_batches,
                         tokenizer=tokenizer)
-    return {k: m[k] for k in ("val_loss", "val_bpb", "val_tokens")}
+    return {k: m[k] for k in ("val_loss", "val_bpb", "val_tokens", "val_bytes")}
 
 
 M_BUCKETS = ("0", "1", "2+")  # positions by the number of auxiliary targets they would receive
@@ -99,9 +131,13 @@ def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, 
     tot = torch.zeros(2, dtype=torch.float64)  # top1, top5
     by_m = torch.zeros(3, 3, dtype=torch.float64)  # bucket × (count, nll, top1)
     mass = torch.zeros(2, dtype=torch.float64)  # Σ target mass, positions with m ≥ 1
+    lengths = torch.from_numpy(token_byte_lengths(tokenizer, shards.vocab_size)) if tokenizer is not None else None
+    n_bytes = 0
 
     def score(inp, lab):
-        nonlocal tot, by_m, mass
+        nonlocal tot, by_m, mass, n_bytes
+        if lengths is not None:
+            n_bytes += int(lengths[lab].sum())
         inp, lab = inp.to(device), lab.to(device)
         logits = model(input_ids=inp).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
@@ -131,8 +167,8 @@ def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, 
     if count == 0:
         raise EvalError(f"{data_dir}: the val split ({len(shards)} tokens) is too short for one window")
     loss = nll_sum / count
-    bpt = shards.bytes_per_token
-    out = {"val_loss": loss, "val_bpb": bits_per_byte(loss, bpt) if bpt else None, "val_tokens": count,
+    out = {"val_loss": loss, "val_bpb": bits_per_byte(nll_sum, n_bytes) if n_bytes else None, "val_tokens": count,
+           "val_bytes": n_bytes,
            "val_top1": float(tot[0]) / count, "val_top5": float(tot[1]) / count}
     if targets is not None:
         out["by_m"] = {name: {"share": float(by_m[j, 0]) / count,
@@ -156,3 +192,67 @@ def surrogate_targets(surrogate, vmap, *, k: int = 15, alpha: float = 0.05, pad_
 
     return fn
 
+
+
+# --------------------------------------------------------------------------- same text, two tokenizers
+STRENGTH_BYTES = 300_000  # the held-out text both models of a strength ratio are scored on
+
+
+def strength_documents(data_dir: str | os.PathLike, max_bytes: int = STRENGTH_BYTES) -> list[str]:
+    """The first complete held-out documents of `data_dir` (corpus order) whose UTF-8 bytes
+    together stay within `max_bytes` (at least one document): the text a surrogate's and a
+    base's bits per byte are compared on. Depends only on the corpus, seed and val_fraction,
+    so a surrogate's data directory and the base's (one corpus, two tokenizers) give the same."""
+    from lsap.tasks import heldout_documents
+
+    docs, _ = heldout_documents(data_dir)
+    out, total = [], 0
+    for d in docs:
+        n = len(d.encode("utf-8"))
+        if out and total + n > max_bytes:
+            break
+        out.append(d)
+        total += n
+    return out
+
+
+def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, batch_size: int = 8) -> dict:
+    """Bits per byte of `model` on the complete documents `docs`, with its own `tokenizer`.
+
+    The documents are encoded as `lsap prepare` encodes them (`encode_documents`: each
+    followed by the document separator) behind one leading separator, so every token of
+    every document is scored, packed and cut into windows of `seq_len` labels (window j
+    reads tokens [j·T, j·T + T + 1); the last one shorter); every label is scored once.
+    bpb = Σ NLL / (ln 2 · Σ UTF-8 bytes of the documents): the separators carry no bytes.
+    Returns {"bpb", "nll", "bytes", "tokens", "documents"}.
+    """
+    import numpy as np
+    import torch
+
+    from lsap.tokenizer import document_separator, encode_documents
+
+    if not docs:
+        raise EvalError("bpb_on_documents: no documents")
+    ids = np.concatenate([[document_separator(tokenizer)], *encode_documents(docs, tokenizer)])
+    stream = torch.from_numpy(ids.astype(np.int64))
+    n_labels = len(stream) - 1
+    starts = list(range(0, n_labels, seq_len))
+    device = next(model.parameters()).device
+    nll = torch.zeros((), dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for b in range(0, len(starts), batch_size):
+            rows = [stream[s:s + seq_len + 1] for s in starts[b:b + batch_size]]
+            width = max(len(r) for r in rows) - 1
+            inp = torch.zeros(len(rows), width, dtype=torch.long)
+            lab = torch.full((len(rows), width), -100, dtype=torch.long)
+            for i, r in enumerate(rows):  # right padding: earlier causal positions are unaffected
+                inp[i, :len(r) - 1], lab[i, :len(r) - 1] = r[:-1], r[1:]
+            logits = model(input_ids=inp.to(device)).logits.float()
+            nll += torch.nn.functional.cross_entropy(logits.flatten(0, 1), lab.to(device).flatten(),
+                                                     ignore_index=-100, reduction="sum").double().cpu()
+    model.train(was_training)
+    n_bytes = sum(len(d.encode("utf-8")) for d in docs)
+    return {"bpb": bits_per_byte(float(nll), n_bytes), "nll": float(nll), "bytes": n_bytes, "tokens": n_labels,
+            "documents": len(docs)}

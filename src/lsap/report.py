@@ -204,7 +204,7 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
                      "tokens": e.get("tokens"), "above_budget": above, "scores": scores,
                      "average": sum(vals) / len(vals) if vals and len(vals) == len(tasks) else None,
                      "pairs_average": e.get("pairs_average"),
-                     "val_loss": e.get("val_loss"), "val_bpb": e.get("val_bpb"),
+                     "val_loss": e.get("val_loss"), "val_bpb": e.get("val_bpb"), "doc_bpb": e.get("doc_bpb"),
                      "val_top1": e.get("val_top1"), "val_top5": e.get("val_top5"),
                      "by_m": e.get("by_m"), "target_mass": e.get("target_mass"),
                      "targets_label": _targets_label(e.get("targets"))})
@@ -219,7 +219,7 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
             "tasks": tasks, "rows": rows, "best": best}
 
 
-SPREAD_COLUMNS = ("average", "pairs_average", "val_loss", "val_bpb", "val_top1", "target_mass")
+SPREAD_COLUMNS = ("average", "pairs_average", "val_loss", "val_bpb", "doc_bpb", "val_top1", "target_mass")
 
 
 def group_spread(table: dict) -> list[dict]:

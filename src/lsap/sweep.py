@@ -312,7 +312,7 @@ def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
     for r in table["rows"]:
         if r["loss"] == "LSAP" and r["seed"] in ce:
             by_setting.setdefault(r["setting"], []).append(r)
-    ce_bpb = [r["val_bpb"] for r in ce.values() if r.get("val_bpb") is not None]
+    ce_bpb = [r["doc_bpb"] for r in ce.values() if r.get("doc_bpb") is not None]  # same documents as the surrogate
     ce_bpb_mean = sum(ce_bpb) / len(ce_bpb) if ce_bpb else None
     name_of = {v: k for k, v in surrogates.items()}
     out = []

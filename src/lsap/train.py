@@ -376,7 +376,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """val_loss (and val_bpb) by `lsap.evaluate.heldout_nll`, the wrapped module run on every rank."""
-        from lsap.metrics import bits_per_byte, heldout_nll
+        from lsap.metrics import bits_per_byte, heldout_nll, scored_bytes
 
         if self.val is None:
             return {}
@@ -395,8 +395,10 @@ class Trainer:
             return {}
         val_loss = nll_sum / count
         out = {"val_loss": val_loss}
-        if self.val.bytes_per_token:
-            out["val_bpb"] = bits_per_byte(val_loss, self.val.bytes_per_token)
+        n_bytes = scored_bytes(self.val, self.cfg.data.seq_len, self.cfg.train.micro_batch_size,
+                               self.cfg.train.eval_batches, self.tokenizer)
+        if n_bytes:
+            out["val_bpb"] = bits_per_byte(nll_sum, n_bytes)
         return out
 
     # ------------------------------------------------------------------ checkpoints
