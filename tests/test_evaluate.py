@@ -248,8 +248,16 @@ def test_eval_writes_results_next_to_checkpoints(evaluated, capsys):
             for t in res["tasks"].values():
                 assert 0.0 <= t["value"] <= 1.0 and t["metric"] in ("acc", "acc_norm")
             assert res["tasks"]["lsap_nextsent"]["metric"] == "acc_norm"
-            assert res["val_loss"] > 0 and res["val_bpb"] > 0
+            assert res["val_loss"] > 0 and res["val_bpb"] > 0 and res["doc_bpb"] > 0
             assert res["task_set"] == "offline" and len(res["eval_set_hash"]) == 64
+            for t in tasks.PAIR_TASKS:  # per-example log-likelihoods, so paired tests are possible later
+                r = res["tasks"][t]
+                ex = tasks.unpack_scores(r["examples"])
+                assert ex["ll"].shape == (r["n"], 2) and r["n"] == 8
+                assert ex[r["metric"]].mean() == pytest.approx(r["value"])
+                assert ex["acc"].tolist() == (ex["ll"][:, 0] >= ex["ll"][:, 1]).tolist()
+                assert r["equal_length"]["n"] == int(ex["same_tokens"].sum())
+                assert isinstance(r["removed_in_training"], int)
     # a second run skips everything (same eval set) and leaves the files untouched
     run = evaluated["runs"]["ce"]
     f = run / "checkpoints" / "step_00000100" / "eval.json"

@@ -205,3 +205,74 @@ def test_score_choices_equals_lm_eval(tiny_world, tmp_path):
         assert got["n"] == len(rows) > 0
         assert got["acc"] == pytest.approx(ref[task]["metrics"]["acc"], abs=1e-9), task
         assert got["acc_norm"] == pytest.approx(ref[task]["metrics"]["acc_norm"], abs=1e-9), task
+
+
+# --------------------------------------------------------------------------- contamination, equal length
+def test_drop_seen_removes_pairs_whose_text_occurs_in_training():
+    """Hand-built: a held-out sentence that also occurs (whitespace differing, glued to other text)
+    inside a training document loses its swap and replace pairs, and a next-sentence pair whose
+    context + answer occurs in training is dropped; a sentence found only in part is kept."""
+    held = ["The quick brown fox jumps over the lazy dog near the river bank. Many small birds sang "
+            "loudly in the tall green trees that morning. Every child in the village knew the old song by heart.",
+            "A careful reader checks every claim against the original source text. Nobody trusts a number "
+            "that nobody can reproduce from the raw data."]
+    train = ["Something else first.XThe quick   brown fox jumps over\nthe lazy dog near the river bank. Then more.",
+             "Every child in the village knew the old song",  # only a part: kept
+             "A careful reader checks every claim against the original source text. Nobody trusts a number "
+             "that nobody can reproduce from the raw data."]
+    ex = tasks.minimal_pair_examples(held, seed=3)
+    fox = "The quick brown fox jumps over the lazy dog near the river bank."
+    child = "Every child in the village knew the old song by heart."
+    assert any(e["choices"][0] == fox for e in ex["lsap_pairs_swap"])
+    kept, removed = tasks.drop_seen(ex, train)
+    for name in ("lsap_pairs_swap", "lsap_pairs_replace"):
+        orig = [e["choices"][0] for e in ex[name]]
+        left = [e["choices"][0] for e in kept[name]]
+        assert fox not in left and child in left
+        gone = {"The quick brown fox jumps over the lazy dog near the river bank.",
+                "A careful reader checks every claim against the original source text.",
+                "Nobody trusts a number that nobody can reproduce from the raw data."}
+        assert left == [s for s in orig if s not in gone]
+        assert removed[name] == len(orig) - len(left) == sum(s in gone for s in orig)
+    nxt = [e for e in ex["lsap_pairs_nextsent"] if e["context"].startswith("A careful reader")]
+    assert nxt and not any(e["context"].startswith("A careful reader") for e in kept["lsap_pairs_nextsent"])
+    assert tasks.occurs_in(["tiny text", "not there at all"], ["a tiny text here"]) == {0}
+
+
+def test_score_choices_equal_length_subset(tiny_world):
+    """The equal-length subset is exactly the examples whose two choices encode to the same number
+    of tokens, and its accuracy is the naive accuracy over them (log-likelihoods recomputed naively)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_world["base_tok"])
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                                         initializer_range=0.3)).eval()
+    examples = tasks.minimal_pair_examples(DOCS, seed=5)["lsap_pairs_replace"]
+    examples += [{"context": "", "choices": ["The value is returned.", "The value is returnedxyzzy."], "label": 0},
+                 {"context": "", "choices": ["A module.", "A statement."], "label": 0}]
+    got = tasks.score_choices(model, tok, examples, batch_size=3)
+    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    naive_eq, naive_ok = [], []
+    for ex in examples:
+        ids = [tok(" " + c, add_special_tokens=False)["input_ids"] for c in ex["choices"]]
+        lls = []
+        for x in ids:
+            seq = torch.tensor([[prefix] + x])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=seq[:, :-1]).logits.double(), -1)[0]
+            lls.append(float(logp[torch.arange(len(x)), torch.tensor(x)].sum()))
+        naive_eq.append(len({len(x) for x in ids}) == 1)
+        naive_ok.append(lls.index(max(lls)) == ex["label"])
+    assert got["same_tokens"] == naive_eq and 0 < sum(naive_eq) < len(examples)
+    assert got["correct"] == naive_ok
+    eq = [ok for ok, e in zip(naive_ok, naive_eq) if e]
+    assert got["equal_length"]["n"] == len(eq)
+    assert got["equal_length"]["acc"] == pytest.approx(sum(eq) / len(eq))
+    back = tasks.unpack_scores(tasks.pack_scores(got))
+    assert back["acc"].tolist() == got["correct"] and back["same_tokens"].tolist() == naive_eq
+    assert back["acc_norm"].tolist() == got["correct_norm"]
+    import numpy as np
+
+    assert np.allclose(back["ll"], np.asarray(got["ll"]), rtol=1e-6)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from lsap.errors import EvalError
 from lsap.metrics import STRENGTH_BYTES, bpb_on_documents, heldout_metrics, strength_documents, surrogate_targets
-from lsap.tasks import OFFLINE_TASKS, PAIR_TASKS, PAPER_TASKS, TASK_SETS, build_offline_tasks, score_choices
+from lsap.tasks import (OFFLINE_TASKS, PAIR_TASKS, PAPER_TASKS, TASK_SETS, build_offline_tasks, pack_scores,
+                        score_choices)
 
 
 # --------------------------------------------------------------------------- lm-eval
@@ -262,6 +263,10 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
                 tmp = tempfile.TemporaryDirectory(prefix="lsap-tasks-")
                 task_dir = tmp.name
             offline = build_offline_tasks(data_dir, task_dir, max_examples=max_examples)
+            gone = {t.removeprefix("lsap_"): n for t, n in offline["removed_in_training"].items() if n}
+            if gone:
+                log(f"[lsap] offline tasks: dropped examples whose text occurs in a training document: "
+                    + ", ".join(f"{t} {n}" for t, n in gone.items()))
         seq_len = seq_len or int(_cfg_get(cfg, "data.seq_len", 1024))
         batch_size = batch_size or int(_cfg_get(cfg, "train.micro_batch_size", 8))
         val_batches = val_batches or int(_cfg_get(cfg, "train.eval_batches", 20))
@@ -299,7 +304,7 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
             results.append(_evaluate_one(model_dir, out_path, meta, task_map, limit, batch_size, device,
                                          data_dir if do_loss else None, seq_len, val_batches,
                                          task_dir if offline else None, task_set, eval_set_hash, target_fn,
-                                         targets, log, docs))
+                                         targets, log, docs, offline and offline.get("removed_in_training")))
         if kept:
             log(f"[lsap] {target.name}: {len(kept)} checkpoint(s) already evaluated on this evaluation set "
                 f"({eval_set_hash[:12]}: {kept[0]}{' … ' + kept[-1] if len(kept) > 1 else ''}); --force to redo")
@@ -310,7 +315,7 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
 
 
 def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, data_dir, seq_len, val_batches,
-                  task_dir, task_set, eval_set_hash, target_fn, targets, log, docs=None) -> dict:
+                  task_dir, task_set, eval_set_hash, target_fn, targets, log, docs=None, removed=None) -> dict:
     import time
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -343,12 +348,16 @@ def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, d
         v = sc[metric]
         result["tasks"][t] = {"metric": metric, "value": v, "stderr": math.sqrt(v * (1 - v) / max(sc["n"], 1)),
                               "metrics": {"acc": sc["acc"], "acc_norm": sc["acc_norm"]}, "n": sc["n"],
-                              "engine": "lsap.evaluate.score_choices"}
+                              "equal_length": sc["equal_length"], "examples": pack_scores(sc),
+                              "engine": "lsap.tasks.score_choices"}
     if rest:
         result["tasks"].update(run_lm_eval(model, tok, rest, include_path=task_dir, limit=limit,
                                            batch_size=max(batch_size, 32), max_length=max_len,
                                            log_file=Path(out_path).with_name("lm_eval.log")))
     result["tasks"] = {t: result["tasks"][t] for t in tasks}
+    for t, n in (removed or {}).items():  # examples dropped because their text occurs in training documents
+        if t in result["tasks"]:
+            result["tasks"][t]["removed_in_training"] = n
     scores = [t["value"] for t in result["tasks"].values()]
     result["average"] = sum(scores) / len(scores) if scores else None
     pairs = [result["tasks"][t]["value"] for t in PAIR_TASKS if t in result["tasks"]]

@@ -45,10 +45,29 @@ OFFLINE_TASKS: dict[str, str] = {"lsap_lastword": "acc", "lsap_nextsent": "acc_n
 TASK_SETS: dict[str, dict[str, str]] = {"paper": PAPER_TASKS, "offline": OFFLINE_TASKS, "pairs": PAIR_TASKS}
 
 # Bump when the construction of the offline tasks changes (part of their hash).
-OFFLINE_BUILD_VERSION = 2
+OFFLINE_BUILD_VERSION = 3  # 3: examples whose text occurs in a training document are dropped
 
 
 # --------------------------------------------------------------------------- held-out documents
+def _corpus_split(data_dir: str | os.PathLike, held_out: bool) -> tuple[list[str], dict]:
+    """The documents of the corpus `data_dir` was prepared from that `lsap.data.is_val` sends to
+    ``val`` (held_out) or to ``train`` (not held_out), in corpus order, and {source, seed, val_fraction}."""
+    from lsap.data import DataError, is_val, iter_documents
+
+    mpath = Path(data_dir) / "manifest.json"
+    if not mpath.is_file():
+        raise EvalError(f"{data_dir}: no manifest.json (a data directory from `lsap prepare` is needed)")
+    args = json.loads(mpath.read_text())["args"]
+    seed, vf, source = int(args["seed"]), float(args["val_fraction"]), args["source"]
+    if held_out and vf <= 0:
+        raise EvalError(f"{data_dir} was prepared with val_fraction=0: there are no held-out documents")
+    try:
+        docs = [d for i, d in enumerate(iter_documents(source)) if is_val(i, seed, vf) == held_out]
+    except DataError as e:
+        raise EvalError(f"cannot re-read the corpus of {data_dir}: {e}") from e
+    return docs, {"source": source, "seed": seed, "val_fraction": vf}
+
+
 def heldout_documents(data_dir: str | os.PathLike) -> tuple[list[str], dict]:
     """The validation documents of a prepared data directory, in corpus order.
 
@@ -57,23 +76,69 @@ def heldout_documents(data_dir: str | os.PathLike) -> tuple[list[str], dict]:
     document. Returns (documents, identity) where identity = {source, seed,
     val_fraction} names the held-out set independently of the tokenizer.
     """
-    from lsap.data import DataError, is_val, iter_documents
-
-    mpath = Path(data_dir) / "manifest.json"
-    if not mpath.is_file():
-        raise EvalError(f"{data_dir}: no manifest.json (a data directory from `lsap prepare` is needed)")
-    args = json.loads(mpath.read_text())["args"]
-    seed, vf, source = int(args["seed"]), float(args["val_fraction"]), args["source"]
-    if vf <= 0:
-        raise EvalError(f"{data_dir} was prepared with val_fraction=0: there are no held-out documents")
-    try:
-        docs = [d for i, d in enumerate(iter_documents(source)) if is_val(i, seed, vf)]
-    except DataError as e:
-        raise EvalError(f"cannot re-read the corpus of {data_dir}: {e}") from e
+    docs, ident = _corpus_split(data_dir, True)
     if not docs:
-        raise EvalError(f"{data_dir}: no held-out documents (source {source!r}, val_fraction {vf}); "
-                        "prepare with a larger --val-fraction")
-    return docs, {"source": source, "seed": seed, "val_fraction": vf}
+        raise EvalError(f"{data_dir}: no held-out documents (source {ident['source']!r}, val_fraction "
+                        f"{ident['val_fraction']}); prepare with a larger --val-fraction")
+    return docs, ident
+
+
+def training_documents(data_dir: str | os.PathLike) -> list[str]:
+    """Every training document of the corpus `data_dir` was prepared from: all that `is_val` sent
+    to ``train``, whichever part of them (`lsap.data.in_part`) fed the base or the surrogate."""
+    return _corpus_split(data_dir, False)[0]
+
+
+# --------------------------------------------------------------------------- contamination
+def occurs_in(texts: list[str], docs: list[str], key_words: int = 4) -> set[int]:
+    """Indices of `texts` that occur verbatim (as substrings, whitespace collapsed on both sides)
+    in some document of `docs`.
+
+    Exact and fast: a text of ≥ key_words + 2 words can only occur where its words 2..key_words+1
+    (whole words, bounded by spaces inside the text) occur as consecutive words of the document,
+    so only documents holding that key are searched for the full text. Shorter texts are
+    searched for in every document.
+    """
+    norm = [_normalise(t) for t in texts]
+    keyed: dict[tuple, list[int]] = {}
+    short = []
+    for i, t in enumerate(norm):
+        w = t.split(" ")
+        if len(w) >= key_words + 2:
+            keyed.setdefault(tuple(w[1:1 + key_words]), []).append(i)
+        else:
+            short.append(i)
+    found: set[int] = set()
+    for doc in docs:
+        d = _normalise(doc)
+        words = d.split(" ")
+        hits = {k for k in zip(*(words[j:] for j in range(key_words))) if k in keyed}
+        for k in hits:
+            found.update(i for i in keyed[k] if i not in found and norm[i] in d)
+        found.update(i for i in short if i not in found and norm[i] in d)
+    return found
+
+
+def _example_text(ex: dict) -> str:
+    """The text of an example that must not occur in training: the original (or context + answer)."""
+    answer = ex["target"] if "target" in ex else ex["choices"][ex["label"]]
+    return f"{ex['context']} {answer}" if ex["context"] else answer
+
+
+def drop_seen(examples: dict[str, list[dict]], train_docs: list[str]) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """`examples` without those whose original text (or context + answer) occurs verbatim in a
+    training document (METHOD §5b), and {task: number dropped}."""
+    names = list(examples)
+    flat = [(n, ex) for n in names for ex in examples[n]]
+    seen = occurs_in([_example_text(ex) for _, ex in flat], train_docs)
+    kept: dict[str, list[dict]] = {n: [] for n in names}
+    removed = dict.fromkeys(names, 0)
+    for i, (n, ex) in enumerate(flat):
+        if i in seen:
+            removed[n] += 1
+        else:
+            kept[n].append(ex)
+    return kept, removed
 
 
 # --------------------------------------------------------------------------- offline tasks
@@ -131,8 +196,8 @@ def nextsent_examples(docs: list[str], *, seed: int = 1234, context_sentences: i
     are usable sentences drawn uniformly, with one `random.Random(seed)` consumed in
     example order, from the *other* held-out documents (from the same document at
     least 20 sentences away when there is only one), distinct, never equal to the
-    answer and (with several documents) neither text found in the example's own
-    document nor drawn from a document that repeats the example's passage; the
+    answer and (with several documents) neither found in a document that holds the example's
+    passage nor drawn from one; the
     answer's position among the choices is drawn from the same generator.
     Metrics: acc and acc_norm (log-likelihood per byte of each choice).
     """
@@ -151,6 +216,7 @@ def nextsent_examples(docs: list[str], *, seed: int = 1234, context_sentences: i
                 continue
             answer = window[-1]
             passage = " ".join(window)
+            homes = [norm[di]] if single else [d for d in norm if passage in d]  # documents holding the passage
             distractors: list[str] = []
             for _ in range(1000):
                 if len(distractors) == n_choices - 1:
@@ -159,7 +225,7 @@ def nextsent_examples(docs: list[str], *, seed: int = 1234, context_sentences: i
                 if single:
                     ok = abs(sj - (i + 1)) >= 20
                 else:  # not from a document that repeats this passage or holds the sentence
-                    ok = dj != di and s not in norm[di] and passage not in norm[dj]
+                    ok = dj != di and passage not in norm[dj] and not any(s in h for h in homes)
                 if ok and s != answer and s not in distractors:
                     distractors.append(s)
             if len(distractors) == n_choices - 1:
@@ -252,7 +318,10 @@ def score_choices(model, tokenizer, examples: list[dict], *, batch_size: int = 6
     encode(context) (trailing context spaces move to the continuation); an empty context
     is the tokenizer's bos (else eos) token. ll(c) = Σ log p(continuation tokens).
     acc = [argmax ll = label]; acc_norm = [argmax ll / len(c) (characters) = label]
-    (numpy argmax: the first maximum wins ties). Returns {"acc", "acc_norm", "n"}.
+    (numpy argmax: the first maximum wins ties). Returns {"acc", "acc_norm", "n",
+    "equal_length": {"acc", "n"}} — acc on the examples whose choices have the same number of
+    continuation tokens (a corrupted choice of another token length tilts raw log-prob sums) —
+    and per example: "ll" (each choice's log-likelihood), "correct", "correct_norm", "same_tokens".
     """
     import numpy as np
     import torch
@@ -298,16 +367,50 @@ def score_choices(model, tokenizer, examples: list[dict], *, batch_size: int = 6
                 pos = torch.arange(len(full) - 1 - n_cont, len(full) - 1)
                 lls[r] = float(logp[b, pos, tgt].double().sum())
     model.train(was_training)
-    acc = acc_norm = 0.0
+    correct, correct_norm, equal, per_ex = [], [], [], []
     k = 0
-    for i, ex in enumerate(examples):
+    for ex in examples:
         n = len(ex["choices"])
         ll = lls[k:k + n]
+        equal.append(len({len(reqs[r][3]) for r in range(k, k + n)}) == 1)
         k += n
-        acc += float(np.argmax(ll) == ex["label"])
-        acc_norm += float(np.argmax(ll / np.array([float(len(c)) for c in ex["choices"]])) == ex["label"])
+        per_ex.append([float(x) for x in ll])
+        correct.append(bool(np.argmax(ll) == ex["label"]))
+        correct_norm.append(bool(np.argmax(ll / np.array([float(len(c)) for c in ex["choices"]])) == ex["label"]))
     n = max(len(examples), 1)
-    return {"acc": acc / n, "acc_norm": acc_norm / n, "n": len(examples)}
+    n_eq = sum(equal)
+    return {"acc": sum(correct) / n, "acc_norm": sum(correct_norm) / n, "n": len(examples),
+            "equal_length": {"acc": sum(c for c, e in zip(correct, equal) if e) / n_eq if n_eq else None, "n": n_eq},
+            "ll": per_ex, "correct": correct, "correct_norm": correct_norm, "same_tokens": equal}
+
+
+def pack_scores(sc: dict) -> dict:
+    """`score_choices`'s per-example results, compactly for eval.json: each choice's log-likelihood
+    as base64 little-endian float32 [n, choices], and one bit per example (base64 of
+    numpy.packbits) for "acc", "acc_norm" and "same_tokens". `unpack_scores` reads it back."""
+    import base64
+
+    import numpy as np
+
+    def bits(v):
+        return base64.b64encode(np.packbits(np.asarray(v, dtype=bool)).tobytes()).decode()
+
+    ll = np.asarray(sc["ll"], dtype="<f4")
+    return {"n": len(sc["correct"]), "ll_f32": base64.b64encode(ll.tobytes()).decode(), "shape": list(ll.shape),
+            "acc": bits(sc["correct"]), "acc_norm": bits(sc["correct_norm"]), "same_tokens": bits(sc["same_tokens"])}
+
+
+def unpack_scores(packed: dict) -> dict:
+    """`pack_scores` inverted: {"ll": float32 [n, choices], "acc" | "acc_norm" | "same_tokens": bool [n]}."""
+    import base64
+
+    import numpy as np
+
+    n = int(packed["n"])
+    out = {"ll": np.frombuffer(base64.b64decode(packed["ll_f32"]), dtype="<f4").reshape(packed["shape"])}
+    for k in ("acc", "acc_norm", "same_tokens"):
+        out[k] = np.unpackbits(np.frombuffer(base64.b64decode(packed[k]), dtype=np.uint8))[:n].astype(bool)
+    return out
 
 
 def _task_configs() -> dict[str, dict]:
@@ -340,7 +443,11 @@ def build_offline_tasks(data_dir: str | os.PathLike, out: str | os.PathLike, *, 
     each task are shuffled with `random.Random(seed)` and cut to `max_examples`, so
     that lm-eval's ``--limit N`` (the first N) is a spread sample of documents.
 
-    Returns {"dir", "tasks", "hash", "counts", "heldout"}. `hash` (the eval set's
+    Examples whose original text (or context + answer) occurs verbatim in any training document
+    of the corpus — the base's part or the surrogate's (`drop_seen`) — are dropped first; their
+    number per task is ``removed_in_training``.
+
+    Returns {"dir", "tasks", "hash", "counts", "heldout", "removed_in_training"}. `hash` (the eval set's
     identity) is sha256 over the jsonl bytes and the task configs without their paths,
     so the same inputs give the same hash wherever the files are written.
     """
@@ -351,6 +458,7 @@ def build_offline_tasks(data_dir: str | os.PathLike, out: str | os.PathLike, *, 
     docs, ident = heldout_documents(data_dir)
     examples = {"lsap_lastword": lastword_examples(docs), "lsap_nextsent": nextsent_examples(docs, seed=seed),
                 **minimal_pair_examples(docs, seed=seed)}
+    examples, removed = drop_seen(examples, training_documents(data_dir))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
@@ -373,7 +481,8 @@ def build_offline_tasks(data_dir: str | os.PathLike, out: str | os.PathLike, *, 
         full = {**cfg, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(jpath.resolve())}}}
         atomic_write_bytes(out / f"{name}.yaml", yaml.safe_dump(full, sort_keys=True, allow_unicode=True).encode())
     digest = h.hexdigest()
-    info = {**build, "counts": counts, "hash": digest}
+    info = {**build, "counts": counts, "removed_in_training": removed, "hash": digest}
     atomic_write_bytes(out / "tasks.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
-    return {"dir": str(out), "tasks": list(examples), "hash": digest, "counts": counts, "heldout": ident}
+    return {"dir": str(out), "tasks": list(examples), "hash": digest, "counts": counts, "heldout": ident,
+            "removed_in_training": removed}
 
