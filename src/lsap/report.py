@@ -492,7 +492,7 @@ def write_delta_plot(rows: list[dict], out: Path) -> str:
     return "delta_vs_strength.png"
 
 
-def _delta_lines(rows: list[dict]) -> list[str]:
+def _delta_lines(rows: list[dict], paired: list[dict] | None = None) -> list[str]:
     def c(v, scale, digits):
         if not v:
             return "-"
@@ -502,8 +502,10 @@ def _delta_lines(rows: list[dict]) -> list[str]:
              "Δ per seed = LSAP run − the CE run of the same seed (same init and data order); mean "
              "[min, max] over seeds. Strength = the surrogate's held-out bits per byte on the base's held-out "
              "documents / the CE base's (< 1: the surrogate is the stronger predictor).", "",
-             "| Setting | surrogate | strength | seeds | Δ minimal pairs (pts) | Δ task avg (pts) | Δ val loss | "
-             "Δ top-1 (pts) | verdict on minimal pairs |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| Setting | surrogate | strength | seeds | Δ minimal pairs (pts) | p (pooled pairs) | 95% CI (pts) | "
+             "Δ task avg (pts) | Δ val loss | Δ top-1 (pts) | verdict on minimal pairs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    tests = {row["setting"]: row["tests"].get(PAIRS_POOLED) for row in paired or []}
     for r in rows:
         p = r.get("pairs_average")
         if not p or r["n"] < 2:
@@ -514,8 +516,14 @@ def _delta_lines(rows: list[dict]) -> list[str]:
             verdict = "LSAP worse on every seed"
         else:
             verdict = "within seed spread"
+        t = tests.get(r["setting"])
+        if t:  # the paired test over examples decides; the seeds' min–max stays next to it
+            verdict = (f"LSAP {'better' if t['delta'] > 0 else 'worse'} (p < {t['alpha']:g})" if t["survives"]
+                       else f"inside the noise (p ≥ {t['alpha']:g})") + f"; {verdict}"
+        pc = "-" if not t else f"{t['p']:.3g}"
+        ci = "-" if not t else f"[{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}]"
         st = "-" if r.get("strength") is None else f"{r['strength']:.3f}"
-        lines.append(f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | "
+        lines.append(f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | {pc} | {ci} | "
                      f"{c(r.get('average'), 100, 2)} | {c(r.get('val_loss'), 1, 4)} | {c(r.get('val_top1'), 100, 2)} | "
                      f"{verdict} |")
     tasks = list(rows[0].get("tasks") or {}) if rows else []
@@ -525,6 +533,94 @@ def _delta_lines(rows: list[dict]) -> list[str]:
         for r in rows:
             lines.append(f"| {r['setting']} | " + " | ".join(c(r["tasks"].get(t), 100, 2) for t in tasks) + " |")
     return lines + ["", "![Δ vs surrogate strength](delta_vs_strength.png)", ""]
+
+
+PAIRS_POOLED = "minimal pairs (all tasks)"
+REPLACE_EQUAL = "lsap_pairs_replace (equal length)"
+
+
+def paired_stats(runs: list[Run], table: dict, *, n_boot: int = 10_000, seed: int = 0) -> list[dict]:
+    """Per LSAP setting, paired tests of LSAP vs the CE run of the same seed on the same examples
+    (each at its matched checkpoint, `table`), pooled across seeds (`lsap.stats.paired_comparison`):
+    one per minimal-pair task (its primary metric), all pair tasks pooled, and the replace task on
+    its equal-length subset (both choices the same number of tokens). Needs eval.json files with
+    per-example results (`lsap eval` since round 3); tasks without them are left out.
+
+    Returns [{"setting", "seeds", "tests": {name: {... paired_comparison, "per_seed": [Δ, ...]}}}]."""
+    from lsap.stats import paired_comparison
+    from lsap.tasks import unpack_scores
+
+    by_name = {r.name: r for r in runs}
+
+    def correct(row) -> dict:
+        e = next(e for e in by_name[row["run"]].evals if e["checkpoint"] == row["checkpoint"])
+        out = {}
+        for t, v in (e.get("tasks") or {}).items():
+            if v.get("examples"):
+                ex = unpack_scores(v["examples"])
+                out[t] = (ex[v["metric"]], ex["same_tokens"])
+        return out
+
+    ce = {r["seed"]: r for r in table["rows"] if r["loss"] != "LSAP"}
+    settings: dict[str, list[dict]] = {}
+    for r in table["rows"]:
+        if r["loss"] == "LSAP" and r["seed"] in ce:
+            settings.setdefault(r["setting"], []).append(r)
+    out = []
+    for setting, rows in settings.items():
+        groups: dict[str, tuple[list, list]] = {}
+        for row in rows:
+            a, b = correct(ce[row["seed"]]), correct(row)
+            for t in a:
+                if t not in b or len(a[t][0]) != len(b[t][0]):
+                    continue
+                for name, mask in ((t, None), (PAIRS_POOLED, None),
+                                   *([(REPLACE_EQUAL, a[t][1] & b[t][1])] if t == "lsap_pairs_replace" else [])):
+                    g = groups.setdefault(name, ([], []))
+                    g[0].append(a[t][0] if mask is None else a[t][0][mask])
+                    g[1].append(b[t][0] if mask is None else b[t][0][mask])
+        tests = {}
+        for name, (gc, gl) in sorted(groups.items(), key=lambda kv: (kv[0] != PAIRS_POOLED, kv[0])):
+            if sum(len(x) for x in gc) == 0:
+                continue
+            res = paired_comparison(gc, gl, n_boot=n_boot, seed=seed)
+            per_seed = [float(y.mean() - x.mean()) for x, y in zip(gc, gl) if len(x)]
+            tests[name] = {**res, "per_seed_min": min(per_seed), "per_seed_max": max(per_seed)}
+        if tests:
+            out.append({"setting": setting, "seeds": len(rows), "tests": tests})
+    return out
+
+
+def pairs_verdict(paired: list[dict] | None, setting: str | None = None) -> str:
+    """The verdict line for the pooled minimal pairs of one LSAP setting (the first, or `setting`):
+    `lsap.stats.verdict` — "LSAP better (p < 0.05)", "LSAP worse (...)" or "inside the noise".
+    The quickstart's verdict line calls this with report.json's "paired"."""
+    from lsap.stats import verdict
+
+    for row in paired or []:
+        if setting in (None, row["setting"]):
+            return verdict(row["tests"].get(PAIRS_POOLED))
+    return verdict(None)
+
+
+def _paired_lines(paired: list[dict]) -> list[str]:
+    if not paired:
+        return []
+    lines = ["## Paired tests over examples, pooled across seeds", "",
+             "Each example scored by the CE run and the LSAP run of the same seed (matched-FLOPs checkpoints). "
+             "p: exact two-sided sign test (McNemar) on the examples where the two disagree; CI: 95% paired "
+             "bootstrap of Δ accuracy (examples resampled within each seed, 10,000 draws, seed 0). A Δ "
+             "*survives* when p < 0.05. The replace task is also shown on its equal-length subset (a "
+             "corrupted choice with another token count tilts raw log-prob sums).", "",
+             "| Setting | test | pairs | Δ (pts) | per seed min–max | discordant (LSAP/CE) | p | 95% CI | survives p < 0.05 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in paired:
+        for name, t in row["tests"].items():
+            lines.append(f"| {row['setting']} | {name.removeprefix('lsap_')} | {t['n']:,} | {t['delta'] * 100:+.2f} | "
+                         f"[{t['per_seed_min'] * 100:+.2f}, {t['per_seed_max'] * 100:+.2f}] | {t['b']}/{t['c']} | "
+                         f"{t['p']:.3g} | [{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}] | "
+                         f"{'yes' if t['survives'] else 'no'} |")
+    return lines + [""]
 
 
 def _mean_score(e: dict) -> float | None:
@@ -554,18 +650,20 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
     try:
         md = render_markdown(table, runs, tokens_table)
         files = write_plots(runs, table, tmp)
-        deltas = None
+        deltas, paired = None, None
         if any(r["loss"] == "LSAP" for r in table["rows"]) and any(r["loss"] != "LSAP" for r in table["rows"]):
             from lsap.sweep import strength_rows
 
             deltas = strength_rows(table, strength or {}, surrogates or {})
+            paired = paired_stats(runs, table)
             if deltas:
                 files.append(write_delta_plot(deltas, tmp))
-                md = md.replace("\n## Matched tokens", "\n" + "\n".join(_delta_lines(deltas)) + "\n## Matched tokens", 1) \
-                    if "\n## Matched tokens" in md else md + "\n" + "\n".join(_delta_lines(deltas))
+                extra = "\n".join(_delta_lines(deltas, paired) + _paired_lines(paired))
+                md = md.replace("\n## Matched tokens", "\n" + extra + "\n## Matched tokens", 1) \
+                    if "\n## Matched tokens" in md else md + "\n" + extra
         (tmp / "report.md").write_text(md)
         (tmp / "report.json").write_text(json.dumps({**table, "spread": group_spread(table), "matched_tokens": tokens_table,
-                                                     "deltas": deltas, "surrogate_bpb": strength},
+                                                     "deltas": deltas, "paired": paired, "surrogate_bpb": strength},
                                                     indent=2, sort_keys=True) + "\n")
         for name in [*files, "report.md", "report.json"]:
             os.replace(tmp / name, out / name)
