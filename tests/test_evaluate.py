@@ -65,8 +65,8 @@ def make_run(root: Path, name: str, data_dir: Path, tok, spec: str) -> Path:
     extra, cks, family = RUNS[name]
     run = root / name
     run.mkdir(parents=True)
-    cfg = {"name": name, "model": {"preset": f"{family}-test"}, "data": {"dir": str(data_dir), "seq_len": 64},
-           "tokenizer": spec, "train": {"eval_batches": 2}, **extra}
+    cfg = {"name": name, "model": {"preset": "olmo2-tiny"}, "data": {"dir": str(data_dir), "seq_len": 64},
+           "train": {"eval_batches": 2, "max_steps": cks[-1][0]}, **extra}
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     lines = []
     for i, (step, flops) in enumerate(cks):
@@ -302,3 +302,50 @@ def test_error_offline_without_data(world, tmp_path, capsys):
     assert main(["eval", str(model_dir), "--tasks", "offline"]) == 2
     assert "--data" in capsys.readouterr().err
     assert not (model_dir / "eval.json").exists()
+
+
+def test_eval_gold_outside_skip_run_uses_that_rule(tiny_world, tmp_path):
+    """`lsap eval` on a lsap.gold_outside=skip run splits by m (and measures the mass on targets)
+    with the targets the run trained with — the same as `heldout_metrics` with the trainer's
+    OnlineTargets(gold_outside="skip") — not with the default rule (keep)."""
+    import torch
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    from lsap.targets import OnlineTargets
+    from lsap.tokenizer import load_tokenizer
+    from lsap.vocab import VocabMap
+
+    run = tmp_path / "skip-run"
+    cfg = {"name": "skip-run", "loss": "lsap", "data": {"dir": tiny_world["data"], "seq_len": 32},
+           "surrogate": {"model": tiny_world["surrogate"]}, "train": {"eval_batches": 2, "micro_batch_size": 2,
+                                                                       "max_steps": 10},
+           "lsap": {"k": 5, "alpha": 0.02, "gold_outside": "skip"}}
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    ck = run / "checkpoints" / "step_00000010"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(LlamaConfig(
+        vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=256))
+    model.save_pretrained(ck / "model")
+    AutoTokenizer.from_pretrained(tiny_world["base_tok"]).save_pretrained(ck / "model")
+    (ck / "meta.json").write_text(json.dumps({"step": 10, "tokens": 640, "flops": 1e9, "flops_base": 8e8,
+                                              "flops_surrogate": 2e8}))
+    assert main(["eval", str(run), "--tasks", "pairs", "--max-examples", "4"]) == 0
+    res = json.loads((ck / "eval.json").read_text())
+    assert res["targets"]["gold_outside"] == "skip"
+
+    sur = AutoModelForCausalLM.from_pretrained(tiny_world["surrogate"]).eval()
+    base_tok = load_tokenizer(tiny_world["base_tok"])
+    vmap = VocabMap.from_tokenizers(base_tok, load_tokenizer(tiny_world["surrogate"]), base_vocab_size=640,
+                                    surrogate_vocab_size=sur.config.vocab_size)
+    m = AutoModelForCausalLM.from_pretrained(ck / "model").eval()
+    ref = {rule: metrics.heldout_metrics(m, tiny_world["data"], seq_len=32, batch_size=2, max_batches=2,
+                                         targets=metrics.source_targets(OnlineTargets(sur, vmap, 5, 0.02,
+                                                                                      gold_outside=rule)))
+           for rule in ("skip", "keep")}
+    for b in ("0", "1", "2+"):
+        assert res["by_m"][b]["share"] == pytest.approx(ref["skip"]["by_m"][b]["share"])
+    assert res["target_mass"] == pytest.approx(ref["skip"]["target_mass"], rel=1e-5)
+    assert ref["skip"]["by_m"]["0"]["share"] > ref["keep"]["by_m"]["0"]["share"]  # the rule matters here

@@ -99,7 +99,7 @@ def test_heldout_metrics_match_naive_loop(tiny_world):
         pytest.approx(got["val_loss"])
 
 
-def test_surrogate_targets_are_propose_targets(tiny_world):
+def test_source_targets_are_the_trainers_targets(tiny_world):
     """The eval split uses exactly the trainer's target selection (lsap.targets.propose_targets)."""
     from transformers import AutoModelForCausalLM
 
@@ -110,14 +110,19 @@ def test_surrogate_targets_are_propose_targets(tiny_world):
     sur = AutoModelForCausalLM.from_pretrained(tiny_world["surrogate"]).eval()
     vmap = VocabMap.from_tokenizers(load_tokenizer(tiny_world["base_tok"]), load_tokenizer(tiny_world["surrogate"]),
                                     base_vocab_size=640, surrogate_vocab_size=sur.config.vocab_size)
-    fn = metrics.surrogate_targets(sur, vmap, k=5, alpha=0.02)
+    from lsap.targets import OnlineTargets
+
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 600, (2, 12), generator=g)
     y = torch.randint(0, 600, (2, 12), generator=g)
-    ids, mask = fn(x, y)
+    ids, mask = metrics.source_targets(OnlineTargets(sur, vmap, 5, 0.02))(x, y)
     ref = propose_targets(sur, x, y, vmap, 5, 0.02)
     assert torch.equal(ids, ref[0]) and torch.equal(mask, ref[1])
     assert mask.any()
+    # gold_outside=skip: the trainer's rule (no targets where the gold is outside the intersection)
+    ids, mask = metrics.source_targets(OnlineTargets(sur, vmap, 5, 0.02, gold_outside="skip"))(x, y)
+    skip = ref.drop_gold_outside(y, vmap)
+    assert torch.equal(mask, skip.mask) and not torch.equal(mask, ref[1])
 
 
 DOCS = [

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from lsap.errors import EvalError
-from lsap.metrics import STRENGTH_BYTES, bpb_on_documents, heldout_metrics, strength_documents, surrogate_targets
+from lsap.metrics import STRENGTH_BYTES, bpb_on_documents, heldout_metrics, strength_documents
 from lsap.tasks import (OFFLINE_TASKS, PAIR_TASKS, PAPER_TASKS, TASK_SETS, build_offline_tasks, pack_scores,
                         score_choices)
 
@@ -151,13 +151,8 @@ def run_lm_eval(model, tokenizer, tasks: dict[str, str], *, include_path: str | 
 META_KEYS = ("step", "tokens", "flops_base", "flops_surrogate", "flops")
 
 
-def _cfg_get(cfg: dict, dotted: str, default=None):
-    cur = cfg
-    for k in dotted.split("."):
-        if not isinstance(cur, dict) or k not in cur:
-            return default
-        cur = cur[k]
-    return cur if cur not in (None, "") else default
+# held-out windows for a bare HF model directory (no run config to read them from)
+BARE_SEQ_LEN, BARE_BATCH_SIZE, BARE_VAL_BATCHES = 1024, 8, 20
 
 
 def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path, dict]]:
@@ -193,25 +188,35 @@ def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path,
     return out
 
 
-def reference_targets(cfg: dict, run_dir: Path) -> dict | None:
-    """The auxiliary-target spec a run's own config implies (LSAP runs with an online
-    surrogate): {"surrogate", "vocab_map", "k", "alpha"}; None for CE runs."""
-    if str(_cfg_get(cfg, "loss", "ce")) != "lsap" or not _cfg_get(cfg, "surrogate.model"):
+def reference_targets(cfg, run_dir: Path) -> dict | None:
+    """The auxiliary-target spec a run's own `Config` implies (LSAP runs with a surrogate model):
+    {"surrogate", "vocab_map", "k", "alpha", "gold_outside", "intersection_keep", "intersection_seed"};
+    None for CE runs. Held-out windows are not in a run's target store, so stored-target runs are
+    split by their surrogate run online."""
+    if cfg is None or cfg.loss != "lsap" or not cfg.surrogate.model:
         return None
-    vmap = _cfg_get(cfg, "surrogate.vocab_map") or (str(run_dir / "vocab_map")
-                                                    if (run_dir / "vocab_map").is_dir() else None)
-    return {"surrogate": _cfg_get(cfg, "surrogate.model"), "vocab_map": vmap,
-            "k": int(_cfg_get(cfg, "lsap.k", 15)), "alpha": float(_cfg_get(cfg, "lsap.alpha", 0.05))}
+    L = cfg.lsap
+    vmap = cfg.surrogate.vocab_map or (str(run_dir / "vocab_map") if (run_dir / "vocab_map").is_dir() else None)
+    return {"surrogate": cfg.surrogate.model, "vocab_map": vmap, "k": L.k, "alpha": L.alpha,
+            "gold_outside": L.gold_outside, "intersection_keep": L.intersection_keep,
+            "intersection_seed": L.intersection_seed}
 
 
 def _load_targets(spec: dict, base_tok, device):
-    from lsap.surrogate import load_surrogate_with_map
+    """`targets(inp, lab)` for `heldout_metrics` from a spec, through the run's own target-source
+    factory (`lsap.surrogate.build_target_source`, online), so k, α, gold_outside and the
+    intersection ablation apply as in training. Keys missing from `spec` take `LSAPCfg`'s defaults.
+    TODO(refactor): switch to the one factory in `lsap.sources` once it is on main."""
+    from lsap.config import Config, LSAPCfg, SurrogateCfg
+    from lsap.metrics import source_targets
+    from lsap.surrogate import build_target_source
     from lsap.tokenizer import padded_vocab_size
 
-    sw = load_surrogate_with_map(spec["surrogate"], base_tok, padded_vocab_size(base_tok),
-                                 vocab_map=spec.get("vocab_map") or None, device=device)
-    return surrogate_targets(sw.model, sw.vmap, k=int(spec.get("k", 15)), alpha=float(spec.get("alpha", 0.05)),
-                             pad_id=sw.pad_id)
+    lsap_keys = {k: spec[k] for k in ("k", "alpha", "gold_outside", "intersection_keep", "intersection_seed")
+                 if spec.get(k) is not None}
+    cfg = Config(loss="lsap", surrogate=SurrogateCfg(model=spec["surrogate"], vocab_map=spec.get("vocab_map") or ""),
+                 lsap=LSAPCfg(**lsap_keys))
+    return source_targets(build_target_source(cfg, base_tok, padded_vocab_size(base_tok), None, device))
 
 
 def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoints: str = "all",
@@ -233,23 +238,26 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
     """
     import tempfile
 
-    import yaml
+    from lsap.config import load_run
 
     target = Path(target)
     if not target.is_dir():
         raise EvalError(f"{target}: not a directory")
-    cfg = {}
-    if (target / "config.yaml").is_file():
-        cfg = yaml.safe_load((target / "config.yaml").read_text()) or {}
     cks = find_checkpoints(target, checkpoints)
+    bare = cks and cks[0][0] == target  # a HF model directory, not a run
+    cfg = None if bare else load_run(target)
 
-    data_dir = data or _cfg_get(cfg, "data.dir")
+    data_dir = data or (cfg.data.dir if cfg else None)
     if data_dir and not Path(data_dir).is_dir() and (target / data_dir).is_dir():
         data_dir = str(target / data_dir)
     if data_dir and not (Path(data_dir) / "manifest.json").is_file():
         raise EvalError(f"data directory {data_dir}: no manifest.json (pass --data DIR from `lsap prepare`)")
     if targets == "auto":
         targets = reference_targets(cfg, target)
+    elif isinstance(targets, dict) and cfg is not None:  # another surrogate: unset keys from the run's lsap.*
+        L = cfg.lsap
+        targets = {"k": L.k, "alpha": L.alpha, "gold_outside": L.gold_outside,
+                   **{k: v for k, v in targets.items() if v is not None}}
 
     tmp = None
     offline = None
@@ -267,9 +275,9 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
             if gone:
                 log(f"[lsap] offline tasks: dropped examples whose text occurs in a training document: "
                     + ", ".join(f"{t} {n}" for t, n in gone.items()))
-        seq_len = seq_len or int(_cfg_get(cfg, "data.seq_len", 1024))
-        batch_size = batch_size or int(_cfg_get(cfg, "train.micro_batch_size", 8))
-        val_batches = val_batches or int(_cfg_get(cfg, "train.eval_batches", 20))
+        seq_len = seq_len or (cfg.data.seq_len if cfg else BARE_SEQ_LEN)
+        batch_size = batch_size or (cfg.train.micro_batch_size if cfg else BARE_BATCH_SIZE)
+        val_batches = val_batches or (cfg.train.eval_batches if cfg else BARE_VAL_BATCHES)
         do_loss = bool(data_dir) and loss
         task_set = tasks if tasks in TASK_SETS else ",".join(task_map)
         eval_set = {

@@ -111,7 +111,7 @@ def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, 
     the same split by the number m of auxiliary targets each position would receive.
 
     Windows as in `heldout_loss`. `targets(input_ids, labels) -> (aux_ids, aux_mask)`
-    (e.g. `surrogate_targets(...)`) gives each position's auxiliary targets; then the
+    (e.g. `source_targets(...)`) gives each position's auxiliary targets; then the
     result also holds ``by_m`` = {"0" | "1" | "2+": {"share", "loss", "top1"}} and
     ``target_mass`` = the mean, over positions with m ≥ 1, of the probability the model
     puts on those targets together (METHOD §5b: LSAP moves mass there by construction).
@@ -179,19 +179,18 @@ def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, 
     return out
 
 
-def surrogate_targets(surrogate, vmap, *, k: int = 15, alpha: float = 0.05, pad_id: int = 0):
-    """`targets` for `heldout_metrics`: the auxiliary targets LSAP would give each held-out
-    position (`lsap.targets.propose_targets`, METHOD §3)."""
-    from lsap.targets import propose_targets
+def source_targets(source):
+    """`targets` for `heldout_metrics` from a `TargetSource` (what the trainer uses: k, α,
+    gold_outside and the map applied as in training): targets(inp, lab) -> (ids, mask)."""
+    import torch
 
-    dev = next(surrogate.parameters()).device
+    from lsap.data import Batch
 
     def fn(inp, lab):
-        ids, mask, _ = propose_targets(surrogate, inp.to(dev), lab.to(dev), vmap.to(dev), k, alpha, pad_id=pad_id)
-        return ids, mask
+        t = source(Batch(inp, lab, torch.zeros(inp.shape[0], dtype=torch.long)))
+        return t.ids, t.mask
 
     return fn
-
 
 
 # --------------------------------------------------------------------------- same text, two tokenizers

@@ -2,7 +2,7 @@
 
 Inputs are run directories (the trainer's layout)::
 
-    RUN/config.yaml                       loss, lsap.alpha, lsap.lambda_schedule, tokenizer, ...
+    RUN/config.yaml                       read through `lsap.config.load_run` (loss, lsap.alpha, ...)
     RUN/metrics.jsonl                     {"kind": "val", "flops", "tokens", "val_loss", ...} lines
     RUN/checkpoints/step_*/eval.json      written by `lsap eval`
 
@@ -81,9 +81,8 @@ class Run:
 
 def load_run(path: str | os.PathLike) -> Run:
     """Read a run directory; raises ReportError without checkpoints or without any eval.json."""
-    import yaml
-
     from lsap.checkpoint import list_checkpoints
+    from lsap.config import load_run as read_config
 
     d = Path(path)
     if not d.is_dir():
@@ -92,7 +91,7 @@ def load_run(path: str | os.PathLike) -> Run:
     cks = list_checkpoints(root)  # finished ones (lsap.checkpoint)
     if not cks:
         raise ReportError(f"{d}: no checkpoints (expected {d}/checkpoints/step_*/)")
-    config = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
+    config = read_config(d).to_dict()  # the resolved config: no defaults re-stated here
     evals = []
     for p in cks:
         if (p / "eval.json").is_file():

@@ -50,8 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split held-out loss/accuracy by the number of auxiliary targets this surrogate "
                              "would give each position (default: the run's own surrogate for LSAP runs)")
     parser.add_argument("--targets-map", default=None, help="vocabulary map dir for --targets-surrogate")
-    parser.add_argument("--targets-k", type=int, default=15, help="k for --targets-surrogate (default 15)")
-    parser.add_argument("--targets-alpha", type=float, default=0.05, help="α for --targets-surrogate (default 0.05)")
+    parser.add_argument("--targets-k", type=int, default=None,
+                        help="k for --targets-surrogate (default: the run's lsap.k, else the config default)")
+    parser.add_argument("--targets-alpha", type=float, default=None,
+                        help="α for --targets-surrogate (default: the run's lsap.alpha, else the config default)")
     parser.add_argument("--no-targets", action="store_true", help="no split by auxiliary targets")
     parser.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
 
