@@ -335,10 +335,13 @@ def render_markdown(table: dict, runs: list[Run], tokens_table: dict | None = No
         *_by_m_lines(table),
     ]
     if tokens_table is not None:
-        lines += ["## Matched tokens", "",
+        lines += ["## Matched tokens (biased toward LSAP; not a verdict)", "",
                   f"Token budget: **{tokens_table['budget']:,.0f}** (largest reached by all runs). Each run uses its "
                   "evaluated checkpoint with the most tokens not above it. This view ignores the surrogate's "
-                  "compute; the matched-FLOPs table above charges it.", "",
+                  "compute (the matched-FLOPs table above charges it) and is **biased toward LSAP**: LSAP's "
+                  "checkpoint here is the end of its learning-rate schedule (annealed), CE's is a mid-schedule "
+                  "checkpoint of a longer cosine, at a higher learning rate. It shows where LSAP's tokens went, "
+                  "not what the same tokens buy; no CE run here ends its schedule at this token count.", "",
                   *_table_lines(tokens_table), "", *_spread_lines(tokens_table)]
     metrics = {}
     for r in runs:
