@@ -26,7 +26,8 @@ VOCAB = 320
 RUNS = {
     "ce": ({"loss": "ce", "lsap": {"alpha": 0.05, "k": 15, "lambda_schedule": "constant"}},
            [(100, 1.0e12), (200, 2.0e12), (300, 3.0e12)], "olmo2"),
-    "lsap": ({"loss": "lsap", "lsap": {"alpha": 0.05, "k": 15, "lambda_schedule": "cosine"}},
+    "lsap": ({"loss": "lsap", "lsap": {"alpha": 0.05, "k": 15, "lambda_schedule": "cosine"},
+              "surrogate": {"model": "smollm2"}},  # never loaded: the fixture evaluates with --no-targets
              [(100, 1.3e12), (200, 2.6e12)], "llama"),
 }
 
@@ -112,7 +113,8 @@ def evaluated(world):
     pytest.importorskip("lm_eval")
     if "evaluated" not in _CACHE:
         for run in world["runs"].values():
-            assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4"]) == 0
+            assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4",
+                         "--no-targets", "--doc-bytes", "20000"]) == 0
         _CACHE["evaluated"] = world
     return _CACHE["evaluated"]
 
@@ -263,7 +265,8 @@ def test_eval_writes_results_next_to_checkpoints(evaluated, capsys):
     f = run / "checkpoints" / "step_00000100" / "eval.json"
     before = f.read_bytes()
     capsys.readouterr()
-    assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4"]) == 0
+    assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4", "--no-targets",
+                 "--doc-bytes", "20000"]) == 0
     assert "3 checkpoint(s) already evaluated" in capsys.readouterr().out
     assert f.read_bytes() == before
 
@@ -332,7 +335,7 @@ def test_eval_gold_outside_skip_run_uses_that_rule(tiny_world, tmp_path):
     AutoTokenizer.from_pretrained(tiny_world["base_tok"]).save_pretrained(ck / "model")
     (ck / "meta.json").write_text(json.dumps({"step": 10, "tokens": 640, "flops": 1e9, "flops_base": 8e8,
                                               "flops_surrogate": 2e8}))
-    assert main(["eval", str(run), "--tasks", "pairs", "--max-examples", "4"]) == 0
+    assert main(["eval", str(run), "--tasks", "pairs", "--max-examples", "4", "--doc-bytes", "0"]) == 0
     res = json.loads((ck / "eval.json").read_text())
     assert res["targets"]["gold_outside"] == "skip"
 
@@ -349,3 +352,50 @@ def test_eval_gold_outside_skip_run_uses_that_rule(tiny_world, tmp_path):
         assert res["by_m"][b]["share"] == pytest.approx(ref["skip"]["by_m"][b]["share"])
     assert res["target_mass"] == pytest.approx(ref["skip"]["target_mass"], rel=1e-5)
     assert ref["skip"]["by_m"]["0"]["share"] > ref["keep"]["by_m"]["0"]["share"]  # the rule matters here
+
+
+def test_eval_damaged_checkpoint_is_named_and_skipped(world, tmp_path, capsys):
+    """A truncated model.safetensors: the file is named as damaged, the other checkpoints are
+    evaluated, the skipped one is listed; a step directory passed itself evaluates that step."""
+    run = tmp_path / "ce"
+    shutil.copytree(world["runs"]["ce"], run)
+    for p in run.glob("checkpoints/*/eval.json"):
+        p.unlink()
+    bad = run / "checkpoints" / "step_00000200" / "model" / "model.safetensors"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    args = ["--tasks", "pairs", "--max-examples", "4", "--no-loss"]
+    assert main(["eval", str(run), *args]) == 0
+    out = capsys.readouterr().out
+    assert f"{bad} is damaged" in out and "skipped 1 damaged checkpoint(s), not evaluated: step_00000200" in out
+    assert sorted(p.parent.name for p in run.glob("checkpoints/*/eval.json")) == ["step_00000100", "step_00000300"]
+
+    (run / "checkpoints" / "step_00000100" / "eval.json").unlink()
+    assert main(["eval", str(run / "checkpoints" / "step_00000100"), *args]) == 0
+    assert "evaluating step_00000100 only" in capsys.readouterr().out
+    assert (run / "checkpoints" / "step_00000100" / "eval.json").is_file()
+    assert main(["eval", str(run / "checkpoints" / "step_00000100"), *args, "--checkpoints", "step_00000300"]) == 2
+    assert "pass the run directory" in capsys.readouterr().err
+    assert main(["eval", str(run / "checkpoints" / "step_00000200"), *args]) == 2  # every selected one damaged
+    assert "every selected checkpoint is damaged" in capsys.readouterr().err
+
+
+def test_eval_outside_git_tree_prints_no_git_error(evaluated, tmp_path):
+    """lm-eval runs `git describe`; outside a git tree git's "fatal: not a git repository" must
+    not reach the terminal (it goes to the checkpoint's lm_eval.log)."""
+    import os
+    import subprocess
+    import sys
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed: the message cannot occur")
+    if subprocess.run(["git", "rev-parse"], cwd=tmp_path, capture_output=True).returncode == 0:
+        pytest.skip("the temporary directory lies inside a git tree")
+    run = tmp_path / "ce"
+    shutil.copytree(evaluated["runs"]["ce"], run)
+    r = subprocess.run([sys.executable, "-m", "lsap", "eval", str(run), "--tasks", "lsap_lastword", "--limit", "2",
+                        "--no-loss", "--checkpoints", "last", "--force"], cwd=tmp_path, capture_output=True,
+                       text=True, env=os.environ.copy(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "not a git repository" not in r.stdout + r.stderr
+    assert "lastword" in r.stdout

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 from lsap.errors import EvalError
@@ -83,6 +84,14 @@ class _quiet:
         self._stack.enter_context(contextlib.redirect_stderr(f))
         self._stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")
+        # subprocesses write to the file descriptors, not to sys.stderr (lm-eval runs `git describe`,
+        # which prints "fatal: not a git repository" outside a git tree): route fds 1 and 2 as well
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        self._fds = [(fd, os.dup(fd)) for fd in (1, 2)]
+        for fd, _ in self._fds:
+            os.dup2(f.fileno(), fd)
         handler = logging.StreamHandler(f)
         self._loggers = []
         for name in ("lm-eval", "lm_eval", "datasets", "transformers", "evaluate"):
@@ -94,6 +103,9 @@ class _quiet:
 
     def __exit__(self, *exc):
         if self._stack is not None:
+            for fd, saved in self._fds:
+                os.dup2(saved, fd)
+                os.close(saved)
             for lg, handlers, prop in self._loggers:
                 lg.handlers, lg.propagate = handlers, prop
             self._stack.close()
@@ -153,6 +165,33 @@ META_KEYS = ("step", "tokens", "flops_base", "flops_surrogate", "flops")
 
 # held-out windows for a bare HF model directory (no run config to read them from)
 BARE_SEQ_LEN, BARE_BATCH_SIZE, BARE_VAL_BATCHES = 1024, 8, 20
+
+
+class DamagedCheckpoint(EvalError):
+    """A checkpoint's weight file is missing, truncated or unreadable (the others are still evaluated)."""
+
+
+def check_weights(model_dir: Path) -> None:
+    """Raise DamagedCheckpoint unless every ``*.safetensors`` file of `model_dir` is complete: its
+    8-byte header length, JSON header and the data it describes (the largest tensor end offset)
+    fit the file size exactly. Reads only the headers."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files and not any(Path(model_dir).glob("*.bin")):
+        raise DamagedCheckpoint(f"{model_dir}: no model weights (*.safetensors); the checkpoint is incomplete")
+    for f in files:
+        size = f.stat().st_size
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if size < 8 + n:
+                    raise ValueError(f"header of {n:,} bytes, file of {size:,}")
+                header = json.loads(fh.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            if size != 8 + n + end:
+                raise ValueError(f"{size:,} bytes, its header describes {8 + n + end:,}")
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise DamagedCheckpoint(f"{f} is damaged (truncated or corrupt: {e}); re-save or delete that "
+                                    "checkpoint") from e
 
 
 def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path, dict]]:
@@ -223,7 +262,8 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
                  limit: int | None = None, batch_size: int | None = None, data: str | None = None,
                  seq_len: int | None = None, val_batches: int | None = None, loss: bool = True,
                  task_dir: str | None = None, max_examples: int = 1000, device: str = "auto",
-                 force: bool = False, targets: dict | None | str = "auto", log=print) -> list[dict]:
+                 force: bool = False, targets: dict | None | str = "auto", doc_bytes: int = STRENGTH_BYTES,
+                 log=print) -> list[dict]:
     """Evaluate a run's checkpoints (or one HF model directory); writes eval.json per checkpoint.
 
     Per checkpoint: held-out loss, bits per byte, top-1/top-5 accuracy (`heldout_metrics`)
@@ -234,7 +274,9 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
     lm-evaluation-harness (`tasks`: offline | pairs | paper | names). Checkpoints whose
     eval.json has the same ``eval_set_hash`` are kept unless `force`. Held-out windows
     default to the run's own validation windows (data.seq_len, train.micro_batch_size ×
-    train.eval_batches), so the trainer's curves and this table agree.
+    train.eval_batches), so the trainer's curves and this table agree. ``doc_bpb``: bits per
+    byte on the first complete held-out documents within `doc_bytes` (0: not measured), the
+    text a surrogate's strength is measured on (`lsap.metrics.strength_documents`).
     """
     import tempfile
 
@@ -243,6 +285,12 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
     target = Path(target)
     if not target.is_dir():
         raise EvalError(f"{target}: not a directory")
+    if (target / "model").is_dir() and target.parent.name == "checkpoints":  # RUN/checkpoints/step_X itself
+        if checkpoints not in ("all", "last", target.name):
+            raise EvalError(f"{target} is one checkpoint of run {target.parent.parent}; pass the run directory "
+                            f"with --checkpoints {checkpoints}")
+        log(f"[lsap] {target} is a checkpoint of run {target.parent.parent}: evaluating {target.name} only")
+        target, checkpoints = target.parent.parent, target.name
     cks = find_checkpoints(target, checkpoints)
     bare = cks and cks[0][0] == target  # a HF model directory, not a run
     cfg = None if bare else load_run(target)
@@ -289,12 +337,12 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
         }
         if do_loss and offline is None:
             eval_set["heldout"] = json.loads((Path(data_dir) / "manifest.json").read_text())["args"]
-        docs = strength_documents(data_dir) if do_loss else None
+        docs = strength_documents(data_dir, doc_bytes) if do_loss and doc_bytes else None
         if docs:  # bits per byte on complete held-out documents: what a surrogate's strength is compared with
-            eval_set["doc_bpb"] = {"max_bytes": STRENGTH_BYTES, "documents": len(docs)}
+            eval_set["doc_bpb"] = {"max_bytes": doc_bytes, "documents": len(docs)}
         eval_set_hash = hashlib.sha256(json.dumps(eval_set, sort_keys=True).encode()).hexdigest()
 
-        results, target_fn, kept = [], None, []
+        results, target_fn, kept, skipped = [], None, [], []
         for model_dir, out_path, meta in cks:
             if out_path.is_file() and not force:
                 old = json.loads(out_path.read_text())
@@ -302,6 +350,12 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
                     kept.append(out_path.parent.name)
                     results.append(old)
                     continue
+            try:
+                check_weights(model_dir)
+            except DamagedCheckpoint as e:
+                log(f"[lsap] {out_path.parent.name}: skipped: {e}")
+                skipped.append(out_path.parent.name)
+                continue
             if do_loss and targets and target_fn is None:
                 from transformers import AutoTokenizer
 
@@ -316,6 +370,11 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
         if kept:
             log(f"[lsap] {target.name}: {len(kept)} checkpoint(s) already evaluated on this evaluation set "
                 f"({eval_set_hash[:12]}: {kept[0]}{' … ' + kept[-1] if len(kept) > 1 else ''}); --force to redo")
+        if skipped:
+            log(f"[lsap] {target.name}: skipped {len(skipped)} damaged checkpoint(s), not evaluated: "
+                f"{', '.join(skipped)}")
+            if not results:
+                raise EvalError(f"{target}: every selected checkpoint is damaged ({', '.join(skipped)})")
         return results
     finally:
         if tmp is not None:
@@ -343,7 +402,7 @@ def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, d
         result.update(heldout_metrics(model, data_dir, seq_len=seq_len, batch_size=batch_size,
                                       max_batches=val_batches, tokenizer=tok, targets=target_fn))
     if docs:
-        result["doc_bpb"] = bpb_on_documents(model, tok, docs, seq_len=seq_len, batch_size=batch_size)["bpb"]
+        result["doc_bpb"] = bpb_on_documents(model, tok, docs, seq_len=seq_len)["bpb"]
     # lm-eval truncates contexts from the left to this many tokens; RoPE models can
     # read past their training seq_len, and a choice longer than seq_len must still fit.
     max_len = int(getattr(model.config, "max_position_embeddings", 0) or 2048)

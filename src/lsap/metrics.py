@@ -215,7 +215,7 @@ def strength_documents(data_dir: str | os.PathLike, max_bytes: int = STRENGTH_BY
     return out
 
 
-def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, batch_size: int = 8) -> dict:
+def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, batch_size: int | None = None) -> dict:
     """Bits per byte of `model` on the complete documents `docs`, with its own `tokenizer`.
 
     The documents are encoded as `lsap prepare` encodes them (`encode_documents`: each
@@ -223,6 +223,7 @@ def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, 
     every document is scored, packed and cut into windows of `seq_len` labels (window j
     reads tokens [j·T, j·T + T + 1); the last one shorter); every label is scored once.
     bpb = Σ NLL / (ln 2 · Σ UTF-8 bytes of the documents): the separators carry no bytes.
+    `batch_size` windows per forward (None: as many as keep the fp32 logits near 256 MiB, ≤ 64).
     Returns {"bpb", "nll", "bytes", "tokens", "documents"}.
     """
     import numpy as np
@@ -236,6 +237,10 @@ def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, 
     stream = torch.from_numpy(ids.astype(np.int64))
     n_labels = len(stream) - 1
     starts = list(range(0, n_labels, seq_len))
+    if batch_size is None:
+        vocab = int(model.get_output_embeddings().weight.shape[0]) if model.get_output_embeddings() is not None \
+            else len(tokenizer)
+        batch_size = max(1, min(64, (256 << 20) // (seq_len * vocab * 4)))
     device = next(model.parameters()).device
     nll = torch.zeros((), dtype=torch.float64)
     was_training = model.training

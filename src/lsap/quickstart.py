@@ -232,7 +232,7 @@ def _surrogate_bpb(surrogates: dict, sur_data: Path, path: Path, s: Settings) ->
                 docs = strength_documents(sur_data)
                 tok = load_tokenizer(json.loads((sur_data / "manifest.json").read_text())["tokenizer"]["spec"])
             model, _ = load_surrogate(spec)
-            known[key] = bpb_on_documents(model, tok, docs, seq_len=s.seq_len, batch_size=s.batch_size)["bpb"]
+            known[key] = bpb_on_documents(model, tok, docs, seq_len=s.seq_len)["bpb"]
             path.write_text(json.dumps(known, indent=2))
         out[name] = known[key]
     return out

@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets-alpha", type=float, default=None,
                         help="α for --targets-surrogate (default: the run's lsap.alpha, else the config default)")
     parser.add_argument("--no-targets", action="store_true", help="no split by auxiliary targets")
+    parser.add_argument("--doc-bytes", type=int, default=None,
+                        help="bits per byte on the first complete held-out documents within this many UTF-8 "
+                             "bytes (doc_bpb, what surrogate strength is compared with; default 300000; 0: skip)")
     parser.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
 
 
@@ -73,5 +76,6 @@ def run(args) -> int:
     evaluate_run(args.target, tasks=args.tasks, checkpoints=args.checkpoints, limit=args.limit,
                  batch_size=args.batch_size, data=args.data, seq_len=args.seq_len, val_batches=args.val_batches,
                  loss=not args.no_loss, task_dir=args.task_dir, max_examples=args.max_examples,
-                 device=args.device, force=args.force, targets=targets)
+                 device=args.device, force=args.force, targets=targets,
+                 **({} if args.doc_bytes is None else {"doc_bytes": args.doc_bytes}))
     return 0
