@@ -269,8 +269,9 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
     Per checkpoint: held-out loss, bits per byte, top-1/top-5 accuracy (`heldout_metrics`)
     on the validation split of the run's data (``data.dir`` of RUN/config.yaml, or `data`),
     the same split by the number of auxiliary targets per position when `targets` is a
-    spec {"surrogate", "vocab_map", "k", "alpha"} ("auto": the run's own, for LSAP runs
-    with an online surrogate; None: no split), and zero-shot tasks through
+    spec {"surrogate", "vocab_map", "k", "alpha", "gold_outside"} (one reference for every run:
+    keys left out take `LSAPCfg`'s defaults; "auto": the run's own targets as it trained with
+    them, from `config.load_run`, for LSAP runs; None: no split), and zero-shot tasks through
     lm-evaluation-harness (`tasks`: offline | pairs | paper | names). Checkpoints whose
     eval.json has the same ``eval_set_hash`` are kept unless `force`. Held-out windows
     default to the run's own validation windows (data.seq_len, train.micro_batch_size ×
@@ -302,9 +303,10 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
         raise EvalError(f"data directory {data_dir}: no manifest.json (pass --data DIR from `lsap prepare`)")
     if targets == "auto":
         targets = reference_targets(cfg, target)
-    elif isinstance(targets, dict) and cfg is not None:  # another surrogate: unset keys from the run's lsap.*
-        L = cfg.lsap
-        targets = {"k": L.k, "alpha": L.alpha, "gold_outside": L.gold_outside,
+    elif isinstance(targets, dict):  # one reference for every run (same eval set): unset keys take
+        from lsap.config import LSAPCfg  # lsap.*'s defaults, never a run's own settings
+
+        targets = {"k": LSAPCfg.k, "alpha": LSAPCfg.alpha, "gold_outside": LSAPCfg.gold_outside,
                    **{k: v for k, v in targets.items() if v is not None}}
 
     tmp = None

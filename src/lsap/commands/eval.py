@@ -51,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "would give each position (default: the run's own surrogate for LSAP runs)")
     parser.add_argument("--targets-map", default=None, help="vocabulary map dir for --targets-surrogate")
     parser.add_argument("--targets-k", type=int, default=None,
-                        help="k for --targets-surrogate (default: the run's lsap.k, else the config default)")
+                        help="k for --targets-surrogate (default: the config default of lsap.k)")
     parser.add_argument("--targets-alpha", type=float, default=None,
-                        help="α for --targets-surrogate (default: the run's lsap.alpha, else the config default)")
+                        help="α for --targets-surrogate (default: the config default of lsap.alpha)")
     parser.add_argument("--no-targets", action="store_true", help="no split by auxiliary targets")
     parser.add_argument("--doc-bytes", type=int, default=None,
                         help="bits per byte on the first complete held-out documents within this many UTF-8 "
