@@ -16,7 +16,6 @@ order — one array per seed, the CE run and the LSAP run of that seed — poole
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 ALPHA = 0.05
 
