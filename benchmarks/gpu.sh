@@ -13,6 +13,8 @@
 #   3. bench_train   exact olmo2-1b base + qwen3-0.6b-shaped surrogate, seq 4096: CE vs LSAP
 #                    online vs LSAP from the store; tokens/s, MFU, peak memory; eager and compiled
 #   4. precision     bf16 vs fp32 loss agreement over 20 AdamW steps
+#   5. OLMo-core     OLMo2-1B (olmo2_1B_v2, V = 100,352) in OLMo-core's Trainer, seq 1024: its own CE
+#                    head vs LSAPTrainModule (λ = 0 head only; online qwen3-0.6b-shaped surrogate)
 # Targets (issue 12, H100/H200): CE ≥ 45% MFU; store ≤ 1.05× CE step time; online ≤ 1.20×;
 # lsap_linear_loss ≤ 1.10× the time of CE+head at ≤ 10% of its peak memory (V=100,352, N=32,768).
 set -uo pipefail
@@ -45,7 +47,9 @@ if [[ $SMOKE == 1 ]]; then
   TRAIN_ARGS=(--base olmo2-tiny --base-overrides "$TINY" --base-vocab 1024 --surrogate olmo2-tiny
               --surrogate-overrides "$TINY" --surrogate-vocab 1024 --seq-len $T --micro-batch 2 --steps 1 --device cpu)
   PREC_ARGS=(--base olmo2-tiny --vocab 512 --seq-len 32 --micro-batch 2 --steps 5 --device cpu)
-  LIMIT=(600 600 600 900 600)  # correctness, not speed: generous on a loaded CI machine
+  OLMO_ARGS=(--base toy --d-model 64 --layers 2 --vocab 1024 --surrogate olmo2-tiny --surrogate-vocab 1024
+             --seq-len 64 --micro-batch 2 --steps 2 --warmup 1 --device cpu)
+  LIMIT=(600 600 600 900 600 900)  # correctness, not speed: generous on a loaded CI machine
 else
   DEVICE=cuda
   NAME="$($PY -c 'import re, torch; print(re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-"))')" || exit 1
@@ -54,7 +58,9 @@ else
   T=4096; BUILD_ARGS=(--batch-size 4 --max-windows 32 --device cuda)
   TRAIN_ARGS=(--base olmo2-1b --surrogate qwen3-0.6b --seq-len $T --micro-batch 4 --steps 5 --device cuda --compile-ratio)
   PREC_ARGS=(--base olmo2-60m --seq-len 1024 --micro-batch 8 --steps 20 --device cuda)
-  LIMIT=(130 60 60 240 60)
+  OLMO_ARGS=(--base olmo2-1b --vocab 100352 --surrogate qwen3-0.6b --seq-len 1024 --micro-batch 8 --steps 8
+             --warmup 3 --device cuda)
+  LIMIT=(130 60 60 240 60 300)
 fi
 FILE="$OUT/gpu-$NAME-$(date +%F).md"
 FAILED=0
@@ -102,6 +108,8 @@ section "lsap store build" "${LIMIT[2]}" $PY benchmarks/bench_store_build.py --s
 section "bench_train (CE / LSAP online / LSAP from the store)" "${LIMIT[3]}" \
   $PY benchmarks/bench_train.py "${TRAIN_ARGS[@]}" --modes ce lsap store --store "$WORK/world/store" --data "$WORK/world/data"
 section "bf16 vs fp32 loss agreement" "${LIMIT[4]}" $PY benchmarks/bench_precision.py "${PREC_ARGS[@]}"
+section "OLMo-core (CE head / LSAP head / LSAP online)" "${LIMIT[5]}" \
+  $PY benchmarks/bench_olmo_core.py "${OLMO_ARGS[@]}"
 
 echo "[gpu.sh] wrote $FILE" >&2
 echo "$FILE"

@@ -64,3 +64,20 @@ def lists_from_mask(aux_ids, aux_mask):
     K = aux_ids.shape[-1]
     ids, mask = aux_ids.reshape(-1, K), aux_mask.reshape(-1, K)
     return [[int(x) for x, m in zip(ids[i], mask[i]) if m] for i in range(ids.shape[0])]
+
+
+def ref_loss_zloss(logits, labels, aux_lists, lam, z_mult, ignore_index=-100):
+    """METHOD §4 plus the z-loss, float64: ref_loss's total + z_mult · Σ_i LSE_i² over
+    supervised positions i (OLMo-core's `cross_entropy_loss(compute_z_loss=True)`).
+
+    Returns (loss_sum, ce_sum, aux_sum, z_sum) with z_sum unscaled.
+    """
+    V = logits.shape[-1]
+    z = logits.reshape(-1, V).double()
+    labels = labels.reshape(-1)
+    total, ce, aux, _, _ = ref_loss(logits, labels, aux_lists, lam, ignore_index)
+    zs = torch.zeros((), dtype=torch.float64)
+    for i in range(z.shape[0]):
+        if int(labels[i]) != ignore_index:
+            zs = zs + torch.logsumexp(z[i], dim=-1) ** 2
+    return total + z_mult * zs, ce, aux, zs

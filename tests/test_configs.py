@@ -66,3 +66,58 @@ def test_allowed_values_have_one_source():
     with pytest.raises(ConfigError, match="train.precision"):
         load_config(None, ["data.dir=x", "train.max_steps=1", "train.precision=fp16"])
     assert load_config(None, ["data.dir=x", "train.max_steps=1", "lsap.normalization=weighted"]).lsap.normalization == "weighted"
+
+
+_SCALAR_KEYS_GIVEN_CONTAINERS = [
+    ("lsap.alpha=[1,2]", "lsap.alpha", "a number"), ("lsap.k=[3]", "lsap.k", "an integer"),
+    ("train.batch_size={a: 1}", "train.batch_size", "an integer"), ("data.dir=[1]", "data.dir", "text"),
+    ("loss=[ce]", "loss", "one of ('ce', 'lsap')"), ("lsap.alpha=null", "lsap.alpha", "a number"),
+    ("lsap.k=true", "lsap.k", "an integer"), ("train.loggers={a: 1}", "train.loggers", "a list"),
+    ("model.overrides=[1]", "model.overrides", "a mapping"),
+]
+
+
+@pytest.mark.parametrize("bad,key,want", _SCALAR_KEYS_GIVEN_CONTAINERS)
+def test_wrong_type_is_a_config_error_naming_key_and_type(bad, key, want, tmp_path):
+    import yaml
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["data.dir=x", "train.max_steps=1", bad])
+    assert key in str(e.value) and want in str(e.value)
+    # the same value in a YAML file
+    section, _, name = key.rpartition(".")
+    value = yaml.safe_load(bad.split("=", 1)[1])
+    doc = {"data": {"dir": "x"}, "train": {"max_steps": 1}}
+    (doc.setdefault(section, {}) if section else doc)[name] = value
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "c.yaml")
+    assert f"{key}=" in str(e.value) and want in str(e.value)
+
+
+def test_wrong_type_through_the_cli_is_one_line(tmp_path):
+    """Each case in a real `lsap train` process: exit 2, one stderr line naming key and
+    type, no traceback (was TypeError: '<=' not supported ... at validation)."""
+    import os
+    import subprocess
+    import sys
+
+    import lsap
+
+    src = str(__import__("pathlib").Path(lsap.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    code = ("import sys\nfrom lsap.cli import main\n"
+            "for a in sys.argv[1:]:\n"
+            "    print(main(['train', f'data.dir={sys.argv[0]}', 'train.max_steps=1', a, '--dry-run']), flush=True)\n")
+    bad = [b for b, *_ in _SCALAR_KEYS_GIVEN_CONTAINERS]
+    r = subprocess.run([sys.executable, "-c", code, *bad], capture_output=True, text=True, env=env, timeout=120)
+    assert r.stdout.split() == ["2"] * len(bad), (r.stdout, r.stderr[-3000:])
+    err = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr and len(err) == len(bad), r.stderr[-3000:]
+    for line, (_, key, want) in zip(err, _SCALAR_KEYS_GIVEN_CONTAINERS):
+        assert line.startswith("lsap train: error: ") and key in line and want in line, line
+    # and one real `lsap train` process per se: the console script's path
+    r = subprocess.run([sys.executable, "-m", "lsap.cli", "train", "data.dir=x", "train.max_steps=1", "lsap.k=[3]"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "lsap.k=[3] is a list; lsap.k takes an integer" in r.stderr

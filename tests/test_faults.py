@@ -65,9 +65,11 @@ def wait_for(pred, timeout=180.0, proc=None):
         time.sleep(0.01)
 
 
-def one_line_error(r, *needles):
+def one_line_error(r, *needles, bars=False):
+    """Exit 2 and one stderr line `lsap CMD: error: …` holding each needle, no traceback.
+    bars: also allow progress-bar lines before it (transformers' 'Writing model shards')."""
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    err = r.stderr.strip().splitlines()
+    err = [ln for ln in r.stderr.strip().splitlines() if not (bars and ("it/s]" in ln or "s/it]" in ln))]
     assert len(err) == 1 and err[0].startswith("lsap ") and ": error: " in err[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     for n in needles:
@@ -201,6 +203,60 @@ def test_skip_nonfinite_steps(tiny_world, tmp_path, capsys):
     assert len(skipped) == 2 and capsys.readouterr().err.count("step skipped") == 2
 
 
+def _snapshot(t) -> tuple[dict, dict]:
+    """(weights, optimizer state) of a trainer, cloned."""
+    w = {k: v.detach().clone() for k, v in t.lm.state_dict().items()}
+    o = {i: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
+         for i, st in t.opt.state_dict()["state"].items()}
+    return w, o
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        _same(a[k], b[k]) if isinstance(a[k], dict) else
+        (torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k]) for k in a)
+
+
+def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_survives_resume(tiny_world, tmp_path,
+                                                                                           capsys):
+    """train.skip_nonfinite_steps: one step made non-finite (its loss × NaN) changes neither
+    the weights nor the AdamW state (moments, step counts); the next step trains; the
+    skip count is checkpointed, so after --resume the budget of skips is still spent."""
+    out, args = tmp_path / "s", ("train.skip_nonfinite_steps=1", "train.max_steps=8")
+    t = Trainer(cfg_for(tiny_world, out, *args))
+    real_forward = t.wrapped.forward
+
+    def nan_forward(*a, **k):
+        loss, *rest = real_forward(*a, **k)
+        return (loss * float("nan"), *rest)
+
+    t.train_step()
+    t.train_step()
+    w0, o0 = _snapshot(t)
+    assert o0 and all(int(st["step"]) == 2 for st in o0.values())  # AdamW has state to protect
+    t.wrapped.forward = nan_forward
+    row = t.train_step()
+    assert row.get("skipped") and t.skipped == 1 and t.step == 3
+    w1, o1 = _snapshot(t)
+    assert _same(w0, w1) and _same(o0, o1)  # bit for bit
+    assert all(p.grad is None for p in t.lm.parameters())  # no stale gradient reaches the next step
+    t.wrapped.forward = real_forward
+    t.train_step()
+    w2, o2 = _snapshot(t)
+    assert not _same(w1, w2) and all(int(st["step"]) == 3 for st in o2.values())  # the next step trains
+    t.save_checkpoint()
+    t.close()
+    t = Trainer(cfg_for(tiny_world, out, *args), resume=True)
+    assert t.step == 4 and t.skipped == 1
+    assert _same(_snapshot(t)[0], w2) and _same(_snapshot(t)[1], o2)
+    real_forward = t.wrapped.forward
+    t.wrapped.forward = nan_forward
+    with pytest.raises(TrainingError, match="non-finite loss .* at step 5"):  # 1 of 1 skips was spent before
+        t.train_step()
+    t.close()
+    assert "step skipped (1/1)" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- strict resume, overrides
 def test_resume_refuses_a_changed_model(tiny_world, tmp_path):
     out = tmp_path / "r"
@@ -244,18 +300,182 @@ def test_config_errors_are_one_line_before_any_build(tiny_world, tmp_path, bad, 
     print(f"{bad}: exit 2 after {dt:.2f}s (process start included)")
 
 
-def test_disk_full_is_one_line(monkeypatch, tiny_world, tmp_path, capsys):
-    import errno
+# --------------------------------------------------------------------------- disk full, for real
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real out-of-space file system: a tmpfs of `size` bytes (root only; remountable)."""
+    mounts = []
 
-    import lsap.train
+    def mount(size: int) -> Path:
+        d = tmp_path / f"disk{len(mounts)}"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"tmpfs: mount not permitted ({r.stderr.strip()[:80]}); the RLIMIT_FSIZE case still runs")
+        mounts.append(d)
+        return d
 
-    def full(cfg, resume=False):
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "metrics.jsonl"))
+    yield mount
+    for d in mounts:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
-    monkeypatch.setattr(lsap.train, "train", full)
-    assert main(["train", *args_for(tiny_world, tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "No space left on device" in err[0] and "metrics.jsonl" in err[0]
+
+def _fill(disk: Path, leave: int) -> Path:
+    """A ballast file that leaves about `leave` bytes free on `disk`."""
+    st = os.statvfs(disk)
+    ballast = disk / "ballast"
+    with open(ballast, "wb") as f:
+        f.write(b"\0" * max(st.f_bavail * st.f_frsize - leave, 0))
+    return ballast
+
+
+def _fsize_limit(limit: int):
+    """preexec_fn: writes past `limit` bytes fail with EFBIG (SIGXFSZ ignored, as a shell's `ulimit -f`)."""
+    import resource
+
+    def set_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return set_limit
+
+
+def _tree_bytes(d: Path) -> dict:
+    return {str(f.relative_to(d)): f.read_bytes() for f in sorted(d.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
+def test_disk_full_at_a_checkpoint(tiny_world, tmp_path, small_disk, how):
+    """`lsap train` runs out of space while saving a checkpoint (tmpfs: ENOSPC inside
+    safetensors; RLIMIT_FSIZE: EFBIG inside torch.save): one named line, exit 2, the
+    .tmp gone, the previous checkpoint byte-identical and the one --resume takes; after
+    space is freed the resumed run ends with the losses and weights of the same run without the fault."""
+    from lsap.checkpoint import list_checkpoints
+
+    root = small_disk(16 << 20) if how == "tmpfs" else tmp_path
+    out, args = root / "run", ("train.max_steps=4", "train.ckpt_every=2")
+    Trainer(cfg_for(tiny_world, out, "train.max_steps=2", "train.ckpt_every=2")).run()
+    ck = out / "checkpoints"
+    before = _tree_bytes(ck / "step_00000002")
+    model, opt = len(before["model/model.safetensors"]), len(before["trainer.pt"])
+    assert model < opt
+    if how == "tmpfs":
+        ballast = _fill(root, model // 2)  # the next model.safetensors does not fit
+        r = subprocess.run([sys.executable, "-m", "lsap.cli", "train", *args_for(tiny_world, out, *args), "--resume"],
+                           capture_output=True, text=True, env=ENV, timeout=300)
+        line = one_line_error(r, "checkpoint step 4 not saved: disk full (No space left on device)", bars=True)
+    else:  # model.safetensors fits, trainer.pt does not: torch.save's errno-less error
+        r = subprocess.run([sys.executable, "-m", "lsap.cli", "train", *args_for(tiny_world, out, *args), "--resume"],
+                           capture_output=True, text=True, env=ENV, timeout=300,
+                           preexec_fn=_fsize_limit((model + opt) // 2))
+        line = one_line_error(r, "checkpoint step 4 not saved: a file outgrew the file-size limit (File too large",
+                              bars=True)
+    assert "step_00000002 is intact: --resume continues from it" in line and "with --resume" in line
+    assert sorted(p.name for p in ck.iterdir()) == ["step_00000002"]  # no step_00000004(.tmp)
+    assert _tree_bytes(ck / "step_00000002") == before
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002"]
+    if how == "tmpfs":
+        ballast.unlink()
+    t = Trainer(cfg_for(tiny_world, out, *args), resume=True)
+    assert t.step == 2
+    t.run()
+    if how == "tmpfs":
+        return  # the comparison below once is enough (it costs two more runs)
+    straight = tmp_path / "straight"  # the same two legs, no fault
+    Trainer(cfg_for(tiny_world, straight, "train.max_steps=2", "train.ckpt_every=2")).run()
+    Trainer(cfg_for(tiny_world, straight, *args), resume=True).run()
+    assert [r["loss"] for r in rows(out)] == [r["loss"] for r in rows(straight)]
+    a = _tree_bytes(straight / "checkpoints" / "step_00000004" / "model")
+    assert _tree_bytes(ck / "step_00000004" / "model") == a
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
+def test_disk_full_in_prepare_then_resumes(tiny_world, tmp_path, small_disk, how):
+    """`lsap prepare` runs out of space mid-way: one line, exit 2, no temporary files left;
+    the same command after freeing space completes byte-identical to an uninterrupted run."""
+    from lsap.data import prepare
+
+    argv = ["prepare", "--tokenizer", tiny_world["base_tok"], "--source", "pydoc-topics", "--val-fraction", "0.1",
+            "--max-tokens", "20000", "--shard-tokens", "2048", "--quiet"]
+    ref = prepare(tiny_world["base_tok"], "pydoc-topics", tmp_path / "ref", val_fraction=0.1, max_tokens=20000,
+                  shard_tokens=2048, progress=False)
+    assert len(ref["splits"]["train"]["shards"]) >= 4
+    if how == "tmpfs":
+        root = small_disk(24 << 10)  # room for a few of the 4 KB shards
+        out = root / "data"
+        r = subprocess.run([sys.executable, "-m", "lsap.cli", *argv, "--out", str(out)], capture_output=True,
+                           text=True, env=ENV, timeout=300)
+        one_line_error(r, "disk full (No space left on device) writing under", "run the same command again")
+    else:
+        out = tmp_path / "data"
+        r = subprocess.run([sys.executable, "-m", "lsap.cli", *argv, "--out", str(out)], capture_output=True,
+                           text=True, env=ENV, timeout=300, preexec_fn=_fsize_limit(3 << 10))
+        one_line_error(r, "disk full (File too large) writing under", "run the same command again")
+    m = json.loads((out / "manifest.json").read_text())
+    assert not m["complete"] and 0 < len(m["splits"]["train"]["shards"]) < len(ref["splits"]["train"]["shards"]) \
+        if how == "tmpfs" else not m["complete"]
+    assert not [f for f in out.rglob("*") if f.name.startswith(".tmp")]  # nothing holds the space
+    if how == "tmpfs":
+        subprocess.run(["mount", "-o", "remount,size=4m", str(root)], check=True)
+    r = subprocess.run([sys.executable, "-m", "lsap.cli", *argv, "--out", str(out)], capture_output=True, text=True,
+                       env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _tree_bytes(out) == _tree_bytes(tmp_path / "ref")
+
+
+_LIBRARY_ERRORS = r"""
+import importlib, json, sys
+from pathlib import Path
+import lsap.train
+from lsap.cli import main
+
+cases, args = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+truncated = Path(args[0].split("=", 1)[1]).parent / "torn.safetensors"
+
+def fail_in_eval(case):  # raised by the library itself, after the model is built and has trained a step
+    def evaluate(self):
+        if case == "safetensors":
+            from safetensors.torch import load_file, save_file
+            import torch
+            save_file({"w": torch.zeros(64)}, truncated)
+            truncated.write_bytes(truncated.read_bytes()[:20])
+            load_file(truncated)
+        if case == "oserror":
+            (self.out / "file").write_text("")
+            open(self.out / "file" / "x", "w")  # NotADirectoryError
+        if case == "import":
+            importlib.import_module("lsap_no_such_extra")
+    return evaluate
+
+for case in cases:
+    saved = lsap.train.Trainer.evaluate
+    extra = []
+    if case in ("safetensors", "oserror", "import"):
+        lsap.train.Trainer.evaluate = fail_in_eval(case)
+    else:  # a tracker listed in train.loggers that cannot be imported
+        sys.modules[{"wandb": "wandb", "tensorboard": "torch.utils.tensorboard"}[case]] = None
+        extra = [f"train.loggers=[jsonl,{case}]"]
+    print(case, main(["train", *args, f"out_dir={args[1].split('=', 1)[1]}/{case}", *extra]), flush=True)
+    lsap.train.Trainer.evaluate = saved
+"""
+
+
+def test_library_errors_after_the_model_is_built_are_one_line(tiny_world, tmp_path):
+    """The CLI contract for errors raised by libraries, not by lsap: a torn .safetensors
+    (SafetensorError), an OS error, a missing package, a tracker that cannot be imported
+    — each through `lsap.cli.main` in a real process: exit 2, one stderr line, no traceback."""
+    cases = {"safetensors": "a damaged or truncated .safetensors file (Error while deserializing header",
+             "oserror": "Not a directory: ", "import": "a package this needs is not installed (No module named "
+             "'lsap_no_such_extra')", "wandb": "wandb", "tensorboard": "tensorboard"}
+    args = args_for(tiny_world, tmp_path, "train.max_steps=1")
+    r = subprocess.run([sys.executable, "-c", _LIBRARY_ERRORS, json.dumps(list(cases)), json.dumps(args)],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert [ln for ln in r.stdout.splitlines() if ln.split(" ")[0] in cases] == [f"{c} 2" for c in cases], \
+        (r.stdout[-2000:], r.stderr[-3000:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    err = [ln for ln in r.stderr.strip().splitlines() if "it/s]" not in ln]
+    assert len(err) == len(cases), r.stderr[-3000:]
+    for line, (case, needle) in zip(err, cases.items()):
+        assert line.startswith("lsap train: error: ") and needle in line, (case, line)
 
 
 def test_every_command_bad_input_exits_2_with_one_line(tmp_path, capsys):
@@ -265,7 +485,7 @@ def test_every_command_bad_input_exits_2_with_one_line(tmp_path, capsys):
         "prepare": ["--source", missing, "--out", str(tmp_path / "p")],
         "train": ["data.dir=x", "train.max_steps=1", "lsap.lam=-1"],
         "flops": ["--base", "no-such-preset"],
-        "cache": ["info", missing],
+        "store": ["info", missing],
         "analyze": ["--model", "smollm2", "--data", missing],
         "eval": [missing],
         "report": [missing],
@@ -316,6 +536,17 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_wor
     done = [r["step"] for r in rows(out)] if (out / "metrics.jsonl").exists() else []
     assert done == list(range(1, t.step + 1))  # the step that reached chunk 0 never trained
     assert not t.targets.cache._verified[0]  # the StoredTargets source's store
+    # ... nor touched the weights: they are those of the same run on the intact store after
+    # exactly the steps that finished (no partial update from the flipped chunk)
+    bad, opt_bad = _snapshot(t)
+    clean = Trainer(cfg_for(tiny_world, tmp_path / "clean", *LSAP, f"data.dir={store / 'data'}",
+                            "surrogate.source=store", f"surrogate.store_dir={store / 'c'}", "train.max_steps=40"))
+    for _ in range(t.step):
+        clean.train_step()
+    assert _same(_snapshot(clean)[0], bad) and _same(_snapshot(clean)[1], opt_bad)
+    clean.train_step()  # the step the flipped byte stopped: it does change the weights
+    assert not _same(_snapshot(clean)[0], bad)
+    clean.close()
 
 
 def test_corrupt_token_shard_is_refused_at_first_read(tiny_world, tmp_path):
@@ -459,3 +690,98 @@ def test_stalled_rank_ends_the_job_with_a_named_error(tiny_world, tmp_path):
     assert p.returncode != 0
     assert "timed out after train.dist_timeout_s=10s" in err, err[-3000:]
     assert waited < 120
+
+
+# --------------------------------------------------------------------------- store builds by many ranks
+def _store_build_argv(world, data, out, *extra) -> list[str]:
+    return ["store", "build", "--surrogate", world["surrogate"], "--data", str(data), "--seq-len", "32", "--k", "4",
+            "--min-alpha", "0.01", "--out", str(out), "--batch-size", "8", "--chunk-windows", "24", "--no-progress",
+            *extra]
+
+
+def test_second_store_build_into_one_dir_is_refused_by_name(tiny_world, store, tmp_path):
+    """A running build holds DIR/.lsap.lock; a second build (one process or a torchrun
+    job) into the same directory stops with one line naming the holder."""
+    from lsap.lock import DirLock
+
+    out = tmp_path / "s"
+    with DirLock(out, "lsap store build"):
+        r = lsap_cli(*_store_build_argv(tiny_world, store / "data", out))
+        one_line_error(r, "being written by", "lsap store build", str(os.getpid()))
+    assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_second_multi_rank_store_build_is_refused_on_every_rank(tiny_world, store, tmp_path):
+    from lsap.lock import DirLock
+
+    out = tmp_path / "s"
+    with DirLock(out, "lsap store build"):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "-m", "lsap.cli", *_store_build_argv(tiny_world, store / "data", out)],
+                           capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode != 0
+    # every rank raises the same one-line error (torchrun may stop the slower one before it prints)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("lsap store: error:")]
+    assert 1 <= len(lines) <= 2 and all("rank 0 of 2" in ln and "being written by" in ln for ln in lines), \
+        r.stderr[-2000:]
+    assert "exitcode  : 2" in r.stderr  # the first rank to stop exited with the CLI's status, not a timeout
+    assert not (out / "manifest.json").exists()
+
+
+def test_store_of_the_other_window_layout_is_refused_by_lsap_train(tiny_world, store, tmp_path):
+    """An OLMo-core-layout store (T-token instances) given to `lsap train` (T+1-token windows):
+    one line naming both layouts, before any step."""
+    assert main(_store_build_argv(tiny_world, store / "data", tmp_path / "olmo", "--window-layout", "olmo")) == 0
+    r = lsap_cli("train", *args_for({"data": str(store / "data")}, tmp_path / "run", *LSAP,
+                                   f"surrogate.model={tiny_world['surrogate']}", "surrogate.source=store",
+                                   f"surrogate.store_dir={tmp_path / 'olmo'}"))
+    one_line_error(r, "window_layout 'olmo'", "'lsap'", "--window-layout lsap")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+    print(f"stalled rank: job ended {waited:.1f}s after the SIGSTOP (dist_timeout_s=10)")
+    # rank 0 names the stall after 10 s; torchrun (2.13) then needs its 5 s monitor interval and
+    # a fixed 30 s SIGTERM grace before it SIGKILLs the stopped rank (README, Reliability): ≈ 47 s
+    assert waited < 10 + 35 + 60
+
+
+# --------------------------------------------------------------------------- the suite itself
+def test_ci_fails_on_a_skip_it_did_not_expect(tmp_path):
+    """conftest's hook: with CI=true a skip not in expected_skips.txt fails the session;
+    listed ones pass; outside CI skips stay skips."""
+    import shutil
+
+    here = Path(__file__).parent
+    shutil.copy(here / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n\ndef test_ok():\n    pass\n\n"
+        "def test_extra():\n    pytest.importorskip('lsap_no_such_extra')\n\n"
+        "@pytest.mark.skipif(True, reason='needs a GPU')\ndef test_gpu():\n    pass\n")
+
+    def pytest_in(env_ci: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in ENV.items() if k not in ("CI", "LSAP_STRICT_SKIPS")}
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=120, env={**env, "CI": env_ci})
+
+    r = pytest_in("true")
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert "2 unexpected skip(s)" in r.stdout and "test_x.py::test_extra: could not import 'lsap_no_such_extra'" \
+        in r.stdout and "test_x.py::test_gpu: needs a GPU" in r.stdout, r.stdout[-2000:]
+    assert pytest_in("false").returncode == 0
+    (tmp_path / "expected_skips.txt").write_text("# ok here\ntest_x.py::test_gpu: needs a GPU\n")
+    r = pytest_in("true")
+    assert r.returncode == 1 and "1 unexpected skip(s)" in r.stdout and "test_extra" in r.stdout, r.stdout[-2000:]
+    (tmp_path / "expected_skips.txt").write_text("test_x.py::test_gpu: needs a GPU\n*: could not import *\n")
+    assert pytest_in("true").returncode == 0
+
+
+def test_the_suite_has_its_own_cache_root():
+    from lsap.tokenizer import cache_root
+
+    repo = Path(__file__).resolve().parents[1]
+    root = cache_root().resolve()
+    assert root != (Path.home() / ".cache" / "lsap").resolve()
+    if not os.environ.get("LSAP_TEST_CACHE"):
+        assert root == repo / ".pytest_cache" / "lsap"
+        r = subprocess.run(["git", "check-ignore", "-q", str(root / "x")], cwd=repo, capture_output=True)
+        assert r.returncode in (0, 128), "the suite's cache root must be git-ignored"  # 128: not a git checkout

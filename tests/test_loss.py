@@ -260,3 +260,64 @@ def test_compiled_chunk_equals_eager():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="impl"):
         lsap_linear_loss(hidden, weight, labels, aux_ids, aux_mask, impl="triton")
+
+
+# --------------------------------------------------------------------------- aux_weight (prob weighting): gradients
+def _weighted_case(N, V, K, H, seed):
+    logits, labels, aux_ids, aux_mask, hidden, weight = make_case(N, V, K, H, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    wts = torch.rand(N, K, generator=g) * 0.9 + 0.05  # surrogate probabilities, all distinct from 1
+    valid = labels != -100
+    lists = lists_from_mask(aux_ids, aux_mask & valid[:, None])
+    wl = [[float(wts[i, j]) for j in range(K) if aux_mask[i, j] and valid[i]] for i in range(N)]
+    return logits, labels, aux_ids, aux_mask, hidden, weight, wts, lists, wl
+
+
+@pytest.mark.parametrize("N,V,K", [(47, 123, 5), (3, 31, 1), (64, 7, 15)])
+@pytest.mark.parametrize("lam", [1.0, 0.3])
+def test_aux_weight_logits_loss_values_and_grads_match_reference(N, V, K, lam):
+    logits, labels, aux_ids, aux_mask, _, _, wts, lists, wl = _weighted_case(N, V, K, 8, seed=3 * N + K)
+    x = logits.clone().requires_grad_(True)
+    out = lsap_loss(x, labels, aux_ids, aux_mask, lam=lam, aux_weight=wts, chunk_size=16)
+    (1.7 * out.loss).backward()
+    xr = logits.double().clone().requires_grad_(True)
+    tot, ce, aux, *_ = ref_loss(xr, labels, lists, lam, weights=wl)
+    (1.7 * tot).backward()
+    torch.testing.assert_close(out.loss.double(), tot, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(out.aux_sum.double(), aux, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-4, atol=1e-5)
+    # the weights matter: unweighted gradients differ wherever an aux target exists
+    x2 = logits.clone().requires_grad_(True)
+    (1.7 * lsap_loss(x2, labels, aux_ids, aux_mask, lam=lam, chunk_size=16).loss).backward()
+    if any(lists):
+        assert not torch.allclose(x2.grad, x.grad, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("N,V,K,H,chunk", [(47, 123, 5, 31, 8), (3, 31, 1, 7, 1), (50, 64, 15, 16, 64)])
+def test_aux_weight_linear_loss_values_and_grads_match_reference(N, V, K, H, chunk):
+    """`lsap_linear_loss` is the path that uses aux_weight in training (loss_impl=linear)."""
+    _, labels, aux_ids, aux_mask, hidden, weight, wts, lists, wl = _weighted_case(N, V, K, H, seed=5 * N + K)
+    h1, w1 = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    out = lsap_linear_loss(h1, w1, labels, aux_ids, aux_mask, lam=0.7, aux_weight=wts, chunk_size=chunk)
+    (2.5 * out.loss).backward()
+    h2, w2 = hidden.double().clone().requires_grad_(True), weight.double().clone().requires_grad_(True)
+    tot, ce, aux, *_ = ref_loss(h2 @ w2.t(), labels, lists, 0.7, weights=wl)
+    (2.5 * tot).backward()
+    torch.testing.assert_close(out.loss.double(), tot, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(out.aux_sum.double(), aux, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(h1.grad.double(), h2.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(w1.grad.double(), w2.grad, rtol=1e-4, atol=1e-5)
+    # the same weights through the logits path: one weighting rule for both
+    x = (hidden @ weight.t()).requires_grad_(True)
+    ref = lsap_loss(x, labels, aux_ids, aux_mask, lam=0.7, aux_weight=wts)
+    torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-4)
+
+
+def test_aux_weight_gradcheck_float64():
+    _, labels, aux_ids, aux_mask, hidden, weight, wts, *_ = _weighted_case(9, 13, 3, 5, seed=11)
+    h, w = hidden.double().requires_grad_(True), weight.double().requires_grad_(True)
+    torch.autograd.gradcheck(lambda h, w: lsap_linear_loss(h, w, labels, aux_ids, aux_mask, lam=0.6,
+                                                           aux_weight=wts.double(), chunk_size=4).loss, (h, w))
+    x = (hidden @ weight.t()).double().requires_grad_(True)
+    torch.autograd.gradcheck(lambda x: lsap_loss(x, labels, aux_ids, aux_mask, lam=0.6, aux_weight=wts.double(),
+                                                 chunk_size=4).loss, (x,))

@@ -156,7 +156,7 @@ def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
     assert Path("manifest.json") in files and len([f for f in files if f.suffix == ".bin"]) == n
     for f in files:
         assert (tmp_path / "c" / f).read_bytes() == (ref / f).read_bytes(), f
-    with pytest.raises(StoreError, match="different cache"):
+    with pytest.raises(StoreError, match="different store"):
         build_store(tiny_world["surrogate"], small["data"], T, tmp_path / "c", **{**args, "k": 5})
 
 
@@ -258,3 +258,109 @@ def test_smollm2_lookup_equals_online(tiny_world, small, tmp_path):
         torch.testing.assert_close(cprobs, probs, rtol=2 ** -9, atol=0)
         n += int(mask.sum())
     assert n > 0
+
+
+# --------------------------------------------------------------------------- window layouts
+def _olmo_dataset(paths, shards, T_):
+    from olmo_core.data import NumpyFSLDataset
+
+    ds = NumpyFSLDataset(*paths, sequence_length=T_, pad_token_id=0, eos_token_id=shards.eos_id,
+                         vocab_size=shards.vocab_size, dtype=np.dtype(shards.manifest["dtype"]).type)
+    ds.prepare()
+    return ds
+
+
+def test_olmo_layout_matches_olmo_core_instances(tiny_world, small, tmp_path):
+    """window_layout olmo: window i = OLMo-core's NumpyFSLDataset instance i (T tokens,
+    labels the T-1 next inside it), and lookups equal online selection on those rows."""
+    pytest.importorskip("olmo_core")
+    from lsap.store import Windows, olmo_paths
+    from lsap.targets import IGNORE
+
+    # small shards: several files, instances never straddle a file
+    prepare(tiny_world["base_tok"], "pydoc-topics", tmp_path / "d", val_fraction=0.1, max_tokens=3000,
+            shard_tokens=700, progress=False)
+    shards = TokenShards(tmp_path / "d")
+    assert len(shards.info["shards"]) >= 3
+    ds = _olmo_dataset(olmo_paths(tmp_path / "d"), shards, T)
+    win = Windows(shards, T, "olmo")
+    assert win.n_windows == len(ds) < shards.n_windows(T)  # floor(len/T) per file
+    x, y = win.rows(range(len(ds)))
+    for i in range(len(ds)):
+        assert np.array_equal(x[i], ds[i]["input_ids"].numpy()), i
+    assert (y[:, -1] == IGNORE).all() and np.array_equal(y[:, :-1], x[:, 1:])
+    build_store(tiny_world["surrogate"], tmp_path / "d", T, tmp_path / "s", k=4, min_alpha=0.01, batch_size=4,
+                chunk_windows=8, window_layout="olmo", progress=False)
+    store = TargetStore(tmp_path / "s", verify=True)
+    assert store.window_layout == "olmo" and store.n_windows == len(ds)
+    model, stok = load_surrogate(tiny_world["surrogate"])
+    vmap = store.load_vocab_map()
+    idx = [5, 0, len(ds) - 1]
+    for k, alpha in ((4, 0.01), (2, 0.05)):
+        want = propose_targets(model, torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), vmap, k, alpha,
+                               pad_id=stok.pad_token_id or 0)
+        got = store.lookup(idx, k, alpha)
+        assert torch.equal(got.mask, want.mask) and torch.equal(got.ids, want.ids)
+        assert not got.mask[:, -1].any() and got.mask.any()  # the last position has no label
+    # the layout is checked at use, by name, both ways
+    with pytest.raises(StoreError, match="window_layout 'olmo'.*--window-layout lsap"):
+        store.check_run(shards, T, 4, 0.05)
+    assert store.check_run(shards, T, 4, 0.05, window_layout="olmo") == []
+    with pytest.raises(StoreError, match="window_layout 'lsap'.*--window-layout olmo"):
+        TargetStore(small["cache"]).check_run(TokenShards(small["data"]), T, 4, 0.05, window_layout="olmo")
+    from lsap.train import Trainer, TrainingError
+
+    with pytest.raises(TrainingError, match="window_layout 'olmo'"):
+        Trainer(_cfg(tiny_world, tmp_path / "d", tmp_path / "r", "surrogate.source=store",
+                     f"surrogate.store_dir={tmp_path / 's'}"))
+
+
+def _write_dolma_arrays(stream: np.ndarray, eos: int, directory: Path, dtype="uint16", parts=2) -> list[Path]:
+    """`dolma tokens` output format: part-*.npy raw memmaps (no header) of whole documents
+    (each ending with EOS), plus a .csv.gz of (start, end, path, id) per document."""
+    import gzip
+
+    ends = np.nonzero(stream == eos)[0] + 1
+    assert len(ends) >= 2
+    cut = ends[len(ends) // 2 - 1]
+    directory.mkdir(parents=True)
+    out = []
+    for j, (a, b) in enumerate(((0, cut), (cut, len(stream)))):
+        p = directory / f"part-0-{j:05d}.npy"
+        mm = np.memmap(p, dtype=dtype, mode="w+", shape=(b - a,))
+        mm[:] = stream[a:b]
+        mm.flush()
+        e = ends[(ends > a) & (ends <= b)] - a
+        starts = np.concatenate([[0], e[:-1]])
+        with gzip.open(directory / f"part-0-{j:05d}.csv.gz", "wt") as f:
+            f.writelines(f"{s},{t},src.jsonl,{i}\n" for i, (s, t) in enumerate(zip(starts, e)))
+        out.append(p)
+    return out
+
+
+def test_dolma_token_arrays_are_read_in_place(tiny_world, small, tmp_path, capsys):
+    from lsap.data import link_token_arrays
+    from lsap.errors import DataError
+    from lsap.store import olmo_paths
+
+    src = TokenShards(small["data"])
+    stream = src.tokens(0, len(src))
+    paths = _write_dolma_arrays(stream, src.eos_id, tmp_path / "dolma")
+    assert cli(["prepare", "--tokenizer", tiny_world["base_tok"], "--from-arrays", str(tmp_path / "dolma"),
+                "--token-dtype", "uint16", "--out", str(tmp_path / "linked"), "--quiet"]) == 0
+    linked = TokenShards(tmp_path / "linked", verify=True)
+    assert not list((tmp_path / "linked").glob("*/*"))  # nothing copied
+    assert olmo_paths(tmp_path / "linked") == [str(p.resolve()) for p in paths]
+    assert len(linked) == len(src) and np.array_equal(linked.tokens(0, len(linked)), stream)
+    assert linked.info["documents"] == int((stream == src.eos_id).sum())
+    a = SequenceLoader(src, T, batch_size=4, seed=3)
+    b = SequenceLoader(linked, T, batch_size=4, seed=3)
+    for _ in range(5):  # lsap's loader gives the same windows from the dolma arrays
+        x, y = a.next_batch(), b.next_batch()
+        assert torch.equal(x.input_ids, y.input_ids) and torch.equal(x.window_ids, y.window_ids)
+    # a wrong dtype is caught (the arrays do not end with EOS / hold ids beyond the vocabulary)
+    with pytest.raises(DataError, match="EOS|vocabulary|whole number"):
+        link_token_arrays(tiny_world["base_tok"], tmp_path / "dolma", tmp_path / "bad", token_dtype="uint32",
+                          progress=False)
+    with pytest.raises(DataError, match="no token arrays"):
+        link_token_arrays(tiny_world["base_tok"], tmp_path / "nothing", tmp_path / "bad2", progress=False)

@@ -18,6 +18,7 @@ with `list_checkpoints`, so they all agree on which exist.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -88,14 +89,59 @@ def save(run_or_root: str | os.PathLike, step: int, write: Callable[[Path], None
     final = root / f"step_{step:08d}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    _fsync_tree(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    try:
+        tmp.mkdir(parents=True)
+        write(tmp)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException as e:  # disk full, quota, I/O error, or a kill: no half checkpoint stays behind
+        why = _write_error_text(e, tmp) if isinstance(e, Exception) else ""
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not why:
+            raise
+        from lsap.errors import TrainingError
+
+        prev = latest(root)
+        raise TrainingError(
+            f"checkpoint step {step} not saved: {why} (under {root}); the partial copy was removed and "
+            + (f"the previous checkpoint {prev.name} is intact: --resume continues from it" if prev else
+               "no earlier checkpoint exists") + "; free disk space and run again"
+            + (" with --resume" if prev else "")) from e
     return final
+
+
+_FULL = {errno.ENOSPC: "disk full (No space left on device)", errno.EDQUOT: "disk quota exceeded",
+         errno.EFBIG: "a file outgrew the file-size limit (File too large; see `ulimit -f`)"}
+
+
+def _write_error_text(e: Exception, tmp: Path) -> str:
+    """Why a checkpoint write failed, in words. The libraries lose the errno on the way:
+    safetensors gives it as text ("os error 28"), torch.save not at all ("unexpected pos
+    …"), so a full file system or a file at RLIMIT_FSIZE is also looked for directly."""
+    text = str(e)
+    code = getattr(e, "errno", None)
+    if code not in _FULL:
+        code = next((c for c in _FULL if f"os error {c})" in text or os.strerror(c) in text), None)
+    if code is None:
+        try:
+            st = os.statvfs(tmp.parent)
+            if st.f_bavail * st.f_frsize < (1 << 20):
+                code = errno.ENOSPC
+            else:
+                import resource
+
+                soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+                if soft != resource.RLIM_INFINITY and any(f.is_file() and f.stat().st_size >= soft
+                                                          for f in tmp.rglob("*")):
+                    code = errno.EFBIG
+        except (OSError, ImportError, ValueError):
+            pass
+    if code in _FULL:
+        return _FULL[code]
+    return f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
 def prune(run_or_root: str | os.PathLike, keep: int) -> list[Path]:

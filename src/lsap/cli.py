@@ -73,17 +73,36 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         rc = _load(args.command).run(args)
-    except (LsapError, OSError) as e:
-        if os.environ.get("LSAP_DEBUG"):
+    except Exception as e:
+        if os.environ.get("LSAP_DEBUG") or not user_facing(e):
             raise
         print(f"lsap {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     return int(rc or 0)
 
 
+def user_facing(e: BaseException) -> bool:
+    """Errors a user fixes, printed as one line: `LsapError`, and what libraries raise
+    for the user's files and machine after the model is built: OSError (disk full,
+    permissions), safetensors' SafetensorError (a damaged weights file), ImportError (an
+    optional package not installed, also as the cause of a library's own error)."""
+    return (isinstance(e, (LsapError, OSError, ImportError)) or type(e).__name__ == "SafetensorError"
+            or isinstance(e.__cause__, ImportError))
+
+
 def one_line(e: BaseException) -> str:
     """The error as one line: multi-line fix-it text joined with '; '."""
+    import errno
+
     text = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror or e}: {e.filename}"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        where = f" writing under {os.path.dirname(e.filename) or '.'}" if e.filename else ""
+        text = (f"disk full ({e.strerror}){where}; finished work is kept: free space (or raise `ulimit -f`) and "
+                "run the same command again (lsap train: with --resume)")
+    if type(e).__name__ == "SafetensorError":
+        text = f"a damaged or truncated .safetensors file ({text})"
+    elif isinstance(e, ImportError) and not isinstance(e, LsapError):
+        text = f"a package this needs is not installed ({text}); scripts/install.sh installs every extra"
     parts = [p.strip() for p in text.splitlines() if p.strip()]
     return "; ".join(parts) or type(e).__name__
 

@@ -171,23 +171,51 @@ def _build(cls, data: dict, prefix: str = ""):
 
 
 def _coerce(value: Any, ftype: Any, key: str) -> Any:
-    """YAML reads '1e30' and '26e9' as strings (YAML 1.1 wants a dot); accept them as numbers."""
+    """A value read from YAML or the command line → the field's type, or a ConfigError
+    naming the key and the type it wants. YAML reads '1e30' and '26e9' as strings
+    (YAML 1.1 wants a dot): accepted as numbers; numbers for a text key become text."""
     kinds = str(ftype).replace(" ", "").split("|")
     if value is None and "None" in kinds:
         return None
+    container = any(k.startswith(("list", "dict")) for k in kinds)
+    want = _type_name(ftype, kinds)
+    if container:
+        if isinstance(value, (list, dict)) and not isinstance(value, dict if kinds[0].startswith("list") else list):
+            return value
+        if isinstance(value, str) and kinds[0].startswith("list") and value:  # train.loggers=tensorboard
+            return value
+        raise ConfigError(f"{key}={value!r} is not {want}")
+    if value is None or isinstance(value, (list, dict, tuple, set)):
+        got = "empty (null)" if value is None else "a list" if isinstance(value, (list, tuple, set)) else "a mapping"
+        raise ConfigError(f"{key}={value!r} is {got}; {key} takes {want}")
+    if "bool" in kinds:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is not true/false")
+        return value
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is true/false; {key} takes {want}")
     try:
-        if "float" in kinds and isinstance(value, (str, int)) and not isinstance(value, bool):
+        if "float" in kinds and isinstance(value, (str, int)):
             return float(value)
-        if "int" in kinds and isinstance(value, (str, float)) and not isinstance(value, bool):
+        if "int" in kinds and isinstance(value, (str, float)):
             f = float(value)
             if f != int(f):
                 raise ValueError
             return int(f)
-    except ValueError:
-        raise ConfigError(f"{key}={value!r} is not a {' or '.join(kinds)}") from None
-    if "bool" in kinds and not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} is not true/false")
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{key}={value!r} is not {want}") from None
+    if "str" in kinds and isinstance(value, (int, float)):
+        return str(value)  # name=2024, data.dir=1
     return value
+
+
+def _type_name(ftype: Any, kinds: list[str]) -> str:
+    """'an int', 'a number', 'text', 'true/false', 'one of (...)', 'a list', 'a mapping', joined by 'or'."""
+    if get_origin(ftype) is Literal:
+        return f"one of {get_args(ftype)}"
+    names = {"int": "an integer", "float": "a number", "str": "text", "bool": "true/false", "None": "null",
+             "dict": "a mapping"}
+    return " or ".join(names.get(k, "a list" if k.startswith("list") else k) for k in kinds)
 
 
 def _set(d: dict, dotted: str, value: Any) -> None:

@@ -77,9 +77,12 @@ def _sha256_file(path: Path) -> str:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # per process: concurrent writers never share one
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    from lsap.io import atomic_write_json
+
+    try:
+        atomic_write_json(path, obj, fsync=False)  # same bytes; its temporary file goes on error (disk full)
+    except OSError as e:
+        raise e if e.filename else OSError(e.errno, e.strerror, str(path)) from e  # name the file
 
 
 def _dtype_for(vocab: int) -> str:
@@ -134,11 +137,17 @@ class _SplitWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp, final = self.dir / f".tmp-{name}", self.dir / name
         arr = tokens.astype(self.dtype)
-        with open(tmp, "wb") as f:
-            f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)  # a shard on disk under its final name is complete
+        try:
+            with open(tmp, "wb") as f:
+                f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)  # a shard on disk under its final name is complete
+        except BaseException as e:  # disk full: no partial file left to hold the space
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and not e.filename:
+                raise OSError(e.errno, e.strerror, str(final)) from e  # name the file
+            raise
         shards.append({"path": f"{self.split}/{name}", "tokens": int(len(arr)),
                        "sha256": _sha256_file(final), "max_id": max_id})
 
@@ -163,6 +172,45 @@ def _finalize(manifest: dict) -> None:
     manifest["complete"] = True
 
 
+_WORKER_ENCODER = None
+
+
+def _worker_init(backend_json: str) -> None:
+    global _WORKER_ENCODER
+    from tokenizers import Tokenizer
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker process
+    _WORKER_ENCODER = Tokenizer.from_str(backend_json)
+    _WORKER_ENCODER.encode_special_tokens = True
+
+
+def _worker_encode(texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in _WORKER_ENCODER.encode_batch(texts, add_special_tokens=False)]
+
+
+def _encode_in_workers(blocks, consume, stopped, backend, workers: int) -> None:
+    """Encode `blocks` (lists of (index, text)) in `workers` processes; `consume(block,
+    ids)` in block order, with at most 2·workers blocks in flight (bounded memory)."""
+    import collections
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(backend.to_str(),)) as pool:
+        pending: collections.deque = collections.deque()
+        for block in blocks:
+            pending.append((block, pool.apply_async(_worker_encode, ([t for _, t in block],))))
+            if len(pending) >= 2 * workers:
+                b, res = pending.popleft()
+                consume(b, res.get())
+                if stopped():
+                    return
+        while pending:
+            b, res = pending.popleft()
+            consume(b, res.get())
+            if stopped():
+                return
+
+
 @holds_lock("out", "lsap prepare")
 def prepare(
     tokenizer_spec: str,
@@ -175,6 +223,7 @@ def prepare(
     seed: int = 0,
     train_part: tuple[float, float] | None = None,
     batch_docs: int = 64,
+    workers: int = 1,
     progress: bool = True,
     tokenizer=None,
     _after_shard: Callable[[], None] | None = None,
@@ -189,6 +238,12 @@ def prepare(
     `train_part` = (lo, hi) keeps only the training documents in that partition of the
     training pool (`in_part`); the val split is unaffected, so two data directories
     prepared with disjoint parts share their held-out documents and nothing else.
+
+    `workers` > 1 tokenizes in that many processes: the documents are cut into ordered
+    blocks of `batch_docs`, each block is encoded by a worker (one tokenizer thread
+    each), and the results are written in block order by this process, so the output is
+    byte-identical to one worker (and `workers` is not part of the arguments a resume
+    compares). Reading the source and writing shards stay in this process.
     """
     from lsap.tokenizer import document_separator, load_tokenizer, plain_encoder, tokenizer_hash, vocab_size
 
@@ -196,6 +251,8 @@ def prepare(
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if shard_tokens < 1:
         raise DataError("shard_tokens must be >= 1")
+    if workers < 1:
+        raise DataError(f"workers must be >= 1, got {workers}")
     if train_part is not None:
         train_part = (float(train_part[0]), float(train_part[1]))
         if not 0 <= train_part[0] < train_part[1] <= 1:
@@ -274,17 +331,15 @@ def prepare(
                disable=not progress, initial=total, smoothing=0.1)
     t0, done_tokens = time.perf_counter(), 0
     stop = False
-    batch: list[tuple[int, str]] = []
 
-    def flush(batch):
+    def consume(batch, encs):
         nonlocal total, stop, done_tokens
-        encs = backend.encode_batch([t for _, t in batch], add_special_tokens=False)
         for (i, text), enc in zip(batch, encs):
             split = "val" if is_val(i, seed, val_fraction) else "train"
             rdoc, roff = resume[split]
             if i < rdoc:  # already inside finished shards
                 continue
-            ids = np.asarray(enc.ids + [eos], dtype=np.int64)
+            ids = np.asarray(enc + [eos], dtype=np.int64)
             counted = i > rdoc  # doc == rdoc was counted when its shard was written
             writers[split].append(i, ids, roff if i == rdoc else 0, len(text.encode("utf-8")), counted)
             if counted:
@@ -296,22 +351,31 @@ def prepare(
                 return
 
     start_doc = min(d for d, _ in resume.values())
-    for i, text in enumerate(iter_documents(source)):
-        if i < start_doc:
-            continue
-        # Documents that are wholly in finished shards of their split are skipped
-        # without tokenizing; the rest are tokenized in batches (threads in tokenizers).
-        split = "val" if is_val(i, seed, val_fraction) else "train"
-        if i < resume[split][0] or (split == "train" and not in_part(i, seed, train_part)):
-            continue
-        batch.append((i, text))
-        if len(batch) >= batch_docs:
-            flush(batch)
-            batch = []
+
+    def blocks():
+        batch = []
+        for i, text in enumerate(iter_documents(source)):
+            if i < start_doc:
+                continue
+            # Documents that are wholly in finished shards of their split are skipped
+            # without tokenizing; the rest are tokenized in blocks of batch_docs.
+            split = "val" if is_val(i, seed, val_fraction) else "train"
+            if i < resume[split][0] or (split == "train" and not in_part(i, seed, train_part)):
+                continue
+            batch.append((i, text))
+            if len(batch) >= batch_docs:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    if workers == 1:  # in this process (tokenizers' own threads)
+        for batch in blocks():
+            consume(batch, [e.ids for e in backend.encode_batch([t for _, t in batch], add_special_tokens=False)])
             if stop:
                 break
-    if batch and not stop:
-        flush(batch)
+    else:
+        _encode_in_workers(blocks(), consume, lambda: stop, backend, workers)
     bar.close()
     if writers["train"].live["tokens"] == 0:  # no train tokens is an error, not a warning
         docs = writers["val"].live["documents"]
@@ -336,6 +400,118 @@ def prepare(
               f"{done_tokens:,} new tokens in {dt:.1f}s ({done_tokens / max(dt, 1e-9):,.0f} tok/s)")
         if val_fraction > 0 and s["val"]["documents"] == 0:
             print("[lsap] warning: the val split is empty; raise --val-fraction", file=sys.stderr)
+    return manifest
+
+
+# --------------------------------------------------------------------------- token arrays (dolma)
+def _array_info(args) -> dict:
+    path, dtype, vocab, eos = args
+    arr = np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
+    max_id = int(arr.max()) if len(arr) else -1
+    return {"path": str(path), "tokens": int(len(arr)), "sha256": _sha256_file(Path(path)), "max_id": max_id,
+            "documents": int(np.count_nonzero(arr == eos)), "last": int(arr[-1]) if len(arr) else -1}
+
+
+def _array_paths(spec) -> list[Path]:
+    import glob
+
+    specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    out = []
+    for one in specs:
+        p = Path(one).expanduser()
+        if p.is_dir():
+            found = sorted(p.glob("*.npy"))
+        elif p.is_file():
+            found = [p]
+        else:
+            found = sorted(Path(f) for f in glob.glob(os.fspath(p)))
+        if not found:
+            raise DataError(f"{one}: no token arrays found (a directory of .npy files, a file, or a glob)")
+        out += found
+    return [f.resolve() for f in out]
+
+
+@holds_lock("out", "lsap prepare")
+def link_token_arrays(tokenizer_spec: str, train, out: str | os.PathLike, *, val=(), token_dtype: str | None = None,
+                      workers: int = 1, tokenizer=None, progress: bool = True) -> dict:
+    """Use token arrays written by `dolma tokens` (or any raw little-endian uint16 /
+    uint32 memmaps without a header, each document followed by EOS: what OLMo-core's
+    numpy datasets read) as a prepared directory, without copying them.
+
+    train / val: a directory (its *.npy files, sorted by name), a file, a glob, or a
+    list of those; the files keep that order. Writes only `out/manifest.json`, which
+    lists the arrays by absolute path with their sha256, so `lsap train`, `lsap store
+    build` (either window layout) and `TokenShards` read the very files OLMo-core
+    trains on. token_dtype: the `dolma tokens --dtype` they were written with (default
+    uint16 for vocabularies up to 65,536 ids, else uint32). Every file must end with the
+    tokenizer's EOS id and hold no id ≥ the vocabulary (a wrong dtype fails both).
+    """
+    from lsap.tokenizer import document_separator, load_tokenizer, tokenizer_hash, vocab_size
+
+    out = Path(out)
+    tok = tokenizer if tokenizer is not None else load_tokenizer(tokenizer_spec)
+    tok_hash, vocab, eos = tokenizer_hash(tok), vocab_size(tok), document_separator(tok)
+    dtype = token_dtype or _dtype_for(vocab)
+    if dtype not in ("uint16", "uint32"):
+        raise DataError(f"token dtype must be uint16 or uint32, got {dtype!r}")
+    if dtype == "uint16" and vocab > 65536:
+        raise DataError(f"tokenizer {tokenizer_spec!r} has {vocab:,} ids: uint16 arrays cannot hold them "
+                        "(dolma tokens --dtype uint32)")
+    files = {"train": _array_paths(train), "val": _array_paths(val) if val else []}
+    jobs = [(f, dtype, vocab, eos) for split in SPLITS for f in files[split]]
+    for f, *_ in jobs:
+        if f.stat().st_size % np.dtype(dtype).itemsize:
+            raise DataError(f"{f}: {f.stat().st_size} bytes is not a whole number of {dtype} tokens: "
+                            "wrong --token-dtype, or not a raw token array")
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            infos = pool.map(_array_info, jobs)
+    else:
+        infos = [_array_info(j) for j in jobs]
+    for info in infos:
+        if info["max_id"] >= vocab:
+            raise DataError(f"{info['path']}: token id {info['max_id']} >= vocabulary size {vocab} of "
+                            f"{tokenizer_spec!r}: wrong tokenizer or --token-dtype")
+        if info["tokens"] and info["last"] != eos:
+            raise DataError(f"{info['path']}: does not end with the EOS id {eos} of {tokenizer_spec!r} (ends with "
+                            f"{info['last']}): wrong tokenizer or --token-dtype, or not `dolma tokens` output")
+    by_path = {i["path"]: i for i in infos}
+    manifest = {
+        "format": FORMAT, "version": FORMAT_VERSION,
+        "tokenizer": {"spec": tokenizer_spec, "hash": tok_hash, "vocab_size": vocab, "len": len(tok), "eos_id": eos},
+        "eos_id": eos, "dtype": dtype,
+        "source": {"spec": "token-arrays", "description": "token arrays used in place (dolma tokens / OLMo-core "
+                                                           "numpy format), listed by absolute path"},
+        "args": {"tokenizer": tokenizer_spec, "tokenizer_hash": tok_hash, "token_dtype": dtype,
+                 "train": [str(f) for f in files["train"]], "val": [str(f) for f in files["val"]]},
+        "splits": {},
+    }
+    manifest["args_hash"] = hashlib.sha256(json.dumps(manifest["args"], sort_keys=True).encode()).hexdigest()
+    total = 0
+    for split in SPLITS:
+        shards = [{k: by_path[str(f)][k] for k in ("path", "tokens", "sha256", "max_id")} for f in files[split]]
+        tokens = sum(x["tokens"] for x in shards)
+        manifest["splits"][split] = {
+            "shards": shards, "tokens": tokens, "documents": sum(by_path[str(f)]["documents"] for f in files[split]),
+            "bytes": None, "bytes_per_token": None, "max_id": max((x["max_id"] for x in shards), default=-1)}
+        total += tokens
+    if manifest["splits"]["train"]["tokens"] == 0:
+        raise DataError(f"{train}: the train arrays hold no tokens")
+    manifest["total_tokens"] = total
+    manifest["complete"] = True
+    mpath = out / "manifest.json"
+    if mpath.is_file():
+        old = json.loads(mpath.read_text())
+        if old.get("args_hash") != manifest["args_hash"]:
+            raise DataError(f"{out} already describes other data ({old.get('source', {}).get('spec')}); "
+                            "use another --out directory")
+    _write_json_atomic(mpath, manifest)
+    if progress:
+        s = manifest["splits"]
+        print(f"[lsap] {out}: {total:,} tokens in place (train {s['train']['tokens']:,} in {len(files['train'])} "
+              f"array(s), val {s['val']['tokens']:,} in {len(files['val'])}), {dtype}")
     return manifest
 
 

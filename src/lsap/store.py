@@ -56,12 +56,12 @@ online ones near p = α or at top-k ties.
 
 Compute accounting. The build costs ``build_flops = 2·N_s · (windows·T)`` (METHOD §5,
 the same per-token charge as online, `inference_flops_per_token`). A run trained from
-the cache still charges 2·N_s per trained base token as ``flops_surrogate`` in its
+the store still charges 2·N_s per trained base token as ``flops_surrogate`` in its
 metrics (the paper's per-run accounting, so matched-FLOPs comparisons against CE stay
-conservative and cache and online runs sit on the same FLOPs axis), and in addition
-logs ``flops_surrogate_paid`` (0 for cache runs; = flops_surrogate online) and writes
-``cache.json`` (the cache's `build_flops`) in its run directory. A sweep's real
-compute is therefore Σ_runs flops_base + one `build_flops` per cache.
+conservative and store and online runs sit on the same FLOPs axis), and in addition
+logs ``flops_surrogate_paid`` (0 for store runs; = flops_surrogate online) and writes
+``cache.json`` (the store's `build_flops`) in its run directory. A sweep's real
+compute is therefore Σ_runs flops_base + one `build_flops` per store.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ import numpy as np
 import torch
 
 from lsap.data import _sha256_file, _write_json_atomic
-from lsap.lock import holds_lock
+from lsap.errors import LockError
+from lsap.io import atomic_write_bytes, atomic_write_json
 from lsap.targets import AuxTargets
 
 FORMAT = "lsap-target-cache"
@@ -85,6 +86,7 @@ FORMAT_VERSION = 1
 EXACT_ALPHAS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 INFO_ALPHAS = (0.01, 0.05, 0.2)
 DEFAULT_CHUNK_WINDOWS = 1024
+WINDOW_LAYOUTS = ("lsap", "olmo")
 
 
 from lsap.errors import StoreError  # noqa: E402,F401  (re-exported)
@@ -191,135 +193,317 @@ def _pack_chunk(ids_l, mask_l, probs_l, seq_len: int, id_bytes: int, alphas, cou
     return blob, int(mask.sum())
 
 
-@holds_lock("out", "lsap store build")
+# --------------------------------------------------------------------------- windows
+class Windows:
+    """The windows a store is keyed by, over the train split of prepared shards.
+
+    layout "lsap": window j = tokens [jT, jT + T + 1) of the concatenated split (inputs
+    [:-1], labels [1:]; `TokenShards.window`, what `SequenceLoader` trains on).
+    layout "olmo": OLMo-core's `NumpyFSLDataset` instances over the split's shard files
+    in order: file f holds floor(len_f / T) instances, instance i = T tokens, labels the
+    T − 1 next tokens inside it (the last position has none). The instance `index` is
+    the window id.
+    """
+
+    def __init__(self, shards, seq_len: int, layout: str = "lsap"):
+        if layout not in WINDOW_LAYOUTS:
+            raise StoreError(f"window_layout must be one of {WINDOW_LAYOUTS}, got {layout!r}")
+        self.shards, self.seq_len, self.layout = shards, int(seq_len), layout
+        T = self.seq_len
+        lens = [int(s["tokens"]) for s in shards.info["shards"]]
+        self._file_start = np.cumsum([0] + lens)[:-1]
+        if layout == "lsap":
+            self.n_windows = shards.n_windows(T)
+        else:
+            self._inst_start = np.cumsum([0] + [n // T for n in lens])
+            self.n_windows = int(self._inst_start[-1])
+
+    def rows(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """Window ids [B] → (inputs int64 [B, T], labels int64 [B, T]; IGNORE where none)."""
+        from lsap.targets import IGNORE
+
+        T = self.seq_len
+        if self.layout == "lsap":
+            r = np.stack([self.shards.window(int(w), T) for w in ids])
+            return r[:, :-1], r[:, 1:]
+        x = np.stack([self.shards.tokens(self.token_start(int(w)), T) for w in ids])
+        y = np.full_like(x, IGNORE)
+        y[:, :-1] = x[:, 1:]
+        return x, y
+
+    def token_start(self, w: int) -> int:
+        """olmo layout: where instance w starts in the concatenated split."""
+        f = int(np.searchsorted(self._inst_start, w, side="right")) - 1
+        return int(self._file_start[f]) + (w - int(self._inst_start[f])) * self.seq_len
+
+
+def olmo_paths(data: str | os.PathLike, split: str = "train") -> list[str]:
+    """The token files of a prepared split, in order: the `paths` to give OLMo-core's
+    `NumpyFSLDataset` so its instance indices are this store's window ids (olmo layout)."""
+    from lsap.data import TokenShards
+
+    sh = TokenShards(data, split)
+    return [str(sh.dir / s["path"]) for s in sh.info["shards"]]
+
+
+# --------------------------------------------------------------------------- build (many ranks)
+def _gather(obj, world: int) -> list:
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    got = [None] * world
+    dist.all_gather_object(got, obj)
+    return got
+
+
+def _agree(step, rank: int, world: int):
+    """Run `step()` on every rank, then stop every rank with one named error if any
+    rank failed (no rank is left waiting in a collective). Returns every rank's result."""
+    if world == 1:
+        return [step()]
+    try:
+        res, err = step(), None
+    except Exception as e:  # noqa: BLE001 — reported to every rank below
+        res, err = None, (type(e).__name__, str(e).splitlines()[0] if str(e) else type(e).__name__)
+    got = _gather((res, err), world)
+    bad = [(r, e) for r, (_, e) in enumerate(got) if e is not None]
+    if bad:
+        r, (kind, msg) = bad[0]
+        others = f"; also rank(s) {[b for b, _ in bad[1:]]}" if len(bad) > 1 else ""
+        cls = LockError if kind == "LockError" else StoreError
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank raises at once (torchrun stops the others when the first exits)
+        raise cls(f"rank {r} of {world}: {msg}{others}")
+    return [res for res, _ in got]
+
+
+def _differences(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}={str(b)[:40]!r} (rank 0: {str(a)[:40]!r})"]
+
+
+def _chunk_ok(out: Path, c: int) -> dict | None:
+    """The record of chunk c if its file is finished and matches it (sha256), else None."""
+    rec_p, bin_p = out / f"chunks/{c:06d}.json", out / f"chunks/{c:06d}.bin"
+    try:
+        rec = json.loads(rec_p.read_text())
+        if bin_p.stat().st_size != rec["bytes"] or _sha256_file(bin_p) != rec["sha256"]:
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return rec
+
+
 def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike, *, k: int = 15,
                 min_alpha: float = 0.01, vocab_map: str | None = None, batch_size: int = 8,
                 device: str = "auto", dtype: str = "auto", chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
-                max_windows: int | None = None, progress: bool = True, _after_chunk=None) -> dict:
+                max_windows: int | None = None, window_layout: str = "lsap", progress: bool = True,
+                dist_timeout_s: float = 3600.0, _after_chunk=None) -> dict:
     """Run `surrogate` once over the train windows of `data`; write the store to `out`.
 
-    Resumable: re-running with the same arguments skips finished chunks. `max_windows`
-    limits the build to the first windows (tests / measurements; lookups beyond fail).
-    `_after_chunk` is a test hook called after each recorded chunk. Returns the manifest.
+    One process, or every rank of a `torchrun` job (WORLD_SIZE > 1: gloo on CPU, nccl
+    on GPU). Chunks are the unit of work: the chunks not yet finished are dealt out in
+    order, chunk i of that list to rank i mod W; each rank writes its own chunk files
+    (``chunks/NNNNNN.bin`` and its record ``NNNNNN.json``), and rank 0 writes the one
+    manifest after all have finished. A chunk is a deterministic function of its
+    windows (fixed batch boundaries inside it), so the store is byte-identical for any
+    world size (given the same kernels: the same device type, dtype and thread count).
+
+    Before any work the ranks agree: rank 0 holds the directory lock, every rank loads
+    the data, tokenizers and surrogate and all compare what they would build; any
+    failure or disagreement stops every rank with one named error.
+
+    Resumable: re-running with the same arguments (any world size) verifies finished
+    chunks (sha256) and computes only the others. `max_windows` limits the build to the
+    first windows (tests / measurements; lookups beyond fail). `window_layout`: "lsap"
+    or "olmo" (`Windows`). `_after_chunk(c)` is a test hook called after each chunk this
+    rank recorded. Returns the manifest.
     """
+    from lsap import distributed
     from lsap.data import TokenShards
     from lsap.flops import count_params, inference_flops_per_token
+    from lsap.lock import DirLock
+    from lsap.progress import Progress
     from lsap.surrogate import SurrogateError, inference_device_dtype, load_surrogate_with_map
-    from lsap.targets import propose_targets
+    from lsap.targets import propose_targets, surrogate_body_and_head
     from lsap.tokenizer import load_tokenizer, padded_vocab_size, tokenizer_hash
 
     if not 1 <= k <= 255:
         raise StoreError(f"k must lie in [1, 255] (counts are stored as uint8), got {k}")
     if not 0.0 <= min_alpha < 1.0:
         raise StoreError(f"min_alpha must lie in [0, 1), got {min_alpha}")
+    if window_layout not in WINDOW_LAYOUTS:
+        raise StoreError(f"--window-layout must be one of {WINDOW_LAYOUTS}, got {window_layout!r}")
     if chunk_windows % batch_size:
         chunk_windows = max(batch_size, chunk_windows // batch_size * batch_size)
     out = Path(out)
-    shards = TokenShards(data, "train")
-    n_windows = shards.n_windows(seq_len)
-    if max_windows:
-        n_windows = min(n_windows, int(max_windows))
-    if n_windows == 0:
-        raise StoreError(f"{data}: the train split ({len(shards)} tokens) holds no window of {seq_len + 1} tokens")
     dev, tdtype = inference_device_dtype(device, dtype)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    started_pg = False
+    if world > 1:
+        import torch.distributed as dist
 
-    base_tok = load_tokenizer(shards.manifest["tokenizer"]["spec"])
-    shards.check_tokenizer(base_tok)
-    try:  # base side: the trainer's default model vocabulary
-        sw = load_surrogate_with_map(surrogate, base_tok, None if vocab_map else padded_vocab_size(base_tok),
-                                     vocab_map=vocab_map, dtype=tdtype, device=dev)
-    except SurrogateError as e:
-        raise StoreError(str(e)) from e
-    model, stok, vmap, s_pad = sw.model, sw.tokenizer, sw.vmap, sw.pad_id
-    id_bytes = 3 if vmap.base_vocab_size <= 1 << 24 else 4
-    alphas = sorted({*EXACT_ALPHAS, float(min_alpha)})
-    counts_keys = sorted({*INFO_ALPHAS, float(min_alpha)})
-    flops_per_token = inference_flops_per_token(model.config)
-    from lsap.targets import surrogate_body_and_head
-
-    # the dtype of the logits that decided p > α (fp32 head unless S cannot be split)
-    logits_dtype = "float32" if surrogate_body_and_head(model) else str(tdtype).removeprefix("torch.")
-
-    identity = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "data": {"tokenizer": shards.manifest["tokenizer"], "split": "train", "tokens": len(shards),
-                 "shards_sha256": [s["sha256"] for s in shards.info["shards"]]},
-        "seq_len": int(seq_len), "n_windows": int(n_windows), "positions": int(n_windows * seq_len),
-        "k": int(k), "min_alpha": float(min_alpha), "exact_alphas": alphas,
-        "surrogate": {"spec": os.fspath(surrogate), "weights_sha256": surrogate_weights_hash(surrogate),
-                      "tokenizer_hash": tokenizer_hash(stok), "vocab_size": int(model.config.vocab_size),
-                      "params_untied": int(count_params(model.config)), "dtype": str(tdtype).removeprefix("torch."),
-                      "device_type": dev.type, "pad_id": int(s_pad), "logits_dtype": logits_dtype},
-        "vocab_map": {"sigma_sha256": vocab_map_hash(vmap), "size": int(vmap.size),
-                      "base_hash": vmap.base_hash, "surrogate_hash": vmap.surrogate_hash},
-        "layout": {"chunk_windows": int(chunk_windows), "batch_size": int(batch_size), "id_bytes": id_bytes,
-                   "prob_dtype": "float16", "sections": ["woff:int64", "count:uint8", f"ids:uint{8 * id_bytes}",
-                                                         "probs:float16"]},
-        "flops": {"per_token": flops_per_token, "build_flops": flops_per_token * n_windows * seq_len},
-    }
+        started_pg = not dist.is_initialized()
+        d = distributed.init("cuda" if dev.type == "cuda" else "cpu", timeout_s=dist_timeout_s)
+        rank, dev = d.rank, (d.device if dev.type == "cuda" else dev)
+    else:
+        rank = 0
+    lock = DirLock(out, "lsap store build") if rank == 0 else None
     mpath = out / "manifest.json"
-    manifest = None
-    if mpath.is_file():
-        old = json.loads(mpath.read_text())
-        if {k_: old.get(k_) for k_ in identity} != identity:
-            raise StoreError(f"{out} holds a different cache (other data, surrogate or settings); "
-                             "pick a new --out or delete it")
-        manifest = old
-        if manifest.get("complete"):
-            if progress:
-                print(f"[lsap cache] {out} is complete; nothing to do", file=sys.stderr)
+    t0 = time.perf_counter()
+    try:
+        def setup():
+            if lock is not None:
+                lock.acquire()
+            shards = TokenShards(data, "train")
+            win = Windows(shards, seq_len, window_layout)
+            n_windows = win.n_windows if not max_windows else min(win.n_windows, int(max_windows))
+            if n_windows == 0:
+                raise StoreError(f"{data}: the train split ({len(shards)} tokens) holds no "
+                                 f"{window_layout!r} window of seq_len {seq_len}")
+            base_tok = load_tokenizer(shards.manifest["tokenizer"]["spec"])
+            shards.check_tokenizer(base_tok)
+            try:  # base side: the trainer's default model vocabulary
+                sw = load_surrogate_with_map(surrogate, base_tok,
+                                             None if vocab_map else padded_vocab_size(base_tok),
+                                             vocab_map=vocab_map, dtype=tdtype, device=dev)
+            except SurrogateError as e:
+                raise StoreError(str(e)) from e
+            model, stok, vmap, s_pad = sw.model, sw.tokenizer, sw.vmap, sw.pad_id
+            id_bytes = 3 if vmap.base_vocab_size <= 1 << 24 else 4
+            flops_per_token = inference_flops_per_token(model.config)
+            # the dtype of the logits that decided p > α (fp32 head unless S cannot be split)
+            logits_dtype = "float32" if surrogate_body_and_head(model) else str(tdtype).removeprefix("torch.")
+            identity = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "window_layout": window_layout,
+                "data": {"tokenizer": shards.manifest["tokenizer"], "split": "train", "tokens": len(shards),
+                         "shards_sha256": [s["sha256"] for s in shards.info["shards"]]},
+                "seq_len": int(seq_len), "n_windows": int(n_windows), "positions": int(n_windows * seq_len),
+                "k": int(k), "min_alpha": float(min_alpha),
+                "exact_alphas": sorted({*EXACT_ALPHAS, float(min_alpha)}),
+                "surrogate": {"spec": os.fspath(surrogate), "weights_sha256": surrogate_weights_hash(surrogate),
+                              "tokenizer_hash": tokenizer_hash(stok), "vocab_size": int(model.config.vocab_size),
+                              "params_untied": int(count_params(model.config)),
+                              "dtype": str(tdtype).removeprefix("torch."), "device_type": dev.type,
+                              "pad_id": int(s_pad), "logits_dtype": logits_dtype},
+                "vocab_map": {"sigma_sha256": vocab_map_hash(vmap), "size": int(vmap.size),
+                              "base_hash": vmap.base_hash, "surrogate_hash": vmap.surrogate_hash},
+                "layout": {"chunk_windows": int(chunk_windows), "batch_size": int(batch_size), "id_bytes": id_bytes,
+                           "prob_dtype": "float16",
+                           "sections": ["woff:int64", "count:uint8", f"ids:uint{8 * id_bytes}", "probs:float16"]},
+                "flops": {"per_token": flops_per_token, "build_flops": flops_per_token * n_windows * seq_len},
+            }
+            complete = False
+            if rank == 0 and mpath.is_file():
+                try:
+                    old = json.loads(mpath.read_text())
+                except ValueError as e:
+                    raise StoreError(f"{mpath}: corrupt manifest ({e}); delete {out} and build again") from e
+                if {k_: old.get(k_, "lsap" if k_ == "window_layout" else None) for k_ in identity} != identity:
+                    raise StoreError(f"{out} holds a different store (other data, surrogate, window layout or "
+                                     "settings); pick a new --out or delete it")
+                complete = bool(old.get("complete"))
+            return identity, complete, (win, model, vmap, s_pad)
+
+        got = _agree(setup, rank, world)
+        identity, complete, (win, model, vmap, s_pad) = got[rank][0], got[0][1], got[rank][2]
+        for r in range(1, world):  # every rank runs this comparison on the same gathered values
+            diff = _differences(got[0][0], got[r][0])
+            if diff:
+                raise StoreError(f"the ranks disagree on what to build: rank {r} of {world} has "
+                                 f"{'; '.join(diff[:3])}; every rank must see the same surrogate, tokenizer, "
+                                 "map and data (the same files on every node)")
+        if complete:
+            if progress and rank == 0:
+                print(f"[lsap store] {out} is complete; nothing to do", file=sys.stderr)
+            return json.loads(mpath.read_text())
+        n_windows = identity["n_windows"]
+        n_chunks = -(-n_windows // chunk_windows)
+
+        def prepare_dir():
+            if rank == 0:
+                (out / "chunks").mkdir(parents=True, exist_ok=True)
+                for f in (out / "chunks").glob(".tmp-*"):  # left by a killed rank; nothing reads them
+                    f.unlink(missing_ok=True)
+                if not mpath.is_file():
+                    _write_json_atomic(mpath, {**identity, "complete": False})
+                vmap.save(out / "vocab_map")
+            return [c for c in range(rank, n_chunks, world) if _chunk_ok(out, c) is not None]
+
+        finished = {c for part in _agree(prepare_dir, rank, world) for c in part}
+        todo = [c for c in range(n_chunks) if c not in finished]
+        mine = todo[rank::world]
+        T = int(seq_len)
+        alphas = identity["exact_alphas"]
+        counts_keys = sorted({*INFO_ALPHAS, float(min_alpha)})
+        id_bytes = identity["layout"]["id_bytes"]
+        bar = Progress(sum(min(chunk_windows, n_windows - c * chunk_windows) for c in mine) * T,
+                       f"lsap store build (rank {rank} of {world})" if world > 1 else "lsap store build",
+                       "tok", enabled=progress and rank == 0)
+        computed = 0
+        for c in mine:
+            w0, w1 = c * chunk_windows, min((c + 1) * chunk_windows, n_windows)
+            ids_l, mask_l, probs_l = [], [], []
+            counts_at = {a: 0 for a in counts_keys}
+            for b0 in range(w0, w1, batch_size):
+                b1 = min(b0 + batch_size, w1)
+                x, y = win.rows(range(b0, b1))
+                with torch.inference_mode():
+                    ids, mask, probs = propose_targets(model, torch.from_numpy(x).to(dev),
+                                                       torch.from_numpy(y).to(dev), vmap, k, min_alpha, pad_id=s_pad)
+                ids_l.append(ids.cpu().numpy())
+                mask_l.append(mask.cpu().numpy())
+                probs_l.append(probs.float().cpu().numpy())
+                bar.update((b1 - b0) * T)
+            blob, n_cand = _pack_chunk(ids_l, mask_l, probs_l, T, id_bytes, alphas, counts_at)
+            atomic_write_bytes(out / f"chunks/{c:06d}.bin", blob)
+            atomic_write_json(out / f"chunks/{c:06d}.json", {
+                "path": f"chunks/{c:06d}.bin", "windows": [w0, w1], "candidates": n_cand, "bytes": len(blob),
+                "sha256": hashlib.sha256(blob).hexdigest(), "candidates_above": {str(a): v for a, v in counts_at.items()}})
+            computed += (w1 - w0) * T
+            if _after_chunk is not None:
+                _after_chunk(c)
+        bar.close()
+
+        def finish():  # rank 0, once every rank's chunks are on disk
+            if rank != 0:
+                return None
+            manifest = {**identity, "complete": False, "chunks": [], "candidates": 0,
+                        "candidates_above": {str(a): 0 for a in counts_keys}}
+            for c in range(n_chunks):
+                rec = _chunk_ok(out, c)
+                if rec is None:
+                    raise StoreError(f"{out}/chunks/{c:06d}.bin is missing or does not match its record after "
+                                     "the build; re-run the same `lsap store build` to redo it")
+                manifest["chunks"].append({k_: rec[k_] for k_ in ("path", "windows", "candidates", "bytes", "sha256")})
+                manifest["candidates"] += rec["candidates"]
+                for a, v in rec["candidates_above"].items():
+                    manifest["candidates_above"][a] += v
+            manifest["complete"] = True
+            manifest["bytes"] = sum(ch["bytes"] for ch in manifest["chunks"])
+            manifest["bytes_per_token"] = manifest["bytes"] / manifest["positions"]
+            _write_json_atomic(mpath, manifest)
             return manifest
-    if manifest is None:
-        manifest = {**identity, "complete": False, "chunks": [], "candidates": 0,
-                    "candidates_above": {str(a): 0 for a in counts_keys}}
-    (out / "chunks").mkdir(parents=True, exist_ok=True)
-    vmap.save(out / "vocab_map")
 
-    from tqdm.auto import tqdm
-
-    n_chunks = -(-n_windows // chunk_windows)
-    done = len(manifest["chunks"])
-    bar = tqdm(total=n_windows * seq_len, initial=min(done * chunk_windows, n_windows) * seq_len, unit="tok",
-               unit_scale=True, dynamic_ncols=True, disable=not progress, desc="lsap store build")
-    t0, computed = time.perf_counter(), 0
-    for c in range(done, n_chunks):
-        w0, w1 = c * chunk_windows, min((c + 1) * chunk_windows, n_windows)
-        ids_l, mask_l, probs_l = [], [], []
-        counts_at = {a: 0 for a in counts_keys}
-        for b0 in range(w0, w1, batch_size):
-            b1 = min(b0 + batch_size, w1)
-            rows = np.stack([shards.window(w, seq_len) for w in range(b0, b1)])
-            t = torch.from_numpy(rows).to(dev)
-            with torch.inference_mode():
-                ids, mask, probs = propose_targets(model, t[:, :-1], t[:, 1:], vmap, k, min_alpha, pad_id=s_pad)
-            ids_l.append(ids.cpu().numpy())
-            mask_l.append(mask.cpu().numpy())
-            probs_l.append(probs.float().cpu().numpy())
-            bar.update((b1 - b0) * seq_len)
-        blob, n_cand = _pack_chunk(ids_l, mask_l, probs_l, seq_len, id_bytes, alphas, counts_at)
-        name = f"chunks/{c:06d}.bin"
-        tmp = out / f"chunks/.tmp-{c:06d}.bin"
-        tmp.write_bytes(blob)
-        os.replace(tmp, out / name)
-        manifest["chunks"].append({"path": name, "windows": [w0, w1], "candidates": n_cand, "bytes": len(blob),
-                                   "sha256": hashlib.sha256(blob).hexdigest()})
-        manifest["candidates"] += n_cand
-        for a, v in counts_at.items():
-            manifest["candidates_above"][str(a)] += v
-        computed += (w1 - w0) * seq_len
-        _write_json_atomic(mpath, manifest)
-        if _after_chunk is not None:
-            _after_chunk(c)
-    bar.close()
-    manifest["complete"] = True
-    manifest["bytes"] = sum(ch["bytes"] for ch in manifest["chunks"])
-    manifest["bytes_per_token"] = manifest["bytes"] / manifest["positions"]
-    _write_json_atomic(mpath, manifest)
-    wall = time.perf_counter() - t0
-    _write_json_atomic(out / "build_stats.json", {"wall_s": wall, "tokens_computed": computed,
-                                                  "tokens_per_s": computed / max(wall, 1e-9),
-                                                  "device": str(dev)})
-    return manifest
+        totals = _gather(computed, world)
+        manifest = _agree(finish, rank, world)[0]
+        if rank == 0:
+            wall = time.perf_counter() - t0
+            _write_json_atomic(out / "build_stats.json", {
+                "wall_s": wall, "tokens_computed": sum(totals), "tokens_per_s": sum(totals) / max(wall, 1e-9),
+                "tokens_computed_per_rank": totals, "world_size": world, "device": str(dev)})
+        return manifest
+    finally:
+        if lock is not None:
+            lock.release()
+        if started_pg:
+            distributed.shutdown()
 
 
 # --------------------------------------------------------------------------- reading
@@ -340,14 +524,18 @@ class TargetStore:
         try:
             m = json.loads(mpath.read_text())
         except json.JSONDecodeError as e:
-            raise StoreError(f"{mpath}: corrupt manifest ({e}); rebuild the cache") from e
+            raise StoreError(f"{mpath}: corrupt manifest ({e}); rebuild the store") from e
         if m.get("format") != FORMAT:
-            raise StoreError(f"{mpath} is not an lsap target-cache manifest")
+            raise StoreError(f"{mpath} is not an lsap target-store manifest")
         if m.get("format_version") != FORMAT_VERSION:
-            raise StoreError(f"{self.dir}: cache format {m.get('format_version')} != {FORMAT_VERSION}; rebuild it")
+            raise StoreError(f"{self.dir}: store format {m.get('format_version')} != {FORMAT_VERSION}; rebuild it")
         if not m.get("complete"):
             raise StoreError(f"{self.dir}: the build did not finish; re-run the same `lsap store build` to resume")
         self.manifest = m
+        self.window_layout = m.get("window_layout", "lsap")  # stores built before layouts were named: lsap
+        if self.window_layout not in WINDOW_LAYOUTS:
+            raise StoreError(f"{mpath}: unknown window_layout {self.window_layout!r} (this lsap reads "
+                             f"{WINDOW_LAYOUTS}); upgrade lsap or rebuild the store")
         self.seq_len, self.k, self.min_alpha = int(m["seq_len"]), int(m["k"]), float(m["min_alpha"])
         self.n_windows = int(m["n_windows"])
         self.chunk_windows = int(m["layout"]["chunk_windows"])
@@ -359,12 +547,12 @@ class TargetStore:
             nw = ch["windows"][1] - ch["windows"][0]
             lay = _layout(nw, self.seq_len, ch["candidates"], self.id_bytes)
             if lay["total"][1] != ch["bytes"]:
-                raise StoreError(f"{self.dir}: manifest sizes are inconsistent for {ch['path']}; rebuild the cache")
+                raise StoreError(f"{self.dir}: manifest sizes are inconsistent for {ch['path']}; rebuild the store")
             if not p.is_file() or p.stat().st_size != ch["bytes"]:
-                raise StoreError(f"{p}: missing or truncated (expected {ch['bytes']} bytes); the cache is "
+                raise StoreError(f"{p}: missing or truncated (expected {ch['bytes']} bytes); the store is "
                                  "damaged: rebuild it (re-running the build redoes nothing it trusts)")
             if verify and _sha256_file(p) != ch["sha256"]:
-                raise StoreError(f"{p}: sha256 mismatch; the cache is corrupt, rebuild it")
+                raise StoreError(f"{p}: sha256 mismatch; the store is corrupt, rebuild it")
             self._maps.append(np.memmap(p, dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8))
             self._lay.append(lay)
         self._verified = [verify] * len(self._maps)
@@ -372,9 +560,13 @@ class TargetStore:
 
     # ---- checks ---------------------------------------------------------------------
     def check_run(self, shards, seq_len: int, k: int, alpha: float, surrogate: str | None = None,
-                  vmap=None, dtype: str | None = None, batch_size: int | None = None) -> list[str]:
-        """Raise StoreError unless this cache can serve a run with these settings.
+                  vmap=None, dtype: str | None = None, batch_size: int | None = None,
+                  window_layout: str = "lsap") -> list[str]:
+        """Raise StoreError unless this store can serve a run with these settings.
 
+        window_layout: the windows the run's loader produces ("lsap": `lsap train`'s
+        windows of T + 1 tokens; "olmo": OLMo-core's instances of T tokens, see `Windows`);
+        a store built for the other layout is refused first, by name.
         shards: the run's train `TokenShards`; surrogate: the run's surrogate spec (its
         weight files are hashed and compared; None skips the check); vmap: a VocabMap
         the run would use (compared as Σ∩ pairs; None skips).
@@ -385,33 +577,40 @@ class TargetStore:
         returned (an empty list when there are none).
         """
         m = self.manifest
+        if window_layout != self.window_layout:
+            what = {"lsap": "`lsap train`'s windows (T + 1 tokens, T labels)",
+                    "olmo": "OLMo-core's instances (T tokens, T - 1 labels)"}
+            raise StoreError(f"store {self.dir} has window_layout {self.window_layout!r} "
+                             f"({what.get(self.window_layout, '?')}), this run reads {window_layout!r} "
+                             f"({what.get(window_layout, '?')}): its window ids would name other tokens; rebuild "
+                             f"it with `lsap store build --window-layout {window_layout}`")
         want = m["data"]
         if shards.manifest["tokenizer"]["hash"] != want["tokenizer"]["hash"]:
-            raise StoreError(f"cache {self.dir} was built for base tokenizer {want['tokenizer']['spec']!r} "
+            raise StoreError(f"store {self.dir} was built for base tokenizer {want['tokenizer']['spec']!r} "
                              f"(hash {want['tokenizer']['hash'][:12]}), the run's data use "
                              f"{shards.manifest['tokenizer']['spec']!r} (hash {shards.manifest['tokenizer']['hash'][:12]})")
         got = [s["sha256"] for s in shards.info["shards"]]
         if got != want["shards_sha256"] or len(shards) != want["tokens"]:
-            raise StoreError(f"cache {self.dir} was built on other data ({want['tokens']:,} train tokens, shards "
+            raise StoreError(f"store {self.dir} was built on other data ({want['tokens']:,} train tokens, shards "
                              f"{[h[:8] for h in want['shards_sha256']]}) than {shards.dir} ({len(shards):,} tokens, "
                              f"{[h[:8] for h in got]}); rebuild it with `lsap store build --data {shards.dir}`")
         if int(seq_len) != self.seq_len:
-            raise StoreError(f"cache {self.dir} holds windows of seq_len {self.seq_len}, the run uses {seq_len}: "
+            raise StoreError(f"store {self.dir} holds windows of seq_len {self.seq_len}, the run uses {seq_len}: "
                              "the surrogate's context would differ; rebuild with --seq-len "
                              f"{seq_len} or set data.seq_len={self.seq_len}")
         if k > self.k:
-            raise StoreError(f"lsap.k={k} exceeds the cache's k={self.k}; rebuild with --k {k}")
+            raise StoreError(f"lsap.k={k} exceeds the store's k={self.k}; rebuild with --k {k}")
         if alpha < self.min_alpha:
-            raise StoreError(f"lsap.alpha={alpha} is below the cache's min_alpha={self.min_alpha}; "
+            raise StoreError(f"lsap.alpha={alpha} is below the store's min_alpha={self.min_alpha}; "
                              f"rebuild with --min-alpha {alpha}")
         if surrogate:
             h = surrogate_weights_hash(surrogate)
             if h != m["surrogate"]["weights_sha256"]:
-                raise StoreError(f"cache {self.dir} was built with surrogate {m['surrogate']['spec']!r} "
+                raise StoreError(f"store {self.dir} was built with surrogate {m['surrogate']['spec']!r} "
                                  f"(weights {m['surrogate']['weights_sha256'][:12]}), the run names {surrogate!r} "
                                  f"(weights {h[:12]})")
         if vmap is not None and vocab_map_hash(vmap) != m["vocab_map"]["sigma_sha256"]:
-            raise StoreError(f"cache {self.dir} was built with another vocabulary map (Σ∩ of "
+            raise StoreError(f"store {self.dir} was built with another vocabulary map (Σ∩ of "
                              f"{m['vocab_map']['size']} pairs); rebuild it with --map of the run's map")
         return self._online_differences(dtype, batch_size)
 
@@ -430,7 +629,7 @@ class TargetStore:
                          f"batch is {batch_size}: other padding and kernels, so rare ties may resolve differently "
                          f"(rebuild with --batch-size {batch_size} to match)")
         for n in notes:
-            print(f"[lsap cache] warning: {n}", file=sys.stderr)
+            print(f"[lsap store] warning: {n}", file=sys.stderr)
         return notes
 
     def load_vocab_map(self):
@@ -441,7 +640,7 @@ class TargetStore:
     # ---- lookups --------------------------------------------------------------------
     def _window(self, w: int):
         if not 0 <= w < self.n_windows:
-            raise StoreError(f"window {w} outside the cache's [0, {self.n_windows})")
+            raise StoreError(f"window {w} outside the store's [0, {self.n_windows})")
         c, j = divmod(w, self.chunk_windows)
         if not self._verified[c]:
             ch = self.manifest["chunks"][c]
@@ -469,9 +668,9 @@ class TargetStore:
         k = self.k if k is None else int(k)
         alpha = self.min_alpha if alpha is None else float(alpha)
         if k > self.k or k < 1:
-            raise StoreError(f"k={k} outside [1, {self.k}] (the cache's k)")
+            raise StoreError(f"k={k} outside [1, {self.k}] (the store's k)")
         if alpha < self.min_alpha:
-            raise StoreError(f"alpha={alpha} below the cache's min_alpha={self.min_alpha}")
+            raise StoreError(f"alpha={alpha} below the store's min_alpha={self.min_alpha}")
         ah = _f16(alpha)
         windows = np.asarray(windows, dtype=np.int64).reshape(-1)
         B, T = len(windows), self.seq_len
@@ -494,7 +693,7 @@ class TargetStore:
             probs_o[r, pos[keep], slot[keep]] = probs[keep]
         if ambiguous and alpha not in self._warned:
             self._warned.add(alpha)
-            print(f"[lsap cache] warning: alpha={alpha} is not one of the cache's exact alphas; {ambiguous} "
+            print(f"[lsap store] warning: alpha={alpha} is not one of the store's exact alphas; {ambiguous} "
                   f"candidate(s) in this batch lie within float16 rounding of it and may differ from online "
                   f"selection (exact: {self.exact_alphas})", file=sys.stderr)
         out = AuxTargets(torch.from_numpy(ids_o), torch.from_numpy(mask_o), torch.from_numpy(probs_o))
@@ -520,7 +719,7 @@ class TargetStore:
         return {
             "dir": str(self.dir), "bytes": m["bytes"], "bytes_on_disk": disk,
             "bytes_per_token": m["bytes_per_token"], "positions": m["positions"], "windows": m["n_windows"],
-            "seq_len": self.seq_len, "k": self.k, "min_alpha": self.min_alpha,
+            "seq_len": self.seq_len, "window_layout": self.window_layout, "k": self.k, "min_alpha": self.min_alpha,
             "candidates": m["candidates"], "candidates_per_position": per_pos,
             "exact_alphas": self.exact_alphas, "chunks": len(m["chunks"]),
             "build_flops": m["flops"]["build_flops"], "surrogate_flops_per_token": m["flops"]["per_token"],
@@ -541,19 +740,23 @@ class StoredTargets:
 
     paid = False
 
-    def __init__(self, cache: TargetStore, vmap, k: int, alpha: float, *, gold_outside: str = "keep"):
-        self.cache, self.vmap, self.k, self.alpha, self.gold_outside = cache, vmap, k, alpha, gold_outside
-        self.flops_per_token = float(cache.manifest["flops"]["per_token"])
+    def __init__(self, store: TargetStore, vmap, k: int, alpha: float, *, gold_outside: str = "keep"):
+        self.store, self.vmap, self.k, self.alpha, self.gold_outside = store, vmap, k, alpha, gold_outside
+        self.flops_per_token = float(store.manifest["flops"]["per_token"])
+
+    @property
+    def cache(self) -> TargetStore:  # the round-2 name
+        return self.store
 
     def __call__(self, batch) -> AuxTargets:
-        out = self.cache.lookup(batch.window_ids, self.k, self.alpha, device=batch.input_ids.device)
+        out = self.store.lookup(batch.window_ids, self.k, self.alpha, device=batch.input_ids.device)
         return out.drop_gold_outside(batch.labels, self.vmap) if self.gold_outside == "skip" else out
 
     def record(self) -> dict:
         """cache.json of a run trained from this store: where the surrogate compute went."""
-        m = self.cache.manifest
-        return {"store_dir": str(self.cache.dir.resolve()), "build_flops": m["flops"]["build_flops"],
+        m = self.store.manifest
+        return {"store_dir": str(self.store.dir.resolve()), "build_flops": m["flops"]["build_flops"],
                 "surrogate_flops_per_token": m["flops"]["per_token"], "surrogate": m["surrogate"]["spec"],
                 "k": m["k"], "min_alpha": m["min_alpha"], "seq_len": m["seq_len"], "positions": m["positions"],
                 "note": "flops_surrogate in metrics charges 2·N_s per trained token (paper accounting); "
-                        "the surrogate compute actually paid is this cache's build_flops, once per sweep"}
+                        "the surrogate compute actually paid is this store's build_flops, once per sweep"}

@@ -1,8 +1,9 @@
 """`lsap store build|info` — the offline surrogate-target store (see `lsap.store`).
 
     lsap store build --surrogate smollm2 --data runs/data --seq-len 256 --k 15 \\
-        --min-alpha 0.01 --out runs/cache-smollm2
-    lsap store info runs/cache-smollm2 [--json] [--verify]
+        --min-alpha 0.01 --out runs/store-smollm2
+    torchrun --nproc_per_node=8 -m lsap.cli store build ...   (same store, byte for byte)
+    lsap store info runs/store-smollm2 [--json] [--verify]
 
 Train from it with ``surrogate.source=store surrogate.store_dir=DIR`` (any lsap.alpha ≥
 min_alpha, lsap.k ≤ k; data.seq_len must equal --seq-len).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--max-windows", type=int, default=None, help="only the first N windows (measurements)")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (auto: cuda if available)")
     b.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32")
+    b.add_argument("--window-layout", default="lsap", choices=("lsap", "olmo"),
+                   help="lsap: `lsap train`'s windows of T+1 tokens (default); olmo: OLMo-core's NumpyFSLDataset "
+                        "instances (T tokens, T-1 labels) over the shard files in order")
+    b.add_argument("--dist-timeout-s", type=float, default=3600.0,
+                   help="under torchrun: how long a rank waits for the others at the start and end (default 3600)")
     b.add_argument("--no-progress", action="store_true")
     i = sub.add_parser("info", help="size, bytes per token, candidates per position at each α, provenance")
     i.add_argument("dir", metavar="DIR")
@@ -39,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_info(d: dict) -> None:
-    print(f"cache {d['dir']}")
+    print(f"store {d['dir']} (window_layout {d['window_layout']})")
     print(f"  size: {d['bytes']:,} bytes of chunks ({d['bytes_on_disk']:,} on disk), "
           f"{d['bytes_per_token']:.2f} bytes per token over {d['positions']:,} positions "
           f"({d['windows']:,} windows × seq_len {d['seq_len']}, {d['chunks']} chunk(s))")
@@ -64,8 +71,11 @@ def run(args) -> int:
         m = build_store(args.surrogate, args.data, args.seq_len, args.out, k=args.k, min_alpha=args.min_alpha,
                         vocab_map=args.map, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                         chunk_windows=args.chunk_windows, max_windows=args.max_windows,
-                        progress=not args.no_progress)
-        print(f"cache: {args.out} | {m['positions']:,} positions | {m['bytes_per_token']:.2f} bytes/token | "
+                        window_layout=args.window_layout, progress=not args.no_progress,
+                        dist_timeout_s=args.dist_timeout_s)
+        if m is None or os.environ.get("RANK", "0") != "0":
+            return 0
+        print(f"store: {args.out} ({m.get('window_layout', 'lsap')} windows) | {m['positions']:,} positions | {m['bytes_per_token']:.2f} bytes/token | "
               f"{m['candidates'] / m['positions']:.3f} candidates/position (p > {m['min_alpha']}) | "
               f"build {m['flops']['build_flops']:.3g} FLOPs")
         return 0

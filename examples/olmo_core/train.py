@@ -1,0 +1,233 @@
+"""The paper's runs in OLMo-core: OLMo2-1B from scratch, CE or LSAP, at 2.3165e20 FLOPs.
+
+One lsap run config (configs/paper-*.yaml: model, data, surrogate, lsap, optim, train)
+drives OLMo-core's Trainer; nothing is re-stated here. Launch with torchrun:
+
+    # 1 node x 8 GPUs
+    torchrun --nproc_per_node=8 examples/olmo_core/train.py --config configs/paper-lsap-a0.05.yaml
+    # N nodes x 8 GPUs (run on every node; NODE_RANK = 0..N-1, MASTER = node 0's address)
+    torchrun --nnodes=$N --node_rank=$NODE_RANK --nproc_per_node=8 --rdzv-backend=c10d \
+        --rdzv-endpoint=$MASTER:29400 --rdzv-id=lsap-a0.05 \
+        examples/olmo_core/train.py --config configs/paper-lsap-a0.05.yaml
+    # then: every checkpoint to HF in lsap's run layout, read by `lsap eval` / `lsap report` / lm-eval
+    python examples/olmo_core/train.py --config configs/paper-lsap-a0.05.yaml --export
+
+`key=value` overrides work as in `lsap train` (e.g. `train.max_steps=100 surrogate.source=store
+surrogate.store_dir=stores/qwen3`). Data: `data.dir` is an `lsap prepare` directory (its
+train shards, in order — the OLMo-core instance index is then a store's window id), or
+`--paths 'glob'` for token files written by `dolma tokens` (with `--dtype uint32` for
+dolma2's 100k vocabulary and `--tokenizer dolma2`). A store must be built with
+`--window-layout olmo` over the same files. `--tiny`: a 2-layer d=64 model on CPU
+(tests/test_olmo_core_example.py runs it).
+
+What maps to what: optim.lr / betas / weight_decay → AdamW; warmup_steps + min_lr_ratio →
+CosWithWarmup; grad_clip → max_grad_norm; train.batch_size (sequences) → the global batch;
+micro_batch_size → rank_microbatch_size; max_flops / max_tokens / max_steps → steps by
+`lsap.flops.plan_steps` (6·N_b + the surrogate's 2·N_s per token); ckpt_every → DCP
+checkpoints in out_dir; train.distributed=fsdp → FSDP2 (bf16 params, fp32 reduce on GPU);
+train.loggers wandb → OLMo-core's W&B callback; lsap.* → `LSAPTrainModule`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+
+def model_config(preset: str, vocab_size: int):
+    from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
+
+    if preset == "tiny":
+        return TransformerConfig.llama_like(d_model=64, vocab_size=vocab_size, n_layers=2, n_heads=4,
+                                            block_name=TransformerBlockType.reordered_norm, qk_norm=True,
+                                            layer_norm_eps=1e-6, hidden_size_multiple_of=64)
+    if preset == "olmo2-1b":
+        # 16 layers, d 2048, MLP 8192: allenai/OLMo-2-0425-1B, N_b = 1.485e9 (OLMo-core's
+        # `olmo2_1B` has 18 layers; `_v2` is the released 1B).
+        return TransformerConfig.olmo2_1B_v2(vocab_size=vocab_size)
+    raise SystemExit(f"model.preset {preset!r}: this example knows olmo2-1b (the paper) and --tiny")
+
+
+def data_paths(cfg, args) -> list[str]:
+    if args.paths:
+        paths = sorted(p for g in args.paths for p in glob.glob(g))
+        if not paths:
+            raise SystemExit(f"--paths {args.paths} matched no files")
+        return paths
+    try:
+        from lsap.store import olmo_paths  # the store's own rule, so instance index = window id
+        return olmo_paths(cfg.data.dir)
+    except ImportError:
+        from lsap.data import TokenShards
+
+        sh = TokenShards(cfg.data.dir, "train")
+        return [str(sh.dir / s["path"]) for s in sh.info["shards"]]
+
+
+def token_dtype(cfg, args) -> str:
+    if args.dtype:
+        return args.dtype
+    m = json.loads((Path(cfg.data.dir) / "manifest.json").read_text())
+    return m.get("dtype", "uint16")
+
+
+def target_source(cfg, tokenizer, vocab_size: int, device):
+    """The run's TargetSource: online (lsap's factory) or a store in the OLMo-core layout."""
+    if cfg.loss != "lsap":
+        return None
+    S, L = cfg.surrogate, cfg.lsap
+    if S.source == "store":
+        from lsap.store import StoredTargets, TargetStore
+
+        store = TargetStore(S.store_dir)
+        return StoredTargets(store, store.load_vocab_map().to(device), L.k, L.alpha, gold_outside=L.gold_outside)
+    from lsap.surrogate import build_target_source
+
+    return build_target_source(cfg, tokenizer, vocab_size, None, device=device)
+
+
+def export(cfg, args, vocab_size: int, source_fpt: float) -> list[Path]:
+    """Every OLMo-core checkpoint `out_dir/stepN` (DCP) → `out_dir/checkpoints/step_XXXXXXXX/`
+    in `lsap train`'s layout: `model/` (transformers Olmo2ForCausalLM + the base tokenizer),
+    `config.yaml`, `meta.json` (step, tokens, FLOPs). `lsap eval out_dir` and `lsap report`
+    then read an OLMo-core run like one of their own; lm-eval reads `model/` (`--model hf`)."""
+    from olmo_core.distributed.checkpoint import load_model_and_optim_state
+    from olmo_core.nn.hf.checkpoint import save_hf_model
+
+    from lsap.checkpoint import save
+    from lsap.flops import FlopsLedger
+    from lsap.integrations.olmo_core import base_flops_per_token
+    from lsap.tokenizer import load_tokenizer
+
+    out = Path(cfg.out_dir)
+    steps = sorted(out.glob("step[0-9]*"), key=lambda p: int(p.name[4:]))
+    if not steps:
+        raise SystemExit(f"{out}: no OLMo-core checkpoint (stepN/) to export")
+    tokenizer = load_tokenizer(args.tokenizer or _data_tokenizer(cfg))
+    (out / "config.yaml").write_text(cfg.to_yaml())
+    written = []
+    for d in steps:
+        step = int(d.name[4:])
+        model = model_config("tiny" if args.tiny else cfg.model.preset, vocab_size).build(init_device="cpu")
+        load_model_and_optim_state(str(d / "model_and_optim"), model)
+        tokens = step * cfg.train.batch_size * cfg.data.seq_len
+        ledger = FlopsLedger(base_flops_per_token(model), source_fpt)
+        ledger.add(tokens, tokens if source_fpt else 0)
+
+        def write(tmp: Path, model=model):
+            save_hf_model(tmp / "model", model.state_dict(), model, save_overwrite=True)
+            # OLMo-core leaves max_position_embeddings = -1; lm-eval reads it as the context length
+            hf_cfg = json.loads((tmp / "model" / "config.json").read_text())
+            hf_cfg["max_position_embeddings"] = cfg.data.seq_len
+            (tmp / "model" / "config.json").write_text(json.dumps(hf_cfg, indent=2))
+            tokenizer.model_max_length = cfg.data.seq_len
+            tokenizer.save_pretrained(tmp / "model")
+            (tmp / "config.yaml").write_text(cfg.to_yaml())
+
+        meta = {"step": step, "tokens": tokens, "flops_base": ledger.base_flops,
+                "flops_surrogate": ledger.surrogate_flops, "flops": ledger.total, "source": str(d)}
+        written.append(save(out, step, write, meta))
+        print(f"exported {d} -> {written[-1]}")
+    return written
+
+
+def _data_tokenizer(cfg) -> str:
+    return json.loads((Path(cfg.data.dir) / "manifest.json").read_text())["args"]["tokenizer"]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True, help="an lsap run config (configs/paper-*.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value, as in `lsap train`")
+    p.add_argument("--paths", nargs="*", help="token files (globs), e.g. `dolma tokens` output; default: data.dir")
+    p.add_argument("--dtype", choices=["uint16", "uint32"], help="token dtype of --paths")
+    p.add_argument("--tokenizer", help="base tokenizer spec (default: the one data.dir was prepared with)")
+    p.add_argument("--tiny", action="store_true", help="2 layers, d=64 (CPU)")
+    p.add_argument("--z-loss", type=float, default=0.0, help="z-loss multiplier (OLMo2's recipes: 1e-5); 0: off")
+    p.add_argument("--export", action="store_true",
+                   help="convert every checkpoint to HF in lsap's run layout (out_dir/checkpoints/) and exit")
+    args = p.parse_args(argv)
+
+    from olmo_core.config import DType
+    from olmo_core.data import NumpyDataLoaderConfig, NumpyFSLDatasetConfig, TokenizerConfig
+    from olmo_core.distributed.parallel import DataParallelType
+    from olmo_core.distributed.utils import get_rank, init_distributed, is_distributed
+    from olmo_core.optim import AdamWConfig, CosWithWarmup
+    from olmo_core.train import Duration, TrainerConfig
+    from olmo_core.train.callbacks import CheckpointerCallback, ConfigSaverCallback, WandBCallback
+    from olmo_core.train.train_module import TransformerDataParallelConfig
+    from olmo_core.utils import seed_all
+
+    from lsap.config import load_config
+    from lsap.integrations.olmo_core import LSAPTrainModule, plan
+    from lsap.schedules import LambdaSchedule
+    from lsap.tokenizer import load_tokenizer
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.lsap.aux_weighting != "none":
+        raise SystemExit("lsap.aux_weighting=prob (the KD-leaning ablation) is not supported in OLMo-core; "
+                         "use lsap train")
+    tok_spec = args.tokenizer or _data_tokenizer(cfg)
+    tokenizer = load_tokenizer(tok_spec)
+    vocab_size = cfg.model.vocab_size or -(-len(tokenizer) // 128) * 128
+    if args.export:
+        fpt = 0.0
+        if cfg.loss == "lsap":  # 2·N_s of the surrogate (or the store's), as charged in training
+            fpt = target_source(cfg, tokenizer, vocab_size, torch.device("cpu")).flops_per_token
+        export(cfg, args, vocab_size, fpt)
+        return
+
+    if "RANK" in os.environ and not is_distributed():
+        init_distributed(backend="nccl" if torch.cuda.is_available() else "gloo")
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    seed_all(cfg.train.seed)
+    T, tr, op, L = cfg.data.seq_len, cfg.train, cfg.optim, cfg.lsap
+
+    model = model_config("tiny" if args.tiny else cfg.model.preset, vocab_size).build(init_device="meta")
+    source = target_source(cfg, tokenizer, vocab_size, device)
+    budget = plan(model, tr.batch_size * T, source, max_steps=tr.max_steps, max_tokens=tr.max_tokens,
+                  max_flops=tr.max_flops)
+    lam = (LambdaSchedule("cosine", L.lam, L.lam_min, budget.total_steps) if L.lambda_schedule == "cosine"
+           else LambdaSchedule("constant", L.lam))
+    dp = None
+    if is_distributed():
+        dp = TransformerDataParallelConfig(
+            name=DataParallelType.fsdp if tr.distributed == "fsdp" else DataParallelType.ddp,
+            param_dtype=DType.bfloat16 if device.type == "cuda" else None, reduce_dtype=DType.float32)
+    module = LSAPTrainModule(
+        model, AdamWConfig(lr=op.lr, betas=tuple(op.betas), eps=op.eps, weight_decay=op.weight_decay),
+        rank_microbatch_size=tr.micro_batch_size * T, max_sequence_length=T, targets=source, lam=lam,
+        normalization=L.normalization, max_grad_norm=op.grad_clip or None, dp_config=dp, device=device,
+        scheduler=CosWithWarmup(warmup=op.warmup_steps, alpha_f=op.min_lr_ratio),
+        z_loss_multiplier=args.z_loss or None)
+    tok = TokenizerConfig(vocab_size=vocab_size, eos_token_id=tokenizer.eos_token_id or 0,
+                          pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    dataset = NumpyFSLDatasetConfig(paths=data_paths(cfg, args), sequence_length=T, tokenizer=tok,
+                                    dtype=token_dtype(cfg, args) if (args.dtype or not args.paths) else None,
+                                    work_dir=os.path.join(cfg.out_dir, "dataset-cache")).build()
+    loader = NumpyDataLoaderConfig(global_batch_size=tr.batch_size * T, seed=tr.seed, num_workers=4 if device.type
+                                   == "cuda" else 0).build(dataset, dp_process_group=module.dp_process_group)
+    callbacks = {"checkpointer": CheckpointerCallback(save_interval=tr.ckpt_every or budget.total_steps,
+                                                      ephemeral_save_interval=None),
+                 "config_saver": ConfigSaverCallback()}
+    if "wandb" in tr.loggers:
+        callbacks["wandb"] = WandBCallback(name=cfg.name, project=os.environ.get("WANDB_PROJECT", "lsap"))
+    trainer = TrainerConfig(save_folder=cfg.out_dir, metrics_collect_interval=tr.log_every,
+                            max_duration=Duration.steps(budget.total_steps), callbacks=callbacks,
+                            device=device.type).build(module, loader)
+    trainer.callbacks["config_saver"].config = cfg.to_dict()  # the lsap run config, in every checkpoint
+    if get_rank() == 0:
+        print(f"[lsap/olmo-core] {cfg.name}: {budget.total_steps} steps x {budget.tokens_per_step} tokens "
+              f"({budget.limited_by}), {budget.flops_per_step:.4g} FLOPs/step, loss={cfg.loss}", file=sys.stderr)
+    trainer.fit()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    main()
