@@ -375,7 +375,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """val_loss (and val_bpb) by `lsap.evaluate.heldout_nll`, the wrapped module run on every rank."""
+        """val_loss (and val_bpb) by `lsap.metrics.heldout_nll`, the wrapped module run on every rank."""
         from lsap.metrics import bits_per_byte, heldout_nll, scored_bytes
 
         if self.val is None:

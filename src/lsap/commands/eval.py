@@ -16,7 +16,7 @@ Per checkpoint also: next-token top-1/top-5 accuracy, and held-out loss / top-1 
 the number of auxiliary targets a position would receive (0, 1, ≥ 2) with the model's
 probability mass on those targets (the run's own surrogate for LSAP runs, or
 ``--targets-surrogate``). Task sets: ``pairs`` (minimal pairs), ``offline`` (built from the held-out documents of the run's corpus, see
-`lsap.evaluate.build_offline_tasks`), ``paper`` (the paper's eight benchmarks), or a
+`lsap.tasks.build_offline_tasks`), ``paper`` (the paper's eight benchmarks), or a
 comma-separated list of lm-eval task names.
 """
 
