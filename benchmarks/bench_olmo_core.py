@@ -72,7 +72,7 @@ def one(a) -> dict:
             from lsap.flops import inference_flops_per_token
             from lsap.model import build_model, model_config
             from lsap.surrogate import freeze
-            from lsap.targets import OnlineTargets
+            from lsap.sources import OnlineTargets
             from tests.helpers import random_vmap
 
             scfg = model_config(a.surrogate, vocab_size=a.surrogate_vocab if a.surrogate == "olmo2-tiny" else None)

@@ -63,7 +63,7 @@ def main() -> None:
             f"train.max_steps={steps}", "train.log_every=1", "train.eval_batches=1", "optim.warmup_steps=2",
             "lsap.k=15", f"surrogate.model={args.surrogate}", "train.device=cpu", *extra])
         t0 = time.perf_counter()
-        Trainer(cfg).run()
+        Trainer.from_config(cfg).run()
         dt = time.perf_counter() - t0
         rows = [json.loads(l) for l in (out / name / "metrics.jsonl").read_text().splitlines()]
         return dt, [r["loss"] for r in rows if r["kind"] == "train"]

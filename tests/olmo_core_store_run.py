@@ -23,7 +23,7 @@ def run_store_vs_online(world, tmp_path, seq_len: int = 32, k: int = 4, alpha: f
     from lsap.data import prepare
     from lsap.store import StoredTargets, TargetStore, build_store, olmo_paths
     from lsap.surrogate import load_surrogate_with_map
-    from lsap.targets import OnlineTargets
+    from lsap.sources import OnlineTargets
     from lsap.tokenizer import load_tokenizer
 
     data = tmp_path / "data"

@@ -55,7 +55,7 @@ def tiny_model_config(vocab_size: int = V_BASE):
 def tiny_source():
     """OnlineTargets over a seeded random surrogate and map (the same on every rank)."""
     from lsap.flops import inference_flops_per_token
-    from lsap.targets import OnlineTargets
+    from lsap.sources import OnlineTargets
     from tests.helpers import random_vmap, tiny_llama
 
     surrogate = tiny_llama(V_SURR, seed=1)

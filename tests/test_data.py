@@ -13,7 +13,6 @@ from lsap.data import (
     SequenceLoader,
     TokenShards,
     iter_documents,
-    iter_eval_batches,
     prepare,
 )
 from lsap.tokenizer import tokenizer_hash
@@ -219,10 +218,10 @@ def test_state_dict_resume_and_new_epoch(shards):
 
 
 def test_eval_batches_deterministic(shards, tmp_path):
-    got = list(iter_eval_batches(tmp_path / "o", "val", seq_len=4, batch_size=2, max_batches=3))
-    again = list(iter_eval_batches(tmp_path / "o", "val", seq_len=4, batch_size=2, max_batches=3))
-    assert len(got) == 3 and all((a[0] == b[0]).all() for a, b in zip(got, again))
     val = TokenShards(tmp_path / "o", "val")
+    got = list(val.iter_eval_batches(4, 2, 3))
+    again = list(TokenShards(tmp_path / "o", "val").iter_eval_batches(4, 2, 3))
+    assert len(got) == 3 and all((a[0] == b[0]).all() for a, b in zip(got, again))
     assert got[0][0][0].tolist() == val.tokens(0, 4).tolist()
     assert got[0][1][1].tolist() == val.tokens(5, 4).tolist()
 

@@ -315,7 +315,7 @@ def test_eval_gold_outside_skip_run_uses_that_rule(tiny_world, tmp_path):
     import yaml
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from lsap.targets import OnlineTargets
+    from lsap.sources import OnlineTargets
     from lsap.tokenizer import load_tokenizer
     from lsap.vocab import VocabMap
 

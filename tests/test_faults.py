@@ -92,7 +92,7 @@ def test_two_trainers_into_one_out_dir(tiny_world, tmp_path, capsys):
         a.kill()
         a.wait()
     assert lock.is_file()  # a kill -9 leaves the file; the kernel dropped the flock: stale
-    t = Trainer(cfg_for(tiny_world, out))
+    t = Trainer.from_config(cfg_for(tiny_world, out))
     assert f"taking over a stale lock of pid {a.pid}" in capsys.readouterr().err
     t.close()
     assert not lock.exists()
@@ -136,18 +136,18 @@ def test_kill_9_then_resume_matches_a_straight_run(tiny_world, tmp_path):
 
 def test_kill_during_the_first_checkpoint_write_is_no_dead_end(tiny_world, tmp_path, capsys):
     out = tmp_path / "r"
-    Trainer(cfg_for(tiny_world, out, "train.max_steps=2")).run()
+    Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()
     first = [r["loss"] for r in rows(out)]
     ck = out / "checkpoints"
     (ck / "step_00000002").rename(ck / "step_00000002.tmp")  # what a kill inside save_checkpoint leaves
     (ck / "step_00000002.tmp" / "meta.json").unlink()
-    Trainer(cfg_for(tiny_world, out, "train.max_steps=2")).run()  # a plain rerun: no "already has checkpoints"
+    Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()  # a plain rerun: no "already has checkpoints"
     assert "removed" in capsys.readouterr().out
     assert [r["loss"] for r in rows(out)] == first  # old lines dropped, not repeated
     assert not (ck / "step_00000002.tmp").exists() and (ck / "step_00000002" / "meta.json").is_file()
     shutil_rm = __import__("shutil").rmtree
     shutil_rm(ck / "step_00000002")
-    t = Trainer(cfg_for(tiny_world, out, "train.max_steps=2"), resume=True)  # --resume with nothing to resume
+    t = Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2"), resume=True)  # --resume with nothing to resume
     assert t.step == 0 and "starting at step 0" in capsys.readouterr().err
     t.close()
 
@@ -155,13 +155,13 @@ def test_kill_during_the_first_checkpoint_write_is_no_dead_end(tiny_world, tmp_p
 def test_torn_metrics_line_and_truncated_checkpoint_fall_back(tiny_world, tmp_path, capsys):
     out = tmp_path / "r"
     args = ("train.max_steps=4", "train.ckpt_every=2")
-    Trainer(cfg_for(tiny_world, out, *args)).run()
+    Trainer.from_config(cfg_for(tiny_world, out, *args)).run()
     before = {r["step"]: r["loss"] for r in rows(out)}
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "kind": "tra')  # a line cut by a kill
     tp = out / "checkpoints" / "step_00000004" / "trainer.pt"
     tp.write_bytes(tp.read_bytes()[: tp.stat().st_size // 2])
-    t = Trainer(cfg_for(tiny_world, out, *args), resume=True)
+    t = Trainer.from_config(cfg_for(tiny_world, out, *args), resume=True)
     err = capsys.readouterr().err
     assert "step_00000004 is unreadable" in err and "falling back" in err and "torn line" in err
     assert t.step == 2
@@ -176,7 +176,7 @@ def test_nan_guard_keeps_every_checkpoint_finite(tiny_world, tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "n"
-    t = Trainer(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
+    t = Trainer.from_config(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
                         "optim.warmup_steps=0"))
     with pytest.raises(TrainingError, match=r"non-finite .* at step (\d+); last checkpoint: .*step_") as e:
         t.run()
@@ -188,14 +188,14 @@ def test_nan_guard_keeps_every_checkpoint_finite(tiny_world, tmp_path):
         w = load_file(ck / "model" / "model.safetensors")
         assert all(bool(torch.isfinite(v).all()) for v in w.values()), ck
     # resuming from the named checkpoint starts from finite weights (the same lr fails the same way)
-    t = Trainer(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
+    t = Trainer.from_config(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
                         "optim.warmup_steps=0"), resume=True)
-    assert t.step == bad_step - 1 and all(bool(torch.isfinite(p).all()) for p in t.lm.parameters())
+    assert t.step == bad_step - 1 and all(bool(torch.isfinite(p).all()) for p in t.c.lm.parameters())
     t.close()
 
 
 def test_skip_nonfinite_steps(tiny_world, tmp_path, capsys):
-    t = Trainer(cfg_for(tiny_world, tmp_path / "s", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0",
+    t = Trainer.from_config(cfg_for(tiny_world, tmp_path / "s", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0",
                         "train.skip_nonfinite_steps=2"))
     with pytest.raises(TrainingError, match="non-finite"):
         t.run()
@@ -205,9 +205,9 @@ def test_skip_nonfinite_steps(tiny_world, tmp_path, capsys):
 
 def _snapshot(t) -> tuple[dict, dict]:
     """(weights, optimizer state) of a trainer, cloned."""
-    w = {k: v.detach().clone() for k, v in t.lm.state_dict().items()}
+    w = {k: v.detach().clone() for k, v in t.c.lm.state_dict().items()}
     o = {i: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
-         for i, st in t.opt.state_dict()["state"].items()}
+         for i, st in t.c.opt.state_dict()["state"].items()}
     return w, o
 
 
@@ -223,34 +223,34 @@ def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_sur
     the weights nor the AdamW state (moments, step counts); the next step trains; the
     skip count is checkpointed, so after --resume the budget of skips is still spent."""
     out, args = tmp_path / "s", ("train.skip_nonfinite_steps=1", "train.max_steps=8")
-    t = Trainer(cfg_for(tiny_world, out, *args))
-    real_forward = t.wrapped.forward
+    t = Trainer.from_config(cfg_for(tiny_world, out, *args))
+    real_forward = t.c.wrapped.forward
 
     def nan_forward(*a, **k):
-        loss, *rest = real_forward(*a, **k)
-        return (loss * float("nan"), *rest)
+        out = real_forward(*a, **k)  # LossParts
+        return out._replace(loss=out.loss * float("nan"))
 
     t.train_step()
     t.train_step()
     w0, o0 = _snapshot(t)
     assert o0 and all(int(st["step"]) == 2 for st in o0.values())  # AdamW has state to protect
-    t.wrapped.forward = nan_forward
+    t.c.wrapped.forward = nan_forward
     row = t.train_step()
     assert row.get("skipped") and t.skipped == 1 and t.step == 3
     w1, o1 = _snapshot(t)
     assert _same(w0, w1) and _same(o0, o1)  # bit for bit
-    assert all(p.grad is None for p in t.lm.parameters())  # no stale gradient reaches the next step
-    t.wrapped.forward = real_forward
+    assert all(p.grad is None for p in t.c.lm.parameters())  # no stale gradient reaches the next step
+    t.c.wrapped.forward = real_forward
     t.train_step()
     w2, o2 = _snapshot(t)
     assert not _same(w1, w2) and all(int(st["step"]) == 3 for st in o2.values())  # the next step trains
     t.save_checkpoint()
     t.close()
-    t = Trainer(cfg_for(tiny_world, out, *args), resume=True)
+    t = Trainer.from_config(cfg_for(tiny_world, out, *args), resume=True)
     assert t.step == 4 and t.skipped == 1
     assert _same(_snapshot(t)[0], w2) and _same(_snapshot(t)[1], o2)
-    real_forward = t.wrapped.forward
-    t.wrapped.forward = nan_forward
+    real_forward = t.c.wrapped.forward
+    t.c.wrapped.forward = nan_forward
     with pytest.raises(TrainingError, match="non-finite loss .* at step 5"):  # 1 of 1 skips was spent before
         t.train_step()
     t.close()
@@ -260,14 +260,14 @@ def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_sur
 # --------------------------------------------------------------------------- strict resume, overrides
 def test_resume_refuses_a_changed_model(tiny_world, tmp_path):
     out = tmp_path / "r"
-    Trainer(cfg_for(tiny_world, out, "train.max_steps=2")).run()
+    Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()
     before = (out / "config.yaml").read_text()
     with pytest.raises(TrainingError, match=r"model.overrides.num_hidden_layers: '<unset>' → 3"):
-        Trainer(cfg_for(tiny_world, out, "train.max_steps=4", "model.overrides.num_hidden_layers=3"), resume=True)
+        Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "model.overrides.num_hidden_layers=3"), resume=True)
     with pytest.raises(TrainingError, match=r"optim.lr: 0.0004 → 0.001"):
-        Trainer(cfg_for(tiny_world, out, "train.max_steps=4", "optim.lr=1e-3"), resume=True)
+        Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "optim.lr=1e-3"), resume=True)
     assert (out / "config.yaml").read_text() == before
-    t = Trainer(cfg_for(tiny_world, out, "train.max_steps=4", "train.log_every=2"), resume=True)  # budget, cadence
+    t = Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "train.log_every=2"), resume=True)  # budget, cadence
     assert t.step == 2
     t.close()
 
@@ -353,7 +353,7 @@ def test_disk_full_at_a_checkpoint(tiny_world, tmp_path, small_disk, how):
 
     root = small_disk(16 << 20) if how == "tmpfs" else tmp_path
     out, args = root / "run", ("train.max_steps=4", "train.ckpt_every=2")
-    Trainer(cfg_for(tiny_world, out, "train.max_steps=2", "train.ckpt_every=2")).run()
+    Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2", "train.ckpt_every=2")).run()
     ck = out / "checkpoints"
     before = _tree_bytes(ck / "step_00000002")
     model, opt = len(before["model/model.safetensors"]), len(before["trainer.pt"])
@@ -375,14 +375,14 @@ def test_disk_full_at_a_checkpoint(tiny_world, tmp_path, small_disk, how):
     assert [p.name for p in list_checkpoints(out)] == ["step_00000002"]
     if how == "tmpfs":
         ballast.unlink()
-    t = Trainer(cfg_for(tiny_world, out, *args), resume=True)
+    t = Trainer.from_config(cfg_for(tiny_world, out, *args), resume=True)
     assert t.step == 2
     t.run()
     if how == "tmpfs":
         return  # the comparison below once is enough (it costs two more runs)
     straight = tmp_path / "straight"  # the same two legs, no fault
-    Trainer(cfg_for(tiny_world, straight, "train.max_steps=2", "train.ckpt_every=2")).run()
-    Trainer(cfg_for(tiny_world, straight, *args), resume=True).run()
+    Trainer.from_config(cfg_for(tiny_world, straight, "train.max_steps=2", "train.ckpt_every=2")).run()
+    Trainer.from_config(cfg_for(tiny_world, straight, *args), resume=True).run()
     assert [r["loss"] for r in rows(out)] == [r["loss"] for r in rows(straight)]
     a = _tree_bytes(straight / "checkpoints" / "step_00000004" / "model")
     assert _tree_bytes(ck / "step_00000004" / "model") == a
@@ -529,17 +529,17 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_wor
     b[ids_at + (0 if where == "low" else 2)] ^= 0x01 if where == "low" else 0x80  # a valid vs an invalid id
     chunk.write_bytes(bytes(b))
     out = tmp_path / "r"
-    t = Trainer(cfg_for(tiny_world, out, *LSAP, f"data.dir={store / 'data'}", "surrogate.source=store",
+    t = Trainer.from_config(cfg_for(tiny_world, out, *LSAP, f"data.dir={store / 'data'}", "surrogate.source=store",
                         f"surrogate.store_dir={c}", "train.max_steps=40"))
     with pytest.raises(StoreError, match="sha256 mismatch"):
         t.run()
     done = [r["step"] for r in rows(out)] if (out / "metrics.jsonl").exists() else []
     assert done == list(range(1, t.step + 1))  # the step that reached chunk 0 never trained
-    assert not t.targets.cache._verified[0]  # the StoredTargets source's store
+    assert not t.c.targets.cache._verified[0]  # the StoredTargets source's store
     # ... nor touched the weights: they are those of the same run on the intact store after
     # exactly the steps that finished (no partial update from the flipped chunk)
     bad, opt_bad = _snapshot(t)
-    clean = Trainer(cfg_for(tiny_world, tmp_path / "clean", *LSAP, f"data.dir={store / 'data'}",
+    clean = Trainer.from_config(cfg_for(tiny_world, tmp_path / "clean", *LSAP, f"data.dir={store / 'data'}",
                             "surrogate.source=store", f"surrogate.store_dir={store / 'c'}", "train.max_steps=40"))
     for _ in range(t.step):
         clean.train_step()
@@ -619,12 +619,12 @@ def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
     vmap.save(tmp_path / "map")
     args = (*LSAP, f"surrogate.model={tiny_world['surrogate']}", f"surrogate.vocab_map={tmp_path / 'map'}")
     with pytest.raises(TrainingError, match="only special tokens.*allow_small_intersection=true"):
-        Trainer(cfg_for(tiny_world, tmp_path / "r", *args))
-    Trainer(cfg_for(tiny_world, tmp_path / "r2", *args, "lsap.allow_small_intersection=true")).close()
+        Trainer.from_config(cfg_for(tiny_world, tmp_path / "r", *args))
+    Trainer.from_config(cfg_for(tiny_world, tmp_path / "r2", *args, "lsap.allow_small_intersection=true")).close()
     small = VocabMap.from_tokenizers(base, sur, base_vocab_size=padded_vocab_size(base) + 128)
     small.save(tmp_path / "map2")
-    with pytest.raises(TrainingError, match="--base-vocab-size"):
-        Trainer(cfg_for(tiny_world, tmp_path / "r3", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
+    with pytest.raises(SurrogateError, match="--base-vocab-size"):
+        Trainer.from_config(cfg_for(tiny_world, tmp_path / "r3", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
                         f"surrogate.vocab_map={tmp_path / 'map2'}"))
 
 

@@ -89,7 +89,7 @@ GOLDEN_LSAP_AUX_PER_TOKEN = [
 
 def _run(world, out, *extra):
     cfg = load_config(None, [f"data.dir={world['data']}", f"out_dir={out}", *ARGS, *extra])
-    Trainer(cfg).run()
+    Trainer.from_config(cfg).run()
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if r["kind"] == "train"]
 

@@ -43,8 +43,8 @@ def _lsap_cfg(world, out, *extra):
 @pytest.fixture(scope="module")
 def base(tiny_world, tmp_path_factory):
     """The untrained base model lsap's trainer builds (so both trainers start from it) and its tokenizer."""
-    t = Trainer(_lsap_cfg(tiny_world, tmp_path_factory.mktemp("init") / "r"))
-    return copy.deepcopy(t.lm), load_tokenizer(tiny_world["base_tok"])
+    t = Trainer.from_config(_lsap_cfg(tiny_world, tmp_path_factory.mktemp("init") / "r"))
+    return copy.deepcopy(t.c.lm), load_tokenizer(tiny_world["base_tok"])
 
 
 def _lsap_rows(out):
@@ -58,7 +58,7 @@ def _hf_rows(trainer):
 
 def test_losses_and_updates_equal_lsap_trainer(tiny_world, base, tmp_path):
     lm, tok = base
-    Trainer(_lsap_cfg(tiny_world, tmp_path / "own")).run()
+    Trainer.from_config(_lsap_cfg(tiny_world, tmp_path / "own")).run()
     own = _lsap_rows(tmp_path / "own")
     model = copy.deepcopy(lm)
     hf = LSAPTrainer(model=model, args=_args(tmp_path / "hf"), train_dataset=WindowDataset(tiny_world["data"], T),
@@ -156,6 +156,29 @@ def test_store_equals_online_and_flops_include_the_surrogate(tiny_world, base, t
     want = tokens * (6 * tr.model.num_parameters(exclude_embeddings=True) + n_s)
     assert tr.state.total_flos == pytest.approx(want, rel=1e-9)
     assert runs["store"][0].state.total_flos == pytest.approx(want, rel=1e-9)
+
+
+def test_store_for_other_data_is_refused_as_by_lsap_train(tiny_world, base, tmp_path):
+    """One factory (`lsap.sources.target_source`): LSAPTrainer checks a store against its
+    train dataset exactly as `lsap train` does, with the same message."""
+    from lsap.data import prepare
+    from lsap.errors import StoreError
+    from lsap.store import build_store
+
+    lm, tok = base
+    small = tmp_path / "small"
+    prepare(tiny_world["base_tok"], "pydoc-topics", small, val_fraction=0.1, max_tokens=600, progress=False)
+    build_store(tiny_world["surrogate"], str(small), T, tmp_path / "store", k=K, min_alpha=0.01, progress=False)
+    with pytest.raises(StoreError, match="other data") as by_train:
+        Trainer.from_config(_lsap_cfg(tiny_world, tmp_path / "r", "surrogate.source=store",
+                                      f"surrogate.store_dir={tmp_path / 'store'}"))
+    with pytest.raises(StoreError, match="other data") as by_hf:
+        LSAPTrainer(model=copy.deepcopy(lm), args=_args(tmp_path / "hf"), processing_class=tok, k=K, alpha=ALPHA,
+                    train_dataset=WindowDataset(tiny_world["data"], T), target_store=tmp_path / "store")
+    assert str(by_hf.value) == str(by_train.value)
+    with pytest.raises(StoreError, match="WindowDataset"):  # no shards to check against: refused, not trusted
+        LSAPTrainer(model=copy.deepcopy(lm), args=_args(tmp_path / "hf2"), processing_class=tok, k=K, alpha=ALPHA,
+                    target_store=tmp_path / "store")
 
 
 def test_bad_arguments(tiny_world, base, tmp_path):

@@ -78,7 +78,7 @@ def test_tiny_run_feeds_tensorboard_and_offline_wandb(tiny_world, tmp_path, monk
                              "train.batch_size=4", "train.micro_batch_size=4", "train.max_steps=3",
                              "train.log_every=1", "optim.warmup_steps=1", "train.eval_batches=1",
                              "train.loggers=[jsonl,tensorboard,wandb]"])
-    Trainer(cfg).run()
+    Trainer.from_config(cfg).run()
     rows = _rows(out)
     assert {r["kind"] for r in rows} == {"train", "val"} and len(rows) == 4
 
@@ -114,12 +114,10 @@ def test_resume_purges_tensorboard_steps_after_the_checkpoint(tmp_path):
     scalars, _ = tensorboard_scalars(tmp_path)
     assert scalars["train/loss"] == {1: 1.0, 2: 2.0, 3: 30.0, 4: 40.0}
     assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == \
-        [1.0, 2.0, 3.0, 4.0, 30.0, 40.0]  # the trainer truncates metrics.jsonl itself on resume
+        [1.0, 2.0, 30.0, 40.0]  # the JSONL logger drops the lines it will get again
 
 
-def test_bad_logger_names_and_missing_packages(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="train.loggers"):
-        load_config(None, ["data.dir=x", "train.max_steps=1", "train.loggers=[tensorbord]"])
+def _hide_wandb(monkeypatch):
     import builtins
 
     real_import = builtins.__import__
@@ -130,5 +128,25 @@ def test_bad_logger_names_and_missing_packages(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_wandb)
+
+
+def test_bad_logger_names_and_missing_packages(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="train.loggers"):
+        load_config(None, ["data.dir=x", "train.max_steps=1", "train.loggers=[tensorbord]"])
+    _hide_wandb(monkeypatch)
     with pytest.raises(LoggerError, match=r"pip install 'lsap\[wandb\]'"):
         Loggers(["jsonl", "wandb"], tmp_path, {})
+
+
+def test_missing_wandb_is_one_line_exit_2(tiny_world, tmp_path, monkeypatch, capsys):
+    """LoggerError is an LsapError: `lsap train train.loggers=[wandb]` without wandb is one line, exit 2."""
+    from lsap.cli import main
+    from lsap.errors import LsapError
+
+    assert issubclass(LoggerError, LsapError)
+    _hide_wandb(monkeypatch)
+    code = main(["train", f"data.dir={tiny_world['data']}", f"out_dir={tmp_path / 'r'}", "data.seq_len=32",
+                 "train.batch_size=2", "train.micro_batch_size=2", "train.max_steps=1", "train.loggers=[wandb]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "pip install 'lsap[wandb]'" in err[0], err
+    assert not (tmp_path / "r" / "checkpoints").exists()

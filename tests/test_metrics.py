@@ -110,7 +110,7 @@ def test_source_targets_are_the_trainers_targets(tiny_world):
     sur = AutoModelForCausalLM.from_pretrained(tiny_world["surrogate"]).eval()
     vmap = VocabMap.from_tokenizers(load_tokenizer(tiny_world["base_tok"]), load_tokenizer(tiny_world["surrogate"]),
                                     base_vocab_size=640, surrogate_vocab_size=sur.config.vocab_size)
-    from lsap.targets import OnlineTargets
+    from lsap.sources import OnlineTargets
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 600, (2, 12), generator=g)

@@ -8,7 +8,7 @@ from lsap.model import (
     PRESETS,
     build_meta_model,
     build_model,
-    load_config,
+    load_model_config,
     model_config,
 )
 
@@ -38,7 +38,7 @@ def test_unknown_preset_lists_known_ones():
     with pytest.raises(ValueError, match="olmo2-tiny"):
         model_config("olmo2-7b")
     with pytest.raises(ValueError, match="olmo2-1b"):
-        load_config("no-such-model")
+        load_model_config("no-such-model")
 
 
 def test_vocab_override_drops_out_of_range_special_ids_and_overrides_apply():
@@ -115,7 +115,7 @@ def test_load_config_from_saved_directory(tmp_path):
     cfg = model_config("olmo2-tiny", vocab_size=300)
     cfg.save_pretrained(tmp_path)
     for spec in (str(tmp_path), str(tmp_path / "config.json")):
-        loaded = load_config(spec)
+        loaded = load_model_config(spec)
         assert loaded.vocab_size == 300 and loaded.hidden_size == 64
         assert count_params(loaded) == count_params(cfg)
 
@@ -192,3 +192,23 @@ def test_smollm2_gguf_predicts_paris_and_cache_is_fast(tmp_path, monkeypatch):
     assert tok2("The capital of France is").input_ids == ids[0].tolist()
     assert cached.lm_head.weight is cached.model.embed_tokens.weight  # still tied
     assert second < first / 2, (first, second)
+
+
+def test_load_surrogate_config_reads_no_weights(tiny_world, monkeypatch):
+    """FLOPs accounting needs the surrogate's config only: same 2·N_s as the loaded model's."""
+    import transformers
+
+    from lsap.flops import inference_flops_per_token
+    from lsap.surrogate import load_surrogate, load_surrogate_config
+
+    want = load_surrogate(tiny_world["surrogate"])[0].config
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
+    got = load_surrogate_config(tiny_world["surrogate"])
+    assert type(got) is type(want) and got.vocab_size == want.vocab_size
+    assert inference_flops_per_token(got) == inference_flops_per_token(want) > 0
+    with pytest.raises(FileNotFoundError):
+        load_surrogate_config(str(tiny_world["surrogate"]) + "-missing/")

@@ -63,7 +63,8 @@ def test_lookup_equals_online_selection(tiny_world, small):
 def test_online_and_stored_sources_agree(tiny_world, small, gold_outside):
     """Both TargetSource implementations return the same AuxTargets, each applying gold_outside."""
     from lsap.store import StoredTargets
-    from lsap.targets import AuxTargets, OnlineTargets, drop_gold_outside
+    from lsap.sources import OnlineTargets
+    from lsap.targets import AuxTargets, drop_gold_outside
 
     cache = TargetStore(small["cache"])
     vmap = cache.load_vocab_map()
@@ -119,8 +120,8 @@ def _rows(out):
 def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
     from lsap.train import Trainer
 
-    Trainer(_cfg(tiny_world, small["data"], tmp_path / "on")).run()
-    Trainer(_cfg(tiny_world, small["data"], tmp_path / "off", "surrogate.source=store",
+    Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "on")).run()
+    Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "off", "surrogate.source=store",
                  f"surrogate.store_dir={small['cache']}")).run()
     a, b = _rows(tmp_path / "on"), _rows(tmp_path / "off")
     assert a[1]["aux_per_token"] > 0
@@ -190,11 +191,11 @@ def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
     with pytest.raises(StoreError, match="weights"):
         cache.check_run(shards, T, 4, 0.05, surrogate=str(other))
     # through the trainer: a clear error, not misaligned training
-    with pytest.raises(TrainingError, match="seq_len"):
-        Trainer(_cfg(tiny_world, small["data"], tmp_path / "r", "surrogate.source=store",
+    with pytest.raises(StoreError, match="seq_len"):
+        Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "r", "surrogate.source=store",
                      f"surrogate.store_dir={small['cache']}", "data.seq_len=16"))
-    with pytest.raises(TrainingError, match="other data"):
-        Trainer(_cfg(tiny_world, tiny_world["data"], tmp_path / "r2", "surrogate.source=store",
+    with pytest.raises(StoreError, match="other data"):
+        Trainer.from_config(_cfg(tiny_world, tiny_world["data"], tmp_path / "r2", "surrogate.source=store",
                      f"surrogate.store_dir={small['cache']}"))
     # damaged stores
     bad = tmp_path / "bad"
@@ -311,7 +312,7 @@ def test_olmo_layout_matches_olmo_core_instances(tiny_world, small, tmp_path):
     from lsap.train import Trainer, TrainingError
 
     with pytest.raises(TrainingError, match="window_layout 'olmo'"):
-        Trainer(_cfg(tiny_world, tmp_path / "d", tmp_path / "r", "surrogate.source=store",
+        Trainer.from_config(_cfg(tiny_world, tmp_path / "d", tmp_path / "r", "surrogate.source=store",
                      f"surrogate.store_dir={tmp_path / 's'}"))
 
 

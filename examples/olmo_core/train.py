@@ -87,7 +87,7 @@ def target_source(cfg, tokenizer, vocab_size: int, device):
 
         store = TargetStore(S.store_dir)
         return StoredTargets(store, store.load_vocab_map().to(device), L.k, L.alpha, gold_outside=L.gold_outside)
-    from lsap.surrogate import build_target_source
+    from lsap.sources import build_target_source
 
     return build_target_source(cfg, tokenizer, vocab_size, None, device=device)
 

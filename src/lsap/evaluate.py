@@ -242,20 +242,26 @@ def reference_targets(cfg, run_dir: Path) -> dict | None:
 
 
 def _load_targets(spec: dict, base_tok, device):
-    """`targets(inp, lab)` for `heldout_metrics` from a spec, through the run's own target-source
-    factory (`lsap.surrogate.build_target_source`, online), so k, α, gold_outside and the
-    intersection ablation apply as in training. Keys missing from `spec` take `LSAPCfg`'s defaults.
-    TODO(refactor): switch to the one factory in `lsap.sources` once it is on main."""
-    from lsap.config import Config, LSAPCfg, SurrogateCfg
+    """`targets(inp, lab)` for `heldout_metrics` from a spec, through the one target-source
+    factory (`lsap.sources.target_source`, online: held-out windows are in no store), so k, α,
+    gold_outside and the intersection ablation apply as in training. Keys missing from `spec`
+    take `LSAPCfg`'s defaults."""
+    from lsap.config import LSAPCfg
     from lsap.metrics import source_targets
-    from lsap.surrogate import build_target_source
+    from lsap.sources import target_source
     from lsap.tokenizer import padded_vocab_size
 
-    lsap_keys = {k: spec[k] for k in ("k", "alpha", "gold_outside", "intersection_keep", "intersection_seed")
-                 if spec.get(k) is not None}
-    cfg = Config(loss="lsap", surrogate=SurrogateCfg(model=spec["surrogate"], vocab_map=spec.get("vocab_map") or ""),
-                 lsap=LSAPCfg(**lsap_keys))
-    return source_targets(build_target_source(cfg, base_tok, padded_vocab_size(base_tok), None, device))
+    d = LSAPCfg()
+
+    def get(key, default):
+        return spec[key] if spec.get(key) is not None else default
+
+    return source_targets(target_source(
+        k=int(get("k", d.k)), alpha=float(get("alpha", d.alpha)), gold_outside=get("gold_outside", d.gold_outside),
+        keep_fraction=float(get("intersection_keep", d.intersection_keep)),
+        seed=int(get("intersection_seed", d.intersection_seed)), device=device, surrogate=spec["surrogate"],
+        vocab_map=spec.get("vocab_map") or None, base_tokenizer=base_tok, base_vocab_size=padded_vocab_size(base_tok),
+        allow_small_intersection=True))
 
 
 def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoints: str = "all",

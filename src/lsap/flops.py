@@ -132,14 +132,14 @@ def matched_flops(base: str = "olmo2-1b", surrogate: str | None = "qwen3-0.6b", 
     "none": a CE-only report). The budget is `flops`, or the FLOPs of a CE run of `tokens`
     base tokens (default 26e9, the paper's). Returns the report as a flat dict.
     """
-    from lsap.model import load_config
+    from lsap.model import load_model_config
 
     if tokens is not None and flops is not None:
         raise ValueError("give tokens or flops, not both")
-    base_cfg = load_config(base, base_vocab_size)
+    base_cfg = load_model_config(base, base_vocab_size)
     sur_cfg = None
     if surrogate and surrogate.lower() != "none":
-        sur_cfg = load_config(surrogate, surrogate_vocab_size)
+        sur_cfg = load_model_config(surrogate, surrogate_vocab_size)
     r = surrogate_tokens_per_base_token
     base_fpt = train_flops_per_token(base_cfg, seq_len)
     sur_fpt = inference_flops_per_token(sur_cfg, seq_len) if sur_cfg is not None else 0.0

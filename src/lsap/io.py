@@ -51,7 +51,8 @@ def _tmp_sibling(path: Path) -> Path:
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any], *, fsync: bool = True) -> Path:
     """`write(tmp_path)` fills a temporary sibling of `path`, which then replaces `path`.
-    On any error the temporary file is removed and the old `path` (if any) is untouched."""
+    On any error the temporary file is removed and the old `path` (if any) is untouched;
+    an OSError that names no file (disk full during write) is raised naming `path`."""
     path = Path(path)
     tmp = _tmp_sibling(path)
     try:
@@ -59,8 +60,10 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any], *, 
         if fsync:
             fsync_path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # ENOSPC from write() names no file: name the target
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
 

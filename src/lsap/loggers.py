@@ -24,13 +24,12 @@ import json
 import math
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from lsap.config import LOGGERS
-
-
-class LoggerError(RuntimeError):
-    """A tracker that cannot be used (not installed); the message says how to fix it."""
+from lsap.errors import LoggerError
+from lsap.io import atomic_write_text
 
 
 def _scalars(row: dict):
@@ -42,10 +41,30 @@ def _scalars(row: dict):
 
 
 class JsonlLogger:
-    """One JSON object per line in RUN/metrics.jsonl (appended)."""
+    """One JSON object per line in RUN/metrics.jsonl (appended).
 
-    def __init__(self, out: Path):
+    Opening it repairs the file for the run that continues it: a fresh run
+    (`resume_step` None) starts it empty (lines of a run that left no checkpoint are
+    redone from step 0); a resumed one keeps the lines before `resume_step` (those at or
+    after it are redone) and drops a torn last line (a kill mid-write)."""
+
+    def __init__(self, out: Path, resume_step: int | None = None):
         self.path = Path(out) / "metrics.jsonl"
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
+            keep = []
+            for ln in self.path.read_text().splitlines():
+                if not ln.strip():
+                    continue
+                try:
+                    row = json.loads(ln)
+                except json.JSONDecodeError:
+                    print(f"[lsap] {self.path}: dropped a torn line ({ln[:60]!r})", file=sys.stderr, flush=True)
+                    continue
+                if row["step"] < resume_step:
+                    keep.append(ln)
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in keep))
 
     def log(self, row: dict) -> None:
         with open(self.path, "a") as f:
@@ -104,7 +123,8 @@ class WandbLogger:
 
 
 class Loggers:
-    """Fan-out to every configured logger (rank 0 only; the trainer calls it there)."""
+    """Fan-out to every configured logger (rank 0 only; the trainer calls it there).
+    resume_step: the first step the run will log (None: a fresh run)."""
 
     def __init__(self, names, out: str | os.PathLike, config: dict, resume_step: int | None = None):
         unknown = [n for n in names if n not in LOGGERS]
@@ -112,7 +132,7 @@ class Loggers:
             raise LoggerError(f"unknown train.loggers {unknown}; choose from {LOGGERS}")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        self.loggers = [JsonlLogger(out)]  # always: resume, eval and report read it
+        self.loggers = [JsonlLogger(out, resume_step)]  # always: resume, eval and report read it
         try:
             if "tensorboard" in names:
                 self.loggers.append(TensorBoardLogger(out, config, resume_step))

@@ -86,9 +86,6 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
                                "use_cache": False}),
 }
 
-BASE_PRESETS = tuple(k for k, (fam, _) in PRESETS.items() if fam == "olmo2")
-SURROGATE_PRESETS = ("qwen3-0.6b", "smollm2-135m")
-
 
 def _config_class(family: str):
     import transformers
@@ -127,7 +124,7 @@ def model_config(preset: str, vocab_size: int | None = None, **overrides: Any):
     return config
 
 
-def load_config(spec: str, vocab_size: int | None = None):
+def load_model_config(spec: str, vocab_size: int | None = None):
     """A preset name, a `config.json` path, or an HF model directory → a config
     (`vocab_size`: overrides the vocabulary size).
 

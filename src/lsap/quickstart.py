@@ -118,9 +118,9 @@ def base_overrides(s: Settings) -> list[str]:
 
 
 def _train(cfg) -> Path:
-    from lsap.train import train_once
+    from lsap.train import train
 
-    return train_once(cfg, log=lambda m: print(m, flush=True), quiet=True)
+    return train(cfg, resume="auto", log=lambda m: print(m, flush=True), quiet=True)
 
 
 def _last_model(run: Path) -> Path:

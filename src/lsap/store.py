@@ -76,9 +76,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lsap.data import _sha256_file, _write_json_atomic
 from lsap.errors import LockError
-from lsap.io import atomic_write_bytes, atomic_write_json
+from lsap.io import atomic_write_bytes, atomic_write_json, sha256_file
 from lsap.targets import AuxTargets
 
 FORMAT = "lsap-target-cache"
@@ -151,7 +150,7 @@ def surrogate_weights_hash(spec: str) -> str:
         raise StoreError(f"surrogate {text!r}: no weight files found to hash")
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode() + b"\0" + _sha256_file(f).encode() + b"\0")
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\0")
     return h.hexdigest()
 
 
@@ -293,7 +292,7 @@ def _chunk_ok(out: Path, c: int) -> dict | None:
     rec_p, bin_p = out / f"chunks/{c:06d}.json", out / f"chunks/{c:06d}.bin"
     try:
         rec = json.loads(rec_p.read_text())
-        if bin_p.stat().st_size != rec["bytes"] or _sha256_file(bin_p) != rec["sha256"]:
+        if bin_p.stat().st_size != rec["bytes"] or sha256_file(bin_p) != rec["sha256"]:
             return None
     except (OSError, ValueError, KeyError):
         return None
@@ -432,7 +431,7 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
                 for f in (out / "chunks").glob(".tmp-*"):  # left by a killed rank; nothing reads them
                     f.unlink(missing_ok=True)
                 if not mpath.is_file():
-                    _write_json_atomic(mpath, {**identity, "complete": False})
+                    atomic_write_json(mpath, {**identity, "complete": False}, fsync=False)
                 vmap.save(out / "vocab_map")
             return [c for c in range(rank, n_chunks, world) if _chunk_ok(out, c) is not None]
 
@@ -488,16 +487,16 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
             manifest["complete"] = True
             manifest["bytes"] = sum(ch["bytes"] for ch in manifest["chunks"])
             manifest["bytes_per_token"] = manifest["bytes"] / manifest["positions"]
-            _write_json_atomic(mpath, manifest)
+            atomic_write_json(mpath, manifest, fsync=False)
             return manifest
 
         totals = _gather(computed, world)
         manifest = _agree(finish, rank, world)[0]
         if rank == 0:
             wall = time.perf_counter() - t0
-            _write_json_atomic(out / "build_stats.json", {
+            atomic_write_json(out / "build_stats.json", {
                 "wall_s": wall, "tokens_computed": sum(totals), "tokens_per_s": sum(totals) / max(wall, 1e-9),
-                "tokens_computed_per_rank": totals, "world_size": world, "device": str(dev)})
+                "tokens_computed_per_rank": totals, "world_size": world, "device": str(dev)}, fsync=False)
         return manifest
     finally:
         if lock is not None:
@@ -551,7 +550,7 @@ class TargetStore:
             if not p.is_file() or p.stat().st_size != ch["bytes"]:
                 raise StoreError(f"{p}: missing or truncated (expected {ch['bytes']} bytes); the store is "
                                  "damaged: rebuild it (re-running the build redoes nothing it trusts)")
-            if verify and _sha256_file(p) != ch["sha256"]:
+            if verify and sha256_file(p) != ch["sha256"]:
                 raise StoreError(f"{p}: sha256 mismatch; the store is corrupt, rebuild it")
             self._maps.append(np.memmap(p, dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8))
             self._lay.append(lay)

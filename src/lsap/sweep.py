@@ -135,7 +135,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     """Expand, train (resumably), evaluate and report a sweep; returns the report dict."""
     from lsap import report as rep
     from lsap.evaluate import evaluate_run
-    from lsap.train import train_once
+    from lsap.train import train
 
     from lsap.loggers import quiet_libraries
 
@@ -244,7 +244,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
     for i, r in enumerate(plan):
         cfg = cfgs[r["name"]]
         log(f"\n[sweep] run {i + 1}/{len(plan)}: {r['name']} ({time.time() - t0:.0f}s elapsed)")
-        train_once(cfg, log, quiet=True)
+        train(cfg, resume="auto", log=log, quiet=True)
         evaluate_run(cfg.out_dir, tasks=ev.get("tasks", "pairs"), max_examples=int(ev.get("max_examples", 1000)),
                      targets=targets, log=log)
         r["status"] = "done"
@@ -274,9 +274,9 @@ def report_sweep(out: str | Path) -> dict:
 
 
 def _write(path: Path, obj) -> None:
-    from lsap.data import _write_json_atomic
+    from lsap.io import atomic_write_json
 
-    _write_json_atomic(path, obj)
+    atomic_write_json(path, obj)
 
 
 def _use_stores(cfgs: dict, root: Path, log) -> None:

@@ -1,24 +1,20 @@
 """What the surrogate sees and which auxiliary targets it proposes (METHOD §2–§3).
 
 Pure tensor functions (no tokenizer or config objects; the surrogate is any callable
-causal LM), the `AuxTargets` value every target source returns, and the
-`TargetSource` contract: the online source (`OnlineTargets`, here) and the stored one
-(`lsap.store.StoredTargets`) are built from a config by
-`lsap.surrogate.build_target_source`. Shapes: B batch, T sequence, V_s surrogate
+causal LM) and the `AuxTargets` value every target source returns (the sources and
+their one factory live in `lsap.sources`). Shapes: B batch, T sequence, V_s surrogate
 vocabulary (model rows), K = k auxiliary slots.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from lsap.vocab import ABSENT, VocabMap
 
-if TYPE_CHECKING:
-    from lsap.data import Batch
 
 IGNORE = -100  # label of a position without a next token (torch's cross-entropy default)
 
@@ -341,48 +337,3 @@ def propose_targets(
         return AuxTargets(z.long() - 1, z.bool(), z.float())
     cid, m, cp = out
     return AuxTargets(torch.where(m, cid, ABSENT), m, cp)
-
-
-# --------------------------------------------------------------------------- sources
-class TargetSource(Protocol):
-    """Where a run's auxiliary targets come from: `source(batch) -> AuxTargets`.
-
-    vmap: the Σ∩ map (base side = the run's model vocabulary).
-    flops_per_token: surrogate FLOPs charged per trained base token (METHOD §5).
-    paid: whether those FLOPs are spent during training (online) or were spent once
-        when the store was built (they are charged per token either way).
-    record: what to write next to the run (e.g. the store's provenance), or None.
-    Implementations apply the run's `gold_outside` policy themselves, so every source
-    returns targets under the same rules.
-    """
-
-    vmap: VocabMap
-    flops_per_token: float
-    paid: bool
-
-    def __call__(self, batch: Batch) -> AuxTargets: ...
-
-    def record(self) -> dict | None: ...
-
-
-class OnlineTargets:
-    """The frozen surrogate run on every batch (`propose_targets`, in chunks of
-    `batch_size` rows; 0 = the whole micro-batch at once)."""
-
-    paid = True
-
-    def __init__(self, surrogate, vmap: VocabMap, k: int, alpha: float, *, pad_id: int = 0,
-                 batch_size: int = 0, gold_outside: str = "keep", flops_per_token: float = 0.0):
-        self.surrogate, self.vmap, self.k, self.alpha = surrogate, vmap, k, alpha
-        self.pad_id, self.batch_size, self.gold_outside = pad_id, batch_size, gold_outside
-        self.flops_per_token = float(flops_per_token)
-
-    def __call__(self, batch: Batch) -> AuxTargets:
-        x, y = batch.input_ids, batch.labels
-        bs = self.batch_size or x.shape[0]
-        out = AuxTargets.cat([propose_targets(self.surrogate, x[i:i + bs], y[i:i + bs], self.vmap, self.k,
-                                              self.alpha, pad_id=self.pad_id) for i in range(0, x.shape[0], bs)])
-        return out.drop_gold_outside(y, self.vmap) if self.gold_outside == "skip" else out
-
-    def record(self) -> None:
-        return None

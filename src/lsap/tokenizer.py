@@ -25,8 +25,6 @@ import importlib.util
 import itertools
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 # cl100k_base's split pattern, as tiktoken ships it, except `\p{N}{1,3}+`: tiktoken's
@@ -78,7 +76,8 @@ OFFLINE_TOKENIZERS: dict[str, str] = {
 }
 
 
-from lsap.errors import TokenizerError  # noqa: E402,F401  (re-exported)
+from lsap.errors import TokenizerError  # noqa: E402
+from lsap.io import atomic_dir  # noqa: E402
 
 
 def cache_root() -> Path:
@@ -212,13 +211,12 @@ def _from_gguf(path: Path):
     if (target / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(target))
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    # atomic: a concurrent loader sees all files or none; a process that loses the race keeps the winner's
     try:
-        tok.save_pretrained(str(tmp))
-        os.replace(tmp, target)  # atomic: a concurrent loader sees all files or none
+        atomic_dir(target, lambda tmp: tok.save_pretrained(str(tmp)), replace=False)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
+        if not (target / "tokenizer.json").is_file():
+            raise  # not a lost race: a real failure
     return tok
 
 
@@ -385,11 +383,5 @@ def train_bpe(texts, vocab_size: int, out_dir: str | os.PathLike, *, split_digit
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
-    fast.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    out = atomic_dir(out_dir, fast.save_pretrained)
     return load_tokenizer(str(out))

@@ -34,6 +34,7 @@ from typing import Any, Iterable
 import torch
 
 from lsap.errors import VocabError
+from lsap.io import atomic_write_text, atomic_write_with
 
 ABSENT = -1
 FORMAT_VERSION = 1
@@ -348,9 +349,8 @@ class VocabMap:
         """Write `vocab_map.pt` (tensors) and `vocab_map.json` (hashes, sizes, report)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "vocab_map.pt.tmp"
-        torch.save({"b2s": self.base_to_surrogate.cpu(), "s2b": self.surrogate_to_base.cpu()}, tmp)  # loadable anywhere
-        tmp.replace(d / "vocab_map.pt")
+        tensors = {"b2s": self.base_to_surrogate.cpu(), "s2b": self.surrogate_to_base.cpu()}  # loadable anywhere
+        atomic_write_with(d / "vocab_map.pt", lambda tmp: torch.save(tensors, tmp))
         info = {
             "format_version": FORMAT_VERSION,
             "base_hash": self.base_hash,
@@ -363,7 +363,7 @@ class VocabMap:
             "meta": self.meta,
             "report": self.report(),
         }
-        (d / "vocab_map.json").write_text(json.dumps(info, indent=2))
+        atomic_write_text(d / "vocab_map.json", json.dumps(info, indent=2))
         return d
 
     @classmethod

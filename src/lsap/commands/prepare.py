@@ -8,7 +8,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lsap.data import CORPORA
+    from lsap.corpora import CORPORA
 
     parser.add_argument("--tokenizer", default="dolma2",
                         help="offline name (dolma2, cl100k, qwen3, smollm2), local path, or hub id")

@@ -22,7 +22,7 @@ this module changes, and why:
   path (evaluation). The targets ride in `labels` because that is the tensor the
   Transformer already carries to the head (and shards with it under CP/TP).
 - The step (`LSAPTrainModule.train_batch`, the train module's own extension point). It asks
-  the `TargetSource` (`lsap.targets.OnlineTargets`: the frozen surrogate on each rank; or
+  the `TargetSource` (`lsap.sources.OnlineTargets`: the frozen surrogate on each rank; or
   `lsap.store.StoredTargets`, keyed by OLMo-core's instance `index`) for every
   micro-batch's targets before the first backward, because Z needs the step's V; reduces
   N and V over micro-batches and data-parallel ranks (one all-reduce of two numbers);
@@ -67,7 +67,8 @@ from lsap.errors import ConfigError, StoreError
 from lsap.flops import Budget, FlopsLedger, plan_steps
 from lsap.loss import lsap_linear_loss, normalizer
 from lsap.schedules import LambdaSchedule
-from lsap.targets import AuxTargets, TargetSource
+from lsap.sources import TargetSource
+from lsap.targets import AuxTargets
 
 __all__ = ["LSAPLMHead", "LSAPHeadOutput", "LSAPTrainModule", "use_lsap_head", "pack_labels",
            "base_flops_per_token", "plan"]

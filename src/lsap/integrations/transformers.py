@@ -13,7 +13,9 @@ What it changes in `Trainer` and why (transformers ≥ 4.48; written against 5.x
   first backward, because Z needs the step's V. Sources: a frozen `surrogate` + vocabulary
   map (`OnlineTargets`; a spec string loads both with `load_surrogate_with_map` against
   `processing_class`), a `target_store` (`StoredTargets`, an `lsap store build` directory;
-  the batches must carry `window_ids`, as `WindowDataset` yields), or any `targets=`.
+  train_dataset must be a `WindowDataset`, whose shards and seq_len the store is checked
+  against exactly as `lsap train` checks it, and whose batches carry `window_ids`), or
+  any `targets=`. All but `targets=` are built by `lsap.sources.target_source`.
 - The normaliser. `num_items_in_batch` — Trainer's own per-step count of labels, summed
   over the accumulated micro-batches and gathered over processes — becomes the step's
   global Z = `normalizer(N, V, normalization, λ)`: N labelled positions and V auxiliary
@@ -53,7 +55,8 @@ from lsap.config import NORMALIZATIONS
 from lsap.data import Batch
 from lsap.loss import lsap_linear_loss, normalizer
 from lsap.schedules import LambdaSchedule
-from lsap.targets import IGNORE, AuxTargets, TargetSource
+from lsap.sources import TargetSource
+from lsap.targets import IGNORE, AuxTargets
 
 _AUX = ("lsap_aux_ids", "lsap_aux_mask", "lsap_aux_weight")
 
@@ -108,6 +111,7 @@ class LSAPTrainer(transformers.Trainer):
     ("cosine", λ0, λ_min) over the run. normalization: "targets" (Z = N + V), "tokens"
     (N) or "weighted" (N + λV). aux_weighting "prob": the weight-by-p ablation.
     gold_outside: "keep" | "skip". chunk_size: positions per head chunk.
+    allow_small_intersection: train even when Σ∩ holds (almost) only special tokens.
     """
 
     loss_is_scaled_for_ga = True
@@ -115,7 +119,7 @@ class LSAPTrainer(transformers.Trainer):
     def __init__(self, *args, surrogate=None, vocab_map=None, target_store=None, targets: TargetSource | None = None,
                  k: int = 15, alpha: float = 0.05, lam=1.0, normalization: str = "targets",
                  aux_weighting: str = "none", gold_outside: str = "keep", surrogate_batch_size: int = 0,
-                 chunk_size: int = 1024, **kwargs):
+                 chunk_size: int = 1024, allow_small_intersection: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -126,43 +130,31 @@ class LSAPTrainer(transformers.Trainer):
         self.normalization, self.aux_weighting, self.chunk_size = normalization, aux_weighting, int(chunk_size)
         self._lam = _lam_schedule(lam)
         self.targets = targets or self._build_source(surrogate, vocab_map, target_store, k, alpha, gold_outside,
-                                                     surrogate_batch_size)
+                                                     surrogate_batch_size, allow_small_intersection)
         self._sums = torch.zeros(4, dtype=torch.float64, device=self.args.device)  # ce, aux, N, V since the last log
         self._last_lam = self.current_lam()
         self._hidden = None
 
     # ------------------------------------------------------------------ building
-    def _build_source(self, surrogate, vocab_map, target_store, k, alpha, gold_outside, batch_size):
-        from lsap.flops import inference_flops_per_token
-        from lsap.targets import OnlineTargets
+    def _build_source(self, surrogate, vocab_map, target_store, k, alpha, gold_outside, batch_size, allow_small):
+        """`lsap.sources.target_source`: the trainer's factory, so a store is checked against
+        the train dataset's shards and seq_len exactly as `lsap train` checks it."""
+        from lsap.sources import target_source
 
         if (surrogate is None) == (target_store is None):
             raise ValueError("pass exactly one of surrogate= (with vocab_map=), target_store= or targets=")
-        device = self.args.device
+        common = dict(vocab_map=vocab_map, k=k, alpha=alpha, allow_small_intersection=allow_small)
         if target_store is not None:
-            from lsap.store import StoredTargets, TargetStore
-
-            cache = target_store if isinstance(target_store, TargetStore) else TargetStore(target_store)
-            return StoredTargets(cache, cache.load_vocab_map().to(device), k, alpha, gold_outside=gold_outside)
-        if isinstance(surrogate, (str, os.PathLike)):
-            from lsap.surrogate import inference_device_dtype, load_surrogate_with_map
-
-            if self.processing_class is None:
-                raise ValueError("a surrogate spec needs processing_class= (the base tokenizer) for the map")
-            _, dtype = inference_device_dtype(device, "auto")  # bf16 on a GPU, fp32 on a CPU
-            sw = load_surrogate_with_map(surrogate, self.processing_class, self.model.config.vocab_size,
-                                         vocab_map=vocab_map, dtype=dtype, device=device)
-            surrogate, vmap, pad_id = sw.model, sw.vmap, sw.pad_id
-        else:
-            if vocab_map is None:
-                raise ValueError("a surrogate model needs vocab_map= (a VocabMap or a saved map directory)")
-            from lsap.vocab import VocabMap
-
-            vmap = vocab_map if isinstance(vocab_map, VocabMap) else VocabMap.load(vocab_map)
-            vmap = vmap.to(device)
-            pad_id = getattr(surrogate.config, "pad_token_id", None) or 0
-        return OnlineTargets(surrogate, vmap, k, alpha, pad_id=pad_id, batch_size=batch_size,
-                             gold_outside=gold_outside, flops_per_token=inference_flops_per_token(surrogate.config))
+            ds = self.train_dataset
+            return target_source(store=target_store, **common,
+                                 gold_outside=gold_outside, device=self.args.device,
+                                 shards=getattr(ds, "shards", None), seq_len=getattr(ds, "seq_len", None),
+                                 online_batch_size=batch_size or self.args.per_device_train_batch_size)
+        if isinstance(surrogate, (str, os.PathLike)) and self.processing_class is None:
+            raise ValueError("a surrogate spec needs processing_class= (the base tokenizer) for the map")
+        return target_source(surrogate=surrogate, **common, base_tokenizer=self.processing_class,
+                             base_vocab_size=self.model.config.vocab_size,
+                             gold_outside=gold_outside, batch_size=batch_size, device=self.args.device)
 
     def current_lam(self) -> float:
         return self._lam(self.state.global_step, max(int(self.state.max_steps or 0), 1))
