@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lsap.errors import ReportError
 
-if TYPE_CHECKING:
-    from lsap.report import Run
 
-
-def _val_points(run: Run, x: str) -> tuple[list[float], list[float]]:
+def _val_points(run, x: str) -> tuple[list[float], list[float]]:
     pts = [(m[x], m["val_loss"]) for m in run.metrics
            if m.get("kind") == "val" and m.get(x) is not None and m.get("val_loss") is not None]
     # the checkpoints' eval.json held-out losses (the same windows as the table) take precedence
@@ -23,8 +19,8 @@ def _val_points(run: Run, x: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _by_setting(runs: list[Run]) -> dict[str, list[Run]]:
-    groups: dict[str, list[Run]] = {}
+def _by_setting(runs: list) -> dict[str, list]:
+    groups: dict[str, list] = {}
     for r in runs:
         groups.setdefault(r.setting, []).append(r)
     return groups
@@ -44,7 +40,7 @@ def _band(ax, series: list[tuple[list[float], list[float]]], label: str, marker:
         ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], color=line.get_color(), alpha=0.2)
 
 
-def write_plots(runs: list[Run], table: dict, out: Path) -> list[str]:
+def write_plots(runs: list, table: dict, out: Path) -> list[str]:
     """score_vs_flops.png (Figure 2), val_loss_vs_flops.png, val_loss_vs_tokens.png into `out`:
     one line per setting (mean over its seeds) with a min–max band, the matched budget marked."""
     plt = _pyplot()
