@@ -689,7 +689,10 @@ def test_stalled_rank_ends_the_job_with_a_named_error(tiny_world, tmp_path):
         p.kill()
     assert p.returncode != 0
     assert "timed out after train.dist_timeout_s=10s" in err, err[-3000:]
-    assert waited < 120
+    print(f"stalled rank: job ended {waited:.1f}s after the SIGSTOP (dist_timeout_s=10)")
+    # rank 0 names the stall after 10 s; torchrun (2.13) then needs its 5 s monitor interval and
+    # a fixed 30 s SIGTERM grace before it SIGKILLs the stopped rank (README, Reliability): ≈ 47 s
+    assert waited < 10 + 35 + 60
 
 
 # --------------------------------------------------------------------------- store builds by many ranks
@@ -738,11 +741,6 @@ def test_store_of_the_other_window_layout_is_refused_by_lsap_train(tiny_world, s
                                    f"surrogate.store_dir={tmp_path / 'olmo'}"))
     one_line_error(r, "window_layout 'olmo'", "'lsap'", "--window-layout lsap")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
-
-    print(f"stalled rank: job ended {waited:.1f}s after the SIGSTOP (dist_timeout_s=10)")
-    # rank 0 names the stall after 10 s; torchrun (2.13) then needs its 5 s monitor interval and
-    # a fixed 30 s SIGTERM grace before it SIGKILLs the stopped rank (README, Reliability): ≈ 47 s
-    assert waited < 10 + 35 + 60
 
 
 # --------------------------------------------------------------------------- the suite itself

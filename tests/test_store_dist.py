@@ -135,3 +135,30 @@ def test_a_rank_seeing_another_surrogate_stops_every_rank(tiny_world, corpus, tm
         assert "ranks disagree" in ln and "rank 1 of 2" in ln and "surrogate.weights_sha256" in ln
     assert "Traceback" not in "\n".join(ln for ln in r.stderr.splitlines() if "lsap store" in ln)
     assert not (tmp_path / "s" / "manifest.json").exists()  # nothing was written before the ranks agreed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["other_tokenizer", "missing_data"])
+def test_a_rank_with_other_or_missing_data_stops_every_rank(tiny_world, corpus, tmp_path, case):
+    """The same relative --data names other files on "node" 1: shards of another base
+    tokenizer (the ranks disagree, named) or nothing (rank 1's error, named on every rank)."""
+    from lsap.tokenizer import train_bpe
+
+    (tmp_path / "n0").mkdir()
+    (tmp_path / "n1").mkdir()
+    shutil.copytree(corpus, tmp_path / "n0" / "data")
+    if case == "other_tokenizer":
+        from pydoc_data.topics import topics
+
+        train_bpe([t.upper() for t in topics.values()], 600, tmp_path / "tok2")
+        prepare(str(tmp_path / "tok2"), "pydoc-topics", tmp_path / "n1" / "data", val_fraction=0.1, max_tokens=2500,
+                progress=False)
+    argv = build_args(tiny_world, "data", tmp_path / "s")
+    r = run(2, argv, env={"CHDIR_RANK0": str(tmp_path / "n0"), "CHDIR_RANK1": str(tmp_path / "n1")}, timeout=240)
+    assert r.returncode != 0 and "exitcode  : 2" in r.stderr, r.stderr[-3000:]
+    lines = [ln for ln in r.stderr.splitlines() if "lsap store: error:" in ln]
+    assert 1 <= len(lines) <= 2, r.stderr[-3000:]
+    want = ("ranks disagree", "data.tokenizer") if case == "other_tokenizer" else ("rank 1 of 2", "no manifest.json")
+    for ln in lines:
+        assert all(w in ln for w in want), ln
+    assert not (tmp_path / "s" / "manifest.json").exists()

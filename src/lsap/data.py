@@ -156,13 +156,14 @@ def _finalize(manifest: dict) -> None:
 _WORKER_ENCODER = None
 
 
-def _worker_init(backend_json: str) -> None:
+def _worker_init(backend_json: str | None) -> None:
     global _WORKER_ENCODER
-    from tokenizers import Tokenizer
-
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker process
-    _WORKER_ENCODER = Tokenizer.from_str(backend_json)
-    _WORKER_ENCODER.encode_special_tokens = True
+    if backend_json is not None:  # spawn: rebuild the encoder (fork: inherited from the parent)
+        from tokenizers import Tokenizer
+
+        _WORKER_ENCODER = Tokenizer.from_str(backend_json)
+        _WORKER_ENCODER.encode_special_tokens = True
 
 
 def _worker_encode(texts: list[str]) -> list[list[int]]:
@@ -175,8 +176,11 @@ def _encode_in_workers(blocks, consume, stopped, backend, workers: int) -> None:
     import collections
     import multiprocessing as mp
 
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(backend.to_str(),)) as pool:
+    global _WORKER_ENCODER
+    fork = sys.platform.startswith("linux")
+    ctx = mp.get_context("fork" if fork else "spawn")
+    _WORKER_ENCODER = backend  # parsing a 100k-entry tokenizer again costs seconds per worker
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(None if fork else backend.to_str(),)) as pool:
         pending: collections.deque = collections.deque()
         for block in blocks:
             pending.append((block, pool.apply_async(_worker_encode, ([t for _, t in block],))))

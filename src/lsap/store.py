@@ -1,19 +1,22 @@
 """Offline surrogate-target store: one surrogate pass serves a whole α / k / λ sweep.
 
 `build_store` runs the frozen surrogate once over the *train* split of prepared token
-shards, on exactly the windows `SequenceLoader` trains on (window j = base inputs
-[jT, jT+T), labels shifted by one; the surrogate's context starts at the window start,
-as online), and stores, per base input position, the auxiliary candidates of METHOD §3
+shards, on exactly the windows a run trains on (`window_layout` "lsap": `SequenceLoader`'s
+window j = base inputs [jT, jT+T), labels shifted by one; "olmo": OLMo-core's
+`NumpyFSLDataset` instance j, T tokens with T − 1 labels inside it, see `Windows`; the
+surrogate's context starts at the window start, as online), and stores, per base input position, the auxiliary candidates of METHOD §3
 already in base ids: gold and non-Σ∩ excluded, top-k, p > min_alpha, in decreasing p.
 Training with ``surrogate.source: store`` calls `TargetStore.lookup(windows, k', α)`
 for any k' ≤ k and α ≥ min_alpha and gets what `propose_targets(..., k', α)` returns.
 
 Layout of DIR::
 
-    DIR/manifest.json        what was built from what (hashes), sizes, per-chunk sha256
+    DIR/manifest.json        what was built from what (hashes), window_layout, sizes, per-chunk sha256
     DIR/chunks/000000.bin    windows [0, C), then [C, 2C), ... (C = chunk_windows)
+    DIR/chunks/000000.json   that chunk's record (sha256, sizes, counts), written after it
     DIR/vocab_map/           the Σ∩ map used (`VocabMap.load`)
-    DIR/build_stats.json     wall time, tokens/s of the last build (not part of the artifact)
+    DIR/build_stats.json     wall time, tokens/s, world size of the last build (not part of the artifact)
+    DIR/.lsap.lock           held by rank 0 while a build runs
 
 A chunk file holding n_w windows (P = n_w·T positions) and n candidates is four
 little-endian sections back to back (CSR aligned with the shards)::
@@ -41,11 +44,14 @@ step of each common α, so without the nudge some selections would differ from o
 `lookup` are the float16 values (relative error ≤ 2**-11), which matters only for the
 `aux_weighting: prob` ablation.
 
-Resume: chunks are written to a temporary name and renamed, and the manifest records
-each finished chunk with its sha256; a re-run of the same build skips them, and since
-a chunk is a deterministic function of its windows (fixed batch boundaries inside the
-chunk) the result is byte-identical to a straight build. The manifest holds nothing
-that depends on timing.
+Many ranks and resume: under `torchrun` the unfinished chunks are dealt out in order
+(chunk i of that list to rank i mod W). A chunk and then its record are written to
+temporary names and renamed; a re-run of the same build (any world size) checks each
+record against its chunk's sha256, skips the finished ones, and since a chunk is a
+deterministic function of its windows (fixed batch boundaries inside the chunk) the
+result is byte-identical to a straight build on any number of ranks. Rank 0 writes the
+manifest once every chunk is recorded; it holds nothing that depends on timing or on
+the world size.
 
 Precision. Selection runs as online does (`propose_targets`: the surrogate body in
 `--dtype`, the head in fp32), and the manifest records the surrogate dtype, device,
@@ -80,7 +86,7 @@ from lsap.errors import LockError
 from lsap.io import atomic_write_bytes, atomic_write_json, sha256_file
 from lsap.targets import AuxTargets
 
-FORMAT = "lsap-target-cache"
+FORMAT = "lsap-target-cache"  # the manifest format name since round 2 (kept: old stores stay readable)
 FORMAT_VERSION = 1
 EXACT_ALPHAS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 INFO_ALPHAS = (0.01, 0.05, 0.2)
@@ -445,7 +451,7 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         bar = Progress(sum(min(chunk_windows, n_windows - c * chunk_windows) for c in mine) * T,
                        f"lsap store build (rank {rank} of {world})" if world > 1 else "lsap store build",
                        "tok", enabled=progress and rank == 0)
-        computed = 0
+        computed, t_compute = 0, time.perf_counter()
         for c in mine:
             w0, w1 = c * chunk_windows, min((c + 1) * chunk_windows, n_windows)
             ids_l, mask_l, probs_l = [], [], []
@@ -469,6 +475,7 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
             if _after_chunk is not None:
                 _after_chunk(c)
         bar.close()
+        t_compute = time.perf_counter() - t_compute
 
         def finish():  # rank 0, once every rank's chunks are on disk
             if rank != 0:
@@ -490,13 +497,14 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
             atomic_write_json(mpath, manifest, fsync=False)
             return manifest
 
-        totals = _gather(computed, world)
+        totals = _gather((computed, t_compute), world)
         manifest = _agree(finish, rank, world)[0]
-        if rank == 0:
-            wall = time.perf_counter() - t0
+        if rank == 0:  # timings: not part of the store (the manifest holds nothing that depends on them)
+            wall, tokens, slowest = time.perf_counter() - t0, sum(n for n, _ in totals), max(t for _, t in totals)
             atomic_write_json(out / "build_stats.json", {
-                "wall_s": wall, "tokens_computed": sum(totals), "tokens_per_s": sum(totals) / max(wall, 1e-9),
-                "tokens_computed_per_rank": totals, "world_size": world, "device": str(dev)}, fsync=False)
+                "wall_s": wall, "compute_s": slowest, "tokens_computed": tokens,
+                "tokens_per_s": tokens / max(slowest, 1e-9), "tokens_computed_per_rank": [n for n, _ in totals],
+                "compute_s_per_rank": [t for _, t in totals], "world_size": world, "device": str(dev)}, fsync=False)
         return manifest
     finally:
         if lock is not None:

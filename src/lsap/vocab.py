@@ -23,6 +23,7 @@ never in Σ∩: the maps are sized to the model vocabularies and hold -1 there.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections import Counter
@@ -34,7 +35,7 @@ from typing import Any, Iterable
 import torch
 
 from lsap.errors import VocabError
-from lsap.io import atomic_write_text, atomic_write_with
+from lsap.io import atomic_write_bytes, atomic_write_text
 
 ABSENT = -1
 FORMAT_VERSION = 1
@@ -350,7 +351,9 @@ class VocabMap:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors = {"b2s": self.base_to_surrogate.cpu(), "s2b": self.surrogate_to_base.cpu()}  # loadable anywhere
-        atomic_write_with(d / "vocab_map.pt", lambda tmp: torch.save(tensors, tmp))
+        buf = io.BytesIO()  # torch.save names the zip's records after the file: not the per-process tmp name
+        torch.save(tensors, buf)
+        atomic_write_bytes(d / "vocab_map.pt", buf.getvalue())
         info = {
             "format_version": FORMAT_VERSION,
             "base_hash": self.base_hash,
