@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 
+from lsap import metrics
+from lsap import tasks
 from lsap import evaluate as ev
 
 
@@ -51,7 +53,7 @@ def test_heldout_metrics_match_naive_loop(tiny_world):
     model = _FixedLM(vocab).eval()
     targets = _fake_targets(vocab)
     seq_len, bs, nb = 16, 3, 4
-    got = ev.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb, targets=targets)
+    got = metrics.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb, targets=targets)
 
     # naive: one position at a time, in float64
     shards = TokenShards(data, "val")
@@ -91,13 +93,13 @@ def test_heldout_metrics_match_naive_loop(tiny_world):
             assert got["by_m"][key]["top1"] == pytest.approx(t1 / c)
     assert sum(1 for c, _, _ in buckets.values() if c) >= 2  # the split is exercised
     # without targets: the same loss and accuracies, no split
-    plain = ev.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)
+    plain = metrics.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)
     assert plain["val_loss"] == pytest.approx(got["val_loss"]) and "by_m" not in plain
-    assert ev.heldout_loss(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)["val_loss"] == \
+    assert metrics.heldout_loss(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)["val_loss"] == \
         pytest.approx(got["val_loss"])
 
 
-def test_surrogate_targets_are_propose_targets(tiny_world):
+def test_source_targets_are_the_trainers_targets(tiny_world):
     """The eval split uses exactly the trainer's target selection (lsap.targets.propose_targets)."""
     from transformers import AutoModelForCausalLM
 
@@ -108,14 +110,19 @@ def test_surrogate_targets_are_propose_targets(tiny_world):
     sur = AutoModelForCausalLM.from_pretrained(tiny_world["surrogate"]).eval()
     vmap = VocabMap.from_tokenizers(load_tokenizer(tiny_world["base_tok"]), load_tokenizer(tiny_world["surrogate"]),
                                     base_vocab_size=640, surrogate_vocab_size=sur.config.vocab_size)
-    fn = ev.surrogate_targets(sur, vmap, k=5, alpha=0.02)
+    from lsap.sources import OnlineTargets
+
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 600, (2, 12), generator=g)
     y = torch.randint(0, 600, (2, 12), generator=g)
-    ids, mask = fn(x, y)
+    ids, mask = metrics.source_targets(OnlineTargets(sur, vmap, 5, 0.02))(x, y)
     ref = propose_targets(sur, x, y, vmap, 5, 0.02)
     assert torch.equal(ids, ref[0]) and torch.equal(mask, ref[1])
     assert mask.any()
+    # gold_outside=skip: the trainer's rule (no targets where the gold is outside the intersection)
+    ids, mask = metrics.source_targets(OnlineTargets(sur, vmap, 5, 0.02, gold_outside="skip"))(x, y)
+    skip = ref.drop_gold_outside(y, vmap)
+    assert torch.equal(mask, skip.mask) and not torch.equal(mask, ref[1])
 
 
 DOCS = [
@@ -129,10 +136,10 @@ DOCS = [
 
 
 def test_minimal_pairs_deterministic_and_well_formed():
-    a = ev.minimal_pair_examples(DOCS, seed=7)
-    b = ev.minimal_pair_examples(DOCS, seed=7)
+    a = tasks.minimal_pair_examples(DOCS, seed=7)
+    b = tasks.minimal_pair_examples(DOCS, seed=7)
     assert a == b
-    assert set(a) == set(ev.PAIR_TASKS)
+    assert set(a) == set(tasks.PAIR_TASKS)
     assert all(len(v) > 0 for v in a.values())
     for ex in a["lsap_pairs_swap"]:
         good, bad = ex["choices"]
@@ -154,7 +161,7 @@ def test_minimal_pairs_deterministic_and_well_formed():
         own = next(d for d in docs_text if ex["context"] in d)
         assert (ex["context"] + " " + good) in own  # the real next sentence
         assert bad not in own  # the distractor comes from another document
-    assert ev.minimal_pair_examples(DOCS, seed=8) != a  # the seed matters
+    assert tasks.minimal_pair_examples(DOCS, seed=8) != a  # the seed matters
 
 
 def test_minimal_pairs_replace_is_frequency_matched():
@@ -162,8 +169,8 @@ def test_minimal_pairs_replace_is_frequency_matched():
     from collections import Counter
 
     band = 3
-    ex = ev.minimal_pair_examples(DOCS, seed=1, band=band)["lsap_pairs_replace"]
-    sents = [s for d in ev._pair_sentences(DOCS, 6, 30, 220) for s in d]
+    ex = tasks.minimal_pair_examples(DOCS, seed=1, band=band)["lsap_pairs_replace"]
+    sents = [s for d in tasks._pair_sentences(DOCS, 6, 30, 220) for s in d]
     freq = Counter(w.lower() for s in sents for w in s.split(" ") if w.isalpha())
     ranked = [w for w, _ in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))]
     for e in ex:
@@ -173,11 +180,11 @@ def test_minimal_pairs_replace_is_frequency_matched():
 
 
 def test_pair_tasks_in_offline_build(tiny_world, tmp_path):
-    info = ev.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=50)
-    for name in ev.PAIR_TASKS:
+    info = tasks.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=50)
+    for name in tasks.PAIR_TASKS:
         assert info["counts"][name] > 0
         assert (tmp_path / "t" / f"{name}.yaml").is_file()
-    assert ev.resolve_tasks("pairs") == ev.PAIR_TASKS
+    assert ev.resolve_tasks("pairs") == tasks.PAIR_TASKS
 
 
 @pytest.mark.slow  # lm-eval itself takes ~2-3 min here
@@ -187,19 +194,90 @@ def test_score_choices_equals_lm_eval(tiny_world, tmp_path):
     pytest.importorskip("lm_eval")
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    info = ev.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=40)
+    info = tasks.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=40)
     tok = AutoTokenizer.from_pretrained(tiny_world["base_tok"])
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
                                          initializer_range=0.3)).eval()
-    ref = ev.run_lm_eval(model, tok, ev.PAIR_TASKS, include_path=info["dir"], batch_size=16, max_length=512,
+    ref = ev.run_lm_eval(model, tok, tasks.PAIR_TASKS, include_path=info["dir"], batch_size=16, max_length=512,
                          bootstrap_iters=0, log_file=tmp_path / "lm_eval.log")
     import json
 
-    for task in ev.PAIR_TASKS:
+    for task in tasks.PAIR_TASKS:
         rows = [json.loads(x) for x in (tmp_path / "t" / f"{task}.jsonl").read_text().splitlines() if x]
-        got = ev.score_choices(model, tok, rows, batch_size=7)  # odd batch: padding must not matter
+        got = tasks.score_choices(model, tok, rows, batch_size=7)  # odd batch: padding must not matter
         assert got["n"] == len(rows) > 0
         assert got["acc"] == pytest.approx(ref[task]["metrics"]["acc"], abs=1e-9), task
         assert got["acc_norm"] == pytest.approx(ref[task]["metrics"]["acc_norm"], abs=1e-9), task
+
+
+# --------------------------------------------------------------------------- contamination, equal length
+def test_drop_seen_removes_pairs_whose_text_occurs_in_training():
+    """Hand-built: a held-out sentence that also occurs (whitespace differing, glued to other text)
+    inside a training document loses its swap and replace pairs, and a next-sentence pair whose
+    context + answer occurs in training is dropped; a sentence found only in part is kept."""
+    held = ["The quick brown fox jumps over the lazy dog near the river bank. Many small birds sang "
+            "loudly in the tall green trees that morning. Every child in the village knew the old song by heart.",
+            "A careful reader checks every claim against the original source text. Nobody trusts a number "
+            "that nobody can reproduce from the raw data."]
+    train = ["Something else first.XThe quick   brown fox jumps over\nthe lazy dog near the river bank. Then more.",
+             "Every child in the village knew the old song",  # only a part: kept
+             "A careful reader checks every claim against the original source text. Nobody trusts a number "
+             "that nobody can reproduce from the raw data."]
+    ex = tasks.minimal_pair_examples(held, seed=3)
+    fox = "The quick brown fox jumps over the lazy dog near the river bank."
+    child = "Every child in the village knew the old song by heart."
+    assert any(e["choices"][0] == fox for e in ex["lsap_pairs_swap"])
+    kept, removed = tasks.drop_seen(ex, train)
+    for name in ("lsap_pairs_swap", "lsap_pairs_replace"):
+        orig = [e["choices"][0] for e in ex[name]]
+        left = [e["choices"][0] for e in kept[name]]
+        assert fox not in left and child in left
+        gone = {"The quick brown fox jumps over the lazy dog near the river bank.",
+                "A careful reader checks every claim against the original source text.",
+                "Nobody trusts a number that nobody can reproduce from the raw data."}
+        assert left == [s for s in orig if s not in gone]
+        assert removed[name] == len(orig) - len(left) == sum(s in gone for s in orig)
+    nxt = [e for e in ex["lsap_pairs_nextsent"] if e["context"].startswith("A careful reader")]
+    assert nxt and not any(e["context"].startswith("A careful reader") for e in kept["lsap_pairs_nextsent"])
+    assert tasks.occurs_in(["tiny text", "not there at all"], ["a tiny text here"]) == {0}
+
+
+def test_score_choices_equal_length_subset(tiny_world):
+    """The equal-length subset is exactly the examples whose two choices encode to the same number
+    of tokens, and its accuracy is the naive accuracy over them (log-likelihoods recomputed naively)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_world["base_tok"])
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                                         initializer_range=0.3)).eval()
+    examples = tasks.minimal_pair_examples(DOCS, seed=5)["lsap_pairs_replace"]
+    examples += [{"context": "", "choices": ["The value is returned.", "The value is returnedxyzzy."], "label": 0},
+                 {"context": "", "choices": ["A module.", "A statement."], "label": 0}]
+    got = tasks.score_choices(model, tok, examples, batch_size=3)
+    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    naive_eq, naive_ok = [], []
+    for ex in examples:
+        ids = [tok(" " + c, add_special_tokens=False)["input_ids"] for c in ex["choices"]]
+        lls = []
+        for x in ids:
+            seq = torch.tensor([[prefix] + x])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=seq[:, :-1]).logits.double(), -1)[0]
+            lls.append(float(logp[torch.arange(len(x)), torch.tensor(x)].sum()))
+        naive_eq.append(len({len(x) for x in ids}) == 1)
+        naive_ok.append(lls.index(max(lls)) == ex["label"])
+    assert got["same_tokens"] == naive_eq and 0 < sum(naive_eq) < len(examples)
+    assert got["correct"] == naive_ok
+    eq = [ok for ok, e in zip(naive_ok, naive_eq) if e]
+    assert got["equal_length"]["n"] == len(eq)
+    assert got["equal_length"]["acc"] == pytest.approx(sum(eq) / len(eq))
+    back = tasks.unpack_scores(tasks.pack_scores(got))
+    assert back["acc"].tolist() == got["correct"] and back["same_tokens"].tolist() == naive_eq
+    assert back["acc_norm"].tolist() == got["correct_norm"]
+    import numpy as np
+
+    assert np.allclose(back["ll"], np.asarray(got["ll"]), rtol=1e-6)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
-import torch
 
 
 @pytest.fixture(scope="module")
@@ -24,28 +22,8 @@ def base_run(tiny_world, tmp_path_factory):
     return str(train(cfg, resume="auto", log=lambda m: None, quiet=True))
 
 
-def test_bits_per_byte_matches_a_naive_per_document_reference(tiny_world):
-    from lsap.preflight import bits_per_byte
-    from lsap.surrogate import load_surrogate
-    from lsap.tokenizer import document_separator, plain_encoder
-
-    model, tok = load_surrogate(tiny_world["surrogate"])
-    docs = ["def f(x):\n    return x + 1", "The quick brown fox jumps over the lazy dog. " * 3, "ünïcödé ok"]
-    bpb, n_tok, n_bytes = bits_per_byte(model, tok, docs, seq_len=400, batch_size=2, device="cpu")
-    enc, sep = plain_encoder(tok), document_separator(tok)
-    nll, toks, nb = 0.0, 0, 0
-    for d in docs:  # naive: one document at a time, every token after the separator, float64 log-softmax
-        ids = torch.tensor([[sep] + enc.encode(d, add_special_tokens=False).ids])
-        with torch.no_grad():
-            lp = torch.log_softmax(model(input_ids=ids).logits.double(), -1)
-        nll -= float(lp[0, :-1].gather(-1, ids[0, 1:, None]).sum())
-        toks += ids.shape[1] - 1
-        nb += len(d.encode("utf-8"))
-    assert (n_tok, n_bytes) == (toks, nb)
-    assert bpb == pytest.approx(nll / math.log(2) / nb, rel=1e-4)
-    # short windows: every token still scored exactly once (only its context is cut)
-    _, n_tok2, _ = bits_per_byte(model, tok, docs, seq_len=8, batch_size=3, device="cpu")
-    assert n_tok2 == toks
+# The surrogate's bits per byte is metrics.bpb_on_documents (tested against a naive
+# per-document loop in tests/test_evaluate.py): preflight has no bpb code of its own.
 
 
 def test_preflight_on_the_tiny_world(tiny_world, base_run, capsys):

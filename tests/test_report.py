@@ -55,7 +55,7 @@ def test_report_matches_stored_results(evaluated, tmp_path, capsys):
 
     rows = _rows(md)
     tasks = data["tasks"]
-    from lsap.evaluate import OFFLINE_TASKS
+    from lsap.tasks import OFFLINE_TASKS
 
     assert tasks[:2] == ["lsap_lastword", "lsap_nextsent"] and set(tasks) == set(OFFLINE_TASKS)
     stored = {"ce": _eval(runs["ce"], 200), "lsap": _eval(runs["lsap"], 200)}
@@ -169,7 +169,8 @@ def test_matched_tokens_view_and_spread(evaluated, tmp_path):
         run = load_run(runs[row["run"]])
         ok = [e["tokens"] for e in run.evals if e["tokens"] <= tok["budget"]]
         assert row["tokens"] == max(ok)
-    assert "## Matched tokens" in res["markdown"] and "no seed-to-seed spread" in res["markdown"]
+    assert "## Matched tokens (biased toward LSAP; not a verdict)" in res["markdown"]
+    assert "no seed-to-seed spread" in res["markdown"]
     # spread over a group = mean/min/max of its rows
     table = {"rows": [{"loss": "LSAP", "alpha": 0.05, "schedule": "constant", "run": f"x-s{i}", "setting": "x",
                        "average": a,
@@ -203,3 +204,36 @@ def test_budget_is_the_runs_common_max_flops():
     # different max_flops: the old rule (the largest budget every run reached) applies
     ls.config["train"]["max_flops"] = 6e12
     assert build_table([ce, ls])["budget"] == 5.026e12
+
+
+def test_report_paired_tests_from_per_example_results(evaluated, tmp_path):
+    """`lsap report` pairs each example of the LSAP run with the CE run's (matched checkpoints),
+    pools the pair tasks, and prints p, the bootstrap interval and which Δ survive."""
+    from lsap.report import PAIRS_POOLED, REPLACE_EQUAL, pairs_verdict
+    from lsap.stats import paired_comparison
+    from lsap.tasks import PAIR_TASKS, unpack_scores
+
+    runs = evaluated["runs"]
+    res = make_report([runs["ce"], runs["lsap"]], tmp_path / "p")
+    data = json.loads((tmp_path / "p" / "report.json").read_text())
+    (row,) = data["paired"]
+    ce, ls = _eval(runs["ce"], 200), _eval(runs["lsap"], 200)  # the matched picks (test above)
+    arrays = {t: (unpack_scores(ce["tasks"][t]["examples"]), unpack_scores(ls["tasks"][t]["examples"]),
+                  ce["tasks"][t]["metric"]) for t in PAIR_TASKS}
+    for t, (a, b, m) in arrays.items():
+        ref = paired_comparison(a[m], b[m])
+        got = row["tests"][t]
+        assert (got["b"], got["c"], got["n"]) == (ref["b"], ref["c"], ref["n"]) and got["p"] == ref["p"]
+        assert got["ci"] == pytest.approx(ref["ci"])
+        assert got["delta"] == pytest.approx(ls["tasks"][t]["value"] - ce["tasks"][t]["value"])
+    pooled = paired_comparison([arrays[t][0][arrays[t][2]] for t in PAIR_TASKS],
+                               [arrays[t][1][arrays[t][2]] for t in PAIR_TASKS])
+    assert row["tests"][PAIRS_POOLED]["p"] == pooled["p"] and row["tests"][PAIRS_POOLED]["n"] == 24
+    a, b, _ = arrays["lsap_pairs_replace"]
+    eq = a["same_tokens"] & b["same_tokens"]
+    if eq.any():
+        assert row["tests"][REPLACE_EQUAL]["n"] == int(eq.sum())
+    md = res["markdown"]
+    assert "## Paired tests over examples, pooled across seeds" in md and "survives p < 0.05" in md
+    line = pairs_verdict(data["paired"])
+    assert ("inside the noise" in line) != pooled["survives"] and f"{pooled['n']:,} pairs" in line

@@ -14,7 +14,7 @@ def _cfg(world, out, *extra):
 
 
 def test_trainer_holds_what_the_builder_built_and_its_val_loss_is_evals(tiny_world, tmp_path):
-    from lsap.evaluate import heldout_loss
+    from lsap.metrics import heldout_loss
     from lsap.train import Components, Trainer
 
     t = Trainer.from_config(_cfg(tiny_world, tmp_path / "r"))

@@ -35,7 +35,7 @@ _EXPORTS = {
     "FlopsLedger": "flops", "matched_flops": "flops",
     "Trainer": "train", "build_components": "train",  # (not `train`: that name is the module lsap.train)
     # evaluation and reports
-    "heldout_nll": "evaluate", "vocab_report": "vocab", "corpus_ids": "corpora",
+    "heldout_nll": "metrics", "vocab_report": "vocab", "corpus_ids": "corpora",
 }
 
 __all__ = ["LsapError", "__version__", *sorted(_EXPORTS)]

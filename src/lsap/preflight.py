@@ -21,7 +21,6 @@ SmolLM2-sized surrogate; a GPU is used when there is one, `device`):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -47,42 +46,6 @@ MIN_TOKEN_SHARE = 0.05  # below this share of the text's base tokens inside Σ�
 
 class PreflightError(LsapError, ValueError):
     """A surrogate/base pair or input that preflight cannot (or should not) judge."""
-
-
-def bits_per_byte(model, tok, docs: list[str], seq_len: int, batch_size: int, device) -> tuple[float, int, int]:
-    """(bits per byte, tokens scored, bytes) of `model` over whole documents: each
-    document is [separator] + its tokens, cut into windows of seq_len + 1 that overlap by
-    one token, so every token of every document is predicted exactly once; the loss is
-    divided by the documents' UTF-8 bytes (no special tokens counted as text)."""
-    from lsap.tokenizer import document_separator, plain_encoder
-
-    enc, sep = plain_encoder(tok), document_separator(tok)
-    rows = []
-    n_bytes = 0
-    for d in docs:
-        ids = [sep] + enc.encode(d, add_special_tokens=False).ids
-        n_bytes += len(d.encode("utf-8"))
-        for i in range(0, len(ids) - 1, seq_len):
-            rows.append(ids[i:i + seq_len + 1])
-    total, n_tok = 0.0, 0
-    model.eval()
-    with torch.inference_mode():
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
-            width = max(len(r) for r in chunk)
-            x = torch.full((len(chunk), width), sep, dtype=torch.long)
-            y = torch.full((len(chunk), width - 1), -100, dtype=torch.long)
-            for j, r in enumerate(chunk):
-                x[j, :len(r)] = torch.tensor(r)
-                y[j, :len(r) - 1] = torch.tensor(r[1:])
-            logits = model(input_ids=x[:, :-1].to(device)).logits.float()
-            total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                             y.reshape(-1).to(device), ignore_index=-100,
-                                                             reduction="sum"))
-            n_tok += int((y != -100).sum())
-    if n_bytes == 0:
-        raise PreflightError("the sampled documents are empty")
-    return total / math.log(2) / n_bytes, n_tok, n_bytes
 
 
 def _sample_docs(docs: list[str], max_bytes: int, seed: int) -> list[str]:
@@ -165,6 +128,7 @@ def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = No
     from lsap.analyze import _aux_batch, read_documents, sample_windows
     from lsap.corpora import check_dataset_spec
     from lsap.flops import count_params, inference_flops_per_token, train_flops_per_token
+    from lsap.metrics import bpb_on_documents
     from lsap.surrogate import check_model_spec, inference_device_dtype, load_surrogate_with_map
     from lsap.tokenizer import load_tokenizer, padded_vocab_size
 
@@ -219,7 +183,8 @@ def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = No
 
     # bits per byte on the same whole documents, each model with its own tokenizer
     sample = _sample_docs(docs, bpb_bytes, seed)
-    s_bpb, s_tok, nbytes = bits_per_byte(sw.model, sw.tokenizer, sample, seq_len, batch_size, dev)
+    s_res = bpb_on_documents(sw.model, sw.tokenizer, sample, seq_len=seq_len, batch_size=batch_size)
+    s_bpb, s_tok, nbytes = s_res["bpb"], s_res["tokens"], s_res["bytes"]
     res.update(surrogate_bpb=s_bpb, bpb_documents=len(sample), bpb_bytes=nbytes)
     line = f"  surrogate bits per byte: {s_bpb:.3f} ({len(sample)} documents, {nbytes:,} bytes, {s_tok:,} tokens)"
     strength = None
@@ -227,7 +192,8 @@ def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = No
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         bm = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(dev)
-        b_bpb, _, _ = bits_per_byte(bm, AutoTokenizer.from_pretrained(base_dir), sample, seq_len, batch_size, dev)
+        b_bpb = bpb_on_documents(bm, AutoTokenizer.from_pretrained(base_dir), sample, seq_len=seq_len,
+                                 batch_size=batch_size)["bpb"]
         strength = s_bpb / b_bpb
         res.update(base_bpb=b_bpb, strength=strength)
         line += f"; base ({base_run}) {b_bpb:.3f} → strength {strength:.3f} (surrogate / base; < 1: stronger)"

@@ -118,7 +118,7 @@ def _summary(out: Path, wall: float, s: Settings, reg: Regime) -> None:
     if not (ce and ls):
         return
     sur_bpb = reg.surrogate_bpb.get(reg.strongest)
-    ce_bpb = ce["val_bpb"]["mean"] if ce.get("val_bpb") else None
+    ce_bpb = ce["doc_bpb"]["mean"] if ce.get("doc_bpb") else None  # the same documents as sur_bpb
     if sur_bpb and ce_bpb:
         print(f"  surrogate strength: {sur_bpb:.3f} bits/byte on the base's held-out text vs the CE base's "
               f"{ce_bpb:.3f} at the budget ({'stronger' if sur_bpb < ce_bpb else 'WEAKER'}: the paper's regime "

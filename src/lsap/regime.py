@@ -286,20 +286,25 @@ def heldout_shards(reg: Regime, s: Settings, corpus: str) -> Path:
 
 
 def _surrogate_bpb(surrogates: dict, sur_data: Path, path: Path, s: Settings) -> dict:
-    """Held-out bits per byte of each surrogate checkpoint (cached by model path)."""
-    from lsap.evaluate import heldout_loss
+    """Bits per byte of each surrogate checkpoint on the complete held-out documents its CE base
+    is scored on too (`lsap.metrics.strength_documents`; cached by model path)."""
     from lsap.io import atomic_write_json
+    from lsap.metrics import STRENGTH_BYTES, bpb_on_documents, strength_documents
     from lsap.surrogate import load_surrogate
+    from lsap.tokenizer import load_tokenizer
 
     known = json.loads(path.read_text()) if path.is_file() else {}
-    out = {}
+    docs, tok, out = None, None, {}
     for name, spec in surrogates.items():
-        if spec not in known:
+        key = f"{spec}|docs:{STRENGTH_BYTES}"  # older entries (first windows, whole-split bytes) are not reused
+        if key not in known:
+            if docs is None:
+                docs = strength_documents(sur_data)
+                tok = load_tokenizer(json.loads((sur_data / "manifest.json").read_text())["tokenizer"]["spec"])
             model, _ = load_surrogate(spec)
-            known[spec] = heldout_loss(model, sur_data, seq_len=s.seq_len, batch_size=s.batch_size,
-                                       max_batches=40)["val_bpb"]
+            known[key] = bpb_on_documents(model, tok, docs, seq_len=s.seq_len)["bpb"]
             atomic_write_json(path, known)
-        out[name] = known[spec]
+        out[name] = known[key]
     return out
 
 

@@ -2,7 +2,7 @@
 
 Inputs are run directories (the trainer's layout)::
 
-    RUN/config.yaml                       loss, lsap.alpha, lsap.lambda_schedule, tokenizer, ...
+    RUN/config.yaml                       read through `lsap.config.load_run` (loss, lsap.alpha, ...)
     RUN/metrics.jsonl                     {"kind": "val", "flops", "tokens", "val_loss", ...} lines
     RUN/checkpoints/step_*/eval.json      written by `lsap eval`
 
@@ -31,6 +31,7 @@ from typing import Any
 
 
 from lsap.errors import ReportError  # noqa: E402,F401  (re-exported)
+from lsap.plots import write_delta_plot, write_plots  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -81,9 +82,8 @@ class Run:
 
 def load_run(path: str | os.PathLike) -> Run:
     """Read a run directory; raises ReportError without checkpoints or without any eval.json."""
-    import yaml
-
     from lsap.checkpoint import list_checkpoints
+    from lsap.config import load_run as read_config
 
     d = Path(path)
     if not d.is_dir():
@@ -92,7 +92,7 @@ def load_run(path: str | os.PathLike) -> Run:
     cks = list_checkpoints(root)  # finished ones (lsap.checkpoint)
     if not cks:
         raise ReportError(f"{d}: no checkpoints (expected {d}/checkpoints/step_*/)")
-    config = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
+    config = read_config(d).to_dict()  # the resolved config: no defaults re-stated here
     evals = []
     for p in cks:
         if (p / "eval.json").is_file():
@@ -204,7 +204,7 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
                      "tokens": e.get("tokens"), "above_budget": above, "scores": scores,
                      "average": sum(vals) / len(vals) if vals and len(vals) == len(tasks) else None,
                      "pairs_average": e.get("pairs_average"),
-                     "val_loss": e.get("val_loss"), "val_bpb": e.get("val_bpb"),
+                     "val_loss": e.get("val_loss"), "val_bpb": e.get("val_bpb"), "doc_bpb": e.get("doc_bpb"),
                      "val_top1": e.get("val_top1"), "val_top5": e.get("val_top5"),
                      "by_m": e.get("by_m"), "target_mass": e.get("target_mass"),
                      "targets_label": _targets_label(e.get("targets"))})
@@ -219,7 +219,7 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
             "tasks": tasks, "rows": rows, "best": best}
 
 
-SPREAD_COLUMNS = ("average", "pairs_average", "val_loss", "val_bpb", "val_top1", "target_mass")
+SPREAD_COLUMNS = ("average", "pairs_average", "val_loss", "val_bpb", "doc_bpb", "val_top1", "target_mass")
 
 
 def group_spread(table: dict) -> list[dict]:
@@ -336,10 +336,13 @@ def render_markdown(table: dict, runs: list[Run], tokens_table: dict | None = No
         *_by_m_lines(table),
     ]
     if tokens_table is not None:
-        lines += ["## Matched tokens", "",
+        lines += ["## Matched tokens (biased toward LSAP; not a verdict)", "",
                   f"Token budget: **{tokens_table['budget']:,.0f}** (largest reached by all runs). Each run uses its "
                   "evaluated checkpoint with the most tokens not above it. This view ignores the surrogate's "
-                  "compute; the matched-FLOPs table above charges it.", "",
+                  "compute (the matched-FLOPs table above charges it) and is **biased toward LSAP**: LSAP's "
+                  "checkpoint here is the end of its learning-rate schedule (annealed), CE's is a mid-schedule "
+                  "checkpoint of a longer cosine, at a higher learning rate. It shows where LSAP's tokens went, "
+                  "not what the same tokens buy; no CE run here ends its schedule at this token count.", "",
                   *_table_lines(tokens_table), "", *_spread_lines(tokens_table)]
     metrics = {}
     for r in runs:
@@ -356,143 +359,7 @@ def render_markdown(table: dict, runs: list[Run], tokens_table: dict | None = No
     return "\n".join(lines)
 
 
-def _val_points(run: Run, x: str) -> tuple[list[float], list[float]]:
-    pts = [(m[x], m["val_loss"]) for m in run.metrics
-           if m.get("kind") == "val" and m.get(x) is not None and m.get("val_loss") is not None]
-    # the checkpoints' eval.json held-out losses (the same windows as the table) take precedence
-    ev = {e[x]: e["val_loss"] for e in run.evals if e.get(x) is not None and e.get("val_loss") is not None}
-    pts = sorted({**dict(pts), **ev}.items())
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-
-def _by_setting(runs: list[Run]) -> dict[str, list[Run]]:
-    groups: dict[str, list[Run]] = {}
-    for r in runs:
-        groups.setdefault(r.setting, []).append(r)
-    return groups
-
-
-def _band(ax, series: list[tuple[list[float], list[float]]], label: str, marker: str = "o") -> None:
-    """Mean over seeds with a min–max band; points are matched by position along each run."""
-    series = [(xs, ys) for xs, ys in series if xs]
-    if not series:
-        return
-    n = min(len(xs) for xs, _ in series)
-    xs = [sum(s[0][i] for s in series) / len(series) for i in range(n)]
-    cols = [[s[1][i] for s in series] for i in range(n)]
-    mean = [sum(c) / len(c) for c in cols]
-    line, = ax.plot(xs, mean, marker=marker, markersize=3, label=f"{label} (n={len(series)})")
-    if len(series) > 1:
-        ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], color=line.get_color(), alpha=0.2)
-
-
-def write_plots(runs: list[Run], table: dict, out: Path) -> list[str]:
-    """score_vs_flops.png (Figure 2), val_loss_vs_flops.png, val_loss_vs_tokens.png into `out`:
-    one line per setting (mean over its seeds) with a min–max band, the matched budget marked."""
-    plt = _pyplot()
-    files = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        files.append(name)
-
-    groups = _by_setting(runs)
-    fig, ax = plt.subplots(figsize=(7, 4.4))
-    pairs = all(e.get("pairs_average") is not None for r in runs for e in r.evals)
-    for setting, rs in groups.items():
-        series = []
-        for r in rs:
-            pts = [(e["flops"], e.get("pairs_average") if pairs else
-                    (e["average"] if e.get("average") is not None else _mean_score(e))) for e in r.evals]
-            pts = [(x, y * 100) for x, y in pts if y is not None]
-            series.append(([p[0] for p in pts], [p[1] for p in pts]))
-        _band(ax, series, setting)
-    ax.axvline(table["budget"], color="gray", linestyle="--", linewidth=1, label="matched FLOPs budget")
-    ax.set_xlabel("training FLOPs incl. surrogate")
-    ax.set_ylabel("minimal-pair accuracy, mean of 3 tasks (%)" if pairs else "average zero-shot score (%)")
-    ax.set_title("Zero-shot score vs training compute")
-    ax.legend(fontsize=7)
-    save(fig, "score_vs_flops.png")
-
-    for x, xlabel, name in [("flops", "training FLOPs incl. surrogate", "val_loss_vs_flops.png"),
-                            ("tokens", "training tokens", "val_loss_vs_tokens.png")]:
-        fig, ax = plt.subplots(figsize=(7, 4.4))
-        for setting, rs in groups.items():
-            _band(ax, [_val_points(r, x) for r in rs], setting, marker=".")
-        if x == "flops":
-            ax.axvline(table["budget"], color="gray", linestyle="--", linewidth=1, label="matched FLOPs budget")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation loss (nats/token)")
-        ax.set_title(f"Validation loss vs training {'compute' if x == 'flops' else 'tokens'} "
-                     "(favours CE by construction)")
-        ax.legend(fontsize=7)
-        save(fig, name)
-    return files
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise ReportError("plots need matplotlib: pip install 'lsap[plot]'") from e
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-DELTA_METRICS = (("pairs_average", "minimal pairs (points)", 100), ("val_loss", "held-out loss (nats)", 1),
-                 ("val_top1", "top-1 accuracy (points)", 100))
-
-
-def write_delta_plot(rows: list[dict], out: Path) -> str:
-    """delta_vs_strength.png: Δ(LSAP − CE) at matched FLOPs per setting, mean with min–max bars
-    over seeds, against surrogate strength (x = surrogate bpb / CE bpb; lower = stronger)
-    when the settings differ in surrogate, else one point per setting."""
-    plt = _pyplot()
-    rows = [r for r in rows if any(r.get(m) for m, _, _ in DELTA_METRICS)]
-    strengths = {r["strength"] for r in rows if r.get("strength") is not None}
-    fig, axes = plt.subplots(1, len(DELTA_METRICS), figsize=(4.2 * len(DELTA_METRICS), 3.8))
-    for ax, (m, label, scale) in zip(axes, DELTA_METRICS):
-        if len(strengths) > 1:
-            groups: dict[str, list[dict]] = {}
-            for r in rows:
-                groups.setdefault(re.sub(r"-sur[^-]+", "", r["setting"]), []).append(r)
-            for g, rs in groups.items():
-                rs = sorted((r for r in rs if r.get(m) and r.get("strength")), key=lambda r: r["strength"])
-                if not rs:
-                    continue
-                xs = [r["strength"] for r in rs]
-                ys = [r[m]["mean"] * scale for r in rs]
-                err = [[(r[m]["mean"] - r[m]["min"]) * scale for r in rs], [(r[m]["max"] - r[m]["mean"]) * scale for r in rs]]
-                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=g)
-                for r in rs:
-                    ax.annotate(str(r.get("surrogate")), (r["strength"], r[m]["mean"] * scale), fontsize=7,
-                                textcoords="offset points", xytext=(4, 4))
-            ax.set_xlabel("surrogate bpb / CE base bpb (< 1: surrogate stronger)")
-        else:
-            rs = [r for r in rows if r.get(m)]
-            xs = list(range(len(rs)))
-            ax.errorbar(xs, [r[m]["mean"] * scale for r in rs],
-                        yerr=[[(r[m]["mean"] - r[m]["min"]) * scale for r in rs],
-                              [(r[m]["max"] - r[m]["mean"]) * scale for r in rs]], fmt="o", capsize=3)
-            ax.set_xticks(xs)
-            ax.set_xticklabels([r["setting"].removeprefix("lsap-") for r in rs], rotation=60, ha="right", fontsize=7)
-        ax.axhline(0, color="gray", linewidth=1)
-        ax.set_ylabel(f"Δ LSAP − CE, {label}")
-        ax.set_title(label.split(" (")[0], fontsize=9)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=7)
-    fig.suptitle("LSAP − CE at matched FLOPs (mean, min–max over seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "delta_vs_strength.png", dpi=120)
-    plt.close(fig)
-    return "delta_vs_strength.png"
-
-
-def _delta_lines(rows: list[dict]) -> list[str]:
+def _delta_lines(rows: list[dict], paired: list[dict] | None = None) -> list[str]:
     def c(v, scale, digits):
         if not v:
             return "-"
@@ -502,8 +369,10 @@ def _delta_lines(rows: list[dict]) -> list[str]:
              "Δ per seed = LSAP run − the CE run of the same seed (same init and data order); mean "
              "[min, max] over seeds. Strength = the surrogate's held-out bits per byte on the base's held-out "
              "documents / the CE base's (< 1: the surrogate is the stronger predictor).", "",
-             "| Setting | surrogate | strength | seeds | Δ minimal pairs (pts) | Δ task avg (pts) | Δ val loss | "
-             "Δ top-1 (pts) | verdict on minimal pairs |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| Setting | surrogate | strength | seeds | Δ minimal pairs (pts) | p (pooled pairs) | 95% CI (pts) | "
+             "Δ task avg (pts) | Δ val loss | Δ top-1 (pts) | verdict on minimal pairs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    tests = {row["setting"]: row["tests"].get(PAIRS_POOLED) for row in paired or []}
     for r in rows:
         p = r.get("pairs_average")
         if not p or r["n"] < 2:
@@ -514,8 +383,14 @@ def _delta_lines(rows: list[dict]) -> list[str]:
             verdict = "LSAP worse on every seed"
         else:
             verdict = "within seed spread"
+        t = tests.get(r["setting"])
+        if t:  # the paired test over examples decides; the seeds' min–max stays next to it
+            verdict = (f"LSAP {'better' if t['delta'] > 0 else 'worse'} (p < {t['alpha']:g})" if t["survives"]
+                       else f"inside the noise (p ≥ {t['alpha']:g})") + f"; {verdict}"
+        pc = "-" if not t else f"{t['p']:.3g}"
+        ci = "-" if not t else f"[{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}]"
         st = "-" if r.get("strength") is None else f"{r['strength']:.3f}"
-        lines.append(f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | "
+        lines.append(f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | {pc} | {ci} | "
                      f"{c(r.get('average'), 100, 2)} | {c(r.get('val_loss'), 1, 4)} | {c(r.get('val_top1'), 100, 2)} | "
                      f"{verdict} |")
     tasks = list(rows[0].get("tasks") or {}) if rows else []
@@ -527,9 +402,92 @@ def _delta_lines(rows: list[dict]) -> list[str]:
     return lines + ["", "![Δ vs surrogate strength](delta_vs_strength.png)", ""]
 
 
-def _mean_score(e: dict) -> float | None:
-    vals = [t["value"] for t in e.get("tasks", {}).values()]
-    return sum(vals) / len(vals) if vals else None
+PAIRS_POOLED = "minimal pairs (all tasks)"
+REPLACE_EQUAL = "lsap_pairs_replace (equal length)"
+
+
+def paired_stats(runs: list[Run], table: dict, *, n_boot: int = 10_000, seed: int = 0) -> list[dict]:
+    """Per LSAP setting, paired tests of LSAP vs the CE run of the same seed on the same examples
+    (each at its matched checkpoint, `table`), pooled across seeds (`lsap.stats.paired_comparison`):
+    one per minimal-pair task (its primary metric), all pair tasks pooled, and the replace task on
+    its equal-length subset (both choices the same number of tokens). Needs eval.json files with
+    per-example results (`lsap eval` since round 3); tasks without them are left out.
+
+    Returns [{"setting", "seeds", "tests": {name: {... paired_comparison, "per_seed": [Δ, ...]}}}]."""
+    from lsap.stats import paired_comparison
+    from lsap.tasks import unpack_scores
+
+    by_name = {r.name: r for r in runs}
+
+    def correct(row) -> dict:
+        e = next(e for e in by_name[row["run"]].evals if e["checkpoint"] == row["checkpoint"])
+        out = {}
+        for t, v in (e.get("tasks") or {}).items():
+            if v.get("examples"):
+                ex = unpack_scores(v["examples"])
+                out[t] = (ex[v["metric"]], ex["same_tokens"])
+        return out
+
+    ce = {r["seed"]: r for r in table["rows"] if r["loss"] != "LSAP"}
+    settings: dict[str, list[dict]] = {}
+    for r in table["rows"]:
+        if r["loss"] == "LSAP" and r["seed"] in ce:
+            settings.setdefault(r["setting"], []).append(r)
+    out = []
+    for setting, rows in settings.items():
+        groups: dict[str, tuple[list, list]] = {}
+        for row in rows:
+            a, b = correct(ce[row["seed"]]), correct(row)
+            for t in a:
+                if t not in b or len(a[t][0]) != len(b[t][0]):
+                    continue
+                for name, mask in ((t, None), (PAIRS_POOLED, None),
+                                   *([(REPLACE_EQUAL, a[t][1] & b[t][1])] if t == "lsap_pairs_replace" else [])):
+                    g = groups.setdefault(name, ([], []))
+                    g[0].append(a[t][0] if mask is None else a[t][0][mask])
+                    g[1].append(b[t][0] if mask is None else b[t][0][mask])
+        tests = {}
+        for name, (gc, gl) in sorted(groups.items(), key=lambda kv: (kv[0] != PAIRS_POOLED, kv[0])):
+            if sum(len(x) for x in gc) == 0:
+                continue
+            res = paired_comparison(gc, gl, n_boot=n_boot, seed=seed)
+            per_seed = [float(y.mean() - x.mean()) for x, y in zip(gc, gl) if len(x)]
+            tests[name] = {**res, "per_seed_min": min(per_seed), "per_seed_max": max(per_seed)}
+        if tests:
+            out.append({"setting": setting, "seeds": len(rows), "tests": tests})
+    return out
+
+
+def pairs_verdict(paired: list[dict] | None, setting: str | None = None) -> str:
+    """The verdict line for the pooled minimal pairs of one LSAP setting (the first, or `setting`):
+    `lsap.stats.verdict` — "LSAP better (p < 0.05)", "LSAP worse (...)" or "inside the noise".
+    The quickstart's verdict line calls this with report.json's "paired"."""
+    from lsap.stats import verdict
+
+    for row in paired or []:
+        if setting in (None, row["setting"]):
+            return verdict(row["tests"].get(PAIRS_POOLED))
+    return verdict(None)
+
+
+def _paired_lines(paired: list[dict]) -> list[str]:
+    if not paired:
+        return []
+    lines = ["## Paired tests over examples, pooled across seeds", "",
+             "Each example scored by the CE run and the LSAP run of the same seed (matched-FLOPs checkpoints). "
+             "p: exact two-sided sign test (McNemar) on the examples where the two disagree; CI: 95% paired "
+             "bootstrap of Δ accuracy (examples resampled within each seed, 10,000 draws, seed 0). A Δ "
+             "*survives* when p < 0.05. The replace task is also shown on its equal-length subset (a "
+             "corrupted choice with another token count tilts raw log-prob sums).", "",
+             "| Setting | test | pairs | Δ (pts) | per seed min–max | discordant (LSAP/CE) | p | 95% CI | survives p < 0.05 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in paired:
+        for name, t in row["tests"].items():
+            lines.append(f"| {row['setting']} | {name.removeprefix('lsap_')} | {t['n']:,} | {t['delta'] * 100:+.2f} | "
+                         f"[{t['per_seed_min'] * 100:+.2f}, {t['per_seed_max'] * 100:+.2f}] | {t['b']}/{t['c']} | "
+                         f"{t['p']:.3g} | [{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}] | "
+                         f"{'yes' if t['survives'] else 'no'} |")
+    return lines + [""]
 
 
 def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops: float | None = None, *,
@@ -554,16 +512,18 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
     try:
         md = render_markdown(table, runs, tokens_table)
         files = write_plots(runs, table, tmp)
-        deltas = None
+        deltas, paired = None, None
         if any(r["loss"] == "LSAP" for r in table["rows"]) and any(r["loss"] != "LSAP" for r in table["rows"]):
             deltas = strength_rows(table, strength or {}, surrogates or {})
+            paired = paired_stats(runs, table)
             if deltas:
                 files.append(write_delta_plot(deltas, tmp))
-                md = md.replace("\n## Matched tokens", "\n" + "\n".join(_delta_lines(deltas)) + "\n## Matched tokens", 1) \
-                    if "\n## Matched tokens" in md else md + "\n" + "\n".join(_delta_lines(deltas))
+                extra = "\n".join(_delta_lines(deltas, paired) + _paired_lines(paired))
+                md = md.replace("\n## Matched tokens", "\n" + extra + "\n## Matched tokens", 1) \
+                    if "\n## Matched tokens" in md else md + "\n" + extra
         (tmp / "report.md").write_text(md)
         (tmp / "report.json").write_text(json.dumps({**table, "spread": group_spread(table), "matched_tokens": tokens_table,
-                                                     "deltas": deltas, "surrogate_bpb": strength},
+                                                     "deltas": deltas, "paired": paired, "surrogate_bpb": strength},
                                                     indent=2, sort_keys=True) + "\n")
         for name in [*files, "report.md", "report.json"]:
             os.replace(tmp / name, out / name)
@@ -581,7 +541,7 @@ def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
     for r in table["rows"]:
         if r["loss"] == "LSAP" and r["seed"] in ce:
             by_setting.setdefault(r["setting"], []).append(r)
-    ce_bpb = [r["val_bpb"] for r in ce.values() if r.get("val_bpb") is not None]
+    ce_bpb = [r["doc_bpb"] for r in ce.values() if r.get("doc_bpb") is not None]  # same documents as the surrogate
     ce_bpb_mean = sum(ce_bpb) / len(ce_bpb) if ce_bpb else None
     name_of = {v: k for k, v in surrogates.items()}
     out = []

@@ -429,7 +429,7 @@ def ood_eval(run_dir: str | Path, ood: dict, task_root: Path, max_examples: int,
     the run's base tokenizer), scored on the run's final checkpoint; RUN/ood.json,
     reused while the task set and checkpoint are unchanged."""
     from lsap.checkpoint import latest
-    from lsap.evaluate import PAIR_TASKS, build_offline_tasks, score_choices
+    from lsap.tasks import PAIR_TASKS, build_offline_tasks, score_choices
     from lsap.io import atomic_write_json
 
     run_dir = Path(run_dir)

@@ -380,8 +380,8 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """val_loss (and val_bpb) by `lsap.evaluate.heldout_nll`, the wrapped module run on every rank."""
-        from lsap.evaluate import bits_per_byte, heldout_nll
+        """val_loss (and val_bpb) by `lsap.metrics.heldout_nll`, the wrapped module run on every rank."""
+        from lsap.metrics import bits_per_byte, heldout_nll, scored_bytes
 
         c, dev = self.c, self.d.device
         if c.val is None:
@@ -399,8 +399,10 @@ class Trainer:
         if count == 0:
             return {}
         out = {"val_loss": nll_sum / count}
-        if c.val.bytes_per_token:
-            out["val_bpb"] = bits_per_byte(out["val_loss"], c.val.bytes_per_token)
+        n_bytes = scored_bytes(c.val, self.cfg.data.seq_len, self.cfg.train.micro_batch_size,
+                               self.cfg.train.eval_batches, c.tokenizer)
+        if n_bytes:
+            out["val_bpb"] = bits_per_byte(nll_sum, n_bytes)
         return out
 
     # ------------------------------------------------------------------ checkpoints

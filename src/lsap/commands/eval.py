@@ -16,7 +16,7 @@ Per checkpoint also: next-token top-1/top-5 accuracy, and held-out loss / top-1 
 the number of auxiliary targets a position would receive (0, 1, ≥ 2) with the model's
 probability mass on those targets (the run's own surrogate for LSAP runs, or
 ``--targets-surrogate``). Task sets: ``pairs`` (minimal pairs), ``offline`` (built from the held-out documents of the run's corpus, see
-`lsap.evaluate.build_offline_tasks`), ``paper`` (the paper's eight benchmarks), or a
+`lsap.tasks.build_offline_tasks`), ``paper`` (the paper's eight benchmarks), or a
 comma-separated list of lm-eval task names.
 """
 
@@ -50,9 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split held-out loss/accuracy by the number of auxiliary targets this surrogate "
                              "would give each position (default: the run's own surrogate for LSAP runs)")
     parser.add_argument("--targets-map", default=None, help="vocabulary map dir for --targets-surrogate")
-    parser.add_argument("--targets-k", type=int, default=15, help="k for --targets-surrogate (default 15)")
-    parser.add_argument("--targets-alpha", type=float, default=0.05, help="α for --targets-surrogate (default 0.05)")
+    parser.add_argument("--targets-k", type=int, default=None,
+                        help="k for --targets-surrogate (default: the config default of lsap.k)")
+    parser.add_argument("--targets-alpha", type=float, default=None,
+                        help="α for --targets-surrogate (default: the config default of lsap.alpha)")
     parser.add_argument("--no-targets", action="store_true", help="no split by auxiliary targets")
+    parser.add_argument("--doc-bytes", type=int, default=None,
+                        help="bits per byte on the first complete held-out documents within this many UTF-8 "
+                             "bytes (doc_bpb, what surrogate strength is compared with; default 300000; 0: skip)")
     parser.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
 
 
@@ -71,5 +76,6 @@ def run(args) -> int:
     evaluate_run(args.target, tasks=args.tasks, checkpoints=args.checkpoints, limit=args.limit,
                  batch_size=args.batch_size, data=args.data, seq_len=args.seq_len, val_batches=args.val_batches,
                  loss=not args.no_loss, task_dir=args.task_dir, max_examples=args.max_examples,
-                 device=args.device, force=args.force, targets=targets)
+                 device=args.device, force=args.force, targets=targets,
+                 **({} if args.doc_bytes is None else {"doc_bytes": args.doc_bytes}))
     return 0
