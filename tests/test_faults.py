@@ -491,6 +491,7 @@ def test_every_command_bad_input_exits_2_with_one_line(tmp_path, capsys):
         "report": [missing],
         "quickstart": ["--surrogate", missing, "--out", str(tmp_path / "q")],
         "sweep": [missing],
+        "preflight": ["--base", "dolma2", "--surrogate", missing, "--data", missing],
     }
     assert set(bad) == set(COMMANDS)
     for cmd, argv in bad.items():
