@@ -46,7 +46,7 @@ def main() -> None:
 
     import torch
 
-    from lsap.store import build_store
+    from lsap.store_build import build_store
     from lsap.config import load_config
     from lsap.data import TokenShards
     from lsap.train import Trainer

@@ -21,7 +21,8 @@ def _read(path):
 
 def run_store_vs_online(world, tmp_path, seq_len: int = 32, k: int = 4, alpha: float = 0.05):
     from lsap.data import prepare
-    from lsap.store import StoredTargets, TargetStore, build_store, olmo_paths
+    from lsap.store import StoredTargets, TargetStore
+    from lsap.store_build import build_store, olmo_paths
     from lsap.surrogate import load_surrogate_with_map
     from lsap.sources import OnlineTargets
     from lsap.tokenizer import load_tokenizer

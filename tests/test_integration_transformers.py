@@ -128,7 +128,7 @@ def test_grad_accumulation_one_vs_four_same_update(tiny_world, base, tmp_path):
 
 
 def test_store_equals_online_and_flops_include_the_surrogate(tiny_world, base, tmp_path):
-    from lsap.store import build_store
+    from lsap.store_build import build_store
     from lsap.data import prepare
     from lsap.flops import inference_flops_per_token
     from lsap.surrogate import load_surrogate
@@ -163,7 +163,7 @@ def test_store_for_other_data_is_refused_as_by_lsap_train(tiny_world, base, tmp_
     train dataset exactly as `lsap train` does, with the same message."""
     from lsap.data import prepare
     from lsap.errors import StoreError
-    from lsap.store import build_store
+    from lsap.store_build import build_store
 
     lm, tok = base
     small = tmp_path / "small"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lsap.store import EXACT_ALPHAS, StoreError, TargetStore, build_store, quantise_probs
+from lsap.store import EXACT_ALPHAS, StoreError, TargetStore, quantise_probs
+from lsap.store_build import build_store
 from lsap.cli import main as cli
 from lsap.data import SequenceLoader, TokenShards, prepare
 from lsap.surrogate import load_surrogate
@@ -275,7 +276,7 @@ def test_olmo_layout_matches_olmo_core_instances(tiny_world, small, tmp_path):
     """window_layout olmo: window i = OLMo-core's NumpyFSLDataset instance i (T tokens,
     labels the T-1 next inside it), and lookups equal online selection on those rows."""
     pytest.importorskip("olmo_core")
-    from lsap.store import Windows, olmo_paths
+    from lsap.store_build import Windows, olmo_paths
     from lsap.targets import IGNORE
 
     # small shards: several files, instances never straddle a file
@@ -340,9 +341,9 @@ def _write_dolma_arrays(stream: np.ndarray, eos: int, directory: Path, dtype="ui
 
 
 def test_dolma_token_arrays_are_read_in_place(tiny_world, small, tmp_path, capsys):
-    from lsap.data import link_token_arrays
+    from lsap.arrays import link_token_arrays
     from lsap.errors import DataError
-    from lsap.store import olmo_paths
+    from lsap.store_build import olmo_paths
 
     src = TokenShards(small["data"])
     stream = src.tokens(0, len(src))

@@ -61,7 +61,7 @@ def data_paths(cfg, args) -> list[str]:
             raise SystemExit(f"--paths {args.paths} matched no files")
         return paths
     try:
-        from lsap.store import olmo_paths  # the store's own rule, so instance index = window id
+        from lsap.store_build import olmo_paths  # the store's own rule, so instance index = window id
         return olmo_paths(cfg.data.dir)
     except ImportError:
         from lsap.data import TokenShards

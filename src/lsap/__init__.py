@@ -24,7 +24,7 @@ _EXPORTS = {
     "build_target_source": "sources",
     "translate_inputs": "targets", "select_aux_targets": "targets", "propose_targets": "targets",
     "drop_gold_outside": "targets",
-    "StoredTargets": "store", "TargetStore": "store", "build_store": "store",
+    "StoredTargets": "store", "TargetStore": "store", "build_store": "store_build",
     "load_surrogate": "surrogate", "load_surrogate_with_map": "surrogate",
     # the loss (METHOD §4)
     "lsap_loss": "loss", "lsap_linear_loss": "loss", "LSAPLossOutput": "loss", "normalizer": "loss",

@@ -149,3 +149,36 @@ def write_delta_plot(rows: list[dict], out: Path) -> str:
 def _mean_score(e: dict) -> float | None:
     vals = [t["value"] for t in e.get("tasks", {}).values()]
     return sum(vals) / len(vals) if vals else None
+
+
+def axis_plot(rows: list[dict], x: str, title: str, out: Path) -> str:
+    """One sweep axis: Δ minimal pairs (LSAP − CE, mean and min–max over seeds) against
+    `x`, in-domain and per out-of-domain corpus. Returns the file name written in `out`."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = [r for r in rows if r[x] is not None and r["pairs"]]
+    xs = [r[x] for r in pts]
+    for label, get, m in [("in-domain", lambda r: r["pairs"], "o")] + [
+            (f"out-of-domain {c}", (lambda c: lambda r: r["ood"].get(c))(c), "s")
+            for c in sorted({c for r in pts for c in r["ood"]})]:
+        ds = [get(r) for r in pts]
+        px = [a for a, d in zip(xs, ds) if d]
+        dd = [d for d in ds if d]
+        if not dd:
+            continue
+        ax.errorbar(px, [d["mean"] * 100 for d in dd],
+                    yerr=[[(d["mean"] - d["min"]) * 100 for d in dd], [(d["max"] - d["mean"]) * 100 for d in dd]],
+                    fmt=m, capsize=3, label=label)
+    ax.axhline(0, color="gray", lw=0.8)
+    if x == "base_params":
+        ax.set_xscale("log")
+    ax.set_xlabel({"base_params": "base parameters", "surrogate_ratio": "N_s / N_b",
+                   "overlap": "share of held-out base tokens in kept Σ∩", "strength": "strength (bpb ratio)"}[x])
+    ax.set_ylabel("Δ minimal pairs, LSAP − CE (points)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    name = f"delta_vs_{x}.png"
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    plt.close(fig)
+    return name

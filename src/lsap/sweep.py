@@ -557,9 +557,12 @@ def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, w
     files = ["summary.md", "summary.json"]
     x = (axis or {}).get("x")
     if x and any(r[x] is not None and r["pairs"] for r in rows):
+        from lsap.errors import ReportError
+        from lsap.plots import axis_plot
+
         try:
-            files.append(_axis_plot(rows, x, title, out))
-        except ImportError:
+            files.append(axis_plot(rows, x, title, out))
+        except ReportError:  # no matplotlib: the summary still stands
             pass
     md = "\n".join(lines) + "\n"
     atomic_write_text(out / "summary.md", md)
@@ -571,41 +574,6 @@ def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, w
     return files
 
 
-def _axis_plot(rows: list[dict], x: str, title: str, out: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    pts = [r for r in rows if r[x] is not None and r["pairs"]]
-    xs = [r[x] for r in pts]
-    for label, get, m in [("in-domain", lambda r: r["pairs"], "o")] + [
-            (f"out-of-domain {c}", (lambda c: lambda r: r["ood"].get(c))(c), "s")
-            for c in sorted({c for r in pts for c in r["ood"]})]:
-        ds = [get(r) for r in pts]
-        px = [a for a, d in zip(xs, ds) if d]
-        dd = [d for d in ds if d]
-        if not dd:
-            continue
-        ax.errorbar(px, [d["mean"] * 100 for d in dd],
-                    yerr=[[(d["mean"] - d["min"]) * 100 for d in dd], [(d["max"] - d["mean"]) * 100 for d in dd]],
-                    fmt=m, capsize=3, label=label)
-    ax.axhline(0, color="gray", lw=0.8)
-    if x == "base_params":
-        ax.set_xscale("log")
-    ax.set_xlabel({"base_params": "base parameters", "surrogate_ratio": "N_s / N_b",
-                   "overlap": "share of held-out base tokens in kept Σ∩", "strength": "strength (bpb ratio)"}[x])
-    ax.set_ylabel("Δ minimal pairs, LSAP − CE (points)")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    name = f"delta_vs_{x}.png"
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
-    return name
-
-
 def _write(path: Path, obj) -> None:
     from lsap.io import atomic_write_json
 
@@ -615,7 +583,7 @@ def _write(path: Path, obj) -> None:
 def _use_stores(cfgs: dict, root: Path, log) -> None:
     """Build one target store per surrogate and map (k = max k, min α = min α of its runs)
     and point those runs at it (surrogate.source=store)."""
-    from lsap.store import build_store
+    from lsap.store_build import build_store
 
     by_sur: dict[tuple, list] = {}
     for c in cfgs.values():

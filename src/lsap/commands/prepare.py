@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lsap.data import DataError, link_token_arrays, prepare
+    from lsap.arrays import link_token_arrays
+    from lsap.data import DataError, prepare
 
     if args.from_arrays:
         if args.source:

@@ -63,7 +63,8 @@ def _print_info(d: dict) -> None:
 
 
 def run(args) -> int:
-    from lsap.store import StoreError, TargetStore, build_store
+    from lsap.store import StoreError, TargetStore
+    from lsap.store_build import build_store
 
     if args.store_command is None:
         raise StoreError("choose a subcommand: build or info")
