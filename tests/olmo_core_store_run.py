@@ -21,10 +21,11 @@ def _read(path):
 
 def run_store_vs_online(world, tmp_path, seq_len: int = 32, k: int = 4, alpha: float = 0.05):
     from lsap.data import prepare
-    from lsap.store import StoredTargets, TargetStore
+    from lsap.data import TokenShards
+    from lsap.sources import OnlineTargets, target_source
+    from lsap.store import TargetStore
     from lsap.store_build import build_store, olmo_paths
     from lsap.surrogate import load_surrogate_with_map
-    from lsap.sources import OnlineTargets
     from lsap.tokenizer import load_tokenizer
 
     data = tmp_path / "data"
@@ -35,7 +36,10 @@ def run_store_vs_online(world, tmp_path, seq_len: int = 32, k: int = 4, alpha: f
     store = TargetStore(store_dir)
     vmap = store.load_vocab_map()
     vocab = vmap.base_vocab_size
-    stored = StoredTargets(store, vmap, k, alpha)
+    # through lsap's one factory: check_run (shards, seq_len, surrogate weights, OLMo-core layout) applies
+    stored = target_source(store=store, shards=TokenShards(data, "train"), seq_len=seq_len, k=k, alpha=alpha,
+                           store_surrogate=world["surrogate"], window_layout="olmo", dtype="float32",
+                           online_batch_size=8)
     sw = load_surrogate_with_map(world["surrogate"], load_tokenizer(world["base_tok"]), vocab, dtype=None,
                                  device="cpu")
     online = OnlineTargets(sw.model, sw.vmap, k, alpha, pad_id=sw.pad_id, flops_per_token=stored.flops_per_token)

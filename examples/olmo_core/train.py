@@ -78,18 +78,16 @@ def token_dtype(cfg, args) -> str:
 
 
 def target_source(cfg, tokenizer, vocab_size: int, device):
-    """The run's TargetSource: online (lsap's factory) or a store in the OLMo-core layout."""
-    if cfg.loss != "lsap":
-        return None
-    S, L = cfg.surrogate, cfg.lsap
-    if S.source == "store":
-        from lsap.store import StoredTargets, TargetStore
-
-        store = TargetStore(S.store_dir)
-        return StoredTargets(store, store.load_vocab_map().to(device), L.k, L.alpha, gold_outside=L.gold_outside)
+    """The run's TargetSource through lsap's one factory: online, or a store refused by name
+    unless built for these shards, seq_len, surrogate, map and OLMo-core's window layout."""
     from lsap.sources import build_target_source
 
-    return build_target_source(cfg, tokenizer, vocab_size, None, device=device)
+    shards = None
+    if cfg.loss == "lsap" and cfg.surrogate.source == "store":
+        from lsap.data import TokenShards
+
+        shards = TokenShards(cfg.data.dir, "train")
+    return build_target_source(cfg, tokenizer, vocab_size, shards, device=device, window_layout="olmo")
 
 
 def export(cfg, args, vocab_size: int, source_fpt: float) -> list[Path]:

@@ -89,7 +89,7 @@ def target_source(*, k: int, alpha: float, gold_outside: str = "keep", device: s
                   surrogate=None, vocab_map=None, base_tokenizer=None, base_vocab_size: int | None = None,
                   keep_fraction: float = 1.0, seed: int = 0, dtype="auto", batch_size: int = 0,
                   store=None, shards=None, seq_len: int | None = None, store_surrogate: str | None = None,
-                  online_batch_size: int | None = None,
+                  online_batch_size: int | None = None, window_layout: str = "lsap",
                   allow_small_intersection: bool = False, warn=_warn) -> TargetSource:
     """The one factory: exactly one of `surrogate` or `store`.
 
@@ -101,7 +101,9 @@ def target_source(*, k: int, alpha: float, gold_outside: str = "keep", device: s
     `seq_len`, k, α, `store_surrogate` (a spec whose weights must match; None: not
     checked) and `vocab_map` (None: not checked).
     dtype / online_batch_size: what an online run would use, so that check_run can say
-    where stored targets may differ from online ones.
+    where stored targets may differ from online ones. window_layout: the windows the
+    trainer's loader produces ("lsap": `lsap train`, LSAPTrainer; "olmo": OLMo-core's
+    instances); a store of the other layout is refused by name.
     """
     from lsap.flops import inference_flops_per_token
     from lsap.surrogate import inference_device_dtype
@@ -123,7 +125,8 @@ def target_source(*, k: int, alpha: float, gold_outside: str = "keep", device: s
         run_map = VocabMap.load(vocab_map) if isinstance(vocab_map, (str, os.PathLike)) else vocab_map
         st.check_run(shards, seq_len, k, alpha, surrogate=store_surrogate or None,
                      vmap=run_map, dtype=str(dtype).removeprefix("torch."),
-                     batch_size=online_batch_size if online_batch_size is not None else batch_size)
+                     batch_size=online_batch_size if online_batch_size is not None else batch_size,
+                     window_layout=window_layout)
         source = StoredTargets(st, st.load_vocab_map().to(device), k, alpha, gold_outside=gold_outside)
     elif isinstance(surrogate, (str, os.PathLike)):
         from lsap.surrogate import load_surrogate_with_map
@@ -148,8 +151,9 @@ def target_source(*, k: int, alpha: float, gold_outside: str = "keep", device: s
 
 
 def build_target_source(cfg, base_tokenizer, base_vocab_size: int, shards, device: str | torch.device = "cpu",
-                        warn=_warn) -> TargetSource | None:
-    """A run's `TargetSource` from its `Config` through `target_source` (None for loss=ce)."""
+                        warn=_warn, window_layout: str = "lsap") -> TargetSource | None:
+    """A run's `TargetSource` from its `Config` through `target_source` (None for loss=ce).
+    window_layout: "olmo" for OLMo-core's train module (its instances key the store)."""
     if cfg.loss != "lsap":
         return None
     S, L = cfg.surrogate, cfg.lsap
@@ -158,6 +162,7 @@ def build_target_source(cfg, base_tokenizer, base_vocab_size: int, shards, devic
                   allow_small_intersection=L.allow_small_intersection, warn=warn)
     if S.source == "store":
         return target_source(store=S.store_dir, shards=shards, seq_len=cfg.data.seq_len, store_surrogate=S.model,
-                             online_batch_size=S.batch_size or cfg.train.micro_batch_size, **common)
+                             online_batch_size=S.batch_size or cfg.train.micro_batch_size,
+                             window_layout=window_layout, **common)
     return target_source(surrogate=S.model, base_tokenizer=base_tokenizer, base_vocab_size=base_vocab_size,
                          seed=L.intersection_seed, batch_size=S.batch_size, **common)
