@@ -1,6 +1,6 @@
 """Held-out metrics: loss, bits per byte, next-token accuracy, split by auxiliary targets.
 
-What the trainer needs (`heldout_nll`, `scored_bytes`) and what `lsap eval` reports
+What the trainer needs (`val_loss_bpb`: `heldout_nll` over `scored_bytes`) and what `lsap eval` reports
 (`heldout_metrics`), plus `bpb_on_documents`: bits per byte of any model on given complete
 documents with its own tokenizer, the one cross-tokenizer comparison (METHOD §5b).
 
@@ -79,6 +79,19 @@ def heldout_nll(shards, seq_len: int, batch_size: int, max_batches: int | None, 
         part = torch.stack([torch.as_tensor(nll_sum).double(), torch.as_tensor(count).double()])
         tot = part if tot is None else tot + part
     return (0.0, 0.0) if tot is None else (float(tot[0]), float(tot[1]))
+
+
+def val_loss_bpb(shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn, tokenizer) -> dict:
+    """The trainer's periodic held-out numbers: {"val_loss", "val_bpb"} over `heldout_nll`'s
+    windows, bpb dividing by `scored_bytes` of exactly those labels; {} when nothing was scored."""
+    nll_sum, count = heldout_nll(shards, seq_len, batch_size, max_batches, nll_fn)
+    if count == 0:
+        return {}
+    out = {"val_loss": nll_sum / count}
+    n_bytes = scored_bytes(shards, seq_len, batch_size, max_batches, tokenizer)
+    if n_bytes:
+        out["val_bpb"] = bits_per_byte(nll_sum, n_bytes)
+    return out
 
 
 def heldout_loss(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, batch_size: int = 8,

@@ -200,6 +200,23 @@ def data_identity(shards) -> list[str]:
     return [s.get("sha256", "") for s in shards.info["shards"]]
 
 
+def next_micro_batches(c: Components, dev: torch.device, *, weighted: bool):
+    """One optimizer step's `c.accum` micro-batches from `c.loader`, each with its auxiliary
+    targets (`c.targets`; probabilities only when `weighted`): a list of the LossModule's
+    positional inputs, and float64 [labels, auxiliary targets] counts on this rank."""
+    micro = []
+    n = torch.zeros(2, dtype=torch.float64, device=dev)
+    for _ in range(c.accum):
+        batch = c.loader.next_batch().to(dev)
+        aux = c.targets(batch) if c.targets is not None else None
+        micro.append((batch.input_ids, batch.labels, *(
+            (aux.ids, aux.mask, aux.probs if weighted else None) if aux is not None else (None, None, None))))
+        n[0] += (batch.labels != IGNORE).sum()
+        if aux is not None:
+            n[1] += aux.count
+    return micro, n
+
+
 def lock_run_dir(out: str | Path, d: distributed.Dist):
     """Rank 0 takes out_dir's `lsap.lock.DirLock` before anything in it is touched; every
     rank learns whether it got it (a refused lock raises on every rank). None off rank 0."""
@@ -258,10 +275,6 @@ class Trainer:
         self.step, self.wall, self.skipped = 0, 0.0, 0  # skipped: non-finite steps (train.skip_nonfinite_steps)
         self.loggers = self.lock = None
         self.peak = peak_flops_for_device(dist.device) if dist.device.type == "cuda" else None
-
-    @property
-    def components(self) -> Components:
-        return self.c
 
     @classmethod
     def from_config(cls, cfg: Config, resume: bool = False, *, dist: distributed.Dist | None = None,
@@ -326,17 +339,7 @@ class Trainer:
         lr = c.lr_at(self.step)
         for g in c.opt.param_groups:
             g["lr"] = lr
-        micro = []
-        n = torch.zeros(2, dtype=torch.float64, device=dev)
-        weighted = self.cfg.lsap.aux_weighting == "prob"
-        for _ in range(c.accum):
-            batch = c.loader.next_batch().to(dev)
-            aux = c.targets(batch) if c.targets is not None else None
-            micro.append((batch.input_ids, batch.labels, *(
-                (aux.ids, aux.mask, aux.probs if weighted else None) if aux is not None else (None, None, None))))
-            n[0] += (batch.labels != IGNORE).sum()
-            if aux is not None:
-                n[1] += aux.count
+        micro, n = next_micro_batches(c, dev, weighted=self.cfg.lsap.aux_weighting == "prob")
         d.all_reduce_sum(n)
         z = float(normalizer(n[0], n[1], self.cfg.lsap.normalization, lam)) if c.targets is not None else float(n[0])
         parts = torch.zeros(3, dtype=torch.float64, device=dev)
@@ -380,8 +383,8 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """val_loss (and val_bpb) by `lsap.metrics.heldout_nll`, the wrapped module run on every rank."""
-        from lsap.metrics import bits_per_byte, heldout_nll, scored_bytes
+        """val_loss and val_bpb (`lsap.metrics.val_loss_bpb`), the wrapped module run on every rank."""
+        from lsap.metrics import val_loss_bpb
 
         c, dev = self.c, self.d.device
         if c.val is None:
@@ -393,17 +396,11 @@ class Trainer:
             return out.ce_sum, out.n_labels
 
         c.module.eval()
-        nll_sum, count = heldout_nll(c.val, self.cfg.data.seq_len, self.cfg.train.micro_batch_size,
-                                     self.cfg.train.eval_batches, score)
-        c.module.train()
-        if count == 0:
-            return {}
-        out = {"val_loss": nll_sum / count}
-        n_bytes = scored_bytes(c.val, self.cfg.data.seq_len, self.cfg.train.micro_batch_size,
-                               self.cfg.train.eval_batches, c.tokenizer)
-        if n_bytes:
-            out["val_bpb"] = bits_per_byte(nll_sum, n_bytes)
-        return out
+        try:
+            return val_loss_bpb(c.val, self.cfg.data.seq_len, self.cfg.train.micro_batch_size,
+                                self.cfg.train.eval_batches, score, c.tokenizer)
+        finally:
+            c.module.train()
 
     # ------------------------------------------------------------------ checkpoints
     def counters(self) -> dict:
@@ -457,50 +454,82 @@ class Trainer:
             self.close()
 
     def _loop(self, stream) -> Path:
-        from lsap.progress import Progress
-
-        cfg, t, c = self.cfg, self.cfg.train, self.c
-        total = c.budget.total_steps
-        if self.main:
-            print(_header(cfg, c, self.d), flush=True)
-        # stdout by default, with the step lines (stderr stays for errors: one line each)
-        stream = sys.stdout if stream is None else stream
-        bar = Progress(total, f"train {cfg.name}", unit="step", initial=self.step, stream=stream, enabled=self.main)
-        # lines on the bar's own stream go through it, so a terminal's bar stays one line
-        say = bar.write if stream is sys.stdout else (lambda m: print(m, flush=True))
-        window_t, window_tok = time.perf_counter(), 0
+        t, c, total = self.cfg.train, self.c, self.c.budget.total_steps
+        con = _Console(self, stream)
         eval_every, ckpt_every = t.eval_every or total, t.ckpt_every or total
         while self.step < total:
             t0 = time.perf_counter()
             row = self.train_step()
             self.wall += time.perf_counter() - t0
-            window_tok += c.budget.tokens_per_step
+            con.tokens(c.budget.tokens_per_step)
             if self.step % t.log_every == 0 or self.step == total:
-                tps = window_tok / max(time.perf_counter() - window_t, 1e-9)
+                tps = con.tok_s()
                 row.update(self.counters(), kind="train", tok_s=tps,
                            mfu=mfu(tps * c.budget.flops_per_step / c.budget.tokens_per_step / self.d.world_size,
                                    self.peak))
                 self.log(row)
-                eta = (total - self.step) * self.wall / max(self.step, 1)
-                if self.main:
-                    bar.set_postfix(f"loss {row['loss']:.3f} | {tps:,.0f} tok/s")
-                    say(_step_line(row, total, c, c.targets is not None, eta))
-                window_t, window_tok = time.perf_counter(), 0
-            bar.update(1)
+                con.step(row)
+            con.advance()
             if self.step % eval_every == 0 or self.step == total:
                 ev = self.evaluate()
                 if ev:
                     self.log({"kind": "val", **self.counters(), **ev})
-                    if self.main:
-                        say(f"step {self.step} | val loss {ev['val_loss']:.4f}"
+                    con.say(f"step {self.step} | val loss {ev['val_loss']:.4f}"
                             + (f" | val bpb {ev['val_bpb']:.4f}" if "val_bpb" in ev else ""))
             if self.step % ckpt_every == 0 or self.step == total or self.step in t.ckpt_at:
-                path = self.save_checkpoint()
-                if self.main:
-                    say(f"checkpoint: {path}")
-            window_t = window_t if window_tok else time.perf_counter()  # tok/s excludes eval and saving
-        bar.close()
+                con.say(f"checkpoint: {self.save_checkpoint()}")
+            con.resume_clock()  # tok/s excludes eval and saving
+        con.close()
         return self.out
+
+
+class _Console:
+    """What the loop prints on rank 0: the header, a progress bar (`lsap.progress.Progress`),
+    step / val / checkpoint lines, and tok/s over the steps since the last step line."""
+
+    def __init__(self, trainer: Trainer, stream):
+        from lsap.progress import Progress
+
+        self.tr, self.main = trainer, trainer.main
+        c = trainer.c
+        if self.main:
+            print(_header(trainer.cfg, c, trainer.d), flush=True)
+        # stdout by default, with the step lines (stderr stays for errors: one line each)
+        stream = sys.stdout if stream is None else stream
+        self.bar = Progress(c.budget.total_steps, f"train {trainer.cfg.name}", unit="step", initial=trainer.step,
+                            stream=stream, enabled=self.main)
+        # lines on the bar's own stream go through it, so a terminal's bar stays one line
+        self._print = self.bar.write if stream is sys.stdout else (lambda m: print(m, flush=True))
+        self.t0, self.n = time.perf_counter(), 0
+
+    def tokens(self, n: int) -> None:
+        self.n += n
+
+    def tok_s(self) -> float:
+        return self.n / max(time.perf_counter() - self.t0, 1e-9)
+
+    def step(self, row: dict) -> None:
+        tr = self.tr
+        total = tr.c.budget.total_steps
+        eta = (total - tr.step) * tr.wall / max(tr.step, 1)
+        if self.main:
+            self.bar.set_postfix(f"loss {row['loss']:.3f} | {row['tok_s']:,.0f} tok/s")
+            self._print(_step_line(row, total, tr.c, tr.c.targets is not None, eta))
+        self.t0, self.n = time.perf_counter(), 0
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def say(self, msg: str) -> None:
+        if self.main:
+            self._print(msg)
+
+    def resume_clock(self) -> None:
+        if not self.n:
+            self.t0 = time.perf_counter()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 # --------------------------------------------------------------------------- the entry point
