@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the four sweep axes of issue 19 — (d) surrogate size, (e) vocabulary overlap,
-# (f) domain, (c) base size — one after another, in the background, resumably.
+# (f) domain, (c) base size — then re-measure round 2's (a) strength and (b) alpha x lambda
+# with the round-3 instrument, one after another, in the background, resumably.
 #
 #   scripts/run_sweeps.sh            # start (or resume) in the background; prints the log path
 #   scripts/run_sweeps.sh --fg       # the same in the foreground
@@ -31,9 +32,9 @@ if [[ "${1:-}" != "--fg" ]]; then
 fi
 lsap=(python -m lsap)
 export PYTHONUNBUFFERED=1
-for axis in surrogate-size overlap domain base-size; do
+for axis in surrogate-size overlap domain base-size strength alpha-lambda; do
   out=$results/sweep-$axis-cpu-2core-$LSAP_SWEEP_DATE
   echo "=== $(date -u +%FT%TZ) $axis -> $out"
   "${lsap[@]}" sweep "$axis" --out "$out" --runs-root runs/sweeps
 done
-echo "=== $(date -u +%FT%TZ) all four axes done"
+echo "=== $(date -u +%FT%TZ) all axes done"
