@@ -253,3 +253,21 @@ def test_toy_overlap_axis_end_to_end_with_out_of_domain_pairs(tmp_path):
     assert (out / "delta_vs_overlap.png").is_file() and (out / "report.md").is_file()
     ood_json = json.loads((__import__("pathlib").Path(keep["out_dir"]) / "ood.json").read_text())
     assert 0 <= ood_json[str(ood)]["pairs_average"] <= 1
+    # the out-of-domain sign test, recounted by hand from the two runs' per-example results
+    from lsap.stats import sign_test
+    from lsap.tasks import PAIR_TASKS, unpack_scores
+
+    ce_run = [r for r in st["runs"] if r["loss"] == "ce"][0]
+    ce_json = json.loads((__import__("pathlib").Path(ce_run["out_dir"]) / "ood.json").read_text())
+    b = c = n = 0
+    for t, metric in PAIR_TASKS.items():
+        a_ = unpack_scores(ce_json[str(ood)]["examples"][t])[metric]
+        l_ = unpack_scores(ood_json[str(ood)]["examples"][t])[metric]
+        assert a_.mean() == pytest.approx(ce_json[str(ood)]["tasks"][t])
+        b += int((~a_ & l_).sum())
+        c += int((a_ & ~l_).sum())
+        n += len(a_)
+    test = rows["lsap-keep0.3"]["ood"][str(ood)]["test"]
+    assert (test["b"], test["c"], test["n"]) == (b, c, n) and test["p"] == pytest.approx(sign_test(b, c))
+    assert rows["lsap-keep0.3"]["pairs_test"]["n"] > 0
+    assert ", p " in md or ", **p " in md

@@ -529,7 +529,8 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
             os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"table": table, "out": str(out), "files": [*files, "report.md", "report.json"], "markdown": md}
+    return {"table": table, "out": str(out), "files": [*files, "report.md", "report.json"], "markdown": md,
+            "paired": paired}
 
 
 def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:

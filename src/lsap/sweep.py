@@ -262,7 +262,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
               dry_run: bool = False, log=print) -> dict:
     """Expand, train (resumably), evaluate and report a sweep; returns the report dict
     (with `dry_run`: the checked plan, nothing built)."""
-    from lsap.evaluate import evaluate_run
+    from lsap.evaluate import evaluate_run, ood_eval
     from lsap.loggers import quiet_libraries
     from lsap.train import train
 
@@ -424,42 +424,6 @@ def _restricted_map(cfg, regime, root: Path, overlap: dict, setting: str, v: str
     cfg.surrogate.vocab_map, L.intersection_keep = str(d), 1.0  # the map is the ablation now
 
 
-def ood_eval(run_dir: str | Path, ood: dict, task_root: Path, max_examples: int, memo: dict, log=print) -> dict:
-    """Minimal pairs built from the held-out documents of other corpora (tokenized with
-    the run's base tokenizer), scored on the run's final checkpoint; RUN/ood.json,
-    reused while the task set and checkpoint are unchanged."""
-    from lsap.checkpoint import latest
-    from lsap.tasks import PAIR_TASKS, build_offline_tasks, score_choices
-    from lsap.io import atomic_write_json
-
-    run_dir = Path(run_dir)
-    path = run_dir / "ood.json"
-    known = json.loads(path.read_text()) if path.is_file() else {}
-    ck = latest(run_dir)
-    model = tok = None
-    for corpus, data_dir in ood.items():
-        if data_dir not in memo:
-            tdir = task_root / hashlib.sha256(data_dir.encode()).hexdigest()[:10]
-            memo[data_dir] = (tdir, build_offline_tasks(data_dir, tdir, max_examples=max_examples)["hash"])
-        tdir, h = memo[data_dir]
-        if known.get(corpus, {}).get("hash") == h and known[corpus].get("checkpoint") == ck.name:
-            continue
-        if model is None:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            model = AutoModelForCausalLM.from_pretrained(ck / "model").eval()
-            tok = AutoTokenizer.from_pretrained(ck / "model")
-        scores = {}
-        for t, metric in PAIR_TASKS.items():
-            rows = [json.loads(x) for x in (tdir / f"{t}.jsonl").read_text().splitlines() if x]
-            scores[t] = score_choices(model, tok, rows)[metric]
-        known[corpus] = {"hash": h, "checkpoint": ck.name, "tasks": scores,
-                         "pairs_average": sum(scores.values()) / len(scores)}
-        atomic_write_json(path, known)
-        log(f"[sweep] {run_dir.name} out-of-domain {corpus}: pairs {known[corpus]['pairs_average']:.3f}")
-    return known
-
-
 def report_sweep(out: str | Path) -> dict:
     """(Re)write a sweep's report from its sweep.json and the runs' eval.json files, at
     each regime's FLOPs budget (`lsap sweep SPEC --report-only`): one report per regime
@@ -487,7 +451,7 @@ def report_sweep(out: str | Path) -> dict:
                               strength=vst.get("surrogate_bpb") or {}, surrogates=vst.get("surrogates") or {},
                               names=[r["name"] for r in runs])
         result = result or res
-        rows += _summary_rows(v, vst, runs, res["table"], st.get("overlap", {}).get(v, {}))
+        rows += _summary_rows(v, vst, runs, res["table"], st.get("overlap", {}).get(v, {}), res.get("paired"))
     axis = st["spec"].get("axis")
     if multi or axis or any(r["ood"] for r in rows):
         files = _write_summary(out, st["spec"], rows, axis, write_report_md=multi)
@@ -498,10 +462,13 @@ def report_sweep(out: str | Path) -> dict:
     return result
 
 
-def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dict) -> list[dict]:
-    from lsap.report import strength_rows
+def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dict,
+                  paired: list[dict] | None = None) -> list[dict]:
+    from lsap.evaluate import ood_paired
+    from lsap.report import PAIRS_POOLED, strength_rows
 
     deltas = strength_rows(table, vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {})
+    in_domain = {x["setting"]: x["tests"].get(PAIRS_POOLED) for x in paired or []}
     ood = {r["name"]: _read_json(Path(r["out_dir"]) / "ood.json") for r in runs}
     ce = {r["seed"]: ood[r["name"]] for r in runs if r["loss"] == "ce"}
     params = vst.get("params") or {}
@@ -514,11 +481,16 @@ def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dic
                   for r in runs if r["setting"] == d["setting"] and r["seed"] in ce
                   and corpus in ood[r["name"]] and corpus in ce[r["seed"]]]
             if ds:
-                o[corpus] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds), "n": len(ds)}
+                o[corpus] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds), "n": len(ds),
+                             "test": ood_paired({r["seed"]: ce[r["seed"]][corpus] for r in runs
+                                                  if r["setting"] == d["setting"] and r["seed"] in ce},
+                                                 {r["seed"]: ood[r["name"]][corpus] for r in runs
+                                                  if r["setting"] == d["setting"] and r["seed"] in ce})}
         rows.append({"regime": v, "setting": d["setting"], "surrogate": d["surrogate"], "n": d["n"],
                      "base_params": n_b, "surrogate_params": n_s,
                      "surrogate_ratio": n_s / n_b if n_b and n_s else None, "strength": d["strength"],
                      "overlap": overlap.get(d["setting"]), "pairs": d.get("pairs_average"), "ood": o,
+                     "pairs_test": _test_fields(in_domain.get(d["setting"])),
                      "corpus": vst.get("corpus")})
     return rows
 
@@ -527,8 +499,20 @@ def _read_json(p: Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def _rng(d, scale=100.0):
-    return "n/a" if not d else f"{d['mean'] * scale:+.2f} [{d['min'] * scale:+.2f}, {d['max'] * scale:+.2f}]"
+def _test_fields(t: dict | None) -> dict | None:
+    return {k: t[k] for k in ("p", "ci", "survives", "b", "c", "n")} if t else None
+
+
+def _rng(d, scale=100.0, test: dict | None = None):
+    """'mean [min, max]' over seeds, then the pooled sign test's p, in bold when p < 0.05."""
+    if not d:
+        return "n/a"
+    cell = f"{d['mean'] * scale:+.2f} [{d['min'] * scale:+.2f}, {d['max'] * scale:+.2f}]"
+    test = test if test is not None else d.get("test")
+    if not test:
+        return cell
+    p = f"p {test['p']:.2g}"
+    return f"{cell}, **{p}**" if test["survives"] else f"{cell}, {p}"
 
 
 def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, write_report_md: bool) -> list[str]:
@@ -540,7 +524,9 @@ def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, w
              "Δ = LSAP − CE on minimal pairs (points), paired by seed, mean [min, max] over seeds, at each "
              "regime's matched-FLOPs budget (the surrogate's inference charged). Strength = the surrogate's "
              "held-out bits per byte / the CE base's. Overlap = share of the base's held-out tokens inside "
-             "the (kept) Σ∩. Out-of-domain: minimal pairs from held-out documents of other corpora.", "",
+             "the (kept) Σ∩. Out-of-domain: minimal pairs from held-out documents of other corpora. "
+             "p: exact two-sided sign test on the pairs where CE and LSAP disagree, pooled over seeds and "
+             "pair tasks (`lsap.stats`); **bold** when p < 0.05.", "",
              "| regime | setting | N_b | N_s/N_b | strength | overlap | seeds | Δ in-domain | "
              + " | ".join(f"Δ {c}" for c in corpora) + (" |" if corpora else "|"),
              "|---" * (8 + len(corpora)) + "|"]
@@ -548,7 +534,7 @@ def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, w
         f = (lambda x, p: "n/a" if x is None else p.format(x))
         lines.append(f"| {r['regime'] or r['corpus'] or '-'} | {r['setting']} | {f(r['base_params'], '{:,.0f}')} | "
                      f"{f(r['surrogate_ratio'], '{:.2f}')} | {f(r['strength'], '{:.3f}')} | "
-                     f"{f(r['overlap'], '{:.1%}')} | {r['n']} | {_rng(r['pairs'])} | "
+                     f"{f(r['overlap'], '{:.1%}')} | {r['n']} | {_rng(r['pairs'], test=r.get('pairs_test'))} | "
                      + " | ".join(_rng(r["ood"].get(c)) for c in corpora) + (" |" if corpora else "|"))
     strengths = [r["strength"] for r in rows if r["strength"] is not None]
     if strengths and (max(strengths) - min(strengths)) > 0.1 and (axis or {}).get("x") == "base_params":
