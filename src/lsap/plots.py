@@ -153,29 +153,38 @@ def _mean_score(e: dict) -> float | None:
 
 def axis_plot(rows: list[dict], x: str, title: str, out: Path) -> str:
     """One sweep axis: Δ minimal pairs (LSAP − CE, mean and min–max over seeds) against
-    `x`, in-domain and per out-of-domain corpus. Returns the file name written in `out`."""
+    `x`, in-domain and per out-of-domain corpus, each series nudged sideways so bars do not
+    hide each other; a filled marker where the pooled sign test gives p < 0.05, hollow where
+    not. Returns the file name written in `out`."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     pts = [r for r in rows if r[x] is not None and r["pairs"]]
     xs = [r[x] for r in pts]
-    for label, get, m in [("in-domain", lambda r: r["pairs"], "o")] + [
-            (f"out-of-domain {c}", (lambda c: lambda r: r["ood"].get(c))(c), "s")
-            for c in sorted({c for r in pts for c in r["ood"]})]:
-        ds = [get(r) for r in pts]
-        px = [a for a, d in zip(xs, ds) if d]
-        dd = [d for d in ds if d]
-        if not dd:
+    span = (max(xs) - min(xs)) or abs(xs[0]) or 1.0
+    series = [("in-domain", lambda r: (r["pairs"], r.get("pairs_test")), "o")] + [
+        (f"out-of-domain {c}", (lambda c: lambda r: (r["ood"].get(c), (r["ood"].get(c) or {}).get("test")))(c), "s")
+        for c in sorted({c for r in pts for c in r["ood"]})]
+    for i, (label, get, m) in enumerate(series):
+        got = [(a, *get(r)) for a, r in zip(xs, pts) if get(r)[0]]
+        if not got:
             continue
-        ax.errorbar(px, [d["mean"] * 100 for d in dd],
-                    yerr=[[(d["mean"] - d["min"]) * 100 for d in dd], [(d["max"] - d["mean"]) * 100 for d in dd]],
-                    fmt=m, capsize=3, label=label)
+        shift = (i - (len(series) - 1) / 2) * 0.015
+        px = [a * 10 ** shift if x == "base_params" else a + shift * span for a, _, _ in got]
+        py = [d["mean"] * 100 for _, d, _ in got]
+        color = f"C{i}"
+        ax.errorbar(px, py, yerr=[[(d["mean"] - d["min"]) * 100 for _, d, _ in got],
+                                  [(d["max"] - d["mean"]) * 100 for _, d, _ in got]],
+                    fmt="none", capsize=3, ecolor=color)
+        sig = [bool(t and t.get("survives")) for _, _, t in got]
+        ax.scatter(px, py, marker=m, color=[color if s_ else "white" for s_ in sig], edgecolors=color,
+                   zorder=3, label=label)
     ax.axhline(0, color="gray", lw=0.8)
     if x == "base_params":
         ax.set_xscale("log")
     ax.set_xlabel({"base_params": "base parameters", "surrogate_ratio": "N_s / N_b",
                    "overlap": "share of held-out base tokens in kept Σ∩", "strength": "strength (bpb ratio)"}[x])
     ax.set_ylabel("Δ minimal pairs, LSAP − CE (points)")
-    ax.set_title(title)
+    ax.set_title(title + "\n(filled: pooled sign test p < 0.05; bars: min–max over seeds)", fontsize=9)
     ax.legend(fontsize=7)
     name = f"delta_vs_{x}.png"
     fig.tight_layout()
