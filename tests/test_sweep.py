@@ -271,3 +271,41 @@ def test_toy_overlap_axis_end_to_end_with_out_of_domain_pairs(tmp_path):
     assert (test["b"], test["c"], test["n"]) == (b, c, n) and test["p"] == pytest.approx(sign_test(b, c))
     assert rows["lsap-keep0.3"]["pairs_test"]["n"] > 0
     assert ", p " in md or ", **p " in md
+
+
+def test_summary_rows_match_runs_to_the_reports_setting_names(tmp_path):
+    """A multi-regime sweep's report names settings with the regime prefixed
+    ("linux-docs-lsap-a0.05") while each run records its bare setting ("lsap-a0.05"): the
+    out-of-domain columns and their sign test must still find the runs (they came out empty)."""
+    import numpy as np
+
+    from lsap.stats import sign_test
+    from lsap.tasks import PAIR_TASKS, pack_scores
+
+    rng = np.random.default_rng(0)
+    runs, table_rows, truth = [], [], {}
+    for seed in (0, 1):
+        for loss in ("ce", "lsap"):
+            name = f"linux-docs-{loss}-s{seed}" if loss == "ce" else f"linux-docs-lsap-a0.05-s{seed}"
+            d = tmp_path / name
+            d.mkdir()
+            entry = {"tasks": {}, "examples": {}}
+            for t, metric in PAIR_TASKS.items():
+                ok = rng.random(50) < (0.6 if loss == "ce" else 0.7)
+                truth[(loss, seed, t)] = ok
+                sc = {"correct": ok, "correct_norm": ok, "same_tokens": np.ones(50, bool), "ll": np.zeros((50, 2))}
+                entry["tasks"][t], entry["examples"][t] = float(ok.mean()), pack_scores(sc)
+            entry["pairs_average"] = sum(entry["tasks"].values()) / len(entry["tasks"])
+            (d / "ood.json").write_text(json.dumps({"shakespeare": entry}))
+            runs.append({"name": name, "out_dir": str(d), "seed": seed, "loss": loss,
+                         "setting": "ce" if loss == "ce" else "lsap-a0.05"})
+            table_rows.append({"run": name, "seed": seed, "loss": "LSAP" if loss == "lsap" else "Cross Entropy",
+                               "setting": "linux-docs-ce" if loss == "ce" else "linux-docs-lsap-a0.05",
+                               "surrogate": None, "pairs_average": 0.5, "scores": {}})
+    rows = sw._summary_rows("linux-docs", {}, runs, {"rows": table_rows, "tasks": []}, {})
+    assert [r["setting"] for r in rows] == ["linux-docs-lsap-a0.05"]
+    got = rows[0]["ood"]["shakespeare"]
+    b = sum(int((~truth[("ce", s, t)] & truth[("lsap", s, t)]).sum()) for s in (0, 1) for t in PAIR_TASKS)
+    c = sum(int((truth[("ce", s, t)] & ~truth[("lsap", s, t)]).sum()) for s in (0, 1) for t in PAIR_TASKS)
+    assert got["n"] == 2 and (got["test"]["b"], got["test"]["c"]) == (b, c)
+    assert got["test"]["p"] == pytest.approx(sign_test(b, c)) and got["test"]["n"] == 2 * 50 * len(PAIR_TASKS)

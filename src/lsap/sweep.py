@@ -469,6 +469,8 @@ def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dic
 
     deltas = strength_rows(table, vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {})
     in_domain = {x["setting"]: x["tests"].get(PAIRS_POOLED) for x in paired or []}
+    # the report's setting names (a multi-regime sweep prefixes the regime), by run
+    setting_of = {row["run"]: row["setting"] for row in table["rows"]}
     ood = {r["name"]: _read_json(Path(r["out_dir"]) / "ood.json") for r in runs}
     ce = {r["seed"]: ood[r["name"]] for r in runs if r["loss"] == "ce"}
     params = vst.get("params") or {}
@@ -478,14 +480,14 @@ def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dic
         o = {}
         for corpus in sorted({c for x in ood.values() for c in x}):
             ds = [ood[r["name"]][corpus]["pairs_average"] - ce[r["seed"]][corpus]["pairs_average"]
-                  for r in runs if r["setting"] == d["setting"] and r["seed"] in ce
+                  for r in runs if setting_of.get(r["name"]) == d["setting"] and r["seed"] in ce
                   and corpus in ood[r["name"]] and corpus in ce[r["seed"]]]
             if ds:
                 o[corpus] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds), "n": len(ds),
                              "test": ood_paired({r["seed"]: ce[r["seed"]][corpus] for r in runs
-                                                  if r["setting"] == d["setting"] and r["seed"] in ce},
+                                                  if setting_of.get(r["name"]) == d["setting"] and r["seed"] in ce},
                                                  {r["seed"]: ood[r["name"]][corpus] for r in runs
-                                                  if r["setting"] == d["setting"] and r["seed"] in ce})}
+                                                  if setting_of.get(r["name"]) == d["setting"] and r["seed"] in ce})}
         rows.append({"regime": v, "setting": d["setting"], "surrogate": d["surrogate"], "n": d["n"],
                      "base_params": n_b, "surrogate_params": n_s,
                      "surrogate_ratio": n_s / n_b if n_b and n_s else None, "strength": d["strength"],
