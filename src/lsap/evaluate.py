@@ -492,13 +492,16 @@ def ood_eval(run_dir: str | Path, ood: dict, task_root: Path, max_examples: int,
 def ood_paired(ce: dict, ls: dict) -> dict | None:
     """The pooled sign test + bootstrap (`lsap.stats.paired_comparison`) of one setting's runs
     vs the CE runs of the same seeds on one out-of-domain corpus: ce / ls = {seed: ood.json
-    entry}; every pair task's examples, one group per seed and task. None without per-example results."""
+    entry}; every pair task's examples, one group per seed and task. None unless every seed has
+    per-example results (ood.json written before they were kept: rerun the sweep to re-score)."""
     from lsap.stats import paired_comparison
     from lsap.tasks import unpack_scores
 
     gc, gl = [], []
+    if not all(ce[seed].get("examples") and e.get("examples") for seed, e in ls.items()):
+        return None
     for seed, e in ls.items():
-        a, b = ce[seed].get("examples") or {}, e.get("examples") or {}
+        a, b = ce[seed]["examples"], e["examples"]
         for t, metric in PAIR_TASKS.items():
             if t in a and t in b and a[t]["n"] == b[t]["n"]:
                 gc.append(unpack_scores(a[t])[metric])
