@@ -54,7 +54,10 @@ def test_where_on_map_sentences():
     assert "helped here" in where_on_map(0.65, 0.87)[0]
     assert "did not help" in where_on_map(1.02, 0.87)[0]
     assert "between" in where_on_map(0.88, 0.87)[0]
-    assert "below what was measured" in where_on_map(0.65, 0.40)[1]
+    assert "helped here" in where_on_map(0.65, 0.87)[1]
+    assert "gain vanished" in where_on_map(0.65, 0.62)[1]
+    assert "worse than CE" in where_on_map(0.65, 0.40)[1] and "not measured" not in where_on_map(0.65, 0.40)[1]
+    assert "not measured" in where_on_map(0.65, 0.10)[1]
     assert "strength unknown" in where_on_map(None, 0.87)[0]
 
 
