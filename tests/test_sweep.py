@@ -302,8 +302,8 @@ def test_summary_rows_match_runs_to_the_reports_setting_names(tmp_path):
             table_rows.append({"run": name, "seed": seed, "loss": "LSAP" if loss == "lsap" else "Cross Entropy",
                                "setting": "linux-docs-ce" if loss == "ce" else "linux-docs-lsap-a0.05",
                                "surrogate": None, "pairs_average": 0.5, "scores": {}})
-    rows = sw._summary_rows("linux-docs", {}, runs, {"rows": table_rows, "tasks": []}, {})
-    assert [r["setting"] for r in rows] == ["linux-docs-lsap-a0.05"]
+    rows = sw._summary_rows("linux-docs", {}, runs, {"rows": table_rows, "tasks": []}, {"lsap-a0.05": 0.95})
+    assert [r["setting"] for r in rows] == ["linux-docs-lsap-a0.05"] and rows[0]["overlap"] == 0.95
     got = rows[0]["ood"]["shakespeare"]
     b = sum(int((~truth[("ce", s, t)] & truth[("lsap", s, t)]).sum()) for s in (0, 1) for t in PAIR_TASKS)
     c = sum(int((truth[("ce", s, t)] & ~truth[("lsap", s, t)]).sum()) for s in (0, 1) for t in PAIR_TASKS)

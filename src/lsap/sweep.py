@@ -471,6 +471,7 @@ def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dic
     in_domain = {x["setting"]: x["tests"].get(PAIRS_POOLED) for x in paired or []}
     # the report's setting names (a multi-regime sweep prefixes the regime), by run
     setting_of = {row["run"]: row["setting"] for row in table["rows"]}
+    bare = {setting_of.get(r["name"]): r["setting"] for r in runs}
     ood = {r["name"]: _read_json(Path(r["out_dir"]) / "ood.json") for r in runs}
     ce = {r["seed"]: ood[r["name"]] for r in runs if r["loss"] == "ce"}
     params = vst.get("params") or {}
@@ -491,7 +492,7 @@ def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dic
         rows.append({"regime": v, "setting": d["setting"], "surrogate": d["surrogate"], "n": d["n"],
                      "base_params": n_b, "surrogate_params": n_s,
                      "surrogate_ratio": n_s / n_b if n_b and n_s else None, "strength": d["strength"],
-                     "overlap": overlap.get(d["setting"]), "pairs": d.get("pairs_average"), "ood": o,
+                     "overlap": overlap.get(bare.get(d["setting"], d["setting"])), "pairs": d.get("pairs_average"), "ood": o,
                      "pairs_test": _test_fields(in_domain.get(d["setting"])),
                      "corpus": vst.get("corpus")})
     return rows
