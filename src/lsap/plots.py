@@ -178,6 +178,10 @@ def axis_plot(rows: list[dict], x: str, title: str, out: Path) -> str:
         sig = [bool(t and t.get("survives")) for _, _, t in got]
         ax.scatter(px, py, marker=m, color=[color if s_ else "white" for s_ in sig], edgecolors=color,
                    zorder=3, label=label)
+        if i == 0 and len({r.get("regime") for r in pts}) > 1:  # name each regime's point
+            for a, b_, r in zip(px, py, [r for r in pts if get(r)[0]]):
+                ax.annotate(r["regime"], (a, b_), textcoords="offset points", xytext=(-6, -12), fontsize=7,
+                            ha="right")
     ax.axhline(0, color="gray", lw=0.8)
     if x == "base_params":
         ax.set_xscale("log")
