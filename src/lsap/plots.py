@@ -183,6 +183,7 @@ def axis_plot(rows: list[dict], x: str, title: str, out: Path) -> str:
                 ax.annotate(r["regime"], (a, b_), textcoords="offset points", xytext=(-6, -12), fontsize=7,
                             ha="right")
     ax.axhline(0, color="gray", lw=0.8)
+    ax.margins(x=0.12)  # room for the regime labels
     if x == "base_params":
         ax.set_xscale("log")
     ax.set_xlabel({"base_params": "base parameters", "surrogate_ratio": "N_s / N_b",
