@@ -509,4 +509,4 @@ def ood_paired(ce: dict, ls: dict) -> dict | None:
     if not gc or not sum(len(x) for x in gc):
         return None
     r = paired_comparison(gc, gl)
-    return {k: r[k] for k in ("p", "ci", "survives", "b", "c", "n")}
+    return {k: r[k] for k in ("delta", "p", "ci", "survives", "b", "c", "n")}

@@ -503,7 +503,7 @@ def _read_json(p: Path) -> dict:
 
 
 def _test_fields(t: dict | None) -> dict | None:
-    return {k: t[k] for k in ("p", "ci", "survives", "b", "c", "n")} if t else None
+    return {k: t[k] for k in ("delta", "p", "ci", "survives", "b", "c", "n")} if t else None
 
 
 def _rng(d, scale=100.0, test: dict | None = None):
@@ -515,6 +515,9 @@ def _rng(d, scale=100.0, test: dict | None = None):
     if not test:
         return cell
     p = f"p {test['p']:.2g}"
+    if "delta" in test and abs(test["delta"] - d["mean"]) * scale >= 0.05:
+        # tasks of unequal size: the test pools examples, the cell averages tasks
+        p = f"pooled {test['delta'] * scale:+.2f}, {p}"
     return f"{cell}, **{p}**" if test["survives"] else f"{cell}, {p}"
 
 
@@ -529,7 +532,8 @@ def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, w
              "held-out bits per byte / the CE base's. Overlap = share of the base's held-out tokens inside "
              "the (kept) Σ∩. Out-of-domain: minimal pairs from held-out documents of other corpora. "
              "p: exact two-sided sign test on the pairs where CE and LSAP disagree, pooled over seeds and "
-             "pair tasks (`lsap.stats`); **bold** when p < 0.05.", "",
+             "pair tasks (`lsap.stats`); **bold** when p < 0.05. Where the tasks differ in size the cell's Δ "
+             "(mean of task accuracies) and the test's pooled Δ (over examples) differ: then both are shown.", "",
              "| regime | setting | N_b | N_s/N_b | strength | overlap | seeds | Δ in-domain | "
              + " | ".join(f"Δ {c}" for c in corpora) + (" |" if corpora else "|"),
              "|---" * (8 + len(corpora)) + "|"]
