@@ -15,7 +15,7 @@ SmolLM2-sized surrogate; a GPU is used when there is one, `device`):
 4. The FLOPs price per base token, 1 + 2·N_s / (6·N_b), and the share of tokens lost at
    matched FLOPs (`lsap.flops`).
 5. Where this lands on lsap's measured map (MEASURED below, from `lsap sweep strength`):
-   strength ≲ 0.8 is where LSAP helped here, ~1 where it did not; an overlap (share of base
+   strength ≲ 0.7 is where LSAP helped here, 0.78 and ~1 where it did not show; an overlap (share of base
    tokens inside Σ∩) near 87% is where it helped, ~63% where the gain vanished, ≤ 37% where
    LSAP was worse than CE (the overlap sweep, Σ∩ cut at random).
 """
@@ -30,21 +30,23 @@ from lsap.errors import LsapError
 
 ALPHAS = (0.01, 0.05, 0.2)
 
-# lsap's measured map (benchmarks/results/sweep-strength-cpu-2core-2026-12-01, 2.1M base,
+# lsap's measured map (benchmarks/results/sweep-strength-cpu-2core-2026-12-02, 2.1M base,
 # python-docs, α 0.05, λ 1, 3 seeds, minimal pairs at matched FLOPs; Δ = LSAP − CE, points):
-# strength = surrogate bpb / CE base bpb on the base's held-out text.
+# strength = surrogate bpb / CE base bpb on the same held-out documents.
 MEASURED = {
-    "points": [  # (strength, Δ mean, Δ min, Δ max)
-        (0.65, 0.84, 0.80, 0.93),
-        (0.78, 0.86, 0.47, 1.13),
-        (1.01, 0.07, -0.43, 0.37),
+    "points": [  # (strength, Δ mean, Δ min, Δ max, pooled sign-test p), strongest first
+        (0.65, 1.21, 0.37, 1.93, 0.00056),
+        (0.78, 0.43, -0.57, 1.43, 0.23),
+        (0.995, 0.47, -0.20, 0.87, 0.18),
     ],
+    # sweep-surrogate-size-cpu-2core-2026-12-02: a 0.10x surrogate at strength 0.80 gave +0.89, p 0.012
+    "small_surrogate": (0.80, 0.89, 0.012),
     # benchmarks/results/sweep-overlap-cpu-2core-2026-12-02 (16x surrogate, strength 0.65, a random
     # seeded share of Σ∩ kept): (share of the base's held-out tokens inside the kept Σ∩, Δ mean, min, max)
     "overlap": [(0.870, 1.21, 0.37, 1.93), (0.626, 0.07, -0.87, 0.70), (0.371, -0.83, -1.30, -0.17),
                 (0.214, -1.30, -1.93, -0.40)],
-    "source": "benchmarks/results/sweep-strength-cpu-2core-2026-12-01 and sweep-overlap-cpu-2core-2026-12-02 "
-              "(2.1M base, python-docs, 3 seeds)",
+    "source": "benchmarks/results/sweep-{strength,surrogate-size,overlap}-cpu-2core-2026-12-02 "
+              "(2.1M base, python-docs, 3-5 seeds)",
 }
 MIN_TOKEN_SHARE = 0.05  # below this share of the text's base tokens inside Σ∩, LSAP adds (almost) nothing
 
@@ -92,24 +94,27 @@ def where_on_map(strength: float | None, overlap: float) -> list[str]:
     """Plain sentences placing (strength, overlap) on MEASURED."""
     pts = MEASURED["points"]
     out = []
+    sm = MEASURED["small_surrogate"]
     if strength is None:
         out.append("strength unknown (give --base-run with a short CE pilot on this text, or a finished CE run): "
-                   f"LSAP helped here when the surrogate was stronger per byte than the base (strength "
-                   f"{pts[0][0]:.2f}–{pts[1][0]:.2f}: Δ {pts[0][1]:+.2f}…{pts[1][1]:+.2f} points) and not at "
-                   f"~{pts[-1][0]:.2f} (Δ {pts[-1][1]:+.2f})")
-    elif strength <= 0.8:
-        near = min(pts, key=lambda p: abs(p[0] - strength))
-        out.append(f"strength {strength:.2f}: the regime where LSAP helped here (at {near[0]:.2f}: Δ "
-                   f"{near[1]:+.2f} [{near[2]:+.2f}, {near[3]:+.2f}] points on minimal pairs at matched FLOPs)")
+                   f"LSAP helped here with a surrogate much stronger per byte than the base (strength {pts[0][0]:.2f}: "
+                   f"Δ {pts[0][1]:+.2f} points, p {pts[0][4]:.2g}), not measurably at {pts[1][0]:.2f} or "
+                   f"~{pts[-1][0]:.2f}")
+    elif strength <= 0.72:
+        out.append(f"strength {strength:.2f}: the regime where LSAP helped here (at {pts[0][0]:.2f}: Δ "
+                   f"{pts[0][1]:+.2f} [{pts[0][2]:+.2f}, {pts[0][3]:+.2f}] points on minimal pairs at matched FLOPs, "
+                   f"p {pts[0][4]:.2g})")
         if strength < pts[0][0] - 0.1:
             out.append(f"  (stronger than any surrogate measured, {pts[0][0]:.2f}: extrapolation)")
     elif strength < 0.95:
-        out.append(f"strength {strength:.2f}: between where LSAP helped ({pts[1][0]:.2f}) and where it did not "
-                   f"({pts[-1][0]:.2f}); not measured — expect a small gain at best")
+        out.append(f"strength {strength:.2f}: between where LSAP helped ({pts[0][0]:.2f}) and where it did not "
+                   f"show ({pts[-1][0]:.2f}); measured here: {pts[1][0]:.2f} Δ {pts[1][1]:+.2f} (p {pts[1][4]:.2g}, "
+                   f"inside the noise), {sm[0]:.2f} with a 0.1× surrogate Δ {sm[1]:+.2f} (p {sm[2]:.2g}) — "
+                   "expect a small gain at best")
     else:
         out.append(f"strength {strength:.2f}: ~1 or weaker, where LSAP did not help here (at {pts[-1][0]:.2f}: Δ "
-                   f"{pts[-1][1]:+.2f} [{pts[-1][2]:+.2f}, {pts[-1][3]:+.2f}]); a surrogate no stronger than the "
-                   "base only costs FLOPs")
+                   f"{pts[-1][1]:+.2f} [{pts[-1][2]:+.2f}, {pts[-1][3]:+.2f}], p {pts[-1][4]:.2g}, inside the "
+                   "noise); a surrogate no stronger than the base only costs FLOPs")
     ov = MEASURED["overlap"]  # highest share first
     hi, mid, low = ov[0], ov[1], ov[-1]
     if overlap >= hi[0] - 0.07:
