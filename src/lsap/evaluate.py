@@ -490,7 +490,7 @@ def ood_eval(run_dir: str | Path, ood: dict, task_root: Path, max_examples: int,
 
 
 def ood_paired(ce: dict, ls: dict) -> dict | None:
-    """The pooled sign test + bootstrap (`lsap.stats.paired_comparison`) of one setting's runs
+    """The pooled sign test + bootstrap (`lsap.stats.paired_comparison`'s result) of one setting's runs
     vs the CE runs of the same seeds on one out-of-domain corpus: ce / ls = {seed: ood.json
     entry}; every pair task's examples, one group per seed and task. None unless every seed has
     per-example results (ood.json written before they were kept: rerun the sweep to re-score)."""
@@ -508,5 +508,4 @@ def ood_paired(ce: dict, ls: dict) -> dict | None:
                 gl.append(unpack_scores(b[t])[metric])
     if not gc or not sum(len(x) for x in gc):
         return None
-    r = paired_comparison(gc, gl)
-    return {k: r[k] for k in ("delta", "p", "ci", "survives", "b", "c", "n")}
+    return paired_comparison(gc, gl)

@@ -478,17 +478,16 @@ def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dic
     rows = []
     for d in deltas:
         n_b, n_s = params.get("base"), params.get(d["surrogate"])
+        mine = [r for r in runs if setting_of.get(r["name"]) == d["setting"] and r["seed"] in ce]
         o = {}
         for corpus in sorted({c for x in ood.values() for c in x}):
-            ds = [ood[r["name"]][corpus]["pairs_average"] - ce[r["seed"]][corpus]["pairs_average"]
-                  for r in runs if setting_of.get(r["name"]) == d["setting"] and r["seed"] in ce
-                  and corpus in ood[r["name"]] and corpus in ce[r["seed"]]]
+            pairs = [(r["seed"], ce[r["seed"]][corpus], ood[r["name"]][corpus]) for r in mine
+                     if corpus in ood[r["name"]] and corpus in ce[r["seed"]]]  # (seed, CE entry, LSAP entry)
+            ds = [b_["pairs_average"] - a_["pairs_average"] for _, a_, b_ in pairs]
             if ds:
+                test = ood_paired({s_: a_ for s_, a_, _ in pairs}, {s_: b_ for s_, _, b_ in pairs})
                 o[corpus] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds), "n": len(ds),
-                             "test": ood_paired({r["seed"]: ce[r["seed"]][corpus] for r in runs
-                                                  if setting_of.get(r["name"]) == d["setting"] and r["seed"] in ce},
-                                                 {r["seed"]: ood[r["name"]][corpus] for r in runs
-                                                  if setting_of.get(r["name"]) == d["setting"] and r["seed"] in ce})}
+                             "test": _test_fields(test)}
         rows.append({"regime": v, "setting": d["setting"], "surrogate": d["surrogate"], "n": d["n"],
                      "base_params": n_b, "surrogate_params": n_s,
                      "surrogate_ratio": n_s / n_b if n_b and n_s else None, "strength": d["strength"],
