@@ -20,9 +20,11 @@ def test_trainer_holds_what_the_builder_built_and_its_val_loss_is_evals(tiny_wor
     t = Trainer.from_config(_cfg(tiny_world, tmp_path / "r"))
     try:
         assert isinstance(t.c, Components)  # held once, not copied field by field
-        got = t.evaluate()["val_loss"]
-        want = heldout_loss(t.c.lm, tiny_world["data"], seq_len=32, batch_size=2, max_batches=2)["val_loss"]
-        assert got == pytest.approx(want, rel=1e-5)
+        got = t.evaluate()
+        want = heldout_loss(t.c.lm, tiny_world["data"], seq_len=32, batch_size=2, max_batches=2,
+                            tokenizer=t.c.tokenizer)
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5)
+        assert got["val_bpb"] == pytest.approx(want["val_bpb"], rel=1e-5)  # bytes of the same labels
     finally:
         t.close()
 

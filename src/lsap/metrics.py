@@ -1,6 +1,6 @@
 """Held-out metrics: loss, bits per byte, next-token accuracy, split by auxiliary targets.
 
-What the trainer needs (`val_loss_bpb`: `heldout_nll` over `scored_bytes`) and what `lsap eval` reports
+What the trainer needs (`val_loss_bpb`, over `heldout_nll`) and what `lsap eval` reports
 (`heldout_metrics`), plus `bpb_on_documents`: bits per byte of any model on given complete
 documents with its own tokenizer, the one cross-tokenizer comparison (METHOD §5b).
 
@@ -50,19 +50,6 @@ def token_byte_lengths(tokenizer, size: int | None = None):
     return np.pad(arr, (0, size - len(arr))) if size is not None and size > len(arr) else arr
 
 
-def scored_bytes(shards, seq_len: int, batch_size: int, max_batches: int | None, tokenizer) -> int:
-    """UTF-8 bytes of exactly the labels `heldout_nll` scores over the same windows: the
-    denominator of the trainer's ``val_bpb`` (not the whole split's average bytes per token:
-    the first windows need not hold the split's average text)."""
-    import torch
-
-    lengths = torch.from_numpy(token_byte_lengths(tokenizer, shards.vocab_size))
-    total = 0
-    for _, lab in shards.iter_eval_batches(seq_len, batch_size, max_batches):
-        total += int(lengths[lab].sum())
-    return total
-
-
 # --------------------------------------------------------------------------- held-out loss
 def heldout_nll(shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn) -> tuple[float, float]:
     """The one held-out loss loop (the trainer's `val_loss` and `heldout_metrics`):
@@ -83,12 +70,23 @@ def heldout_nll(shards, seq_len: int, batch_size: int, max_batches: int | None, 
 
 def val_loss_bpb(shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn, tokenizer) -> dict:
     """The trainer's periodic held-out numbers: {"val_loss", "val_bpb"} over `heldout_nll`'s
-    windows, bpb dividing by `scored_bytes` of exactly those labels; {} when nothing was scored."""
-    nll_sum, count = heldout_nll(shards, seq_len, batch_size, max_batches, nll_fn)
+    windows in one pass, bpb dividing by the UTF-8 bytes of exactly the labels scored (not the
+    split's average bytes per token: the first windows need not hold the split's average text);
+    {} when nothing was scored."""
+    import torch
+
+    lengths = torch.from_numpy(token_byte_lengths(tokenizer, shards.vocab_size))
+    n_bytes = 0
+
+    def score(inp, lab):
+        nonlocal n_bytes
+        n_bytes += int(lengths[lab].sum())
+        return nll_fn(inp, lab)
+
+    nll_sum, count = heldout_nll(shards, seq_len, batch_size, max_batches, score)
     if count == 0:
         return {}
     out = {"val_loss": nll_sum / count}
-    n_bytes = scored_bytes(shards, seq_len, batch_size, max_batches, tokenizer)
     if n_bytes:
         out["val_bpb"] = bits_per_byte(nll_sum, n_bytes)
     return out
