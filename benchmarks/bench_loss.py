@@ -38,7 +38,7 @@ def make(n, v, h, k, device, dtype, seed=0):
 
 
 def run_case(case: str, n: int, v: int, h: int, k: int, device: str, dtype: str, reps: int) -> dict:
-    from lsap.loss import lsap_linear_loss, lsap_loss
+    from lsap.method.loss import lsap_linear_loss, lsap_loss
 
     dt = getattr(torch, dtype)
     hidden, weight, labels, aux_ids, aux_mask = make(n, v, h, k, device, dt)

@@ -21,8 +21,8 @@ import torch
 
 
 def run(args, bf16: bool):
-    from lsap.model import build_model, model_config
-    from lsap.train import LossModule
+    from lsap.train.model import build_model, model_config
+    from lsap.train.loop import LossModule
 
     dev = torch.device(args.device)
     if dev.type == "cuda":

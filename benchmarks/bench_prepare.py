@@ -35,7 +35,7 @@ def main():
     for name, w, extra in configs:
         out = Path(args.out) / f"w{name.split()[0]}{'t' if extra else ''}"
         shutil.rmtree(out, ignore_errors=True)
-        argv = [sys.executable, "-m", "lsap.cli", "prepare", "--tokenizer", args.tokenizer, "--source", args.source,
+        argv = [sys.executable, "-m", "lsap", "prepare", "--tokenizer", args.tokenizer, "--source", args.source,
                 "--out", str(out), "--workers", str(w)] + (["--max-tokens", str(args.max_tokens)] if args.max_tokens
                                                              else [])
         r = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **extra})

@@ -55,7 +55,7 @@ def main():
                 "--chunk-windows", str(args.chunk_windows), "--device", args.device, "--dtype", args.dtype,
                 "--no-progress"] + (["--max-windows", str(args.max_windows)] if args.max_windows else [])
         launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m",
-                   "lsap.cli"] if n > 1 else [sys.executable, "-m", "lsap.cli"])
+                   "lsap.cli.main"] if n > 1 else [sys.executable, "-m", "lsap"])
         t0 = time.perf_counter()
         r = subprocess.run(launch + argv, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0

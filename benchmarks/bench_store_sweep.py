@@ -46,10 +46,10 @@ def main() -> None:
 
     import torch
 
-    from lsap.store_build import build_store
-    from lsap.config import load_config
-    from lsap.data import TokenShards
-    from lsap.train import Trainer
+    from lsap.surrogate.store_build import build_store
+    from lsap.train.config import load_config
+    from lsap.data.shards import TokenShards
+    from lsap.train.loop import Trainer
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

@@ -40,10 +40,10 @@ def main(argv=None) -> dict:
     import transformers
     from pydoc_data.topics import topics
 
-    from lsap.data import prepare
+    from lsap.data.shards import prepare
     from lsap.integrations.transformers import LSAPTrainer, WindowDataset
-    from lsap.model import build_model, model_config
-    from lsap.tokenizer import padded_vocab_size, train_bpe
+    from lsap.train.model import build_model, model_config
+    from lsap.data.tokenizer import padded_vocab_size, train_bpe
 
     out = Path(a.out)
     tok_dir, data = out / "tokenizer", out / "data"

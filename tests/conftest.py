@@ -70,8 +70,8 @@ def tiny_world(tmp_path_factory):
     from pydoc_data.topics import topics
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lsap.data import prepare
-    from lsap.tokenizer import train_bpe
+    from lsap.data.shards import prepare
+    from lsap.data.tokenizer import train_bpe
 
     root = tmp_path_factory.mktemp("world")
     texts = list(topics.values())

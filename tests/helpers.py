@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lsap.vocab import ABSENT, VocabMap
+from lsap.method.vocab import ABSENT, VocabMap
 
 
 def random_vmap(vb: int, vs: int, n_common: int, seed: int = 0, pad_b: int = 0, pad_s: int = 0) -> VocabMap:

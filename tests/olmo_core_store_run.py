@@ -20,13 +20,13 @@ def _read(path):
 
 
 def run_store_vs_online(world, tmp_path, seq_len: int = 32, k: int = 4, alpha: float = 0.05):
-    from lsap.data import prepare
-    from lsap.data import TokenShards
-    from lsap.sources import OnlineTargets, target_source
-    from lsap.store import TargetStore
-    from lsap.store_build import build_store, olmo_paths
-    from lsap.surrogate import load_surrogate_with_map
-    from lsap.tokenizer import load_tokenizer
+    from lsap.data.shards import prepare
+    from lsap.data.shards import TokenShards
+    from lsap.surrogate.sources import OnlineTargets, target_source
+    from lsap.surrogate.store import TargetStore
+    from lsap.surrogate.store_build import build_store, olmo_paths
+    from lsap.surrogate.load import load_surrogate_with_map
+    from lsap.data.tokenizer import load_tokenizer
 
     data = tmp_path / "data"
     prepare(world["base_tok"], "pydoc-topics", data, val_fraction=0.1, max_tokens=6000, progress=False)

@@ -54,8 +54,8 @@ def tiny_model_config(vocab_size: int = V_BASE):
 
 def tiny_source():
     """OnlineTargets over a seeded random surrogate and map (the same on every rank)."""
-    from lsap.flops import inference_flops_per_token
-    from lsap.sources import OnlineTargets
+    from lsap.train.flops import inference_flops_per_token
+    from lsap.surrogate.sources import OnlineTargets
     from tests.helpers import random_vmap, tiny_llama
 
     surrogate = tiny_llama(V_SURR, seed=1)
@@ -106,7 +106,7 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
     from olmo_core.utils import seed_all
 
     from lsap.integrations.olmo_core import LSAPTrainModule
-    from lsap.schedules import LambdaSchedule
+    from lsap.method.schedules import LambdaSchedule
 
     if "RANK" in os.environ and not is_distributed():
         init_distributed(backend="gloo")

@@ -1,4 +1,4 @@
-"""`lsap.cli` under torchrun (or alone) with per-rank test faults, for tests/test_store_dist.py.
+"""`lsap.cli.main` under torchrun (or alone) with per-rank test faults, for tests/test_store_dist.py.
 
     KILL_RANK=r KILL_AT_CALL=n   rank r SIGKILLs itself at its n-th surrogate batch (mid-chunk)
     CHDIR_RANK<r>=DIR            rank r runs from DIR (relative paths resolve to other files:
@@ -10,7 +10,7 @@ import sys
 
 rank = int(os.environ.get("RANK", "0"))
 if os.environ.get("KILL_RANK") is not None and int(os.environ["KILL_RANK"]) == rank:
-    import lsap.targets as targets
+    import lsap.method.targets as targets
 
     _orig, _calls = targets.propose_targets, [0]
 
@@ -24,6 +24,6 @@ if os.environ.get("KILL_RANK") is not None and int(os.environ["KILL_RANK"]) == r
 if os.environ.get(f"CHDIR_RANK{rank}"):
     os.chdir(os.environ[f"CHDIR_RANK{rank}"])
 
-from lsap.cli import main  # noqa: E402
+from lsap.cli.main import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))

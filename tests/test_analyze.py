@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsap.analyze import (
+from lsap.eval.analyze import (
     AnalyzeError,
     DataTooSmall,
     count_above,
@@ -19,7 +19,7 @@ from lsap.analyze import (
     read_documents,
     sample_windows,
 )
-from lsap.cli import main
+from lsap.cli.main import main
 from tests.helpers import random_vmap
 
 
@@ -150,7 +150,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_tok(tiny_model_dir):
-    from lsap.tokenizer import load_tokenizer
+    from lsap.data.tokenizer import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
 
@@ -203,7 +203,7 @@ def _run_cli(argv, capsys):
 
 
 def test_cli_writes_consistent_table(tiny_model_dir, tiny_tok, jsonl_data, tmp_path, capsys):
-    from lsap.surrogate import load_surrogate
+    from lsap.surrogate.load import load_surrogate
 
     out = tmp_path / "t1"
     argv = ["analyze", "--model", str(tiny_model_dir), "--data", "pydoc-topics", str(jsonl_data),
@@ -260,12 +260,12 @@ def test_cli_writes_consistent_table(tiny_model_dir, tiny_tok, jsonl_data, tmp_p
 @pytest.fixture()
 def no_weights(monkeypatch):
     """Fail the test if a model's weights are loaded."""
-    import lsap.surrogate
+    import lsap.surrogate.load
 
     def boom(*a, **k):
         raise AssertionError("weights were loaded before the input was validated")
 
-    monkeypatch.setattr(lsap.surrogate, "load_surrogate", boom)
+    monkeypatch.setattr(lsap.surrogate.load, "load_surrogate", boom)
 
 
 def _bad_gguf(path):

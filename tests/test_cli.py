@@ -1,6 +1,6 @@
 import pytest
 
-from lsap.cli import COMMANDS, main
+from lsap.cli.main import COMMANDS, main
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

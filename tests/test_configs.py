@@ -2,10 +2,10 @@
 
 import pytest
 
-from lsap.config import ConfigError, load_config, packaged_configs
-from lsap.flops import FlopsLedger
-from lsap.model import model_config
-from lsap.train import plan_budget
+from lsap.train.config import ConfigError, load_config, packaged_configs
+from lsap.train.flops import FlopsLedger
+from lsap.train.model import model_config
+from lsap.train.loop import plan_budget
 
 SURROGATE_PRESET = {"Qwen/Qwen3-0.6B": "qwen3-0.6b"}
 
@@ -57,7 +57,11 @@ def test_allowed_values_have_one_source():
     """Validation, the loss and the λ schedule read the same Literal annotations."""
     from typing import get_args
 
-    from lsap import config, loss, schedules
+    from lsap.train import config
+
+    from lsap.method import loss
+
+    from lsap.method import schedules
 
     assert loss.NORMALIZATIONS == get_args(config.Normalization) == ("targets", "tokens", "weighted")
     assert schedules.LAMBDA_KINDS == get_args(config.LambdaScheduleKind)
@@ -106,7 +110,7 @@ def test_wrong_type_through_the_cli_is_one_line(tmp_path):
 
     src = str(__import__("pathlib").Path(lsap.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    code = ("import sys\nfrom lsap.cli import main\n"
+    code = ("import sys\nfrom lsap.cli.main import main\n"
             "for a in sys.argv[1:]:\n"
             "    print(main(['train', f'data.dir={sys.argv[0]}', 'train.max_steps=1', a, '--dry-run']), flush=True)\n")
     bad = [b for b, *_ in _SCALAR_KEYS_GIVEN_CONTAINERS]
@@ -117,7 +121,7 @@ def test_wrong_type_through_the_cli_is_one_line(tmp_path):
     for line, (_, key, want) in zip(err, _SCALAR_KEYS_GIVEN_CONTAINERS):
         assert line.startswith("lsap train: error: ") and key in line and want in line, line
     # and one real `lsap train` process per se: the console script's path
-    r = subprocess.run([sys.executable, "-m", "lsap.cli", "train", "data.dir=x", "train.max_steps=1", "lsap.k=[3]"],
+    r = subprocess.run([sys.executable, "-m", "lsap", "train", "data.dir=x", "train.max_steps=1", "lsap.k=[3]"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
     assert "lsap.k=[3] is a list; lsap.k takes an integer" in r.stderr

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from lsap.data import (
+from lsap.data.shards import (
     DataError,
     SequenceLoader,
     TokenShards,
     iter_documents,
     prepare,
 )
-from lsap.tokenizer import tokenizer_hash
+from lsap.data.tokenizer import tokenizer_hash
 
 
 def _tiny_tokenizer(vocab_size: int = 300, extra: str = ""):
@@ -72,7 +72,7 @@ def test_manifest_and_eos_separation(tok, corpus, tmp_path):
     assert all(s["tokens"] == 256 for s in tr["shards"][:-1])
     assert tr["bytes_per_token"] == pytest.approx(tr["bytes"] / tr["tokens"])
     # Each split is its documents' ids, each followed by EOS, in document order.
-    from lsap.data import is_val
+    from lsap.data.shards import is_val
 
     for split, entry in (("train", tr), ("val", va)):
         stream = TokenShards(tmp_path / "out", split, verify=True)
@@ -85,7 +85,7 @@ def test_manifest_and_eos_separation(tok, corpus, tmp_path):
 
 
 def test_uint32_for_large_vocab(corpus, tmp_path):
-    from lsap.tokenizer import load_tokenizer
+    from lsap.data.tokenizer import load_tokenizer
 
     m = prepare("pydoc", "pydoc-topics", tmp_path / "o", tokenizer=load_tokenizer("dolma2"),
                 progress=False, max_tokens=3000, shard_tokens=1000)
@@ -232,7 +232,7 @@ def test_pydoc_topics_corpus():
 
 
 def test_cli_prepare(tmp_path, capsys):
-    from lsap.cli import main
+    from lsap.cli.main import main
 
     rc = main(["prepare", "--tokenizer", "dolma2", "--source", "pydoc-topics", "--out", str(tmp_path / "o"),
                "--max-tokens", "2000", "--quiet"])

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lsap import distributed
-from lsap.model import build_model, model_config
-from lsap.train import LossModule
+from lsap.train import distributed
+from lsap.train.model import build_model, model_config
+from lsap.train.loop import LossModule
 
 
 def _tiny(seed=0):
@@ -82,7 +82,7 @@ def test_compile_equals_eager_over_steps():
 
 
 def test_fsdp_mixed_precision_is_validated():
-    from lsap.config import ConfigError, load_config
+    from lsap.train.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="needs train.distributed=fsdp"):
         load_config(None, ["data.dir=x", "train.max_steps=1", "train.fsdp_mixed_precision=bf16"])
@@ -103,7 +103,7 @@ def _run(world, out, nproc, *extra):
             f"train.micro_batch_size={4 // nproc}", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
-    r = subprocess.run([sys.executable, *launch, "-m", "lsap.cli", "train", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, *launch, "-m", "lsap", "train", *args], capture_output=True, text=True,
                        env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines() if x.strip()]

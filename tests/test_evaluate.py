@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from lsap import metrics
-from lsap import tasks
-from lsap.cli import main
+from lsap.eval import metrics
+from lsap.eval import tasks
+from lsap.cli.main import main
 
 VOCAB = 320
 # Per run: (name, config extras, checkpoint FLOPs). The LSAP run spends more FLOPs
@@ -93,7 +93,7 @@ _CACHE: dict[str, dict] = {}
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """{'tok_dir', 'data', 'runs': {name: path}} — built once per session."""
-    from lsap.data import prepare
+    from lsap.data.shards import prepare
 
     if "world" in _CACHE:
         return _CACHE["world"]
@@ -133,7 +133,7 @@ def test_heldout_loss_matches_manual(world):
     import numpy as np
     import torch
 
-    from lsap.data import TokenShards
+    from lsap.data.shards import TokenShards
 
     model = tiny_model("olmo2", 0).eval()
     got = metrics.heldout_loss(model, world["data"], seq_len=32, batch_size=2, max_batches=3, tokenizer=world["tok"])
@@ -158,7 +158,7 @@ def test_token_byte_lengths_sum_to_the_split_bytes(world):
     """Σ bytes of every token of the val split = the manifest's UTF-8 bytes of its documents."""
     import numpy as np
 
-    from lsap.data import TokenShards
+    from lsap.data.shards import TokenShards
 
     sh = TokenShards(world["data"], "val")
     lengths = metrics.token_byte_lengths(world["tok"], sh.vocab_size)
@@ -197,7 +197,7 @@ def test_bpb_on_documents_matches_naive(world):
 def test_offline_tasks_deterministic_and_heldout(world, tmp_path):
     from pydoc_data.topics import topics
 
-    from lsap.data import is_val
+    from lsap.data.shards import is_val
 
     a = tasks.build_offline_tasks(world["data"], tmp_path / "a", max_examples=50)
     b = tasks.build_offline_tasks(world["data"], tmp_path / "b", max_examples=50)
@@ -315,9 +315,9 @@ def test_eval_gold_outside_skip_run_uses_that_rule(tiny_world, tmp_path):
     import yaml
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from lsap.sources import OnlineTargets
-    from lsap.tokenizer import load_tokenizer
-    from lsap.vocab import VocabMap
+    from lsap.surrogate.sources import OnlineTargets
+    from lsap.data.tokenizer import load_tokenizer
+    from lsap.method.vocab import VocabMap
 
     run = tmp_path / "skip-run"
     cfg = {"name": "skip-run", "loss": "lsap", "data": {"dir": tiny_world["data"], "seq_len": 32},

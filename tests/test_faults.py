@@ -20,10 +20,10 @@ import pytest
 import torch
 
 import lsap
-from lsap.cli import COMMANDS, main
-from lsap.config import ConfigError, load_config
-from lsap.errors import StoreError, DataError, LockError, LsapError, SurrogateError, TrainingError
-from lsap.train import Trainer
+from lsap.cli.main import COMMANDS, main
+from lsap.train.config import ConfigError, load_config
+from lsap.utils.errors import StoreError, DataError, LockError, LsapError, SurrogateError, TrainingError
+from lsap.train.loop import Trainer
 
 SRC = str(Path(lsap.__file__).resolve().parents[1])
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -46,12 +46,12 @@ def rows(out, kind="train") -> list[dict]:
 
 
 def lsap_cli(*argv, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lsap.cli", *argv], capture_output=True, text=True, env=ENV,
+    return subprocess.run([sys.executable, "-m", "lsap", *argv], capture_output=True, text=True, env=ENV,
                           timeout=timeout)
 
 
 def popen_train(*argv) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lsap.cli", "train", *argv], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "lsap", "train", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV)
 
 
@@ -82,7 +82,7 @@ def test_two_trainers_into_one_out_dir(tiny_world, tmp_path, capsys):
     out = tmp_path / "run"
     a = popen_train(*args_for(tiny_world, out, "train.max_steps=100000"))
     try:
-        lock = out / ".lsap.lock"
+        lock = out / ".lsap.utils.lock"
         wait_for(lambda: lock.is_file() and f'"pid": {a.pid}' in lock.read_text(), proc=a)
         os.kill(a.pid, signal.SIGSTOP)  # holds the lock, does nothing: no race with the second start
         b = lsap_cli("train", *args_for(tiny_world, out))
@@ -99,7 +99,7 @@ def test_two_trainers_into_one_out_dir(tiny_world, tmp_path, capsys):
 
 
 def test_lock_in_process(tmp_path):
-    from lsap.lock import DirLock
+    from lsap.utils.lock import DirLock
 
     with DirLock(tmp_path / "d", "test"):
         with pytest.raises(LockError, match=f"pid {os.getpid()}"):
@@ -349,7 +349,7 @@ def test_disk_full_at_a_checkpoint(tiny_world, tmp_path, small_disk, how):
     safetensors; RLIMIT_FSIZE: EFBIG inside torch.save): one named line, exit 2, the
     .tmp gone, the previous checkpoint byte-identical and the one --resume takes; after
     space is freed the resumed run ends with the losses and weights of the same run without the fault."""
-    from lsap.checkpoint import list_checkpoints
+    from lsap.train.checkpoint import list_checkpoints
 
     root = small_disk(16 << 20) if how == "tmpfs" else tmp_path
     out, args = root / "run", ("train.max_steps=4", "train.ckpt_every=2")
@@ -360,11 +360,11 @@ def test_disk_full_at_a_checkpoint(tiny_world, tmp_path, small_disk, how):
     assert model < opt
     if how == "tmpfs":
         ballast = _fill(root, model // 2)  # the next model.safetensors does not fit
-        r = subprocess.run([sys.executable, "-m", "lsap.cli", "train", *args_for(tiny_world, out, *args), "--resume"],
+        r = subprocess.run([sys.executable, "-m", "lsap", "train", *args_for(tiny_world, out, *args), "--resume"],
                            capture_output=True, text=True, env=ENV, timeout=300)
         line = one_line_error(r, "checkpoint step 4 not saved: disk full (No space left on device)", bars=True)
     else:  # model.safetensors fits, trainer.pt does not: torch.save's errno-less error
-        r = subprocess.run([sys.executable, "-m", "lsap.cli", "train", *args_for(tiny_world, out, *args), "--resume"],
+        r = subprocess.run([sys.executable, "-m", "lsap", "train", *args_for(tiny_world, out, *args), "--resume"],
                            capture_output=True, text=True, env=ENV, timeout=300,
                            preexec_fn=_fsize_limit((model + opt) // 2))
         line = one_line_error(r, "checkpoint step 4 not saved: a file outgrew the file-size limit (File too large",
@@ -392,7 +392,7 @@ def test_disk_full_at_a_checkpoint(tiny_world, tmp_path, small_disk, how):
 def test_disk_full_in_prepare_then_resumes(tiny_world, tmp_path, small_disk, how):
     """`lsap prepare` runs out of space mid-way: one line, exit 2, no temporary files left;
     the same command after freeing space completes byte-identical to an uninterrupted run."""
-    from lsap.data import prepare
+    from lsap.data.shards import prepare
 
     argv = ["prepare", "--tokenizer", tiny_world["base_tok"], "--source", "pydoc-topics", "--val-fraction", "0.1",
             "--max-tokens", "20000", "--shard-tokens", "2048", "--quiet"]
@@ -402,12 +402,12 @@ def test_disk_full_in_prepare_then_resumes(tiny_world, tmp_path, small_disk, how
     if how == "tmpfs":
         root = small_disk(24 << 10)  # room for a few of the 4 KB shards
         out = root / "data"
-        r = subprocess.run([sys.executable, "-m", "lsap.cli", *argv, "--out", str(out)], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "lsap", *argv, "--out", str(out)], capture_output=True,
                            text=True, env=ENV, timeout=300)
         one_line_error(r, "disk full (No space left on device) writing under", "run the same command again")
     else:
         out = tmp_path / "data"
-        r = subprocess.run([sys.executable, "-m", "lsap.cli", *argv, "--out", str(out)], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "lsap", *argv, "--out", str(out)], capture_output=True,
                            text=True, env=ENV, timeout=300, preexec_fn=_fsize_limit(3 << 10))
         one_line_error(r, "disk full (File too large) writing under", "run the same command again")
     m = json.loads((out / "manifest.json").read_text())
@@ -416,7 +416,7 @@ def test_disk_full_in_prepare_then_resumes(tiny_world, tmp_path, small_disk, how
     assert not [f for f in out.rglob("*") if f.name.startswith(".tmp")]  # nothing holds the space
     if how == "tmpfs":
         subprocess.run(["mount", "-o", "remount,size=4m", str(root)], check=True)
-    r = subprocess.run([sys.executable, "-m", "lsap.cli", *argv, "--out", str(out)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "lsap", *argv, "--out", str(out)], capture_output=True, text=True,
                        env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _tree_bytes(out) == _tree_bytes(tmp_path / "ref")
@@ -425,8 +425,8 @@ def test_disk_full_in_prepare_then_resumes(tiny_world, tmp_path, small_disk, how
 _LIBRARY_ERRORS = r"""
 import importlib, json, sys
 from pathlib import Path
-import lsap.train
-from lsap.cli import main
+import lsap.train.loop
+from lsap.cli.main import main
 
 cases, args = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 truncated = Path(args[0].split("=", 1)[1]).parent / "torn.safetensors"
@@ -447,22 +447,22 @@ def fail_in_eval(case):  # raised by the library itself, after the model is buil
     return evaluate
 
 for case in cases:
-    saved = lsap.train.Trainer.evaluate
+    saved = lsap.train.loop.Trainer.evaluate
     extra = []
     if case in ("safetensors", "oserror", "import"):
-        lsap.train.Trainer.evaluate = fail_in_eval(case)
+        lsap.train.loop.Trainer.evaluate = fail_in_eval(case)
     else:  # a tracker listed in train.loggers that cannot be imported
         sys.modules[{"wandb": "wandb", "tensorboard": "torch.utils.tensorboard"}[case]] = None
         extra = [f"train.loggers=[jsonl,{case}]"]
     print(case, main(["train", *args, f"out_dir={args[1].split('=', 1)[1]}/{case}", *extra]), flush=True)
-    lsap.train.Trainer.evaluate = saved
+    lsap.train.loop.Trainer.evaluate = saved
 """
 
 
 def test_library_errors_after_the_model_is_built_are_one_line(tiny_world, tmp_path):
     """The CLI contract for errors raised by libraries, not by lsap: a torn .safetensors
     (SafetensorError), an OS error, a missing package, a tracker that cannot be imported
-    — each through `lsap.cli.main` in a real process: exit 2, one stderr line, no traceback."""
+    — each through `lsap.cli.main.main` in a real process: exit 2, one stderr line, no traceback."""
     cases = {"safetensors": "a damaged or truncated .safetensors file (Error while deserializing header",
              "oserror": "Not a directory: ", "import": "a package this needs is not installed (No module named "
              "'lsap_no_such_extra')", "wandb": "wandb", "tensorboard": "tensorboard"}
@@ -504,7 +504,7 @@ def test_every_command_bad_input_exits_2_with_one_line(tmp_path, capsys):
 # --------------------------------------------------------------------------- verified stores and shards
 @pytest.fixture(scope="module")
 def store(tiny_world, tmp_path_factory):
-    from lsap.data import prepare
+    from lsap.data.shards import prepare
 
     root = tmp_path_factory.mktemp("faults-cache")
     prepare(tiny_world["base_tok"], "pydoc-topics", root / "data", val_fraction=0.1, max_tokens=3000, progress=False)
@@ -518,7 +518,7 @@ def store(tiny_world, tmp_path_factory):
 def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_world, store, tmp_path, where):
     import shutil
 
-    from lsap.store import _layout
+    from lsap.surrogate.store import _layout
 
     c = tmp_path / "c"
     shutil.copytree(store / "c", c)
@@ -553,7 +553,7 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_wor
 def test_corrupt_token_shard_is_refused_at_first_read(tiny_world, tmp_path):
     import shutil
 
-    from lsap.data import TokenShards
+    from lsap.data.shards import TokenShards
 
     d = tmp_path / "data"
     shutil.copytree(tiny_world["data"], d)
@@ -570,7 +570,7 @@ def test_corrupt_token_shard_is_refused_at_first_read(tiny_world, tmp_path):
 
 # --------------------------------------------------------------------------- decoding, empty sources
 def test_one_invalid_byte_keeps_utf8(tmp_path, capsys):
-    from lsap.corpora import decode_text
+    from lsap.data.corpora import decode_text
 
     text = decode_text("naïve café ".encode() + b"\xff" + " ok".encode(), "f.txt")
     assert text == "naïve café \ufffd ok"
@@ -581,8 +581,8 @@ def test_one_invalid_byte_keeps_utf8(tmp_path, capsys):
 
 
 def test_prepare_keeps_utf8_text_with_one_bad_byte(tiny_world, tmp_path):
-    from lsap.data import TokenShards, prepare
-    from lsap.tokenizer import load_tokenizer
+    from lsap.data.shards import TokenShards, prepare
+    from lsap.data.tokenizer import load_tokenizer
 
     src = tmp_path / "doc.txt"
     src.write_bytes(("naïve café " * 20).encode() + b"\xff\n")
@@ -603,8 +603,8 @@ def test_prepare_refuses_an_empty_source(tiny_world, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- weak maps, GGUF
 def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
-    from lsap.tokenizer import load_tokenizer, padded_vocab_size
-    from lsap.vocab import ABSENT, VocabMap
+    from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
+    from lsap.method.vocab import ABSENT, VocabMap
 
     base, sur = load_tokenizer(tiny_world["base_tok"]), load_tokenizer(tiny_world["surrogate"])
     vmap = VocabMap.from_tokenizers(base, sur, base_vocab_size=padded_vocab_size(base))
@@ -631,7 +631,7 @@ def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
 
 def test_truncated_gguf_is_named(tmp_path):
     gguf = pytest.importorskip("gguf")
-    from lsap.surrogate import check_gguf, load_surrogate
+    from lsap.surrogate.load import check_gguf, load_surrogate
 
     p = tmp_path / "m.gguf"
     w = gguf.GGUFWriter(str(p), "llama")
@@ -665,7 +665,7 @@ def _children(pid: int) -> list[int]:
 
 def test_stalled_rank_ends_the_job_with_a_named_error(tiny_world, tmp_path):
     out = tmp_path / "two"
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lsap.cli",
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lsap",
             "train", *args_for(tiny_world, out, "train.max_steps=100000", "train.dist_timeout_s=10",
                                "train.micro_batch_size=2")]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
@@ -704,9 +704,9 @@ def _store_build_argv(world, data, out, *extra) -> list[str]:
 
 
 def test_second_store_build_into_one_dir_is_refused_by_name(tiny_world, store, tmp_path):
-    """A running build holds DIR/.lsap.lock; a second build (one process or a torchrun
+    """A running build holds DIR/.lsap.utils.lock; a second build (one process or a torchrun
     job) into the same directory stops with one line naming the holder."""
-    from lsap.lock import DirLock
+    from lsap.utils.lock import DirLock
 
     out = tmp_path / "s"
     with DirLock(out, "lsap store build"):
@@ -717,12 +717,12 @@ def test_second_store_build_into_one_dir_is_refused_by_name(tiny_world, store, t
 
 @pytest.mark.slow
 def test_second_multi_rank_store_build_is_refused_on_every_rank(tiny_world, store, tmp_path):
-    from lsap.lock import DirLock
+    from lsap.utils.lock import DirLock
 
     out = tmp_path / "s"
     with DirLock(out, "lsap store build"):
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                            "-m", "lsap.cli", *_store_build_argv(tiny_world, store / "data", out)],
+                            "-m", "lsap", *_store_build_argv(tiny_world, store / "data", out)],
                            capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode != 0
     # every rank raises the same one-line error (torchrun may stop the slower one before it prints)
@@ -775,7 +775,7 @@ def test_ci_fails_on_a_skip_it_did_not_expect(tmp_path):
 
 
 def test_the_suite_has_its_own_cache_root():
-    from lsap.tokenizer import cache_root
+    from lsap.data.tokenizer import cache_root
 
     repo = Path(__file__).resolve().parents[1]
     root = cache_root().resolve()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lsap.config import load_config
-from lsap.train import Trainer
+from lsap.train.config import load_config
+from lsap.train.loop import Trainer
 
 STEPS = 20
 ARGS = ("data.seq_len=32", "train.batch_size=4", "train.micro_batch_size=2", f"train.max_steps={STEPS}",

@@ -14,10 +14,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from lsap.config import load_config  # noqa: E402
+from lsap.train.config import load_config  # noqa: E402
 from lsap.integrations.transformers import LSAPTrainer, WindowDataset  # noqa: E402
-from lsap.tokenizer import load_tokenizer  # noqa: E402
-from lsap.train import Trainer  # noqa: E402
+from lsap.data.tokenizer import load_tokenizer  # noqa: E402
+from lsap.train.loop import Trainer  # noqa: E402
 
 T = 32
 K, ALPHA = 4, 0.02
@@ -128,10 +128,10 @@ def test_grad_accumulation_one_vs_four_same_update(tiny_world, base, tmp_path):
 
 
 def test_store_equals_online_and_flops_include_the_surrogate(tiny_world, base, tmp_path):
-    from lsap.store_build import build_store
-    from lsap.data import prepare
-    from lsap.flops import inference_flops_per_token
-    from lsap.surrogate import load_surrogate
+    from lsap.surrogate.store_build import build_store
+    from lsap.data.shards import prepare
+    from lsap.train.flops import inference_flops_per_token
+    from lsap.surrogate.load import load_surrogate
 
     lm, tok = base
     data = tmp_path / "data"
@@ -159,11 +159,11 @@ def test_store_equals_online_and_flops_include_the_surrogate(tiny_world, base, t
 
 
 def test_store_for_other_data_is_refused_as_by_lsap_train(tiny_world, base, tmp_path):
-    """One factory (`lsap.sources.target_source`): LSAPTrainer checks a store against its
+    """One factory (`lsap.surrogate.sources.target_source`): LSAPTrainer checks a store against its
     train dataset exactly as `lsap train` does, with the same message."""
-    from lsap.data import prepare
-    from lsap.errors import StoreError
-    from lsap.store_build import build_store
+    from lsap.data.shards import prepare
+    from lsap.utils.errors import StoreError
+    from lsap.surrogate.store_build import build_store
 
     lm, tok = base
     small = tmp_path / "small"

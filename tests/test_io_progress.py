@@ -1,12 +1,12 @@
-"""lsap.io (atomic writes) and lsap.progress (one progress line) — the shared leaves."""
+"""lsap.utils.io (atomic writes) and lsap.utils.progress (one progress line) — the shared leaves."""
 import io
 import json
 import os
 
 import pytest
 
-from lsap.io import atomic_dir, atomic_write_bytes, atomic_write_json, sha256_file
-from lsap.progress import Progress
+from lsap.utils.io import atomic_dir, atomic_write_bytes, atomic_write_json, sha256_file
+from lsap.utils.progress import Progress
 
 
 def test_atomic_write_json_stable_bytes_and_no_tmp(tmp_path):
@@ -28,7 +28,7 @@ def test_atomic_write_failure_keeps_old_file(tmp_path):
     def bad(_):
         raise Boom
 
-    from lsap.io import atomic_write_with
+    from lsap.utils.io import atomic_write_with
     with pytest.raises(Boom):
         atomic_write_with(p, bad)
     assert p.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["x.bin"]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lsap.config import ConfigError, load_config
-from lsap.loggers import LoggerError, Loggers
-from lsap.train import Trainer
+from lsap.train.config import ConfigError, load_config
+from lsap.train.loggers import LoggerError, Loggers
+from lsap.train.loop import Trainer
 
 
 def _rows(out):
@@ -140,8 +140,8 @@ def test_bad_logger_names_and_missing_packages(tmp_path, monkeypatch):
 
 def test_missing_wandb_is_one_line_exit_2(tiny_world, tmp_path, monkeypatch, capsys):
     """LoggerError is an LsapError: `lsap train train.loggers=[wandb]` without wandb is one line, exit 2."""
-    from lsap.cli import main
-    from lsap.errors import LsapError
+    from lsap.cli.main import main
+    from lsap.utils.errors import LsapError
 
     assert issubclass(LoggerError, LsapError)
     _hide_wandb(monkeypatch)

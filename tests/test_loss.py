@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lsap.loss import lsap_linear_loss, lsap_loss, normalizer
+from lsap.method.loss import lsap_linear_loss, lsap_loss, normalizer
 from tests.reference import lists_from_mask, ref_loss
 
 

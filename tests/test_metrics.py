@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from lsap import metrics
-from lsap import tasks
-from lsap import evaluate as ev
+from lsap.eval import metrics
+from lsap.eval import tasks
+from lsap.eval import run as ev
 
 
 class _FixedLM(torch.nn.Module):
@@ -46,7 +46,7 @@ def _fake_targets(vocab, seed=1, k=3):
 
 
 def test_heldout_metrics_match_naive_loop(tiny_world):
-    from lsap.data import TokenShards
+    from lsap.data.shards import TokenShards
 
     data = tiny_world["data"]
     vocab = 640  # ≥ the base tokenizer's 600 ids
@@ -100,17 +100,17 @@ def test_heldout_metrics_match_naive_loop(tiny_world):
 
 
 def test_source_targets_are_the_trainers_targets(tiny_world):
-    """The eval split uses exactly the trainer's target selection (lsap.targets.propose_targets)."""
+    """The eval split uses exactly the trainer's target selection (lsap.method.targets.propose_targets)."""
     from transformers import AutoModelForCausalLM
 
-    from lsap.targets import propose_targets
-    from lsap.tokenizer import load_tokenizer
-    from lsap.vocab import VocabMap
+    from lsap.method.targets import propose_targets
+    from lsap.data.tokenizer import load_tokenizer
+    from lsap.method.vocab import VocabMap
 
     sur = AutoModelForCausalLM.from_pretrained(tiny_world["surrogate"]).eval()
     vmap = VocabMap.from_tokenizers(load_tokenizer(tiny_world["base_tok"]), load_tokenizer(tiny_world["surrogate"]),
                                     base_vocab_size=640, surrogate_vocab_size=sur.config.vocab_size)
-    from lsap.sources import OnlineTargets
+    from lsap.surrogate.sources import OnlineTargets
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 600, (2, 12), generator=g)

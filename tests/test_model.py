@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lsap.flops import count_params
-from lsap.model import (
+from lsap.train.flops import count_params
+from lsap.train.model import (
     PRESETS,
     build_meta_model,
     build_model,
@@ -136,7 +136,7 @@ def _save_tiny_llama(path):
 
 
 def test_load_surrogate_from_local_dir_is_frozen(tmp_path):
-    from lsap.surrogate import load_surrogate
+    from lsap.surrogate.load import load_surrogate
 
     _save_tiny_llama(tmp_path)
     model, tok = load_surrogate(str(tmp_path))
@@ -152,7 +152,7 @@ def test_load_surrogate_from_local_dir_is_frozen(tmp_path):
 
 
 def test_load_surrogate_errors(tmp_path, monkeypatch):
-    from lsap.surrogate import load_surrogate
+    from lsap.surrogate.load import load_surrogate
 
     with pytest.raises(FileNotFoundError):
         load_surrogate(str(tmp_path / "missing.gguf"))
@@ -167,7 +167,7 @@ def test_smollm2_gguf_predicts_paris_and_cache_is_fast(tmp_path, monkeypatch):
     import time
 
     pytest.importorskip("gguf")
-    from lsap.surrogate import load_surrogate, packaged_gguf
+    from lsap.surrogate.load import load_surrogate, packaged_gguf
 
     try:
         packaged_gguf("smollm2")
@@ -198,8 +198,8 @@ def test_load_surrogate_config_reads_no_weights(tiny_world, monkeypatch):
     """FLOPs accounting needs the surrogate's config only: same 2·N_s as the loaded model's."""
     import transformers
 
-    from lsap.flops import inference_flops_per_token
-    from lsap.surrogate import load_surrogate, load_surrogate_config
+    from lsap.train.flops import inference_flops_per_token
+    from lsap.surrogate.load import load_surrogate, load_surrogate_config
 
     want = load_surrogate(tiny_world["surrogate"])[0].config
 

@@ -78,7 +78,7 @@ def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data):
     state before that step, with the same batch and the source's targets (Z = N + V)."""
     from olmo_core.data.utils import get_labels
 
-    from lsap.loss import lsap_loss, normalizer
+    from lsap.method.loss import lsap_loss, normalizer
 
     snaps: list = []
     got = _run(tmp_path, data, "lsap1", "--module", "lsap", "--lam", "1.0", "--steps", "3", "--micro", "2",
@@ -86,7 +86,7 @@ def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data):
     assert len(snaps) == 3
     source = W.tiny_source()
     model = W.tiny_model_config().build(init_device="cpu")
-    from lsap.data import Batch
+    from lsap.data.shards import Batch
 
     for step, (sd, batch) in enumerate(snaps, start=1):
         model.load_state_dict(sd)
@@ -116,7 +116,7 @@ def test_head_plain_labels_and_zloss_match_olmo_core():
     from olmo_core.nn.lm_head import LMHead
 
     from lsap.integrations.olmo_core import LSAPHeadOutput, pack_labels, use_lsap_head
-    from lsap.targets import AuxTargets
+    from lsap.method.targets import AuxTargets
 
     torch.manual_seed(0)
     model = W.tiny_model_config().build(init_device="cpu")
@@ -145,7 +145,7 @@ def test_head_plain_labels_and_zloss_match_olmo_core():
 
 def test_store_in_lsap_layout_is_refused():
     """A store keyed by lsap's own windows cannot serve OLMo-core instances: refused by name."""
-    from lsap.errors import StoreError
+    from lsap.utils.errors import StoreError
     from lsap.integrations.olmo_core import _check_store
 
     class FakeStore:
@@ -274,7 +274,7 @@ def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_
     meta = json.loads((hf.parent / "meta.json").read_text())
     assert meta["step"] == 2 and meta["tokens"] == 2 * 4 * 32 and meta["flops_surrogate"] > 0
     assert json.loads((hf / "config.json").read_text())["max_position_embeddings"] == 32  # lm-eval's context
-    from lsap.config import load_run
+    from lsap.train.config import load_run
 
     assert load_run(out).lsap.lambda_schedule == "cosine"
     ref = example.model_config("tiny", 640).build(init_device="cpu")

@@ -10,8 +10,8 @@ import pytest
 @pytest.fixture(scope="module")
 def base_run(tiny_world, tmp_path_factory):
     """A 3-step CE run on the tiny world: what `--base-run` reads (checkpoint, tokenizer, N_b)."""
-    from lsap.config import load_config
-    from lsap.train import train
+    from lsap.train.config import load_config
+    from lsap.train.loop import train
 
     out = tmp_path_factory.mktemp("pilot") / "ce"
     cfg = load_config(None, [f"out_dir={out}", f"data.dir={tiny_world['data']}", "data.seq_len=32",
@@ -27,7 +27,7 @@ def base_run(tiny_world, tmp_path_factory):
 
 
 def test_preflight_on_the_tiny_world(tiny_world, base_run, capsys):
-    from lsap.cli import main
+    from lsap.cli.main import main
 
     out = tiny_world["root"] / "preflight.json"
     rc = main(["preflight", "--base", tiny_world["base_tok"], "--surrogate", tiny_world["surrogate"],
@@ -49,7 +49,7 @@ def test_preflight_on_the_tiny_world(tiny_world, base_run, capsys):
 
 
 def test_where_on_map_sentences():
-    from lsap.preflight import where_on_map
+    from lsap.experiments.preflight import where_on_map
 
     assert "helped here" in where_on_map(0.65, 0.87)[0]
     assert "did not help" in where_on_map(1.02, 0.87)[0]
@@ -66,7 +66,7 @@ def test_a_pair_whose_intersection_is_too_small_is_refused(tiny_world, tmp_path,
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from lsap.cli import main
+    from lsap.cli.main import main
 
     vocab = {"<unk>": 0, "</s>": 1, **{f"ZQX{i}": i + 2 for i in range(60)}}
     t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -86,7 +86,7 @@ def test_a_pair_whose_intersection_is_too_small_is_refused(tiny_world, tmp_path,
 @pytest.mark.real
 def test_preflight_smollm2_offline(tmp_path):
     """dolma2 base tokenizer, the packaged SmolLM2 GGUF, python-docs: the real pair, on a CPU."""
-    from lsap.preflight import preflight
+    from lsap.experiments.preflight import preflight
 
     res = preflight("dolma2", "smollm2", "python-docs", n=4, seq_len=256, bpb_bytes=20_000, device="cpu",
                     max_documents=300, log=lambda m: None)
@@ -98,7 +98,7 @@ def test_preflight_smollm2_offline(tmp_path):
 
 
 def test_bpb_sample_is_whole_documents_within_the_byte_budget():
-    from lsap.preflight import _sample_docs
+    from lsap.experiments.preflight import _sample_docs
 
     docs = ["a" * 5000, "b" * 300, "c" * 400, "d" * 200, "e" * 10_000, ""]
     s = _sample_docs(docs, 1000, seed=0)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lsap.cli import main as cli
-from lsap.data import prepare
+from lsap.cli.main import main as cli
+from lsap.data.shards import prepare
 
 
 def files(d: Path) -> dict:

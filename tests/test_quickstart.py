@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_quickstart_end_to_end_tiny(tmp_path, capsys):
-    from lsap.quickstart import Settings, run
+    from lsap.experiments.quickstart import Settings, run
 
     s = Settings(out=str(tmp_path / "out"), cache=str(tmp_path / "cache"), corpus="pydoc-topics",
                  surrogate_tokenizer_corpus="shakespeare", vocab_size=512, tokenizer_docs=100, seq_len=64,

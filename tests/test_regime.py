@@ -42,8 +42,8 @@ def _reaches(g: dict, a: str, b: str) -> bool:
 
 def test_no_circle_through_quickstart_report_sweep_regime():
     g = _graph()
-    assert "lsap.sweep" not in g["lsap.report"], "report must not import sweep (strength_rows lives in report)"
-    for m in ("lsap.quickstart", "lsap.sweep", "lsap.regime", "lsap.report", "lsap.preflight"):
+    assert "lsap.experiments.sweep" not in g["lsap.eval.report"], "report must not import sweep (strength_rows lives in report)"
+    for m in ("lsap.experiments.quickstart", "lsap.experiments.sweep", "lsap.experiments.regime", "lsap.eval.report", "lsap.experiments.preflight"):
         if m not in g:
             continue
         for dep in g[m]:
@@ -51,17 +51,17 @@ def test_no_circle_through_quickstart_report_sweep_regime():
 
 
 def test_strength_rows_lives_in_report():
-    from lsap import report
+    from lsap.eval import report
 
     assert callable(report.strength_rows)
-    import lsap.sweep
+    import lsap.experiments.sweep
 
-    assert not hasattr(lsap.sweep, "strength_rows")
+    assert not hasattr(lsap.experiments.sweep, "strength_rows")
 
 
 def test_config_hash_ignores_name_and_dir_but_not_settings():
-    from lsap.config import load_config
-    from lsap.regime import config_hash
+    from lsap.train.config import load_config
+    from lsap.experiments.regime import config_hash
 
     a = load_config(None, ["data.dir=d", "train.max_steps=5", "lsap.alpha=0.05"])
     b = load_config(None, ["data.dir=d", "train.max_steps=5", "lsap.alpha=0.05", "name=x", "out_dir=/tmp/y"])
@@ -72,7 +72,7 @@ def test_config_hash_ignores_name_and_dir_but_not_settings():
 def test_quickstart_run_dirs_are_keyed_by_settings(tmp_path):
     """A rerun with another --alpha / --k / --ce-tokens into the same --out must not
     reuse the old runs: the directory names differ."""
-    from lsap.quickstart import Settings, _base_cfg
+    from lsap.experiments.quickstart import Settings, _base_cfg
 
     s = Settings(out=str(tmp_path))
     d = {}
@@ -88,16 +88,16 @@ def test_quickstart_run_dirs_are_keyed_by_settings(tmp_path):
 
 
 def test_unknown_data_is_refused_before_anything_runs(tmp_path):
-    from lsap.errors import LsapError
-    from lsap.regime import Settings, build_regime
+    from lsap.utils.errors import LsapError
+    from lsap.experiments.regime import Settings, build_regime
 
     with pytest.raises(LsapError, match="unknown dataset"):
         build_regime(Settings(cache=str(tmp_path), corpus=str(tmp_path / "nope.txt")))
 
 
 def test_quickstart_data_option_reaches_the_regime_and_bad_data_exits_2(tmp_path, monkeypatch, capsys):
-    import lsap.quickstart as qs
-    from lsap.cli import main
+    import lsap.experiments.quickstart as qs
+    from lsap.cli.main import main
 
     seen = {}
 
@@ -119,8 +119,8 @@ def test_quickstart_data_option_reaches_the_regime_and_bad_data_exits_2(tmp_path
 def test_regime_train_shows_a_progress_line_while_quiet(tiny_world, tmp_path, capsys):
     """The surrogate pretraining (quiet: the trainer's output goes to train.log) moves a
     progress line on the terminal: step / total."""
-    from lsap.config import load_config
-    from lsap.regime import train
+    from lsap.train.config import load_config
+    from lsap.experiments.regime import train
 
     cfg = load_config(None, [f"name=sur", f"out_dir={tmp_path / 'sur'}", f"data.dir={tiny_world['data']}",
                              "data.seq_len=32", "model.preset=olmo2-tiny", "model.overrides.hidden_size=32",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsap.config import load_config
+from lsap.train.config import load_config
 
 
 def _cfg(world, out, *extra):
@@ -14,8 +14,8 @@ def _cfg(world, out, *extra):
 
 
 def test_trainer_holds_what_the_builder_built_and_its_val_loss_is_evals(tiny_world, tmp_path):
-    from lsap.metrics import heldout_loss
-    from lsap.train import Components, Trainer
+    from lsap.eval.metrics import heldout_loss
+    from lsap.train.loop import Components, Trainer
 
     t = Trainer.from_config(_cfg(tiny_world, tmp_path / "r"))
     try:
@@ -30,7 +30,7 @@ def test_trainer_holds_what_the_builder_built_and_its_val_loss_is_evals(tiny_wor
 
 
 def test_one_window_rule(tiny_world):
-    from lsap.data import SequenceLoader, TokenShards
+    from lsap.data.shards import SequenceLoader, TokenShards
 
     T = 16
     train, val = TokenShards(tiny_world["data"], "train"), TokenShards(tiny_world["data"], "val")
@@ -48,9 +48,9 @@ def test_one_window_rule(tiny_world):
 def test_matched_flops_is_the_command_and_tokens_at_matched_flops():
     import argparse
 
-    from lsap.commands.flops import add_arguments, compute
-    from lsap.flops import matched_flops, tokens_at_matched_flops
-    from lsap.model import model_config
+    from lsap.cli.main.flops import add_arguments, compute
+    from lsap.train.flops import matched_flops, tokens_at_matched_flops
+    from lsap.train.model import model_config
 
     p = argparse.ArgumentParser()
     add_arguments(p)
@@ -65,7 +65,7 @@ def test_matched_flops_is_the_command_and_tokens_at_matched_flops():
 
 
 def test_encode_documents_batches_do_not_change_ids(tiny_world):
-    from lsap.tokenizer import encode_documents, load_tokenizer
+    from lsap.data.tokenizer import encode_documents, load_tokenizer
 
     tok = load_tokenizer(tiny_world["base_tok"])
     docs = [f"document {i} " * (i % 5 + 1) for i in range(11)]

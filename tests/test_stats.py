@@ -1,4 +1,4 @@
-"""lsap.stats against hand-computed cases."""
+"""lsap.eval.stats against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lsap import stats
+from lsap.eval import stats
 
 
 def test_binomial_cdf_and_sign_test_hand_computed():

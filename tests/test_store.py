@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from lsap.store import EXACT_ALPHAS, StoreError, TargetStore, quantise_probs
-from lsap.store_build import build_store
-from lsap.cli import main as cli
-from lsap.data import SequenceLoader, TokenShards, prepare
-from lsap.surrogate import load_surrogate
-from lsap.targets import propose_targets
+from lsap.surrogate.store import EXACT_ALPHAS, StoreError, TargetStore, quantise_probs
+from lsap.surrogate.store_build import build_store
+from lsap.cli.main import main as cli
+from lsap.data.shards import SequenceLoader, TokenShards, prepare
+from lsap.surrogate.load import load_surrogate
+from lsap.method.targets import propose_targets
 
 T = 32
 
@@ -63,9 +63,9 @@ def test_lookup_equals_online_selection(tiny_world, small):
 @pytest.mark.parametrize("gold_outside", ["keep", "skip"])
 def test_online_and_stored_sources_agree(tiny_world, small, gold_outside):
     """Both TargetSource implementations return the same AuxTargets, each applying gold_outside."""
-    from lsap.store import StoredTargets
-    from lsap.sources import OnlineTargets
-    from lsap.targets import AuxTargets, drop_gold_outside
+    from lsap.surrogate.store import StoredTargets
+    from lsap.surrogate.sources import OnlineTargets
+    from lsap.method.targets import AuxTargets, drop_gold_outside
 
     cache = TargetStore(small["cache"])
     vmap = cache.load_vocab_map()
@@ -104,7 +104,7 @@ def test_float16_probs_compare_exactly_at_exact_alphas():
 
 
 def _cfg(world, data, out, *extra):
-    from lsap.config import load_config
+    from lsap.train.config import load_config
 
     return load_config(None, [
         f"data.dir={data}", f"out_dir={out}", f"data.seq_len={T}", "train.batch_size=4",
@@ -119,7 +119,7 @@ def _rows(out):
 
 
 def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
-    from lsap.train import Trainer
+    from lsap.train.loop import Trainer
 
     Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "on")).run()
     Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "off", "surrogate.source=store",
@@ -163,7 +163,7 @@ def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
 
 
 def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
-    from lsap.train import Trainer, TrainingError
+    from lsap.train.loop import Trainer, TrainingError
 
     cache = TargetStore(small["cache"])
     shards = TokenShards(small["data"])
@@ -276,8 +276,8 @@ def test_olmo_layout_matches_olmo_core_instances(tiny_world, small, tmp_path):
     """window_layout olmo: window i = OLMo-core's NumpyFSLDataset instance i (T tokens,
     labels the T-1 next inside it), and lookups equal online selection on those rows."""
     pytest.importorskip("olmo_core")
-    from lsap.store_build import Windows, olmo_paths
-    from lsap.targets import IGNORE
+    from lsap.surrogate.store_build import Windows, olmo_paths
+    from lsap.method.targets import IGNORE
 
     # small shards: several files, instances never straddle a file
     prepare(tiny_world["base_tok"], "pydoc-topics", tmp_path / "d", val_fraction=0.1, max_tokens=3000,
@@ -310,7 +310,7 @@ def test_olmo_layout_matches_olmo_core_instances(tiny_world, small, tmp_path):
     assert store.check_run(shards, T, 4, 0.05, window_layout="olmo") == []
     with pytest.raises(StoreError, match="window_layout 'lsap'.*--window-layout olmo"):
         TargetStore(small["cache"]).check_run(TokenShards(small["data"]), T, 4, 0.05, window_layout="olmo")
-    from lsap.train import Trainer, TrainingError
+    from lsap.train.loop import Trainer, TrainingError
 
     with pytest.raises((TrainingError, StoreError), match="window_layout 'olmo'"):  # named, before any step
         Trainer.from_config(_cfg(tiny_world, tmp_path / "d", tmp_path / "r", "surrogate.source=store",
@@ -341,9 +341,9 @@ def _write_dolma_arrays(stream: np.ndarray, eos: int, directory: Path, dtype="ui
 
 
 def test_dolma_token_arrays_are_read_in_place(tiny_world, small, tmp_path, capsys):
-    from lsap.arrays import link_token_arrays
-    from lsap.errors import DataError
-    from lsap.store_build import olmo_paths
+    from lsap.data.arrays import link_token_arrays
+    from lsap.utils.errors import DataError
+    from lsap.surrogate.store_build import olmo_paths
 
     src = TokenShards(small["data"])
     stream = src.tokens(0, len(src))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import lsap
-from lsap.data import prepare
+from lsap.data.shards import prepare
 
 SRC = str(Path(lsap.__file__).resolve().parents[1])
 WORKER = str(Path(__file__).with_name("store_dist_worker.py"))
@@ -115,7 +115,7 @@ def test_kill_one_rank_mid_chunk_then_resume(tiny_world, corpus, reference, tmp_
 
 @pytest.mark.slow
 def test_a_rank_seeing_another_surrogate_stops_every_rank(tiny_world, corpus, tmp_path):
-    from lsap.surrogate import load_surrogate
+    from lsap.surrogate.load import load_surrogate
 
     import torch
 
@@ -143,7 +143,7 @@ def test_a_rank_seeing_another_surrogate_stops_every_rank(tiny_world, corpus, tm
 def test_a_rank_with_other_or_missing_data_stops_every_rank(tiny_world, corpus, tmp_path, case):
     """The same relative --data names other files on "node" 1: shards of another base
     tokenizer (the ranks disagree, named) or nothing (rank 1's error, named on every rank)."""
-    from lsap.tokenizer import train_bpe
+    from lsap.data.tokenizer import train_bpe
 
     (tmp_path / "n0").mkdir()
     (tmp_path / "n1").mkdir()

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from lsap import sweep as sw
-from lsap.errors import SweepError
+from lsap.experiments import sweep as sw
+from lsap.utils.errors import SweepError
 
 TOY = """
 regime: quickstart
@@ -51,12 +51,12 @@ def test_bad_specs_are_refused(tmp_path):
 
 
 def test_toy_sweep_report_and_resume_after_a_kill(tmp_path, monkeypatch, capsys):
-    import lsap.evaluate
+    import lsap.eval.run
 
     spec = tmp_path / "toy.yaml"
     spec.write_text(TOY.format(cache=tmp_path / "cache"))
     out = tmp_path / "out"
-    real = lsap.evaluate.evaluate_run
+    real = lsap.eval.run.evaluate_run
     calls = []
 
     def dies_on_third(*a, **k):  # the sweep is "killed" while evaluating its third run
@@ -65,7 +65,7 @@ def test_toy_sweep_report_and_resume_after_a_kill(tmp_path, monkeypatch, capsys)
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(lsap.evaluate, "evaluate_run", dies_on_third)
+    monkeypatch.setattr(lsap.eval.run, "evaluate_run", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         sw.run_sweep(spec, out)
     state = json.loads((out / "sweep.json").read_text())
@@ -74,7 +74,7 @@ def test_toy_sweep_report_and_resume_after_a_kill(tmp_path, monkeypatch, capsys)
     stamps = {d: open(f"{d}/DONE").read() for d in finished}
     capsys.readouterr()
 
-    monkeypatch.setattr(lsap.evaluate, "evaluate_run", real)
+    monkeypatch.setattr(lsap.eval.run, "evaluate_run", real)
     sw.run_sweep(spec, out)
     log = capsys.readouterr().out
     assert log.count("finished earlier, reused") >= 3  # the two evaluated runs and the trained third
@@ -107,13 +107,13 @@ def test_every_packaged_spec_expands_dry_run(name, tmp_path):
     seeds = {r["seed"] for r in plan if r["loss"] == "lsap"}
     if name in NEW_AXES:
         assert len(seeds) >= 3 and sw.load_spec(name)["eval"]["ood"]  # ≥ 3 seeds, out-of-domain pairs
-        assert "Time on a 2-core CPU" in (__import__("lsap.config").config.PACKAGED / "sweeps" / f"{name}.yaml").read_text()
+        assert "Time on a 2-core CPU" in (__import__("lsap.train.config").config.PACKAGED / "sweeps" / f"{name}.yaml").read_text()
 
 
 def test_new_axes_plan_what_the_issue_asks():
-    from lsap.flops import count_params
-    from lsap.model import model_config
-    from lsap.regime import Settings
+    from lsap.train.flops import count_params
+    from lsap.train.model import model_config
+    from lsap.experiments.regime import Settings
 
     c = sw.load_spec("base-size")
     sizes = {}
@@ -163,7 +163,7 @@ def test_bad_axis_specs_are_refused_by_name(tmp_path, text, match):
 def _toy_map(n_base=40, n_sur=50):
     import torch
 
-    from lsap.vocab import ABSENT, VocabMap
+    from lsap.method.vocab import ABSENT, VocabMap
 
     g = torch.Generator().manual_seed(3)
     b2s = torch.full((n_base,), ABSENT, dtype=torch.long)
@@ -178,7 +178,7 @@ def _toy_map(n_base=40, n_sur=50):
 def test_restrict_intersection_keeps_a_seeded_bijection_and_the_share_is_right():
     import torch
 
-    from lsap.vocab import ABSENT, VocabError, restrict_intersection
+    from lsap.method.vocab import ABSENT, VocabError, restrict_intersection
 
     full = _toy_map()
     assert full.size == 31
@@ -240,7 +240,7 @@ def test_toy_overlap_axis_end_to_end_with_out_of_domain_pairs(tmp_path):
     x = st["overlap"][""]
     assert x["lsap-keep0.3"] < x["lsap-keep1.0"] <= 1.0
     keep = [r for r in st["runs"] if r["setting"] == "lsap-keep0.3"][0]
-    from lsap.config import load_run
+    from lsap.train.config import load_run
 
     cfg = load_run(keep["out_dir"])
     assert "keep0.3-seed0" in cfg.surrogate.vocab_map and cfg.lsap.intersection_keep == 1.0
@@ -254,8 +254,8 @@ def test_toy_overlap_axis_end_to_end_with_out_of_domain_pairs(tmp_path):
     ood_json = json.loads((__import__("pathlib").Path(keep["out_dir"]) / "ood.json").read_text())
     assert 0 <= ood_json[str(ood)]["pairs_average"] <= 1
     # the out-of-domain sign test, recounted by hand from the two runs' per-example results
-    from lsap.stats import sign_test
-    from lsap.tasks import PAIR_TASKS, unpack_scores
+    from lsap.eval.stats import sign_test
+    from lsap.eval.tasks import PAIR_TASKS, unpack_scores
 
     ce_run = [r for r in st["runs"] if r["loss"] == "ce"][0]
     ce_json = json.loads((__import__("pathlib").Path(ce_run["out_dir"]) / "ood.json").read_text())
@@ -279,8 +279,8 @@ def test_summary_rows_match_runs_to_the_reports_setting_names(tmp_path):
     out-of-domain columns and their sign test must still find the runs (they came out empty)."""
     import numpy as np
 
-    from lsap.stats import sign_test
-    from lsap.tasks import PAIR_TASKS, pack_scores
+    from lsap.eval.stats import sign_test
+    from lsap.eval.tasks import PAIR_TASKS, pack_scores
 
     rng = np.random.default_rng(0)
     runs, table_rows, truth = [], [], {}

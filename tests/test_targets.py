@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lsap.targets import compact, scatter_back, select_aux_targets, translate_inputs
+from lsap.method.targets import compact, scatter_back, select_aux_targets, translate_inputs
 from tests.helpers import random_vmap, tiny_llama
 from tests.reference import ref_select
 
@@ -119,7 +119,7 @@ def test_masked_equals_compacted_on_a_real_causal_lm():
 
 
 def test_propose_targets_compact_equals_mask_mode():
-    from lsap.targets import propose_targets
+    from lsap.method.targets import propose_targets
 
     model = tiny_llama()
     vmap = random_vmap(40, 48, 30, seed=4)
@@ -138,7 +138,7 @@ def test_propose_targets_compact_equals_mask_mode():
 
 def test_drop_gold_outside_matches_naive_loop():
     """gold_outside=skip: a position keeps its targets iff its gold label is inside Σ∩."""
-    from lsap.targets import drop_gold_outside
+    from lsap.method.targets import drop_gold_outside
 
     vmap = random_vmap(30, 41, 18, seed=5, pad_s=2)
     g = torch.Generator().manual_seed(3)
@@ -162,7 +162,7 @@ def test_bf16_surrogate_selects_from_fp32_head_logits():
     """A bf16 surrogate: the body runs in bf16, the logits that decide p > α come from an
     fp32 head (METHOD §2) — the same selection as the fp64 reference on those hidden
     states, where bf16-rounded logits would flip candidates near α."""
-    from lsap.targets import propose_targets, select_aux_targets_from_hidden, surrogate_body_and_head
+    from lsap.method.targets import propose_targets, select_aux_targets_from_hidden, surrogate_body_and_head
 
     model = tiny_llama(vocab_size=300).to(torch.bfloat16)
     with torch.no_grad():
@@ -176,7 +176,7 @@ def test_bf16_surrogate_selects_from_fp32_head_logits():
     k, alpha = 8, 0.01
     ids, mask, probs = propose_targets(model, x, y, vmap, k, alpha, mode="mask")
     body, head = surrogate_body_and_head(model)
-    from lsap.targets import translate_inputs
+    from lsap.method.targets import translate_inputs
     inp = translate_inputs(x, vmap)
     with torch.no_grad():
         hidden = body(input_ids=inp.input_ids, attention_mask=inp.attention_mask,

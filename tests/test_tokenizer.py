@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lsap.tokenizer import (
+from lsap.data.tokenizer import (
     CL100K_PATTERN,
     DOLMA2_SPECIALS,
     OFFLINE_TOKENIZERS,
@@ -105,7 +105,7 @@ def test_hash_stable_and_distinct():
     d = load_tokenizer("dolma2")
     assert tokenizer_hash(d) == tokenizer_hash(d)
     # A second, independent build of the same tokenizer hashes the same.
-    from lsap.tokenizer import _dolma2
+    from lsap.data.tokenizer import _dolma2
 
     fresh = _dolma2()
     assert tokenizer_hash(fresh) == tokenizer_hash(d)
@@ -162,7 +162,8 @@ def _tiny_tokenizer():
 
 
 def test_store_root_honours_lsap_cache_then_xdg(tmp_path, monkeypatch):
-    from lsap import surrogate, tokenizer
+    from lsap.surrogate import load as surrogate
+    from lsap.data import tokenizer
 
     monkeypatch.delenv("LSAP_CACHE", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lsap.config import ConfigError, load_config
-from lsap.train import Trainer, TrainingError
+from lsap.train.config import ConfigError, load_config
+from lsap.train.loop import Trainer, TrainingError
 
 
 def cfg_for(world, out, *extra):
@@ -139,7 +139,7 @@ def test_bad_input_errors(tiny_world, tmp_path):
         cfg_for(tiny_world, tmp_path, "lsap.alpha=1.5")
     with pytest.raises(ConfigError, match="needs surrogate.model"):
         cfg_for(tiny_world, tmp_path, "loss=lsap")
-    from lsap.data import DataError
+    from lsap.data.shards import DataError
     with pytest.raises(DataError, match="no manifest"):
         Trainer.from_config(cfg_for(tiny_world, tmp_path / "x", f"data.dir={tmp_path}"))
     with pytest.raises(TrainingError, match="multiple of"):
@@ -158,7 +158,7 @@ def _torchrun(world, out, nproc, *extra):
             f"train.micro_batch_size={4 // nproc}", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "lsap.cli", "train", *args] if nproc > 1 else [sys.executable, "-m", "lsap.cli", "train", *args]
+           "-m", "lsap", "train", *args] if nproc > 1 else [sys.executable, "-m", "lsap", "train", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return losses(out)
@@ -185,12 +185,12 @@ def test_train_step_on_a_hand_built_model(tmp_path):
 
     import torch.nn.functional as F
 
-    from lsap.data import Batch
-    from lsap.distributed import Dist
-    from lsap.flops import FlopsLedger, plan_steps
-    from lsap.model import build_model, model_config
-    from lsap.schedules import LRSchedule
-    from lsap.train import Components, LossModule
+    from lsap.data.shards import Batch
+    from lsap.train.distributed import Dist
+    from lsap.train.flops import FlopsLedger, plan_steps
+    from lsap.train.model import build_model, model_config
+    from lsap.method.schedules import LRSchedule
+    from lsap.train.loop import Components, LossModule
 
     torch.manual_seed(0)
     lm = build_model(model_config("olmo2-tiny", vocab_size=96, hidden_size=32, intermediate_size=64,
@@ -233,13 +233,13 @@ def test_resume_into_another_width_without_config_yaml_does_not_fit(tiny_world, 
         Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "model.overrides.hidden_size=96",
                                     "model.overrides.num_attention_heads=4", "model.overrides.num_key_value_heads=4"),
                             resume=True)
-    assert not (out / ".lsap.lock").exists()  # the refusal released the directory
+    assert not (out / ".lsap.utils.lock").exists()  # the refusal released the directory
 
 
 _WRITER = """
 import sys
-from lsap.config import load_config
-from lsap.train import train
+from lsap.train.config import load_config
+from lsap.train.loop import train
 cfg = load_config(None, sys.argv[1:])
 train(cfg, resume="auto", quiet=True, log=lambda m: print(m, flush=True))
 """

@@ -5,7 +5,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from lsap.vocab import VocabMap, token_table
+from lsap.method.vocab import VocabMap, token_table
 
 
 def _text():

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from lsap.cli import main
-from lsap.vocab import VocabMap
+from lsap.cli.main import main
+from lsap.method.vocab import VocabMap
 
 
 def _tok_dir(tmp_path, name, text, vocab_size):
@@ -29,7 +29,7 @@ def _tok_dir(tmp_path, name, text, vocab_size):
 
 @pytest.fixture()
 def tiny_pair(tmp_path):
-    from lsap.analyze import read_documents
+    from lsap.eval.analyze import read_documents
 
     text = " ".join(read_documents("pydoc-topics")[:5])
     return _tok_dir(tmp_path, "base", text, 400), _tok_dir(tmp_path, "sur", text[::-1], 330)
@@ -43,8 +43,8 @@ def _cli(argv, capsys):
 
 def _check(out_dir, base, sur, data, max_tokens, top, bvs=None, svs=None):
     """The saved report equals VocabMap.report over the same corpus ids."""
-    from lsap.commands.vocab import corpus_ids
-    from lsap.tokenizer import load_tokenizer
+    from lsap.cli.main.vocab import corpus_ids
+    from lsap.data.tokenizer import load_tokenizer
 
     rep = json.loads((out_dir / "report.json").read_text())
     bt = load_tokenizer(str(base))
@@ -76,9 +76,9 @@ def test_vocab_cmd_tiny_pair(tiny_pair, tmp_path, capsys):
 
 
 def test_corpus_ids_pack_documents_with_eos(tiny_pair):
-    from lsap.analyze import plain_encoder, read_documents
-    from lsap.commands.vocab import corpus_ids
-    from lsap.tokenizer import load_tokenizer
+    from lsap.eval.analyze import plain_encoder, read_documents
+    from lsap.cli.main.vocab import corpus_ids
+    from lsap.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(str(tiny_pair[0]))
     docs = read_documents("pydoc-topics")[:3]

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.real
 
 @pytest.fixture(scope="module")
 def toks():
-    from lsap.tokenizer import load_tokenizer
+    from lsap.data.tokenizer import load_tokenizer
 
     return {n: load_tokenizer(n) for n in ("dolma2", "qwen3", "smollm2")}
 
@@ -33,7 +33,7 @@ def cl100k_bytes():
 
 @pytest.mark.parametrize("surrogate,vs", [("qwen3", 151_936), ("smollm2", 49_152)])
 def test_real_maps_round_trip(toks, cl100k_bytes, surrogate, vs):
-    from lsap.vocab import VocabMap
+    from lsap.method.vocab import VocabMap
 
     base, sur = toks["dolma2"], toks[surrogate]
     vm = VocabMap.from_tokenizers(base, sur, base_vocab_size=100_352, surrogate_vocab_size=vs)
@@ -80,8 +80,8 @@ def test_real_maps_round_trip(toks, cl100k_bytes, surrogate, vs):
 
 
 def test_real_map_corpus_share_and_translation(toks):
-    from lsap.targets import translate_inputs
-    from lsap.vocab import VocabMap
+    from lsap.method.targets import translate_inputs
+    from lsap.method.vocab import VocabMap
 
     base, sur = toks["dolma2"], toks["qwen3"]
     vm = VocabMap.from_tokenizers(base, sur, base_vocab_size=100_352, surrogate_vocab_size=151_936)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lsap.loss import lsap_linear_loss, lsap_loss
+from lsap.method.loss import lsap_linear_loss, lsap_loss
 from tests.reference import lists_from_mask, ref_loss_zloss
 
 

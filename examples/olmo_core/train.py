@@ -23,7 +23,7 @@ dolma2's 100k vocabulary and `--tokenizer dolma2`). A store must be built with
 What maps to what: optim.lr / betas / weight_decay → AdamW; warmup_steps + min_lr_ratio →
 CosWithWarmup; grad_clip → max_grad_norm; train.batch_size (sequences) → the global batch;
 micro_batch_size → rank_microbatch_size; max_flops / max_tokens / max_steps → steps by
-`lsap.flops.plan_steps` (6·N_b + the surrogate's 2·N_s per token); ckpt_every → DCP
+`lsap.train.flops.plan_steps` (6·N_b + the surrogate's 2·N_s per token); ckpt_every → DCP
 checkpoints in out_dir; train.distributed=fsdp → FSDP2 (bf16 params, fp32 reduce on GPU);
 train.loggers wandb → OLMo-core's W&B callback; lsap.* → `LSAPTrainModule`.
 """
@@ -61,10 +61,10 @@ def data_paths(cfg, args) -> list[str]:
             raise SystemExit(f"--paths {args.paths} matched no files")
         return paths
     try:
-        from lsap.store_build import olmo_paths  # the store's own rule, so instance index = window id
+        from lsap.surrogate.store_build import olmo_paths  # the store's own rule, so instance index = window id
         return olmo_paths(cfg.data.dir)
     except ImportError:
-        from lsap.data import TokenShards
+        from lsap.data.shards import TokenShards
 
         sh = TokenShards(cfg.data.dir, "train")
         return [str(sh.dir / s["path"]) for s in sh.info["shards"]]
@@ -80,11 +80,11 @@ def token_dtype(cfg, args) -> str:
 def target_source(cfg, tokenizer, vocab_size: int, device):
     """The run's TargetSource through lsap's one factory: online, or a store refused by name
     unless built for these shards, seq_len, surrogate, map and OLMo-core's window layout."""
-    from lsap.sources import build_target_source
+    from lsap.surrogate.sources import build_target_source
 
     shards = None
     if cfg.loss == "lsap" and cfg.surrogate.source == "store":
-        from lsap.data import TokenShards
+        from lsap.data.shards import TokenShards
 
         shards = TokenShards(cfg.data.dir, "train")
     return build_target_source(cfg, tokenizer, vocab_size, shards, device=device, window_layout="olmo")
@@ -98,10 +98,10 @@ def export(cfg, args, vocab_size: int, source_fpt: float) -> list[Path]:
     from olmo_core.distributed.checkpoint import load_model_and_optim_state
     from olmo_core.nn.hf.checkpoint import save_hf_model
 
-    from lsap.checkpoint import save
-    from lsap.flops import FlopsLedger
+    from lsap.train.checkpoint import save
+    from lsap.train.flops import FlopsLedger
     from lsap.integrations.olmo_core import base_flops_per_token
-    from lsap.tokenizer import load_tokenizer
+    from lsap.data.tokenizer import load_tokenizer
 
     out = Path(cfg.out_dir)
     steps = sorted(out.glob("step[0-9]*"), key=lambda p: int(p.name[4:]))
@@ -162,10 +162,10 @@ def main(argv=None) -> None:
     from olmo_core.train.train_module import TransformerDataParallelConfig
     from olmo_core.utils import seed_all
 
-    from lsap.config import load_config
+    from lsap.train.config import load_config
     from lsap.integrations.olmo_core import LSAPTrainModule, plan
-    from lsap.schedules import LambdaSchedule
-    from lsap.tokenizer import load_tokenizer
+    from lsap.method.schedules import LambdaSchedule
+    from lsap.data.tokenizer import load_tokenizer
 
     cfg = load_config(args.config, args.overrides)
     if cfg.lsap.aux_weighting != "none":

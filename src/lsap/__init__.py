@@ -10,32 +10,32 @@ from __future__ import annotations
 
 import importlib
 
-from lsap.errors import LsapError
+from lsap.utils.errors import LsapError
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     # configuration
-    "Config": "config", "load_config": "config",
+    "Config": "train.config", "load_config": "train.config",
     # vocabulary map Σ∩ (METHOD §1)
-    "VocabMap": "vocab",
+    "VocabMap": "method.vocab",
     # auxiliary targets (METHOD §2–§3) and where they come from
-    "AuxTargets": "targets", "TargetSource": "sources", "OnlineTargets": "sources", "target_source": "sources",
-    "build_target_source": "sources",
-    "translate_inputs": "targets", "select_aux_targets": "targets", "propose_targets": "targets",
-    "drop_gold_outside": "targets",
-    "StoredTargets": "store", "TargetStore": "store", "build_store": "store_build",
-    "load_surrogate": "surrogate", "load_surrogate_with_map": "surrogate",
+    "AuxTargets": "method.targets", "TargetSource": "surrogate.sources", "OnlineTargets": "surrogate.sources", "target_source": "surrogate.sources",
+    "build_target_source": "surrogate.sources",
+    "translate_inputs": "method.targets", "select_aux_targets": "method.targets", "propose_targets": "method.targets",
+    "drop_gold_outside": "method.targets",
+    "StoredTargets": "surrogate.store", "TargetStore": "surrogate.store", "build_store": "surrogate.store_build",
+    "load_surrogate": "surrogate.load", "load_surrogate_with_map": "surrogate.load",
     # the loss (METHOD §4)
-    "lsap_loss": "loss", "lsap_linear_loss": "loss", "LSAPLossOutput": "loss", "normalizer": "loss",
-    "LambdaSchedule": "schedules", "LRSchedule": "schedules",
+    "lsap_loss": "method.loss", "lsap_linear_loss": "method.loss", "LSAPLossOutput": "method.loss", "normalizer": "method.loss",
+    "LambdaSchedule": "method.schedules", "LRSchedule": "method.schedules",
     # data, models, FLOPs, training
-    "Batch": "data", "SequenceLoader": "data", "TokenShards": "data", "prepare": "data",
-    "load_tokenizer": "tokenizer", "model_config": "model", "build_model": "model",
-    "FlopsLedger": "flops", "matched_flops": "flops",
-    "Trainer": "train", "build_components": "train",  # (not `train`: that name is the module lsap.train)
+    "Batch": "data.shards", "SequenceLoader": "data.shards", "TokenShards": "data.shards", "prepare": "data.shards",
+    "load_tokenizer": "data.tokenizer", "model_config": "train.model", "build_model": "train.model",
+    "FlopsLedger": "train.flops", "matched_flops": "train.flops",
+    "Trainer": "train.loop", "build_components": "train.loop",  # (not `train`: that name is the module lsap.train.loop)
     # evaluation and reports
-    "heldout_nll": "metrics", "vocab_report": "vocab", "corpus_ids": "corpora",
+    "heldout_nll": "eval.metrics", "vocab_report": "method.vocab", "corpus_ids": "data.corpora",
 }
 
 __all__ = ["LsapError", "__version__", *sorted(_EXPORTS)]

@@ -1,5 +1,5 @@
 import sys
 
-from lsap.cli import main
+from lsap.cli.main import main
 
 sys.exit(main())

@@ -22,21 +22,21 @@ this module changes, and why:
   path (evaluation). The targets ride in `labels` because that is the tensor the
   Transformer already carries to the head (and shards with it under CP/TP).
 - The step (`LSAPTrainModule.train_batch`, the train module's own extension point). It asks
-  the `TargetSource` (`lsap.sources.OnlineTargets`: the frozen surrogate on each rank; or
-  `lsap.store.StoredTargets`, keyed by OLMo-core's instance `index`) for every
+  the `TargetSource` (`lsap.surrogate.sources.OnlineTargets`: the frozen surrogate on each rank; or
+  `lsap.surrogate.store.StoredTargets`, keyed by OLMo-core's instance `index`) for every
   micro-batch's targets before the first backward, because Z needs the step's V; reduces
   N and V over micro-batches and data-parallel ranks (one all-reduce of two numbers);
   and passes `loss_div_factor = Z / dp_world_size`: every rank's micro-batch loss is
   (CE_sum + λ·aux_sum + m·Σ LSE²) / Z × dp_world_size, and FSDP's (and DDP's) gradient
   averaging divides by dp_world_size again. So accumulation and data parallelism never
-  reweight tokens. λ(t) is `lsap.schedules.LambdaSchedule` at the step.
+  reweight tokens. λ(t) is `lsap.method.schedules.LambdaSchedule` at the step.
 - Logging, through OLMo-core's `record_metric` (console, W&B, Comet): `train/CE loss`
   (nats per label, as OLMo-core's), `train/LSAP loss` (what is optimised), `train/LSAP aux`
   (nats per auxiliary target), `train/LSAP aux per token` (V/N), `train/LSAP lambda`,
   `train/Z loss` with z-loss on, and cumulative `throughput/LSAP FLOPs {base,surrogate,total}`
   (METHOD §5: 6·N_b per trained token + the source's 2·N_s, charged per trained token
   whether online or from a store).
-- The budget. `plan(...)` is `lsap.flops.plan_steps` with those FLOPs per token: a run
+- The budget. `plan(...)` is `lsap.train.flops.plan_steps` with those FLOPs per token: a run
   at the paper's 2.3165e20 FLOPs is `Duration.steps(plan(...).total_steps)`.
 
 With λ = 0 and `normalization="tokens"` (or "weighted") a step is OLMo-core's CE step
@@ -61,14 +61,14 @@ from olmo_core.optim import SkipStepOptimizer
 from olmo_core.train.common import ReduceType
 from olmo_core.train.train_module import TransformerTrainModule
 
-from lsap.config import NORMALIZATIONS
-from lsap.data import Batch
-from lsap.errors import ConfigError, StoreError
-from lsap.flops import Budget, FlopsLedger, plan_steps
-from lsap.loss import lsap_linear_loss, normalizer
-from lsap.schedules import LambdaSchedule
-from lsap.sources import TargetSource
-from lsap.targets import AuxTargets
+from lsap.train.config import NORMALIZATIONS
+from lsap.data.shards import Batch
+from lsap.utils.errors import ConfigError, StoreError
+from lsap.train.flops import Budget, FlopsLedger, plan_steps
+from lsap.method.loss import lsap_linear_loss, normalizer
+from lsap.method.schedules import LambdaSchedule
+from lsap.surrogate.sources import TargetSource
+from lsap.method.targets import AuxTargets
 
 __all__ = ["LSAPLMHead", "LSAPHeadOutput", "LSAPTrainModule", "use_lsap_head", "pack_labels",
            "base_flops_per_token", "plan"]
@@ -154,7 +154,7 @@ def base_flops_per_token(model) -> float:
 
 def plan(model, global_batch_tokens: int, targets: TargetSource | None = None, *, max_steps: int = 0,
          max_tokens: float = 0, max_flops: float = 0) -> Budget:
-    """`lsap.flops.plan_steps` for an OLMo-core run: steps from the budget at 6·N_b (+ the
+    """`lsap.train.flops.plan_steps` for an OLMo-core run: steps from the budget at 6·N_b (+ the
     source's 2·N_s) FLOPs per trained token."""
     fpt = base_flops_per_token(model) + (targets.flops_per_token if targets is not None else 0.0)
     return plan_steps(global_batch_tokens, fpt, max_steps=max_steps, max_tokens=max_tokens, max_flops=max_flops)

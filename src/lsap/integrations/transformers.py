@@ -15,7 +15,7 @@ What it changes in `Trainer` and why (transformers ≥ 4.48; written against 5.x
   `processing_class`), a `target_store` (`StoredTargets`, an `lsap store build` directory;
   train_dataset must be a `WindowDataset`, whose shards and seq_len the store is checked
   against exactly as `lsap train` checks it, and whose batches carry `window_ids`), or
-  any `targets=`. All but `targets=` are built by `lsap.sources.target_source`.
+  any `targets=`. All but `targets=` are built by `lsap.surrogate.sources.target_source`.
 - The normaliser. `num_items_in_batch` — Trainer's own per-step count of labels, summed
   over the accumulated micro-batches and gathered over processes — becomes the step's
   global Z = `normalizer(N, V, normalization, λ)`: N labelled positions and V auxiliary
@@ -51,12 +51,12 @@ import numpy as np
 import torch
 import transformers
 
-from lsap.config import NORMALIZATIONS
-from lsap.data import Batch
-from lsap.loss import lsap_linear_loss, normalizer
-from lsap.schedules import LambdaSchedule
-from lsap.sources import TargetSource
-from lsap.targets import IGNORE, AuxTargets
+from lsap.train.config import NORMALIZATIONS
+from lsap.data.shards import Batch
+from lsap.method.loss import lsap_linear_loss, normalizer
+from lsap.method.schedules import LambdaSchedule
+from lsap.surrogate.sources import TargetSource
+from lsap.method.targets import IGNORE, AuxTargets
 
 _AUX = ("lsap_aux_ids", "lsap_aux_mask", "lsap_aux_weight")
 
@@ -66,14 +66,14 @@ class WindowDataset(torch.utils.data.IterableDataset):
 
     Yields {"input_ids": int64 [T+1], "labels": the same, "window_ids": j}: window j is
     tokens [jT, jT + T + 1), epochs visit windows in `default_rng([seed, epoch])` order,
-    exactly as `lsap.data.SequenceLoader` does (which also drops an epoch's last
+    exactly as `lsap.data.shards.SequenceLoader` does (which also drops an epoch's last
     incomplete global batch; this stream does not). `window_ids` key a target store.
     epochs: None streams forever (training with `max_steps`); 1 gives a finite pass
     (an evaluation set: `WindowDataset(dir, T, split="val", epochs=1)`).
     """
 
     def __init__(self, data, seq_len: int, seed: int = 0, split: str = "train", epochs: int | None = None):
-        from lsap.data import TokenShards
+        from lsap.data.shards import TokenShards
 
         self.shards = data if isinstance(data, TokenShards) else TokenShards(data, split)
         self.seq_len, self.seed, self.epochs = int(seq_len), int(seed), epochs
@@ -105,7 +105,7 @@ class LSAPTrainer(transformers.Trainer):
     """`transformers.Trainer` with the LSAP loss (METHOD §4); see the module doc.
 
     One of: `surrogate` (a frozen causal LM with `vocab_map`, or a spec string for
-    `lsap.surrogate.load_surrogate_with_map`; `vocab_map` may then be a saved map dir),
+    `lsap.surrogate.load.load_surrogate_with_map`; `vocab_map` may then be a saved map dir),
     `target_store` (a directory or `TargetStore`), or `targets` (any `TargetSource`).
     k, alpha: METHOD §3. lam: λ — a number, a callable of the optimizer step, or
     ("cosine", λ0, λ_min) over the run. normalization: "targets" (Z = N + V), "tokens"
@@ -137,9 +137,9 @@ class LSAPTrainer(transformers.Trainer):
 
     # ------------------------------------------------------------------ building
     def _build_source(self, surrogate, vocab_map, target_store, k, alpha, gold_outside, batch_size, allow_small):
-        """`lsap.sources.target_source`: the trainer's factory, so a store is checked against
+        """`lsap.surrogate.sources.target_source`: the trainer's factory, so a store is checked against
         the train dataset's shards and seq_len exactly as `lsap train` checks it."""
-        from lsap.sources import target_source
+        from lsap.surrogate.sources import target_source
 
         if (surrogate is None) == (target_store is None):
             raise ValueError("pass exactly one of surrogate= (with vocab_map=), target_store= or targets=")

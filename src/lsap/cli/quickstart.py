@@ -1,0 +1,38 @@
+"""`lsap quickstart [--out DIR]`: CE vs LSAP at matched FLOPs, end to end, offline, on a CPU."""
+
+from __future__ import annotations
+
+
+def add_arguments(p) -> None:
+    from lsap.experiments.quickstart import Settings
+
+    d = Settings()
+    p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
+    p.add_argument("--cache", default="", help="where tokenizers, shards and the surrogate are cached "
+                                               "(default $LSAP_CACHE/quickstart, else $XDG_CACHE_HOME/lsap/quickstart, "
+                                               "else ~/.cache/lsap/quickstart)")
+    p.add_argument("--surrogate", default=d.surrogate,
+                   help="pretrain (default: a small surrogate pretrained once on its own part of the base's domain) | smollm2 | "
+                        "a local HF dir / .gguf / hub id")
+    p.add_argument("--data", default=d.corpus, metavar="DATA",
+                   help=f"the regime's text (default {d.corpus}): an offline corpus name (see `lsap prepare "
+                        "--help`), YOUR text as a local .txt/.jsonl/.parquet file or folder, or hf:NAME; split by "
+                        "document into held-out, the base's part and the surrogate's part")
+    p.add_argument("--ce-tokens", type=float, default=d.ce_tokens, help="FLOPs budget in CE tokens")
+    p.add_argument("--surrogate-multiples", type=int, nargs="+", default=d.surrogate_multiples,
+                   help="surrogate checkpoints at these multiples of the base's tokens; the last one is used "
+                        "(default 1 4 16)")
+    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--k", type=int, default=d.k)
+    p.add_argument("--seeds", type=int, nargs="+", default=d.seeds)
+    p.add_argument("--eval-examples", type=int, default=d.eval_examples)
+
+
+def run(args) -> int:
+    from lsap.experiments.quickstart import Settings, run as run_quickstart
+
+    s = Settings(out=args.out, cache=args.cache, surrogate=args.surrogate, corpus=args.data, ce_tokens=args.ce_tokens,
+                 surrogate_multiples=args.surrogate_multiples, alpha=args.alpha, k=args.k, seeds=args.seeds,
+                 eval_examples=args.eval_examples)
+    run_quickstart(s)
+    return 0

@@ -1,0 +1,493 @@
+"""The cross-tokenizer vocabulary map: Σ∩, F_b→s and F_s→b (METHOD §1).
+
+Two tokens are "the same string" when they decode to the same byte sequence. Every
+vocabulary key is first brought to its canonical bytes:
+
+- byte-level BPE keys ('Ġthe', 'Ċ') through the inverse of GPT-2's bytes↔unicode table,
+- SentencePiece keys ('▁the', '<0x0A>') by '▁' → ' ' and byte-fallback pieces → bytes,
+- anything else as the UTF-8 of the key.
+
+Control tokens (added tokens: bos/eos/pad/unk, chat markers, fim markers ...) never
+meet by string; bos/eos/pad/unk meet **by role** (base eos ↔ surrogate document
+separator, see `surrogate_eos_id`), the rest stay outside Σ∩.
+
+Each string of Σ∩ has exactly one canonical id on each side (when a vocabulary holds
+the same bytes twice — e.g. SentencePiece's 'A' and '<0x41>' — the id the tokenizer
+itself produces is kept, the other is treated as outside Σ∩), so the two maps are
+inverse bijections on Σ∩: `s2b[b2s[b]] == b` for every mapped `b`.
+
+Padded embedding rows (ids ≥ the tokenizer's length but < the model's vocab size) are
+never in Σ∩: the maps are sized to the model vocabularies and hold -1 there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from lsap.utils.errors import VocabError
+from lsap.utils.io import atomic_write_bytes, atomic_write_text
+
+ABSENT = -1
+FORMAT_VERSION = 1
+
+# Surrogate tokens that separate documents in pretraining data, in order of preference.
+# Instruct models (the paper's Qwen3-0.6B) declare a chat eos ('<|im_end|>') while their
+# pretraining documents end with '<|endoftext|>': the base eos between packed documents
+# means the latter.
+from lsap.data.tokenizer import DOC_SEPARATORS as _DOC_SEPARATORS  # noqa: E402  (one list, see tokenizer.py)
+_ROLE_ORDER = ("eos", "bos", "unk", "pad")
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's `bytes_to_unicode` table (printable stand-ins for bytes)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def _walk_types(node: Any) -> Iterable[dict]:
+    if isinstance(node, dict):
+        if "type" in node:
+            yield node
+        for v in node.values():
+            yield from _walk_types(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk_types(v)
+
+
+@dataclass
+class TokenTable:
+    """One tokenizer, canonicalised: id → bytes for string tokens, roles for controls.
+
+    strings: {id: canonical bytes} for every non-control token.
+    controls: ids of added/control tokens (never matched by string).
+    roles: {"eos"|"bos"|"pad"|"unk": id} where the tokenizer declares them.
+    size: number of ids the tokenizer defines (max id + 1).
+    fallback_ids: ids that are byte-fallback pieces ('<0x41>'); they lose ties.
+    """
+
+    strings: dict[int, bytes]
+    controls: set[int]
+    roles: dict[str, int]
+    size: int
+    kind: str
+    fallback_ids: set[int] = field(default_factory=set)
+
+    def fingerprint(self) -> str:
+        """sha256 over (id, bytes) pairs, control ids and roles: equal iff same vocabulary."""
+        h = hashlib.sha256()
+        h.update(f"{self.kind}|{self.size}|".encode())
+        for i in sorted(self.strings):
+            h.update(i.to_bytes(4, "little"))
+            h.update(len(self.strings[i]).to_bytes(2, "little"))
+            h.update(self.strings[i])
+        h.update(json.dumps(sorted(self.controls)).encode())
+        h.update(json.dumps(sorted(self.roles.items())).encode())
+        return h.hexdigest()
+
+
+def _backend(tok: Any):
+    """The `tokenizers.Tokenizer` behind a transformers tokenizer (or the object itself)."""
+    if hasattr(tok, "backend_tokenizer"):
+        return tok.backend_tokenizer
+    if hasattr(tok, "get_vocab") and hasattr(tok, "to_str"):
+        return tok
+    raise TypeError(
+        f"cannot read a vocabulary from {type(tok).__name__}: pass a transformers fast "
+        "tokenizer, a tokenizers.Tokenizer, a local tokenizer directory or an lsap "
+        "tokenizer name (see lsap.data.tokenizer.load_tokenizer)"
+    )
+
+
+def token_table(tok: Any) -> TokenTable:
+    """Canonicalise a tokenizer's vocabulary. Accepts transformers / tokenizers objects."""
+    backend = _backend(tok)
+    spec = json.loads(backend.to_str())
+    types = {n["type"] for n in _walk_types({k: spec.get(k) for k in ("decoder", "pre_tokenizer")})}
+    model = spec.get("model") or {}
+    if "ByteLevel" in types:
+        kind = "byte_level"
+    elif "Metaspace" in types or any(
+        n.get("type") == "Replace" and "▁" in json.dumps(n.get("pattern", ""), ensure_ascii=False)
+        for n in _walk_types(spec.get("decoder"))
+    ):
+        kind = "sentencepiece"
+    else:
+        kind = "utf8"
+    byte_fallback = bool(model.get("byte_fallback")) or "ByteFallback" in types
+
+    vocab: dict[str, int] = backend.get_vocab(with_added_tokens=True)
+    added = {a["id"]: a for a in spec.get("added_tokens") or []}
+    controls = set(added)
+
+    dec = _byte_decoder()
+    strings: dict[int, bytes] = {}
+    fallback_ids: set[int] = set()
+    for key, i in vocab.items():
+        if i in controls:
+            continue
+        if kind == "byte_level":
+            try:
+                b = bytes(dec[c] for c in key)
+            except KeyError:  # not a byte-level key: keep its UTF-8 (rare, e.g. merges of added text)
+                b = key.encode("utf-8")
+        elif kind == "sentencepiece":
+            m = _BYTE_FALLBACK.match(key) if byte_fallback else None
+            if m:
+                b = bytes([int(m.group(1), 16)])
+                fallback_ids.add(i)
+            else:
+                b = key.replace("▁", " ").encode("utf-8")
+        else:
+            b = key.encode("utf-8")
+        strings[i] = b
+
+    roles: dict[str, int] = {}
+    for role in _ROLE_ORDER:
+        tid = getattr(tok, f"{role}_token_id", None)
+        if isinstance(tid, int) and tid >= 0:
+            roles[role] = tid
+    size = max(vocab.values()) + 1 if vocab else 0
+    return TokenTable(strings, controls, roles, size, kind, fallback_ids)
+
+
+def surrogate_eos_id(table: TokenTable, tok: Any = None) -> int | None:
+    """The surrogate token that plays the base eos's role between packed documents.
+
+    Its document separator when it has one ('<|endoftext|>' for Qwen3 and SmolLM2),
+    else its declared eos.
+    """
+    by_content = {}
+    if tok is not None:
+        spec = json.loads(_backend(tok).to_str())
+        by_content = {a["content"]: a["id"] for a in spec.get("added_tokens") or []}
+    for s in _DOC_SEPARATORS:
+        if s in by_content:
+            return by_content[s]
+    return table.roles.get("eos")
+
+
+def _other_roles(t: TokenTable) -> set[int]:
+    return {t.roles[r] for r in ("eos", "bos", "unk") if r in t.roles}
+
+
+def _resolve(tok: Any) -> Any:
+    if isinstance(tok, (str, Path)):
+        from lsap.data.tokenizer import load_tokenizer  # lazy: conversions are slow
+
+        return load_tokenizer(str(tok))
+    return tok
+
+
+@dataclass
+class VocabMap:
+    """F_b→s and F_s→b as index tensors.
+
+    base_to_surrogate: LongTensor [V_b] (model vocab, padded rows included), -1 = absent.
+    surrogate_to_base: LongTensor [V_s], -1 = absent.
+    """
+
+    base_to_surrogate: torch.Tensor
+    surrogate_to_base: torch.Tensor
+    base_hash: str
+    surrogate_hash: str
+    base_tokenizer_size: int
+    surrogate_tokenizer_size: int
+    role_pairs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ---- construction -------------------------------------------------------------
+    @classmethod
+    def from_tokenizers(
+        cls,
+        base: Any,
+        surrogate: Any,
+        base_vocab_size: int | None = None,
+        surrogate_vocab_size: int | None = None,
+        keep_fraction: float = 1.0,
+        seed: int = 0,
+    ) -> "VocabMap":
+        """Build Σ∩ from two tokenizers.
+
+        base / surrogate: transformers tokenizer, tokenizers.Tokenizer, local directory,
+        hub id, or an lsap tokenizer name ('dolma2', 'qwen3', 'smollm2', ...).
+        *_vocab_size: the models' (padded) vocabulary sizes; default the tokenizers'.
+        keep_fraction: keep a random share of the string part of Σ∩ (the paper's
+        proposed intersection ablation); role-matched specials are always kept.
+        """
+        base, surrogate = _resolve(base), _resolve(surrogate)
+        tb, ts = token_table(base), token_table(surrogate)
+        vb = tb.size if base_vocab_size is None else int(base_vocab_size)
+        vs = ts.size if surrogate_vocab_size is None else int(surrogate_vocab_size)
+        for name, v, t in (("base", vb, tb), ("surrogate", vs, ts)):
+            if v < t.size:
+                raise VocabError(
+                    f"{name}_vocab_size={v} is smaller than the {name} tokenizer ({t.size} ids): "
+                    "pass the model's (padded) vocabulary size"
+                )
+        if not 0.0 < keep_fraction <= 1.0:
+            raise VocabError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+
+        def canonical(t: TokenTable) -> dict[bytes, int]:
+            # Prefer ids the tokenizer would produce (non-fallback), then the lowest id.
+            out: dict[bytes, int] = {}
+            for i in sorted(t.strings, key=lambda i: (i in t.fallback_ids, i)):
+                out.setdefault(t.strings[i], i)
+            return out
+
+        cb, cs = canonical(tb), canonical(ts)
+        common = sorted(set(cb) & set(cs))
+        if keep_fraction < 1.0:
+            g = torch.Generator().manual_seed(seed)
+            keep = torch.rand(len(common), generator=g) < keep_fraction
+            common = [s for s, k in zip(common, keep.tolist()) if k]
+
+        b2s = torch.full((vb,), ABSENT, dtype=torch.long)
+        s2b = torch.full((vs,), ABSENT, dtype=torch.long)
+        for s in common:
+            b2s[cb[s]] = cs[s]
+            s2b[cs[s]] = cb[s]
+
+        role_pairs: dict[str, tuple[int, int]] = {}
+        s_roles = dict(ts.roles)
+        sep = surrogate_eos_id(ts, surrogate)
+        if sep is not None:
+            s_roles["eos"] = sep
+        for role in _ROLE_ORDER:
+            bi, si = tb.roles.get(role), s_roles.get(role)
+            # Roles may share an id (pad == eos); keep the map a bijection.
+            if bi is None or si is None or b2s[bi] != ABSENT or s2b[si] != ABSENT:
+                continue
+            # A pad that aliases another role (SmolLM2-Instruct: pad = <|im_end|> = eos) is
+            # not a padding token of its own; matching it would pair unrelated tokens.
+            if role == "pad" and (si in _other_roles(ts) or bi in _other_roles(tb)):
+                continue
+            b2s[bi], s2b[si] = si, bi
+            role_pairs[role] = (bi, si)
+
+        n = int((b2s != ABSENT).sum())
+        if n == 0:
+            raise VocabError(
+                "the two tokenizers share no token strings (Σ∩ is empty): LSAP needs a "
+                "surrogate whose tokenizer overlaps the base's"
+            )
+        return cls(
+            b2s, s2b, tb.fingerprint(), ts.fingerprint(), tb.size, ts.size, role_pairs,
+            meta={"keep_fraction": keep_fraction, "seed": seed, "base_kind": tb.kind,
+                  "surrogate_kind": ts.kind},
+        )
+
+    # ---- properties ---------------------------------------------------------------
+    @property
+    def base_vocab_size(self) -> int:
+        return self.base_to_surrogate.numel()
+
+    @property
+    def surrogate_vocab_size(self) -> int:
+        return self.surrogate_to_base.numel()
+
+    @property
+    def size(self) -> int:
+        """|Σ∩|."""
+        return int((self.base_to_surrogate != ABSENT).sum())
+
+    @property
+    def base_in(self) -> torch.Tensor:
+        """BoolTensor [V_b]: base id is in Σ∩."""
+        return self.base_to_surrogate != ABSENT
+
+    @property
+    def surrogate_in(self) -> torch.Tensor:
+        """BoolTensor [V_s]: surrogate id is in Σ∩."""
+        return self.surrogate_to_base != ABSENT
+
+    def to(self, device: torch.device | str) -> "VocabMap":
+        return VocabMap(
+            self.base_to_surrogate.to(device), self.surrogate_to_base.to(device),
+            self.base_hash, self.surrogate_hash, self.base_tokenizer_size,
+            self.surrogate_tokenizer_size, dict(self.role_pairs), dict(self.meta),
+        )
+
+    # ---- checks -------------------------------------------------------------------
+    def check_tokenizers(self, base: Any = None, surrogate: Any = None) -> None:
+        """Raise if `base` / `surrogate` are not the tokenizers this map was built for."""
+        for name, tok, want in (("base", base, self.base_hash), ("surrogate", surrogate, self.surrogate_hash)):
+            if tok is None:
+                continue
+            got = token_table(_resolve(tok)).fingerprint()
+            if got != want:
+                raise VocabError(
+                    f"this vocabulary map was built for another {name} tokenizer "
+                    f"(map: {want[:12]}…, given: {got[:12]}…); rebuild it with "
+                    "`lsap vocab --base B --surrogate S`"
+                )
+
+    # ---- persistence --------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write `vocab_map.pt` (tensors) and `vocab_map.json` (hashes, sizes, report)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {"b2s": self.base_to_surrogate.cpu(), "s2b": self.surrogate_to_base.cpu()}  # loadable anywhere
+        buf = io.BytesIO()  # torch.save names the zip's records after the file: not the per-process tmp name
+        torch.save(tensors, buf)
+        atomic_write_bytes(d / "vocab_map.pt", buf.getvalue())
+        info = {
+            "format_version": FORMAT_VERSION,
+            "base_hash": self.base_hash,
+            "surrogate_hash": self.surrogate_hash,
+            "base_tokenizer_size": self.base_tokenizer_size,
+            "surrogate_tokenizer_size": self.surrogate_tokenizer_size,
+            "base_vocab_size": self.base_vocab_size,
+            "surrogate_vocab_size": self.surrogate_vocab_size,
+            "role_pairs": self.role_pairs,
+            "meta": self.meta,
+            "report": self.report(),
+        }
+        atomic_write_text(d / "vocab_map.json", json.dumps(info, indent=2))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, base: Any = None, surrogate: Any = None) -> "VocabMap":
+        """Load a saved map; with `base` / `surrogate` given, refuse other tokenizers."""
+        d = Path(directory)
+        if not (d / "vocab_map.json").is_file() or not (d / "vocab_map.pt").is_file():
+            raise FileNotFoundError(f"no vocabulary map in {d} (expected vocab_map.json and vocab_map.pt)")
+        info = json.loads((d / "vocab_map.json").read_text())
+        if info.get("format_version") != FORMAT_VERSION:
+            raise VocabError(f"{d}: vocab map format {info.get('format_version')} != {FORMAT_VERSION}; rebuild it")
+        t = torch.load(d / "vocab_map.pt", weights_only=True)
+        vmap = cls(
+            t["b2s"], t["s2b"], info["base_hash"], info["surrogate_hash"],
+            info["base_tokenizer_size"], info["surrogate_tokenizer_size"],
+            {k: tuple(v) for k, v in info["role_pairs"].items()}, info.get("meta", {}),
+        )
+        vmap.check_tokenizers(base, surrogate)
+        return vmap
+
+    # ---- report -------------------------------------------------------------------
+    def weakness(self, min_share: float = 0.01) -> str | None:
+        """Why this Σ∩ cannot carry LSAP (only role-matched specials, or under `min_share`
+        of the base tokenizer's vocabulary), or None when it is fine."""
+        specials = {b for b, _ in self.role_pairs.values()}
+        if self.size <= len(specials):
+            return (f"Σ∩ holds only special tokens ({', '.join(self.role_pairs) or 'none'}): the tokenizers share "
+                    "no token strings, so LSAP would add no targets (plain CE that still pays for the surrogate)")
+        share = self.size / max(self.base_tokenizer_size, 1)
+        if share < min_share:
+            return (f"Σ∩ holds {self.size:,} tokens, {share:.2%} of the base vocabulary "
+                    f"({self.base_tokenizer_size:,}); under {min_share:.0%}, LSAP adds almost no targets")
+        return None
+
+    def report(self, corpus_ids: Any = None, top_missing: int = 20, base_tokenizer: Any = None) -> dict:
+        """|Σ_b|, |Σ_s|, |Σ∩|, both ratios; with corpus base ids, the share inside Σ∩.
+
+        corpus_ids: any integer array-like of base ids (e.g. a token shard memmap).
+        base_tokenizer: optional, to name the most frequent base tokens outside Σ∩.
+        """
+        n = self.size
+        out: dict[str, Any] = {
+            "base_vocab": self.base_tokenizer_size,
+            "surrogate_vocab": self.surrogate_tokenizer_size,
+            "intersection": n,
+            "intersection_over_base": n / self.base_tokenizer_size,
+            "intersection_over_surrogate": n / self.surrogate_tokenizer_size,
+            "role_pairs": {k: list(v) for k, v in self.role_pairs.items()},
+        }
+        if corpus_ids is not None:
+            ids = torch.as_tensor(_as_int64(corpus_ids)).reshape(-1)
+            if ids.numel() and (ids.min() < 0 or ids.max() >= self.base_vocab_size):
+                raise VocabError(
+                    f"corpus ids must lie in [0, {self.base_vocab_size}); got "
+                    f"[{int(ids.min())}, {int(ids.max())}] — were they made with the base tokenizer?"
+                )
+            inside = self.base_in[ids]
+            out["corpus_tokens"] = int(ids.numel())
+            out["corpus_share_in_intersection"] = float(inside.float().mean()) if ids.numel() else float("nan")
+            missing = Counter(ids[~inside].tolist()).most_common(top_missing)
+            if base_tokenizer is not None:
+                bt = _resolve(base_tokenizer)
+                out["top_missing"] = [
+                    {"id": i, "count": c, "token": bt.decode([i])} for i, c in missing
+                ]
+            else:
+                out["top_missing"] = [{"id": i, "count": c} for i, c in missing]
+        return out
+
+
+def vocab_report(base: str, surrogate: str, *, base_vocab_size: int | None = None,
+                 surrogate_vocab_size: int | None = None, data: str | None = None,
+                 max_tokens: int | None = 2_000_000, top: int = 20) -> tuple[VocabMap, dict]:
+    """(VocabMap, report) for a tokenizer pair (`lsap vocab`): sizes, |Σ∩|, both ratios and —
+    with `data` — the share of its first `max_tokens` base tokens (`lsap.data.corpora.corpus_ids`;
+    None / 0: all) inside Σ∩ and the `top` most frequent outside it. A weak intersection
+    (`VocabMap.weakness`) is in report["warning"]."""
+    from lsap.data.corpora import check_dataset_spec, corpus_ids
+    from lsap.data.tokenizer import load_tokenizer
+
+    if data is not None:
+        check_dataset_spec(data)  # before the (slow) tokenizer conversions
+    if top < 0 or (max_tokens is not None and max_tokens < 0):
+        raise VocabError("--top and --max-tokens must be ≥ 0")
+    base_tok, sur_tok = load_tokenizer(base), load_tokenizer(surrogate)
+    vmap = VocabMap.from_tokenizers(base_tok, sur_tok, base_vocab_size=base_vocab_size,
+                                    surrogate_vocab_size=surrogate_vocab_size)
+    ids = corpus_ids(data, base_tok, max_tokens or None) if data is not None else None
+    report = vmap.report(ids, top_missing=top, base_tokenizer=base_tok)
+    weak = vmap.weakness()
+    if weak:
+        report["warning"] = weak
+    report.update({"base": base, "surrogate": surrogate, "data": data, "max_tokens": max_tokens or None,
+                   "base_model_vocab": vmap.base_vocab_size, "surrogate_model_vocab": vmap.surrogate_vocab_size})
+    return vmap, report
+
+
+def _as_int64(x: Any):
+    import numpy as np
+
+    return np.asarray(x, dtype=np.int64)
+
+
+def restrict_intersection(vmap: VocabMap, keep_fraction: float, seed: int = 0) -> VocabMap:
+    """`vmap` keeping a random, seeded share of its string pairs (the paper's proposed
+    intersection ablation on a saved map); role-matched specials are always kept. Both
+    directions lose a dropped pair, so the map stays a bijection on the kept set and the
+    surrogate's targets on dropped tokens are lost too. Pairs are drawn in base-id order."""
+    if not 0.0 < keep_fraction <= 1.0:
+        raise VocabError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    b2s, s2b = vmap.base_to_surrogate.cpu().clone(), vmap.surrogate_to_base.cpu().clone()
+    specials = {b for b, _ in vmap.role_pairs.values()}
+    pairs = [b for b in torch.nonzero(b2s != ABSENT).flatten().tolist() if b not in specials]
+    if keep_fraction < 1.0:
+        g = torch.Generator().manual_seed(seed)
+        drop = torch.rand(len(pairs), generator=g) >= keep_fraction
+        for b, d in zip(pairs, drop.tolist()):
+            if d:
+                s2b[b2s[b]] = ABSENT
+                b2s[b] = ABSENT
+    meta = {**vmap.meta, "keep_fraction": float(vmap.meta.get("keep_fraction", 1.0)) * keep_fraction,
+            "restricted": {"keep_fraction": keep_fraction, "seed": seed, "from_size": vmap.size}}
+    return VocabMap(b2s, s2b, vmap.base_hash, vmap.surrogate_hash, vmap.base_tokenizer_size,
+                    vmap.surrogate_tokenizer_size, dict(vmap.role_pairs), meta)

@@ -1,0 +1,1 @@
+"""Pretraining: the training loop, models, checkpoints, distributed setup, configs, FLOPs and loggers."""

@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic I/O, locks, errors, progress output."""
