@@ -69,8 +69,8 @@ def one(a) -> dict:
     else:
         source = None
         if a.mode == "lsap":
-            from lsap.train.flops import inference_flops_per_token
-            from lsap.train.model import build_model, model_config
+            from lsap.method.flops import inference_flops_per_token
+            from lsap.model import build_model, model_config
             from lsap.surrogate.load import freeze
             from lsap.surrogate.sources import OnlineTargets
             from tests.helpers import random_vmap
@@ -129,7 +129,7 @@ def main(argv=None):
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--vocab", type=int, default=8192, help="base vocabulary (olmo2-1b: use 100352)")
-    p.add_argument("--surrogate", default="olmo2-tiny", help="lsap.train.model preset (GPU: qwen3-0.6b)")
+    p.add_argument("--surrogate", default="olmo2-tiny", help="lsap.model preset (GPU: qwen3-0.6b)")
     p.add_argument("--surrogate-vocab", type=int, default=8192)
     p.add_argument("--logit-scale", type=float, default=30.0)
     p.add_argument("--seq-len", type=int, default=256)

@@ -21,7 +21,7 @@ import torch
 
 
 def run(args, bf16: bool):
-    from lsap.train.model import build_model, model_config
+    from lsap.model import build_model, model_config
     from lsap.train.loop import LossModule
 
     dev = torch.device(args.device)

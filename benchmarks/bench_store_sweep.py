@@ -47,7 +47,7 @@ def main() -> None:
     import torch
 
     from lsap.surrogate.store_build import build_store
-    from lsap.train.config import load_config
+    from lsap.config import load_config
     from lsap.data.shards import TokenShards
     from lsap.train.loop import Trainer
 

@@ -16,7 +16,7 @@ k auxiliary NLLs; `store` looks the targets up in a real `lsap store build` outp
 (`--store`, windows of `--data`; CPU-side decoding included in the step). The random
 surrogate's logits are sharpened (×`--logit-scale`) so that α = 0.05 selects a
 realistic number of targets (printed). Reports tokens/s, MFU (GPU, bf16 peak from
-`lsap.train.flops`; model FLOPs incl. the surrogate's 2·N_s per token for both LSAP modes,
+`lsap.method.flops`; model FLOPs incl. the surrogate's 2·N_s per token for both LSAP modes,
 as the paper counts), peak memory.
 """
 
@@ -44,9 +44,9 @@ def _kv(s):
 def build(args, compile_: bool):
     """Models, data and one `step(mode)` set up as the trainer would; the same seeds for
     every variant, so eager and compiled variants start from the same weights."""
-    from lsap.train import distributed
-    from lsap.train.flops import FlopsLedger, peak_flops_for_device
-    from lsap.train.model import build_model, model_config
+    from lsap import distributed
+    from lsap.method.flops import FlopsLedger, peak_flops_for_device
+    from lsap.model import build_model, model_config
     from lsap.surrogate.load import freeze
     from lsap.method.targets import propose_targets
     from lsap.train.loop import LossModule

@@ -23,7 +23,7 @@ import torch
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--surrogate", default="qwen3-0.6b", help="lsap.train.model preset")
+    ap.add_argument("--surrogate", default="qwen3-0.6b", help="lsap.model preset")
     ap.add_argument("--surrogate-vocab", type=int, default=None, help="default: the preset's")
     ap.add_argument("--surrogate-overrides", default="", help="k=v,... config fields")
     ap.add_argument("--dtype", default="bfloat16")
@@ -34,7 +34,7 @@ def main():
     from pydoc_data.topics import topics
 
     from lsap.data.shards import prepare
-    from lsap.train.model import build_model, model_config
+    from lsap.model import build_model, model_config
     from lsap.data.tokenizer import train_bpe
 
     out = Path(args.out)

@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
 
     from lsap.data.shards import prepare
     from lsap.integrations.transformers import LSAPTrainer, WindowDataset
-    from lsap.train.model import build_model, model_config
+    from lsap.model import build_model, model_config
     from lsap.data.tokenizer import padded_vocab_size, train_bpe
 
     out = Path(a.out)

@@ -54,7 +54,7 @@ def tiny_model_config(vocab_size: int = V_BASE):
 
 def tiny_source():
     """OnlineTargets over a seeded random surrogate and map (the same on every rank)."""
-    from lsap.train.flops import inference_flops_per_token
+    from lsap.method.flops import inference_flops_per_token
     from lsap.surrogate.sources import OnlineTargets
     from tests.helpers import random_vmap, tiny_llama
 

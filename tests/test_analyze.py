@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsap.eval.analyze import (
+from lsap.experiments.analyze import (
     AnalyzeError,
     DataTooSmall,
     count_above,

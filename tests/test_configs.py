@@ -2,9 +2,9 @@
 
 import pytest
 
-from lsap.train.config import ConfigError, load_config, packaged_configs
-from lsap.train.flops import FlopsLedger
-from lsap.train.model import model_config
+from lsap.config import ConfigError, load_config, packaged_configs
+from lsap.method.flops import FlopsLedger
+from lsap.model import model_config
 from lsap.train.loop import plan_budget
 
 SURROGATE_PRESET = {"Qwen/Qwen3-0.6B": "qwen3-0.6b"}
@@ -57,7 +57,7 @@ def test_allowed_values_have_one_source():
     """Validation, the loss and the λ schedule read the same Literal annotations."""
     from typing import get_args
 
-    from lsap.train import config
+    from lsap import config
 
     from lsap.method import loss
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lsap.train import distributed
-from lsap.train.model import build_model, model_config
+from lsap import distributed
+from lsap.model import build_model, model_config
 from lsap.train.loop import LossModule
 
 
@@ -82,7 +82,7 @@ def test_compile_equals_eager_over_steps():
 
 
 def test_fsdp_mixed_precision_is_validated():
-    from lsap.train.config import ConfigError, load_config
+    from lsap.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="needs train.distributed=fsdp"):
         load_config(None, ["data.dir=x", "train.max_steps=1", "train.fsdp_mixed_precision=bf16"])

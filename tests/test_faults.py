@@ -21,7 +21,7 @@ import torch
 
 import lsap
 from lsap.cli.main import COMMANDS, main
-from lsap.train.config import ConfigError, load_config
+from lsap.config import ConfigError, load_config
 from lsap.utils.errors import StoreError, DataError, LockError, LsapError, SurrogateError, TrainingError
 from lsap.train.loop import Trainer
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lsap.cli.main import main
-from lsap.train.flops import (
+from lsap.method.flops import (
     FlopsLedger,
     attention_flops_per_token,
     count_params,
@@ -15,7 +15,7 @@ from lsap.train.flops import (
     tokens_at_matched_flops,
     train_flops_per_token,
 )
-from lsap.train.model import model_config
+from lsap.model import model_config
 
 
 def _cli_json(capsys, *argv):

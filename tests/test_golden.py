@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lsap.train.config import load_config
+from lsap.config import load_config
 from lsap.train.loop import Trainer
 
 STEPS = 20

@@ -14,7 +14,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from lsap.train.config import load_config  # noqa: E402
+from lsap.config import load_config  # noqa: E402
 from lsap.integrations.transformers import LSAPTrainer, WindowDataset  # noqa: E402
 from lsap.data.tokenizer import load_tokenizer  # noqa: E402
 from lsap.train.loop import Trainer  # noqa: E402
@@ -130,7 +130,7 @@ def test_grad_accumulation_one_vs_four_same_update(tiny_world, base, tmp_path):
 def test_store_equals_online_and_flops_include_the_surrogate(tiny_world, base, tmp_path):
     from lsap.surrogate.store_build import build_store
     from lsap.data.shards import prepare
-    from lsap.train.flops import inference_flops_per_token
+    from lsap.method.flops import inference_flops_per_token
     from lsap.surrogate.load import load_surrogate
 
     lm, tok = base

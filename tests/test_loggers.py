@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lsap.train.config import ConfigError, load_config
+from lsap.config import ConfigError, load_config
 from lsap.train.loggers import LoggerError, Loggers
 from lsap.train.loop import Trainer
 

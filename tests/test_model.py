@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lsap.train.flops import count_params
-from lsap.train.model import (
+from lsap.method.flops import count_params
+from lsap.model import (
     PRESETS,
     build_meta_model,
     build_model,
@@ -198,7 +198,7 @@ def test_load_surrogate_config_reads_no_weights(tiny_world, monkeypatch):
     """FLOPs accounting needs the surrogate's config only: same 2·N_s as the loaded model's."""
     import transformers
 
-    from lsap.train.flops import inference_flops_per_token
+    from lsap.method.flops import inference_flops_per_token
     from lsap.surrogate.load import load_surrogate, load_surrogate_config
 
     want = load_surrogate(tiny_world["surrogate"])[0].config

@@ -274,7 +274,7 @@ def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_
     meta = json.loads((hf.parent / "meta.json").read_text())
     assert meta["step"] == 2 and meta["tokens"] == 2 * 4 * 32 and meta["flops_surrogate"] > 0
     assert json.loads((hf / "config.json").read_text())["max_position_embeddings"] == 32  # lm-eval's context
-    from lsap.train.config import load_run
+    from lsap.config import load_run
 
     assert load_run(out).lsap.lambda_schedule == "cosine"
     ref = example.model_config("tiny", 640).build(init_device="cpu")

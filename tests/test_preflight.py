@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="module")
 def base_run(tiny_world, tmp_path_factory):
     """A 3-step CE run on the tiny world: what `--base-run` reads (checkpoint, tokenizer, N_b)."""
-    from lsap.train.config import load_config
+    from lsap.config import load_config
     from lsap.train.loop import train
 
     out = tmp_path_factory.mktemp("pilot") / "ce"

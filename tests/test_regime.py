@@ -42,8 +42,8 @@ def _reaches(g: dict, a: str, b: str) -> bool:
 
 def test_no_circle_through_quickstart_report_sweep_regime():
     g = _graph()
-    assert "lsap.experiments.sweep" not in g["lsap.eval.report"], "report must not import sweep (strength_rows lives in report)"
-    for m in ("lsap.experiments.quickstart", "lsap.experiments.sweep", "lsap.experiments.regime", "lsap.eval.report", "lsap.experiments.preflight"):
+    assert "lsap.experiments.sweep" not in g["lsap.experiments.report"], "report must not import sweep (strength_rows lives in report)"
+    for m in ("lsap.experiments.quickstart", "lsap.experiments.sweep", "lsap.experiments.regime", "lsap.experiments.report", "lsap.experiments.preflight"):
         if m not in g:
             continue
         for dep in g[m]:
@@ -51,7 +51,7 @@ def test_no_circle_through_quickstart_report_sweep_regime():
 
 
 def test_strength_rows_lives_in_report():
-    from lsap.eval import report
+    from lsap.experiments import report
 
     assert callable(report.strength_rows)
     import lsap.experiments.sweep
@@ -60,7 +60,7 @@ def test_strength_rows_lives_in_report():
 
 
 def test_config_hash_ignores_name_and_dir_but_not_settings():
-    from lsap.train.config import load_config
+    from lsap.config import load_config
     from lsap.experiments.regime import config_hash
 
     a = load_config(None, ["data.dir=d", "train.max_steps=5", "lsap.alpha=0.05"])
@@ -119,7 +119,7 @@ def test_quickstart_data_option_reaches_the_regime_and_bad_data_exits_2(tmp_path
 def test_regime_train_shows_a_progress_line_while_quiet(tiny_world, tmp_path, capsys):
     """The surrogate pretraining (quiet: the trainer's output goes to train.log) moves a
     progress line on the terminal: step / total."""
-    from lsap.train.config import load_config
+    from lsap.config import load_config
     from lsap.experiments.regime import train
 
     cfg = load_config(None, [f"name=sur", f"out_dir={tmp_path / 'sur'}", f"data.dir={tiny_world['data']}",

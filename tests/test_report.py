@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lsap.cli.main import main
-from lsap.eval.report import ReportError, make_report
+from lsap.experiments.report import ReportError, make_report
 from tests.test_evaluate import evaluated, world  # noqa: F401  (session fixtures)
 
 
@@ -144,7 +144,7 @@ def test_error_mixed_tokenizers(evaluated, tmp_path, capsys):
 
 
 def test_plot_failure_leaves_nothing(evaluated, tmp_path, monkeypatch):
-    import lsap.eval.report as rep
+    import lsap.experiments.report as rep
 
     def boom(*a, **k):
         raise ReportError("plot failed")
@@ -157,7 +157,7 @@ def test_plot_failure_leaves_nothing(evaluated, tmp_path, monkeypatch):
 
 
 def test_matched_tokens_view_and_spread(evaluated, tmp_path):
-    from lsap.eval.report import group_spread, load_run
+    from lsap.experiments.report import group_spread, load_run
 
     runs = evaluated["runs"]
     res = make_report([runs["ce"], runs["lsap"]], tmp_path / "t")
@@ -186,7 +186,7 @@ def test_budget_is_the_runs_common_max_flops():
     (regression: CE was scored at its matched-tokens checkpoint, 84% of its compute)."""
     from pathlib import Path
 
-    from lsap.eval.report import Run, build_table
+    from lsap.experiments.report import Run, build_table
 
     def run(name, loss, points):
         evals = [{"checkpoint": f"step_{s:08d}", "step": s, "flops": f, "tokens": t, "tasks": {"x": {"value": v}},
@@ -209,7 +209,7 @@ def test_budget_is_the_runs_common_max_flops():
 def test_report_paired_tests_from_per_example_results(evaluated, tmp_path):
     """`lsap report` pairs each example of the LSAP run with the CE run's (matched checkpoints),
     pools the pair tasks, and prints p, the bootstrap interval and which Δ survive."""
-    from lsap.eval.report import PAIRS_POOLED, REPLACE_EQUAL, pairs_verdict
+    from lsap.experiments.report import PAIRS_POOLED, REPLACE_EQUAL, pairs_verdict
     from lsap.eval.stats import paired_comparison
     from lsap.eval.tasks import PAIR_TASKS, unpack_scores
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsap.train.config import load_config
+from lsap.config import load_config
 
 
 def _cfg(world, out, *extra):
@@ -49,8 +49,8 @@ def test_matched_flops_is_the_command_and_tokens_at_matched_flops():
     import argparse
 
     from lsap.cli.main.flops import add_arguments, compute
-    from lsap.train.flops import matched_flops, tokens_at_matched_flops
-    from lsap.train.model import model_config
+    from lsap.method.flops import matched_flops, tokens_at_matched_flops
+    from lsap.model import model_config
 
     p = argparse.ArgumentParser()
     add_arguments(p)

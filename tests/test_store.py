@@ -104,7 +104,7 @@ def test_float16_probs_compare_exactly_at_exact_alphas():
 
 
 def _cfg(world, data, out, *extra):
-    from lsap.train.config import load_config
+    from lsap.config import load_config
 
     return load_config(None, [
         f"data.dir={data}", f"out_dir={out}", f"data.seq_len={T}", "train.batch_size=4",

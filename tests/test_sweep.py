@@ -107,12 +107,12 @@ def test_every_packaged_spec_expands_dry_run(name, tmp_path):
     seeds = {r["seed"] for r in plan if r["loss"] == "lsap"}
     if name in NEW_AXES:
         assert len(seeds) >= 3 and sw.load_spec(name)["eval"]["ood"]  # ≥ 3 seeds, out-of-domain pairs
-        assert "Time on a 2-core CPU" in (__import__("lsap.train.config").config.PACKAGED / "sweeps" / f"{name}.yaml").read_text()
+        assert "Time on a 2-core CPU" in (__import__("lsap.config").config.PACKAGED / "sweeps" / f"{name}.yaml").read_text()
 
 
 def test_new_axes_plan_what_the_issue_asks():
-    from lsap.train.flops import count_params
-    from lsap.train.model import model_config
+    from lsap.method.flops import count_params
+    from lsap.model import model_config
     from lsap.experiments.regime import Settings
 
     c = sw.load_spec("base-size")
@@ -240,7 +240,7 @@ def test_toy_overlap_axis_end_to_end_with_out_of_domain_pairs(tmp_path):
     x = st["overlap"][""]
     assert x["lsap-keep0.3"] < x["lsap-keep1.0"] <= 1.0
     keep = [r for r in st["runs"] if r["setting"] == "lsap-keep0.3"][0]
-    from lsap.train.config import load_run
+    from lsap.config import load_run
 
     cfg = load_run(keep["out_dir"])
     assert "keep0.3-seed0" in cfg.surrogate.vocab_map and cfg.lsap.intersection_keep == 1.0

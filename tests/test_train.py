@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lsap.train.config import ConfigError, load_config
+from lsap.config import ConfigError, load_config
 from lsap.train.loop import Trainer, TrainingError
 
 
@@ -186,9 +186,9 @@ def test_train_step_on_a_hand_built_model(tmp_path):
     import torch.nn.functional as F
 
     from lsap.data.shards import Batch
-    from lsap.train.distributed import Dist
-    from lsap.train.flops import FlopsLedger, plan_steps
-    from lsap.train.model import build_model, model_config
+    from lsap.distributed import Dist
+    from lsap.method.flops import FlopsLedger, plan_steps
+    from lsap.model import build_model, model_config
     from lsap.method.schedules import LRSchedule
     from lsap.train.loop import Components, LossModule
 
@@ -238,7 +238,7 @@ def test_resume_into_another_width_without_config_yaml_does_not_fit(tiny_world, 
 
 _WRITER = """
 import sys
-from lsap.train.config import load_config
+from lsap.config import load_config
 from lsap.train.loop import train
 cfg = load_config(None, sys.argv[1:])
 train(cfg, resume="auto", quiet=True, log=lambda m: print(m, flush=True))

@@ -29,7 +29,7 @@ def _tok_dir(tmp_path, name, text, vocab_size):
 
 @pytest.fixture()
 def tiny_pair(tmp_path):
-    from lsap.eval.analyze import read_documents
+    from lsap.experiments.analyze import read_documents
 
     text = " ".join(read_documents("pydoc-topics")[:5])
     return _tok_dir(tmp_path, "base", text, 400), _tok_dir(tmp_path, "sur", text[::-1], 330)
@@ -76,7 +76,7 @@ def test_vocab_cmd_tiny_pair(tiny_pair, tmp_path, capsys):
 
 
 def test_corpus_ids_pack_documents_with_eos(tiny_pair):
-    from lsap.eval.analyze import plain_encoder, read_documents
+    from lsap.experiments.analyze import plain_encoder, read_documents
     from lsap.cli.main.vocab import corpus_ids
     from lsap.data.tokenizer import load_tokenizer
 

@@ -23,7 +23,7 @@ dolma2's 100k vocabulary and `--tokenizer dolma2`). A store must be built with
 What maps to what: optim.lr / betas / weight_decay → AdamW; warmup_steps + min_lr_ratio →
 CosWithWarmup; grad_clip → max_grad_norm; train.batch_size (sequences) → the global batch;
 micro_batch_size → rank_microbatch_size; max_flops / max_tokens / max_steps → steps by
-`lsap.train.flops.plan_steps` (6·N_b + the surrogate's 2·N_s per token); ckpt_every → DCP
+`lsap.method.flops.plan_steps` (6·N_b + the surrogate's 2·N_s per token); ckpt_every → DCP
 checkpoints in out_dir; train.distributed=fsdp → FSDP2 (bf16 params, fp32 reduce on GPU);
 train.loggers wandb → OLMo-core's W&B callback; lsap.* → `LSAPTrainModule`.
 """
@@ -99,7 +99,7 @@ def export(cfg, args, vocab_size: int, source_fpt: float) -> list[Path]:
     from olmo_core.nn.hf.checkpoint import save_hf_model
 
     from lsap.train.checkpoint import save
-    from lsap.train.flops import FlopsLedger
+    from lsap.method.flops import FlopsLedger
     from lsap.integrations.olmo_core import base_flops_per_token
     from lsap.data.tokenizer import load_tokenizer
 
@@ -162,7 +162,7 @@ def main(argv=None) -> None:
     from olmo_core.train.train_module import TransformerDataParallelConfig
     from olmo_core.utils import seed_all
 
-    from lsap.train.config import load_config
+    from lsap.config import load_config
     from lsap.integrations.olmo_core import LSAPTrainModule, plan
     from lsap.method.schedules import LambdaSchedule
     from lsap.data.tokenizer import load_tokenizer

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # configuration
-    "Config": "train.config", "load_config": "train.config",
+    "Config": "config", "load_config": "config",
     # vocabulary map Σ∩ (METHOD §1)
     "VocabMap": "method.vocab",
     # auxiliary targets (METHOD §2–§3) and where they come from
@@ -31,9 +31,9 @@ _EXPORTS = {
     "LambdaSchedule": "method.schedules", "LRSchedule": "method.schedules",
     # data, models, FLOPs, training
     "Batch": "data.shards", "SequenceLoader": "data.shards", "TokenShards": "data.shards", "prepare": "data.shards",
-    "load_tokenizer": "data.tokenizer", "model_config": "train.model", "build_model": "train.model",
-    "FlopsLedger": "train.flops", "matched_flops": "train.flops",
-    "Trainer": "train.loop", "build_components": "train.loop",  # (not `train`: that name is the module lsap.train.loop)
+    "load_tokenizer": "data.tokenizer", "model_config": "model", "build_model": "model",
+    "FlopsLedger": "method.flops", "matched_flops": "method.flops",
+    "Trainer": "train.loop", "build_components": "train.loop",  # (not `train`: that name is the package lsap.train)
     # evaluation and reports
     "heldout_nll": "eval.metrics", "vocab_report": "method.vocab", "corpus_ids": "data.corpora",
 }

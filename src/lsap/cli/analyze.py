@@ -5,7 +5,7 @@
 
 Each example is a window of seq_len tokens of the model's own tokenization of the
 dataset's documents, shuffled per seed and packed with a document separator; every
-position is counted (see `lsap.eval.analyze` for the exact definition). `--base dolma2`
+position is counted (see `lsap.experiments.analyze` for the exact definition). `--base dolma2`
 adds rows with the auxiliary targets LSAP would actually add (METHOD §3 exclusions).
 """
 
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lsap.eval.analyze import analyze, table_markdown, write_outputs
+    from lsap.experiments.analyze import analyze, table_markdown, write_outputs
 
     result = analyze(
         models=args.model, datasets=args.data, alphas=args.alpha, n=args.n, seeds=args.seeds,

@@ -3,7 +3,7 @@
     lsap flops --base olmo2-1b --surrogate qwen3-0.6b --tokens 26e9 --json
 
 Everything comes from model configs (meta-device parameter counts; no weights, no
-network); see `lsap.train.flops` for the formulas.
+network); see `lsap.method.flops` for the formulas.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compute(args: argparse.Namespace) -> dict:
-    """The report of `lsap flops` as a dict: `lsap.train.flops.matched_flops` on the parsed arguments."""
-    from lsap.train.flops import matched_flops
+    """The report of `lsap flops` as a dict: `lsap.method.flops.matched_flops` on the parsed arguments."""
+    from lsap.method.flops import matched_flops
 
     return matched_flops(args.base, args.surrogate, tokens=args.tokens, flops=args.flops,
                          base_vocab_size=args.base_vocab_size, surrogate_vocab_size=args.surrogate_vocab_size,

@@ -6,7 +6,7 @@
 Reads each run's ``checkpoints/*/eval.json`` (from `lsap eval`) and ``metrics.jsonl``;
 writes ``report.md`` (one row per run at the matched FLOPs budget, best per column in
 bold), ``report.json`` (the same numbers) and three PNGs to ``--out``. See
-`lsap.eval.report` for how the budget and checkpoints are chosen.
+`lsap.experiments.report` for how the budget and checkpoints are chosen.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from lsap.eval.report import make_report
+    from lsap.experiments.report import make_report
 
     res = make_report(args.runs, args.out, flops=args.flops)
     print(res["markdown"].split("\n![")[0].rstrip())

@@ -11,7 +11,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from lsap.train.config import check_model_overrides, load_config, validate
+    from lsap.config import check_model_overrides, load_config, validate
 
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:

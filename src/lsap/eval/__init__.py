@@ -1,1 +1,1 @@
-"""Evaluation: held-out metrics, benchmark tasks, statistics, reports and plots."""
+"""Evaluation: held-out metrics, benchmark tasks and statistics."""

@@ -249,7 +249,7 @@ def _load_targets(spec: dict, base_tok, device):
     factory (`lsap.surrogate.sources.target_source`, online: held-out windows are in no store), so k, α,
     gold_outside and the intersection ablation apply as in training. Keys missing from `spec`
     take `LSAPCfg`'s defaults."""
-    from lsap.train.config import LSAPCfg
+    from lsap.config import LSAPCfg
     from lsap.eval.metrics import source_targets
     from lsap.surrogate.sources import target_source
     from lsap.data.tokenizer import padded_vocab_size
@@ -290,7 +290,7 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
     """
     import tempfile
 
-    from lsap.train.config import load_run
+    from lsap.config import load_run
 
     target = Path(target)
     if not target.is_dir():
@@ -313,7 +313,7 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
     if targets == "auto":
         targets = reference_targets(cfg, target)
     elif isinstance(targets, dict):  # one reference for every run (same eval set): unset keys take
-        from lsap.train.config import LSAPCfg  # lsap.*'s defaults, never a run's own settings
+        from lsap.config import LSAPCfg  # lsap.*'s defaults, never a run's own settings
 
         targets = {"k": LSAPCfg.k, "alpha": LSAPCfg.alpha, "gold_outside": LSAPCfg.gold_outside,
                    **{k: v for k, v in targets.items() if v is not None}}

@@ -1,1 +1,1 @@
-"""Multi-run experiments built on train/eval: sweeps, regimes, the quickstart and preflight."""
+"""Multi-run experiments built on train/eval: sweeps, regimes, the quickstart, preflight, reports, plots and the Table-1 analysis."""

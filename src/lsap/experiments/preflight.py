@@ -10,10 +10,10 @@ SmolLM2-sized surrogate; a GPU is used when there is one, `device`):
    short CE pilot or a finished CE run) the base's bits per byte on the same documents,
    each model with its own tokenizer, and the strength ratio = surrogate / base.
 3. Auxiliary targets per base token at α 0.01 / 0.05 / 0.2 after the exclusions (gold,
-   non-Σ∩, top-k), with `lsap.eval.analyze`'s Table-1 machinery (`sample_windows`, the aux
+   non-Σ∩, top-k), with `lsap.experiments.analyze`'s Table-1 machinery (`sample_windows`, the aux
    counter) on windows of this text.
 4. The FLOPs price per base token, 1 + 2·N_s / (6·N_b), and the share of tokens lost at
-   matched FLOPs (`lsap.train.flops`).
+   matched FLOPs (`lsap.method.flops`).
 5. Where this lands on lsap's measured map (MEASURED below, from `lsap sweep strength`):
    strength ≲ 0.7 is where LSAP helped here, 0.78 and ~1 where it did not show; an overlap (share of base
    tokens inside Σ∩) near 87% is where it helped, ~63% where the gain vanished, ≤ 37% where
@@ -77,7 +77,7 @@ def _sample_docs(docs: list[str], max_bytes: int, seed: int) -> list[str]:
 
 def _base_model_config(base_run: str | None, base_model: str | None, vocab_size: int):
     """The base's config: the run's (latest checkpoint), else a preset / config.json."""
-    from lsap.train import model as M
+    from lsap import model as M
 
     load = M.load_model_config
     if base_run:
@@ -140,9 +140,9 @@ def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = No
     """Measure and print; returns every number (see the module docstring)."""
     import time
 
-    from lsap.eval.analyze import _aux_batch, read_documents, sample_windows
+    from lsap.experiments.analyze import _aux_batch, read_documents, sample_windows
     from lsap.data.corpora import check_dataset_spec
-    from lsap.train.flops import count_params, inference_flops_per_token, train_flops_per_token
+    from lsap.method.flops import count_params, inference_flops_per_token, train_flops_per_token
     from lsap.eval.metrics import bpb_on_documents
     from lsap.surrogate.load import check_model_spec, inference_device_dtype, load_surrogate_with_map
     from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
@@ -185,7 +185,7 @@ def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = No
                                          f"(< {MIN_TOKEN_SHARE:.0%}), so almost no position gets targets")
                              + "; choose a surrogate whose tokenizer shares more tokens with the base's")
 
-    # auxiliary targets per base token (Table-1 machinery of lsap.eval.analyze)
+    # auxiliary targets per base token (Table-1 machinery of lsap.experiments.analyze)
     tot = {a: [0, 0] for a in alphas}
     with torch.inference_mode():
         for i in range(0, n, batch_size):

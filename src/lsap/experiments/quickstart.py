@@ -39,9 +39,9 @@ from lsap.experiments.regime import (BASE_SHAPE, SURROGATE_SHAPE, Regime, Settin
 
 def run(s: Settings) -> Path:
     from lsap.eval.run import evaluate_run
-    from lsap.train.flops import FlopsLedger, count_params, plan_steps
-    from lsap.train.model import model_config
-    from lsap.eval.report import make_report
+    from lsap.method.flops import FlopsLedger, count_params, plan_steps
+    from lsap.model import model_config
+    from lsap.experiments.report import make_report
     from lsap.surrogate.load import load_surrogate
     from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
 
@@ -103,7 +103,7 @@ def _base_cfg(name: str, out: Path, s: Settings, extra: list[str]):
     """A base run's config; its directory is OUT/NAME-<hash of the resolved config>, so a
     rerun with other settings (--alpha, --k, --ce-tokens, --surrogate, --data …) into the
     same --out trains new runs instead of scoring stale ones."""
-    from lsap.train.config import load_config
+    from lsap.config import load_config
 
     cfg = load_config(None, [*base_overrides(s), *extra])
     cfg.name, cfg.out_dir = name, str(out / f"{name}-{config_hash(cfg)}")
@@ -140,7 +140,7 @@ def _summary(out: Path, wall: float, s: Settings, reg: Regime) -> None:
                   + (f" (LSAP {side} on every seed)" if side else " (the seeds disagree)"))
     # The verdict is the paired test over examples pooled across seeds (lsap.eval.stats, as `lsap report`):
     # with two seeds it may well say "inside the noise", which is a correct answer.
-    from lsap.eval.report import pairs_verdict
+    from lsap.experiments.report import pairs_verdict
 
     print(f"  verdict on minimal pairs (sign test over paired examples, pooled across seeds): "
           f"{pairs_verdict(rep.get('paired'))}.")

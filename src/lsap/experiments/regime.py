@@ -105,7 +105,7 @@ def prepare_shards(tok_dir: Path, corpus: str, out: Path, part=None, quiet: bool
 
 
 def run_cfg(name: str, out: Path, data: Path, shape: dict, s: Settings, extra: list[str]):
-    from lsap.train.config import load_config
+    from lsap.config import load_config
 
     return load_config(None, [f"name={name}", f"out_dir={out}", f"data.dir={data}", *shared_overrides(s, shape),
                               *extra])
@@ -174,8 +174,8 @@ def build_regime(s: Settings) -> Regime:
     map and the surrogates' held-out bits per byte. Cached under `cache`."""
     from lsap.data.corpora import check_dataset_spec
     from lsap.data.shards import TokenShards
-    from lsap.train.flops import FlopsLedger, count_params
-    from lsap.train.model import model_config
+    from lsap.method.flops import FlopsLedger, count_params
+    from lsap.model import model_config
     from lsap.surrogate.load import load_surrogate_with_map
     from lsap.data.tokenizer import padded_vocab_size
 
@@ -204,7 +204,7 @@ def build_regime(s: Settings) -> Regime:
         sur_data = prepare_shards(sur_tok_dir, s.corpus, cache / f"data-surrogate-{tkey}", s.surrogate_part)
         mults = sorted(set(int(m) for m in s.surrogate_multiples))
         tokens_per_step = s.batch_size * s.seq_len
-        from lsap.train.flops import plan_steps
+        from lsap.method.flops import plan_steps
 
         at = [plan_steps(tokens_per_step, 1.0, max_tokens=m * s.ce_tokens).total_steps for m in mults]
         skey = s.key("corpus", "base_part", "surrogate_part", "vocab_size", "tokenizer_docs", "seq_len",
@@ -267,7 +267,7 @@ def build_regime(s: Settings) -> Regime:
 def surrogate_config(spec: str):
     """A surrogate's model config without its weights when it is a local HF directory
     (else loaded with the model, e.g. a .gguf file or a hub id)."""
-    from lsap.train import model as M
+    from lsap import model as M
 
     if Path(str(spec)).expanduser().is_dir() and (Path(str(spec)).expanduser() / "config.json").is_file():
         load = M.load_model_config
@@ -314,7 +314,7 @@ def config_hash(cfg) -> str:
     never reuses a finished run of another."""
     import copy
 
-    from lsap.train.config import Config
+    from lsap.config import Config
 
     c = copy.deepcopy(cfg)
     d = Config()

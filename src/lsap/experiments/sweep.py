@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lsap.train.config import ConfigError, load_config
+from lsap.config import ConfigError, load_config
 from lsap.utils.errors import SweepError  # noqa: F401  (re-exported)
 
 SPEC_KEYS = {"name", "regime", "regime_settings", "base", "budget_flops", "seeds", "baseline", "grid", "extra",
@@ -70,7 +70,7 @@ def load_spec(path: str | Path) -> dict:
     Every key is checked by name here, before anything slow runs."""
     import yaml
 
-    from lsap.train.config import PACKAGED
+    from lsap.config import PACKAGED
 
     p = Path(path)
     if not p.is_file():
@@ -339,7 +339,7 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
 def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_dir: Path, overlap: dict,
                      log) -> tuple[dict, dict]:
     """Build (or reuse) one regime and the resolved configs of its runs."""
-    from lsap.train.flops import FlopsLedger, plan_steps
+    from lsap.method.flops import FlopsLedger, plan_steps
     from lsap.experiments.regime import config_hash
 
     surrogates, bpb, params, base, regime, s = {}, {}, {}, list(spec["base"]), None, None
@@ -362,7 +362,7 @@ def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_
         except ConfigError as e:
             raise SweepError(f"run {r['name']}: {e}") from None
         if cfg.loss == "ce":  # surrogate keys do not change a CE run: one CE run serves every sweep
-            from lsap.train.config import LSAPCfg, SurrogateCfg
+            from lsap.config import LSAPCfg, SurrogateCfg
 
             cfg.surrogate, cfg.lsap = SurrogateCfg(), LSAPCfg()
         elif cfg.lsap.intersection_keep < 1.0:
@@ -374,7 +374,7 @@ def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_
     lsap_cfgs = [c for c in cfgs.values() if c.loss == "lsap"]
     if lsap_cfgs:  # the CE runs also checkpoint at the LSAP runs' token count (configs only, no weights)
         from lsap.data.shards import TokenShards
-        from lsap.train.model import model_config
+        from lsap.model import model_config
         from lsap.experiments.regime import surrogate_config
         from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
 
@@ -429,7 +429,7 @@ def report_sweep(out: str | Path) -> dict:
     each regime's FLOPs budget (`lsap sweep SPEC --report-only`): one report per regime
     (OUT, or OUT/<regime> for several) and, for axes, OUT/summary.md|json with Δ against
     the axis (base parameters, N_s/N_b, strength, overlap) and in- vs out-of-domain Δ."""
-    from lsap.eval import report as rep
+    from lsap.experiments import report as rep
 
     out = Path(out)
     path = out / "sweep.json"
@@ -465,7 +465,7 @@ def report_sweep(out: str | Path) -> dict:
 def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dict,
                   paired: list[dict] | None = None) -> list[dict]:
     from lsap.eval.run import ood_paired
-    from lsap.eval.report import PAIRS_POOLED, strength_rows
+    from lsap.experiments.report import PAIRS_POOLED, strength_rows
 
     deltas = strength_rows(table, vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {})
     in_domain = {x["setting"]: x["tests"].get(PAIRS_POOLED) for x in paired or []}
@@ -550,7 +550,7 @@ def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, w
     x = (axis or {}).get("x")
     if x and any(r[x] is not None and r["pairs"] for r in rows):
         from lsap.utils.errors import ReportError
-        from lsap.eval.plots import axis_plot
+        from lsap.experiments.plots import axis_plot
 
         try:
             files.append(axis_plot(rows, x, title, out))

@@ -36,7 +36,7 @@ this module changes, and why:
   `train/Z loss` with z-loss on, and cumulative `throughput/LSAP FLOPs {base,surrogate,total}`
   (METHOD §5: 6·N_b per trained token + the source's 2·N_s, charged per trained token
   whether online or from a store).
-- The budget. `plan(...)` is `lsap.train.flops.plan_steps` with those FLOPs per token: a run
+- The budget. `plan(...)` is `lsap.method.flops.plan_steps` with those FLOPs per token: a run
   at the paper's 2.3165e20 FLOPs is `Duration.steps(plan(...).total_steps)`.
 
 With λ = 0 and `normalization="tokens"` (or "weighted") a step is OLMo-core's CE step
@@ -61,10 +61,10 @@ from olmo_core.optim import SkipStepOptimizer
 from olmo_core.train.common import ReduceType
 from olmo_core.train.train_module import TransformerTrainModule
 
-from lsap.train.config import NORMALIZATIONS
+from lsap.config import NORMALIZATIONS
 from lsap.data.shards import Batch
 from lsap.utils.errors import ConfigError, StoreError
-from lsap.train.flops import Budget, FlopsLedger, plan_steps
+from lsap.method.flops import Budget, FlopsLedger, plan_steps
 from lsap.method.loss import lsap_linear_loss, normalizer
 from lsap.method.schedules import LambdaSchedule
 from lsap.surrogate.sources import TargetSource
@@ -154,7 +154,7 @@ def base_flops_per_token(model) -> float:
 
 def plan(model, global_batch_tokens: int, targets: TargetSource | None = None, *, max_steps: int = 0,
          max_tokens: float = 0, max_flops: float = 0) -> Budget:
-    """`lsap.train.flops.plan_steps` for an OLMo-core run: steps from the budget at 6·N_b (+ the
+    """`lsap.method.flops.plan_steps` for an OLMo-core run: steps from the budget at 6·N_b (+ the
     source's 2·N_s) FLOPs per trained token."""
     fpt = base_flops_per_token(model) + (targets.flops_per_token if targets is not None else 0.0)
     return plan_steps(global_batch_tokens, fpt, max_steps=max_steps, max_tokens=max_tokens, max_flops=max_flops)

@@ -52,7 +52,7 @@ def inference_device_dtype(device: str | torch.device | None = "auto",
     dev = torch.device(device)
     if isinstance(dtype, torch.dtype):
         return dev, dtype
-    from lsap.train.config import INFERENCE_DTYPES
+    from lsap.config import INFERENCE_DTYPES
 
     named = {"bfloat16": torch.bfloat16, "float32": torch.float32}
     if dtype is not None and dtype not in INFERENCE_DTYPES:

@@ -105,7 +105,7 @@ def target_source(*, k: int, alpha: float, gold_outside: str = "keep", device: s
     trainer's loader produces ("lsap": `lsap train`, LSAPTrainer; "olmo": OLMo-core's
     instances); a store of the other layout is refused by name.
     """
-    from lsap.train.flops import inference_flops_per_token
+    from lsap.method.flops import inference_flops_per_token
     from lsap.surrogate.load import inference_device_dtype
 
     if (surrogate is None) == (store is None):

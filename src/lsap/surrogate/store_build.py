@@ -158,9 +158,9 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     or "olmo" (`Windows`). `_after_chunk(c)` is a test hook called after each chunk this
     rank recorded. Returns the manifest.
     """
-    from lsap.train import distributed
+    from lsap import distributed
     from lsap.data.shards import TokenShards
-    from lsap.train.flops import count_params, inference_flops_per_token
+    from lsap.method.flops import count_params, inference_flops_per_token
     from lsap.utils.lock import DirLock
     from lsap.utils.progress import Progress
     from lsap.surrogate.load import SurrogateError, inference_device_dtype, load_surrogate_with_map

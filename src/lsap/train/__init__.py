@@ -1,1 +1,1 @@
-"""Pretraining: the training loop, models, checkpoints, distributed setup, configs, FLOPs and loggers."""
+"""Pretraining: the training loop, checkpoints and experiment loggers."""

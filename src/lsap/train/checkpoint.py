@@ -221,10 +221,10 @@ def save_training(run_or_root: str | os.PathLike, step: int, *, lm, model_sd: di
 def load_for_resume(run_or_root: str | os.PathLike, config: dict, warn=_warn) -> tuple[Path, dict, dict]:
     """(path, model_sd, trainer_state) of the newest readable finished checkpoint, falling
     back over unreadable ones; refuses (TrainingError, key by key) a checkpoint trained
-    with another config than `config` (`lsap.train.config.resume_differences`)."""
+    with another config than `config` (`lsap.config.resume_differences`)."""
     import yaml
 
-    from lsap.train.config import resume_differences
+    from lsap.config import resume_differences
 
     def same_config(p: Path) -> None:
         if not (p / "config.yaml").is_file():

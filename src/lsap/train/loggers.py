@@ -27,7 +27,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from lsap.train.config import LOGGERS
+from lsap.config import LOGGERS
 from lsap.utils.errors import LoggerError
 from lsap.utils.io import atomic_write_text
 

@@ -23,9 +23,9 @@ import torch
 
 from lsap.train import checkpoint
 
-from lsap.train import distributed
-from lsap.train.config import Config, validate
-from lsap.train.flops import Budget, FlopsLedger, mfu, peak_flops_for_device, plan_steps, train_flops_per_token
+from lsap import distributed
+from lsap.config import Config, validate
+from lsap.method.flops import Budget, FlopsLedger, mfu, peak_flops_for_device, plan_steps, train_flops_per_token
 from lsap.method.loss import lsap_linear_loss, lsap_loss, normalizer
 from lsap.method.schedules import LambdaSchedule, LRSchedule
 from lsap.utils.errors import TrainingError
@@ -115,7 +115,7 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
     loader from a validated config, in this order (torchtitan / OLMo-core style: the trainer
     builds nothing). Rank 0 writes the run's vocabulary map (and a store's provenance) to out_dir."""
     from lsap.data.shards import SequenceLoader, TokenShards
-    from lsap.train.model import build_model, model_config
+    from lsap.model import build_model, model_config
     from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
 
     dev = d.device

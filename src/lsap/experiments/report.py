@@ -2,7 +2,7 @@
 
 Inputs are run directories (the trainer's layout)::
 
-    RUN/config.yaml                       read through `lsap.train.config.load_run` (loss, lsap.alpha, ...)
+    RUN/config.yaml                       read through `lsap.config.load_run` (loss, lsap.alpha, ...)
     RUN/metrics.jsonl                     {"kind": "val", "flops", "tokens", "val_loss", ...} lines
     RUN/checkpoints/step_*/eval.json      written by `lsap eval`
 
@@ -31,7 +31,7 @@ from typing import Any
 
 
 from lsap.utils.errors import ReportError  # noqa: E402,F401  (re-exported)
-from lsap.eval.plots import write_delta_plot, write_plots  # noqa: E402
+from lsap.experiments.plots import write_delta_plot, write_plots  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -83,7 +83,7 @@ class Run:
 def load_run(path: str | os.PathLike) -> Run:
     """Read a run directory; raises ReportError without checkpoints or without any eval.json."""
     from lsap.train.checkpoint import list_checkpoints
-    from lsap.train.config import load_run as read_config
+    from lsap.config import load_run as read_config
 
     d = Path(path)
     if not d.is_dir():

@@ -68,7 +68,7 @@ def count_params(config, untied_head: bool = True) -> int:
     """
     key = (_config_key(config), bool(untied_head))
     if key not in _PARAM_COUNTS:
-        from lsap.train.model import build_meta_model
+        from lsap.model import build_meta_model
 
         model = build_meta_model(config)
         # parameters() de-duplicates shared tensors, so a tied head appears once (as the
@@ -132,7 +132,7 @@ def matched_flops(base: str = "olmo2-1b", surrogate: str | None = "qwen3-0.6b", 
     "none": a CE-only report). The budget is `flops`, or the FLOPs of a CE run of `tokens`
     base tokens (default 26e9, the paper's). Returns the report as a flat dict.
     """
-    from lsap.train.model import load_model_config
+    from lsap.model import load_model_config
 
     if tokens is not None and flops is not None:
         raise ValueError("give tokens or flops, not both")

@@ -40,7 +40,7 @@ LOGGERS = get_args(LoggerName)
 
 @dataclass
 class ModelCfg:
-    preset: str = "olmo2-tiny"  # lsap.train.model preset (olmo2-tiny/small/60m/1b)
+    preset: str = "olmo2-tiny"  # lsap.model preset (olmo2-tiny/small/60m/1b)
     vocab_size: int | None = None  # None: the tokenizer's size rounded up to a multiple of 128
     overrides: dict = field(default_factory=dict)  # transformers config fields; CLI keys merge into the YAML's
     init_seed: int = 0
@@ -283,7 +283,7 @@ def resume_differences(saved: dict, requested: dict) -> list[str]:
 
 def check_model_overrides(preset: str, overrides: dict) -> None:
     """Refuse override keys the preset's transformers config class does not have (with a suggestion)."""
-    from lsap.train.model import PRESETS, _config_class
+    from lsap.model import PRESETS, _config_class
 
     if preset not in PRESETS:
         close = difflib.get_close_matches(preset, list(PRESETS), n=1)
@@ -402,7 +402,7 @@ def validate(cfg: Config, deep: bool = False) -> Config:
     return cfg
 
 
-PACKAGED = Path(__file__).parent.parent / "configs"  # lsap/configs
+PACKAGED = Path(__file__).parent / "configs"
 
 
 def packaged_configs() -> list[str]:

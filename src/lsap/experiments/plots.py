@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, imported lazily): score and validation loss against
 compute / tokens per setting (mean over seeds, min–max band), and Δ(LSAP − CE) against
-surrogate strength. Inputs are `lsap.eval.report.Run`s and the tables `lsap.eval.report` builds."""
+surrogate strength. Inputs are `lsap.experiments.report.Run`s and the tables `lsap.experiments.report` builds."""
 
 from __future__ import annotations
 
