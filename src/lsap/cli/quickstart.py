@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lsap.cli.args import nonnegative_int, positive_int
+from lsap.cli.args import nonnegative_int, positive_int, probability
 
 
 def add_arguments(p) -> None:
@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--surrogate-multiples", type=positive_int, nargs="+", default=d.surrogate_multiples,
                    help="surrogate checkpoints at these multiples of the base's tokens; the last one is used "
                         "(default 1 4 16)")
-    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--alpha", type=probability, default=d.alpha)
     p.add_argument("--k", type=positive_int, default=d.k)
     p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=d.seeds)
     p.add_argument("--eval-examples", type=positive_int, default=d.eval_examples)
