@@ -104,3 +104,17 @@ def test_target_source_refuses_alpha_above_one():
 
     with pytest.raises(ConfigError, match="alpha"):
         target_source(k=15, alpha=1.5, store="/nonexistent")
+
+
+def test_second_sweep_on_one_out_refused(tmp_path, capsys):
+    """The lock is taken before the spec is read: a second sweep fails at once, naming the holder."""
+    from lsap.experiments.sweep import run_sweep
+    from lsap.utils.errors import LockError
+    from lsap.utils.lock import DirLock
+
+    out = tmp_path / "sweep"
+    with DirLock(out, "lsap sweep"):
+        with pytest.raises(LockError, match="is being written by pid"):
+            run_sweep(tmp_path / "missing.yaml", out)
+        assert cli.main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(out), "--report-only"]) == 2
+    assert "is being written by" in capsys.readouterr().err
