@@ -118,3 +118,12 @@ def test_second_sweep_on_one_out_refused(tmp_path, capsys):
             run_sweep(tmp_path / "missing.yaml", out)
         assert cli.main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(out), "--report-only"]) == 2
     assert "is being written by" in capsys.readouterr().err
+
+
+def test_provenance_record():
+    from lsap.utils.provenance import provenance
+
+    p = provenance("cpu")
+    assert p["lsap_version"] and p["torch"] and p["cpu"] and p["device"] == "cpu"
+    assert "transformers" in p and "python" in p
+    assert provenance() == {k: v for k, v in p.items() if k != "device"}  # no timestamps
