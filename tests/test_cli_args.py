@@ -127,3 +127,9 @@ def test_provenance_record():
     assert p["lsap_version"] and p["torch"] and p["cpu"] and p["device"] == "cpu"
     assert "transformers" in p and "python" in p
     assert provenance() == {k: v for k, v in p.items() if k != "device"}  # no timestamps
+
+
+def test_quickstart_ce_tokens_zero_refused_before_work(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["quickstart", "--ce-tokens", "0"])
+    assert e.value.code == 2 and "--ce-tokens" in capsys.readouterr().err
