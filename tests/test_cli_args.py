@@ -64,3 +64,72 @@ def test_ctrl_c_is_one_line_exit_130(monkeypatch, capsys):
     assert cli.main(["flops"]) == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines() == ["lsap flops: interrupted; rerun the same command to resume"]
+
+
+@pytest.mark.parametrize("argv", [["quickstart", "--alpha", "1.5"], ["preflight", "--alphas", "nan"],
+                                  ["store", "info", "x", "--alpha", "0"]])
+def test_alpha_refused_at_parse_time(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)  # quickstart: before the surrogate pretraining, not after it
+    assert e.value.code == 2 and "must lie in (0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kw,word", [(dict(lam=-1), "lam"), (dict(lam=float("nan")), "lam"),
+                                     (dict(alpha=1.5), "alpha"), (dict(alpha=float("inf")), "alpha"),
+                                     (dict(k=0), "k must"), (dict(keep_fraction=0.0), "keep_fraction")])
+def test_method_numbers_refused(kw, word):
+    from lsap.surrogate.sources import check_method_numbers
+    from lsap.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=word):
+        check_method_numbers(**kw)
+    check_method_numbers(k=15, alpha=0.05, keep_fraction=1.0, lam=0.0)
+
+
+def test_lsap_trainer_lam_schedule_refuses_negative_and_nan():
+    from lsap.integrations.transformers import _lam_schedule
+    from lsap.utils.errors import ConfigError
+
+    for bad in (-1, float("nan"), ("cosine", 1.0, -0.5)):
+        with pytest.raises(ConfigError):
+            _lam_schedule(bad)
+    with pytest.raises(ConfigError):
+        _lam_schedule(lambda step: -1.0)(0, 10)
+    assert _lam_schedule(0.5)(3, 10) == 0.5
+
+
+def test_target_source_refuses_alpha_above_one():
+    from lsap.surrogate.sources import target_source
+    from lsap.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="alpha"):
+        target_source(k=15, alpha=1.5, store="/nonexistent")
+
+
+def test_second_sweep_on_one_out_refused(tmp_path, capsys):
+    """The lock is taken before the spec is read: a second sweep fails at once, naming the holder."""
+    from lsap.experiments.sweep import run_sweep
+    from lsap.utils.errors import LockError
+    from lsap.utils.lock import DirLock
+
+    out = tmp_path / "sweep"
+    with DirLock(out, "lsap sweep"):
+        with pytest.raises(LockError, match="is being written by pid"):
+            run_sweep(tmp_path / "missing.yaml", out)
+        assert cli.main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(out), "--report-only"]) == 2
+    assert "is being written by" in capsys.readouterr().err
+
+
+def test_provenance_record():
+    from lsap.utils.provenance import provenance
+
+    p = provenance("cpu")
+    assert p["lsap_version"] and p["torch"] and p["cpu"] and p["device"] == "cpu"
+    assert "transformers" in p and "python" in p
+    assert provenance() == {k: v for k, v in p.items() if k != "device"}  # no timestamps
+
+
+def test_quickstart_ce_tokens_zero_refused_before_work(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["quickstart", "--ce-tokens", "0"])
+    assert e.value.code == 2 and "--ce-tokens" in capsys.readouterr().err

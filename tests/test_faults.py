@@ -784,3 +784,14 @@ def test_the_suite_has_its_own_cache_root():
         assert root == repo / ".pytest_cache" / "lsap"
         r = subprocess.run(["git", "check-ignore", "-q", str(root / "x")], cwd=repo, capture_output=True)
         assert r.returncode in (0, 128), "the suite's cache root must be git-ignored"  # 128: not a git checkout
+
+
+def test_run_dir_records_provenance_and_checkpoints_carry_a_model_card(tiny_world, tmp_path):
+    out = tmp_path / "r"
+    Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["lsap_version"] == lsap.__version__ and prov["torch"] == torch.__version__
+    assert prov["device"] == "cpu" and prov["cpu"]
+    card = (out / "checkpoints" / "step_00000002" / "model" / "README.md").read_text()
+    assert "step 2" in card and "tokens trained:" in card and "FLOPs:" in card and "../config.yaml" in card
+    assert f"lsap_version: {lsap.__version__}" in card

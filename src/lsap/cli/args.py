@@ -54,3 +54,14 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite positive number: {text!r}")
     return value
+
+
+def probability(text: str) -> float:
+    """A threshold α: finite, 0 < α < 1 (checked at parse time, before any expensive work)."""
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
+    if not math.isfinite(value) or not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1): {text!r}")
+    return value

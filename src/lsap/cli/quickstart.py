@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lsap.cli.args import nonnegative_int, positive_int
+from lsap.cli.args import nonnegative_int, positive_float, positive_int, probability
 
 
 def add_arguments(p) -> None:
@@ -20,11 +20,12 @@ def add_arguments(p) -> None:
                    help=f"the regime's text (default {d.corpus}): an offline corpus name (see `lsap prepare "
                         "--help`), YOUR text as a local .txt/.jsonl/.parquet file or folder, or hf:NAME; split by "
                         "document into held-out, the base's part and the surrogate's part")
-    p.add_argument("--ce-tokens", type=float, default=d.ce_tokens, help="FLOPs budget in CE tokens")
+    p.add_argument("--ce-tokens", type=positive_float, default=d.ce_tokens,
+                   help=f"FLOPs budget in CE tokens (default {d.ce_tokens:g})")
     p.add_argument("--surrogate-multiples", type=positive_int, nargs="+", default=d.surrogate_multiples,
                    help="surrogate checkpoints at these multiples of the base's tokens; the last one is used "
                         "(default 1 4 16)")
-    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--alpha", type=probability, default=d.alpha)
     p.add_argument("--k", type=positive_int, default=d.k)
     p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=d.seeds)
     p.add_argument("--eval-examples", type=positive_int, default=d.eval_examples)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from lsap.cli.args import positive_int
+from lsap.cli.args import positive_int, probability
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     i.add_argument("dir", metavar="DIR")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--verify", action="store_true", help="also check every chunk's sha256")
-    i.add_argument("--alpha", type=float, action="append", default=None,
+    i.add_argument("--alpha", type=probability, action="append", default=None,
                    help="extra α to count candidates at (repeatable; default 0.01 0.05 0.2 and min_alpha)")
 
 

@@ -31,7 +31,10 @@ def run(args) -> int:
 
     out = args.out or f"runs/sweep-{load_spec(args.spec)['name']}"
     if args.report_only:
-        res = report_sweep(out)
+        from lsap.utils.lock import DirLock
+
+        with DirLock(out, "lsap sweep --report-only"):
+            res = report_sweep(out)
         print(f"[sweep] wrote {', '.join(res['files'])} to {res['out']}")
         return 0
     run_sweep(args.spec, out, runs_root=args.runs_root, dry_run=args.dry_run)

@@ -442,6 +442,9 @@ def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, d
     result["pairs_average"] = sum(pairs) / len(pairs) if len(pairs) == len(PAIR_TASKS) else None
     result["lm_eval_version"] = _lm_eval_version()
     result["wall_s"] = round(time.perf_counter() - t0, 3)
+    from lsap.utils.provenance import provenance
+
+    result["provenance"] = provenance(dev)
     atomic_write_json(out_path, result)
     shown = ", ".join(f"{k.removeprefix('lsap_')} {v['value']:.3f}" for k, v in result["tasks"].items())
     loss = (f"val loss {result['val_loss']:.4f} bpb {result['val_bpb']:.4f} top1 {result['val_top1']:.3f}; "

@@ -523,7 +523,8 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
                     if "\n## Matched tokens" in md else md + "\n" + extra
         (tmp / "report.md").write_text(md)
         (tmp / "report.json").write_text(json.dumps({**table, "spread": group_spread(table), "matched_tokens": tokens_table,
-                                                     "deltas": deltas, "paired": paired, "surrogate_bpb": strength},
+                                                     "deltas": deltas, "paired": paired, "surrogate_bpb": strength,
+                                                     "provenance": _provenance()},
                                                     indent=2, sort_keys=True) + "\n")
         for name in [*files, "report.md", "report.json"]:
             os.replace(tmp / name, out / name)
@@ -562,3 +563,9 @@ def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
             row["tasks"][t] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
         out.append(row)
     return out
+
+
+def _provenance() -> dict:
+    from lsap.utils.provenance import provenance
+
+    return provenance()

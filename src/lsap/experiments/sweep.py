@@ -261,7 +261,18 @@ def check_plan(spec: dict, plan: list[dict]) -> None:
 def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path | None = None,
               dry_run: bool = False, log=print) -> dict:
     """Expand, train (resumably), evaluate and report a sweep; returns the report dict
-    (with `dry_run`: the checked plan, nothing built)."""
+    (with `dry_run`: the checked plan, nothing built). OUT is held with
+    `lsap.utils.lock.DirLock` for the whole sweep: a second `lsap sweep` on it is refused
+    at once instead of rewriting sweep.json under the first."""
+    if dry_run:
+        return _run_sweep(spec_path, out, runs_root=runs_root, dry_run=True, log=log)
+    from lsap.utils.lock import DirLock
+
+    with DirLock(out, "lsap sweep"):
+        return _run_sweep(spec_path, out, runs_root=runs_root, dry_run=False, log=log)
+
+
+def _run_sweep(spec_path, out, *, runs_root, dry_run, log) -> dict:
     from lsap.eval.run import evaluate_run, ood_eval
     from lsap.train.loggers import quiet_libraries
     from lsap.train.loop import train

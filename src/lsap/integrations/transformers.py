@@ -91,13 +91,23 @@ class WindowDataset(torch.utils.data.IterableDataset):
 def _lam_schedule(lam) -> Callable[[int, int], float]:
     """λ as (step, total_steps) → float: a number, a `LambdaSchedule`-like callable of the
     step, or a ("cosine", lam0, lam_min) tuple resolved against Trainer's max_steps."""
+    from lsap.surrogate.sources import check_method_numbers
+
     if isinstance(lam, (int, float)):
+        check_method_numbers(lam=lam)
         return lambda step, total: float(lam)
     if isinstance(lam, tuple):
         kind, lam0, lam_min = lam
+        check_method_numbers(lam=lam0)
+        check_method_numbers(lam=lam_min)
         return lambda step, total: LambdaSchedule(kind, float(lam0), float(lam_min), total)(step)
     if callable(lam):
-        return lambda step, total: float(lam(step))
+        def checked(step, total):
+            value = float(lam(step))
+            check_method_numbers(lam=value)
+            return value
+
+        return checked
     raise TypeError(f"lam must be a number, a callable of the step or ('cosine', lam0, lam_min); got {lam!r}")
 
 

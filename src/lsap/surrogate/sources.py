@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from lsap.utils.errors import StoreError, TrainingError
+from lsap.utils.errors import ConfigError, StoreError, TrainingError
 from lsap.method.targets import AuxTargets, propose_targets
 from lsap.method.vocab import VocabMap
 from lsap.utils.logging import get_logger
@@ -97,6 +97,33 @@ def check_intersection(vmap: VocabMap, allow_small: bool, warn=_warn) -> None:
     warn(f"[lsap] warning: {weak} (lsap.allow_small_intersection=true)")
 
 
+def check_method_numbers(*, k=None, alpha=None, keep_fraction=None, lam=None) -> None:
+    """Refuse numbers that would train something else than LSAP without a word: α outside
+    [0, 1) keeps no candidate (plain CE labelled LSAP), λ < 0 maximises the auxiliary NLL,
+    NaN/inf anywhere poisons the loss. ConfigError (one line, exit 2)."""
+    import math
+    import numbers
+
+    def finite(name, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ConfigError(f"{name} must be a finite number, got {v!r}")
+
+    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+        raise ConfigError(f"k must be a whole number >= 1, got {k!r}")
+    if alpha is not None:
+        finite("alpha", alpha)
+        if not 0.0 <= alpha < 1.0:
+            raise ConfigError(f"alpha must lie in [0, 1) (a probability threshold), got {alpha!r}")
+    if keep_fraction is not None:
+        finite("keep_fraction", keep_fraction)
+        if not 0.0 < keep_fraction <= 1.0:
+            raise ConfigError(f"keep_fraction must lie in (0, 1], got {keep_fraction!r}")
+    if lam is not None:
+        finite("lam", lam)
+        if lam < 0:
+            raise ConfigError(f"lam (λ) must be >= 0 (λ < 0 maximises the auxiliary loss), got {lam!r}")
+
+
 def target_source(*, k: int, alpha: float, gold_outside: str = "keep", device: str | torch.device = "cpu",
                   surrogate=None, vocab_map=None, base_tokenizer=None, base_vocab_size: int | None = None,
                   keep_fraction: float = 1.0, seed: int = 0, dtype="auto", batch_size: int = 0,
@@ -122,6 +149,7 @@ def target_source(*, k: int, alpha: float, gold_outside: str = "keep", device: s
 
     if (surrogate is None) == (store is None):
         raise ValueError("pass exactly one of surrogate= or store=")
+    check_method_numbers(k=k, alpha=alpha, keep_fraction=keep_fraction)
     device = torch.device(device)
     _, dtype = inference_device_dtype(device, dtype)
     if store is not None:

@@ -216,6 +216,9 @@ def save_training(run_or_root: str | os.PathLike, step: int, *, lm, model_sd: di
         tokenizer.save_pretrained(tmp / "model")
         torch.save(state, tmp / "trainer.pt")
         (tmp / "config.yaml").write_text(config_yaml)
+        from lsap.train.model_card import model_card
+
+        (tmp / "model" / "README.md").write_text(model_card(config_yaml, {"step": step, **meta}))
 
     return save(run_or_root, step, write, meta)
 

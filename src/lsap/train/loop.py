@@ -336,6 +336,10 @@ class Trainer:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
+            from lsap.utils.io import atomic_write_json
+            from lsap.utils.provenance import provenance
+
+            atomic_write_json(self.out / "provenance.json", provenance(self.d.device))
             from lsap.train.loggers import Loggers  # a tracker that is not installed fails before any step
 
             # metrics.jsonl and the trackers drop what was logged after the checkpoint (it is redone)
