@@ -23,7 +23,7 @@ comma-separated list of lm-eval task names.
 from __future__ import annotations
 
 import argparse
-from lsap.cli.args import positive_int
+from lsap.cli.args import positive_int, nonnegative_int
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="run directory (with checkpoints/) or a HF model directory")
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets-alpha", type=float, default=None,
                         help="α for --targets-surrogate (default: the config default of lsap.alpha)")
     parser.add_argument("--no-targets", action="store_true", help="no split by auxiliary targets")
-    parser.add_argument("--doc-bytes", type=positive_int, default=None,
+    parser.add_argument("--doc-bytes", type=nonnegative_int, default=None,
                         help="bits per byte on the first complete held-out documents within this many UTF-8 "
                              "bytes (doc_bpb, what surrogate strength is compared with; default 300000; 0: skip)")
     parser.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
