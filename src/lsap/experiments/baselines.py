@@ -110,6 +110,7 @@ def _fmt_cell(cell: dict, ref: bool) -> str:
 
 
 def render(summary: dict, ref: str = "ce") -> str:
+    ref = summary.get("arms_ref", ref)
     res = compare(summary, ref)
     cols, reg = summary["columns"], summary.get("regime", {})
     lines = ["# Baselines at matched FLOPs (issue 26 item 5)", "",
@@ -128,13 +129,50 @@ def render(summary: dict, ref: str = "ce") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _arm(sweep_dir: Path, setting: str) -> str:
+    names = {"ce": "CE", "lsap-a0.05-lam1.0": "LSAP α0.05 λ1", "lsap-a0.01-lam0.3": "LSAP α0.01 λ0.3 (map best)",
+             "lsap-a0.01-aux_weightingprob": "prob-weighted KD (α0.01)"}
+    eps = sweep_dir.parent / "eps.json"
+    if sweep_dir.name == "out-ls" and setting == "ce" and eps.is_file():
+        return f"label smoothing ε={json.loads(eps.read_text())['eps']:.3f}"
+    return names.get(setting, setting)
+
+
+def collect(sweep_dirs: list[str], regime: dict) -> dict:
+    """A summary from finished sweep runs: each run's last evaluated checkpoint's eval.json,
+    every task's value in percent (all tasks found; columns in first-seen order)."""
+    runs, cols = [], []
+    for sd in map(Path, sweep_dirs):
+        st = json.loads((sd / "sweep.json").read_text())
+        for r in st["runs"]:
+            if r.get("status") != "done":
+                continue
+            evs = sorted(Path(r["out_dir"]).glob("checkpoints/*/eval.json"))
+            if not evs:
+                continue
+            ev = json.loads(evs[-1].read_text())
+            scores = {t: 100.0 * v["value"] for t, v in ev.get("tasks", {}).items()
+                      if isinstance(v.get("value"), (int, float))}
+            cols += [t for t in scores if t not in cols]
+            runs.append({"arm": _arm(sd, r["setting"]), "seed": r["seed"], "checkpoint": evs[-1].parent.name,
+                         "scores": scores})
+    return {"regime": regime, "columns": cols, "runs": runs}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("summary")
     ap.add_argument("--out", default="docs/results/baselines.md")
+    ap.add_argument("--collect", nargs="*", help="sweep OUT dirs: write SUMMARY from their finished runs first")
+    ap.add_argument("--regime", default="", help="with --collect: a JSON file describing the regime")
     a = ap.parse_args(argv)
+    if a.collect:
+        reg = json.loads(Path(a.regime).read_text()) if a.regime else {}
+        Path(a.summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.summary).write_text(json.dumps(collect(a.collect, reg), indent=1) + "\n")
     summary = json.loads(Path(a.summary).read_text())
     summary.setdefault("source", a.summary)
+    summary["arms_ref"] = "CE"
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(render(summary))
 
