@@ -43,3 +43,24 @@ def test_interval_covers_like_a_slow_t():
     assert (r["d_lo"], r["d_hi"]) == (pytest.approx(lo), pytest.approx(hi))
     row = render(_summary(d)).splitlines()[-1]
     assert row.startswith("| lsap | 5 |") and row.endswith(": better |")
+
+
+def test_collect_reads_last_checkpoint(tmp_path):
+    import json
+
+    from lsap.experiments.baselines import collect
+
+    runs = []
+    for i, (setting, seed) in enumerate([("ce", 0), ("lsap-a0.05-lam1.0", 0), ("ce", 1)]):
+        d = tmp_path / f"r{i}"
+        for step, v in (("step_00000010", 0.1), ("step_00000020", 0.5 + i / 100)):
+            (d / "checkpoints" / step).mkdir(parents=True)
+            (d / "checkpoints" / step / "eval.json").write_text(json.dumps({"tasks": {"zorro": {"value": v}}}))
+        runs.append({"setting": setting, "seed": seed, "status": "done" if i < 2 else "running",
+                     "out_dir": str(d)})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sweep.json").write_text(json.dumps({"runs": runs}))
+    s = collect([str(tmp_path / "out")], {"a": "b"})
+    assert s["columns"] == ["zorro"] and len(s["runs"]) == 2  # the unfinished run is left out
+    assert s["runs"][1] == {"arm": "LSAP α0.05 λ1", "seed": 0, "checkpoint": "step_00000020",
+                            "scores": {"zorro": pytest.approx(51.0)}}
