@@ -143,6 +143,8 @@ def collect(sweep_dirs: list[str], regime: dict) -> dict:
     every task's value in percent (all tasks found; columns in first-seen order)."""
     runs, cols = [], []
     for sd in map(Path, sweep_dirs):
+        if not (sd / "sweep.json").is_file():  # that sweep has not started yet
+            continue
         st = json.loads((sd / "sweep.json").read_text())
         for r in st["runs"]:
             if r.get("status") != "done":
