@@ -138,6 +138,22 @@ def _arm(sweep_dir: Path, setting: str) -> str:
     return names.get(setting, setting)
 
 
+BENCH_METRICS = ("acc", "p_gold_norm")  # accuracy and the choice-normalised gold probability
+
+
+def _benchmarks(path: Path) -> dict:
+    """`lsap eval --tasks paper,zorro`'s benchmarks.json beside eval.json: per task its
+    accuracy and choice-normalised gold probability, in percent, as "task acc" / "task p_gold_norm"."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for t, v in json.loads(path.read_text()).get("tasks", {}).items():
+        for m in BENCH_METRICS:
+            if isinstance(v.get(m), (int, float)):
+                out[f"{t} {m}"] = 100.0 * v[m]
+    return out
+
+
 def collect(sweep_dirs: list[str], regime: dict) -> dict:
     """A summary from finished sweep runs: each run's last evaluated checkpoint's eval.json,
     every task's value in percent (all tasks found; columns in first-seen order)."""
@@ -155,6 +171,7 @@ def collect(sweep_dirs: list[str], regime: dict) -> dict:
             ev = json.loads(evs[-1].read_text())
             scores = {t: 100.0 * v["value"] for t, v in ev.get("tasks", {}).items()
                       if isinstance(v.get("value"), (int, float))}
+            scores.update(_benchmarks(evs[-1].parent / "benchmarks.json"))
             cols += [t for t in scores if t not in cols]
             runs.append({"arm": _arm(sd, r["setting"]), "seed": r["seed"], "checkpoint": evs[-1].parent.name,
                          "scores": scores})
