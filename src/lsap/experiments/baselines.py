@@ -138,12 +138,12 @@ def _arm(sweep_dir: Path, setting: str) -> str:
     return names.get(setting, setting)
 
 
-BENCH_METRICS = ("acc", "p_gold_norm")  # accuracy and the choice-normalised gold probability
+BENCH_METRICS = ("acc", "p_gold")  # accuracy and the choice-normalised gold probability (raw ll)
 
 
 def _benchmarks(path: Path) -> dict:
     """`lsap eval --tasks paper,zorro`'s benchmarks.json beside eval.json: per task its
-    accuracy and choice-normalised gold probability, in percent, as "task acc" / "task p_gold_norm"."""
+    accuracy and choice-normalised gold probability, in percent, as "task acc" / "task p_gold"."""
     if not path.is_file():
         return {}
     out = {}
