@@ -2,13 +2,17 @@
 (mean aux_per_token a over its logged steps, all finished seeds; ε = a/(1+a))."""
 import json, sys
 from pathlib import Path
-sw = json.loads(Path("out/sweep.json").read_text())
-runs = sw["runs"] if isinstance(sw, dict) and "runs" in sw else sw
+import glob
+runs = []
+for f in sorted(glob.glob("out/seed*/sweep.json")):
+    sw = json.loads(Path(f).read_text())
+    runs += sw["runs"]
+
 vals = []
 for r in runs:
     if r.get("setting") != "lsap-a0.05-lam1.0":
         continue
-    d = Path(r.get("dir") or r.get("run_dir") or "")
+    d = Path(r["out_dir"])
     m = d / "metrics.jsonl"
     if m.exists():
         vals += [json.loads(l)["aux_per_token"] for l in m.read_text().splitlines()

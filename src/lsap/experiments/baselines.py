@@ -132,8 +132,9 @@ def render(summary: dict, ref: str = "ce") -> str:
 def _arm(sweep_dir: Path, setting: str) -> str:
     names = {"ce": "CE", "lsap-a0.05-lam1.0": "LSAP α0.05 λ1", "lsap-a0.01-lam0.3": "LSAP α0.01 λ0.3 (map best)",
              "lsap-a0.01-aux_weightingprob": "prob-weighted KD (α0.01)"}
-    eps = sweep_dir.parent / "eps.json"
-    if sweep_dir.name == "out-ls" and setting == "ce" and eps.is_file():
+    root = next((p.parent for p in [sweep_dir, *sweep_dir.parents] if p.name == "out-ls"), None)
+    eps = root / "eps.json" if root else None
+    if eps is not None and setting == "ce" and eps.is_file():
         return f"label smoothing ε={json.loads(eps.read_text())['eps']:.3f}"
     return names.get(setting, setting)
 
