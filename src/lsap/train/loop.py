@@ -32,7 +32,10 @@ from lsap.method.schedules import LambdaSchedule, LRSchedule
 from lsap.utils.errors import ConfigError, TrainingError
 from lsap.utils.io import atomic_write_text
 from lsap.method.targets import IGNORE
+from lsap.utils.logging import get_logger
 
+
+log = get_logger(__name__)
 
 class LossParts(NamedTuple):
     """What `LossModule` returns: sums and counts (the trainer divides by the step's global Z).
@@ -204,7 +207,7 @@ def build_run_targets(cfg: Config, tokenizer, base_vocab: int, shards, d: distri
     from lsap.surrogate.sources import build_target_source
 
     source = build_target_source(cfg, tokenizer, base_vocab, shards, d.device,
-                                 warn=lambda m: print(m, file=sys.stderr, flush=True) if d.is_main else None)
+                                 warn=lambda m: log.warning(m) if d.is_main else None)
     if source is not None and d.is_main:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -322,7 +325,7 @@ class Trainer:
         torch.manual_seed(seed)
         if self.main:
             for p in checkpoint.clean_stale(self.ckpt_root):
-                print(f"[lsap] removed {p}: a checkpoint whose writer was killed", flush=True)
+                log.info(f"removed {p}: a checkpoint whose writer was killed")
         has = checkpoint.latest(self.ckpt_root) is not None
         if resume and not has:
             self._warn(f"[lsap] warning: --resume: no finished checkpoint under {self.ckpt_root}; starting at step 0")
@@ -341,7 +344,7 @@ class Trainer:
 
     def _warn(self, msg: str) -> None:
         if self.main:
-            print(msg, file=sys.stderr, flush=True)
+            log.warning(msg)
 
     def close(self) -> None:
         """Close the trackers and release out_dir's lock (`run` does it at the end)."""
@@ -458,7 +461,7 @@ class Trainer:
         c.ledger.load_state_dict(st["ledger"])
         self.step, self.wall, self.skipped = int(st["step"]), float(st["wall"]), int(st.get("skipped", 0))
         if self.main:
-            print(f"resumed from {last} (step {self.step})", flush=True)
+            log.info(f"resumed from {last} (step {self.step})")
 
     # ------------------------------------------------------------------ loop
     def log(self, row: dict) -> None:
