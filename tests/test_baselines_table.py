@@ -55,7 +55,8 @@ def test_collect_reads_last_checkpoint(tmp_path):
         d = tmp_path / f"r{i}"
         for step, v in (("step_00000010", 0.1), ("step_00000020", 0.5 + i / 100)):
             (d / "checkpoints" / step).mkdir(parents=True)
-            (d / "checkpoints" / step / "eval.json").write_text(json.dumps({"tasks": {"zorro": {"value": v}}}))
+            ev = {"tasks": {"zorro": {"value": v}}}
+            (d / "checkpoints" / step / "eval.json").write_text(json.dumps(ev))
         (d / "checkpoints" / "step_00000020" / "benchmarks.json").write_text(
             json.dumps({"tasks": {"piqa": {"acc": 0.25, "p_gold": 0.5, "gold_bpb": 3.0}}}))
         runs.append({"setting": setting, "seed": seed, "status": "done" if i < 2 else "running",
@@ -66,4 +67,5 @@ def test_collect_reads_last_checkpoint(tmp_path):
     assert s["columns"] == ["zorro", "piqa acc", "piqa p_gold"]
     assert len(s["runs"]) == 2  # the unfinished run is left out
     assert s["runs"][1] == {"arm": "LSAP α0.05 λ1", "seed": 0, "checkpoint": "step_00000020",
-                            "scores": {"zorro": pytest.approx(51.0), "piqa acc": 25.0, "piqa p_gold": 50.0}}
+                            "scores": {"zorro": pytest.approx(51.0), "piqa acc": 25.0,
+                                       "piqa p_gold": 50.0}}

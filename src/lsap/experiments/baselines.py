@@ -105,7 +105,8 @@ def _fmt_cell(cell: dict, ref: bool) -> str:
     s = f"{cell['mean']:.2f} [{cell['lo']:.2f}, {cell['hi']:.2f}]"
     if not ref and "delta" in cell:
         p = "" if cell["p_holm"] is None else f", p_Holm {cell['p_holm']:.3g}"
-        s += f"<br>Δ {cell['delta']:+.2f} [{cell['d_lo']:+.2f}, {cell['d_hi']:+.2f}]{p}: {cell['verdict']}"
+        d = f"Δ {cell['delta']:+.2f} [{cell['d_lo']:+.2f}, {cell['d_hi']:+.2f}]"
+        s += f"<br>{d}{p}: {cell['verdict']}"
     return s
 
 
@@ -118,19 +119,22 @@ def render(summary: dict, ref: str = "ce") -> str:
              f"`{summary.get('source', 'the committed summary')}`; do not edit by hand.", ""]
     for k, v in reg.items():
         lines.append(f"- **{k}**: {v}")
-    lines += ["", "Cells: mean [95% t-interval] over seeds; below it, the per-seed paired Δ vs CE with "
+    lines += ["", "Cells: mean [95% t-interval] over seeds; below it, the per-seed paired Δ vs CE "
+              "with "
               "its interval, the paired t-test's p Holm-corrected over this row's columns, and the "
               "verdict (\"inconclusive\" unless p_Holm < 0.05). Seed is the unit; item-level tests "
               "are not used here.", "",
               "| arm | seeds | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
     for arm, row in res.items():
         n = max(c["n"] for c in row.values())
-        lines.append(f"| {arm} | {n} | " + " | ".join(_fmt_cell(row[c], arm == ref) for c in cols) + " |")
+        cells = " | ".join(_fmt_cell(row[c], arm == ref) for c in cols)
+        lines.append(f"| {arm} | {n} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
 def _arm(sweep_dir: Path, setting: str) -> str:
-    names = {"ce": "CE", "lsap-a0.05-lam1.0": "LSAP α0.05 λ1", "lsap-a0.01-lam0.3": "LSAP α0.01 λ0.3 (map best)",
+    names = {"ce": "CE", "lsap-a0.05-lam1.0": "LSAP α0.05 λ1",
+             "lsap-a0.01-lam0.3": "LSAP α0.01 λ0.3 (map best)",
              "lsap-a0.01-aux_weightingprob": "prob-weighted KD (α0.01)"}
     root = next((p.parent for p in [sweep_dir, *sweep_dir.parents] if p.name == "out-ls"), None)
     eps = root / "eps.json" if root else None
@@ -174,7 +178,8 @@ def collect(sweep_dirs: list[str], regime: dict) -> dict:
                       if isinstance(v.get("value"), (int, float))}
             scores.update(_benchmarks(evs[-1].parent / "benchmarks.json"))
             cols += [t for t in scores if t not in cols]
-            runs.append({"arm": _arm(sd, r["setting"]), "seed": r["seed"], "checkpoint": evs[-1].parent.name,
+            runs.append({"arm": _arm(sd, r["setting"]), "seed": r["seed"],
+                         "checkpoint": evs[-1].parent.name,
                          "scores": scores})
     return {"regime": regime, "columns": cols, "runs": runs}
 
@@ -183,8 +188,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("summary")
     ap.add_argument("--out", default="docs/results/baselines.md")
-    ap.add_argument("--collect", nargs="*", help="sweep OUT dirs: write SUMMARY from their finished runs first")
-    ap.add_argument("--regime", default="", help="with --collect: a JSON file describing the regime")
+    ap.add_argument("--collect", nargs="*",
+                    help="sweep OUT dirs: write SUMMARY from their finished runs first")
+    ap.add_argument("--regime", default="",
+                    help="with --collect: a JSON file describing the regime")
     a = ap.parse_args(argv)
     if a.collect:
         reg = json.loads(Path(a.regime).read_text()) if a.regime else {}
