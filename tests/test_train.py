@@ -274,3 +274,16 @@ def test_two_pipelines_never_share_a_run_dir(tiny_world, tmp_path):
         a.wait()
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     assert steps == list(range(1, len(steps) + 1))  # one writer's lines only
+
+
+def test_label_smoothing_trains_and_refuses_lsap(tiny_world, tmp_path):
+    """train.label_smoothing: a CE run trains with it (step 1's loss differs from plain CE's,
+    its logged ce is the plain NLL of the same initial model); an LSAP run refuses it."""
+    Trainer.from_config(cfg_for(tiny_world, tmp_path / "ce", "train.max_steps=1")).run()
+    Trainer.from_config(cfg_for(tiny_world, tmp_path / "ls", "train.max_steps=1",
+                                "train.label_smoothing=0.2")).run()
+    a, b = losses(tmp_path / "ce")[1], losses(tmp_path / "ls")[1]
+    assert b["ce"] == pytest.approx(a["ce"], rel=1e-5) and abs(b["loss"] - a["loss"]) > 1e-3
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        Trainer.from_config(cfg_for(tiny_world, tmp_path / "bad", *LSAP, "train.label_smoothing=0.2",
+                                    f"surrogate.model={tiny_world['surrogate']}"))

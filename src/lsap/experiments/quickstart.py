@@ -138,11 +138,11 @@ def _summary(out: Path, wall: float, s: Settings, reg: Regime) -> None:
         side = "better" if p["min"] > 0 else "worse" if p["max"] < 0 else None
         spread = (f"mean {p['mean'] * 100:+.2f} points, per seed {p['min'] * 100:+.2f} … {p['max'] * 100:+.2f}"
                   + (f" (LSAP {side} on every seed)" if side else " (the seeds disagree)"))
-    # The verdict is the paired test over examples pooled across seeds (lsap.eval.stats, as `lsap report`):
-    # with two seeds it may well say "inside the noise", which is a correct answer.
+    # The verdict treats seeds as replicates (lsap.eval.seeds, as `lsap report`); the item-pooled
+    # sign test follows it as within-seed detail. With few seeds "inconclusive" is a correct answer.
     from lsap.experiments.report import pairs_verdict
 
-    print(f"  verdict on minimal pairs (sign test over paired examples, pooled across seeds): "
+    print(f"  verdict on minimal pairs (seed as the unit: t-test over per-seed Δ): "
           f"{pairs_verdict(rep.get('paired'))}.")
     print(f"  seed spread of Δ: {spread}.")
     print("  note: LSAP's objective moves probability from the gold token to the surrogate's targets, so held-out "

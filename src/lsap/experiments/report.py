@@ -414,6 +414,7 @@ def paired_stats(runs: list[Run], table: dict, *, n_boot: int = 10_000, seed: in
     per-example results (`lsap eval` since round 3); tasks without them are left out.
 
     Returns [{"setting", "seeds", "tests": {name: {... paired_comparison, "per_seed": [Δ, ...]}}}]."""
+    from lsap.eval.seeds import holm, seed_level_test
     from lsap.eval.stats import paired_comparison
     from lsap.eval.tasks import unpack_scores
 
@@ -452,7 +453,13 @@ def paired_stats(runs: list[Run], table: dict, *, n_boot: int = 10_000, seed: in
                 continue
             res = paired_comparison(gc, gl, n_boot=n_boot, seed=seed)
             per_seed = [float(y.mean() - x.mean()) for x, y in zip(gc, gl) if len(x)]
-            tests[name] = {**res, "per_seed_min": min(per_seed), "per_seed_max": max(per_seed)}
+            tests[name] = {**res, "per_seed_min": min(per_seed), "per_seed_max": max(per_seed),
+                           "seed_level": seed_level_test(per_seed)}
+        # several p-values read together: Holm over this setting's tests (lsap.eval.seeds.holm)
+        names = list(tests)
+        for key, get in (("p_holm", lambda t: t["p"]), ("seed_p_holm", lambda t: t["seed_level"]["p"])):
+            for nm, q in zip(names, holm([get(tests[nm]) for nm in names])):
+                tests[nm][key] = q
         if tests:
             out.append({"setting": setting, "seeds": len(rows), "tests": tests})
     return out
@@ -460,14 +467,24 @@ def paired_stats(runs: list[Run], table: dict, *, n_boot: int = 10_000, seed: in
 
 def pairs_verdict(paired: list[dict] | None, setting: str | None = None) -> str:
     """The verdict line for the pooled minimal pairs of one LSAP setting (the first, or `setting`):
-    `lsap.eval.stats.verdict` — "LSAP better (p < 0.05)", "LSAP worse (...)" or "inside the noise".
+    the seed-level test first (`lsap.eval.seeds.seed_line`: "LSAP better/worse (p < 0.05,
+    seed-level)" or "inconclusive (...)"), then the item-pooled sign test as within-seed detail.
     The quickstart's verdict line calls this with report.json's "paired"."""
+    from lsap.eval.seeds import seed_level_test, seed_line
     from lsap.eval.stats import verdict
 
     for row in paired or []:
         if setting in (None, row["setting"]):
-            return verdict(row["tests"].get(PAIRS_POOLED))
+            t = row["tests"].get(PAIRS_POOLED)
+            if not t:
+                return verdict(None)
+            sl = t.get("seed_level") or seed_level_test([t["per_seed_min"], t["per_seed_max"]])
+            return f"{seed_line(sl)}; within-seed detail (items pooled): {verdict(t)}"
     return verdict(None)
+
+
+def _fmt_p(p) -> str:
+    return "-" if p is None else f"{p:.3g}"
 
 
 def _paired_lines(paired: list[dict]) -> list[str]:
@@ -478,15 +495,20 @@ def _paired_lines(paired: list[dict]) -> list[str]:
              "p: exact two-sided sign test (McNemar) on the examples where the two disagree; CI: 95% paired "
              "bootstrap of Δ accuracy (examples resampled within each seed, 10,000 draws, seed 0). A Δ "
              "*survives* when p < 0.05. The replace task is also shown on its equal-length subset (a "
-             "corrupted choice with another token count tilts raw log-prob sums).", "",
-             "| Setting | test | pairs | Δ (pts) | per seed min–max | discordant (LSAP/CE) | p | 95% CI | survives p < 0.05 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "corrupted choice with another token count tilts raw log-prob sums). These item-pooled "
+             "columns are within-seed detail; the verdict column is the seed-level test (t-test over "
+             "per-seed Δ, `lsap.eval.seeds`; inconclusive when seeds disagree or the interval covers 0). "
+             "p (Holm): Holm-corrected over the tests of a setting, read together.", "",
+             "| Setting | test | pairs | Δ (pts) | per seed min–max | discordant (LSAP/CE) | p | 95% CI | "
+             "survives p < 0.05 | seed-level p (Holm) | seed-level verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for row in paired:
         for name, t in row["tests"].items():
             lines.append(f"| {row['setting']} | {name.removeprefix('lsap_')} | {t['n']:,} | {t['delta'] * 100:+.2f} | "
                          f"[{t['per_seed_min'] * 100:+.2f}, {t['per_seed_max'] * 100:+.2f}] | {t['b']}/{t['c']} | "
                          f"{t['p']:.3g} | [{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}] | "
-                         f"{'yes' if t['survives'] else 'no'} |")
+                         f"{'yes' if t['survives'] else 'no'} | {_fmt_p(t.get('seed_p_holm'))} | "
+                         f"{(t.get('seed_level') or {}).get('verdict', '-')} |")
     return lines + [""]
 
 
