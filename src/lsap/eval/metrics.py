@@ -208,22 +208,32 @@ def source_targets(source):
 STRENGTH_BYTES = 300_000  # the held-out text both models of a strength ratio are scored on
 
 
-def strength_documents(data_dir: str | os.PathLike, max_bytes: int = STRENGTH_BYTES) -> list[str]:
-    """The first complete held-out documents of `data_dir` (corpus order) whose UTF-8 bytes
-    together stay within `max_bytes` (at least one document): the text a surrogate's and a
-    base's bits per byte are compared on. Depends only on the corpus, seed and val_fraction,
-    so a surrogate's data directory and the base's (one corpus, two tokenizers) give the same."""
+def strength_documents(data_dir: str | os.PathLike, max_bytes: int = STRENGTH_BYTES, *,
+                       seed: int = 0) -> list[str]:
+    """Held-out documents of `data_dir` whose UTF-8 bytes together stay within `max_bytes`: the
+    whole held-out split when it fits, else complete documents drawn at random across the split
+    (a seeded permutation, `random.Random(seed)`; documents that would overflow are skipped, at
+    least one is kept), returned in corpus order. The text a surrogate's and a base's bits per
+    byte are compared on: it depends only on the corpus, its seed and val_fraction, and `seed`, so
+    a surrogate's data directory and the base's (one corpus, two tokenizers) give the same. (Round
+    3 took the first documents in corpus order: one stretch of one manual, not representative.)"""
+    import random
+
     from lsap.eval.tasks import heldout_documents
 
     docs, _ = heldout_documents(data_dir)
-    out, total = [], 0
-    for d in docs:
-        n = len(d.encode("utf-8"))
-        if out and total + n > max_bytes:
-            break
-        out.append(d)
-        total += n
-    return out
+    sizes = [len(d.encode("utf-8")) for d in docs]
+    if sum(sizes) <= max_bytes:
+        return list(docs)
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    keep, total = [], 0
+    for i in order:
+        if keep and total + sizes[i] > max_bytes:
+            continue
+        keep.append(i)
+        total += sizes[i]
+    return [docs[i] for i in sorted(keep)]
 
 
 def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, batch_size: int | None = None) -> dict:
