@@ -12,7 +12,6 @@ Measured: max |Δll| = 2.2e-5 nats over 10 requests (float32, CPU).
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -48,8 +47,9 @@ metric_list:
 
 
 def _tiny_model(root):
-    import torch
     from pydoc_data.topics import topics
+
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from lsap.data.tokenizer import train_bpe
