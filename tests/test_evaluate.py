@@ -399,3 +399,24 @@ def test_eval_outside_git_tree_prints_no_git_error(evaluated, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "not a git repository" not in r.stdout + r.stderr
     assert "lastword" in r.stdout
+
+
+def test_strength_documents_sample_across_the_split(world):
+    from lsap.eval.tasks import heldout_documents
+
+    docs, _ = heldout_documents(world["data"])
+    total = sum(len(d.encode()) for d in docs)
+    assert metrics.strength_documents(world["data"], max_bytes=total) == docs  # small split: all of it
+    a = metrics.strength_documents(world["data"], max_bytes=total // 3, seed=0)
+    assert metrics.strength_documents(world["data"], max_bytes=total // 3, seed=0) == a
+    assert sum(len(d.encode()) for d in a) <= total // 3 or len(a) == 1
+    idx = [docs.index(d) for d in a]
+    assert idx == sorted(idx)
+    b = metrics.strength_documents(world["data"], max_bytes=total // 3, seed=1)
+    assert a != b or len(docs) < 4
+    first = []
+    for d in docs:  # round 3's choice: a prefix in corpus order; the sample is not (given enough docs)
+        if first and sum(len(x.encode()) for x in first) + len(d.encode()) > total // 3:
+            break
+        first.append(d)
+    assert a != first or len(docs) < 4

@@ -208,25 +208,36 @@ def source_targets(source):
 STRENGTH_BYTES = 300_000  # the held-out text both models of a strength ratio are scored on
 
 
-def strength_documents(data_dir: str | os.PathLike, max_bytes: int = STRENGTH_BYTES) -> list[str]:
-    """The first complete held-out documents of `data_dir` (corpus order) whose UTF-8 bytes
-    together stay within `max_bytes` (at least one document): the text a surrogate's and a
-    base's bits per byte are compared on. Depends only on the corpus, seed and val_fraction,
-    so a surrogate's data directory and the base's (one corpus, two tokenizers) give the same."""
+def strength_documents(data_dir: str | os.PathLike, max_bytes: int = STRENGTH_BYTES, *,
+                       seed: int = 0) -> list[str]:
+    """Held-out documents of `data_dir` whose UTF-8 bytes together stay within `max_bytes`: the
+    whole held-out split when it fits, else complete documents drawn at random across the split
+    (a seeded permutation, `random.Random(seed)`; documents that would overflow are skipped, at
+    least one is kept), returned in corpus order. The text a surrogate's and a base's bits per
+    byte are compared on: it depends only on the corpus, its seed and val_fraction, and `seed`, so
+    a surrogate's data directory and the base's (one corpus, two tokenizers) give the same. (Round
+    3 took the first documents in corpus order: one stretch of one manual, not representative.)"""
+    import random
+
     from lsap.eval.tasks import heldout_documents
 
     docs, _ = heldout_documents(data_dir)
-    out, total = [], 0
-    for d in docs:
-        n = len(d.encode("utf-8"))
-        if out and total + n > max_bytes:
-            break
-        out.append(d)
-        total += n
-    return out
+    sizes = [len(d.encode("utf-8")) for d in docs]
+    if sum(sizes) <= max_bytes:
+        return list(docs)
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    keep, total = [], 0
+    for i in order:
+        if keep and total + sizes[i] > max_bytes:
+            continue
+        keep.append(i)
+        total += sizes[i]
+    return [docs[i] for i in sorted(keep)]
 
 
-def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, batch_size: int | None = None) -> dict:
+def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, batch_size: int | None = None,
+                     per_document: bool = False) -> dict:
     """Bits per byte of `model` on the complete documents `docs`, with its own `tokenizer`.
 
     The documents are encoded as `lsap prepare` encodes them (`encode_documents`: each
@@ -235,7 +246,9 @@ def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, 
     reads tokens [j·T, j·T + T + 1); the last one shorter); every label is scored once.
     bpb = Σ NLL / (ln 2 · Σ UTF-8 bytes of the documents): the separators carry no bytes.
     `batch_size` windows per forward (None: as many as keep the fp32 logits near 256 MiB, ≤ 64).
-    Returns {"bpb", "nll", "bytes", "tokens", "documents"}.
+    Returns {"bpb", "nll", "bytes", "tokens", "documents"}; with `per_document`, also
+    "doc_nll" (per document: the NLL of its tokens and of the separator after it, which sum
+    to "nll") and "doc_bytes", for `lsap.eval.strength.strength_interval`.
     """
     import numpy as np
     import torch
@@ -244,7 +257,11 @@ def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, 
 
     if not docs:
         raise EvalError("bpb_on_documents: no documents")
-    ids = np.concatenate([[document_separator(tokenizer)], *encode_documents(docs, tokenizer)])
+    encoded = list(encode_documents(docs, tokenizer))
+    ids = np.concatenate([[document_separator(tokenizer)], *encoded])
+    # label j (token j + 1) belongs to the document whose tokens (and separator) hold token j + 1
+    owner = torch.from_numpy(np.repeat(np.arange(len(docs)), [len(e) for e in encoded]))
+    doc_nll = torch.zeros(len(docs), dtype=torch.float64)
     stream = torch.from_numpy(ids.astype(np.int64))
     n_labels = len(stream) - 1
     starts = list(range(0, n_labels, seq_len))
@@ -265,9 +282,19 @@ def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, 
             for i, r in enumerate(rows):  # right padding: earlier causal positions are unaffected
                 inp[i, :len(r) - 1], lab[i, :len(r) - 1] = r[:-1], r[1:]
             logits = model(input_ids=inp.to(device)).logits.float()
-            nll += torch.nn.functional.cross_entropy(logits.flatten(0, 1), lab.to(device).flatten(),
-                                                     ignore_index=-100, reduction="sum").double().cpu()
+            tok_nll = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1), lab.to(device).flatten(), ignore_index=-100,
+                reduction="none").double().cpu().view(len(rows), width)
+            nll += tok_nll.sum()
+            if per_document:
+                for i, s0 in enumerate(starts[b:b + batch_size]):
+                    n = len(rows[i]) - 1
+                    doc_nll.index_add_(0, owner[s0:s0 + n], tok_nll[i, :n])
     model.train(was_training)
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
-    return {"bpb": bits_per_byte(float(nll), n_bytes), "nll": float(nll), "bytes": n_bytes, "tokens": n_labels,
-            "documents": len(docs)}
+    out = {"bpb": bits_per_byte(float(nll), n_bytes), "nll": float(nll), "bytes": n_bytes, "tokens": n_labels,
+           "documents": len(docs)}
+    if per_document:
+        out["doc_nll"] = doc_nll.tolist()
+        out["doc_bytes"] = [len(d.encode("utf-8")) for d in docs]
+    return out
