@@ -16,6 +16,9 @@ from lsap.data.shards import FORMAT, FORMAT_VERSION, SPLITS, _dtype_for
 from lsap.utils.errors import DataError
 from lsap.utils.io import atomic_write_json, sha256_file
 from lsap.utils.lock import holds_lock
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 __all__ = ["link_token_arrays"]
 
@@ -126,6 +129,6 @@ def link_token_arrays(tokenizer_spec: str, train, out: str | os.PathLike, *, val
     atomic_write_json(mpath, manifest, fsync=False)
     if progress:
         s = manifest["splits"]
-        print(f"[lsap] {out}: {total:,} tokens in place (train {s['train']['tokens']:,} in {len(files['train'])} "
+        log.info(f"{out}: {total:,} tokens in place (train {s['train']['tokens']:,} in {len(files['train'])} "
               f"array(s), val {s['val']['tokens']:,} in {len(files['val'])}), {dtype}")
     return manifest

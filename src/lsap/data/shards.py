@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -273,7 +276,7 @@ def prepare(
             )
         if manifest.get("complete"):
             if progress:
-                print(f"[lsap] {out}: already complete ({manifest['total_tokens']:,} tokens); nothing to do")
+                log.info(f"{out}: already complete ({manifest['total_tokens']:,} tokens); nothing to do")
             return manifest
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -380,11 +383,11 @@ def prepare(
     dt = time.perf_counter() - t0
     if progress:
         s = manifest["splits"]
-        print(f"[lsap] {out}: {manifest['total_tokens']:,} tokens (train {s['train']['tokens']:,} in "
+        log.info(f"{out}: {manifest['total_tokens']:,} tokens (train {s['train']['tokens']:,} in "
               f"{s['train']['documents']} docs, val {s['val']['tokens']:,} in {s['val']['documents']} docs); "
               f"{done_tokens:,} new tokens in {dt:.1f}s ({done_tokens / max(dt, 1e-9):,.0f} tok/s)")
         if val_fraction > 0 and s["val"]["documents"] == 0:
-            print("[lsap] warning: the val split is empty; raise --val-fraction", file=sys.stderr)
+            log.warning("the val split is empty; raise --val-fraction")
     return manifest
 
 

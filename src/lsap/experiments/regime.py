@@ -18,6 +18,9 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 BASE_SHAPE = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=4)
@@ -68,7 +71,7 @@ def _corpus_label(corpus: str) -> str:
 
 
 def say(msg: str) -> None:
-    print(f"\n[quickstart] {msg}", flush=True)
+    log.info(f"[quickstart] {msg}")
 
 
 def _tokenizer(corpora: list[str], out: Path, s: Settings, split_digits: bool, part=None):
@@ -99,8 +102,8 @@ def prepare_shards(tok_dir: Path, corpus: str, out: Path, part=None, quiet: bool
                 progress=False)
     sp = m["splits"]
     if not quiet:
-        print(f"  {out.name}: train {sp['train']['tokens']:,} tokens ({sp['train']['documents']} documents), "
-              f"held-out {sp['val']['tokens']:,} ({sp['val']['documents']})", flush=True)
+        log.info(f"  {out.name}: train {sp['train']['tokens']:,} tokens ({sp['train']['documents']} documents), "
+              f"held-out {sp['val']['tokens']:,} ({sp['val']['documents']})")
     return out
 
 
@@ -133,8 +136,8 @@ def train(cfg, progress_desc: str | None = None) -> Path:
     from lsap.train.loop import train as train_run
 
     if progress_desc:
-        print(progress_desc.strip(), flush=True)
-    return train_run(cfg, resume="auto", log=lambda m: print(m, flush=True), quiet=True,
+        log.info(progress_desc.strip())
+    return train_run(cfg, resume="auto", log=log.info, quiet=True,
                      progress=sys.stderr if progress_desc else None)
 
 
@@ -248,18 +251,18 @@ def build_regime(s: Settings) -> Regime:
     if not pretrain:
         params[strongest] = count_params(sw.model.config)
     rep = vmap.report(val.tokens(0, min(len(val), 200_000)), top_missing=5, base_tokenizer=base_tok)
-    print(f"  |Σ_b|={rep['base_vocab']:,}  |Σ_s|={rep['surrogate_vocab']:,}  |Σ∩|={rep['intersection']:,} "
+    log.info(f"  |Σ_b|={rep['base_vocab']:,}  |Σ_s|={rep['surrogate_vocab']:,}  |Σ∩|={rep['intersection']:,} "
           f"({rep['intersection_over_base']:.1%} of base, {rep['intersection_over_surrogate']:.1%} of surrogate); "
           f"held-out base tokens inside Σ∩: {rep['corpus_share_in_intersection']:.1%}")
-    print("  most frequent base tokens outside Σ∩: "
-          + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"]), flush=True)
+    log.info("  most frequent base tokens outside Σ∩: "
+          + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"]))
     del sw
 
     bpb = {name: None for name in surrogates}
     if sur_data is not None:
         bpb = _surrogate_bpb(surrogates, sur_data, cache / f"surrogate-bpb-{tkey}.json", s)
-        print("  surrogate held-out bits per byte on the base's held-out documents: "
-              + ", ".join(f"{n} {v:.3f}" for n, v in bpb.items()), flush=True)
+        log.info("  surrogate held-out bits per byte on the base's held-out documents: "
+              + ", ".join(f"{n} {v:.3f}" for n, v in bpb.items()))
     return Regime(base_tok_dir, base_data, surrogates, bpb, map_dir, budget, strongest, params,
                   rep["corpus_share_in_intersection"])
 

@@ -13,7 +13,6 @@ source, and the one factory every caller builds a source with.
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -21,6 +20,9 @@ import torch
 from lsap.utils.errors import StoreError, TrainingError
 from lsap.method.targets import AuxTargets, propose_targets
 from lsap.method.vocab import VocabMap
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 if TYPE_CHECKING:
     from lsap.data.shards import Batch
@@ -81,7 +83,7 @@ class OnlineTargets:
 
 
 def _warn(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.warning(msg)
 
 
 def check_intersection(vmap: VocabMap, allow_small: bool, warn=_warn) -> None:

@@ -76,7 +76,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -86,6 +85,9 @@ import torch
 from lsap.utils.errors import StoreError
 from lsap.utils.io import sha256_file
 from lsap.method.targets import AuxTargets
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 FORMAT = "lsap-target-cache"  # the manifest format name since round 2 (kept: old stores stay readable)
 FORMAT_VERSION = 1
@@ -322,7 +324,7 @@ class TargetStore:
                          f"batch is {batch_size}: other padding and kernels, so rare ties may resolve differently "
                          f"(rebuild with --batch-size {batch_size} to match)")
         for n in notes:
-            print(f"[lsap store] warning: {n}", file=sys.stderr)
+            log.warning(f"store: {n}")
         return notes
 
     def load_vocab_map(self):
@@ -407,9 +409,9 @@ class TargetStore:
             probs_o[r, pos[keep], slot[keep]] = probs[keep]
         if ambiguous and alpha not in self._warned:
             self._warned.add(alpha)
-            print(f"[lsap store] warning: alpha={alpha} is not one of the store's exact alphas; {ambiguous} "
+            log.warning(f"store: alpha={alpha} is not one of the store's exact alphas; {ambiguous} "
                   f"candidate(s) in this batch lie within float16 rounding of it and may differ from online "
-                  f"selection (exact: {self.exact_alphas})", file=sys.stderr)
+                  f"selection (exact: {self.exact_alphas})")
         out = AuxTargets(torch.from_numpy(ids_o), torch.from_numpy(mask_o), torch.from_numpy(probs_o))
         return out.to(device) if device is not None else out
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,9 @@ from lsap.utils.errors import LockError, StoreError
 from lsap.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 from lsap.surrogate.store import (DEFAULT_CHUNK_WINDOWS, EXACT_ALPHAS, FORMAT, FORMAT_VERSION, INFO_ALPHAS, WINDOW_LAYOUTS,
                         _pack_chunk, surrogate_weights_hash, vocab_map_hash)
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 __all__ = ["Windows", "olmo_paths", "build_store"]
 
@@ -254,7 +256,7 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
                                  "map and data (the same files on every node)")
         if complete:
             if progress and rank == 0:
-                print(f"[lsap store] {out} is complete; nothing to do", file=sys.stderr)
+                log.info(f"store: {out} is complete; nothing to do")
             return json.loads(mpath.read_text())
         n_windows = identity["n_windows"]
         n_chunks = -(-n_windows // chunk_windows)

@@ -24,12 +24,14 @@ import os
 import random
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from lsap.utils.errors import TrainingError
 from lsap.utils.io import fsync_tree
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 _NAME = re.compile(r"^step_(\d{8})$")
 
@@ -157,7 +159,7 @@ def load(path: str | os.PathLike) -> tuple[dict, dict]:
 
 
 def _warn(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.warning(msg)
 
 
 def load_latest(run_or_root: str | os.PathLike, warn=_warn, check: Callable[[Path], None] | None = None):

@@ -24,12 +24,14 @@ import json
 import math
 import os
 import secrets
-import sys
 from pathlib import Path
 
 from lsap.config import LOGGERS
 from lsap.utils.errors import LoggerError
 from lsap.utils.io import atomic_write_text
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def _scalars(row: dict):
@@ -60,7 +62,7 @@ class JsonlLogger:
                 try:
                     row = json.loads(ln)
                 except json.JSONDecodeError:
-                    print(f"[lsap] {self.path}: dropped a torn line ({ln[:60]!r})", file=sys.stderr, flush=True)
+                    log.warning(f"{self.path}: dropped a torn line ({ln[:60]!r})")
                     continue
                 if row["step"] < resume_step:
                     keep.append(ln)

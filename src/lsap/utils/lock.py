@@ -16,11 +16,13 @@ import inspect
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
 from lsap.utils.errors import LockError
+from lsap.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 LOCK_NAME = ".lsap.utils.lock"
 
@@ -77,8 +79,7 @@ class DirLock:
             os.close(fd)
         previous = _read(fd)
         if previous and previous.get("pid") != os.getpid():
-            print(f"[lsap] {self.dir}: taking over a stale lock of {_describe(previous)} (no longer running)",
-                  file=sys.stderr)
+            log.warning(f"{self.dir}: taking over a stale lock of {_describe(previous)} (no longer running)")
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
