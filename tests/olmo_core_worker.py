@@ -128,7 +128,8 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
         lam = LambdaSchedule("cosine", a.lam, 0.0, a.steps) if a.anneal else LambdaSchedule("constant", a.lam)
         source = source or (tiny_source() if a.lam or a.targets else None)
         module = LSAPTrainModule(model, optim, targets=source, lam=lam,
-                                 normalization=a.normalization, chunk_size=a.chunk, **common)
+                                 normalization=a.normalization, chunk_size=a.chunk,
+                                 aux_weighting=a.aux_weighting, **common)
     loader = NumpyDataLoaderConfig(global_batch_size=a.batch * T, seed=a.seed, num_workers=0).build(
         ds, dp_process_group=module.dp_process_group)
     trainer = TrainerConfig(
@@ -152,6 +153,7 @@ def parse(argv=None):
     p.add_argument("--anneal", action="store_true")
     p.add_argument("--targets", action="store_true", help="compute targets even at λ = 0")
     p.add_argument("--normalization", default="targets")
+    p.add_argument("--aux-weighting", default="none", choices=["none", "prob"])
     p.add_argument("--zloss", type=float, default=0.0)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=32)

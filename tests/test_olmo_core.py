@@ -73,16 +73,18 @@ def test_lambda0_equals_olmo_core_ce(tmp_path, data):
     assert ce[3]["train/CE loss"] < ce[1]["train/CE loss"]
 
 
-def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data):
+@pytest.mark.parametrize("weighting", ["none", "prob"])
+def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data, weighting):
     """The recorded per-step LSAP loss and CE equal `lsap_loss` on the logits of the model
-    state before that step, with the same batch and the source's targets (Z = N + V)."""
+    state before that step, with the same batch and the source's targets (Z = N + V).
+    weighting "prob": the `aux_weighting: prob` ablation equals `lsap_loss(aux_weight=p)`."""
     from olmo_core.data.utils import get_labels
 
     from lsap.method.loss import lsap_loss, normalizer
 
     snaps: list = []
     got = _run(tmp_path, data, "lsap1", "--module", "lsap", "--lam", "1.0", "--steps", "3", "--micro", "2",
-               "--chunk", "7", snapshots=snaps)
+               "--chunk", "7", "--aux-weighting", weighting, snapshots=snaps)
     assert len(snaps) == 3
     source = W.tiny_source()
     model = W.tiny_model_config().build(init_device="cpu")
@@ -95,7 +97,8 @@ def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data):
         with torch.no_grad():
             logits = model(batch["input_ids"])  # OLMo-core's plain head: [B, T, V]
         aux = source(Batch(batch["input_ids"], labels, batch["index"]))
-        out = lsap_loss(logits, labels, aux.ids, aux.mask, lam=1.0)
+        w = aux.probs if weighting == "prob" else None
+        out = lsap_loss(logits, labels, aux.ids, aux.mask, lam=1.0, aux_weight=w)
         Z = float(normalizer(out.n_labels, out.n_aux, "targets"))
         m = got[step]
         assert m["train/LSAP loss"] == pytest.approx(float(out.loss) / Z, rel=2e-6)
