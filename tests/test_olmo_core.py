@@ -287,3 +287,19 @@ def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_
     with torch.no_grad():
         torch.testing.assert_close(hf_model(x).logits, ref.eval()(x), rtol=1e-4, atol=1e-4)
     assert transformers.AutoTokenizer.from_pretrained(hf) is not None
+
+
+def test_worker_reads_its_tokens_with_the_file_dtype(tmp_path, data):
+    """The harness's dataset yields the token file's own windows: a dtype mismatch (OLMo-core
+    guesses uint8 for a 96-id vocabulary; the file is uint16) would split every token in two."""
+    import numpy as np
+
+    a = W.parse(["--data", data, "--out", str(tmp_path / "m.jsonl"), "--save-folder", str(tmp_path / "s")])
+    ds = W.build_dataset(a)
+    ds.prepare()
+    toks = np.fromfile(Path(data) / "tokens.npy", dtype=W.TOKEN_DTYPE)
+    T = a.seq_len
+    assert len(ds) == len(toks) // T
+    for i in (0, 1, len(ds) - 1):
+        got = np.asarray(ds[i]["input_ids"])
+        np.testing.assert_array_equal(got, toks[i * T:(i + 1) * T], err_msg=f"instance {i}")
