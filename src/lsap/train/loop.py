@@ -451,7 +451,8 @@ class Trainer:
             t = self.cfg.train
             size = checkpoint.dir_bytes(final)
             keep = checkpoint.resolve_keep(t.keep_checkpoints, size)
-            log.info(f"checkpoint {final.name}: {size / 1e9:.2f} GB on disk "
+            shown = f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+            log.info(f"checkpoint {final.name}: {shown} on disk "
                      f"(keeping {'all' if keep == 0 else f'the newest {keep} + ckpt_at'})")
             checkpoint.prune(self.ckpt_root, t.keep_checkpoints, protect=t.ckpt_at, ckpt_bytes=size)
         self.d.barrier()
