@@ -26,13 +26,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 V_BASE, V_SURR, N_COMMON = 96, 80, 64
+TOKEN_DTYPE = np.uint16  # what `write_tokens` writes; OLMo-core would guess uint8 from V_BASE
 
 
 def write_tokens(path: str | os.PathLike, n_tokens: int = 40_000, seed: int = 0) -> str:
     """A uint16 token file with some structure (a noisy bigram chain), as OLMo-core reads."""
     rng = np.random.default_rng(seed)
     nxt = rng.integers(0, V_BASE, size=(V_BASE, 3))
-    toks = np.empty(n_tokens, dtype=np.uint16)
+    toks = np.empty(n_tokens, dtype=TOKEN_DTYPE)
     toks[0] = 1
     choice = rng.integers(0, 3, size=n_tokens)
     noise = rng.random(n_tokens) < 0.1
@@ -93,10 +94,23 @@ class Recorder:
         return _Recorder()
 
 
+def build_dataset(a, paths=None, vocab_size: int = V_BASE):
+    """OLMo-core's `NumpyFSLDataset` over the token file(s). Our own file is read as
+    TOKEN_DTYPE, never OLMo-core's guess from the vocabulary (uint8 for 96 ids, which would
+    read each uint16 token as two); `paths` (lsap's prepared arrays) keep OLMo-core's guess."""
+    from olmo_core.data import NumpyDatasetDType, NumpyFSLDatasetConfig, TokenizerConfig
+
+    tok = TokenizerConfig(vocab_size=vocab_size, eos_token_id=0, pad_token_id=vocab_size - 1)
+    dtype = None if paths else NumpyDatasetDType(np.dtype(TOKEN_DTYPE).name)
+    return NumpyFSLDatasetConfig(paths=paths or [os.path.join(a.data, "tokens.npy")], sequence_length=a.seq_len,
+                                 tokenizer=tok, dtype=dtype,
+                                 work_dir=os.path.join(a.save_folder, "dataset-cache")).build()
+
+
 def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = V_BASE):
     """Train per `a` (see `parse`); source / paths / vocab_size replace the tiny world's
     surrogate, token file and vocabulary (the store test)."""
-    from olmo_core.data import NumpyDataLoaderConfig, NumpyFSLDatasetConfig, TokenizerConfig
+    from olmo_core.data import NumpyDataLoaderConfig
     from olmo_core.distributed.parallel import DataParallelType
     from olmo_core.distributed.utils import get_world_size, init_distributed, is_distributed
     from olmo_core.optim import AdamWConfig, CosWithWarmup
@@ -113,9 +127,7 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
     torch.set_num_threads(1)
     seed_all(a.seed)
     T = a.seq_len
-    tok = TokenizerConfig(vocab_size=vocab_size, eos_token_id=0, pad_token_id=vocab_size - 1)
-    ds = NumpyFSLDatasetConfig(paths=paths or [os.path.join(a.data, "tokens.npy")], sequence_length=T, tokenizer=tok,
-                               work_dir=os.path.join(a.save_folder, "dataset-cache")).build()
+    ds = build_dataset(a, paths, vocab_size)
     model = tiny_model_config(vocab_size).build(init_device="cpu")
     optim = AdamWConfig(lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
     common = dict(rank_microbatch_size=a.micro * T, max_sequence_length=T, max_grad_norm=1.0,
@@ -128,7 +140,8 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
         lam = LambdaSchedule("cosine", a.lam, 0.0, a.steps) if a.anneal else LambdaSchedule("constant", a.lam)
         source = source or (tiny_source() if a.lam or a.targets else None)
         module = LSAPTrainModule(model, optim, targets=source, lam=lam,
-                                 normalization=a.normalization, chunk_size=a.chunk, **common)
+                                 normalization=a.normalization, chunk_size=a.chunk,
+                                 aux_weighting=a.aux_weighting, **common)
     loader = NumpyDataLoaderConfig(global_batch_size=a.batch * T, seed=a.seed, num_workers=0).build(
         ds, dp_process_group=module.dp_process_group)
     trainer = TrainerConfig(
@@ -152,6 +165,7 @@ def parse(argv=None):
     p.add_argument("--anneal", action="store_true")
     p.add_argument("--targets", action="store_true", help="compute targets even at λ = 0")
     p.add_argument("--normalization", default="targets")
+    p.add_argument("--aux-weighting", default="none", choices=["none", "prob"])
     p.add_argument("--zloss", type=float, default=0.0)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=32)

@@ -73,16 +73,18 @@ def test_lambda0_equals_olmo_core_ce(tmp_path, data):
     assert ce[3]["train/CE loss"] < ce[1]["train/CE loss"]
 
 
-def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data):
+@pytest.mark.parametrize("weighting", ["none", "prob"])
+def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data, weighting):
     """The recorded per-step LSAP loss and CE equal `lsap_loss` on the logits of the model
-    state before that step, with the same batch and the source's targets (Z = N + V)."""
+    state before that step, with the same batch and the source's targets (Z = N + V).
+    weighting "prob": the `aux_weighting: prob` ablation equals `lsap_loss(aux_weight=p)`."""
     from olmo_core.data.utils import get_labels
 
     from lsap.method.loss import lsap_loss, normalizer
 
     snaps: list = []
     got = _run(tmp_path, data, "lsap1", "--module", "lsap", "--lam", "1.0", "--steps", "3", "--micro", "2",
-               "--chunk", "7", snapshots=snaps)
+               "--chunk", "7", "--aux-weighting", weighting, snapshots=snaps)
     assert len(snaps) == 3
     source = W.tiny_source()
     model = W.tiny_model_config().build(init_device="cpu")
@@ -95,7 +97,8 @@ def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data):
         with torch.no_grad():
             logits = model(batch["input_ids"])  # OLMo-core's plain head: [B, T, V]
         aux = source(Batch(batch["input_ids"], labels, batch["index"]))
-        out = lsap_loss(logits, labels, aux.ids, aux.mask, lam=1.0)
+        w = aux.probs if weighting == "prob" else None
+        out = lsap_loss(logits, labels, aux.ids, aux.mask, lam=1.0, aux_weight=w)
         Z = float(normalizer(out.n_labels, out.n_aux, "targets"))
         m = got[step]
         assert m["train/LSAP loss"] == pytest.approx(float(out.loss) / Z, rel=2e-6)
@@ -284,3 +287,19 @@ def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_
     with torch.no_grad():
         torch.testing.assert_close(hf_model(x).logits, ref.eval()(x), rtol=1e-4, atol=1e-4)
     assert transformers.AutoTokenizer.from_pretrained(hf) is not None
+
+
+def test_worker_reads_its_tokens_with_the_file_dtype(tmp_path, data):
+    """The harness's dataset yields the token file's own windows: a dtype mismatch (OLMo-core
+    guesses uint8 for a 96-id vocabulary; the file is uint16) would split every token in two."""
+    import numpy as np
+
+    a = W.parse(["--data", data, "--out", str(tmp_path / "m.jsonl"), "--save-folder", str(tmp_path / "s")])
+    ds = W.build_dataset(a)
+    ds.prepare()
+    toks = np.fromfile(Path(data) / "tokens.npy", dtype=W.TOKEN_DTYPE)
+    T = a.seq_len
+    assert len(ds) == len(toks) // T
+    for i in (0, 1, len(ds) - 1):
+        got = np.asarray(ds[i]["input_ids"])
+        np.testing.assert_array_equal(got, toks[i * T:(i + 1) * T], err_msg=f"instance {i}")

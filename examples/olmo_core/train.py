@@ -25,7 +25,10 @@ CosWithWarmup; grad_clip → max_grad_norm; train.batch_size (sequences) → the
 micro_batch_size → rank_microbatch_size; max_flops / max_tokens / max_steps → steps by
 `lsap.method.flops.plan_steps` (6·N_b + the surrogate's 2·N_s per token); ckpt_every → DCP
 checkpoints in out_dir; train.distributed=fsdp → FSDP2 (bf16 params, fp32 reduce on GPU);
-train.loggers wandb → OLMo-core's W&B callback; lsap.* → `LSAPTrainModule`.
+train.loggers wandb → OLMo-core's W&B callback; lsap.* → `LSAPTrainModule` (aux_weighting
+included). Weight decay as `lsap train`: none on parameters with dim < 2 (norms).
+Printed at start-up: global batch tokens = micro-batch × seq × ranks × grad-accum (the
+paper's 524K-token batch at seq 1024 is 512 sequences: micro-batch ≤ 8 at 64 GPUs).
 """
 
 from __future__ import annotations
@@ -52,6 +55,37 @@ def model_config(preset: str, vocab_size: int):
         # `olmo2_1B` has 18 layers; `_v2` is the released 1B).
         return TransformerConfig.olmo2_1B_v2(vocab_size=vocab_size)
     raise SystemExit(f"model.preset {preset!r}: this example knows olmo2-1b (the paper) and --tiny")
+
+
+def no_decay_overrides(model) -> list:
+    """`lsap train`'s weight-decay rule as OLMo-core group overrides: parameters with
+    dim < 2 (every norm's weight, any bias) get weight_decay 0; matrices (embeddings and
+    the head included, as in `lsap train`) keep optim.weight_decay."""
+    from olmo_core.optim import OptimGroupOverride
+
+    names = [n for n, p in model.named_parameters() if p.dim() < 2]
+    return [OptimGroupOverride(params=names, opts={"weight_decay": 0.0})] if names else []
+
+
+def batch_arithmetic(batch_size: int, micro_batch_size: int, seq_len: int, ranks: int) -> dict:
+    """Global batch tokens = micro-batch × seq × ranks × grad-accum. batch_size and
+    micro_batch_size are sequences (global, per rank). Refuses a batch that does not
+    split evenly: e.g. the paper's 512 × 1024 = 524K tokens at 64 GPUs leaves 8 sequences
+    per rank, so micro_batch_size must divide 8 (≤ 8)."""
+    per_rank, rem = divmod(batch_size, ranks)
+    if rem or per_rank == 0:
+        raise SystemExit(f"train.batch_size={batch_size} sequences does not split over {ranks} ranks; "
+                         f"use a multiple of {ranks}")
+    if micro_batch_size > per_rank or per_rank % micro_batch_size:
+        raise SystemExit(f"train.micro_batch_size={micro_batch_size} must divide the {per_rank} sequences per "
+                         f"rank (batch_size {batch_size} / {ranks} ranks); set it to a divisor of {per_rank}")
+    accum = per_rank // micro_batch_size
+    tokens = micro_batch_size * seq_len * ranks * accum
+    assert tokens == batch_size * seq_len
+    return {"micro_batch": micro_batch_size, "seq_len": seq_len, "ranks": ranks, "grad_accum": accum,
+            "global_batch_tokens": tokens,
+            "text": f"global batch {tokens:,} tokens = micro-batch {micro_batch_size} x seq {seq_len} x "
+                    f"{ranks} ranks x grad-accum {accum}"}
 
 
 def data_paths(cfg, args) -> list[str]:
@@ -155,7 +189,7 @@ def main(argv=None) -> None:
     from olmo_core.config import DType
     from olmo_core.data import NumpyDataLoaderConfig, NumpyFSLDatasetConfig, TokenizerConfig
     from olmo_core.distributed.parallel import DataParallelType
-    from olmo_core.distributed.utils import get_rank, init_distributed, is_distributed
+    from olmo_core.distributed.utils import get_rank, get_world_size, init_distributed, is_distributed
     from olmo_core.optim import AdamWConfig, CosWithWarmup
     from olmo_core.train import Duration, TrainerConfig
     from olmo_core.train.callbacks import CheckpointerCallback, ConfigSaverCallback, WandBCallback
@@ -168,9 +202,6 @@ def main(argv=None) -> None:
     from lsap.data.tokenizer import load_tokenizer
 
     cfg = load_config(args.config, args.overrides)
-    if cfg.lsap.aux_weighting != "none":
-        raise SystemExit("lsap.aux_weighting=prob (the KD-leaning ablation) is not supported in OLMo-core; "
-                         "use lsap train")
     tok_spec = args.tokenizer or _data_tokenizer(cfg)
     tokenizer = load_tokenizer(tok_spec)
     vocab_size = cfg.model.vocab_size or -(-len(tokenizer) // 128) * 128
@@ -187,6 +218,7 @@ def main(argv=None) -> None:
     seed_all(cfg.train.seed)
     T, tr, op, L = cfg.data.seq_len, cfg.train, cfg.optim, cfg.lsap
 
+    batch = batch_arithmetic(tr.batch_size, tr.micro_batch_size, T, get_world_size() if is_distributed() else 1)
     model = model_config("tiny" if args.tiny else cfg.model.preset, vocab_size).build(init_device="meta")
     source = target_source(cfg, tokenizer, vocab_size, device)
     budget = plan(model, tr.batch_size * T, source, max_steps=tr.max_steps, max_tokens=tr.max_tokens,
@@ -199,9 +231,10 @@ def main(argv=None) -> None:
             name=DataParallelType.fsdp if tr.distributed == "fsdp" else DataParallelType.ddp,
             param_dtype=DType.bfloat16 if device.type == "cuda" else None, reduce_dtype=DType.float32)
     module = LSAPTrainModule(
-        model, AdamWConfig(lr=op.lr, betas=tuple(op.betas), eps=op.eps, weight_decay=op.weight_decay),
+        model, AdamWConfig(lr=op.lr, betas=tuple(op.betas), eps=op.eps, weight_decay=op.weight_decay,
+                           group_overrides=no_decay_overrides(model)),
         rank_microbatch_size=tr.micro_batch_size * T, max_sequence_length=T, targets=source, lam=lam,
-        normalization=L.normalization, max_grad_norm=op.grad_clip or None, dp_config=dp, device=device,
+        normalization=L.normalization, aux_weighting=L.aux_weighting, max_grad_norm=op.grad_clip or None, dp_config=dp, device=device,
         scheduler=CosWithWarmup(warmup=op.warmup_steps, alpha_f=op.min_lr_ratio),
         z_loss_multiplier=args.z_loss or None)
     tok = TokenizerConfig(vocab_size=vocab_size, eos_token_id=tokenizer.eos_token_id or 0,
@@ -223,6 +256,7 @@ def main(argv=None) -> None:
     if get_rank() == 0:
         print(f"[lsap/olmo-core] {cfg.name}: {budget.total_steps} steps x {budget.tokens_per_step} tokens "
               f"({budget.limited_by}), {budget.flops_per_step:.4g} FLOPs/step, loss={cfg.loss}", file=sys.stderr)
+        print(f"[lsap/olmo-core] {batch['text']}", file=sys.stderr)
     trainer.fit()
 
 

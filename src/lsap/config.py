@@ -100,7 +100,7 @@ class TrainCfg:
     eval_batches: int = 20
     ckpt_every: int = 0  # 0: only at the end
     ckpt_at: list = field(default_factory=list)  # extra steps to checkpoint (e.g. another run's token count)
-    keep_checkpoints: int = 0  # 0: keep all (reports want every FLOPs point)
+    keep_checkpoints: int = -1  # -1 auto: all below 1 GiB each, else newest 2 + ckpt_at; 0: all
     seed: int = 0
     device: Device = "auto"
     precision: Precision = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
@@ -385,7 +385,7 @@ def validate(cfg: Config, deep: bool = False) -> Config:
         ("train.eval_every", t.eval_every, t.eval_every >= 0, "≥ 0"),
         ("train.eval_batches", t.eval_batches, t.eval_batches >= 1, "≥ 1"),
         ("train.ckpt_every", t.ckpt_every, t.ckpt_every >= 0, "≥ 0"),
-        ("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 0, "≥ 0"),
+        ("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= -1, "≥ -1 (-1: auto)"),
         ("train.skip_nonfinite_steps", t.skip_nonfinite_steps, t.skip_nonfinite_steps >= 0, "≥ 0"),
         ("train.dist_timeout_s", t.dist_timeout_s, t.dist_timeout_s > 0, "> 0"),
         ("surrogate.batch_size", cfg.surrogate.batch_size, cfg.surrogate.batch_size >= 0, "≥ 0"),

@@ -44,8 +44,12 @@ With λ = 0 and `normalization="tokens"` (or "weighted") a step is OLMo-core's C
 difference on purpose: OLMo-core divides by each rank's own label count (exact only when
 ranks hold equally many labels); here Z is global.
 
+`aux_weighting="prob"` (the weight-by-surrogate-p ablation, as `lsap train`): each auxiliary
+NLL is weighted by its surrogate probability through `lsap_linear_loss(aux_weight=...)`;
+Z still counts targets (V unweighted), as in `lsap train`.
+
 Not supported (refused): tensor / context / pipeline parallelism, a head with a bias,
-the `aux_weighting: prob` ablation, `logits_to_keep`.
+`logits_to_keep`.
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ class LSAPLMHead(LMHead):
 
     lam: float = 0.0
     chunk_size: int = 1024
+    aux_weight: torch.Tensor | None = None  # [B, T, K] for the next forward (prob ablation)
 
     def forward(self, x, *, labels=None, ignore_index: int = -100, loss_reduction="mean",
                 z_loss_multiplier=None, loss_div_factor=None, return_logits=None, logits_to_keep=0):
@@ -113,10 +118,16 @@ class LSAPLMHead(LMHead):
             raise ConfigError("LSAPLMHead does not support tensor/context parallelism; use FSDP/HSDP/DDP")
         h = self.norm(x) if self.norm is not None else x
         labels = get_local_tensor(labels)
+        w = self.aux_weight
+        if w is not None:
+            if w.shape != labels[..., 1:].shape:
+                raise ValueError(f"aux_weight {tuple(w.shape)} does not match the packed targets "
+                                 f"{tuple(labels[..., 1:].shape)}")
+            w = w.to(labels.device)
         out = lsap_linear_loss(get_local_tensor(h), get_local_tensor(self.w_out.weight), labels[..., 0],
                                labels[..., 1:], labels[..., 1:] != ignore_index, lam=self.lam,
                                ignore_index=ignore_index, chunk_size=self.chunk_size,
-                               z_loss=float(z_loss_multiplier or 0.0))
+                               z_loss=float(z_loss_multiplier or 0.0), aux_weight=w)
         div = 1.0 if loss_div_factor is None else loss_div_factor
         m = float(z_loss_multiplier or 0.0)
         return LSAPHeadOutput(None, out.loss / div, out.ce_sum / div, (m * out.z_sum / div) if m else None,
@@ -179,15 +190,20 @@ class LSAPTrainModule(TransformerTrainModule):
     targets: the run's `TargetSource` (None: plain CE through the same head).
     lam: a `LambdaSchedule` (or a constant λ). Its step is OLMo-core's `global_step - 1`.
     normalization: Z = "targets" (N + V), "tokens" (N) or "weighted" (N + λ·V).
-    chunk_size: rows per chunk of the head loss. Other arguments: `TransformerTrainModule`'s
+    chunk_size: rows per chunk of the head loss. aux_weighting: "none" (the method) or "prob"
+    (the ablation: aux NLLs weighted by surrogate p). Other arguments: `TransformerTrainModule`'s
     (`z_loss_multiplier` included).
     """
 
     def __init__(self, model, optim, rank_microbatch_size: int, max_sequence_length: int, *,
                  targets: TargetSource | None = None, lam: LambdaSchedule | float = 1.0,
-                 normalization: str = "targets", chunk_size: int = 1024, **kwargs: Any):
+                 normalization: str = "targets", chunk_size: int = 1024, aux_weighting: str = "none",
+                 **kwargs: Any):
         if normalization not in NORMALIZATIONS:
             raise ConfigError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        if aux_weighting not in ("none", "prob"):
+            raise ConfigError(f"aux_weighting must be 'none' or 'prob', got {aux_weighting!r}")
+        self.aux_weighting = aux_weighting
         for unsupported in ("tp_config", "cp_config", "ep_config"):
             if kwargs.get(unsupported) is not None:
                 raise ConfigError(f"LSAPTrainModule does not support {unsupported} (use FSDP/HSDP/DDP)")
@@ -236,12 +252,15 @@ class LSAPTrainModule(TransformerTrainModule):
         # 1. every micro-batch's targets before the first backward: Z needs the step's V.
         n_local = (labels != ignore).sum()
         v_local = torch.zeros((), dtype=torch.long, device=labels.device)
+        weights: list[torch.Tensor | None] = []
         for mb in micro_batches:
             aux = None if dry_run else self._aux(mb)
             if aux is not None:
                 aux = AuxTargets(aux.ids, aux.mask & (mb["labels"] != ignore)[..., None].to(aux.mask.device),
                                  aux.probs)
                 v_local = v_local + aux.count.to(v_local.device)
+            prob = aux is not None and self.aux_weighting == "prob"
+            weights.append(torch.where(aux.mask, aux.probs, 0.0).float() if prob else None)
             mb["labels"] = pack_labels(mb["labels"], aux, ignore)
         self.record_metric("train/masked labels (%)", (labels.numel() - n_local) / labels.numel(), ReduceType.mean)
 
@@ -257,6 +276,7 @@ class LSAPTrainModule(TransformerTrainModule):
         for i, mb in enumerate(micro_batches):
             with self._train_microbatch_context(i, len(micro_batches)):
                 input_ids, mlabels, model_kwargs = self._prepare_batch(mb)
+                self.lsap_head.aux_weight = weights[i]
                 out = self.model_forward(input_ids, labels=mlabels, ignore_index=ignore, loss_reduction="sum",
                                          z_loss_multiplier=self.z_loss_multiplier, loss_div_factor=div,
                                          return_logits=False, **model_kwargs)
@@ -264,6 +284,7 @@ class LSAPTrainModule(TransformerTrainModule):
                 acc["aux"] += get_local_tensor(out.aux_sum)
                 acc["z"] += get_local_tensor(out.z_sum)
                 out.loss.backward()
+        self.lsap_head.aux_weight = None
         self.model.post_batch(dry_run=dry_run)
         if dry_run:
             self.model.reset_auxiliary_metrics()

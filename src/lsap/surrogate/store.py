@@ -76,6 +76,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -244,9 +245,12 @@ class TargetStore:
                                  "damaged: rebuild it (re-running the build redoes nothing it trusts)")
             if verify and sha256_file(p) != ch["sha256"]:
                 raise StoreError(f"{p}: sha256 mismatch; the store is corrupt, rebuild it")
-            self._maps.append(np.memmap(p, dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8))
             self._lay.append(lay)
-        self._verified = [verify] * len(self._maps)
+        # Chunk files are opened lazily and at most `max_open` stay mapped (each mmap holds a file
+        # descriptor; a paper-scale store has ~25.7K chunks per rank).
+        self._maps = OrderedDict()
+        self.max_open = max(1, int(os.environ.get("LSAP_STORE_MAX_OPEN", "64")))
+        self._verified = [verify] * len(self._lay)
         self._warned = set()
 
     # ---- checks ---------------------------------------------------------------------
@@ -329,18 +333,39 @@ class TargetStore:
         return VocabMap.load(self.dir / "vocab_map")
 
     # ---- lookups --------------------------------------------------------------------
+    def _chunk(self, c: int) -> np.ndarray:
+        """Chunk c's bytes, mapped on first use; the least recently used map is closed
+        once more than `max_open` are open."""
+        buf = self._maps.get(c)
+        if buf is not None:
+            self._maps.move_to_end(c)
+            return buf
+        ch = self.manifest["chunks"][c]
+        buf = np.memmap(self.dir / ch["path"], dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8)
+        self._maps[c] = buf
+        while len(self._maps) > self.max_open:
+            _, old = self._maps.popitem(last=False)
+            mm = getattr(old, "_mmap", None)
+            del old
+            if mm is not None:
+                try:
+                    mm.close()  # frees the descriptor now (views of it were copied out)
+                except BufferError:
+                    pass  # a caller still holds a view: the map closes when it is dropped
+        return buf
+
     def _window(self, w: int):
         if not 0 <= w < self.n_windows:
             raise StoreError(f"window {w} outside the store's [0, {self.n_windows})")
         c, j = divmod(w, self.chunk_windows)
         if not self._verified[c]:
             ch = self.manifest["chunks"][c]
-            if hashlib.sha256(self._maps[c]).hexdigest() != ch["sha256"]:
+            if hashlib.sha256(self._chunk(c)).hexdigest() != ch["sha256"]:
                 raise StoreError(f"{self.dir / ch['path']}: sha256 mismatch, the chunk changed after it was built "
                                  "(corrupt); delete the directory and re-run the same `lsap store build` (or build into a "
                                  "new --out)")
             self._verified[c] = True
-        buf, lay = self._maps[c], self._lay[c]
+        buf, lay = self._chunk(c), self._lay[c]
         o, _ = lay["woff"]
         a, b = np.frombuffer(buf, dtype="<i8", count=2, offset=o + 8 * j)
         T = self.seq_len
@@ -403,7 +428,8 @@ class TargetStore:
             else:
                 ah = _f16(a)
                 n = 0
-                for buf, lay in zip(self._maps, self._lay):
+                for c, lay in enumerate(self._lay):
+                    buf = self._chunk(c)
                     o, size = lay["probs"]
                     n += int((np.frombuffer(buf, dtype="<f2", count=size // 2, offset=o) > ah).sum())
             per_pos[str(a)] = n / m["positions"]

@@ -129,11 +129,39 @@ def _write_error_text(e: Exception, tmp: Path) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
-def prune(run_or_root: str | os.PathLike, keep: int) -> list[Path]:
-    """Delete all but the `keep` newest finished checkpoints (keep = 0: keep all)."""
+AUTO_KEEP = 2  # keep_checkpoints = -1 ("auto") on a large model: the newest 2 (+ protected)
+AUTO_KEEP_ALL_BYTES = 1 << 30  # ... "auto" keeps every checkpoint while one is below 1 GiB
+
+
+def dir_bytes(path: str | os.PathLike) -> int:
+    """Bytes of the files under `path` (a checkpoint's size on disk, roughly)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def _step_of(p: Path) -> int | None:
+    m = re.fullmatch(r"step_(\d+)", p.name)
+    return int(m.group(1)) if m else None
+
+
+def resolve_keep(keep: int, ckpt_bytes: int) -> int:
+    """`train.keep_checkpoints` → how many newest to keep (0: all). -1 ("auto", the default):
+    all while a checkpoint is < AUTO_KEEP_ALL_BYTES (the tiny quickstart/sweep models, whose
+    intermediate checkpoints `lsap eval --checkpoints all` reads), else AUTO_KEEP (a 1B
+    checkpoint with its optimizer is ~18 GB)."""
+    if keep >= 0:
+        return keep
+    return 0 if ckpt_bytes < AUTO_KEEP_ALL_BYTES else AUTO_KEEP
+
+
+def prune(run_or_root: str | os.PathLike, keep: int, protect=(), ckpt_bytes: int = 0) -> list[Path]:
+    """Delete all but the `keep` newest finished checkpoints (keep = 0: keep all; -1: auto,
+    see `resolve_keep` with `ckpt_bytes`), never those whose step is in `protect` (the
+    `train.ckpt_at` matched-FLOPs points)."""
+    keep = resolve_keep(keep, ckpt_bytes)
     if keep <= 0:
         return []
-    gone = list_checkpoints(run_or_root)[:-keep]
+    protect = {int(s) for s in protect}
+    gone = [p for p in list_checkpoints(run_or_root)[:-keep] if _step_of(p) not in protect]
     for p in gone:
         shutil.rmtree(p)
     return gone

@@ -452,7 +452,13 @@ class Trainer:
             final = checkpoint.save_training(self.ckpt_root, self.step, lm=c.lm, tokenizer=c.tokenizer, state=state,
                                              model_sd={k.removeprefix("lm."): v for k, v in msd.items()},
                                              config_yaml=self.cfg.to_yaml(), meta=self.counters())
-            checkpoint.prune(self.ckpt_root, self.cfg.train.keep_checkpoints)
+            t = self.cfg.train
+            size = checkpoint.dir_bytes(final)
+            keep = checkpoint.resolve_keep(t.keep_checkpoints, size)
+            shown = f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+            log.info(f"checkpoint {final.name}: {shown} on disk "
+                     f"(keeping {'all' if keep == 0 else f'the newest {keep} + ckpt_at'})")
+            checkpoint.prune(self.ckpt_root, t.keep_checkpoints, protect=t.ckpt_at, ckpt_bytes=size)
         self.d.barrier()
         return final
 
