@@ -388,7 +388,7 @@ def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_
             steps_at.add(plan_steps(c0.train.batch_size * c0.data.seq_len,
                                     led.base_flops_per_token + led.surrogate_flops_per_token,
                                     max_flops=budget).total_steps)
-        for name, c in list(cfgs.items()):
+        for c in list(cfgs.values()):
             if c.loss == "ce":
                 c.train.ckpt_at = sorted(steps_at)  # a resume-free key: the CE run dir stays shared
     ood = {}
