@@ -24,7 +24,9 @@ def _imports(path: Path) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
-    mods = {f"lsap.{p.stem}": p for p in SRC.glob("*.py") if p.stem != "__init__"}
+    # every module of the package, subpackages included (lsap.experiments.report, …)
+    mods = {"lsap." + ".".join(p.relative_to(SRC).with_suffix("").parts): p
+            for p in SRC.rglob("*.py") if p.stem != "__init__"}
     return {m: {i for i in _imports(p) if i in mods and i != m} for m, p in mods.items()}
 
 
