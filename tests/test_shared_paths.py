@@ -48,7 +48,7 @@ def test_one_window_rule(tiny_world):
 def test_matched_flops_is_the_command_and_tokens_at_matched_flops():
     import argparse
 
-    from lsap.cli.main.flops import add_arguments, compute
+    from lsap.cli.flops import add_arguments, compute
     from lsap.method.flops import matched_flops, tokens_at_matched_flops
     from lsap.model import model_config
 

@@ -43,7 +43,7 @@ def _cli(argv, capsys):
 
 def _check(out_dir, base, sur, data, max_tokens, top, bvs=None, svs=None):
     """The saved report equals VocabMap.report over the same corpus ids."""
-    from lsap.cli.main.vocab import corpus_ids
+    from lsap.cli.vocab import corpus_ids
     from lsap.data.tokenizer import load_tokenizer
 
     rep = json.loads((out_dir / "report.json").read_text())
@@ -77,7 +77,7 @@ def test_vocab_cmd_tiny_pair(tiny_pair, tmp_path, capsys):
 
 def test_corpus_ids_pack_documents_with_eos(tiny_pair):
     from lsap.experiments.analyze import plain_encoder, read_documents
-    from lsap.cli.main.vocab import corpus_ids
+    from lsap.cli.vocab import corpus_ids
     from lsap.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(str(tiny_pair[0]))

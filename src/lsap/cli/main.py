@@ -33,17 +33,6 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def positive_float(text: str) -> float:
-    """argparse type for budgets and sizes written as '26e9'."""
-    try:
-        value = float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 # Old command names that still work (`lsap cache build` = `lsap store build`).
 ALIASES: dict[str, str] = {"cache": "store"}
 
