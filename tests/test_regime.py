@@ -16,15 +16,13 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lsap"):
             out.add(node.module)
-            if node.module == "lsap":
-                out.update(f"lsap.{a.name}" for a in node.names)
+            out.update(f"{node.module}.{a.name}" for a in node.names)  # `from lsap.pkg import module`
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("lsap"))
     return out
 
 
 def _graph() -> dict[str, set[str]]:
-    # every module of the package, subpackages included (lsap.experiments.report, …)
     mods = {"lsap." + ".".join(p.relative_to(SRC).with_suffix("").parts): p
             for p in SRC.rglob("*.py") if p.stem != "__init__"}
     return {m: {i for i in _imports(p) if i in mods and i != m} for m, p in mods.items()}

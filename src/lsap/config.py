@@ -106,6 +106,7 @@ class TrainCfg:
     precision: Precision = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     distributed: Distributed = "ddp"  # under torchrun
     loss_impl: LossImpl = "linear"  # linear: chunked, no [N,V] logits
+    label_smoothing: float = 0.0  # ε of CE label smoothing (baseline arm; CE runs only, dense logits)
     skip_nonfinite_steps: int = 0  # skip up to N steps whose loss / grad norm is NaN or inf (0: stop at the first)
     dist_timeout_s: float = 600.0  # a collective waiting longer ends the job (a stalled or dead rank)
     compile: bool = False  # torch.compile the decoder blocks and the loss chunk

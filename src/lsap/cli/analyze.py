@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from lsap.cli.args import nonnegative_int, positive_int
 
 
 def _alpha(text: str) -> float:
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", nargs="+", type=_alpha, default=[0.01, 0.05, 0.2],
                         help="thresholds α in (0, 1) (default: 0.01 0.05 0.2, the paper's)")
     parser.add_argument("--n", type=_positive, default=5000, help="examples per dataset and seed (default 5000)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[21, 42, 67],
+    parser.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[21, 42, 67],
                         help="sampling seeds; each dataset's value is the mean over them (default 21 42 67)")
     parser.add_argument("--seq-len", type=_positive, default=1024, help="tokens per example (default 1024)")
     parser.add_argument("--batch-size", type=_positive, default=8, help="examples per forward pass (default 8)")
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also count the auxiliary targets LSAP would add for this base tokenizer "
                         "(e.g. dolma2): gold and non-Σ∩ excluded, top-k, p > α")
     parser.add_argument("--k", type=_positive, default=15, help="top-k for --base (default 15, the paper's)")
-    parser.add_argument("--base-vocab-size", type=int, default=None,
+    parser.add_argument("--base-vocab-size", type=positive_int, default=None,
                         help="the base model's padded vocabulary (dolma2: 100352); only for --base")
     parser.add_argument("--max-documents", type=_positive, default=None,
                         help="read at most this many documents per dataset before shuffling "

@@ -1,17 +1,59 @@
-"""argparse types shared by the commands (here, not in `cli.main`, so commands never import the dispatcher
-that loads them: no cli → command → cli circle)."""
+"""argparse types shared by every `lsap` command.
+
+Counts (tokens, windows, batch sizes, k, seeds) accept scientific notation as the cluster
+recipes write them (`--max-tokens 27e9`) but must be finite whole numbers in range; a bad
+value is a usage error (argparse prints one line and exits 2).
+
+Here, not in `cli.main`, so commands never import the dispatcher that loads them
+(no cli -> command -> cli circle).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 
 
-def positive_float(text: str) -> float:
-    """argparse type for budgets and sizes written as '26e9'."""
+def _whole(text: str) -> int:
+    try:
+        return int(text.replace("_", ""))
+    except ValueError:
+        pass
     try:
         value = float(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite: {text!r}")
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"must be a whole number: {text!r}")
+    if abs(value) >= 2**63:
+        raise argparse.ArgumentTypeError(f"too large: {text!r}")
+    return int(value)
+
+
+def positive_int(text: str) -> int:
+    """A count ≥ 1: tokens, windows, batch sizes, k, sequence lengths. Accepts '27e9'."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A count or seed ≥ 0. Accepts '1e3'."""
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Budgets and sizes written as '26e9': finite and > 0."""
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite positive number: {text!r}")
     return value

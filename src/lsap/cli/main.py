@@ -7,6 +7,11 @@ Each module defines `add_arguments(parser)` and `run(args) -> int | None`.
 Errors: a command raises `lsap.LsapError` (or hits an OSError such as a full disk) and
 `main` prints it as one line, `lsap <command>: error: <message>`, on stderr and returns
 2 — no traceback (LSAP_DEBUG=1 shows it). Commands never print their own errors.
+
+Exit codes: 0 success; 2 usage and input errors (argparse's bad flags, and LsapError: a
+setting, file or folder that the user must change); 1 a failure during the work itself
+(an unexpected exception, shown as a traceback); 130 interrupted (Ctrl-C) — state is as
+after SIGTERM and rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import importlib
 import os
 import sys
 
+from lsap.cli.args import positive_float  # noqa: F401  (re-exported for commands)
 from lsap.utils.errors import LsapError
 
 COMMANDS: dict[str, str] = {
@@ -41,8 +47,20 @@ def _load(name: str):
     return importlib.import_module(f"lsap.cli.{name}")
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("lsap")
+    except Exception:  # not installed (a bare checkout on PYTHONPATH)
+        import lsap
+
+        return getattr(lsap, "__version__", "unknown")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsap", description="lsap — surrogate-assisted language-model pretraining")
+    parser.add_argument("--version", action="version", version=f"lsap {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -63,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         rc = _load(args.command).run(args)
+    except KeyboardInterrupt:
+        if os.environ.get("LSAP_DEBUG"):
+            raise
+        print(f"lsap {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     except Exception as e:
         if os.environ.get("LSAP_DEBUG") or not user_facing(e):
             raise

@@ -3,6 +3,8 @@ use LSAP with this surrogate on my text? (see `lsap.experiments.preflight`)"""
 
 from __future__ import annotations
 
+from lsap.cli.args import nonnegative_int, positive_int
+
 
 def add_arguments(p) -> None:
     from lsap.experiments.preflight import ALPHAS
@@ -17,16 +19,16 @@ def add_arguments(p) -> None:
                                                      "ratio and N_b")
     p.add_argument("--base-model", default="olmo2-1b", help="without --base-run: the base's model preset or "
                                                             "config.json, for N_b (default olmo2-1b)")
-    p.add_argument("--base-vocab-size", type=int, default=None, help="the base model's padded vocabulary")
-    p.add_argument("--n", type=int, default=32, help="windows of the base tokenization counted (default 32)")
-    p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--k", type=int, default=15)
+    p.add_argument("--base-vocab-size", type=positive_int, default=None, help="the base model's padded vocabulary")
+    p.add_argument("--n", type=positive_int, default=32, help="windows of the base tokenization counted (default 32)")
+    p.add_argument("--seq-len", type=positive_int, default=512)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--k", type=positive_int, default=15)
     p.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one) | cpu | cuda | cuda:N")
-    p.add_argument("--max-documents", type=int, default=5000, help="read at most this many documents")
-    p.add_argument("--bpb-bytes", type=int, default=50_000, help="bytes of whole documents scored for bits per byte")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-documents", type=positive_int, default=5000, help="read at most this many documents")
+    p.add_argument("--bpb-bytes", type=positive_int, default=50_000, help="bytes of whole documents scored for bits per byte")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--json", default=None, help="also write every number to this JSON file")
 
 

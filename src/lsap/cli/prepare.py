@@ -5,6 +5,7 @@ in `--workers` processes (byte-identical to one), or use token arrays written by
 from __future__ import annotations
 
 import argparse
+from lsap.cli.args import nonnegative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,14 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (manifest.json, train/, val/)")
     parser.add_argument("--val-fraction", type=float, default=0.01,
                         help="share of documents for validation, chosen by a hash of (seed, index)")
-    parser.add_argument("--max-tokens", type=int, default=None,
+    parser.add_argument("--max-tokens", type=positive_int, default=None,
                         help="stop after the document that reaches this many tokens (train + val)")
-    parser.add_argument("--shard-tokens", type=int, default=1 << 24, help="tokens per shard file")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val document split")
+    parser.add_argument("--shard-tokens", type=positive_int, default=1 << 24, help="tokens per shard file")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the train/val document split")
     parser.add_argument("--train-part", default=None, metavar="LO:HI",
                         help="keep only this partition of the training documents (e.g. 0:0.3 for the base, "
                              "0.3:1 for a surrogate): disjoint training text, the same held-out documents")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help="tokenizer processes (default 1: one process, tokenizers' own threads); the output "
                              "is byte-identical for any number")
     parser.add_argument("--from-arrays", default=None, nargs="+", metavar="NPY",

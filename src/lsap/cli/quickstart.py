@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lsap.cli.args import nonnegative_int, positive_int
+
 
 def add_arguments(p) -> None:
     from lsap.experiments.quickstart import Settings
@@ -19,13 +21,13 @@ def add_arguments(p) -> None:
                         "--help`), YOUR text as a local .txt/.jsonl/.parquet file or folder, or hf:NAME; split by "
                         "document into held-out, the base's part and the surrogate's part")
     p.add_argument("--ce-tokens", type=float, default=d.ce_tokens, help="FLOPs budget in CE tokens")
-    p.add_argument("--surrogate-multiples", type=int, nargs="+", default=d.surrogate_multiples,
+    p.add_argument("--surrogate-multiples", type=positive_int, nargs="+", default=d.surrogate_multiples,
                    help="surrogate checkpoints at these multiples of the base's tokens; the last one is used "
                         "(default 1 4 16)")
     p.add_argument("--alpha", type=float, default=d.alpha)
-    p.add_argument("--k", type=int, default=d.k)
-    p.add_argument("--seeds", type=int, nargs="+", default=d.seeds)
-    p.add_argument("--eval-examples", type=int, default=d.eval_examples)
+    p.add_argument("--k", type=positive_int, default=d.k)
+    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=d.seeds)
+    p.add_argument("--eval-examples", type=positive_int, default=d.eval_examples)
 
 
 def run(args) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from lsap.cli.args import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b = sub.add_parser("build", help="run the surrogate once over the train windows and store its targets")
     b.add_argument("--surrogate", required=True, help="smollm2, a .gguf file, a local HF dir, or a hub id")
     b.add_argument("--data", required=True, metavar="SHARDS", help="prepared token shards (`lsap prepare --out`)")
-    b.add_argument("--seq-len", type=int, required=True, help="the training data.seq_len (windows of T+1 tokens)")
-    b.add_argument("--k", type=int, default=15, help="candidates kept per position (default 15; train k' ≤ k)")
+    b.add_argument("--seq-len", type=positive_int, required=True, help="the training data.seq_len (windows of T+1 tokens)")
+    b.add_argument("--k", type=positive_int, default=15, help="candidates kept per position (default 15; train k' ≤ k)")
     b.add_argument("--min-alpha", type=float, default=0.01, help="keep p > min_alpha (default 0.01; train α ≥ it)")
     b.add_argument("--out", required=True, metavar="DIR")
     b.add_argument("--map", default=None, metavar="MAPDIR", help="saved VocabMap (default: built from the tokenizers)")
-    b.add_argument("--batch-size", type=int, default=8, help="windows per surrogate forward (default 8)")
-    b.add_argument("--chunk-windows", type=int, default=1024, help="windows per chunk file (resume unit)")
-    b.add_argument("--max-windows", type=int, default=None, help="only the first N windows (measurements)")
+    b.add_argument("--batch-size", type=positive_int, default=8, help="windows per surrogate forward (default 8)")
+    b.add_argument("--chunk-windows", type=positive_int, default=1024, help="windows per chunk file (resume unit)")
+    b.add_argument("--max-windows", type=positive_int, default=None, help="only the first N windows (measurements)")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (auto: cuda if available)")
     b.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32")
     b.add_argument("--window-layout", default="lsap", choices=("lsap", "olmo"),

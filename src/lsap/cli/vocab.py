@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 
+from lsap.cli.args import nonnegative_int, positive_int
 from lsap.data.corpora import corpus_ids  # noqa: F401  (re-exported; lives with the corpora)
 
 DEFAULT_MAX_TOKENS = 2_000_000
@@ -27,16 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", required=True,
                         help="base tokenizer: dolma2, cl100k, qwen3, smollm2, a local dir / tokenizer.json / .gguf, or a hub id")
     parser.add_argument("--surrogate", required=True, help="surrogate tokenizer (same choices as --base)")
-    parser.add_argument("--base-vocab-size", type=int, default=None,
+    parser.add_argument("--base-vocab-size", type=positive_int, default=None,
                         help="base model's padded vocabulary (dolma2 / OLMo2: 100352)")
-    parser.add_argument("--surrogate-vocab-size", type=int, default=None,
+    parser.add_argument("--surrogate-vocab-size", type=positive_int, default=None,
                         help="surrogate model's padded vocabulary (Qwen3: 151936)")
     parser.add_argument("--data", default=None,
                         help="corpus for the coverage figures: shakespeare, python-docs, gcide, linux-docs, "
                         "pydoc-topics, hf:NAME, or a local file/folder")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+    parser.add_argument("--max-tokens", type=positive_int, default=DEFAULT_MAX_TOKENS,
                         help=f"base tokens of --data to count, in corpus order (default {DEFAULT_MAX_TOKENS:,}; 0 = all)")
-    parser.add_argument("--top", type=int, default=20, help="most frequent base tokens outside Σ∩ to list (default 20)")
+    parser.add_argument("--top", type=nonnegative_int, default=20, help="most frequent base tokens outside Σ∩ to list (default 20)")
     parser.add_argument("--out", default=None, metavar="DIR", help="save vocab_map.pt/.json and report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of markdown")
 

@@ -61,8 +61,18 @@ class OnlineTargets:
         self.pad_id, self.batch_size, self.gold_outside = pad_id, batch_size, gold_outside
         self.flops_per_token = float(flops_per_token)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the surrogate runs (its parameters; else the map's tables)."""
+        params = getattr(self.surrogate, "parameters", None)
+        p = next(iter(params()), None) if callable(params) else None
+        return p.device if p is not None else self.vmap.base_to_surrogate.device
+
     def __call__(self, batch: Batch) -> AuxTargets:
-        x, y = batch.input_ids, batch.labels
+        # Batches may arrive on another device (OLMo-core hands train_batch CPU tensors and
+        # lets the model move them): the targets are computed where the surrogate lives.
+        dev = self.device
+        x, y = batch.input_ids.to(dev), batch.labels.to(dev)
         bs = self.batch_size or x.shape[0]
         out = AuxTargets.cat([propose_targets(self.surrogate, x[i:i + bs], y[i:i + bs], self.vmap, self.k,
                                               self.alpha, pad_id=self.pad_id) for i in range(0, x.shape[0], bs)])

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lsap.train import checkpoint
 
@@ -28,7 +29,7 @@ from lsap.config import Config, validate
 from lsap.method.flops import Budget, FlopsLedger, mfu, peak_flops_for_device, plan_steps, train_flops_per_token
 from lsap.method.loss import lsap_linear_loss, lsap_loss, normalizer
 from lsap.method.schedules import LambdaSchedule, LRSchedule
-from lsap.utils.errors import TrainingError
+from lsap.utils.errors import ConfigError, TrainingError
 from lsap.utils.io import atomic_write_text
 from lsap.method.targets import IGNORE
 from lsap.utils.logging import get_logger
@@ -55,13 +56,16 @@ class LossModule(torch.nn.Module):
     Returns `LossParts`.
     """
 
-    def __init__(self, lm: torch.nn.Module, impl: str = "linear", *, compile_loss: bool = False):
+    def __init__(self, lm: torch.nn.Module, impl: str = "linear", *, compile_loss: bool = False,
+                 label_smoothing: float = 0.0):
         super().__init__()
-        self.lm, self.impl = lm, impl
+        self.lm, self.impl, self.label_smoothing = lm, impl, float(label_smoothing)
         self.chunk_impl = "compile" if compile_loss else "eager"
 
     def forward(self, input_ids, labels, aux_ids=None, aux_mask=None, aux_weight=None, lam: float = 0.0):
         kw = dict(lam=lam, aux_weight=aux_weight)
+        if self.label_smoothing:
+            return self._smoothed(input_ids, labels)
         if self.impl == "linear":
             hidden = self.lm.model(input_ids=input_ids).last_hidden_state
             # Under autocast the head matmul runs in bf16 inside the loss (LSE and grads in
@@ -74,6 +78,18 @@ class LossModule(torch.nn.Module):
             with torch.autocast(logits.device.type, enabled=False):
                 out = lsap_loss(logits, labels, aux_ids, aux_mask, **kw)
         return LossParts(out.loss, out.ce_sum, out.aux_sum, out.n_labels, out.n_aux)
+
+    def _smoothed(self, input_ids, labels):
+        """CE with label smoothing ε (torch's definition: (1−ε)·NLL(gold) + ε·mean_v NLL(v)
+        over the model's whole vocabulary), a baseline arm; ce_sum stays the plain NLL."""
+        logits = self.lm(input_ids=input_ids).logits
+        with torch.autocast(logits.device.type, enabled=False):
+            flat, lab = logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1)
+            loss = F.cross_entropy(flat, lab, ignore_index=IGNORE, reduction="sum",
+                                   label_smoothing=self.label_smoothing)
+            ce = F.cross_entropy(flat.detach(), lab, ignore_index=IGNORE, reduction="sum")
+        zero = torch.zeros((), device=logits.device)
+        return LossParts(loss, ce, zero, (lab != IGNORE).sum(), zero.long())
 
 
 def plan_budget(cfg: Config, ledger: FlopsLedger) -> Budget:
@@ -153,7 +169,10 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
         raise TrainingError(
             f"train.batch_size={t.batch_size} must be a multiple of micro_batch_size × world_size = {per_step}"
         )
-    module = LossModule(lm, t.loss_impl, compile_loss=t.compile)
+    if t.label_smoothing and (targets is not None or not 0.0 < t.label_smoothing < 1.0):
+        raise ConfigError(f"train.label_smoothing={t.label_smoothing} needs a CE run (no surrogate.model) "
+                          "and 0 < ε < 1; set it to 0 for LSAP runs")
+    module = LossModule(lm, t.loss_impl, compile_loss=t.compile, label_smoothing=t.label_smoothing)
     # torchtitan's order: activation checkpointing, compile, then sharding.
     blocks = list(lm.model.layers)
     if t.activation_checkpointing:

@@ -1,0 +1,69 @@
+"""Seed-level verdicts (lsap.eval.seeds) against slow references."""
+
+import itertools
+import math
+
+import pytest
+
+from lsap.eval import seeds as S
+
+
+@pytest.mark.parametrize("n_items", [100, 100_000])
+def test_opposite_seeds_inconclusive_whatever_the_items(n_items):
+    # item counts do not enter: a pooled test over 2 × n_items items could be "significant"
+    r = S.seed_level_test([+0.02, -0.01])
+    assert r["verdict"].startswith("inconclusive") and not r["agree"]
+    assert "inconclusive" in S.seed_line(r)
+
+
+def test_one_seed_and_agreeing_seeds():
+    assert S.seed_level_test([0.05])["verdict"] == "inconclusive (one seed)"
+    r = S.seed_level_test([0.010, 0.012, 0.011, 0.009, 0.0105])
+    assert r["verdict"].startswith("LSAP better") and r["ci"][0] > 0
+    assert S.seed_level_test([0.01, 0.0101, 0.3])["verdict"].startswith("inconclusive")
+
+
+def _slow_t_p(t, df, n=200_000):
+    # midpoint rule on the pdf over [0, |t|], p = 1 − 2 ∫
+    c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    h = abs(t) / n
+    s = sum(c * (1 + ((i + 0.5) * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n)) * h
+    return 1 - 2 * s
+
+
+@pytest.mark.parametrize("t,df", [(0.3, 1), (2.0, 1), (1.5, 4), (3.1, 2), (2.57, 5), (0.0, 3)])
+def test_t_pvalue_against_slow_reference(t, df):
+    assert S.t_sf2(t, df) == pytest.approx(_slow_t_p(t, df), abs=1e-6)
+
+
+def test_t_quantile_table():
+    for df, q in [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (29, 2.045)]:
+        assert S.t_quantile(0.95, df) == pytest.approx(q, abs=2e-3)
+
+
+def test_interval_and_p_against_direct():
+    d = [0.02, 0.005, 0.013, -0.001]
+    r = S.seed_level_test(d)
+    m = sum(d) / 4
+    sd = math.sqrt(sum((x - m) ** 2 for x in d) / 3)
+    assert r["delta"] == pytest.approx(m) and r["sd"] == pytest.approx(sd)
+    assert r["ci"][0] == pytest.approx(m - 3.182 * sd / 2, abs=1e-4)
+    assert r["p"] == pytest.approx(_slow_t_p(m / (sd / 2), 3), abs=1e-6)
+    assert r["verdict"] == "inconclusive (seeds disagree)"
+
+
+def test_holm_against_brute_force():
+    ps = [0.01, 0.04, None, 0.03, 0.2]
+    got = S.holm(ps)
+    vals = [p for p in ps if p is not None]
+    m = len(vals)
+    for i, p in enumerate(ps):
+        if p is None:
+            assert got[i] is None
+            continue
+        # Holm: adj(p_(k)) = max_{j ≤ k} min(1, (m − j + 1) p_(j))
+        srt = sorted(vals)
+        k = srt.index(p)
+        assert got[i] == pytest.approx(max(min(1, (m - j) * srt[j]) for j in range(k + 1)))
+    assert list(itertools.accumulate(sorted(x for x in got if x is not None), max)) == sorted(
+        x for x in got if x is not None)
