@@ -297,15 +297,12 @@ def vocab_size(tok) -> int:
 # Tokens that end a packed document, in order of preference, when a tokenizer has one;
 # otherwise its eos. Qwen3 (eos <|im_end|>, a chat-turn end) and SmolLM2-Instruct were
 # pretrained with <|endoftext|> between documents.
-# (the list, DOC_SEPARATORS, lives in lsap.method.vocab, the bottom layer: data → method is
-# the allowed direction; imported lazily so this module stays torch-free)
+from lsap.method.choices import DOC_SEPARATORS  # noqa: E402  (the one list; torch-free)
 
 
 def document_separator(tok) -> int:
     """The id placed after every document: the first of DOC_SEPARATORS in the vocabulary,
     else eos. The one rule for `lsap prepare`, `lsap vocab` and `lsap analyze`."""
-    from lsap.method.vocab import DOC_SEPARATORS
-
     vocab = tok.get_vocab()
     for s in DOC_SEPARATORS:
         if s in vocab:

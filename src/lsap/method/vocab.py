@@ -44,8 +44,7 @@ FORMAT_VERSION = 1
 # Instruct models (the paper's Qwen3-0.6B) declare a chat eos ('<|im_end|>') while their
 # pretraining documents end with '<|endoftext|>': the base eos between packed documents
 # means the latter.
-# (the one list: `lsap.data.tokenizer.document_separator` reads it from here)
-DOC_SEPARATORS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
+from lsap.method.choices import DOC_SEPARATORS  # noqa: E402  (the one list)
 _ROLE_ORDER = ("eos", "bos", "unk", "pad")
 
 
