@@ -32,10 +32,9 @@ METHOD_EXCEPTIONS = {
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 100
 MODULE_ALLOWLIST = {
     "lsap/train/loop.py": 625,
-    "lsap/experiments/sweep.py": 596,
+    "lsap/experiments/sweep.py": 597,
     "lsap/data/shards.py": 591,
     "lsap/experiments/report.py": 564,
-    "lsap/eval/run.py": 511,
 }
 FUNCTION_ALLOWLIST = {
     "lsap/surrogate/store_build.py:build_store": 206,

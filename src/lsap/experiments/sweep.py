@@ -262,7 +262,8 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
               dry_run: bool = False, log=print) -> dict:
     """Expand, train (resumably), evaluate and report a sweep; returns the report dict
     (with `dry_run`: the checked plan, nothing built)."""
-    from lsap.eval.run import evaluate_run, ood_eval
+    from lsap.eval.ood import ood_eval
+    from lsap.eval.run import evaluate_run
     from lsap.train.loggers import quiet_libraries
     from lsap.train.loop import train
 
@@ -464,7 +465,7 @@ def report_sweep(out: str | Path) -> dict:
 
 def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dict,
                   paired: list[dict] | None = None) -> list[dict]:
-    from lsap.eval.run import ood_paired
+    from lsap.eval.ood import ood_paired
     from lsap.experiments.report import PAIRS_POOLED, strength_rows
 
     deltas = strength_rows(table, vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {})
