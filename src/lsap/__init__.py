@@ -35,7 +35,7 @@ _EXPORTS = {
     "FlopsLedger": "method.flops", "matched_flops": "method.flops",
     "Trainer": "train.loop", "build_components": "train.loop",  # (not `train`: that name is the package lsap.train)
     # evaluation and reports
-    "heldout_nll": "eval.metrics", "vocab_report": "method.vocab", "corpus_ids": "data.corpora",
+    "heldout_nll": "eval.metrics", "vocab_report": "data.vocab_report", "corpus_ids": "data.corpora",
 }
 
 __all__ = ["LsapError", "__version__", *sorted(_EXPORTS)]

@@ -16,13 +16,19 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-# Allowed values: the one source. Validation reads these annotations; loss.py,
-# schedules.py and surrogate.py read the tuples below instead of spelling them again.
+from lsap.method.choices import (  # noqa: F401  (owned by the method; re-exported)
+    LAMBDA_SCHEDULES,
+    NORMALIZATIONS,
+    LambdaScheduleKind,
+    Normalization,
+)
+
+# Allowed values: the one source. Validation reads these annotations; the method's own
+# (Normalization, LambdaScheduleKind) live in lsap.method.choices, which loss.py and
+# schedules.py read; the rest read the tuples below instead of spelling them again.
 LossKind = Literal["ce", "lsap"]
 SurrogateSource = Literal["online", "store"]
 InferenceDtype = Literal["auto", "bfloat16", "float32"]
-LambdaScheduleKind = Literal["constant", "cosine"]
-Normalization = Literal["targets", "tokens", "weighted"]
 AuxWeighting = Literal["none", "prob"]
 GoldOutside = Literal["keep", "skip"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -32,8 +38,6 @@ LossImpl = Literal["linear", "logits"]
 FsdpMixedPrecision = Literal["none", "bf16"]
 LoggerName = Literal["jsonl", "tensorboard", "wandb"]
 
-NORMALIZATIONS = get_args(Normalization)
-LAMBDA_SCHEDULES = get_args(LambdaScheduleKind)
 INFERENCE_DTYPES = get_args(InferenceDtype)
 LOGGERS = get_args(LoggerName)
 

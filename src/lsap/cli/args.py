@@ -3,6 +3,9 @@
 Counts (tokens, windows, batch sizes, k, seeds) accept scientific notation as the cluster
 recipes write them (`--max-tokens 27e9`) but must be finite whole numbers in range; a bad
 value is a usage error (argparse prints one line and exits 2).
+
+Here, not in `cli.main`, so commands never import the dispatcher that loads them
+(no cli -> command -> cli circle).
 """
 
 from __future__ import annotations

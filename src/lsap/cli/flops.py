@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from lsap.cli.args import positive_int
-from lsap.cli.main import positive_float as _number
+from lsap.cli.args import positive_float as _number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

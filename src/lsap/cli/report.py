@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from lsap.cli.main import positive_float as _flops
+from lsap.cli.args import positive_float as _flops
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

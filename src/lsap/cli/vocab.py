@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace) -> tuple[object, dict]:
-    """(VocabMap, report dict) for the parsed arguments: `lsap.method.vocab.vocab_report`."""
-    from lsap.method.vocab import vocab_report
+    """(VocabMap, report dict) for the parsed arguments: `lsap.data.vocab_report.vocab_report`."""
+    from lsap.data.vocab_report import vocab_report
 
     vmap, report = vocab_report(args.base, args.surrogate, base_vocab_size=args.base_vocab_size,
                                 surrogate_vocab_size=args.surrogate_vocab_size, data=args.data,

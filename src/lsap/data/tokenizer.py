@@ -297,7 +297,7 @@ def vocab_size(tok) -> int:
 # Tokens that end a packed document, in order of preference, when a tokenizer has one;
 # otherwise its eos. Qwen3 (eos <|im_end|>, a chat-turn end) and SmolLM2-Instruct were
 # pretrained with <|endoftext|> between documents.
-DOC_SEPARATORS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
+from lsap.method.choices import DOC_SEPARATORS  # noqa: E402  (the one list; torch-free)
 
 
 def document_separator(tok) -> int:

@@ -426,7 +426,7 @@ def plot_table(result: dict, path: str | os.PathLike) -> Path:
     groups = ds + ["AVG"]
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 1.6 * len(groups) + 2), 3.2 * len(panels)),
                              squeeze=False)
-    for ax, ((model, stat), rows) in zip(axes[:, 0], panels.items()):
+    for ax, ((_model, stat), rows) in zip(axes[:, 0], panels.items()):
         width = 0.8 / len(rows)
         x = np.arange(len(groups))
         for j, r in enumerate(rows):

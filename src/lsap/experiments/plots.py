@@ -162,7 +162,7 @@ def axis_plot(rows: list[dict], x: str, title: str, out: Path) -> str:
     xs = [r[x] for r in pts]
     span = (max(xs) - min(xs)) or abs(xs[0]) or 1.0
     series = [("in-domain", lambda r: (r["pairs"], r.get("pairs_test")), "o")] + [
-        (f"out-of-domain {c}", (lambda c: lambda r: (r["ood"].get(c), (r["ood"].get(c) or {}).get("test")))(c), "s")
+        (f"out-of-domain {c}", (lambda c: lambda r: (r["ood"].get(c), (r["ood"].get(c) or {}).get("test")))(c), "s")  # noqa: B023
         for c in sorted({c for r in pts for c in r["ood"]})]
     for i, (label, get, m) in enumerate(series):
         got = [(a, *get(r)) for a, r in zip(xs, pts) if get(r)[0]]

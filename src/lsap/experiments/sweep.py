@@ -273,7 +273,8 @@ def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path |
 
 
 def _run_sweep(spec_path, out, *, runs_root, dry_run, log) -> dict:
-    from lsap.eval.run import evaluate_run, ood_eval
+    from lsap.eval.ood import ood_eval
+    from lsap.eval.run import evaluate_run
     from lsap.train.loggers import quiet_libraries
     from lsap.train.loop import train
 
@@ -399,7 +400,7 @@ def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_
             steps_at.add(plan_steps(c0.train.batch_size * c0.data.seq_len,
                                     led.base_flops_per_token + led.surrogate_flops_per_token,
                                     max_flops=budget).total_steps)
-        for name, c in list(cfgs.items()):
+        for c in list(cfgs.values()):
             if c.loss == "ce":
                 c.train.ckpt_at = sorted(steps_at)  # a resume-free key: the CE run dir stays shared
     ood = {}
@@ -475,7 +476,7 @@ def report_sweep(out: str | Path) -> dict:
 
 def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dict,
                   paired: list[dict] | None = None) -> list[dict]:
-    from lsap.eval.run import ood_paired
+    from lsap.eval.ood import ood_paired
     from lsap.experiments.report import PAIRS_POOLED, strength_rows
 
     deltas = strength_rows(table, vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {})

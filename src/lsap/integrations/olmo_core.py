@@ -65,7 +65,7 @@ from olmo_core.optim import SkipStepOptimizer
 from olmo_core.train.common import ReduceType
 from olmo_core.train.train_module import TransformerTrainModule
 
-from lsap.config import NORMALIZATIONS
+from lsap.method.choices import NORMALIZATIONS
 from lsap.data.shards import Batch
 from lsap.utils.errors import ConfigError, StoreError
 from lsap.method.flops import Budget, FlopsLedger, plan_steps

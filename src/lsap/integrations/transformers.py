@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import transformers
 
-from lsap.config import NORMALIZATIONS
+from lsap.method.choices import NORMALIZATIONS
 from lsap.data.shards import Batch
 from lsap.method.loss import lsap_linear_loss, normalizer
 from lsap.method.schedules import LambdaSchedule

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lsap.config import NORMALIZATIONS  # the one list of allowed values
+from lsap.method.choices import NORMALIZATIONS  # the one list of allowed values
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lsap.config import LAMBDA_SCHEDULES as LAMBDA_KINDS
+from lsap.method.choices import LAMBDA_SCHEDULES as LAMBDA_KINDS
 
 
 def cosine(step: int, total: int, start: float, end: float) -> float:

@@ -44,7 +44,7 @@ FORMAT_VERSION = 1
 # Instruct models (the paper's Qwen3-0.6B) declare a chat eos ('<|im_end|>') while their
 # pretraining documents end with '<|endoftext|>': the base eos between packed documents
 # means the latter.
-from lsap.data.tokenizer import DOC_SEPARATORS as _DOC_SEPARATORS  # noqa: E402  (one list, see tokenizer.py)
+from lsap.method.choices import DOC_SEPARATORS  # noqa: E402  (the one list)
 _ROLE_ORDER = ("eos", "bos", "unk", "pad")
 
 
@@ -184,7 +184,7 @@ def surrogate_eos_id(table: TokenTable, tok: Any = None) -> int | None:
     if tok is not None:
         spec = json.loads(_backend(tok).to_str())
         by_content = {a["content"]: a["id"] for a in spec.get("added_tokens") or []}
-    for s in _DOC_SEPARATORS:
+    for s in DOC_SEPARATORS:
         if s in by_content:
             return by_content[s]
     return table.roles.get("eos")
@@ -435,33 +435,6 @@ class VocabMap:
             else:
                 out["top_missing"] = [{"id": i, "count": c} for i, c in missing]
         return out
-
-
-def vocab_report(base: str, surrogate: str, *, base_vocab_size: int | None = None,
-                 surrogate_vocab_size: int | None = None, data: str | None = None,
-                 max_tokens: int | None = 2_000_000, top: int = 20) -> tuple[VocabMap, dict]:
-    """(VocabMap, report) for a tokenizer pair (`lsap vocab`): sizes, |Σ∩|, both ratios and —
-    with `data` — the share of its first `max_tokens` base tokens (`lsap.data.corpora.corpus_ids`;
-    None / 0: all) inside Σ∩ and the `top` most frequent outside it. A weak intersection
-    (`VocabMap.weakness`) is in report["warning"]."""
-    from lsap.data.corpora import check_dataset_spec, corpus_ids
-    from lsap.data.tokenizer import load_tokenizer
-
-    if data is not None:
-        check_dataset_spec(data)  # before the (slow) tokenizer conversions
-    if top < 0 or (max_tokens is not None and max_tokens < 0):
-        raise VocabError("--top and --max-tokens must be ≥ 0")
-    base_tok, sur_tok = load_tokenizer(base), load_tokenizer(surrogate)
-    vmap = VocabMap.from_tokenizers(base_tok, sur_tok, base_vocab_size=base_vocab_size,
-                                    surrogate_vocab_size=surrogate_vocab_size)
-    ids = corpus_ids(data, base_tok, max_tokens or None) if data is not None else None
-    report = vmap.report(ids, top_missing=top, base_tokenizer=base_tok)
-    weak = vmap.weakness()
-    if weak:
-        report["warning"] = weak
-    report.update({"base": base, "surrogate": surrogate, "data": data, "max_tokens": max_tokens or None,
-                   "base_model_vocab": vmap.base_vocab_size, "surrogate_model_vocab": vmap.surrogate_vocab_size})
-    return vmap, report
 
 
 def _as_int64(x: Any):
