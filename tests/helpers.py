@@ -7,7 +7,9 @@ import torch
 from lsap.method.vocab import ABSENT, VocabMap
 
 
-def random_vmap(vb: int, vs: int, n_common: int, seed: int = 0, pad_b: int = 0, pad_s: int = 0) -> VocabMap:
+def random_vmap(
+    vb: int, vs: int, n_common: int, seed: int = 0, pad_b: int = 0, pad_s: int = 0
+) -> VocabMap:
     """A random bijection between n_common base ids and n_common surrogate ids.
 
     pad_*: extra padded rows (never mapped), as in real models' embedding tables.
@@ -26,6 +28,13 @@ def tiny_llama(vocab_size: int = 48, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(cfg).eval()

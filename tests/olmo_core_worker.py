@@ -48,9 +48,16 @@ def write_tokens(path: str | os.PathLike, n_tokens: int = 40_000, seed: int = 0)
 def tiny_model_config(vocab_size: int = V_BASE):
     from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
 
-    return TransformerConfig.llama_like(d_model=64, vocab_size=vocab_size, n_layers=2, n_heads=4,
-                                        block_name=TransformerBlockType.reordered_norm, qk_norm=True,
-                                        layer_norm_eps=1e-6, hidden_size_multiple_of=64)
+    return TransformerConfig.llama_like(
+        d_model=64,
+        vocab_size=vocab_size,
+        n_layers=2,
+        n_heads=4,
+        block_name=TransformerBlockType.reordered_norm,
+        qk_norm=True,
+        layer_norm_eps=1e-6,
+        hidden_size_multiple_of=64,
+    )
 
 
 def tiny_source():
@@ -63,7 +70,13 @@ def tiny_source():
     with torch.no_grad():  # peaked outputs, so α = 0.05 selects targets
         surrogate.lm_head.weight.mul_(8.0)
     vmap = random_vmap(V_BASE, V_SURR, N_COMMON, seed=2)
-    return OnlineTargets(surrogate, vmap, k=4, alpha=0.05, flops_per_token=inference_flops_per_token(surrogate.config))
+    return OnlineTargets(
+        surrogate,
+        vmap,
+        k=4,
+        alpha=0.05,
+        flops_per_token=inference_flops_per_token(surrogate.config),
+    )
 
 
 class Recorder:
@@ -79,13 +92,23 @@ class Recorder:
 
             def pre_step(self, batch):
                 if snapshots is not None:
-                    sd = {k: v.detach().clone() for k, v in self.trainer.train_module.model.state_dict().items()}
-                    snapshots.append((sd, {k: v.clone() for k, v in batch.items() if torch.is_tensor(v)}))
+                    sd = {
+                        k: v.detach().clone()
+                        for k, v in self.trainer.train_module.model.state_dict().items()
+                    }
+                    snapshots.append(
+                        (sd, {k: v.clone() for k, v in batch.items() if torch.is_tensor(v)})
+                    )
 
             def log_metrics(self, step, metrics):
                 if get_rank() == 0:
                     with open(out, "a") as f:
-                        f.write(json.dumps({"step": step, "metrics": {k: float(v) for k, v in metrics.items()}}) + "\n")
+                        f.write(
+                            json.dumps(
+                                {"step": step, "metrics": {k: float(v) for k, v in metrics.items()}}
+                            )
+                            + "\n"
+                        )
 
             def post_step(self):
                 if kill_at and self.step == kill_at:
@@ -102,9 +125,13 @@ def build_dataset(a, paths=None, vocab_size: int = V_BASE):
 
     tok = TokenizerConfig(vocab_size=vocab_size, eos_token_id=0, pad_token_id=vocab_size - 1)
     dtype = None if paths else NumpyDatasetDType(np.dtype(TOKEN_DTYPE).name)
-    return NumpyFSLDatasetConfig(paths=paths or [os.path.join(a.data, "tokens.npy")], sequence_length=a.seq_len,
-                                 tokenizer=tok, dtype=dtype,
-                                 work_dir=os.path.join(a.save_folder, "dataset-cache")).build()
+    return NumpyFSLDatasetConfig(
+        paths=paths or [os.path.join(a.data, "tokens.npy")],
+        sequence_length=a.seq_len,
+        tokenizer=tok,
+        dtype=dtype,
+        work_dir=os.path.join(a.save_folder, "dataset-cache"),
+    ).build()
 
 
 def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = V_BASE):
@@ -130,26 +157,52 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
     ds = build_dataset(a, paths, vocab_size)
     model = tiny_model_config(vocab_size).build(init_device="cpu")
     optim = AdamWConfig(lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    common = dict(rank_microbatch_size=a.micro * T, max_sequence_length=T, max_grad_norm=1.0,
-                  z_loss_multiplier=a.zloss or None, scheduler=CosWithWarmup(warmup=1),
-                  dp_config=TransformerDataParallelConfig(name=DataParallelType.fsdp) if a.fsdp else None,
-                  device=torch.device("cpu"))
+    common = dict(
+        rank_microbatch_size=a.micro * T,
+        max_sequence_length=T,
+        max_grad_norm=1.0,
+        z_loss_multiplier=a.zloss or None,
+        scheduler=CosWithWarmup(warmup=1),
+        dp_config=TransformerDataParallelConfig(name=DataParallelType.fsdp) if a.fsdp else None,
+        device=torch.device("cpu"),
+    )
     if a.module == "ce":
         module = TransformerTrainModule(model, optim, **common)
     else:
-        lam = LambdaSchedule("cosine", a.lam, 0.0, a.steps) if a.anneal else LambdaSchedule("constant", a.lam)
+        lam = (
+            LambdaSchedule("cosine", a.lam, 0.0, a.steps)
+            if a.anneal
+            else LambdaSchedule("constant", a.lam)
+        )
         source = source or (tiny_source() if a.lam or a.targets else None)
-        module = LSAPTrainModule(model, optim, targets=source, lam=lam,
-                                 normalization=a.normalization, chunk_size=a.chunk,
-                                 aux_weighting=a.aux_weighting, **common)
+        module = LSAPTrainModule(
+            model,
+            optim,
+            targets=source,
+            lam=lam,
+            normalization=a.normalization,
+            chunk_size=a.chunk,
+            aux_weighting=a.aux_weighting,
+            **common,
+        )
     loader = NumpyDataLoaderConfig(global_batch_size=a.batch * T, seed=a.seed, num_workers=0).build(
-        ds, dp_process_group=module.dp_process_group)
+        ds, dp_process_group=module.dp_process_group
+    )
     trainer = TrainerConfig(
-        save_folder=a.save_folder, save_overwrite=True, metrics_collect_interval=1, cancel_check_interval=1,
-        max_duration=Duration.steps(a.steps), device="cpu",
-        callbacks={"checkpointer": CheckpointerCallback(save_interval=a.save_interval or 10_000,
-                                                        ephemeral_save_interval=None, save_async=False),
-                   "recorder": Recorder(a.out, a.kill_at, snapshots)},
+        save_folder=a.save_folder,
+        save_overwrite=True,
+        metrics_collect_interval=1,
+        cancel_check_interval=1,
+        max_duration=Duration.steps(a.steps),
+        device="cpu",
+        callbacks={
+            "checkpointer": CheckpointerCallback(
+                save_interval=a.save_interval or 10_000,
+                ephemeral_save_interval=None,
+                save_async=False,
+            ),
+            "recorder": Recorder(a.out, a.kill_at, snapshots),
+        },
     ).build(module, loader)
     trainer.fit()
     return trainer, get_world_size()

@@ -1,9 +1,10 @@
 """`lsap.cli.main` under torchrun (or alone) with per-rank test faults, for tests/test_store_dist.py.
 
-    KILL_RANK=r KILL_AT_CALL=n   rank r SIGKILLs itself at its n-th surrogate batch (mid-chunk)
-    CHDIR_RANK<r>=DIR            rank r runs from DIR (relative paths resolve to other files:
-                                 a node that sees another surrogate or tokenizer)
+KILL_RANK=r KILL_AT_CALL=n   rank r SIGKILLs itself at its n-th surrogate batch (mid-chunk)
+CHDIR_RANK<r>=DIR            rank r runs from DIR (relative paths resolve to other files:
+                             a node that sees another surrogate or tokenizer)
 """
+
 import os
 import signal
 import sys

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lsap.cli.main import main
 from lsap.experiments.analyze import (
     AnalyzeError,
     DataTooSmall,
@@ -19,7 +20,6 @@ from lsap.experiments.analyze import (
     read_documents,
     sample_windows,
 )
-from lsap.cli.main import main
 from tests.helpers import random_vmap
 
 
@@ -56,8 +56,11 @@ def naive_count_aux(logits, labels, vmap, alphas, k, valid):
                     continue
                 p = torch.softmax(logits[b, t].double(), dim=-1)
                 gold = int(vmap.base_to_surrogate[labels[b, t]])
-                cand = [(p[v].item(), v) for v in range(vmap.surrogate_vocab_size)
-                        if vmap.surrogate_to_base[v] >= 0 and v != gold]
+                cand = [
+                    (p[v].item(), v)
+                    for v in range(vmap.surrogate_vocab_size)
+                    if vmap.surrogate_to_base[v] >= 0 and v != gold
+                ]
                 cand.sort(reverse=True)
                 s += sum(1 for pv, _ in cand[:k] if pv > a)
         out[a] = (s, c)
@@ -123,8 +126,12 @@ def _train_tokenizer(texts, vocab_size=400):
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     backend.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
 
@@ -137,9 +144,17 @@ def tiny_model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny-llama")
     tok = _train_tokenizer(read_documents("pydoc-topics")[:20])
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok) + 8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok) + 8,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # sharper distributions than the default init, so counts vary by α
         model.lm_head.weight.mul_(60)
@@ -160,7 +175,15 @@ def jsonl_data(tmp_path):
     p = tmp_path / "small.jsonl"
     with open(p, "w") as f:
         for i in range(30):
-            f.write(json.dumps({"text": f"Document {i}: the quick brown fox jumps over the lazy dog. " * (1 + i % 4)}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "text": f"Document {i}: the quick brown fox jumps over the lazy dog. "
+                        * (1 + i % 4)
+                    }
+                )
+                + "\n"
+            )
     return p
 
 
@@ -206,9 +229,34 @@ def test_cli_writes_consistent_table(tiny_model_dir, tiny_tok, jsonl_data, tmp_p
     from lsap.surrogate.load import load_surrogate
 
     out = tmp_path / "t1"
-    argv = ["analyze", "--model", str(tiny_model_dir), "--data", "pydoc-topics", str(jsonl_data),
-            "--alpha", "0.01", "0.05", "0.2", "--n", "5", "--seeds", "1", "2", "--seq-len", "24",
-            "--batch-size", "2", "--base", str(tiny_model_dir), "--k", "3", "--out", str(out), "--no-progress"]
+    argv = [
+        "analyze",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "pydoc-topics",
+        str(jsonl_data),
+        "--alpha",
+        "0.01",
+        "0.05",
+        "0.2",
+        "--n",
+        "5",
+        "--seeds",
+        "1",
+        "2",
+        "--seq-len",
+        "24",
+        "--batch-size",
+        "2",
+        "--base",
+        str(tiny_model_dir),
+        "--k",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     rc, stdout, _ = _run_cli(argv, capsys)
     assert rc == 0
     res = json.loads((out / "table1.json").read_text())
@@ -223,7 +271,9 @@ def test_cli_writes_consistent_table(tiny_model_dir, tiny_tok, jsonl_data, tmp_p
             e = r["datasets"][d]
             assert set(e["seeds"]) == {"1", "2"}
             for s in e["seeds"].values():
-                assert s["positions"] == 5 * 24 and s["mean"] == pytest.approx(s["sum"] / s["positions"])
+                assert s["positions"] == 5 * 24 and s["mean"] == pytest.approx(
+                    s["sum"] / s["positions"]
+                )
             assert e["mean"] == pytest.approx(np.mean([s["mean"] for s in e["seeds"].values()]))
             assert e["positions"] == 2 * 5 * 24
         assert r["avg"] == pytest.approx(np.mean([r["datasets"][d]["mean"] for d in ds]))
@@ -250,8 +300,13 @@ def test_cli_writes_consistent_table(tiny_model_dir, tiny_tok, jsonl_data, tmp_p
         assert float(row[2]) == r["alpha"] and row[1] == r["statistic"]
         assert [float(v) for v in row[3:]] == [r["datasets"][d]["mean"] for d in ds] + [r["avg"]]
     md = (out / "table1.md").read_text()
-    first = f"| {tiny_model_dir} | 0.01 | " + " | ".join(
-        f"{v:.2f}" for v in [above[0]["datasets"][d]["mean"] for d in ds] + [above[0]["avg"]]) + " |"
+    first = (
+        f"| {tiny_model_dir} | 0.01 | "
+        + " | ".join(
+            f"{v:.2f}" for v in [above[0]["datasets"][d]["mean"] for d in ds] + [above[0]["avg"]]
+        )
+        + " |"
+    )
     assert first in md and first in stdout
     assert (out / "table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -281,14 +336,19 @@ def _bad_gguf(path):
     return path
 
 
-@pytest.mark.parametrize("case, pattern", [
-    ("unknown-model", r"unknown model 'no-such-model'.*smollm2"),
-    ("missing-path", r"no such file or directory"),
-    ("unknown-data", r"unknown dataset 'no-such-corpus'.*pydoc-topics"),
-    ("gguf-no-tokenizer", r"no tokenizer metadata"),
-    ("n-too-large", r"holds [\d,]+ tokens.*lower --n"),
-])
-def test_clear_errors_before_loading_weights(case, pattern, tiny_model_dir, tmp_path, capsys, no_weights):
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("unknown-model", r"unknown model 'no-such-model'.*smollm2"),
+        ("missing-path", r"no such file or directory"),
+        ("unknown-data", r"unknown dataset 'no-such-corpus'.*pydoc-topics"),
+        ("gguf-no-tokenizer", r"no tokenizer metadata"),
+        ("n-too-large", r"holds [\d,]+ tokens.*lower --n"),
+    ],
+)
+def test_clear_errors_before_loading_weights(
+    case, pattern, tiny_model_dir, tmp_path, capsys, no_weights
+):
     model, data, n = str(tiny_model_dir), "pydoc-topics", "2"
     if case == "unknown-model":
         model = "no-such-model"
@@ -300,8 +360,23 @@ def test_clear_errors_before_loading_weights(case, pattern, tiny_model_dir, tmp_
         model = str(_bad_gguf(tmp_path / "bare.gguf"))
     elif case == "n-too-large":
         n = "100000"
-    rc, _, err = _run_cli(["analyze", "--model", model, "--data", data, "--n", n, "--seq-len", "16",
-                           "--seeds", "1", "--no-progress"], capsys)
+    rc, _, err = _run_cli(
+        [
+            "analyze",
+            "--model",
+            model,
+            "--data",
+            data,
+            "--n",
+            n,
+            "--seq-len",
+            "16",
+            "--seeds",
+            "1",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 2
     import re
 

@@ -1,4 +1,5 @@
 """The baselines table's seed-level statistics against slow references."""
+
 import math
 
 import pytest
@@ -58,14 +59,24 @@ def test_collect_reads_last_checkpoint(tmp_path):
             ev = {"tasks": {"zorro": {"value": v}}}
             (d / "checkpoints" / step / "eval.json").write_text(json.dumps(ev))
         (d / "checkpoints" / "step_00000020" / "benchmarks.json").write_text(
-            json.dumps({"tasks": {"piqa": {"acc": 0.25, "p_gold": 0.5, "gold_bpb": 3.0}}}))
-        runs.append({"setting": setting, "seed": seed, "status": "done" if i < 2 else "running",
-                     "out_dir": str(d)})
+            json.dumps({"tasks": {"piqa": {"acc": 0.25, "p_gold": 0.5, "gold_bpb": 3.0}}})
+        )
+        runs.append(
+            {
+                "setting": setting,
+                "seed": seed,
+                "status": "done" if i < 2 else "running",
+                "out_dir": str(d),
+            }
+        )
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "sweep.json").write_text(json.dumps({"runs": runs}))
     s = collect([str(tmp_path / "out")], {"a": "b"})
     assert s["columns"] == ["zorro", "piqa acc", "piqa p_gold"]
     assert len(s["runs"]) == 2  # the unfinished run is left out
-    assert s["runs"][1] == {"arm": "LSAP α0.05 λ1", "seed": 0, "checkpoint": "step_00000020",
-                            "scores": {"zorro": pytest.approx(51.0), "piqa acc": 25.0,
-                                       "piqa p_gold": 50.0}}
+    assert s["runs"][1] == {
+        "arm": "LSAP α0.05 λ1",
+        "seed": 0,
+        "checkpoint": "step_00000020",
+        "scores": {"zorro": pytest.approx(51.0), "piqa acc": 25.0, "piqa p_gold": 50.0},
+    }

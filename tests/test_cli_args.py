@@ -10,7 +10,9 @@ from lsap.cli.args import nonnegative_int, positive_float, positive_int
 cli = importlib.import_module("lsap.cli.main")
 
 
-@pytest.mark.parametrize("text,value", [("27e9", 27_000_000_000), ("1_000", 1000), ("512", 512), ("1e0", 1)])
+@pytest.mark.parametrize(
+    "text,value", [("27e9", 27_000_000_000), ("1_000", 1000), ("512", 512), ("1e0", 1)]
+)
 def test_counts_accept_scientific_notation(text, value):
     assert positive_int(text) == value and isinstance(positive_int(text), int)
 
@@ -35,11 +37,16 @@ def test_prepare_max_tokens_27e9_parses():
     assert args.max_tokens == 27_000_000_000
 
 
-@pytest.mark.parametrize("argv", [
-    ["store", "build", "--seq-len", "-5"], ["eval", "x", "--max-examples", "0"],
-    ["preflight", "--batch-size", "-1"], ["preflight", "--batch-size", "0"],
-    ["store", "build", "--seq-len", "8", "--max-windows", "-1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["store", "build", "--seq-len", "-5"],
+        ["eval", "x", "--max-examples", "0"],
+        ["preflight", "--batch-size", "-1"],
+        ["preflight", "--batch-size", "0"],
+        ["store", "build", "--seq-len", "8", "--max-windows", "-1"],
+    ],
+)
 def test_bad_counts_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
@@ -66,17 +73,31 @@ def test_ctrl_c_is_one_line_exit_130(monkeypatch, capsys):
     assert err.strip().splitlines() == ["lsap flops: interrupted; rerun the same command to resume"]
 
 
-@pytest.mark.parametrize("argv", [["quickstart", "--alpha", "1.5"], ["preflight", "--alphas", "nan"],
-                                  ["store", "info", "x", "--alpha", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["quickstart", "--alpha", "1.5"],
+        ["preflight", "--alphas", "nan"],
+        ["store", "info", "x", "--alpha", "0"],
+    ],
+)
 def test_alpha_refused_at_parse_time(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)  # quickstart: before the surrogate pretraining, not after it
     assert e.value.code == 2 and "must lie in (0, 1)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kw,word", [(dict(lam=-1), "lam"), (dict(lam=float("nan")), "lam"),
-                                     (dict(alpha=1.5), "alpha"), (dict(alpha=float("inf")), "alpha"),
-                                     (dict(k=0), "k must"), (dict(keep_fraction=0.0), "keep_fraction")])
+@pytest.mark.parametrize(
+    "kw,word",
+    [
+        (dict(lam=-1), "lam"),
+        (dict(lam=float("nan")), "lam"),
+        (dict(alpha=1.5), "alpha"),
+        (dict(alpha=float("inf")), "alpha"),
+        (dict(k=0), "k must"),
+        (dict(keep_fraction=0.0), "keep_fraction"),
+    ],
+)
 def test_method_numbers_refused(kw, word):
     from lsap.surrogate.sources import check_method_numbers
     from lsap.utils.errors import ConfigError
@@ -116,7 +137,10 @@ def test_second_sweep_on_one_out_refused(tmp_path, capsys):
     with DirLock(out, "lsap sweep"):
         with pytest.raises(LockError, match="is being written by pid"):
             run_sweep(tmp_path / "missing.yaml", out)
-        assert cli.main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(out), "--report-only"]) == 2
+        assert (
+            cli.main(["sweep", str(tmp_path / "missing.yaml"), "--out", str(out), "--report-only"])
+            == 2
+        )
     assert "is being written by" in capsys.readouterr().err
 
 

@@ -58,25 +58,36 @@ def test_allowed_values_have_one_source():
     from typing import get_args
 
     from lsap import config
+    from lsap.method import loss, schedules
 
-    from lsap.method import loss
-
-    from lsap.method import schedules
-
-    assert loss.NORMALIZATIONS == get_args(config.Normalization) == ("targets", "tokens", "weighted")
+    assert (
+        loss.NORMALIZATIONS == get_args(config.Normalization) == ("targets", "tokens", "weighted")
+    )
     assert schedules.LAMBDA_KINDS == get_args(config.LambdaScheduleKind)
-    with pytest.raises(ConfigError, match=r"lsap.normalization='avg' is not one of \('targets', 'tokens', 'weighted'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"lsap.normalization='avg' is not one of \('targets', 'tokens', 'weighted'\)",
+    ):
         load_config(None, ["data.dir=x", "train.max_steps=1", "lsap.normalization=avg"])
     with pytest.raises(ConfigError, match="train.precision"):
         load_config(None, ["data.dir=x", "train.max_steps=1", "train.precision=fp16"])
-    assert load_config(None, ["data.dir=x", "train.max_steps=1", "lsap.normalization=weighted"]).lsap.normalization == "weighted"
+    assert (
+        load_config(
+            None, ["data.dir=x", "train.max_steps=1", "lsap.normalization=weighted"]
+        ).lsap.normalization
+        == "weighted"
+    )
 
 
 _SCALAR_KEYS_GIVEN_CONTAINERS = [
-    ("lsap.alpha=[1,2]", "lsap.alpha", "a number"), ("lsap.k=[3]", "lsap.k", "an integer"),
-    ("train.batch_size={a: 1}", "train.batch_size", "an integer"), ("data.dir=[1]", "data.dir", "text"),
-    ("loss=[ce]", "loss", "one of ('ce', 'lsap')"), ("lsap.alpha=null", "lsap.alpha", "a number"),
-    ("lsap.k=true", "lsap.k", "an integer"), ("train.loggers={a: 1}", "train.loggers", "a list"),
+    ("lsap.alpha=[1,2]", "lsap.alpha", "a number"),
+    ("lsap.k=[3]", "lsap.k", "an integer"),
+    ("train.batch_size={a: 1}", "train.batch_size", "an integer"),
+    ("data.dir=[1]", "data.dir", "text"),
+    ("loss=[ce]", "loss", "one of ('ce', 'lsap')"),
+    ("lsap.alpha=null", "lsap.alpha", "a number"),
+    ("lsap.k=true", "lsap.k", "an integer"),
+    ("train.loggers={a: 1}", "train.loggers", "a list"),
     ("model.overrides=[1]", "model.overrides", "a mapping"),
 ]
 
@@ -110,18 +121,29 @@ def test_wrong_type_through_the_cli_is_one_line(tmp_path):
 
     src = str(__import__("pathlib").Path(lsap.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    code = ("import sys\nfrom lsap.cli.main import main\n"
-            "for a in sys.argv[1:]:\n"
-            "    print(main(['train', f'data.dir={sys.argv[0]}', 'train.max_steps=1', a, '--dry-run']), flush=True)\n")
+    code = (
+        "import sys\nfrom lsap.cli.main import main\n"
+        "for a in sys.argv[1:]:\n"
+        "    print(main(['train', f'data.dir={sys.argv[0]}', 'train.max_steps=1', a, '--dry-run']), flush=True)\n"
+    )
     bad = [b for b, *_ in _SCALAR_KEYS_GIVEN_CONTAINERS]
-    r = subprocess.run([sys.executable, "-c", code, *bad], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code, *bad], capture_output=True, text=True, env=env, timeout=120
+    )
     assert r.stdout.split() == ["2"] * len(bad), (r.stdout, r.stderr[-3000:])
     err = r.stderr.strip().splitlines()
     assert "Traceback" not in r.stderr and len(err) == len(bad), r.stderr[-3000:]
     for line, (_, key, want) in zip(err, _SCALAR_KEYS_GIVEN_CONTAINERS):
         assert line.startswith("lsap train: error: ") and key in line and want in line, line
     # and one real `lsap train` process per se: the console script's path
-    r = subprocess.run([sys.executable, "-m", "lsap", "train", "data.dir=x", "train.max_steps=1", "lsap.k=[3]"],
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "lsap", "train", "data.dir=x", "train.max_steps=1", "lsap.k=[3]"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert (
+        r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    ), r.stderr
     assert "lsap.k=[3] is a list; lsap.k takes an integer" in r.stderr

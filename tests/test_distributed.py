@@ -87,10 +87,19 @@ def test_fsdp_mixed_precision_is_validated():
     with pytest.raises(ConfigError, match="needs train.distributed=fsdp"):
         load_config(None, ["data.dir=x", "train.max_steps=1", "train.fsdp_mixed_precision=bf16"])
     with pytest.raises(ConfigError, match="fsdp_mixed_precision"):
-        load_config(None, ["data.dir=x", "train.max_steps=1", "train.fsdp_mixed_precision=fp16",
-                           "train.distributed=fsdp"])
+        load_config(
+            None,
+            [
+                "data.dir=x",
+                "train.max_steps=1",
+                "train.fsdp_mixed_precision=fp16",
+                "train.distributed=fsdp",
+            ],
+        )
     with pytest.raises(ValueError, match="mixed_precision"):
-        distributed.wrap(torch.nn.Linear(2, 2), distributed.Dist(world_size=2), "fsdp", mixed_precision="fp8")
+        distributed.wrap(
+            torch.nn.Linear(2, 2), distributed.Dist(world_size=2), "fsdp", mixed_precision="fp8"
+        )
 
 
 def _run(world, out, nproc, *extra):
@@ -98,15 +107,38 @@ def _run(world, out, nproc, *extra):
     import lsap
 
     src = str(Path(lsap.__file__).resolve().parents[1])
-    args = [f"data.dir={world['data']}", f"out_dir={out}", "data.seq_len=32", "train.batch_size=4",
-            "train.log_every=1", "optim.warmup_steps=1", "train.eval_batches=1",
-            f"train.micro_batch_size={4 // nproc}", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
-    r = subprocess.run([sys.executable, *launch, "-m", "lsap", "train", *args], capture_output=True, text=True,
-                       env=env, timeout=900)
+    args = [
+        f"data.dir={world['data']}",
+        f"out_dir={out}",
+        "data.seq_len=32",
+        "train.batch_size=4",
+        "train.log_every=1",
+        "optim.warmup_steps=1",
+        "train.eval_batches=1",
+        f"train.micro_batch_size={4 // nproc}",
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    launch = (
+        ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc > 1
+        else []
+    )
+    r = subprocess.run(
+        [sys.executable, *launch, "-m", "lsap", "train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = [
+        json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines() if x.strip()
+    ]
     return {r["step"]: r for r in rows if r["kind"] == "train"}
 
 
@@ -133,20 +165,38 @@ def test_fsdp2_bf16_tracks_fp32_within_the_measured_bf16_error(tiny_world, tmp_p
     every step and the final weights must stay within a small multiple of it, and the
     weights must have moved: an FSDP2 path that never updates, or updates wrongly, fails."""
     steps = 12
-    extra = ("loss=lsap", "lsap.alpha=0.02", "lsap.k=4", f"surrogate.model={tiny_world['surrogate']}",
-             f"train.max_steps={steps}", "optim.lr=3e-3", "train.ckpt_at=[1]")
+    extra = (
+        "loss=lsap",
+        "lsap.alpha=0.02",
+        "lsap.k=4",
+        f"surrogate.model={tiny_world['surrogate']}",
+        f"train.max_steps={steps}",
+        "optim.lr=3e-3",
+        "train.ckpt_at=[1]",
+    )
     fp32 = _run(tiny_world, tmp_path / "fp32", 1, *extra)
     bf16 = _run(tiny_world, tmp_path / "bf16", 1, *extra, "train.precision=bf16")
-    fsdp = _run(tiny_world, tmp_path / "fsdp", 2, *extra, "train.distributed=fsdp", "train.fsdp_mixed_precision=bf16",
-                "train.activation_checkpointing=true")
+    fsdp = _run(
+        tiny_world,
+        tmp_path / "fsdp",
+        2,
+        *extra,
+        "train.distributed=fsdp",
+        "train.fsdp_mixed_precision=bf16",
+        "train.activation_checkpointing=true",
+    )
     S = range(1, steps + 1)
     bf16_err = max(abs(bf16[s]["loss"] - fp32[s]["loss"]) for s in S)
     tol = 4 * bf16_err
     moved = fp32[1]["loss"] - fp32[steps]["loss"]
     fsdp_err = [abs(fsdp[s]["loss"] - fp32[s]["loss"]) for s in S]
-    print(f"loss moved {moved:.4f} over {steps} steps; bf16 autocast error ≤ {bf16_err:.2e}; "
-          f"FSDP2-bf16 error ≤ {max(fsdp_err):.2e} (tolerance {tol:.2e})")
-    assert 0 < bf16_err and moved > 10 * tol  # a run that stalls at step 1's loss is out of tolerance
+    print(
+        f"loss moved {moved:.4f} over {steps} steps; bf16 autocast error ≤ {bf16_err:.2e}; "
+        f"FSDP2-bf16 error ≤ {max(fsdp_err):.2e} (tolerance {tol:.2e})"
+    )
+    assert (
+        0 < bf16_err and moved > 10 * tol
+    )  # a run that stalls at step 1's loss is out of tolerance
     assert max(fsdp_err) <= tol, fsdp_err
     assert max(fsdp_err) > 0  # bf16 compute did happen
     for s in S:
@@ -154,10 +204,14 @@ def test_fsdp2_bf16_tracks_fp32_within_the_measured_bf16_error(tiny_world, tmp_p
         assert fsdp[s]["tokens"] == fp32[s]["tokens"]
     w1, w = _weights(tmp_path / "fp32", 1), _weights(tmp_path / "fp32", steps)
     wb, wf = _weights(tmp_path / "bf16", steps), _weights(tmp_path / "fsdp", steps)
-    assert w.keys() == wf.keys() and all(v.dtype == torch.float32 for v in wf.values())  # fp32 master weights
+    assert w.keys() == wf.keys() and all(
+        v.dtype == torch.float32 for v in wf.values()
+    )  # fp32 master weights
     update = _dist(w, w1)
     assert _dist(wf, w1) > 0.5 * update  # FSDP2 moved the weights as far as fp32 did
     rel_bf16, rel_fsdp = _dist(wb, w) / update, _dist(wf, w) / update
-    print(f"weights after {steps} steps: |fsdp - fp32| = {rel_fsdp:.3f}, |bf16 - fp32| = {rel_bf16:.3f} "
-          "(× the fp32 update since step 1)")
+    print(
+        f"weights after {steps} steps: |fsdp - fp32| = {rel_fsdp:.3f}, |bf16 - fp32| = {rel_bf16:.3f} "
+        "(× the fp32 update since step 1)"
+    )
     assert rel_fsdp <= 4 * rel_bf16 and rel_fsdp < 0.2

@@ -53,7 +53,7 @@ def _lsap_argvs(line: str) -> list[list[str]]:
             seg = seg[1:]
         for i, w in enumerate(seg):
             if (w == "lsap" and i == 0) or (w == "lsap" and seg[i - 1] == "-m"):
-                out.append(seg[i + 1:])
+                out.append(seg[i + 1 :])
                 break
     return out
 
@@ -80,7 +80,9 @@ def _commands() -> list[tuple[str, int, list[str]]]:
                 pending = pending[:-1] + " "
                 continue
             for j, argv in enumerate(_lsap_argvs(pending)):
-                found.append((f"{f.relative_to(ROOT)}:{start}" + (f"#{j}" if j else ""), start, argv))
+                found.append(
+                    (f"{f.relative_to(ROOT)}:{start}" + (f"#{j}" if j else ""), start, argv)
+                )
             pending = ""
     return found
 
@@ -96,11 +98,18 @@ def test_the_docs_show_lsap_commands():
 
 def test_extractor_reads_every_form():
     assert _lsap_argv("$ lsap train --config a.yaml") == ["train", "--config", "a.yaml"]
-    assert _lsap_argv("torchrun --nproc_per_node 8 -m lsap train x.yaml | tee log")[:2] == ["train", "x.yaml"]
-    assert _lsap_argv("OMP_NUM_THREADS=2 python -m lsap eval runs/x  # comment") == ["eval", "runs/x"]
+    assert _lsap_argv("torchrun --nproc_per_node 8 -m lsap train x.yaml | tee log")[:2] == [
+        "train",
+        "x.yaml",
+    ]
+    assert _lsap_argv("OMP_NUM_THREADS=2 python -m lsap eval runs/x  # comment") == [
+        "eval",
+        "runs/x",
+    ]
     assert _lsap_argv("pip install lsap") is None
     assert _lsap_argvs("bash scripts/install.sh && python -m lsap quickstart --out q > log") == [
-        ["quickstart", "--out", "q"]]
+        ["quickstart", "--out", "q"]
+    ]
 
 
 @pytest.mark.parametrize("where,_,argv", COMMANDS, ids=[c[0] for c in COMMANDS])
@@ -110,7 +119,9 @@ def test_doc_command_parses(where, _, argv, capsys):
     try:
         args = cli.build_parser().parse_args(argv)
     except SystemExit as e:  # --help / --version exit 0; a bad command exits 2
-        assert e.code == 0, f"{where}: `lsap {' '.join(argv)}` does not parse: {capsys.readouterr().err}"
+        assert e.code == 0, (
+            f"{where}: `lsap {' '.join(argv)}` does not parse: {capsys.readouterr().err}"
+        )
         return
     assert args.command, f"{where}: no command in `lsap {' '.join(argv)}`"
 

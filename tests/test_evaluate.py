@@ -16,34 +16,49 @@ from pathlib import Path
 
 import pytest
 
-from lsap.eval import metrics
-from lsap.eval import tasks
 from lsap.cli.main import main
+from lsap.eval import metrics, tasks
 
 VOCAB = 320
 # Per run: (name, config extras, checkpoint FLOPs). The LSAP run spends more FLOPs
 # per token (surrogate); budgets are chosen so matched-FLOPs picks are known.
 RUNS = {
-    "ce": ({"loss": "ce", "lsap": {"alpha": 0.05, "k": 15, "lambda_schedule": "constant"}},
-           [(100, 1.0e12), (200, 2.0e12), (300, 3.0e12)], "olmo2"),
-    "lsap": ({"loss": "lsap", "lsap": {"alpha": 0.05, "k": 15, "lambda_schedule": "cosine"},
-              "surrogate": {"model": "smollm2"}},  # never loaded: the fixture evaluates with --no-targets
-             [(100, 1.3e12), (200, 2.6e12)], "llama"),
+    "ce": (
+        {"loss": "ce", "lsap": {"alpha": 0.05, "k": 15, "lambda_schedule": "constant"}},
+        [(100, 1.0e12), (200, 2.0e12), (300, 3.0e12)],
+        "olmo2",
+    ),
+    "lsap": (
+        {
+            "loss": "lsap",
+            "lsap": {"alpha": 0.05, "k": 15, "lambda_schedule": "cosine"},
+            "surrogate": {"model": "smollm2"},
+        },  # never loaded: the fixture evaluates with --no-targets
+        [(100, 1.3e12), (200, 2.6e12)],
+        "llama",
+    ),
 }
 
 
 def make_tokenizer(out: Path):
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator([topics[k] for k in sorted(topics)], trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
     tok.save_pretrained(out)
     return tok
 
@@ -53,9 +68,18 @@ def tiny_model(family: str, seed: int):
     from transformers import AutoModelForCausalLM, LlamaConfig, Olmo2Config
 
     cls = Olmo2Config if family == "olmo2" else LlamaConfig
-    cfg = cls(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-              num_key_value_heads=2, max_position_embeddings=256, eos_token_id=0, bos_token_id=0,
-              tie_word_embeddings=False)
+    cfg = cls(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=0,
+        bos_token_id=0,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(cfg)
 
@@ -66,8 +90,13 @@ def make_run(root: Path, name: str, data_dir: Path, tok, spec: str) -> Path:
     extra, cks, family = RUNS[name]
     run = root / name
     run.mkdir(parents=True)
-    cfg = {"name": name, "model": {"preset": "olmo2-tiny"}, "data": {"dir": str(data_dir), "seq_len": 64},
-           "train": {"eval_batches": 2, "max_steps": cks[-1][0]}, **extra}
+    cfg = {
+        "name": name,
+        "model": {"preset": "olmo2-tiny"},
+        "data": {"dir": str(data_dir), "seq_len": 64},
+        "train": {"eval_batches": 2, "max_steps": cks[-1][0]},
+        **extra,
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     lines = []
     for i, (step, flops) in enumerate(cks):
@@ -75,12 +104,30 @@ def make_run(root: Path, name: str, data_dir: Path, tok, spec: str) -> Path:
         model = tiny_model(family, seed=10 * len(name) + i)
         model.save_pretrained(d / "model")
         tok.save_pretrained(d / "model")
-        meta = {"step": step, "tokens": step * 1000, "flops_base": flops * 0.8, "flops_surrogate": flops * 0.2,
-                "flops": flops, "wall_s": 1.0}
+        meta = {
+            "step": step,
+            "tokens": step * 1000,
+            "flops_base": flops * 0.8,
+            "flops_surrogate": flops * 0.2,
+            "flops": flops,
+            "wall_s": 1.0,
+        }
         (d / "meta.json").write_text(json.dumps(meta))
-        lines.append({"kind": "train", "step": step, "tokens": step * 1000, "flops": flops, "loss": 5.0 - i})
-        lines.append({"kind": "val", "step": step, "tokens": step * 1000, "flops_base": flops * 0.8,
-                      "flops_surrogate": flops * 0.2, "flops": flops, "val_loss": 5.5 - i, "val_bpb": 2.0 - i / 10})
+        lines.append(
+            {"kind": "train", "step": step, "tokens": step * 1000, "flops": flops, "loss": 5.0 - i}
+        )
+        lines.append(
+            {
+                "kind": "val",
+                "step": step,
+                "tokens": step * 1000,
+                "flops_base": flops * 0.8,
+                "flops_surrogate": flops * 0.2,
+                "flops": flops,
+                "val_loss": 5.5 - i,
+                "val_bpb": 2.0 - i / 10,
+            }
+        )
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return run
 
@@ -100,10 +147,24 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalworld")
     tok = make_tokenizer(root / "tok")
     data = root / "data"
-    prepare(str(root / "tok"), "pydoc-topics", data, val_fraction=0.2, shard_tokens=1 << 16, seed=0,
-            progress=False, tokenizer=tok)
+    prepare(
+        str(root / "tok"),
+        "pydoc-topics",
+        data,
+        val_fraction=0.2,
+        shard_tokens=1 << 16,
+        seed=0,
+        progress=False,
+        tokenizer=tok,
+    )
     runs = {name: make_run(root / "runs", name, data, tok, str(root / "tok")) for name in RUNS}
-    _CACHE["world"] = {"root": root, "tok_dir": root / "tok", "tok": tok, "data": data, "runs": runs}
+    _CACHE["world"] = {
+        "root": root,
+        "tok_dir": root / "tok",
+        "tok": tok,
+        "data": data,
+        "runs": runs,
+    }
     return _CACHE["world"]
 
 
@@ -113,8 +174,24 @@ def evaluated(world):
     pytest.importorskip("lm_eval")
     if "evaluated" not in _CACHE:
         for run in world["runs"].values():
-            assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4",
-                         "--no-targets", "--doc-bytes", "20000"]) == 0
+            assert (
+                main(
+                    [
+                        "eval",
+                        str(run),
+                        "--tasks",
+                        "offline",
+                        "--limit",
+                        "8",
+                        "--batch-size",
+                        "4",
+                        "--no-targets",
+                        "--doc-bytes",
+                        "20000",
+                    ]
+                )
+                == 0
+            )
         _CACHE["evaluated"] = world
     return _CACHE["evaluated"]
 
@@ -136,22 +213,30 @@ def test_heldout_loss_matches_manual(world):
     from lsap.data.shards import TokenShards
 
     model = tiny_model("olmo2", 0).eval()
-    got = metrics.heldout_loss(model, world["data"], seq_len=32, batch_size=2, max_batches=3, tokenizer=world["tok"])
+    got = metrics.heldout_loss(
+        model, world["data"], seq_len=32, batch_size=2, max_batches=3, tokenizer=world["tok"]
+    )
     sh = TokenShards(world["data"], "val")
     x = torch.from_numpy(np.asarray(sh.tokens(0, 6 * 32 + 1)))
-    inp = torch.stack([x[j * 32:(j + 1) * 32] for j in range(6)])
-    lab = torch.stack([x[j * 32 + 1:(j + 1) * 32 + 1] for j in range(6)])
+    inp = torch.stack([x[j * 32 : (j + 1) * 32] for j in range(6)])
+    lab = torch.stack([x[j * 32 + 1 : (j + 1) * 32 + 1] for j in range(6)])
     with torch.no_grad():
-        ref = torch.nn.functional.cross_entropy(model(input_ids=inp).logits.flatten(0, 1), lab.flatten()).item()
+        ref = torch.nn.functional.cross_entropy(
+            model(input_ids=inp).logits.flatten(0, 1), lab.flatten()
+        ).item()
     assert got["val_tokens"] == 6 * 32
     assert got["val_loss"] == pytest.approx(ref, rel=1e-5)
     # bpb divides by the bytes of exactly the labels scored (naive: decode them, count UTF-8 bytes)
     tok = world["tok"]
-    n_bytes = len(tok.decode([int(i) for i in lab.flatten() if int(i) != tok.eos_token_id]).encode("utf-8"))
+    n_bytes = len(
+        tok.decode([int(i) for i in lab.flatten() if int(i) != tok.eos_token_id]).encode("utf-8")
+    )
     assert got["val_bytes"] == n_bytes
     assert got["val_bpb"] == pytest.approx(ref * lab.numel() / math.log(2) / n_bytes, rel=1e-5)
     man = json.loads((world["data"] / "manifest.json").read_text())["splits"]["val"]
-    assert got["val_bytes"] / got["val_tokens"] != pytest.approx(man["bytes"] / man["tokens"], rel=1e-3)
+    assert got["val_bytes"] / got["val_tokens"] != pytest.approx(
+        man["bytes"] / man["tokens"], rel=1e-3
+    )
 
 
 def test_token_byte_lengths_sum_to_the_split_bytes(world):
@@ -188,7 +273,11 @@ def test_bpb_on_documents_matches_naive(world):
             logits = model(input_ids=torch.tensor([stream[s:t]])).logits[0, -1]
             nll -= float(torch.log_softmax(logits.double(), -1)[stream[t]])
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
-    assert got["bytes"] == n_bytes and got["tokens"] == len(stream) - 1 and got["documents"] == len(docs)
+    assert (
+        got["bytes"] == n_bytes
+        and got["tokens"] == len(stream) - 1
+        and got["documents"] == len(docs)
+    )
     assert got["nll"] == pytest.approx(nll, rel=1e-4)
     assert got["bpb"] == pytest.approx(nll / math.log(2) / n_bytes, rel=1e-4)
 
@@ -203,7 +292,9 @@ def test_offline_tasks_deterministic_and_heldout(world, tmp_path):
     b = tasks.build_offline_tasks(world["data"], tmp_path / "b", max_examples=50)
     assert a["hash"] == b["hash"]
     for name in tasks.OFFLINE_TASKS:
-        assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
+        assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (
+            tmp_path / "b" / f"{name}.jsonl"
+        ).read_bytes()
         assert a["counts"][name] > 5
     c = tasks.build_offline_tasks(world["data"], tmp_path / "c", max_examples=40)
     assert c["hash"] != a["hash"]
@@ -228,13 +319,17 @@ def test_offline_tasks_deterministic_and_heldout(world, tmp_path):
                 assert all(ch not in d for d in home)  # distractors come from other documents
     # Held-out only: no example is drawn from a training document (unless the text
     # also appears in a held-out one).
-    assert not any(ex["context"] in d and not any(ex["context"] in v for v in val) for ex in lw for d in train)
+    assert not any(
+        ex["context"] in d and not any(ex["context"] in v for v in val) for ex in lw for d in train
+    )
 
 
 def test_lastword_cutting_rule():
     doc = " ".join(f"w{i}" for i in range(20)) + " the final Word. 123"
     ex = tasks.lastword_examples([doc], passage_words=64, min_context_words=16)
-    assert ex == [{"context": " ".join(f"w{i}" for i in range(20)) + " the final", "target": "Word"}]
+    assert ex == [
+        {"context": " ".join(f"w{i}" for i in range(20)) + " the final", "target": "Word"}
+    ]
 
 
 # --------------------------------------------------------------------------- lsap eval end to end
@@ -252,7 +347,9 @@ def test_eval_writes_results_next_to_checkpoints(evaluated, capsys):
             assert res["tasks"]["lsap_nextsent"]["metric"] == "acc_norm"
             assert res["val_loss"] > 0 and res["val_bpb"] > 0 and res["doc_bpb"] > 0
             assert res["task_set"] == "offline" and len(res["eval_set_hash"]) == 64
-            for t in tasks.PAIR_TASKS:  # per-example log-likelihoods, so paired tests are possible later
+            for t in (
+                tasks.PAIR_TASKS
+            ):  # per-example log-likelihoods, so paired tests are possible later
                 r = res["tasks"][t]
                 ex = tasks.unpack_scores(r["examples"])
                 assert ex["ll"].shape == (r["n"], 2) and r["n"] == 8
@@ -265,15 +362,34 @@ def test_eval_writes_results_next_to_checkpoints(evaluated, capsys):
     f = run / "checkpoints" / "step_00000100" / "eval.json"
     before = f.read_bytes()
     capsys.readouterr()
-    assert main(["eval", str(run), "--tasks", "offline", "--limit", "8", "--batch-size", "4", "--no-targets",
-                 "--doc-bytes", "20000"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(run),
+                "--tasks",
+                "offline",
+                "--limit",
+                "8",
+                "--batch-size",
+                "4",
+                "--no-targets",
+                "--doc-bytes",
+                "20000",
+            ]
+        )
+        == 0
+    )
     assert "3 checkpoint(s) already evaluated" in capsys.readouterr().out
     assert f.read_bytes() == before
 
 
 def test_eval_hash_same_across_runs(evaluated):
-    hashes = {json.loads(p.read_text())["eval_set_hash"]
-              for run in evaluated["runs"].values() for p in run.glob("checkpoints/*/eval.json")}
+    hashes = {
+        json.loads(p.read_text())["eval_set_hash"]
+        for run in evaluated["runs"].values()
+        for p in run.glob("checkpoints/*/eval.json")
+    }
     assert len(hashes) == 1
 
 
@@ -315,43 +431,73 @@ def test_eval_gold_outside_skip_run_uses_that_rule(tiny_world, tmp_path):
     import yaml
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from lsap.surrogate.sources import OnlineTargets
     from lsap.data.tokenizer import load_tokenizer
     from lsap.method.vocab import VocabMap
+    from lsap.surrogate.sources import OnlineTargets
 
     run = tmp_path / "skip-run"
-    cfg = {"name": "skip-run", "loss": "lsap", "data": {"dir": tiny_world["data"], "seq_len": 32},
-           "surrogate": {"model": tiny_world["surrogate"]}, "train": {"eval_batches": 2, "micro_batch_size": 2,
-                                                                       "max_steps": 10},
-           "lsap": {"k": 5, "alpha": 0.02, "gold_outside": "skip"}}
+    cfg = {
+        "name": "skip-run",
+        "loss": "lsap",
+        "data": {"dir": tiny_world["data"], "seq_len": 32},
+        "surrogate": {"model": tiny_world["surrogate"]},
+        "train": {"eval_batches": 2, "micro_batch_size": 2, "max_steps": 10},
+        "lsap": {"k": 5, "alpha": 0.02, "gold_outside": "skip"},
+    }
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     ck = run / "checkpoints" / "step_00000010"
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(LlamaConfig(
-        vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=256))
+    model = AutoModelForCausalLM.from_config(
+        LlamaConfig(
+            vocab_size=640,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        )
+    )
     model.save_pretrained(ck / "model")
     AutoTokenizer.from_pretrained(tiny_world["base_tok"]).save_pretrained(ck / "model")
-    (ck / "meta.json").write_text(json.dumps({"step": 10, "tokens": 640, "flops": 1e9, "flops_base": 8e8,
-                                              "flops_surrogate": 2e8}))
-    assert main(["eval", str(run), "--tasks", "pairs", "--max-examples", "4", "--doc-bytes", "0"]) == 0
+    (ck / "meta.json").write_text(
+        json.dumps(
+            {"step": 10, "tokens": 640, "flops": 1e9, "flops_base": 8e8, "flops_surrogate": 2e8}
+        )
+    )
+    assert (
+        main(["eval", str(run), "--tasks", "pairs", "--max-examples", "4", "--doc-bytes", "0"]) == 0
+    )
     res = json.loads((ck / "eval.json").read_text())
     assert res["targets"]["gold_outside"] == "skip"
 
     sur = AutoModelForCausalLM.from_pretrained(tiny_world["surrogate"]).eval()
     base_tok = load_tokenizer(tiny_world["base_tok"])
-    vmap = VocabMap.from_tokenizers(base_tok, load_tokenizer(tiny_world["surrogate"]), base_vocab_size=640,
-                                    surrogate_vocab_size=sur.config.vocab_size)
+    vmap = VocabMap.from_tokenizers(
+        base_tok,
+        load_tokenizer(tiny_world["surrogate"]),
+        base_vocab_size=640,
+        surrogate_vocab_size=sur.config.vocab_size,
+    )
     m = AutoModelForCausalLM.from_pretrained(ck / "model").eval()
-    ref = {rule: metrics.heldout_metrics(m, tiny_world["data"], seq_len=32, batch_size=2, max_batches=2,
-                                         targets=metrics.source_targets(OnlineTargets(sur, vmap, 5, 0.02,
-                                                                                      gold_outside=rule)))
-           for rule in ("skip", "keep")}
+    ref = {
+        rule: metrics.heldout_metrics(
+            m,
+            tiny_world["data"],
+            seq_len=32,
+            batch_size=2,
+            max_batches=2,
+            targets=metrics.source_targets(OnlineTargets(sur, vmap, 5, 0.02, gold_outside=rule)),
+        )
+        for rule in ("skip", "keep")
+    }
     for b in ("0", "1", "2+"):
         assert res["by_m"][b]["share"] == pytest.approx(ref["skip"]["by_m"][b]["share"])
     assert res["target_mass"] == pytest.approx(ref["skip"]["target_mass"], rel=1e-5)
-    assert ref["skip"]["by_m"]["0"]["share"] > ref["keep"]["by_m"]["0"]["share"]  # the rule matters here
+    assert (
+        ref["skip"]["by_m"]["0"]["share"] > ref["keep"]["by_m"]["0"]["share"]
+    )  # the rule matters here
 
 
 def test_eval_damaged_checkpoint_is_named_and_skipped(world, tmp_path, capsys):
@@ -367,16 +513,35 @@ def test_eval_damaged_checkpoint_is_named_and_skipped(world, tmp_path, capsys):
     args = ["--tasks", "pairs", "--max-examples", "4", "--no-loss"]
     assert main(["eval", str(run), *args]) == 0
     out = capsys.readouterr().out
-    assert f"{bad} is damaged" in out and "skipped 1 damaged checkpoint(s), not evaluated: step_00000200" in out
-    assert sorted(p.parent.name for p in run.glob("checkpoints/*/eval.json")) == ["step_00000100", "step_00000300"]
+    assert (
+        f"{bad} is damaged" in out
+        and "skipped 1 damaged checkpoint(s), not evaluated: step_00000200" in out
+    )
+    assert sorted(p.parent.name for p in run.glob("checkpoints/*/eval.json")) == [
+        "step_00000100",
+        "step_00000300",
+    ]
 
     (run / "checkpoints" / "step_00000100" / "eval.json").unlink()
     assert main(["eval", str(run / "checkpoints" / "step_00000100"), *args]) == 0
     assert "evaluating step_00000100 only" in capsys.readouterr().out
     assert (run / "checkpoints" / "step_00000100" / "eval.json").is_file()
-    assert main(["eval", str(run / "checkpoints" / "step_00000100"), *args, "--checkpoints", "step_00000300"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                str(run / "checkpoints" / "step_00000100"),
+                *args,
+                "--checkpoints",
+                "step_00000300",
+            ]
+        )
+        == 2
+    )
     assert "pass the run directory" in capsys.readouterr().err
-    assert main(["eval", str(run / "checkpoints" / "step_00000200"), *args]) == 2  # every selected one damaged
+    assert (
+        main(["eval", str(run / "checkpoints" / "step_00000200"), *args]) == 2
+    )  # every selected one damaged
     assert "every selected checkpoint is damaged" in capsys.readouterr().err
 
 
@@ -393,9 +558,28 @@ def test_eval_outside_git_tree_prints_no_git_error(evaluated, tmp_path):
         pytest.skip("the temporary directory lies inside a git tree")
     run = tmp_path / "ce"
     shutil.copytree(evaluated["runs"]["ce"], run)
-    r = subprocess.run([sys.executable, "-m", "lsap", "eval", str(run), "--tasks", "lsap_lastword", "--limit", "2",
-                        "--no-loss", "--checkpoints", "last", "--force"], cwd=tmp_path, capture_output=True,
-                       text=True, env=os.environ.copy(), timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lsap",
+            "eval",
+            str(run),
+            "--tasks",
+            "lsap_lastword",
+            "--limit",
+            "2",
+            "--no-loss",
+            "--checkpoints",
+            "last",
+            "--force",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "not a git repository" not in r.stdout + r.stderr
     assert "lastword" in r.stdout
@@ -406,7 +590,9 @@ def test_strength_documents_sample_across_the_split(world):
 
     docs, _ = heldout_documents(world["data"])
     total = sum(len(d.encode()) for d in docs)
-    assert metrics.strength_documents(world["data"], max_bytes=total) == docs  # small split: all of it
+    assert (
+        metrics.strength_documents(world["data"], max_bytes=total) == docs
+    )  # small split: all of it
     a = metrics.strength_documents(world["data"], max_bytes=total // 3, seed=0)
     assert metrics.strength_documents(world["data"], max_bytes=total // 3, seed=0) == a
     assert sum(len(d.encode()) for d in a) <= total // 3 or len(a) == 1
@@ -415,7 +601,9 @@ def test_strength_documents_sample_across_the_split(world):
     b = metrics.strength_documents(world["data"], max_bytes=total // 3, seed=1)
     assert a != b or len(docs) < 4
     first = []
-    for d in docs:  # round 3's choice: a prefix in corpus order; the sample is not (given enough docs)
+    for (
+        d
+    ) in docs:  # round 3's choice: a prefix in corpus order; the sample is not (given enough docs)
         if first and sum(len(x.encode()) for x in first) + len(d.encode()) > total // 3:
             break
         first.append(d)

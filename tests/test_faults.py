@@ -21,19 +21,38 @@ import torch
 
 import lsap
 from lsap.cli.main import COMMANDS, main
-from lsap.config import ConfigError, load_config
-from lsap.utils.errors import StoreError, DataError, LockError, LsapError, SurrogateError, TrainingError
+from lsap.config import load_config
 from lsap.train.loop import Trainer
+from lsap.utils.errors import (
+    DataError,
+    LockError,
+    StoreError,
+    SurrogateError,
+    TrainingError,
+)
 
 SRC = str(Path(lsap.__file__).resolve().parents[1])
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+}
 LSAP = ("loss=lsap", "lsap.alpha=0.02", "lsap.k=4")
 
 
 def args_for(world, out, *extra) -> list[str]:
-    return [f"data.dir={world['data']}", f"out_dir={out}", "data.seq_len=32", "train.batch_size=4",
-            "train.micro_batch_size=2", "train.max_steps=6", "train.log_every=1", "optim.warmup_steps=2",
-            "train.eval_batches=2", *extra]
+    return [
+        f"data.dir={world['data']}",
+        f"out_dir={out}",
+        "data.seq_len=32",
+        "train.batch_size=4",
+        "train.micro_batch_size=2",
+        "train.max_steps=6",
+        "train.log_every=1",
+        "optim.warmup_steps=2",
+        "train.eval_batches=2",
+        *extra,
+    ]
 
 
 def cfg_for(world, out, *extra):
@@ -41,25 +60,40 @@ def cfg_for(world, out, *extra):
 
 
 def rows(out, kind="train") -> list[dict]:
-    return [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()
-            if ln.strip() and json.loads(ln)["kind"] == kind]
+    return [
+        json.loads(ln)
+        for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()
+        if ln.strip() and json.loads(ln)["kind"] == kind
+    ]
 
 
 def lsap_cli(*argv, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lsap", *argv], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lsap", *argv],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 def popen_train(*argv) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lsap", "train", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lsap", "train", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
 
 
 def wait_for(pred, timeout=180.0, proc=None):
     t0 = time.time()
     while not pred():
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended early (rc {proc.returncode}): {proc.stderr.read()[-2000:]}")
+            raise AssertionError(
+                f"process ended early (rc {proc.returncode}): {proc.stderr.read()[-2000:]}"
+            )
         if time.time() - t0 > timeout:
             raise AssertionError("timed out waiting")
         time.sleep(0.01)
@@ -69,7 +103,11 @@ def one_line_error(r, *needles, bars=False):
     """Exit 2 and one stderr line `lsap CMD: error: …` holding each needle, no traceback.
     bars: also allow progress-bar lines before it (transformers' 'Writing model shards')."""
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    err = [ln for ln in r.stderr.strip().splitlines() if not (bars and ("it/s]" in ln or "s/it]" in ln))]
+    err = [
+        ln
+        for ln in r.stderr.strip().splitlines()
+        if not (bars and ("it/s]" in ln or "s/it]" in ln))
+    ]
     assert len(err) == 1 and err[0].startswith("lsap ") and ": error: " in err[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     for n in needles:
@@ -84,7 +122,9 @@ def test_two_trainers_into_one_out_dir(tiny_world, tmp_path, capsys):
     try:
         lock = out / ".lsap.utils.lock"
         wait_for(lambda: lock.is_file() and f'"pid": {a.pid}' in lock.read_text(), proc=a)
-        os.kill(a.pid, signal.SIGSTOP)  # holds the lock, does nothing: no race with the second start
+        os.kill(
+            a.pid, signal.SIGSTOP
+        )  # holds the lock, does nothing: no race with the second start
         b = lsap_cli("train", *args_for(tiny_world, out))
         one_line_error(b, f"pid {a.pid}", "being written by")
         assert not (out / "checkpoints").exists()
@@ -125,11 +165,15 @@ def test_kill_9_then_resume_matches_a_straight_run(tiny_world, tmp_path):
     a, b = rows(tmp_path / "straight"), rows(tmp_path / "cut")
     assert [x["step"] for x in b] == list(range(1, 17))
     assert [x["loss"] for x in a] == [x["loss"] for x in b]
-    assert rows(tmp_path / "straight", "val") == [{**x, "wall_s": y["wall_s"]} for x, y in
-                                                  zip(rows(tmp_path / "cut", "val"), rows(tmp_path / "straight", "val"))]
+    assert rows(tmp_path / "straight", "val") == [
+        {**x, "wall_s": y["wall_s"]}
+        for x, y in zip(rows(tmp_path / "cut", "val"), rows(tmp_path / "straight", "val"))
+    ]
     from safetensors.torch import load_file
 
-    wa = load_file(tmp_path / "straight" / "checkpoints" / "step_00000016" / "model" / "model.safetensors")
+    wa = load_file(
+        tmp_path / "straight" / "checkpoints" / "step_00000016" / "model" / "model.safetensors"
+    )
     wb = load_file(ck / "step_00000016" / "model" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -139,15 +183,23 @@ def test_kill_during_the_first_checkpoint_write_is_no_dead_end(tiny_world, tmp_p
     Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()
     first = [r["loss"] for r in rows(out)]
     ck = out / "checkpoints"
-    (ck / "step_00000002").rename(ck / "step_00000002.tmp")  # what a kill inside save_checkpoint leaves
+    (ck / "step_00000002").rename(
+        ck / "step_00000002.tmp"
+    )  # what a kill inside save_checkpoint leaves
     (ck / "step_00000002.tmp" / "meta.json").unlink()
-    Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()  # a plain rerun: no "already has checkpoints"
+    Trainer.from_config(
+        cfg_for(tiny_world, out, "train.max_steps=2")
+    ).run()  # a plain rerun: no "already has checkpoints"
     assert "removed" in capsys.readouterr().out
     assert [r["loss"] for r in rows(out)] == first  # old lines dropped, not repeated
-    assert not (ck / "step_00000002.tmp").exists() and (ck / "step_00000002" / "meta.json").is_file()
+    assert (
+        not (ck / "step_00000002.tmp").exists() and (ck / "step_00000002" / "meta.json").is_file()
+    )
     shutil_rm = __import__("shutil").rmtree
     shutil_rm(ck / "step_00000002")
-    t = Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2"), resume=True)  # --resume with nothing to resume
+    t = Trainer.from_config(
+        cfg_for(tiny_world, out, "train.max_steps=2"), resume=True
+    )  # --resume with nothing to resume
     assert t.step == 0 and "starting at step 0" in capsys.readouterr().err
     t.close()
 
@@ -176,9 +228,19 @@ def test_nan_guard_keeps_every_checkpoint_finite(tiny_world, tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "n"
-    t = Trainer.from_config(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
-                        "optim.warmup_steps=0"))
-    with pytest.raises(TrainingError, match=r"non-finite .* at step (\d+); last checkpoint: .*step_") as e:
+    t = Trainer.from_config(
+        cfg_for(
+            tiny_world,
+            out,
+            "optim.lr=1e6",
+            "train.ckpt_every=1",
+            "train.max_steps=50",
+            "optim.warmup_steps=0",
+        )
+    )
+    with pytest.raises(
+        TrainingError, match=r"non-finite .* at step (\d+); last checkpoint: .*step_"
+    ) as e:
         t.run()
     bad_step = int(str(e.value).split(" at step ")[1].split(";")[0])
     named = Path(str(e.value).split("last checkpoint: ")[1].split(" ")[0])
@@ -188,15 +250,34 @@ def test_nan_guard_keeps_every_checkpoint_finite(tiny_world, tmp_path):
         w = load_file(ck / "model" / "model.safetensors")
         assert all(bool(torch.isfinite(v).all()) for v in w.values()), ck
     # resuming from the named checkpoint starts from finite weights (the same lr fails the same way)
-    t = Trainer.from_config(cfg_for(tiny_world, out, "optim.lr=1e6", "train.ckpt_every=1", "train.max_steps=50",
-                        "optim.warmup_steps=0"), resume=True)
-    assert t.step == bad_step - 1 and all(bool(torch.isfinite(p).all()) for p in t.c.lm.parameters())
+    t = Trainer.from_config(
+        cfg_for(
+            tiny_world,
+            out,
+            "optim.lr=1e6",
+            "train.ckpt_every=1",
+            "train.max_steps=50",
+            "optim.warmup_steps=0",
+        ),
+        resume=True,
+    )
+    assert t.step == bad_step - 1 and all(
+        bool(torch.isfinite(p).all()) for p in t.c.lm.parameters()
+    )
     t.close()
 
 
 def test_skip_nonfinite_steps(tiny_world, tmp_path, capsys):
-    t = Trainer.from_config(cfg_for(tiny_world, tmp_path / "s", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0",
-                        "train.skip_nonfinite_steps=2"))
+    t = Trainer.from_config(
+        cfg_for(
+            tiny_world,
+            tmp_path / "s",
+            "optim.lr=1e30",
+            "optim.grad_clip=0",
+            "optim.warmup_steps=0",
+            "train.skip_nonfinite_steps=2",
+        )
+    )
     with pytest.raises(TrainingError, match="non-finite"):
         t.run()
     skipped = [r for r in rows(tmp_path / "s") if r.get("skipped")]
@@ -206,19 +287,25 @@ def test_skip_nonfinite_steps(tiny_world, tmp_path, capsys):
 def _snapshot(t) -> tuple[dict, dict]:
     """(weights, optimizer state) of a trainer, cloned."""
     w = {k: v.detach().clone() for k, v in t.c.lm.state_dict().items()}
-    o = {i: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
-         for i, st in t.c.opt.state_dict()["state"].items()}
+    o = {
+        i: {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}
+        for i, st in t.c.opt.state_dict()["state"].items()
+    }
     return w, o
 
 
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(
-        _same(a[k], b[k]) if isinstance(a[k], dict) else
-        (torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k]) for k in a)
+        _same(a[k], b[k])
+        if isinstance(a[k], dict)
+        else (torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k])
+        for k in a
+    )
 
 
-def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_survives_resume(tiny_world, tmp_path,
-                                                                                           capsys):
+def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_survives_resume(
+    tiny_world, tmp_path, capsys
+):
     """train.skip_nonfinite_steps: one step made non-finite (its loss × NaN) changes neither
     the weights nor the AdamW state (moments, step counts); the next step trains; the
     skip count is checkpointed, so after --resume the budget of skips is still spent."""
@@ -239,11 +326,15 @@ def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_sur
     assert row.get("skipped") and t.skipped == 1 and t.step == 3
     w1, o1 = _snapshot(t)
     assert _same(w0, w1) and _same(o0, o1)  # bit for bit
-    assert all(p.grad is None for p in t.c.lm.parameters())  # no stale gradient reaches the next step
+    assert all(
+        p.grad is None for p in t.c.lm.parameters()
+    )  # no stale gradient reaches the next step
     t.c.wrapped.forward = real_forward
     t.train_step()
     w2, o2 = _snapshot(t)
-    assert not _same(w1, w2) and all(int(st["step"]) == 3 for st in o2.values())  # the next step trains
+    assert not _same(w1, w2) and all(
+        int(st["step"]) == 3 for st in o2.values()
+    )  # the next step trains
     t.save_checkpoint()
     t.close()
     t = Trainer.from_config(cfg_for(tiny_world, out, *args), resume=True)
@@ -251,7 +342,9 @@ def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_sur
     assert _same(_snapshot(t)[0], w2) and _same(_snapshot(t)[1], o2)
     real_forward = t.c.wrapped.forward
     t.c.wrapped.forward = nan_forward
-    with pytest.raises(TrainingError, match="non-finite loss .* at step 5"):  # 1 of 1 skips was spent before
+    with pytest.raises(
+        TrainingError, match="non-finite loss .* at step 5"
+    ):  # 1 of 1 skips was spent before
         t.train_step()
     t.close()
     assert "step skipped (1/1)" in capsys.readouterr().err
@@ -263,11 +356,18 @@ def test_resume_refuses_a_changed_model(tiny_world, tmp_path):
     Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=2")).run()
     before = (out / "config.yaml").read_text()
     with pytest.raises(TrainingError, match=r"model.overrides.num_hidden_layers: '<unset>' → 3"):
-        Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "model.overrides.num_hidden_layers=3"), resume=True)
+        Trainer.from_config(
+            cfg_for(tiny_world, out, "train.max_steps=4", "model.overrides.num_hidden_layers=3"),
+            resume=True,
+        )
     with pytest.raises(TrainingError, match=r"optim.lr: 0.0004 → 0.001"):
-        Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "optim.lr=1e-3"), resume=True)
+        Trainer.from_config(
+            cfg_for(tiny_world, out, "train.max_steps=4", "optim.lr=1e-3"), resume=True
+        )
     assert (out / "config.yaml").read_text() == before
-    t = Trainer.from_config(cfg_for(tiny_world, out, "train.max_steps=4", "train.log_every=2"), resume=True)  # budget, cadence
+    t = Trainer.from_config(
+        cfg_for(tiny_world, out, "train.max_steps=4", "train.log_every=2"), resume=True
+    )  # budget, cadence
     assert t.step == 2
     t.close()
 
@@ -276,20 +376,37 @@ def test_cli_model_overrides_merge_and_are_checked(tmp_path, capsys):
     import yaml
 
     p = tmp_path / "c.yaml"
-    p.write_text(yaml.safe_dump({"data": {"dir": str(tmp_path)}, "train": {"max_steps": 1},
-                                 "model": {"overrides": {"num_hidden_layers": 1, "intermediate_size": 96}}}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"dir": str(tmp_path)},
+                "train": {"max_steps": 1},
+                "model": {"overrides": {"num_hidden_layers": 1, "intermediate_size": 96}},
+            }
+        )
+    )
     cfg = load_config(p, ["model.overrides.hidden_size=48"])
-    assert cfg.model.overrides == {"num_hidden_layers": 1, "intermediate_size": 96, "hidden_size": 48}
+    assert cfg.model.overrides == {
+        "num_hidden_layers": 1,
+        "intermediate_size": 96,
+        "hidden_size": 48,
+    }
     assert main(["train", "--config", str(p), "model.overrides.hiden_size=48", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean 'model.overrides.hidden_size'" in err[0]
 
 
 # --------------------------------------------------------------------------- config validation
-@pytest.mark.parametrize("bad,needle", [
-    ("lsap.lam=-1", "lsap.lam"), ("optim.lr=-1", "optim.lr must be > 0"), ("optim.betas=0.9", "optim.betas"),
-    ("surrogate.model=/no/such.gguf", "surrogate.model"), ("out_dir=/etc/passwd/run", "out_dir"),
-])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ("lsap.lam=-1", "lsap.lam"),
+        ("optim.lr=-1", "optim.lr must be > 0"),
+        ("optim.betas=0.9", "optim.betas"),
+        ("surrogate.model=/no/such.gguf", "surrogate.model"),
+        ("out_dir=/etc/passwd/run", "out_dir"),
+    ],
+)
 def test_config_errors_are_one_line_before_any_build(tiny_world, tmp_path, bad, needle):
     extra = (*LSAP, "surrogate.model=smollm2") if bad.startswith(("lsap", "surrogate")) else ()
     t0 = time.perf_counter()
@@ -309,9 +426,15 @@ def small_disk(tmp_path):
     def mount(size: int) -> Path:
         d = tmp_path / f"disk{len(mounts)}"
         d.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], capture_output=True, text=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
-            pytest.skip(f"tmpfs: mount not permitted ({r.stderr.strip()[:80]}); the RLIMIT_FSIZE case still runs")
+            pytest.skip(
+                f"tmpfs: mount not permitted ({r.stderr.strip()[:80]}); the RLIMIT_FSIZE case still runs"
+            )
         mounts.append(d)
         return d
 
@@ -336,6 +459,7 @@ def _fsize_limit(limit: int):
     def set_limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return set_limit
 
 
@@ -360,15 +484,30 @@ def test_disk_full_at_a_checkpoint(tiny_world, tmp_path, small_disk, how):
     assert model < opt
     if how == "tmpfs":
         ballast = _fill(root, model // 2)  # the next model.safetensors does not fit
-        r = subprocess.run([sys.executable, "-m", "lsap", "train", *args_for(tiny_world, out, *args), "--resume"],
-                           capture_output=True, text=True, env=ENV, timeout=300)
-        line = one_line_error(r, "checkpoint step 4 not saved: disk full (No space left on device)", bars=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "lsap", "train", *args_for(tiny_world, out, *args), "--resume"],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
+        line = one_line_error(
+            r, "checkpoint step 4 not saved: disk full (No space left on device)", bars=True
+        )
     else:  # model.safetensors fits, trainer.pt does not: torch.save's errno-less error
-        r = subprocess.run([sys.executable, "-m", "lsap", "train", *args_for(tiny_world, out, *args), "--resume"],
-                           capture_output=True, text=True, env=ENV, timeout=300,
-                           preexec_fn=_fsize_limit((model + opt) // 2))
-        line = one_line_error(r, "checkpoint step 4 not saved: a file outgrew the file-size limit (File too large",
-                              bars=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "lsap", "train", *args_for(tiny_world, out, *args), "--resume"],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+            preexec_fn=_fsize_limit((model + opt) // 2),
+        )
+        line = one_line_error(
+            r,
+            "checkpoint step 4 not saved: a file outgrew the file-size limit (File too large",
+            bars=True,
+        )
     assert "step_00000002 is intact: --resume continues from it" in line and "with --resume" in line
     assert sorted(p.name for p in ck.iterdir()) == ["step_00000002"]  # no step_00000004(.tmp)
     assert _tree_bytes(ck / "step_00000002") == before
@@ -381,7 +520,9 @@ def test_disk_full_at_a_checkpoint(tiny_world, tmp_path, small_disk, how):
     if how == "tmpfs":
         return  # the comparison below once is enough (it costs two more runs)
     straight = tmp_path / "straight"  # the same two legs, no fault
-    Trainer.from_config(cfg_for(tiny_world, straight, "train.max_steps=2", "train.ckpt_every=2")).run()
+    Trainer.from_config(
+        cfg_for(tiny_world, straight, "train.max_steps=2", "train.ckpt_every=2")
+    ).run()
     Trainer.from_config(cfg_for(tiny_world, straight, *args), resume=True).run()
     assert [r["loss"] for r in rows(out)] == [r["loss"] for r in rows(straight)]
     a = _tree_bytes(straight / "checkpoints" / "step_00000004" / "model")
@@ -394,30 +535,71 @@ def test_disk_full_in_prepare_then_resumes(tiny_world, tmp_path, small_disk, how
     the same command after freeing space completes byte-identical to an uninterrupted run."""
     from lsap.data.shards import prepare
 
-    argv = ["prepare", "--tokenizer", tiny_world["base_tok"], "--source", "pydoc-topics", "--val-fraction", "0.1",
-            "--max-tokens", "20000", "--shard-tokens", "2048", "--quiet"]
-    ref = prepare(tiny_world["base_tok"], "pydoc-topics", tmp_path / "ref", val_fraction=0.1, max_tokens=20000,
-                  shard_tokens=2048, progress=False)
+    argv = [
+        "prepare",
+        "--tokenizer",
+        tiny_world["base_tok"],
+        "--source",
+        "pydoc-topics",
+        "--val-fraction",
+        "0.1",
+        "--max-tokens",
+        "20000",
+        "--shard-tokens",
+        "2048",
+        "--quiet",
+    ]
+    ref = prepare(
+        tiny_world["base_tok"],
+        "pydoc-topics",
+        tmp_path / "ref",
+        val_fraction=0.1,
+        max_tokens=20000,
+        shard_tokens=2048,
+        progress=False,
+    )
     assert len(ref["splits"]["train"]["shards"]) >= 4
     if how == "tmpfs":
         root = small_disk(24 << 10)  # room for a few of the 4 KB shards
         out = root / "data"
-        r = subprocess.run([sys.executable, "-m", "lsap", *argv, "--out", str(out)], capture_output=True,
-                           text=True, env=ENV, timeout=300)
-        one_line_error(r, "disk full (No space left on device) writing under", "run the same command again")
+        r = subprocess.run(
+            [sys.executable, "-m", "lsap", *argv, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
+        one_line_error(
+            r, "disk full (No space left on device) writing under", "run the same command again"
+        )
     else:
         out = tmp_path / "data"
-        r = subprocess.run([sys.executable, "-m", "lsap", *argv, "--out", str(out)], capture_output=True,
-                           text=True, env=ENV, timeout=300, preexec_fn=_fsize_limit(3 << 10))
+        r = subprocess.run(
+            [sys.executable, "-m", "lsap", *argv, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+            preexec_fn=_fsize_limit(3 << 10),
+        )
         one_line_error(r, "disk full (File too large) writing under", "run the same command again")
     m = json.loads((out / "manifest.json").read_text())
-    assert not m["complete"] and 0 < len(m["splits"]["train"]["shards"]) < len(ref["splits"]["train"]["shards"]) \
-        if how == "tmpfs" else not m["complete"]
+    assert (
+        not m["complete"]
+        and 0 < len(m["splits"]["train"]["shards"]) < len(ref["splits"]["train"]["shards"])
+        if how == "tmpfs"
+        else not m["complete"]
+    )
     assert not [f for f in out.rglob("*") if f.name.startswith(".tmp")]  # nothing holds the space
     if how == "tmpfs":
         subprocess.run(["mount", "-o", "remount,size=4m", str(root)], check=True)
-    r = subprocess.run([sys.executable, "-m", "lsap", *argv, "--out", str(out)], capture_output=True, text=True,
-                       env=ENV, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "lsap", *argv, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert _tree_bytes(out) == _tree_bytes(tmp_path / "ref")
 
@@ -463,14 +645,24 @@ def test_library_errors_after_the_model_is_built_are_one_line(tiny_world, tmp_pa
     """The CLI contract for errors raised by libraries, not by lsap: a torn .safetensors
     (SafetensorError), an OS error, a missing package, a tracker that cannot be imported
     — each through `lsap.cli.main.main` in a real process: exit 2, one stderr line, no traceback."""
-    cases = {"safetensors": "a damaged or truncated .safetensors file (Error while deserializing header",
-             "oserror": "Not a directory: ", "import": "a package this needs is not installed (No module named "
-             "'lsap_no_such_extra')", "wandb": "wandb", "tensorboard": "tensorboard"}
+    cases = {
+        "safetensors": "a damaged or truncated .safetensors file (Error while deserializing header",
+        "oserror": "Not a directory: ",
+        "import": "a package this needs is not installed (No module named 'lsap_no_such_extra')",
+        "wandb": "wandb",
+        "tensorboard": "tensorboard",
+    }
     args = args_for(tiny_world, tmp_path, "train.max_steps=1")
-    r = subprocess.run([sys.executable, "-c", _LIBRARY_ERRORS, json.dumps(list(cases)), json.dumps(args)],
-                       capture_output=True, text=True, env=ENV, timeout=600)
-    assert [ln for ln in r.stdout.splitlines() if ln.split(" ")[0] in cases] == [f"{c} 2" for c in cases], \
-        (r.stdout[-2000:], r.stderr[-3000:])
+    r = subprocess.run(
+        [sys.executable, "-c", _LIBRARY_ERRORS, json.dumps(list(cases)), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert [ln for ln in r.stdout.splitlines() if ln.split(" ")[0] in cases] == [
+        f"{c} 2" for c in cases
+    ], (r.stdout[-2000:], r.stderr[-3000:])
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     err = [ln for ln in r.stderr.strip().splitlines() if "it/s]" not in ln]
     assert len(err) == len(cases), r.stderr[-3000:]
@@ -507,15 +699,47 @@ def store(tiny_world, tmp_path_factory):
     from lsap.data.shards import prepare
 
     root = tmp_path_factory.mktemp("faults-cache")
-    prepare(tiny_world["base_tok"], "pydoc-topics", root / "data", val_fraction=0.1, max_tokens=3000, progress=False)
-    assert main(["cache", "build", "--surrogate", tiny_world["surrogate"], "--data", str(root / "data"),
-                 "--seq-len", "32", "--k", "4", "--min-alpha", "0.01", "--out", str(root / "c"),
-                 "--batch-size", "8", "--chunk-windows", "24", "--no-progress"]) == 0
+    prepare(
+        tiny_world["base_tok"],
+        "pydoc-topics",
+        root / "data",
+        val_fraction=0.1,
+        max_tokens=3000,
+        progress=False,
+    )
+    assert (
+        main(
+            [
+                "cache",
+                "build",
+                "--surrogate",
+                tiny_world["surrogate"],
+                "--data",
+                str(root / "data"),
+                "--seq-len",
+                "32",
+                "--k",
+                "4",
+                "--min-alpha",
+                "0.01",
+                "--out",
+                str(root / "c"),
+                "--batch-size",
+                "8",
+                "--chunk-windows",
+                "24",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return root
 
 
 @pytest.mark.parametrize("where", ["low", "high"])
-def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_world, store, tmp_path, where):
+def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(
+    tiny_world, store, tmp_path, where
+):
     import shutil
 
     from lsap.surrogate.store import _layout
@@ -527,11 +751,22 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_wor
     ids_at = _layout(ch["windows"][1] - ch["windows"][0], 32, ch["candidates"], 3)["ids"][0]
     chunk = c / ch["path"]
     b = bytearray(chunk.read_bytes())
-    b[ids_at + (0 if where == "low" else 2)] ^= 0x01 if where == "low" else 0x80  # a valid vs an invalid id
+    b[ids_at + (0 if where == "low" else 2)] ^= (
+        0x01 if where == "low" else 0x80
+    )  # a valid vs an invalid id
     chunk.write_bytes(bytes(b))
     out = tmp_path / "r"
-    t = Trainer.from_config(cfg_for(tiny_world, out, *LSAP, f"data.dir={store / 'data'}", "surrogate.source=store",
-                        f"surrogate.store_dir={c}", "train.max_steps=40"))
+    t = Trainer.from_config(
+        cfg_for(
+            tiny_world,
+            out,
+            *LSAP,
+            f"data.dir={store / 'data'}",
+            "surrogate.source=store",
+            f"surrogate.store_dir={c}",
+            "train.max_steps=40",
+        )
+    )
     with pytest.raises(StoreError, match="sha256 mismatch"):
         t.run()
     done = [r["step"] for r in rows(out)] if (out / "metrics.jsonl").exists() else []
@@ -540,8 +775,17 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(tiny_wor
     # ... nor touched the weights: they are those of the same run on the intact store after
     # exactly the steps that finished (no partial update from the flipped chunk)
     bad, opt_bad = _snapshot(t)
-    clean = Trainer.from_config(cfg_for(tiny_world, tmp_path / "clean", *LSAP, f"data.dir={store / 'data'}",
-                            "surrogate.source=store", f"surrogate.store_dir={store / 'c'}", "train.max_steps=40"))
+    clean = Trainer.from_config(
+        cfg_for(
+            tiny_world,
+            tmp_path / "clean",
+            *LSAP,
+            f"data.dir={store / 'data'}",
+            "surrogate.source=store",
+            f"surrogate.store_dir={store / 'c'}",
+            "train.max_steps=40",
+        )
+    )
     for _ in range(t.step):
         clean.train_step()
     assert _same(_snapshot(clean)[0], bad) and _same(_snapshot(clean)[1], opt_bad)
@@ -572,7 +816,7 @@ def test_corrupt_token_shard_is_refused_at_first_read(tiny_world, tmp_path):
 def test_one_invalid_byte_keeps_utf8(tmp_path, capsys):
     from lsap.data.corpora import decode_text
 
-    text = decode_text("naïve café ".encode() + b"\xff" + " ok".encode(), "f.txt")
+    text = decode_text("naïve café ".encode() + b"\xff" + b" ok", "f.txt")
     assert text == "naïve café \ufffd ok"
     err = capsys.readouterr().err
     assert "f.txt: 1 invalid UTF-8 byte sequence(s)" in err
@@ -594,8 +838,21 @@ def test_prepare_keeps_utf8_text_with_one_bad_byte(tiny_world, tmp_path):
 
 def test_prepare_refuses_an_empty_source(tiny_world, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
-    assert main(["prepare", "--tokenizer", tiny_world["base_tok"], "--source", str(tmp_path / "empty.txt"),
-                 "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "--tokenizer",
+                tiny_world["base_tok"],
+                "--source",
+                str(tmp_path / "empty.txt"),
+                "--out",
+                str(tmp_path / "d"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no training tokens" in err[0]
     assert not (tmp_path / "d" / "manifest.json").exists()
@@ -618,15 +875,28 @@ def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
     vmap.surrogate_to_base[~s_keep] = ABSENT
     assert "only special tokens" in vmap.weakness()
     vmap.save(tmp_path / "map")
-    args = (*LSAP, f"surrogate.model={tiny_world['surrogate']}", f"surrogate.vocab_map={tmp_path / 'map'}")
+    args = (
+        *LSAP,
+        f"surrogate.model={tiny_world['surrogate']}",
+        f"surrogate.vocab_map={tmp_path / 'map'}",
+    )
     with pytest.raises(TrainingError, match="only special tokens.*allow_small_intersection=true"):
         Trainer.from_config(cfg_for(tiny_world, tmp_path / "r", *args))
-    Trainer.from_config(cfg_for(tiny_world, tmp_path / "r2", *args, "lsap.allow_small_intersection=true")).close()
+    Trainer.from_config(
+        cfg_for(tiny_world, tmp_path / "r2", *args, "lsap.allow_small_intersection=true")
+    ).close()
     small = VocabMap.from_tokenizers(base, sur, base_vocab_size=padded_vocab_size(base) + 128)
     small.save(tmp_path / "map2")
     with pytest.raises(SurrogateError, match="--base-vocab-size"):
-        Trainer.from_config(cfg_for(tiny_world, tmp_path / "r3", *LSAP, f"surrogate.model={tiny_world['surrogate']}",
-                        f"surrogate.vocab_map={tmp_path / 'map2'}"))
+        Trainer.from_config(
+            cfg_for(
+                tiny_world,
+                tmp_path / "r3",
+                *LSAP,
+                f"surrogate.model={tiny_world['surrogate']}",
+                f"surrogate.vocab_map={tmp_path / 'map2'}",
+            )
+        )
 
 
 def test_truncated_gguf_is_named(tmp_path):
@@ -665,13 +935,32 @@ def _children(pid: int) -> list[int]:
 
 def test_stalled_rank_ends_the_job_with_a_named_error(tiny_world, tmp_path):
     out = tmp_path / "two"
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lsap",
-            "train", *args_for(tiny_world, out, "train.max_steps=100000", "train.dist_timeout_s=10",
-                               "train.micro_batch_size=2")]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "lsap",
+        "train",
+        *args_for(
+            tiny_world,
+            out,
+            "train.max_steps=100000",
+            "train.dist_timeout_s=10",
+            "train.micro_batch_size=2",
+        ),
+    ]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     stopped = None
     try:
-        wait_for(lambda: (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip(), proc=p)
+        wait_for(
+            lambda: (
+                (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip()
+            ),
+            proc=p,
+        )
         for c in _children(p.pid):
             env = Path(f"/proc/{c}/environ").read_bytes().split(b"\0")
             if b"RANK=1" in env:
@@ -698,9 +987,28 @@ def test_stalled_rank_ends_the_job_with_a_named_error(tiny_world, tmp_path):
 
 # --------------------------------------------------------------------------- store builds by many ranks
 def _store_build_argv(world, data, out, *extra) -> list[str]:
-    return ["store", "build", "--surrogate", world["surrogate"], "--data", str(data), "--seq-len", "32", "--k", "4",
-            "--min-alpha", "0.01", "--out", str(out), "--batch-size", "8", "--chunk-windows", "24", "--no-progress",
-            *extra]
+    return [
+        "store",
+        "build",
+        "--surrogate",
+        world["surrogate"],
+        "--data",
+        str(data),
+        "--seq-len",
+        "32",
+        "--k",
+        "4",
+        "--min-alpha",
+        "0.01",
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+        "--chunk-windows",
+        "24",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_second_store_build_into_one_dir_is_refused_by_name(tiny_world, store, tmp_path):
@@ -721,25 +1029,56 @@ def test_second_multi_rank_store_build_is_refused_on_every_rank(tiny_world, stor
 
     out = tmp_path / "s"
     with DirLock(out, "lsap store build"):
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                            "-m", "lsap", *_store_build_argv(tiny_world, store / "data", out)],
-                           capture_output=True, text=True, env=ENV, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=2",
+                "-m",
+                "lsap",
+                *_store_build_argv(tiny_world, store / "data", out),
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
     assert r.returncode != 0
     # every rank raises the same one-line error (torchrun may stop the slower one before it prints)
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("lsap store: error:")]
-    assert 1 <= len(lines) <= 2 and all("rank 0 of 2" in ln and "being written by" in ln for ln in lines), \
-        r.stderr[-2000:]
-    assert "exitcode  : 2" in r.stderr  # the first rank to stop exited with the CLI's status, not a timeout
+    assert 1 <= len(lines) <= 2 and all(
+        "rank 0 of 2" in ln and "being written by" in ln for ln in lines
+    ), r.stderr[-2000:]
+    assert (
+        "exitcode  : 2" in r.stderr
+    )  # the first rank to stop exited with the CLI's status, not a timeout
     assert not (out / "manifest.json").exists()
 
 
 def test_store_of_the_other_window_layout_is_refused_by_lsap_train(tiny_world, store, tmp_path):
     """An OLMo-core-layout store (T-token instances) given to `lsap train` (T+1-token windows):
     one line naming both layouts, before any step."""
-    assert main(_store_build_argv(tiny_world, store / "data", tmp_path / "olmo", "--window-layout", "olmo")) == 0
-    r = lsap_cli("train", *args_for({"data": str(store / "data")}, tmp_path / "run", *LSAP,
-                                   f"surrogate.model={tiny_world['surrogate']}", "surrogate.source=store",
-                                   f"surrogate.store_dir={tmp_path / 'olmo'}"))
+    assert (
+        main(
+            _store_build_argv(
+                tiny_world, store / "data", tmp_path / "olmo", "--window-layout", "olmo"
+            )
+        )
+        == 0
+    )
+    r = lsap_cli(
+        "train",
+        *args_for(
+            {"data": str(store / "data")},
+            tmp_path / "run",
+            *LSAP,
+            f"surrogate.model={tiny_world['surrogate']}",
+            "surrogate.source=store",
+            f"surrogate.store_dir={tmp_path / 'olmo'}",
+        ),
+    )
     one_line_error(r, "window_layout 'olmo'", "'lsap'", "--window-layout lsap")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
@@ -755,22 +1094,36 @@ def test_ci_fails_on_a_skip_it_did_not_expect(tmp_path):
     (tmp_path / "test_x.py").write_text(
         "import pytest\n\ndef test_ok():\n    pass\n\n"
         "def test_extra():\n    pytest.importorskip('lsap_no_such_extra')\n\n"
-        "@pytest.mark.skipif(True, reason='needs a GPU')\ndef test_gpu():\n    pass\n")
+        "@pytest.mark.skipif(True, reason='needs a GPU')\ndef test_gpu():\n    pass\n"
+    )
 
     def pytest_in(env_ci: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in ENV.items() if k not in ("CI", "LSAP_STRICT_SKIPS")}
-        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                              capture_output=True, text=True, cwd=tmp_path, timeout=120, env={**env, "CI": env_ci})
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+            env={**env, "CI": env_ci},
+        )
 
     r = pytest_in("true")
     assert r.returncode == 1, r.stdout[-2000:]
-    assert "2 unexpected skip(s)" in r.stdout and "test_x.py::test_extra: could not import 'lsap_no_such_extra'" \
-        in r.stdout and "test_x.py::test_gpu: needs a GPU" in r.stdout, r.stdout[-2000:]
+    assert (
+        "2 unexpected skip(s)" in r.stdout
+        and "test_x.py::test_extra: could not import 'lsap_no_such_extra'" in r.stdout
+        and "test_x.py::test_gpu: needs a GPU" in r.stdout
+    ), r.stdout[-2000:]
     assert pytest_in("false").returncode == 0
     (tmp_path / "expected_skips.txt").write_text("# ok here\ntest_x.py::test_gpu: needs a GPU\n")
     r = pytest_in("true")
-    assert r.returncode == 1 and "1 unexpected skip(s)" in r.stdout and "test_extra" in r.stdout, r.stdout[-2000:]
-    (tmp_path / "expected_skips.txt").write_text("test_x.py::test_gpu: needs a GPU\n*: could not import *\n")
+    assert r.returncode == 1 and "1 unexpected skip(s)" in r.stdout and "test_extra" in r.stdout, (
+        r.stdout[-2000:]
+    )
+    (tmp_path / "expected_skips.txt").write_text(
+        "test_x.py::test_gpu: needs a GPU\n*: could not import *\n"
+    )
     assert pytest_in("true").returncode == 0
 
 
@@ -782,8 +1135,12 @@ def test_the_suite_has_its_own_cache_root():
     assert root != (Path.home() / ".cache" / "lsap").resolve()
     if not os.environ.get("LSAP_TEST_CACHE"):
         assert root == repo / ".pytest_cache" / "lsap"
-        r = subprocess.run(["git", "check-ignore", "-q", str(root / "x")], cwd=repo, capture_output=True)
-        assert r.returncode in (0, 128), "the suite's cache root must be git-ignored"  # 128: not a git checkout
+        r = subprocess.run(
+            ["git", "check-ignore", "-q", str(root / "x")], cwd=repo, capture_output=True
+        )
+        assert r.returncode in (0, 128), (
+            "the suite's cache root must be git-ignored"
+        )  # 128: not a git checkout
 
 
 def test_run_dir_records_provenance_and_checkpoints_carry_a_model_card(tiny_world, tmp_path):
@@ -793,5 +1150,10 @@ def test_run_dir_records_provenance_and_checkpoints_carry_a_model_card(tiny_worl
     assert prov["lsap_version"] == lsap.__version__ and prov["torch"] == torch.__version__
     assert prov["device"] == "cpu" and prov["cpu"]
     card = (out / "checkpoints" / "step_00000002" / "model" / "README.md").read_text()
-    assert "step 2" in card and "tokens trained:" in card and "FLOPs:" in card and "../config.yaml" in card
+    assert (
+        "step 2" in card
+        and "tokens trained:" in card
+        and "FLOPs:" in card
+        and "../config.yaml" in card
+    )
     assert f"lsap_version: {lsap.__version__}" in card

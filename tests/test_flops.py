@@ -37,16 +37,34 @@ def test_paper_figures_from_cli(capsys):
     assert r["surrogate_params"] == 751_632_384
     assert r["ce_flops"] == 6 * n_b * 26e9
     assert r["lsap_flops_per_token"] == 6 * n_b + 2 * 751_632_384
-    assert r["lsap_tokens_at_matched_flops"] == pytest.approx(6 * n_b * 26e9 / (6 * n_b + 2 * 751_632_384), rel=1e-12)
-    assert r["lsap_token_reduction"] == pytest.approx(2 * 751_632_384 / (6 * n_b + 2 * 751_632_384), rel=1e-12)
+    assert r["lsap_tokens_at_matched_flops"] == pytest.approx(
+        6 * n_b * 26e9 / (6 * n_b + 2 * 751_632_384), rel=1e-12
+    )
+    assert r["lsap_token_reduction"] == pytest.approx(
+        2 * 751_632_384 / (6 * n_b + 2 * 751_632_384), rel=1e-12
+    )
 
 
 def test_cli_flops_budget_and_table(capsys):
     r = _cli_json(capsys, "--flops", "2.31647e20")
     assert r["ce_tokens"] == pytest.approx(26e9, rel=1e-5)
     assert r["lsap_token_reduction"] == pytest.approx(0.144, abs=1e-3)
-    assert main(["flops", "--base", "olmo2-tiny", "--base-vocab-size", "512", "--surrogate", "none",
-                 "--tokens", "1e6"]) == 0
+    assert (
+        main(
+            [
+                "flops",
+                "--base",
+                "olmo2-tiny",
+                "--base-vocab-size",
+                "512",
+                "--surrogate",
+                "none",
+                "--tokens",
+                "1e6",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "LSAP token reduction" in out and "0.00%" in out
 
@@ -86,7 +104,9 @@ def test_per_token_formulas():
     assert train_flops_per_token(b, 128) == 866_688 + 196_608
     assert inference_flops_per_token(b, 128) == 288_896 + 65_536
     assert tokens_at_matched_flops(6e9, b) == pytest.approx(6e9 / 866_688, rel=1e-12)
-    assert tokens_at_matched_flops(1e18, b, s) == pytest.approx(1e18 / (866_688 + 325_653_120), rel=1e-12)
+    assert tokens_at_matched_flops(1e18, b, s) == pytest.approx(
+        1e18 / (866_688 + 325_653_120), rel=1e-12
+    )
     half = tokens_at_matched_flops(1e18, b, s, surrogate_tokens_per_base_token=0.5)
     assert half == pytest.approx(1e18 / (866_688 + 0.5 * 325_653_120), rel=1e-12)
 

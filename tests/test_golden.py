@@ -15,8 +15,16 @@ from lsap.config import load_config
 from lsap.train.loop import Trainer
 
 STEPS = 20
-ARGS = ("data.seq_len=32", "train.batch_size=4", "train.micro_batch_size=2", f"train.max_steps={STEPS}",
-        "train.log_every=1", "optim.warmup_steps=2", "train.eval_batches=1", "train.eval_every=1000")
+ARGS = (
+    "data.seq_len=32",
+    "train.batch_size=4",
+    "train.micro_batch_size=2",
+    f"train.max_steps={STEPS}",
+    "train.log_every=1",
+    "optim.warmup_steps=2",
+    "train.eval_batches=1",
+    "train.eval_every=1000",
+)
 LSAP = ("loss=lsap", "lsap.alpha=0.02", "lsap.k=4")
 
 GOLDEN_CE = [

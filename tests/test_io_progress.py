@@ -1,4 +1,5 @@
 """lsap.utils.io (atomic writes) and lsap.utils.progress (one progress line) — the shared leaves."""
+
 import io
 import json
 import os
@@ -29,6 +30,7 @@ def test_atomic_write_failure_keeps_old_file(tmp_path):
         raise Boom
 
     from lsap.utils.io import atomic_write_with
+
     with pytest.raises(Boom):
         atomic_write_with(p, bad)
     assert p.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["x.bin"]
@@ -45,6 +47,7 @@ def test_atomic_dir_replace_and_keep(tmp_path):
 
 def test_sha256_file(tmp_path):
     import hashlib
+
     p = tmp_path / "a"
     p.write_bytes(b"abc" * 1000)
     assert sha256_file(p, block=7) == hashlib.sha256(b"abc" * 1000).hexdigest()

@@ -1,4 +1,5 @@
 """The label-smoothing baseline arm (train.label_smoothing) against a direct computation."""
+
 from types import SimpleNamespace
 
 import pytest

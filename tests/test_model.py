@@ -27,11 +27,21 @@ def test_paper_base_preset_matches_olmo2_1b_config():
 def test_surrogate_presets():
     q = model_config("qwen3-0.6b")
     assert type(q).__name__ == "Qwen3Config" and q.tie_word_embeddings
-    assert (q.hidden_size, q.num_hidden_layers, q.num_key_value_heads, q.head_dim, q.vocab_size) == (
-        1024, 28, 8, 128, 151_936)
+    assert (
+        q.hidden_size,
+        q.num_hidden_layers,
+        q.num_key_value_heads,
+        q.head_dim,
+        q.vocab_size,
+    ) == (1024, 28, 8, 128, 151_936)
     s = model_config("smollm2-135m")
     assert type(s).__name__ == "LlamaConfig" and s.tie_word_embeddings
-    assert (s.hidden_size, s.num_hidden_layers, s.num_attention_heads, s.num_key_value_heads) == (576, 30, 9, 3)
+    assert (s.hidden_size, s.num_hidden_layers, s.num_attention_heads, s.num_key_value_heads) == (
+        576,
+        30,
+        9,
+        3,
+    )
 
 
 def test_unknown_preset_lists_known_ones():
@@ -128,9 +138,18 @@ def test_every_preset_instantiates_on_meta():
 
 # --- surrogate loading -------------------------------------------------------------
 
+
 def _save_tiny_llama(path):
-    cfg = model_config("smollm2-135m", vocab_size=97, num_hidden_layers=1, hidden_size=48,
-                       intermediate_size=64, num_attention_heads=3, num_key_value_heads=1, head_dim=16)
+    cfg = model_config(
+        "smollm2-135m",
+        vocab_size=97,
+        num_hidden_layers=1,
+        hidden_size=48,
+        intermediate_size=64,
+        num_attention_heads=3,
+        num_key_value_heads=1,
+        head_dim=16,
+    )
     build_model(cfg, seed=0).save_pretrained(path)
     return cfg
 

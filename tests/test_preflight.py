@@ -14,11 +14,23 @@ def base_run(tiny_world, tmp_path_factory):
     from lsap.train.loop import train
 
     out = tmp_path_factory.mktemp("pilot") / "ce"
-    cfg = load_config(None, [f"out_dir={out}", f"data.dir={tiny_world['data']}", "data.seq_len=32",
-                             "model.preset=olmo2-tiny", "model.overrides.hidden_size=32",
-                             "model.overrides.intermediate_size=64", "model.overrides.num_hidden_layers=1",
-                             "train.max_steps=3", "train.batch_size=4", "train.micro_batch_size=4",
-                             "train.eval_every=0", "train.log_every=1"])
+    cfg = load_config(
+        None,
+        [
+            f"out_dir={out}",
+            f"data.dir={tiny_world['data']}",
+            "data.seq_len=32",
+            "model.preset=olmo2-tiny",
+            "model.overrides.hidden_size=32",
+            "model.overrides.intermediate_size=64",
+            "model.overrides.num_hidden_layers=1",
+            "train.max_steps=3",
+            "train.batch_size=4",
+            "train.micro_batch_size=4",
+            "train.eval_every=0",
+            "train.log_every=1",
+        ],
+    )
     return str(train(cfg, resume="auto", log=lambda m: None, quiet=True))
 
 
@@ -30,21 +42,52 @@ def test_preflight_on_the_tiny_world(tiny_world, base_run, capsys):
     from lsap.cli.main import main
 
     out = tiny_world["root"] / "preflight.json"
-    rc = main(["preflight", "--base", tiny_world["base_tok"], "--surrogate", tiny_world["surrogate"],
-               "--data", "pydoc-topics", "--base-run", base_run, "--n", "4", "--seq-len", "32",
-               "--bpb-bytes", "5000", "--device", "cpu", "--json", str(out)])
+    rc = main(
+        [
+            "preflight",
+            "--base",
+            tiny_world["base_tok"],
+            "--surrogate",
+            tiny_world["surrogate"],
+            "--data",
+            "pydoc-topics",
+            "--base-run",
+            base_run,
+            "--n",
+            "4",
+            "--seq-len",
+            "32",
+            "--bpb-bytes",
+            "5000",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     res = json.loads(out.read_text())
-    for s in ("Σ∩:", "your text's base tokens inside Σ∩", "auxiliary targets per base token", "α 0.05",
-              "surrogate bits per byte", "strength", "FLOPs per base token: 1 + 2·N_s/(6·N_b)",
-              "on lsap's measured map"):
+    for s in (
+        "Σ∩:",
+        "your text's base tokens inside Σ∩",
+        "auxiliary targets per base token",
+        "α 0.05",
+        "surrogate bits per byte",
+        "strength",
+        "FLOPs per base token: 1 + 2·N_s/(6·N_b)",
+        "on lsap's measured map",
+    ):
         assert s in text
     assert 0 < res["token_share_in_intersection"] <= 1 and res["intersection"] > 0
     a = res["aux_per_token"]
-    assert a["0.01"] >= a["0.05"] >= a["0.2"] >= 0 and a["0.01"] > 0  # peaked random surrogate: targets exist
+    assert (
+        a["0.01"] >= a["0.05"] >= a["0.2"] >= 0 and a["0.01"] > 0
+    )  # peaked random surrogate: targets exist
     assert res["strength"] == pytest.approx(res["surrogate_bpb"] / res["base_bpb"])
-    assert res["flops_price"] == pytest.approx(1 + 2 * res["surrogate_params"] / (6 * res["base_params"]))
+    assert res["flops_price"] == pytest.approx(
+        1 + 2 * res["surrogate_params"] / (6 * res["base_params"])
+    )
     assert res["tokens_lost"] == pytest.approx(1 - 1 / res["flops_price"])
 
 
@@ -56,7 +99,10 @@ def test_where_on_map_sentences():
     assert "between" in where_on_map(0.88, 0.87)[0]
     assert "helped here" in where_on_map(0.65, 0.87)[1]
     assert "gain vanished" in where_on_map(0.65, 0.62)[1]
-    assert "worse than CE" in where_on_map(0.65, 0.40)[1] and "not measured" not in where_on_map(0.65, 0.40)[1]
+    assert (
+        "worse than CE" in where_on_map(0.65, 0.40)[1]
+        and "not measured" not in where_on_map(0.65, 0.40)[1]
+    )
     assert "not measured" in where_on_map(0.65, 0.10)[1]
     assert "strength unknown" in where_on_map(None, 0.87)[0]
 
@@ -72,14 +118,46 @@ def test_a_pair_whose_intersection_is_too_small_is_refused(tiny_world, tmp_path,
     t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     t.pre_tokenizer = pre_tokenizers.Whitespace()
     d = tmp_path / "alien"
-    PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>", eos_token="</s>").save_pretrained(d)
-    LlamaForCausalLM(LlamaConfig(vocab_size=62, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(d)
+    PreTrainedTokenizerFast(
+        tokenizer_object=t, unk_token="<unk>", eos_token="</s>"
+    ).save_pretrained(d)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=62,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    ).save_pretrained(d)
     capsys.readouterr()
-    rc = main(["preflight", "--base", tiny_world["base_tok"], "--surrogate", str(d), "--data", "pydoc-topics",
-               "--n", "2", "--seq-len", "16", "--device", "cpu"])
-    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("lsap preflight: error:")]
-    assert rc == 2 and len(err) == 1 and "cannot carry LSAP" in err[0] and "choose a surrogate" in err[0]
+    rc = main(
+        [
+            "preflight",
+            "--base",
+            tiny_world["base_tok"],
+            "--surrogate",
+            str(d),
+            "--data",
+            "pydoc-topics",
+            "--n",
+            "2",
+            "--seq-len",
+            "16",
+            "--device",
+            "cpu",
+        ]
+    )
+    err = [
+        x for x in capsys.readouterr().err.splitlines() if x.startswith("lsap preflight: error:")
+    ]
+    assert (
+        rc == 2
+        and len(err) == 1
+        and "cannot carry LSAP" in err[0]
+        and "choose a surrogate" in err[0]
+    )
 
 
 @pytest.mark.slow
@@ -88,12 +166,23 @@ def test_preflight_smollm2_offline(tmp_path):
     """dolma2 base tokenizer, the packaged SmolLM2 GGUF, python-docs: the real pair, on a CPU."""
     from lsap.experiments.preflight import preflight
 
-    res = preflight("dolma2", "smollm2", "python-docs", n=4, seq_len=256, bpb_bytes=20_000, device="cpu",
-                    max_documents=300, log=lambda m: None)
+    res = preflight(
+        "dolma2",
+        "smollm2",
+        "python-docs",
+        n=4,
+        seq_len=256,
+        bpb_bytes=20_000,
+        device="cpu",
+        max_documents=300,
+        log=lambda m: None,
+    )
     assert res["intersection"] > 10_000 and res["token_share_in_intersection"] > 0.5
     assert 0.3 < res["surrogate_bpb"] < 3.0  # a trained 135M model on English/Python docs
     assert res["aux_per_token"]["0.01"] >= res["aux_per_token"]["0.05"] > 0
-    assert res["flops_price"] == pytest.approx(1 + 2 * res["surrogate_params"] / (6 * res["base_params"]))
+    assert res["flops_price"] == pytest.approx(
+        1 + 2 * res["surrogate_params"] / (6 * res["base_params"])
+    )
     assert "strength unknown" in res["map"][0]
 
 

@@ -30,11 +30,38 @@ def test_two_workers_write_the_same_bytes(tiny_world, one_worker, tmp_path):
     prepare(tiny_world["base_tok"], "pydoc-topics", tmp_path / "w2", workers=2, **ARGS)
     assert files(tmp_path / "w2") == one_worker
     # through the CLI, with max_tokens (stops in the middle of the block stream)
-    assert cli(["prepare", "--tokenizer", tiny_world["base_tok"], "--source", "pydoc-topics", "--out",
-                str(tmp_path / "m2"), "--workers", "2", "--max-tokens", "9000", "--shard-tokens", "3000",
-                "--val-fraction", "0.2", "--quiet"]) == 0
-    prepare(tiny_world["base_tok"], "pydoc-topics", tmp_path / "m1", val_fraction=0.2, max_tokens=9000,
-            shard_tokens=3000, progress=False)
+    assert (
+        cli(
+            [
+                "prepare",
+                "--tokenizer",
+                tiny_world["base_tok"],
+                "--source",
+                "pydoc-topics",
+                "--out",
+                str(tmp_path / "m2"),
+                "--workers",
+                "2",
+                "--max-tokens",
+                "9000",
+                "--shard-tokens",
+                "3000",
+                "--val-fraction",
+                "0.2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    prepare(
+        tiny_world["base_tok"],
+        "pydoc-topics",
+        tmp_path / "m1",
+        val_fraction=0.2,
+        max_tokens=9000,
+        shard_tokens=3000,
+        progress=False,
+    )
     assert files(tmp_path / "m2") == files(tmp_path / "m1")
 
 
@@ -47,13 +74,35 @@ def test_killed_multi_worker_prepare_resumes_byte_identical(tiny_world, one_work
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        prepare(tiny_world["base_tok"], "pydoc-topics", tmp_path / "k", workers=2, _after_shard=kill, **ARGS)
+        prepare(
+            tiny_world["base_tok"],
+            "pydoc-topics",
+            tmp_path / "k",
+            workers=2,
+            _after_shard=kill,
+            **ARGS,
+        )
     assert len(seen) == 3
     prepare(tiny_world["base_tok"], "pydoc-topics", tmp_path / "k", workers=2, **ARGS)  # resume
     assert files(tmp_path / "k") == one_worker
 
 
 def test_bad_worker_count_is_one_line(tiny_world, tmp_path, capsys):
-    assert cli(["prepare", "--tokenizer", tiny_world["base_tok"], "--source", "pydoc-topics", "--out",
-                str(tmp_path / "x"), "--workers", "0", "--quiet"]) == 2
+    assert (
+        cli(
+            [
+                "prepare",
+                "--tokenizer",
+                tiny_world["base_tok"],
+                "--source",
+                "pydoc-topics",
+                "--out",
+                str(tmp_path / "x"),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "workers must be >= 1" in capsys.readouterr().err

@@ -10,10 +10,21 @@ pytestmark = pytest.mark.slow
 def test_quickstart_end_to_end_tiny(tmp_path, capsys):
     from lsap.experiments.quickstart import Settings, run
 
-    s = Settings(out=str(tmp_path / "out"), cache=str(tmp_path / "cache"), corpus="pydoc-topics",
-                 surrogate_tokenizer_corpus="shakespeare", vocab_size=512, tokenizer_docs=100, seq_len=64,
-                 batch_size=8, ce_tokens=2e4, surrogate_multiples=[1, 2], seeds=[0, 1], checkpoints=2,
-                 eval_examples=40)
+    s = Settings(
+        out=str(tmp_path / "out"),
+        cache=str(tmp_path / "cache"),
+        corpus="pydoc-topics",
+        surrogate_tokenizer_corpus="shakespeare",
+        vocab_size=512,
+        tokenizer_docs=100,
+        seq_len=64,
+        batch_size=8,
+        ce_tokens=2e4,
+        surrogate_multiples=[1, 2],
+        seeds=[0, 1],
+        checkpoints=2,
+        eval_examples=40,
+    )
     out = run(s)
     rep = json.loads((out / "report.json").read_text())
     assert {r["loss"] for r in rep["rows"]} == {"Cross Entropy", "LSAP"}
@@ -33,8 +44,13 @@ def test_quickstart_end_to_end_tiny(tmp_path, capsys):
     tok = rep["matched_tokens"]
     assert len({r["tokens"] for r in tok["rows"]}) == 1
     assert {g["n"] for g in rep["spread"]} == {2}
-    for f in ("report.md", "score_vs_flops.png", "val_loss_vs_flops.png", "val_loss_vs_tokens.png",
-              "delta_vs_strength.png"):
+    for f in (
+        "report.md",
+        "score_vs_flops.png",
+        "val_loss_vs_flops.png",
+        "val_loss_vs_tokens.png",
+        "delta_vs_strength.png",
+    ):
         assert (out / f).is_file()
     md = (out / "report.md").read_text()
     assert "by construction" in md and "m=2+" in md

@@ -51,7 +51,9 @@ def test_report_matches_stored_results(evaluated, tmp_path, capsys):
     assert "2.600e+12" in md
     picks = {r["run"]: r for r in data["rows"]}
     assert picks["ce"]["checkpoint"] == "step_00000200" and not picks["ce"]["above_budget"]
-    assert picks["lsap"]["checkpoint"] == "step_00000200" and picks["lsap"]["flops"] == pytest.approx(2.6e12)
+    assert picks["lsap"]["checkpoint"] == "step_00000200" and picks["lsap"][
+        "flops"
+    ] == pytest.approx(2.6e12)
 
     rows = _rows(md)
     tasks = data["tasks"]
@@ -91,8 +93,10 @@ def test_report_explicit_budget_and_above(evaluated, tmp_path):
     assert picks["lsap"]["checkpoint"] == "step_00000100" and picks["lsap"]["above_budget"]
     assert "step_00000100 †" in (tmp_path / "a" / "report.md").read_text()
     res = make_report([runs["ce"], runs["lsap"]], tmp_path / "b", flops=1e15)
-    assert {r["run"]: r["checkpoint"] for r in res["table"]["rows"]} == {"ce": "step_00000300",
-                                                                        "lsap": "step_00000200"}
+    assert {r["run"]: r["checkpoint"] for r in res["table"]["rows"]} == {
+        "ce": "step_00000300",
+        "lsap": "step_00000200",
+    }
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -172,9 +176,21 @@ def test_matched_tokens_view_and_spread(evaluated, tmp_path):
     assert "## Matched tokens (biased toward LSAP; not a verdict)" in res["markdown"]
     assert "no seed-to-seed spread" in res["markdown"]
     # spread over a group = mean/min/max of its rows
-    table = {"rows": [{"loss": "LSAP", "alpha": 0.05, "schedule": "constant", "run": f"x-s{i}", "setting": "x",
-                       "average": a,
-                       "val_loss": v, "val_bpb": None} for i, (a, v) in enumerate([(0.3, 4.0), (0.5, 3.0)])]}
+    table = {
+        "rows": [
+            {
+                "loss": "LSAP",
+                "alpha": 0.05,
+                "schedule": "constant",
+                "run": f"x-s{i}",
+                "setting": "x",
+                "average": a,
+                "val_loss": v,
+                "val_bpb": None,
+            }
+            for i, (a, v) in enumerate([(0.3, 4.0), (0.5, 3.0)])
+        ]
+    }
     (g,) = group_spread(table)
     assert g["n"] == 2 and g["average"] == {"mean": 0.4, "min": 0.3, "max": 0.5}
     assert g["val_loss"]["mean"] == 3.5 and g["val_bpb"] is None
@@ -189,8 +205,18 @@ def test_budget_is_the_runs_common_max_flops():
     from lsap.experiments.report import Run, build_table
 
     def run(name, loss, points):
-        evals = [{"checkpoint": f"step_{s:08d}", "step": s, "flops": f, "tokens": t, "tasks": {"x": {"value": v}},
-                  "eval_set_hash": "h", "tokenizer_hash": "t"} for s, f, t, v in points]
+        evals = [
+            {
+                "checkpoint": f"step_{s:08d}",
+                "step": s,
+                "flops": f,
+                "tokens": t,
+                "tasks": {"x": {"value": v}},
+                "eval_set_hash": "h",
+                "tokenizer_hash": "t",
+            }
+            for s, f, t, v in points
+        ]
         cfg = {"name": name, "loss": loss, "train": {"max_flops": 5.04e12, "seed": 0}}
         return Run(name=name, dir=Path(name), config=cfg, evals=evals, metrics=[])
 
@@ -209,25 +235,35 @@ def test_budget_is_the_runs_common_max_flops():
 def test_report_paired_tests_from_per_example_results(evaluated, tmp_path):
     """`lsap report` pairs each example of the LSAP run with the CE run's (matched checkpoints),
     pools the pair tasks, and prints p, the bootstrap interval and which Δ survive."""
-    from lsap.experiments.report import PAIRS_POOLED, REPLACE_EQUAL, pairs_verdict
     from lsap.eval.stats import paired_comparison
     from lsap.eval.tasks import PAIR_TASKS, unpack_scores
+    from lsap.experiments.report import PAIRS_POOLED, REPLACE_EQUAL, pairs_verdict
 
     runs = evaluated["runs"]
     res = make_report([runs["ce"], runs["lsap"]], tmp_path / "p")
     data = json.loads((tmp_path / "p" / "report.json").read_text())
     (row,) = data["paired"]
     ce, ls = _eval(runs["ce"], 200), _eval(runs["lsap"], 200)  # the matched picks (test above)
-    arrays = {t: (unpack_scores(ce["tasks"][t]["examples"]), unpack_scores(ls["tasks"][t]["examples"]),
-                  ce["tasks"][t]["metric"]) for t in PAIR_TASKS}
+    arrays = {
+        t: (
+            unpack_scores(ce["tasks"][t]["examples"]),
+            unpack_scores(ls["tasks"][t]["examples"]),
+            ce["tasks"][t]["metric"],
+        )
+        for t in PAIR_TASKS
+    }
     for t, (a, b, m) in arrays.items():
         ref = paired_comparison(a[m], b[m])
         got = row["tests"][t]
-        assert (got["b"], got["c"], got["n"]) == (ref["b"], ref["c"], ref["n"]) and got["p"] == ref["p"]
+        assert (got["b"], got["c"], got["n"]) == (ref["b"], ref["c"], ref["n"]) and got["p"] == ref[
+            "p"
+        ]
         assert got["ci"] == pytest.approx(ref["ci"])
         assert got["delta"] == pytest.approx(ls["tasks"][t]["value"] - ce["tasks"][t]["value"])
-    pooled = paired_comparison([arrays[t][0][arrays[t][2]] for t in PAIR_TASKS],
-                               [arrays[t][1][arrays[t][2]] for t in PAIR_TASKS])
+    pooled = paired_comparison(
+        [arrays[t][0][arrays[t][2]] for t in PAIR_TASKS],
+        [arrays[t][1][arrays[t][2]] for t in PAIR_TASKS],
+    )
     assert row["tests"][PAIRS_POOLED]["p"] == pooled["p"] and row["tests"][PAIRS_POOLED]["n"] == 24
     a, b, _ = arrays["lsap_pairs_replace"]
     eq = a["same_tokens"] & b["same_tokens"]

@@ -66,4 +66,5 @@ def test_holm_against_brute_force():
         k = srt.index(p)
         assert got[i] == pytest.approx(max(min(1, (m - j) * srt[j]) for j in range(k + 1)))
     assert list(itertools.accumulate(sorted(x for x in got if x is not None), max)) == sorted(
-        x for x in got if x is not None)
+        x for x in got if x is not None
+    )

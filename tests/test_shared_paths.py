@@ -1,6 +1,6 @@
 """One place per concept (issue 11): the run builder, the held-out loss loop, the window rule,
 the matched-FLOPs arithmetic and the corpus ids each serve every caller."""
-import numpy as np
+
 import pytest
 import torch
 
@@ -8,9 +8,19 @@ from lsap.config import load_config
 
 
 def _cfg(world, out, *extra):
-    return load_config(None, [
-        f"data.dir={world['data']}", f"out_dir={out}", "data.seq_len=32", "train.batch_size=4",
-        "train.micro_batch_size=2", "train.max_steps=2", "train.eval_batches=2", *extra])
+    return load_config(
+        None,
+        [
+            f"data.dir={world['data']}",
+            f"out_dir={out}",
+            "data.seq_len=32",
+            "train.batch_size=4",
+            "train.micro_batch_size=2",
+            "train.max_steps=2",
+            "train.eval_batches=2",
+            *extra,
+        ],
+    )
 
 
 def test_trainer_holds_what_the_builder_built_and_its_val_loss_is_evals(tiny_world, tmp_path):
@@ -21,10 +31,18 @@ def test_trainer_holds_what_the_builder_built_and_its_val_loss_is_evals(tiny_wor
     try:
         assert isinstance(t.c, Components)  # held once, not copied field by field
         got = t.evaluate()
-        want = heldout_loss(t.c.lm, tiny_world["data"], seq_len=32, batch_size=2, max_batches=2,
-                            tokenizer=t.c.tokenizer)
+        want = heldout_loss(
+            t.c.lm,
+            tiny_world["data"],
+            seq_len=32,
+            batch_size=2,
+            max_batches=2,
+            tokenizer=t.c.tokenizer,
+        )
         assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5)
-        assert got["val_bpb"] == pytest.approx(want["val_bpb"], rel=1e-5)  # bytes of the same labels
+        assert got["val_bpb"] == pytest.approx(
+            want["val_bpb"], rel=1e-5
+        )  # bytes of the same labels
     finally:
         t.close()
 
@@ -54,7 +72,16 @@ def test_matched_flops_is_the_command_and_tokens_at_matched_flops():
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    args = ["--base", "olmo2-tiny", "--base-vocab-size", "512", "--surrogate", "olmo2-tiny", "--flops", "1e12"]
+    args = [
+        "--base",
+        "olmo2-tiny",
+        "--base-vocab-size",
+        "512",
+        "--surrogate",
+        "olmo2-tiny",
+        "--flops",
+        "1e12",
+    ]
     r = matched_flops("olmo2-tiny", "olmo2-tiny", flops=1e12, base_vocab_size=512)
     assert compute(p.parse_args(args)) == r
     b, s = model_config("olmo2-tiny", vocab_size=512), model_config("olmo2-tiny")

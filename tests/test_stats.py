@@ -20,7 +20,9 @@ def test_binomial_cdf_and_sign_test_hand_computed():
     assert stats.sign_test(0, 6) == pytest.approx(2 / 64)  # 0.03125 < 0.05
     assert stats.sign_test(4, 4) == 1.0 and stats.sign_test(0, 0) == 1.0  # capped, no discordance
     # 60 vs 40 discordant: 2 · Σ_{i≤40} C(100, i) / 2^100
-    assert stats.sign_test(60, 40) == pytest.approx(2 * sum(math.comb(100, i) for i in range(41)) / 2 ** 100)
+    assert stats.sign_test(60, 40) == pytest.approx(
+        2 * sum(math.comb(100, i) for i in range(41)) / 2**100
+    )
     assert 0.05 < stats.sign_test(60, 40) < 0.06
 
 
@@ -73,7 +75,9 @@ def test_paired_comparison_and_verdict():
     assert res["ci"][0] <= 0.6 <= res["ci"][1]
     line = stats.verdict(res)
     assert "+60.00 pts" in line and "LSAP better (p < 0.05)" in line
-    weak = stats.paired_comparison([False] * 5 + [True] * 5, [True] * 10, n_boot=200)  # b = 5, c = 0
+    weak = stats.paired_comparison(
+        [False] * 5 + [True] * 5, [True] * 10, n_boot=200
+    )  # b = 5, c = 0
     assert weak["p"] == pytest.approx(1 / 16) and not weak["survives"]
     assert "inside the noise" in stats.verdict(weak)
     worse = stats.paired_comparison([True] * 8, [False] * 8, n_boot=50)

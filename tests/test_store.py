@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from lsap.surrogate.store import EXACT_ALPHAS, StoreError, TargetStore, quantise_probs
-from lsap.surrogate.store_build import build_store
 from lsap.cli.main import main as cli
 from lsap.data.shards import SequenceLoader, TokenShards, prepare
-from lsap.surrogate.load import load_surrogate
 from lsap.method.targets import propose_targets
+from lsap.surrogate.load import load_surrogate
+from lsap.surrogate.store import EXACT_ALPHAS, StoreError, TargetStore, quantise_probs
+from lsap.surrogate.store_build import build_store
 
 T = 32
 
@@ -23,11 +23,37 @@ T = 32
 def small(tiny_world, tmp_path_factory):
     """A small corpus (~90 windows of 32) and its cache, built through the CLI."""
     root = tmp_path_factory.mktemp("cache")
-    prepare(tiny_world["base_tok"], "pydoc-topics", root / "data", val_fraction=0.1, max_tokens=3000,
-            progress=False)
-    rc = cli(["store", "build", "--surrogate", tiny_world["surrogate"], "--data", str(root / "data"),
-              "--seq-len", str(T), "--k", "4", "--min-alpha", "0.01", "--out", str(root / "c"),
-              "--batch-size", "8", "--chunk-windows", "24", "--no-progress"])
+    prepare(
+        tiny_world["base_tok"],
+        "pydoc-topics",
+        root / "data",
+        val_fraction=0.1,
+        max_tokens=3000,
+        progress=False,
+    )
+    rc = cli(
+        [
+            "store",
+            "build",
+            "--surrogate",
+            tiny_world["surrogate"],
+            "--data",
+            str(root / "data"),
+            "--seq-len",
+            str(T),
+            "--k",
+            "4",
+            "--min-alpha",
+            "0.01",
+            "--out",
+            str(root / "c"),
+            "--batch-size",
+            "8",
+            "--chunk-windows",
+            "24",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     return {"data": str(root / "data"), "cache": str(root / "c"), "root": root}
 
@@ -44,10 +70,12 @@ def test_lookup_equals_online_selection(tiny_world, small):
         batch = loader.next_batch()
         x, y = batch
         for k, alpha in ((4, 0.01), (4, 0.05), (2, 0.2), (3, 0.02), (1, 0.1)):
-            ids, mask, probs = propose_targets(model, x, y, vmap, k, alpha, pad_id=stok.pad_token_id or 0)
+            ids, mask, probs = propose_targets(
+                model, x, y, vmap, k, alpha, pad_id=stok.pad_token_id or 0
+            )
             cids, cmask, cprobs = cache.lookup(batch.window_ids, k, alpha)
             assert torch.equal(cmask, mask) and torch.equal(cids, ids), (k, alpha)
-            torch.testing.assert_close(cprobs, probs, rtol=2 ** -9, atol=0)
+            torch.testing.assert_close(cprobs, probs, rtol=2**-9, atol=0)
             total += int(mask.sum())
     assert total > 100  # the surrogate is peaked: the comparison is not vacuous
     # the whole store: counts above α recorded at build time agree with the lookups
@@ -63,15 +91,16 @@ def test_lookup_equals_online_selection(tiny_world, small):
 @pytest.mark.parametrize("gold_outside", ["keep", "skip"])
 def test_online_and_stored_sources_agree(tiny_world, small, gold_outside):
     """Both TargetSource implementations return the same AuxTargets, each applying gold_outside."""
-    from lsap.surrogate.store import StoredTargets
-    from lsap.surrogate.sources import OnlineTargets
     from lsap.method.targets import AuxTargets, drop_gold_outside
+    from lsap.surrogate.sources import OnlineTargets
+    from lsap.surrogate.store import StoredTargets
 
     cache = TargetStore(small["cache"])
     vmap = cache.load_vocab_map()
     model, stok = load_surrogate(tiny_world["surrogate"])
-    online = OnlineTargets(model, vmap, 4, 0.02, pad_id=stok.pad_token_id or 0, batch_size=2,
-                           gold_outside=gold_outside)
+    online = OnlineTargets(
+        model, vmap, 4, 0.02, pad_id=stok.pad_token_id or 0, batch_size=2, gold_outside=gold_outside
+    )
     stored = StoredTargets(cache, vmap, 4, 0.02, gold_outside=gold_outside)
     loader = SequenceLoader(TokenShards(small["data"]), T, batch_size=5, seed=2)
     dropped = 0
@@ -79,9 +108,19 @@ def test_online_and_stored_sources_agree(tiny_world, small, gold_outside):
         batch = loader.next_batch()
         a, b = online(batch), stored(batch)
         assert isinstance(a, AuxTargets) and isinstance(b, AuxTargets)
-        assert torch.equal(a.mask, b.mask) and torch.equal(a.ids, b.ids) and int(a.count) == int(b.count)
-        full = propose_targets(model, batch.input_ids, batch.labels, vmap, 4, 0.02, pad_id=stok.pad_token_id or 0)
-        want = drop_gold_outside(full.mask, batch.labels, vmap) if gold_outside == "skip" else full.mask
+        assert (
+            torch.equal(a.mask, b.mask)
+            and torch.equal(a.ids, b.ids)
+            and int(a.count) == int(b.count)
+        )
+        full = propose_targets(
+            model, batch.input_ids, batch.labels, vmap, 4, 0.02, pad_id=stok.pad_token_id or 0
+        )
+        want = (
+            drop_gold_outside(full.mask, batch.labels, vmap)
+            if gold_outside == "skip"
+            else full.mask
+        )
         assert torch.equal(a.mask, want)
         assert (a.ids[~a.mask] == -1).all()
         dropped += int(full.count - a.count)
@@ -98,19 +137,35 @@ def test_float16_probs_compare_exactly_at_exact_alphas():
         p = np.concatenate([p, [a32, np.float32(np.float16(a32))]])
         q = quantise_probs(p, EXACT_ALPHAS)
         assert np.array_equal(q > np.float16(a32), p > a32), a
-        assert np.all(np.abs(q.astype(np.float32) - p) <= 3 * 2.0 ** -11 * p)
+        assert np.all(np.abs(q.astype(np.float32) - p) <= 3 * 2.0**-11 * p)
         naive = p.astype(np.float16)
-        assert not np.array_equal(naive > np.float16(a32), p > a32)  # plain rounding would flip some
+        assert not np.array_equal(
+            naive > np.float16(a32), p > a32
+        )  # plain rounding would flip some
 
 
 def _cfg(world, data, out, *extra):
     from lsap.config import load_config
 
-    return load_config(None, [
-        f"data.dir={data}", f"out_dir={out}", f"data.seq_len={T}", "train.batch_size=4",
-        "train.micro_batch_size=2", "train.max_steps=3", "train.log_every=1", "optim.warmup_steps=2",
-        "train.eval_batches=1", "loss=lsap", "lsap.k=3", "lsap.alpha=0.05",
-        f"surrogate.model={world['surrogate']}", *extra])
+    return load_config(
+        None,
+        [
+            f"data.dir={data}",
+            f"out_dir={out}",
+            f"data.seq_len={T}",
+            "train.batch_size=4",
+            "train.micro_batch_size=2",
+            "train.max_steps=3",
+            "train.log_every=1",
+            "optim.warmup_steps=2",
+            "train.eval_batches=1",
+            "loss=lsap",
+            "lsap.k=3",
+            "lsap.alpha=0.05",
+            f"surrogate.model={world['surrogate']}",
+            *extra,
+        ],
+    )
 
 
 def _rows(out):
@@ -122,8 +177,15 @@ def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
     from lsap.train.loop import Trainer
 
     Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "on")).run()
-    Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "off", "surrogate.source=store",
-                 f"surrogate.store_dir={small['cache']}")).run()
+    Trainer.from_config(
+        _cfg(
+            tiny_world,
+            small["data"],
+            tmp_path / "off",
+            "surrogate.source=store",
+            f"surrogate.store_dir={small['cache']}",
+        )
+    ).run()
     a, b = _rows(tmp_path / "on"), _rows(tmp_path / "off")
     assert a[1]["aux_per_token"] > 0
     for s in (1, 2, 3):
@@ -133,7 +195,9 @@ def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
         assert b[s]["flops_surrogate_paid"] == 0
     info = json.loads((tmp_path / "off" / "cache.json").read_text())
     m = TargetStore(small["cache"]).manifest
-    assert info["build_flops"] == m["flops"]["build_flops"] == m["flops"]["per_token"] * m["positions"]
+    assert (
+        info["build_flops"] == m["flops"]["build_flops"] == m["flops"]["per_token"] * m["positions"]
+    )
     assert m["flops"]["per_token"] * 3 * 4 * T == b[3]["flops_surrogate"]
 
 
@@ -147,14 +211,20 @@ def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_store(tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=kill, **args)
+        build_store(
+            tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=kill, **args
+        )
     with pytest.raises(StoreError, match="did not finish"):
         TargetStore(tmp_path / "c")
-    build_store(tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=seen.append, **args)
+    build_store(
+        tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=seen.append, **args
+    )
     ref = Path(small["cache"])
     n = len(json.loads((ref / "manifest.json").read_text())["chunks"])
     assert n >= 3 and seen == [0, 1] + list(range(2, n))  # chunks 0 and 1 were not redone
-    files = sorted(p.relative_to(ref) for p in ref.rglob("*") if p.is_file() and p.name != "build_stats.json")
+    files = sorted(
+        p.relative_to(ref) for p in ref.rglob("*") if p.is_file() and p.name != "build_stats.json"
+    )
     assert Path("manifest.json") in files and len([f for f in files if f.suffix == ".bin"]) == n
     for f in files:
         assert (tmp_path / "c" / f).read_bytes() == (ref / f).read_bytes(), f
@@ -163,7 +233,7 @@ def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
 
 
 def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
-    from lsap.train.loop import Trainer, TrainingError
+    from lsap.train.loop import Trainer
 
     cache = TargetStore(small["cache"])
     shards = TokenShards(small["data"])
@@ -171,9 +241,13 @@ def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
     m = cache.manifest
     assert m["surrogate"]["logits_dtype"] == "float32" and m["surrogate"]["dtype"] == "float32"
     # other online settings serve the run but warn: targets near p = α may differ
-    same = cache.check_run(shards, T, 4, 0.01, dtype="float32", batch_size=m["layout"]["batch_size"])
+    same = cache.check_run(
+        shards, T, 4, 0.01, dtype="float32", batch_size=m["layout"]["batch_size"]
+    )
     assert same == []
-    notes = cache.check_run(shards, T, 4, 0.01, dtype="bfloat16", batch_size=m["layout"]["batch_size"] + 1)
+    notes = cache.check_run(
+        shards, T, 4, 0.01, dtype="bfloat16", batch_size=m["layout"]["batch_size"] + 1
+    )
     assert len(notes) == 2 and "bfloat16" in notes[0] and "batch size" in notes[1]
     with pytest.raises(StoreError, match="seq_len 32"):
         cache.check_run(shards, 64, 4, 0.05)
@@ -193,11 +267,26 @@ def test_refuses_mismatched_or_damaged_cache(tiny_world, small, tmp_path):
         cache.check_run(shards, T, 4, 0.05, surrogate=str(other))
     # through the trainer: a clear error, not misaligned training
     with pytest.raises(StoreError, match="seq_len"):
-        Trainer.from_config(_cfg(tiny_world, small["data"], tmp_path / "r", "surrogate.source=store",
-                     f"surrogate.store_dir={small['cache']}", "data.seq_len=16"))
+        Trainer.from_config(
+            _cfg(
+                tiny_world,
+                small["data"],
+                tmp_path / "r",
+                "surrogate.source=store",
+                f"surrogate.store_dir={small['cache']}",
+                "data.seq_len=16",
+            )
+        )
     with pytest.raises(StoreError, match="other data"):
-        Trainer.from_config(_cfg(tiny_world, tiny_world["data"], tmp_path / "r2", "surrogate.source=store",
-                     f"surrogate.store_dir={small['cache']}"))
+        Trainer.from_config(
+            _cfg(
+                tiny_world,
+                tiny_world["data"],
+                tmp_path / "r2",
+                "surrogate.source=store",
+                f"surrogate.store_dir={small['cache']}",
+            )
+        )
     # damaged stores
     bad = tmp_path / "bad"
     shutil.copytree(small["cache"], bad)
@@ -236,15 +325,27 @@ def test_info_cli(small, capsys):
     assert cli(["store", "info", small["cache"]]) == 0
     out = capsys.readouterr().out
     assert "bytes per token" in out and "α=0.05" in out
-    assert cli(["store", "info", str(Path(small["root"]) / "missing")]) == 2  # one line on stderr, no traceback
+    assert (
+        cli(["store", "info", str(Path(small["root"]) / "missing")]) == 2
+    )  # one line on stderr, no traceback
     assert "no manifest" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_smollm2_lookup_equals_online(tiny_world, small, tmp_path):
     """A real pretrained surrogate (SmolLM2-135M-Instruct) over a few windows, k = 15."""
-    build_store("smollm2", small["data"], 64, tmp_path / "c", k=15, min_alpha=0.01, batch_size=2,
-                chunk_windows=2, max_windows=4, progress=False)
+    build_store(
+        "smollm2",
+        small["data"],
+        64,
+        tmp_path / "c",
+        k=15,
+        min_alpha=0.01,
+        batch_size=2,
+        chunk_windows=2,
+        max_windows=4,
+        progress=False,
+    )
     cache = TargetStore(tmp_path / "c", verify=True)
     shards = TokenShards(small["data"])
     model, stok = load_surrogate("smollm2")
@@ -253,11 +354,12 @@ def test_smollm2_lookup_equals_online(tiny_world, small, tmp_path):
     rows = torch.from_numpy(np.stack([shards.tokens(w * 64, 65) for w in windows]))
     n = 0
     for k, alpha in ((15, 0.01), (15, 0.05), (15, 0.2), (5, 0.05)):
-        ids, mask, probs = propose_targets(model, rows[:, :-1], rows[:, 1:], vmap, k, alpha,
-                                           pad_id=stok.pad_token_id or 0)
+        ids, mask, probs = propose_targets(
+            model, rows[:, :-1], rows[:, 1:], vmap, k, alpha, pad_id=stok.pad_token_id or 0
+        )
         cids, cmask, cprobs = cache.lookup(windows, k, alpha)
         assert torch.equal(cmask, mask) and torch.equal(cids, ids), (k, alpha)
-        torch.testing.assert_close(cprobs, probs, rtol=2 ** -9, atol=0)
+        torch.testing.assert_close(cprobs, probs, rtol=2**-9, atol=0)
         n += int(mask.sum())
     assert n > 0
 
@@ -266,8 +368,14 @@ def test_smollm2_lookup_equals_online(tiny_world, small, tmp_path):
 def _olmo_dataset(paths, shards, T_):
     from olmo_core.data import NumpyFSLDataset
 
-    ds = NumpyFSLDataset(*paths, sequence_length=T_, pad_token_id=0, eos_token_id=shards.eos_id,
-                         vocab_size=shards.vocab_size, dtype=np.dtype(shards.manifest["dtype"]).type)
+    ds = NumpyFSLDataset(
+        *paths,
+        sequence_length=T_,
+        pad_token_id=0,
+        eos_token_id=shards.eos_id,
+        vocab_size=shards.vocab_size,
+        dtype=np.dtype(shards.manifest["dtype"]).type,
+    )
     ds.prepare()
     return ds
 
@@ -276,12 +384,19 @@ def test_olmo_layout_matches_olmo_core_instances(tiny_world, small, tmp_path):
     """window_layout olmo: window i = OLMo-core's NumpyFSLDataset instance i (T tokens,
     labels the T-1 next inside it), and lookups equal online selection on those rows."""
     pytest.importorskip("olmo_core")
-    from lsap.surrogate.store_build import Windows, olmo_paths
     from lsap.method.targets import IGNORE
+    from lsap.surrogate.store_build import Windows, olmo_paths
 
     # small shards: several files, instances never straddle a file
-    prepare(tiny_world["base_tok"], "pydoc-topics", tmp_path / "d", val_fraction=0.1, max_tokens=3000,
-            shard_tokens=700, progress=False)
+    prepare(
+        tiny_world["base_tok"],
+        "pydoc-topics",
+        tmp_path / "d",
+        val_fraction=0.1,
+        max_tokens=3000,
+        shard_tokens=700,
+        progress=False,
+    )
     shards = TokenShards(tmp_path / "d")
     assert len(shards.info["shards"]) >= 3
     ds = _olmo_dataset(olmo_paths(tmp_path / "d"), shards, T)
@@ -291,16 +406,33 @@ def test_olmo_layout_matches_olmo_core_instances(tiny_world, small, tmp_path):
     for i in range(len(ds)):
         assert np.array_equal(x[i], ds[i]["input_ids"].numpy()), i
     assert (y[:, -1] == IGNORE).all() and np.array_equal(y[:, :-1], x[:, 1:])
-    build_store(tiny_world["surrogate"], tmp_path / "d", T, tmp_path / "s", k=4, min_alpha=0.01, batch_size=4,
-                chunk_windows=8, window_layout="olmo", progress=False)
+    build_store(
+        tiny_world["surrogate"],
+        tmp_path / "d",
+        T,
+        tmp_path / "s",
+        k=4,
+        min_alpha=0.01,
+        batch_size=4,
+        chunk_windows=8,
+        window_layout="olmo",
+        progress=False,
+    )
     store = TargetStore(tmp_path / "s", verify=True)
     assert store.window_layout == "olmo" and store.n_windows == len(ds)
     model, stok = load_surrogate(tiny_world["surrogate"])
     vmap = store.load_vocab_map()
     idx = [5, 0, len(ds) - 1]
     for k, alpha in ((4, 0.01), (2, 0.05)):
-        want = propose_targets(model, torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), vmap, k, alpha,
-                               pad_id=stok.pad_token_id or 0)
+        want = propose_targets(
+            model,
+            torch.from_numpy(x[idx]),
+            torch.from_numpy(y[idx]),
+            vmap,
+            k,
+            alpha,
+            pad_id=stok.pad_token_id or 0,
+        )
         got = store.lookup(idx, k, alpha)
         assert torch.equal(got.mask, want.mask) and torch.equal(got.ids, want.ids)
         assert not got.mask[:, -1].any() and got.mask.any()  # the last position has no label
@@ -309,15 +441,28 @@ def test_olmo_layout_matches_olmo_core_instances(tiny_world, small, tmp_path):
         store.check_run(shards, T, 4, 0.05)
     assert store.check_run(shards, T, 4, 0.05, window_layout="olmo") == []
     with pytest.raises(StoreError, match="window_layout 'lsap'.*--window-layout olmo"):
-        TargetStore(small["cache"]).check_run(TokenShards(small["data"]), T, 4, 0.05, window_layout="olmo")
+        TargetStore(small["cache"]).check_run(
+            TokenShards(small["data"]), T, 4, 0.05, window_layout="olmo"
+        )
     from lsap.train.loop import Trainer, TrainingError
 
-    with pytest.raises((TrainingError, StoreError), match="window_layout 'olmo'"):  # named, before any step
-        Trainer.from_config(_cfg(tiny_world, tmp_path / "d", tmp_path / "r", "surrogate.source=store",
-                     f"surrogate.store_dir={tmp_path / 's'}"))
+    with pytest.raises(
+        (TrainingError, StoreError), match="window_layout 'olmo'"
+    ):  # named, before any step
+        Trainer.from_config(
+            _cfg(
+                tiny_world,
+                tmp_path / "d",
+                tmp_path / "r",
+                "surrogate.source=store",
+                f"surrogate.store_dir={tmp_path / 's'}",
+            )
+        )
 
 
-def _write_dolma_arrays(stream: np.ndarray, eos: int, directory: Path, dtype="uint16", parts=2) -> list[Path]:
+def _write_dolma_arrays(
+    stream: np.ndarray, eos: int, directory: Path, dtype="uint16", parts=2
+) -> list[Path]:
     """`dolma tokens` output format: part-*.npy raw memmaps (no header) of whole documents
     (each ending with EOS), plus a .csv.gz of (start, end, path, id) per document."""
     import gzip
@@ -342,14 +487,29 @@ def _write_dolma_arrays(stream: np.ndarray, eos: int, directory: Path, dtype="ui
 
 def test_dolma_token_arrays_are_read_in_place(tiny_world, small, tmp_path, capsys):
     from lsap.data.arrays import link_token_arrays
-    from lsap.utils.errors import DataError
     from lsap.surrogate.store_build import olmo_paths
+    from lsap.utils.errors import DataError
 
     src = TokenShards(small["data"])
     stream = src.tokens(0, len(src))
     paths = _write_dolma_arrays(stream, src.eos_id, tmp_path / "dolma")
-    assert cli(["prepare", "--tokenizer", tiny_world["base_tok"], "--from-arrays", str(tmp_path / "dolma"),
-                "--token-dtype", "uint16", "--out", str(tmp_path / "linked"), "--quiet"]) == 0
+    assert (
+        cli(
+            [
+                "prepare",
+                "--tokenizer",
+                tiny_world["base_tok"],
+                "--from-arrays",
+                str(tmp_path / "dolma"),
+                "--token-dtype",
+                "uint16",
+                "--out",
+                str(tmp_path / "linked"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     linked = TokenShards(tmp_path / "linked", verify=True)
     assert not list((tmp_path / "linked").glob("*/*"))  # nothing copied
     assert olmo_paths(tmp_path / "linked") == [str(p.resolve()) for p in paths]
@@ -362,7 +522,14 @@ def test_dolma_token_arrays_are_read_in_place(tiny_world, small, tmp_path, capsy
         assert torch.equal(x.input_ids, y.input_ids) and torch.equal(x.window_ids, y.window_ids)
     # a wrong dtype is caught (the arrays do not end with EOS / hold ids beyond the vocabulary)
     with pytest.raises(DataError, match="EOS|vocabulary|whole number"):
-        link_token_arrays(tiny_world["base_tok"], tmp_path / "dolma", tmp_path / "bad", token_dtype="uint32",
-                          progress=False)
+        link_token_arrays(
+            tiny_world["base_tok"],
+            tmp_path / "dolma",
+            tmp_path / "bad",
+            token_dtype="uint32",
+            progress=False,
+        )
     with pytest.raises(DataError, match="no token arrays"):
-        link_token_arrays(tiny_world["base_tok"], tmp_path / "nothing", tmp_path / "bad2", progress=False)
+        link_token_arrays(
+            tiny_world["base_tok"], tmp_path / "nothing", tmp_path / "bad2", progress=False
+        )

@@ -35,8 +35,20 @@ SCRIPT = textwrap.dedent("""
 @pytest.mark.slow  # ~8 min on the 2-core CPU (2,100 one-window chunks)
 def test_store_of_2000_chunks_under_ulimit_256(tiny_world, tmp_path):
     env = {**os.environ, "LSAP_STORE_MAX_OPEN": "64"}
-    r = subprocess.run([sys.executable, "-c", SCRIPT, tiny_world["surrogate"], tiny_world["data"],
-                        str(tmp_path / "s"), str(N_CHUNKS)], capture_output=True, text=True, env=env,
-                       timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            tiny_world["surrogate"],
+            tiny_world["data"],
+            str(tmp_path / "s"),
+            str(N_CHUNKS),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split()[0] == "OK" and int(r.stdout.split()[1]) >= N_CHUNKS

@@ -23,9 +23,15 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("strength")
     tok = train_bpe(list(topics.values())[:100], 400, root)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
-                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                      max_position_embeddings=4096)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+    )
     docs = [t[:300] for t in list(topics.values())[-7:]]
     return LlamaForCausalLM(cfg).eval(), tok, docs
 
@@ -71,7 +77,9 @@ def test_bootstrap_against_slow_loop():
         ratios.append(sum(s[i] for i in ix) / sum(b[i] for i in ix))
     ratios.sort()
     lo, hi = ratios[int(0.025 * 4000)], ratios[int(0.975 * 4000) - 1]
-    assert res["ci"][0] == pytest.approx(lo, abs=3e-3) and res["ci"][1] == pytest.approx(hi, abs=3e-3)
+    assert res["ci"][0] == pytest.approx(lo, abs=3e-3) and res["ci"][1] == pytest.approx(
+        hi, abs=3e-3
+    )
     assert res["ci"][0] < res["strength"] < res["ci"][1]
     assert "strength" in strength_line(res) and "40 documents" in strength_line(res)
 

@@ -27,12 +27,22 @@ eval: {{tasks: pairs, max_examples: 30, targets: "@2x"}}
 
 def test_expand_grid_extra_and_names(tmp_path):
     p = tmp_path / "s.yaml"
-    p.write_text("seeds: [0, 1]\ngrid: {lsap.alpha: [0.01, 0.05], lsap.lam: [1.0]}\n"
-                 "extra: [{lsap.lambda_schedule: cosine}]\nbudget_flops: 1e9\n")
+    p.write_text(
+        "seeds: [0, 1]\ngrid: {lsap.alpha: [0.01, 0.05], lsap.lam: [1.0]}\n"
+        "extra: [{lsap.lambda_schedule: cosine}]\nbudget_flops: 1e9\n"
+    )
     plan = sw.expand(sw.load_spec(p))
     names = [r["name"] for r in plan]
-    assert names == ["ce-s0", "lsap-a0.01-lam1.0-s0", "lsap-a0.05-lam1.0-s0", "lsap-schedcosine-s0",
-                     "ce-s1", "lsap-a0.01-lam1.0-s1", "lsap-a0.05-lam1.0-s1", "lsap-schedcosine-s1"]
+    assert names == [
+        "ce-s0",
+        "lsap-a0.01-lam1.0-s0",
+        "lsap-a0.05-lam1.0-s0",
+        "lsap-schedcosine-s0",
+        "ce-s1",
+        "lsap-a0.01-lam1.0-s1",
+        "lsap-a0.05-lam1.0-s1",
+        "lsap-schedcosine-s1",
+    ]
     assert plan[1]["overrides"] == {"lsap.alpha": 0.01, "lsap.lam": 1.0} and plan[0]["loss"] == "ce"
 
 
@@ -77,7 +87,9 @@ def test_toy_sweep_report_and_resume_after_a_kill(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(lsap.eval.run, "evaluate_run", real)
     sw.run_sweep(spec, out)
     log = capsys.readouterr().out
-    assert log.count("finished earlier, reused") >= 3  # the two evaluated runs and the trained third
+    assert (
+        log.count("finished earlier, reused") >= 3
+    )  # the two evaluated runs and the trained third
     assert log.count("checkpoint(s) already evaluated") >= 2  # their eval.json kept (same eval set)
     for d in finished:
         assert open(f"{d}/DONE").read() == stamps[d]  # not retrained
@@ -106,14 +118,19 @@ def test_every_packaged_spec_expands_dry_run(name, tmp_path):
     assert plan and not (tmp_path / name).exists()  # a dry run builds and writes nothing
     seeds = {r["seed"] for r in plan if r["loss"] == "lsap"}
     if name in NEW_AXES:
-        assert len(seeds) >= 3 and sw.load_spec(name)["eval"]["ood"]  # ≥ 3 seeds, out-of-domain pairs
-        assert "Time on a 2-core CPU" in (__import__("lsap.config").config.PACKAGED / "sweeps" / f"{name}.yaml").read_text()
+        assert (
+            len(seeds) >= 3 and sw.load_spec(name)["eval"]["ood"]
+        )  # ≥ 3 seeds, out-of-domain pairs
+        assert (
+            "Time on a 2-core CPU"
+            in (__import__("lsap.config").config.PACKAGED / "sweeps" / f"{name}.yaml").read_text()
+        )
 
 
 def test_new_axes_plan_what_the_issue_asks():
+    from lsap.experiments.regime import Settings
     from lsap.method.flops import count_params
     from lsap.model import model_config
-    from lsap.experiments.regime import Settings
 
     c = sw.load_spec("base-size")
     sizes = {}
@@ -136,23 +153,55 @@ def test_new_axes_plan_what_the_issue_asks():
     assert {Settings(**s).corpus for s in f.values()} == {"python-docs", "linux-docs"}
 
 
-@pytest.mark.parametrize("text,match", [
-    ("regime: quickstart\nregimes: {a: {hiden: 1}}\ngrid: {lsap.alpha: [0.05]}\n", r"regimes.a: unknown settings \['hiden'\]"),
-    ("regime: quickstart\nregimes: {'a b': {}}\ngrid: {lsap.alpha: [0.05]}\n", "may hold only"),
-    ("regimes: {a: {}}\ngrid: {lsap.alpha: [0.05]}\nbudget_flops: 1e9\n", "regimes needs regime"),
-    ("regime: quickstart\nregime_settings: {ce_tokenz: 1}\ngrid: {lsap.alpha: [0.05]}\n", r"unknown keys \['ce_tokenz'\]"),
-    ("regime: quickstart\ngrid: {lsap.alpha: [0.05]}\neval: {odd: [x]}\n", r"eval: unknown keys \['odd'\]"),
-    ("regime: quickstart\ngrid: {lsap.alpha: [0.05]}\neval: {ood: [no-such-corpus]}\n", "eval.ood: unknown dataset"),
-    ("grid: {lsap.alpha: [0.05]}\nbudget_flops: 1e9\neval: {ood: [shakespeare]}\n", "eval.ood needs a regime"),
-    ("regime: quickstart\ngrid: {lsap.alpha: [0.05]}\naxis: {x: params}\n", "axis must be"),
-    ("regime: quickstart\ngrid: {lsap.alpha: [0.05]}\nheadline: {seeds: [3]}\n", "headline must be"),
-    ("regime: quickstart\ngrid: {lsap.alpha: [0.05]}\nheadline: {overrides: {lsap.alpha: 0.2}, seeds: [3]}\n",
-     "headline setting lsap-a0.2 is not in the grid"),
-    ("regime: quickstart\ngrid: {lsap.alpah: [0.05]}\n", "run lsap-alpah0.05-s0: .*alpah"),
-    ("regime: quickstart\ngrid: {lsap.intersection_keep: [1.5]}\n", "intersection_keep must lie in"),
-    ("regime: quickstart\ngrid: {surrogate.model: ['@32x']}\n", "'@32x': the regime has surrogates @1x, @4x, @16x"),
-    ("regime: quickstart\nseeds: []\ngrid: {lsap.alpha: [0.05]}\n", "seeds must be"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        (
+            "regime: quickstart\nregimes: {a: {hiden: 1}}\ngrid: {lsap.alpha: [0.05]}\n",
+            r"regimes.a: unknown settings \['hiden'\]",
+        ),
+        ("regime: quickstart\nregimes: {'a b': {}}\ngrid: {lsap.alpha: [0.05]}\n", "may hold only"),
+        (
+            "regimes: {a: {}}\ngrid: {lsap.alpha: [0.05]}\nbudget_flops: 1e9\n",
+            "regimes needs regime",
+        ),
+        (
+            "regime: quickstart\nregime_settings: {ce_tokenz: 1}\ngrid: {lsap.alpha: [0.05]}\n",
+            r"unknown keys \['ce_tokenz'\]",
+        ),
+        (
+            "regime: quickstart\ngrid: {lsap.alpha: [0.05]}\neval: {odd: [x]}\n",
+            r"eval: unknown keys \['odd'\]",
+        ),
+        (
+            "regime: quickstart\ngrid: {lsap.alpha: [0.05]}\neval: {ood: [no-such-corpus]}\n",
+            "eval.ood: unknown dataset",
+        ),
+        (
+            "grid: {lsap.alpha: [0.05]}\nbudget_flops: 1e9\neval: {ood: [shakespeare]}\n",
+            "eval.ood needs a regime",
+        ),
+        ("regime: quickstart\ngrid: {lsap.alpha: [0.05]}\naxis: {x: params}\n", "axis must be"),
+        (
+            "regime: quickstart\ngrid: {lsap.alpha: [0.05]}\nheadline: {seeds: [3]}\n",
+            "headline must be",
+        ),
+        (
+            "regime: quickstart\ngrid: {lsap.alpha: [0.05]}\nheadline: {overrides: {lsap.alpha: 0.2}, seeds: [3]}\n",
+            "headline setting lsap-a0.2 is not in the grid",
+        ),
+        ("regime: quickstart\ngrid: {lsap.alpah: [0.05]}\n", "run lsap-alpah0.05-s0: .*alpah"),
+        (
+            "regime: quickstart\ngrid: {lsap.intersection_keep: [1.5]}\n",
+            "intersection_keep must lie in",
+        ),
+        (
+            "regime: quickstart\ngrid: {surrogate.model: ['@32x']}\n",
+            "'@32x': the regime has surrogates @1x, @4x, @16x",
+        ),
+        ("regime: quickstart\nseeds: []\ngrid: {lsap.alpha: [0.05]}\n", "seeds must be"),
+    ],
+)
 def test_bad_axis_specs_are_refused_by_name(tmp_path, text, match):
     p = tmp_path / "bad.yaml"
     p.write_text(text)
@@ -187,11 +236,17 @@ def test_restrict_intersection_keeps_a_seeded_bijection_and_the_share_is_right()
     other = restrict_intersection(full, 0.5, seed=2)
     b2s, s2b = r.base_to_surrogate, r.surrogate_to_base
     kept = torch.nonzero(b2s != ABSENT).flatten().tolist()
-    assert 0 in kept and 5 < len(kept) < 28  # specials always kept; about half of the 30 string pairs
+    assert (
+        0 in kept and 5 < len(kept) < 28
+    )  # specials always kept; about half of the 30 string pairs
     for b in kept:  # a bijection on the kept set, and the pairs are the original ones
         assert int(s2b[b2s[b]]) == b and int(b2s[b]) == int(full.base_to_surrogate[b])
-    assert int((s2b != ABSENT).sum()) == len(kept)  # the surrogate's view lost the dropped tokens too
-    assert torch.equal(again.base_to_surrogate, b2s) and not torch.equal(other.base_to_surrogate, b2s)
+    assert int((s2b != ABSENT).sum()) == len(
+        kept
+    )  # the surrogate's view lost the dropped tokens too
+    assert torch.equal(again.base_to_surrogate, b2s) and not torch.equal(
+        other.base_to_surrogate, b2s
+    )
     assert r.meta["restricted"] == {"keep_fraction": 0.5, "seed": 1, "from_size": 31}
     assert torch.equal(restrict_intersection(full, 1.0).base_to_surrogate, full.base_to_surrogate)
     # x = share of the base's held-out tokens inside the kept Σ∩, by hand
@@ -227,11 +282,20 @@ def test_toy_overlap_axis_end_to_end_with_out_of_domain_pairs(tmp_path):
     import random
 
     rnd = random.Random(0)
-    words = "the cat dog runs quickly over a small red house and then sleeps near green trees".split()
+    words = (
+        "the cat dog runs quickly over a small red house and then sleeps near green trees".split()
+    )
     ood = tmp_path / "other.txt"
-    ood.write_text("\n\n\n".join(
-        ". ".join(" ".join(rnd.choice(words) for _ in range(rnd.randint(6, 10))).capitalize() for _ in range(6)) + "."
-        for _ in range(200)))
+    ood.write_text(
+        "\n\n\n".join(
+            ". ".join(
+                " ".join(rnd.choice(words) for _ in range(rnd.randint(6, 10))).capitalize()
+                for _ in range(6)
+            )
+            + "."
+            for _ in range(200)
+        )
+    )
     spec = tmp_path / "axis.yaml"
     spec.write_text(TOY_AXIS.format(cache=tmp_path / "cache", ood=ood))
     out = tmp_path / "out"
@@ -247,7 +311,9 @@ def test_toy_overlap_axis_end_to_end_with_out_of_domain_pairs(tmp_path):
     rows = {r["setting"]: r for r in res["summary"]}
     assert set(rows) == {"lsap-keep1.0", "lsap-keep0.3"}
     for r in rows.values():
-        assert r["pairs"] is not None and set(r["ood"]) == {str(ood)} and r["ood"][str(ood)]["n"] == 1
+        assert (
+            r["pairs"] is not None and set(r["ood"]) == {str(ood)} and r["ood"][str(ood)]["n"] == 1
+        )
     md = (out / "summary.md").read_text()
     assert "Δ in-domain" in md and f"Δ {ood}" in md and "30" not in md.split("\n")[0]
     assert (out / "delta_vs_overlap.png").is_file() and (out / "report.md").is_file()
@@ -268,7 +334,9 @@ def test_toy_overlap_axis_end_to_end_with_out_of_domain_pairs(tmp_path):
         c += int((a_ & ~l_).sum())
         n += len(a_)
     test = rows["lsap-keep0.3"]["ood"][str(ood)]["test"]
-    assert (test["b"], test["c"], test["n"]) == (b, c, n) and test["p"] == pytest.approx(sign_test(b, c))
+    assert (test["b"], test["c"], test["n"]) == (b, c, n) and test["p"] == pytest.approx(
+        sign_test(b, c)
+    )
     assert rows["lsap-keep0.3"]["pairs_test"]["n"] > 0
     assert ", p " in md or ", **p " in md
 
@@ -286,26 +354,60 @@ def test_summary_rows_match_runs_to_the_reports_setting_names(tmp_path):
     runs, table_rows, truth = [], [], {}
     for seed in (0, 1):
         for loss in ("ce", "lsap"):
-            name = f"linux-docs-{loss}-s{seed}" if loss == "ce" else f"linux-docs-lsap-a0.05-s{seed}"
+            name = (
+                f"linux-docs-{loss}-s{seed}" if loss == "ce" else f"linux-docs-lsap-a0.05-s{seed}"
+            )
             d = tmp_path / name
             d.mkdir()
             entry = {"tasks": {}, "examples": {}}
             for t, metric in PAIR_TASKS.items():
                 ok = rng.random(50) < (0.6 if loss == "ce" else 0.7)
                 truth[(loss, seed, t)] = ok
-                sc = {"correct": ok, "correct_norm": ok, "same_tokens": np.ones(50, bool), "ll": np.zeros((50, 2))}
+                sc = {
+                    "correct": ok,
+                    "correct_norm": ok,
+                    "same_tokens": np.ones(50, bool),
+                    "ll": np.zeros((50, 2)),
+                }
                 entry["tasks"][t], entry["examples"][t] = float(ok.mean()), pack_scores(sc)
             entry["pairs_average"] = sum(entry["tasks"].values()) / len(entry["tasks"])
             (d / "ood.json").write_text(json.dumps({"shakespeare": entry}))
-            runs.append({"name": name, "out_dir": str(d), "seed": seed, "loss": loss,
-                         "setting": "ce" if loss == "ce" else "lsap-a0.05"})
-            table_rows.append({"run": name, "seed": seed, "loss": "LSAP" if loss == "lsap" else "Cross Entropy",
-                               "setting": "linux-docs-ce" if loss == "ce" else "linux-docs-lsap-a0.05",
-                               "surrogate": None, "pairs_average": 0.5, "scores": {}})
-    rows = sw._summary_rows("linux-docs", {}, runs, {"rows": table_rows, "tasks": []}, {"lsap-a0.05": 0.95})
+            runs.append(
+                {
+                    "name": name,
+                    "out_dir": str(d),
+                    "seed": seed,
+                    "loss": loss,
+                    "setting": "ce" if loss == "ce" else "lsap-a0.05",
+                }
+            )
+            table_rows.append(
+                {
+                    "run": name,
+                    "seed": seed,
+                    "loss": "LSAP" if loss == "lsap" else "Cross Entropy",
+                    "setting": "linux-docs-ce" if loss == "ce" else "linux-docs-lsap-a0.05",
+                    "surrogate": None,
+                    "pairs_average": 0.5,
+                    "scores": {},
+                }
+            )
+    rows = sw._summary_rows(
+        "linux-docs", {}, runs, {"rows": table_rows, "tasks": []}, {"lsap-a0.05": 0.95}
+    )
     assert [r["setting"] for r in rows] == ["linux-docs-lsap-a0.05"] and rows[0]["overlap"] == 0.95
     got = rows[0]["ood"]["shakespeare"]
-    b = sum(int((~truth[("ce", s, t)] & truth[("lsap", s, t)]).sum()) for s in (0, 1) for t in PAIR_TASKS)
-    c = sum(int((truth[("ce", s, t)] & ~truth[("lsap", s, t)]).sum()) for s in (0, 1) for t in PAIR_TASKS)
+    b = sum(
+        int((~truth[("ce", s, t)] & truth[("lsap", s, t)]).sum())
+        for s in (0, 1)
+        for t in PAIR_TASKS
+    )
+    c = sum(
+        int((truth[("ce", s, t)] & ~truth[("lsap", s, t)]).sum())
+        for s in (0, 1)
+        for t in PAIR_TASKS
+    )
     assert got["n"] == 2 and (got["test"]["b"], got["test"]["c"]) == (b, c)
-    assert got["test"]["p"] == pytest.approx(sign_test(b, c)) and got["test"]["n"] == 2 * 50 * len(PAIR_TASKS)
+    assert got["test"]["p"] == pytest.approx(sign_test(b, c)) and got["test"]["n"] == 2 * 50 * len(
+        PAIR_TASKS
+    )

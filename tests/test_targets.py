@@ -7,9 +7,12 @@ from tests.reference import ref_select
 
 
 def _check_against_reference(logits, labels, vmap, k, alpha, valid=None, chunk=3):
-    ids, mask, probs = select_aux_targets(logits, labels, vmap, k=k, alpha=alpha, valid=valid,
-                                          return_probs=True, chunk_size=chunk)
-    ref = ref_select(logits, labels, vmap.base_to_surrogate, vmap.surrogate_to_base, k, alpha, valid)
+    ids, mask, probs = select_aux_targets(
+        logits, labels, vmap, k=k, alpha=alpha, valid=valid, return_probs=True, chunk_size=chunk
+    )
+    ref = ref_select(
+        logits, labels, vmap.base_to_surrogate, vmap.surrogate_to_base, k, alpha, valid
+    )
     B, T, _ = logits.shape
     n = 0
     for b in range(B):
@@ -25,10 +28,15 @@ def _check_against_reference(logits, labels, vmap, k, alpha, valid=None, chunk=3
     return n
 
 
-@pytest.mark.parametrize("B,T,vb,vs,common,k,alpha", [
-    (2, 7, 40, 53, 30, 5, 0.02), (1, 1, 5, 9, 4, 1, 0.0), (3, 4, 31, 47, 20, 15, 0.0),
-    (2, 5, 60, 37, 37, 3, 0.1),
-])
+@pytest.mark.parametrize(
+    "B,T,vb,vs,common,k,alpha",
+    [
+        (2, 7, 40, 53, 30, 5, 0.02),
+        (1, 1, 5, 9, 4, 1, 0.0),
+        (3, 4, 31, 47, 20, 15, 0.0),
+        (2, 5, 60, 37, 37, 3, 0.1),
+    ],
+)
 def test_select_matches_reference(B, T, vb, vs, common, k, alpha):
     vmap = random_vmap(vb, vs, common, seed=B * T + k, pad_s=4)
     g = torch.Generator().manual_seed(k)
@@ -109,8 +117,11 @@ def test_masked_equals_compacted_on_a_real_causal_lm():
     base[:, 0] = in_ids[0]  # first token kept, so every kept query sees ≥ 1 key
     inp = translate_inputs(base, vmap)
     with torch.inference_mode():
-        masked = model(input_ids=inp.input_ids, attention_mask=inp.attention_mask,
-                       position_ids=inp.position_ids).logits
+        masked = model(
+            input_ids=inp.input_ids,
+            attention_mask=inp.attention_mask,
+            position_ids=inp.position_ids,
+        ).logits
         ids, m = compact(inp)
         comp = model(input_ids=ids, attention_mask=m.long()).logits
     keep = inp.attention_mask.bool()
@@ -162,7 +173,11 @@ def test_bf16_surrogate_selects_from_fp32_head_logits():
     """A bf16 surrogate: the body runs in bf16, the logits that decide p > α come from an
     fp32 head (METHOD §2) — the same selection as the fp64 reference on those hidden
     states, where bf16-rounded logits would flip candidates near α."""
-    from lsap.method.targets import propose_targets, select_aux_targets_from_hidden, surrogate_body_and_head
+    from lsap.method.targets import (
+        propose_targets,
+        select_aux_targets_from_hidden,
+        surrogate_body_and_head,
+    )
 
     model = tiny_llama(vocab_size=300).to(torch.bfloat16)
     with torch.no_grad():
@@ -177,18 +192,26 @@ def test_bf16_surrogate_selects_from_fp32_head_logits():
     ids, mask, probs = propose_targets(model, x, y, vmap, k, alpha, mode="mask")
     body, head = surrogate_body_and_head(model)
     from lsap.method.targets import translate_inputs
+
     inp = translate_inputs(x, vmap)
     with torch.no_grad():
-        hidden = body(input_ids=inp.input_ids, attention_mask=inp.attention_mask,
-                      position_ids=inp.position_ids).last_hidden_state
+        hidden = body(
+            input_ids=inp.input_ids,
+            attention_mask=inp.attention_mask,
+            position_ids=inp.position_ids,
+        ).last_hidden_state
     assert hidden.dtype == torch.bfloat16 and probs.dtype == torch.float32
     z64 = hidden.double() @ head.weight.double().t()
     ref = ref_select(z64, y, vmap.base_to_surrogate, vmap.surrogate_to_base, k, alpha)
-    got = [[[int(i) for i, m in zip(ids[b, t], mask[b, t]) if m] for t in range(40)] for b in range(2)]
+    got = [
+        [[int(i) for i, m in zip(ids[b, t], mask[b, t]) if m] for t in range(40)] for b in range(2)
+    ]
     assert got == ref and mask.sum() > 20
     p64 = torch.softmax(z64, -1)
     s2b_ids = torch.where(mask, vmap.base_to_surrogate[ids.clamp_min(0)], 0)
-    torch.testing.assert_close(probs[mask].double(), p64.gather(-1, s2b_ids)[mask], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        probs[mask].double(), p64.gather(-1, s2b_ids)[mask], rtol=1e-5, atol=1e-7
+    )
     # the same call on chunks of any size gives the same selection
     again = select_aux_targets_from_hidden(hidden, head.weight, y, vmap, k, alpha, chunk_size=7)
     assert torch.equal(again[0], ids) and torch.equal(again[1], mask)

@@ -162,8 +162,8 @@ def _tiny_tokenizer():
 
 
 def test_store_root_honours_lsap_cache_then_xdg(tmp_path, monkeypatch):
-    from lsap.surrogate import load as surrogate
     from lsap.data import tokenizer
+    from lsap.surrogate import load as surrogate
 
     monkeypatch.delenv("LSAP_CACHE", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)

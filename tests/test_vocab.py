@@ -14,15 +14,21 @@ def _text():
     return list(topics.values())
 
 
-def byte_level_tok(vocab_size=400, specials=("<|endoftext|>",), eos="<|endoftext|>", split_digits=False, texts=None):
+def byte_level_tok(
+    vocab_size=400, specials=("<|endoftext|>",), eos="<|endoftext|>", split_digits=False, texts=None
+):
     tok = Tokenizer(models.BPE())
     pre = [pre_tokenizers.ByteLevel(add_prefix_space=False)]
     if split_digits:  # vary the pre-tokenizer: trained on the same text, vocabularies then differ
         pre = [pre_tokenizers.Digits(individual_digits=True)] + pre
     tok.pre_tokenizer = pre_tokenizers.Sequence(pre)
     tok.decoder = decoders.ByteLevel()
-    tr = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials),
-                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tr = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts or _text(), tr)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos)
 
@@ -32,8 +38,12 @@ def sentencepiece_tok(vocab_size=300):
     model vocabulary (ids 3..258, as SentencePiece conversions lay them out)."""
     tmp = Tokenizer(models.BPE(unk_token="<unk>"))
     tmp.pre_tokenizer = pre_tokenizers.Metaspace()
-    tmp.train_from_iterator(_text()[:200], trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    tmp.train_from_iterator(
+        _text()[:200],
+        trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+        ),
+    )
     spec = json.loads(tmp.to_str())["model"]
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     vocab.update({f"<0x{i:02X}>": 3 + i for i in range(256)})
@@ -42,24 +52,34 @@ def sentencepiece_tok(vocab_size=300):
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
     tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
     tok.add_special_tokens(["<unk>", "<s>", "</s>"])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
 @pytest.fixture(scope="module")
 def pair():
-    return byte_level_tok(400), byte_level_tok(520, specials=("<|endoftext|>", "<|im_end|>"),
-                                                eos="<|im_end|>", split_digits=True,
-                                                texts=[t.upper() for t in _text()])
+    return byte_level_tok(400), byte_level_tok(
+        520,
+        specials=("<|endoftext|>", "<|im_end|>"),
+        eos="<|im_end|>",
+        split_digits=True,
+        texts=[t.upper() for t in _text()],
+    )
 
 
 def test_byte_level_map_is_a_bijection_on_same_bytes(pair):
     base, surr = pair
-    vm = VocabMap.from_tokenizers(base, surr, base_vocab_size=len(base) + 8, surrogate_vocab_size=len(surr) + 3)
+    vm = VocabMap.from_tokenizers(
+        base, surr, base_vocab_size=len(base) + 8, surrogate_vocab_size=len(surr) + 3
+    )
     b2s, s2b = vm.base_to_surrogate, vm.surrogate_to_base
     assert b2s.numel() == len(base) + 8 and s2b.numel() == len(surr) + 3
-    assert (b2s[len(base):] == -1).all() and (s2b[len(surr):] == -1).all()  # padded rows
+    assert (b2s[len(base) :] == -1).all() and (s2b[len(surr) :] == -1).all()  # padded rows
     mapped = (b2s >= 0).nonzero().squeeze(-1)
     assert 100 < mapped.numel() < len(base)
     assert torch.equal(s2b[b2s[mapped]], mapped)
@@ -67,10 +87,14 @@ def test_byte_level_map_is_a_bijection_on_same_bytes(pair):
     for b in mapped.tolist():
         s = int(b2s[b])
         # every pair decodes to the same text (all 256 single bytes included)
-        assert base.convert_tokens_to_string([base.convert_ids_to_tokens(b)]) == \
-            surr.convert_tokens_to_string([surr.convert_ids_to_tokens(s)])
+        assert base.convert_tokens_to_string(
+            [base.convert_ids_to_tokens(b)]
+        ) == surr.convert_tokens_to_string([surr.convert_ids_to_tokens(s)])
     # eos matched by role: base <|endoftext|> ↔ surrogate's document separator, not <|im_end|>
-    eb, es = base.convert_tokens_to_ids("<|endoftext|>"), surr.convert_tokens_to_ids("<|endoftext|>")
+    eb, es = (
+        base.convert_tokens_to_ids("<|endoftext|>"),
+        surr.convert_tokens_to_ids("<|endoftext|>"),
+    )
     assert int(b2s[eb]) == es and vm.role_pairs["eos"] == (eb, es)
     assert int(s2b[surr.convert_tokens_to_ids("<|im_end|>")]) == -1
 
@@ -131,7 +155,9 @@ def test_report_corpus_share(pair):
     assert r["corpus_share_in_intersection"] == pytest.approx(share)
     assert r["intersection"] == vm.size
     assert r["intersection_over_base"] == pytest.approx(vm.size / len(base))
-    assert r["top_missing"] and all(int(vm.base_to_surrogate[m["id"]]) == -1 for m in r["top_missing"])
+    assert r["top_missing"] and all(
+        int(vm.base_to_surrogate[m["id"]]) == -1 for m in r["top_missing"]
+    )
     with pytest.raises(ValueError, match="corpus ids"):
         vm.report([len(base) + 100])
 
@@ -156,5 +182,7 @@ def test_bad_inputs(pair):
     tok = Tokenizer(models.WordLevel({"zzz": 0, "yyy": 1}, unk_token="yyy"))
     tok2 = Tokenizer(models.WordLevel({"aaa": 0, "bbb": 1}, unk_token="bbb"))
     with pytest.raises(ValueError, match="empty"):
-        VocabMap.from_tokenizers(PreTrainedTokenizerFast(tokenizer_object=tok),
-                                 PreTrainedTokenizerFast(tokenizer_object=tok2))
+        VocabMap.from_tokenizers(
+            PreTrainedTokenizerFast(tokenizer_object=tok),
+            PreTrainedTokenizerFast(tokenizer_object=tok2),
+        )

@@ -19,8 +19,12 @@ def _tok_dir(tmp_path, name, text, vocab_size):
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     backend.train_from_iterator([text] * 10, trainer)
     d = tmp_path / name
     PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>").save_pretrained(d)
@@ -52,7 +56,9 @@ def _check(out_dir, base, sur, data, max_tokens, top, bvs=None, svs=None):
     ref_map = VocabMap.from_tokenizers(bt, str(sur), base_vocab_size=bvs, surrogate_vocab_size=svs)
     assert (vmap.base_to_surrogate == ref_map.base_to_surrogate).all()
     ids = corpus_ids(data, bt, max_tokens)
-    ref = json.loads(json.dumps(ref_map.report(ids, top_missing=top, base_tokenizer=bt), ensure_ascii=False))
+    ref = json.loads(
+        json.dumps(ref_map.report(ids, top_missing=top, base_tokenizer=bt), ensure_ascii=False)
+    )
     for key, value in ref.items():
         assert rep[key] == value, key
     return rep, ids
@@ -61,8 +67,26 @@ def _check(out_dir, base, sur, data, max_tokens, top, bvs=None, svs=None):
 def test_vocab_cmd_tiny_pair(tiny_pair, tmp_path, capsys):
     base, sur = tiny_pair
     out = tmp_path / "map"
-    rc, stdout, _ = _cli(["vocab", "--base", str(base), "--surrogate", str(sur), "--base-vocab-size", "416",
-                          "--data", "pydoc-topics", "--max-tokens", "5000", "--top", "7", "--out", str(out)], capsys)
+    rc, stdout, _ = _cli(
+        [
+            "vocab",
+            "--base",
+            str(base),
+            "--surrogate",
+            str(sur),
+            "--base-vocab-size",
+            "416",
+            "--data",
+            "pydoc-topics",
+            "--max-tokens",
+            "5000",
+            "--top",
+            "7",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert rc == 0
     rep, ids = _check(out, base, sur, "pydoc-topics", 5000, 7, bvs=416)
     assert rep["corpus_tokens"] == len(ids) == 5000 and rep["base_model_vocab"] == 416
@@ -70,15 +94,32 @@ def test_vocab_cmd_tiny_pair(tiny_pair, tmp_path, capsys):
     assert f"| {100 * rep['corpus_share_in_intersection']:.2f}% |" in stdout
     assert repr(rep["top_missing"][0]["token"]).replace("|", "\\|") in stdout
     # --json prints the same report
-    rc, stdout, _ = _cli(["vocab", "--base", str(base), "--surrogate", str(sur), "--base-vocab-size", "416",
-                          "--data", "pydoc-topics", "--max-tokens", "5000", "--top", "7", "--json"], capsys)
+    rc, stdout, _ = _cli(
+        [
+            "vocab",
+            "--base",
+            str(base),
+            "--surrogate",
+            str(sur),
+            "--base-vocab-size",
+            "416",
+            "--data",
+            "pydoc-topics",
+            "--max-tokens",
+            "5000",
+            "--top",
+            "7",
+            "--json",
+        ],
+        capsys,
+    )
     assert rc == 0 and json.loads(stdout) == rep
 
 
 def test_corpus_ids_pack_documents_with_eos(tiny_pair):
-    from lsap.experiments.analyze import plain_encoder, read_documents
     from lsap.cli.vocab import corpus_ids
     from lsap.data.tokenizer import load_tokenizer
+    from lsap.experiments.analyze import plain_encoder, read_documents
 
     tok = load_tokenizer(str(tiny_pair[0]))
     docs = read_documents("pydoc-topics")[:3]
@@ -90,15 +131,29 @@ def test_corpus_ids_pack_documents_with_eos(tiny_pair):
     assert np.array_equal(got, np.asarray(want))
 
 
-@pytest.mark.parametrize("argv, pattern", [
-    (["--base", "no-such-tokenizer", "--surrogate", "qwen3"], r"unknown tokenizer name.*dolma2"),
-    (["--base", "dolma2", "--surrogate", "qwen3", "--data", "no-such-corpus"], r"unknown dataset.*pydoc-topics"),
-    (["--base", "BASE", "--surrogate", "SUR", "--base-vocab-size", "10"], r"base_vocab_size=10 is smaller"),
-])
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        (
+            ["--base", "no-such-tokenizer", "--surrogate", "qwen3"],
+            r"unknown tokenizer name.*dolma2",
+        ),
+        (
+            ["--base", "dolma2", "--surrogate", "qwen3", "--data", "no-such-corpus"],
+            r"unknown dataset.*pydoc-topics",
+        ),
+        (
+            ["--base", "BASE", "--surrogate", "SUR", "--base-vocab-size", "10"],
+            r"base_vocab_size=10 is smaller",
+        ),
+    ],
+)
 def test_vocab_cmd_errors(argv, pattern, tiny_pair, capsys):
     import re
 
-    argv = [str(tiny_pair[0]) if a == "BASE" else str(tiny_pair[1]) if a == "SUR" else a for a in argv]
+    argv = [
+        str(tiny_pair[0]) if a == "BASE" else str(tiny_pair[1]) if a == "SUR" else a for a in argv
+    ]
     rc, _, err = _cli(["vocab", *argv], capsys)
     assert rc == 2 and re.search(pattern, err, re.S), err
 
@@ -112,8 +167,24 @@ _REAL = all(importlib.util.find_spec(m) for m in ("bpe_openai", "qwen_token_coun
 def test_vocab_cmd_dolma2_qwen3(tmp_path, capsys):
     """The paper's pair: padded model vocabs, coverage on pydoc-topics (15-70 s on 2 cores)."""
     out = tmp_path / "dq"
-    rc, stdout, _ = _cli(["vocab", "--base", "dolma2", "--surrogate", "qwen3", "--base-vocab-size", "100352",
-                          "--surrogate-vocab-size", "151936", "--data", "pydoc-topics", "--out", str(out)], capsys)
+    rc, stdout, _ = _cli(
+        [
+            "vocab",
+            "--base",
+            "dolma2",
+            "--surrogate",
+            "qwen3",
+            "--base-vocab-size",
+            "100352",
+            "--surrogate-vocab-size",
+            "151936",
+            "--data",
+            "pydoc-topics",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert rc == 0
     rep, ids = _check(out, "dolma2", "qwen3", "pydoc-topics", 2_000_000, 20, bvs=100352, svs=151936)
     assert rep["base_vocab"] == 100278 and rep["surrogate_vocab"] == 151669

@@ -74,7 +74,13 @@ def test_real_maps_round_trip(toks, cl100k_bytes, surrogate, vs):
     # eos ↔ the surrogate's document separator, by role
     assert vm.role_pairs["eos"] == (100_257, sur.convert_tokens_to_ids("<|endoftext|>"))
     r = vm.report()
-    print(surrogate, {k: r[k] for k in ("intersection", "intersection_over_base", "intersection_over_surrogate")})
+    print(
+        surrogate,
+        {
+            k: r[k]
+            for k in ("intersection", "intersection_over_base", "intersection_over_surrogate")
+        },
+    )
     if surrogate == "qwen3":  # the paper's pair shares almost the whole base vocabulary
         assert r["intersection_over_base"] > 0.98
 

@@ -109,4 +109,6 @@ def test_bf16_zloss_error_within_native_reference():
     exact = _ref_grads(hidden, weight, labels, ids, mask, 1.0, 1e-3)[0]
     native = _ref_grads(hb.double(), wb.double(), labels, ids, mask, 1.0, 1e-3)[0]
     out = lsap_linear_loss(hb, wb, labels, ids, mask, lam=1.0, z_loss=1e-3)
-    assert abs(float(out.loss) - float(exact)) <= abs(float(native) - float(exact)) + 1e-2 * abs(float(exact))
+    assert abs(float(out.loss) - float(exact)) <= abs(float(native) - float(exact)) + 1e-2 * abs(
+        float(exact)
+    )

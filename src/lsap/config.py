@@ -46,7 +46,9 @@ LOGGERS = get_args(LoggerName)
 class ModelCfg:
     preset: str = "olmo2-tiny"  # lsap.model preset (olmo2-tiny/small/60m/1b)
     vocab_size: int | None = None  # None: the tokenizer's size rounded up to a multiple of 128
-    overrides: dict = field(default_factory=dict)  # transformers config fields; CLI keys merge into the YAML's
+    overrides: dict = field(
+        default_factory=dict
+    )  # transformers config fields; CLI keys merge into the YAML's
     init_seed: int = 0
 
 
@@ -73,12 +75,18 @@ class LSAPCfg:
     lambda_schedule: LambdaScheduleKind = "constant"  # cosine: the paper's "anneal"
     lam: float = 1.0  # λ0
     lam_min: float = 0.0  # cosine end value
-    normalization: Normalization = "targets"  # Z = N + V | tokens: N | weighted: N + λ(t)·V (λ=0 is CE exactly)
+    normalization: Normalization = (
+        "targets"  # Z = N + V | tokens: N | weighted: N + λ(t)·V (λ=0 is CE exactly)
+    )
     aux_weighting: AuxWeighting = "none"  # prob: ablation, weight aux NLLs by surrogate p
-    gold_outside: GoldOutside = "keep"  # keep (paper) | skip: no aux targets where the gold token is outside Σ∩
+    gold_outside: GoldOutside = (
+        "keep"  # keep (paper) | skip: no aux targets where the gold token is outside Σ∩
+    )
     intersection_keep: float = 1.0  # keep this random share of Σ∩ (ablation)
     intersection_seed: int = 0
-    allow_small_intersection: bool = False  # train even if Σ∩ holds only specials or < 1% of the base vocab
+    allow_small_intersection: bool = (
+        False  # train even if Σ∩ holds only specials or < 1% of the base vocab
+    )
 
 
 @dataclass
@@ -103,20 +111,32 @@ class TrainCfg:
     eval_every: int = 0  # 0: only at the end
     eval_batches: int = 20
     ckpt_every: int = 0  # 0: only at the end
-    ckpt_at: list = field(default_factory=list)  # extra steps to checkpoint (e.g. another run's token count)
+    ckpt_at: list = field(
+        default_factory=list
+    )  # extra steps to checkpoint (e.g. another run's token count)
     keep_checkpoints: int = -1  # -1 auto: all below 1 GiB each, else newest 2 + ckpt_at; 0: all
     seed: int = 0
     device: Device = "auto"
     precision: Precision = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     distributed: Distributed = "ddp"  # under torchrun
     loss_impl: LossImpl = "linear"  # linear: chunked, no [N,V] logits
-    label_smoothing: float = 0.0  # ε of CE label smoothing (baseline arm; CE runs only, dense logits)
-    skip_nonfinite_steps: int = 0  # skip up to N steps whose loss / grad norm is NaN or inf (0: stop at the first)
-    dist_timeout_s: float = 600.0  # a collective waiting longer ends the job (a stalled or dead rank)
+    label_smoothing: float = (
+        0.0  # ε of CE label smoothing (baseline arm; CE runs only, dense logits)
+    )
+    skip_nonfinite_steps: int = (
+        0  # skip up to N steps whose loss / grad norm is NaN or inf (0: stop at the first)
+    )
+    dist_timeout_s: float = (
+        600.0  # a collective waiting longer ends the job (a stalled or dead rank)
+    )
     compile: bool = False  # torch.compile the decoder blocks and the loss chunk
     activation_checkpointing: bool = False  # recompute each decoder block in backward (less memory)
-    fsdp_mixed_precision: FsdpMixedPrecision = "none"  # bf16 (FSDP2): bf16 params in compute, fp32 gradient reduce
-    loggers: list[LoggerName] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb (lsap.train.loggers);
+    fsdp_mixed_precision: FsdpMixedPrecision = (
+        "none"  # bf16 (FSDP2): bf16 params in compute, fp32 gradient reduce
+    )
+    loggers: list[LoggerName] = field(
+        default_factory=lambda: ["jsonl"]
+    )  # + tensorboard, wandb (lsap.train.loggers);
     # metrics.jsonl is always written (resume, eval and report read it)
 
 
@@ -150,7 +170,9 @@ def _choices(cls, prefix: str = "") -> dict[str, tuple]:
             out.update(_choices(hint, f"{prefix}{name}."))
         elif get_origin(hint) is Literal:
             out[prefix + name] = get_args(hint)
-        elif get_origin(hint) is list and get_args(hint) and get_origin(get_args(hint)[0]) is Literal:
+        elif (
+            get_origin(hint) is list and get_args(hint) and get_origin(get_args(hint)[0]) is Literal
+        ):
             out[prefix + name + "[]"] = get_args(get_args(hint)[0])  # every element
     return out
 
@@ -163,7 +185,11 @@ def _build(cls, data: dict, prefix: str = ""):
     for key, value in data.items():
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {prefix + close[0]!r}?" if close else f"; valid: {', '.join(fields)}"
+            hint = (
+                f"; did you mean {prefix + close[0]!r}?"
+                if close
+                else f"; valid: {', '.join(fields)}"
+            )
             raise ConfigError(f"unknown config key {prefix + key!r}{hint}")
         ftype = fields[key].type
         if isinstance(ftype, str):
@@ -185,13 +211,23 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
     container = any(k.startswith(("list", "dict")) for k in kinds)
     want = _type_name(ftype, kinds)
     if container:
-        if isinstance(value, (list, dict)) and not isinstance(value, dict if kinds[0].startswith("list") else list):
+        if isinstance(value, (list, dict)) and not isinstance(
+            value, dict if kinds[0].startswith("list") else list
+        ):
             return value
-        if isinstance(value, str) and kinds[0].startswith("list") and value:  # train.loggers=tensorboard
+        if (
+            isinstance(value, str) and kinds[0].startswith("list") and value
+        ):  # train.loggers=tensorboard
             return value
         raise ConfigError(f"{key}={value!r} is not {want}")
     if value is None or isinstance(value, (list, dict, tuple, set)):
-        got = "empty (null)" if value is None else "a list" if isinstance(value, (list, tuple, set)) else "a mapping"
+        got = (
+            "empty (null)"
+            if value is None
+            else "a list"
+            if isinstance(value, (list, tuple, set))
+            else "a mapping"
+        )
         raise ConfigError(f"{key}={value!r} is {got}; {key} takes {want}")
     if "bool" in kinds:
         if not isinstance(value, bool):
@@ -218,8 +254,14 @@ def _type_name(ftype: Any, kinds: list[str]) -> str:
     """'an int', 'a number', 'text', 'true/false', 'one of (...)', 'a list', 'a mapping', joined by 'or'."""
     if get_origin(ftype) is Literal:
         return f"one of {get_args(ftype)}"
-    names = {"int": "an integer", "float": "a number", "str": "text", "bool": "true/false", "None": "null",
-             "dict": "a mapping"}
+    names = {
+        "int": "an integer",
+        "float": "a number",
+        "str": "text",
+        "bool": "true/false",
+        "None": "null",
+        "dict": "a mapping",
+    }
     return " or ".join(names.get(k, "a list" if k.startswith("list") else k) for k in kinds)
 
 
@@ -255,11 +297,28 @@ def _merge(a: dict, b: dict) -> dict:
 # cadence, placement and the implementation of the same math. Everything else
 # (model, data, loss, optimizer, seeds, batch) must match key by key.
 RESUME_MAY_CHANGE = (
-    "name", "out_dir", "data.dir", "surrogate.batch_size", "surrogate.dtype",
-    "train.max_steps", "train.max_tokens", "train.max_flops", "train.log_every", "train.eval_every",
-    "train.eval_batches", "train.ckpt_every", "train.ckpt_at", "train.keep_checkpoints", "train.micro_batch_size",
-    "train.device", "train.precision", "train.distributed", "train.loss_impl", "train.skip_nonfinite_steps",
-    "train.dist_timeout_s", "train.loggers",
+    "name",
+    "out_dir",
+    "data.dir",
+    "surrogate.batch_size",
+    "surrogate.dtype",
+    "train.max_steps",
+    "train.max_tokens",
+    "train.max_flops",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_batches",
+    "train.ckpt_every",
+    "train.ckpt_at",
+    "train.keep_checkpoints",
+    "train.micro_batch_size",
+    "train.device",
+    "train.precision",
+    "train.distributed",
+    "train.loss_impl",
+    "train.skip_nonfinite_steps",
+    "train.dist_timeout_s",
+    "train.loggers",
 )
 
 
@@ -292,8 +351,10 @@ def check_model_overrides(preset: str, overrides: dict) -> None:
 
     if preset not in PRESETS:
         close = difflib.get_close_matches(preset, list(PRESETS), n=1)
-        raise ConfigError(f"model.preset={preset!r} is unknown" + (f"; did you mean {close[0]!r}?" if close
-                                                                     else f"; presets: {', '.join(PRESETS)}"))
+        raise ConfigError(
+            f"model.preset={preset!r} is unknown"
+            + (f"; did you mean {close[0]!r}?" if close else f"; presets: {', '.join(PRESETS)}")
+        )
     if not overrides:
         return
     cls = _config_class(PRESETS[preset][0])
@@ -301,8 +362,10 @@ def check_model_overrides(preset: str, overrides: dict) -> None:
     for key in overrides:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise ConfigError(f"model.overrides.{key} is not a field of {cls.__name__}"
-                              + (f"; did you mean 'model.overrides.{close[0]}'?" if close else ""))
+            raise ConfigError(
+                f"model.overrides.{key} is not a field of {cls.__name__}"
+                + (f"; did you mean 'model.overrides.{close[0]}'?" if close else "")
+            )
 
 
 def _check_paths(cfg: Config) -> None:
@@ -320,15 +383,21 @@ def _check_paths(cfg: Config) -> None:
         if m and (m.startswith((".", "/", "~")) or m.endswith(".gguf")):
             need("surrogate.model", m, "file or directory")
         if s.source == "store":
-            need("surrogate.store_dir", s.store_dir, "directory (run `lsap store build --out DIR` first)")
+            need(
+                "surrogate.store_dir",
+                s.store_dir,
+                "directory (run `lsap store build --out DIR` first)",
+            )
         need("surrogate.vocab_map", s.vocab_map, "directory (run `lsap vocab --out DIR` first)")
     out = Path(cfg.out_dir).expanduser().absolute()
     probe = out
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"out_dir={cfg.out_dir!r} is not writable ({probe} is "
-                          f"{'not a directory' if not probe.is_dir() else 'read-only for this user'})")
+        raise ConfigError(
+            f"out_dir={cfg.out_dir!r} is not writable ({probe} is "
+            f"{'not a directory' if not probe.is_dir() else 'read-only for this user'})"
+        )
 
 
 def validate(cfg: Config, deep: bool = False) -> Config:
@@ -352,12 +421,16 @@ def validate(cfg: Config, deep: bool = False) -> Config:
         if getattr(t, name) < 0:
             raise ConfigError(f"train.{name} must be ≥ 0")
     if not (t.max_steps or t.max_tokens or t.max_flops):
-        raise ConfigError("no budget: set train.max_steps, train.max_tokens or train.max_flops (> 0)")
+        raise ConfigError(
+            "no budget: set train.max_steps, train.max_tokens or train.max_flops (> 0)"
+        )
     if t.batch_size <= 0 or t.micro_batch_size <= 0:
         raise ConfigError("train.batch_size and train.micro_batch_size must be > 0")
     if t.fsdp_mixed_precision != "none" and t.distributed != "fsdp":
-        raise ConfigError(f"train.fsdp_mixed_precision={t.fsdp_mixed_precision!r} needs train.distributed=fsdp "
-                          "(with ddp, train.precision=bf16 gives bf16 autocast)")
+        raise ConfigError(
+            f"train.fsdp_mixed_precision={t.fsdp_mixed_precision!r} needs train.distributed=fsdp "
+            "(with ddp, train.precision=bf16 gives bf16 autocast)"
+        )
     if cfg.data.seq_len <= 0:
         raise ConfigError("data.seq_len must be > 0")
     L = cfg.lsap
@@ -376,11 +449,17 @@ def validate(cfg: Config, deep: bool = False) -> Config:
     if L.lam < 0 or L.lam_min < 0:
         raise ConfigError(f"lsap.lam and lsap.lam_min must be ≥ 0, got {L.lam} and {L.lam_min}")
     o = cfg.optim
-    if not (isinstance(o.betas, (list, tuple)) and len(o.betas) == 2
-            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in o.betas)):
+    if not (
+        isinstance(o.betas, (list, tuple))
+        and len(o.betas) == 2
+        and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in o.betas
+        )
+    ):
         raise ConfigError(f"optim.betas must be a pair [beta1, beta2] in [0, 1), got {o.betas!r}")
     for key, value, ok, want in (
-        ("optim.lr", o.lr, o.lr > 0, "> 0"), ("optim.eps", o.eps, o.eps > 0, "> 0"),
+        ("optim.lr", o.lr, o.lr > 0, "> 0"),
+        ("optim.eps", o.eps, o.eps > 0, "> 0"),
         ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "≥ 0"),
         ("optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, "≥ 0"),
         ("optim.min_lr_ratio", o.min_lr_ratio, 0 <= o.min_lr_ratio <= 1, "in [0, 1]"),
@@ -393,14 +472,21 @@ def validate(cfg: Config, deep: bool = False) -> Config:
         ("train.skip_nonfinite_steps", t.skip_nonfinite_steps, t.skip_nonfinite_steps >= 0, "≥ 0"),
         ("train.dist_timeout_s", t.dist_timeout_s, t.dist_timeout_s > 0, "> 0"),
         ("surrogate.batch_size", cfg.surrogate.batch_size, cfg.surrogate.batch_size >= 0, "≥ 0"),
-        ("model.vocab_size", cfg.model.vocab_size, cfg.model.vocab_size is None or cfg.model.vocab_size > 0, "> 0"),
+        (
+            "model.vocab_size",
+            cfg.model.vocab_size,
+            cfg.model.vocab_size is None or cfg.model.vocab_size > 0,
+            "> 0",
+        ),
     ):
         if not ok:
             raise ConfigError(f"{key} must be {want}, got {value!r}")
     if not isinstance(t.ckpt_at, list) or not all(isinstance(s, int) and s > 0 for s in t.ckpt_at):
         raise ConfigError(f"train.ckpt_at must be a list of positive steps, got {t.ckpt_at!r}")
     if not isinstance(cfg.model.overrides, dict):
-        raise ConfigError(f"model.overrides must be a mapping of transformers config fields, got {cfg.model.overrides!r}")
+        raise ConfigError(
+            f"model.overrides must be a mapping of transformers config fields, got {cfg.model.overrides!r}"
+        )
     if deep:
         _check_paths(cfg)  # first: it needs no import of torch / transformers
         check_model_overrides(cfg.model.preset, cfg.model.overrides)
@@ -423,8 +509,14 @@ def resolve_config_path(path: str | Path) -> Path:
     if named.is_file() and not p.parent.name:
         return named
     close = difflib.get_close_matches(str(path), packaged_configs(), n=3)
-    raise ConfigError(f"config file {p} not found" + (f"; packaged presets close to it: {', '.join(close)}"
-                                                      if close else f"; packaged presets: {', '.join(packaged_configs())}"))
+    raise ConfigError(
+        f"config file {p} not found"
+        + (
+            f"; packaged presets close to it: {', '.join(close)}"
+            if close
+            else f"; packaged presets: {', '.join(packaged_configs())}"
+        )
+    )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -453,7 +545,9 @@ def load_run(run_dir: str | Path) -> Config:
     checkpoint's copy). Readers of finished runs (eval, report, sweep) use this instead
     of re-stating defaults: a default changed later cannot change what a run *was*."""
     d = Path(run_dir)
-    candidates = [d / "config.yaml"] + sorted((d / "checkpoints").glob("step_*[0-9]/config.yaml"), reverse=True)
+    candidates = [d / "config.yaml"] + sorted(
+        (d / "checkpoints").glob("step_*[0-9]/config.yaml"), reverse=True
+    )
     for c in candidates:
         if c.is_file():
             data = yaml.safe_load(c.read_text()) or {}

@@ -50,7 +50,9 @@ def init(device: str = "auto", timeout_s: float = 600.0) -> Dist:
     if device == "cuda" and not torch.cuda.is_available():
         from lsap.utils.errors import TrainingError
 
-        raise TrainingError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+        raise TrainingError(
+            "train.device=cuda but no CUDA device is visible; use train.device=auto or cpu"
+        )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -60,7 +62,9 @@ def init(device: str = "auto", timeout_s: float = 600.0) -> Dist:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s)
+        )
     return Dist(rank, world, local, dev)
 
 
@@ -82,7 +86,9 @@ def shutdown() -> None:
 MIXED_PRECISION = ("none", "bf16")
 
 
-def wrap(module: torch.nn.Module, d: Dist, strategy: str, layers=None, mixed_precision: str = "none") -> torch.nn.Module:
+def wrap(
+    module: torch.nn.Module, d: Dist, strategy: str, layers=None, mixed_precision: str = "none"
+) -> torch.nn.Module:
     """DDP, or FSDP2 (`fully_shard` on each decoder layer, then the root).
 
     mixed_precision (FSDP2 only): "bf16" = `MixedPrecisionPolicy(param_dtype=bf16,
@@ -105,15 +111,26 @@ def wrap(module: torch.nn.Module, d: Dist, strategy: str, layers=None, mixed_pre
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         if mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
+            raise ValueError(
+                f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}"
+            )
         mp = {}
         if mixed_precision == "bf16":
-            mp = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}
+            mp = {
+                "mp_policy": MixedPrecisionPolicy(
+                    param_dtype=torch.bfloat16, reduce_dtype=torch.float32
+                )
+            }
         for layer in layers or []:
             fully_shard(layer, **mp)
         if mp:  # the root's float inputs (aux weights: surrogate p) stay fp32
-            mp = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
-                                                    cast_forward_inputs=False)}
+            mp = {
+                "mp_policy": MixedPrecisionPolicy(
+                    param_dtype=torch.bfloat16,
+                    reduce_dtype=torch.float32,
+                    cast_forward_inputs=False,
+                )
+            }
         fully_shard(module, reshard_after_forward=False, **mp)
         return module
     raise ValueError(f"unknown distributed strategy {strategy!r} (ddp | fsdp)")

@@ -52,38 +52,99 @@ _OLMO2_COMMON: dict[str, Any] = {
 }
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "olmo2-tiny": ("olmo2", {**_OLMO2_COMMON, "hidden_size": 64, "intermediate_size": 256,
-                             "num_hidden_layers": 2, "num_attention_heads": 4,
-                             "num_key_value_heads": 4, "max_position_embeddings": 1024}),
-    "olmo2-small": ("olmo2", {**_OLMO2_COMMON, "hidden_size": 256, "intermediate_size": 768,
-                              "num_hidden_layers": 4, "num_attention_heads": 8,
-                              "num_key_value_heads": 8, "max_position_embeddings": 2048}),
-    "olmo2-60m": ("olmo2", {**_OLMO2_COMMON, "hidden_size": 384, "intermediate_size": 1536,
-                            "num_hidden_layers": 8, "num_attention_heads": 8,
-                            "num_key_value_heads": 8}),
-    "olmo2-1b": ("olmo2", {**_OLMO2_COMMON, "hidden_size": 2048, "intermediate_size": 8192,
-                           "num_hidden_layers": 16, "num_attention_heads": 16,
-                           "num_key_value_heads": 16}),
+    "olmo2-tiny": (
+        "olmo2",
+        {
+            **_OLMO2_COMMON,
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "max_position_embeddings": 1024,
+        },
+    ),
+    "olmo2-small": (
+        "olmo2",
+        {
+            **_OLMO2_COMMON,
+            "hidden_size": 256,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 8,
+            "max_position_embeddings": 2048,
+        },
+    ),
+    "olmo2-60m": (
+        "olmo2",
+        {
+            **_OLMO2_COMMON,
+            "hidden_size": 384,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 8,
+        },
+    ),
+    "olmo2-1b": (
+        "olmo2",
+        {
+            **_OLMO2_COMMON,
+            "hidden_size": 2048,
+            "intermediate_size": 8192,
+            "num_hidden_layers": 16,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+        },
+    ),
     # Surrogate shapes (public config.json values); used for FLOPs and for tests.
-    "qwen3-0.6b": ("qwen3", {"vocab_size": 151_936, "hidden_size": 1024,
-                             "intermediate_size": 3072, "num_hidden_layers": 28,
-                             "num_attention_heads": 16, "num_key_value_heads": 8,
-                             "head_dim": 128, "hidden_act": "silu",
-                             "max_position_embeddings": 40_960, "rms_norm_eps": 1e-6,
-                             "rope_theta": 1_000_000.0, "tie_word_embeddings": True,
-                             "attention_bias": False, "initializer_range": 0.02,
-                             "bos_token_id": 151_643, "eos_token_id": 151_645,
-                             "use_cache": False}),
-    "smollm2-135m": ("llama", {"vocab_size": 49_152, "hidden_size": 576,
-                               "intermediate_size": 1536, "num_hidden_layers": 30,
-                               "num_attention_heads": 9, "num_key_value_heads": 3,
-                               "head_dim": 64, "hidden_act": "silu",
-                               "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
-                               "rope_theta": 100_000.0, "tie_word_embeddings": True,
-                               "attention_bias": False, "mlp_bias": False,
-                               "initializer_range": 0.041666666666666664,
-                               "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2,
-                               "use_cache": False}),
+    "qwen3-0.6b": (
+        "qwen3",
+        {
+            "vocab_size": 151_936,
+            "hidden_size": 1024,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "hidden_act": "silu",
+            "max_position_embeddings": 40_960,
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 1_000_000.0,
+            "tie_word_embeddings": True,
+            "attention_bias": False,
+            "initializer_range": 0.02,
+            "bos_token_id": 151_643,
+            "eos_token_id": 151_645,
+            "use_cache": False,
+        },
+    ),
+    "smollm2-135m": (
+        "llama",
+        {
+            "vocab_size": 49_152,
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "head_dim": 64,
+            "hidden_act": "silu",
+            "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 100_000.0,
+            "tie_word_embeddings": True,
+            "attention_bias": False,
+            "mlp_bias": False,
+            "initializer_range": 0.041666666666666664,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 2,
+            "use_cache": False,
+        },
+    ),
 }
 
 
@@ -158,8 +219,9 @@ def build_meta_model(config):
         return AutoModelForCausalLM.from_config(config)
 
 
-def build_model(config, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                seed: int = 0):
+def build_model(
+    config, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+):
     """Instantiate `config` as a freshly initialised causal LM.
 
     Built on the meta device first, so a 1B model costs no CPU-side allocation before it
@@ -187,4 +249,3 @@ def build_model(config, device: str | torch.device = "cpu", dtype: torch.dtype =
             module = model.get_submodule(owner) if owner else model
             module._buffers[attr] = value
     return model
-

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+
 from lsap.cli.args import nonnegative_int, positive_int
 
 
@@ -39,30 +40,76 @@ def _positive(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lsap.surrogate.load import MODEL_HELP
 
-    parser.add_argument("--model", action="append", required=True, metavar="M",
-                        help=f"model to analyse (repeat for several): {MODEL_HELP}")
-    parser.add_argument("--data", nargs="+", required=True, metavar="D",
-                        help="datasets: offline corpora (shakespeare, python-docs, gcide, linux-docs, "
-                        "pydoc-topics), 'hf:NAME[:CONFIG]' (network), or local .txt/.jsonl/.parquet files/folders")
-    parser.add_argument("--alpha", nargs="+", type=_alpha, default=[0.01, 0.05, 0.2],
-                        help="thresholds α in (0, 1) (default: 0.01 0.05 0.2, the paper's)")
-    parser.add_argument("--n", type=_positive, default=5000, help="examples per dataset and seed (default 5000)")
-    parser.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[21, 42, 67],
-                        help="sampling seeds; each dataset's value is the mean over them (default 21 42 67)")
-    parser.add_argument("--seq-len", type=_positive, default=1024, help="tokens per example (default 1024)")
-    parser.add_argument("--batch-size", type=_positive, default=8, help="examples per forward pass (default 8)")
-    parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available; bf16 on GPU)")
-    parser.add_argument("--base", default=None, metavar="TOK",
-                        help="also count the auxiliary targets LSAP would add for this base tokenizer "
-                        "(e.g. dolma2): gold and non-Σ∩ excluded, top-k, p > α")
-    parser.add_argument("--k", type=_positive, default=15, help="top-k for --base (default 15, the paper's)")
-    parser.add_argument("--base-vocab-size", type=positive_int, default=None,
-                        help="the base model's padded vocabulary (dolma2: 100352); only for --base")
-    parser.add_argument("--max-documents", type=_positive, default=None,
-                        help="read at most this many documents per dataset before shuffling "
-                        "(default: all; 50000 for hf: datasets)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="write table1.csv, table1.json, table1.md and table1.png here")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="M",
+        help=f"model to analyse (repeat for several): {MODEL_HELP}",
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="D",
+        help="datasets: offline corpora (shakespeare, python-docs, gcide, linux-docs, "
+        "pydoc-topics), 'hf:NAME[:CONFIG]' (network), or local .txt/.jsonl/.parquet files/folders",
+    )
+    parser.add_argument(
+        "--alpha",
+        nargs="+",
+        type=_alpha,
+        default=[0.01, 0.05, 0.2],
+        help="thresholds α in (0, 1) (default: 0.01 0.05 0.2, the paper's)",
+    )
+    parser.add_argument(
+        "--n", type=_positive, default=5000, help="examples per dataset and seed (default 5000)"
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=nonnegative_int,
+        default=[21, 42, 67],
+        help="sampling seeds; each dataset's value is the mean over them (default 21 42 67)",
+    )
+    parser.add_argument(
+        "--seq-len", type=_positive, default=1024, help="tokens per example (default 1024)"
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive, default=8, help="examples per forward pass (default 8)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cuda / cpu (default: cuda if available; bf16 on GPU)"
+    )
+    parser.add_argument(
+        "--base",
+        default=None,
+        metavar="TOK",
+        help="also count the auxiliary targets LSAP would add for this base tokenizer "
+        "(e.g. dolma2): gold and non-Σ∩ excluded, top-k, p > α",
+    )
+    parser.add_argument(
+        "--k", type=_positive, default=15, help="top-k for --base (default 15, the paper's)"
+    )
+    parser.add_argument(
+        "--base-vocab-size",
+        type=positive_int,
+        default=None,
+        help="the base model's padded vocabulary (dolma2: 100352); only for --base",
+    )
+    parser.add_argument(
+        "--max-documents",
+        type=_positive,
+        default=None,
+        help="read at most this many documents per dataset before shuffling "
+        "(default: all; 50000 for hf: datasets)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="write table1.csv, table1.json, table1.md and table1.png here",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -70,14 +117,26 @@ def run(args: argparse.Namespace) -> int:
     from lsap.experiments.analyze import analyze, table_markdown, write_outputs
 
     result = analyze(
-        models=args.model, datasets=args.data, alphas=args.alpha, n=args.n, seeds=args.seeds,
-        seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, base=args.base,
-        k=args.k, base_vocab_size=args.base_vocab_size, max_documents=args.max_documents,
-        progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr),
+        models=args.model,
+        datasets=args.data,
+        alphas=args.alpha,
+        n=args.n,
+        seeds=args.seeds,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        device=args.device,
+        base=args.base,
+        k=args.k,
+        base_vocab_size=args.base_vocab_size,
+        max_documents=args.max_documents,
+        progress=not args.no_progress,
+        log=lambda m: print(m, file=sys.stderr),
     )
     s = result["settings"]
     print(table_markdown(result))
-    print(f"\nn={s['n']} × seq_len {s['seq_len']} per seed; seeds {s['seeds']}; {s['device']} ({s['dtype']})")
+    print(
+        f"\nn={s['n']} × seq_len {s['seq_len']} per seed; seeds {s['seeds']}; {s['device']} ({s['dtype']})"
+    )
     if args.out:
         paths = write_outputs(result, args.out)
         print("wrote " + ", ".join(str(p) for p in paths.values()))

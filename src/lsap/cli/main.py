@@ -59,7 +59,9 @@ def _version() -> str:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lsap", description="lsap — surrogate-assisted language-model pretraining")
+    parser = argparse.ArgumentParser(
+        prog="lsap", description="lsap — surrogate-assisted language-model pretraining"
+    )
     parser.add_argument("--version", action="version", version=f"lsap {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in COMMANDS.items():
@@ -84,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if os.environ.get("LSAP_DEBUG"):
             raise
-        print(f"lsap {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(
+            f"lsap {args.command}: interrupted; rerun the same command to resume", file=sys.stderr
+        )
         return 130
     except Exception as e:
         if os.environ.get("LSAP_DEBUG") or not user_facing(e):
@@ -99,19 +103,28 @@ def user_facing(e: BaseException) -> bool:
     for the user's files and machine after the model is built: OSError (disk full,
     permissions), safetensors' SafetensorError (a damaged weights file), ImportError (an
     optional package not installed, also as the cause of a library's own error)."""
-    return (isinstance(e, (LsapError, OSError, ImportError)) or type(e).__name__ == "SafetensorError"
-            or isinstance(e.__cause__, ImportError))
+    return (
+        isinstance(e, (LsapError, OSError, ImportError))
+        or type(e).__name__ == "SafetensorError"
+        or isinstance(e.__cause__, ImportError)
+    )
 
 
 def one_line(e: BaseException) -> str:
     """The error as one line: multi-line fix-it text joined with '; '."""
     import errno
 
-    text = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror or e}: {e.filename}"
+    text = (
+        str(e)
+        if not isinstance(e, OSError) or not e.filename
+        else f"{e.strerror or e}: {e.filename}"
+    )
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         where = f" writing under {os.path.dirname(e.filename) or '.'}" if e.filename else ""
-        text = (f"disk full ({e.strerror}){where}; finished work is kept: free space (or raise `ulimit -f`) and "
-                "run the same command again (lsap train: with --resume)")
+        text = (
+            f"disk full ({e.strerror}){where}; finished work is kept: free space (or raise `ulimit -f`) and "
+            "run the same command again (lsap train: with --resume)"
+        )
     if type(e).__name__ == "SafetensorError":
         text = f"a damaged or truncated .safetensors file ({text})"
     elif isinstance(e, ImportError) and not isinstance(e, LsapError):

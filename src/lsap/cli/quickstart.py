@@ -10,21 +10,41 @@ def add_arguments(p) -> None:
 
     d = Settings()
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
-    p.add_argument("--cache", default="", help="where tokenizers, shards and the surrogate are cached "
-                                               "(default $LSAP_CACHE/quickstart, else $XDG_CACHE_HOME/lsap/quickstart, "
-                                               "else ~/.cache/lsap/quickstart)")
-    p.add_argument("--surrogate", default=d.surrogate,
-                   help="pretrain (default: a small surrogate pretrained once on its own part of the base's domain) | smollm2 | "
-                        "a local HF dir / .gguf / hub id")
-    p.add_argument("--data", default=d.corpus, metavar="DATA",
-                   help=f"the regime's text (default {d.corpus}): an offline corpus name (see `lsap prepare "
-                        "--help`), YOUR text as a local .txt/.jsonl/.parquet file or folder, or hf:NAME; split by "
-                        "document into held-out, the base's part and the surrogate's part")
-    p.add_argument("--ce-tokens", type=positive_float, default=d.ce_tokens,
-                   help=f"FLOPs budget in CE tokens (default {d.ce_tokens:g})")
-    p.add_argument("--surrogate-multiples", type=positive_int, nargs="+", default=d.surrogate_multiples,
-                   help="surrogate checkpoints at these multiples of the base's tokens; the last one is used "
-                        "(default 1 4 16)")
+    p.add_argument(
+        "--cache",
+        default="",
+        help="where tokenizers, shards and the surrogate are cached "
+        "(default $LSAP_CACHE/quickstart, else $XDG_CACHE_HOME/lsap/quickstart, "
+        "else ~/.cache/lsap/quickstart)",
+    )
+    p.add_argument(
+        "--surrogate",
+        default=d.surrogate,
+        help="pretrain (default: a small surrogate pretrained once on its own part of the base's domain) | smollm2 | "
+        "a local HF dir / .gguf / hub id",
+    )
+    p.add_argument(
+        "--data",
+        default=d.corpus,
+        metavar="DATA",
+        help=f"the regime's text (default {d.corpus}): an offline corpus name (see `lsap prepare "
+        "--help`), YOUR text as a local .txt/.jsonl/.parquet file or folder, or hf:NAME; split by "
+        "document into held-out, the base's part and the surrogate's part",
+    )
+    p.add_argument(
+        "--ce-tokens",
+        type=positive_float,
+        default=d.ce_tokens,
+        help=f"FLOPs budget in CE tokens (default {d.ce_tokens:g})",
+    )
+    p.add_argument(
+        "--surrogate-multiples",
+        type=positive_int,
+        nargs="+",
+        default=d.surrogate_multiples,
+        help="surrogate checkpoints at these multiples of the base's tokens; the last one is used "
+        "(default 1 4 16)",
+    )
     p.add_argument("--alpha", type=probability, default=d.alpha)
     p.add_argument("--k", type=positive_int, default=d.k)
     p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=d.seeds)
@@ -32,10 +52,20 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from lsap.experiments.quickstart import Settings, run as run_quickstart
+    from lsap.experiments.quickstart import Settings
+    from lsap.experiments.quickstart import run as run_quickstart
 
-    s = Settings(out=args.out, cache=args.cache, surrogate=args.surrogate, corpus=args.data, ce_tokens=args.ce_tokens,
-                 surrogate_multiples=args.surrogate_multiples, alpha=args.alpha, k=args.k, seeds=args.seeds,
-                 eval_examples=args.eval_examples)
+    s = Settings(
+        out=args.out,
+        cache=args.cache,
+        surrogate=args.surrogate,
+        corpus=args.data,
+        ce_tokens=args.ce_tokens,
+        surrogate_multiples=args.surrogate_multiples,
+        alpha=args.alpha,
+        k=args.k,
+        seeds=args.seeds,
+        eval_examples=args.eval_examples,
+    )
     run_quickstart(s)
     return 0

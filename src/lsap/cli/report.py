@@ -17,10 +17,16 @@ from lsap.cli.args import positive_float as _flops
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", help="run directories (each with checkpoints/*/eval.json)")
+    parser.add_argument(
+        "runs", nargs="+", help="run directories (each with checkpoints/*/eval.json)"
+    )
     parser.add_argument("--out", default="report", help="output directory (default: ./report)")
-    parser.add_argument("--flops", type=_flops, default=None,
-                        help="FLOPs budget to match (default: the largest budget all runs reached)")
+    parser.add_argument(
+        "--flops",
+        type=_flops,
+        default=None,
+        help="FLOPs budget to match (default: the largest budget all runs reached)",
+    )
 
 
 def run(args) -> int:

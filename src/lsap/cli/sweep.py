@@ -14,16 +14,29 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="sweep spec YAML, or a packaged one (strength, alpha-lambda, base-size, "
-                                        "surrogate-size, overlap, domain, toy)")
+    parser.add_argument(
+        "spec",
+        help="sweep spec YAML, or a packaged one (strength, alpha-lambda, base-size, "
+        "surrogate-size, overlap, domain, toy)",
+    )
     parser.add_argument("--out", default=None, help="output directory (default: runs/sweep-<name>)")
-    parser.add_argument("--runs-root", default=None,
-                        help="where run directories live, named by config hash (default: OUT/runs); sweeps "
-                             "sharing it train identical runs, e.g. the CE baseline, once")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite OUT's report from the runs finished so far, train nothing")
-    parser.add_argument("--dry-run", action="store_true", help="check the spec and every run's config, print the expanded runs "
-                                                          "and stop (builds and writes nothing)")
+    parser.add_argument(
+        "--runs-root",
+        default=None,
+        help="where run directories live, named by config hash (default: OUT/runs); sweeps "
+        "sharing it train identical runs, e.g. the CE baseline, once",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite OUT's report from the runs finished so far, train nothing",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the spec and every run's config, print the expanded runs "
+        "and stop (builds and writes nothing)",
+    )
 
 
 def run(args) -> int:

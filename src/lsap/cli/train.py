@@ -5,9 +5,15 @@ from __future__ import annotations
 
 def add_arguments(p) -> None:
     p.add_argument("--config", help="YAML run config (see configs/)")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. lsap.alpha=0.01 train.max_steps=100")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the budget, then exit")
+    p.add_argument(
+        "overrides", nargs="*", help="dotlist overrides, e.g. lsap.alpha=0.01 train.max_steps=100"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in out_dir"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and the budget, then exit"
+    )
 
 
 def run(args) -> int:

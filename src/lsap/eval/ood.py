@@ -14,7 +14,9 @@ from pathlib import Path
 from lsap.eval.tasks import PAIR_TASKS, build_offline_tasks, pack_scores, score_choices
 
 
-def ood_eval(run_dir: str | Path, ood: dict, task_root: Path, max_examples: int, memo: dict, log=print) -> dict:
+def ood_eval(
+    run_dir: str | Path, ood: dict, task_root: Path, max_examples: int, memo: dict, log=print
+) -> dict:
     """Minimal pairs built from the held-out documents of other corpora (tokenized with
     the run's base tokenizer), scored on the run's final checkpoint; RUN/ood.json (per task
     the metric and every example's result, `lsap.eval.tasks.pack_scores`, for paired tests),
@@ -30,7 +32,10 @@ def ood_eval(run_dir: str | Path, ood: dict, task_root: Path, max_examples: int,
     for corpus, data_dir in ood.items():
         if data_dir not in memo:
             tdir = task_root / hashlib.sha256(data_dir.encode()).hexdigest()[:10]
-            memo[data_dir] = (tdir, build_offline_tasks(data_dir, tdir, max_examples=max_examples)["hash"])
+            memo[data_dir] = (
+                tdir,
+                build_offline_tasks(data_dir, tdir, max_examples=max_examples)["hash"],
+            )
         tdir, h = memo[data_dir]
         k = known.get(corpus, {})
         if k.get("hash") == h and k.get("checkpoint") == ck.name and k.get("examples"):
@@ -45,10 +50,17 @@ def ood_eval(run_dir: str | Path, ood: dict, task_root: Path, max_examples: int,
             rows = [json.loads(x) for x in (tdir / f"{t}.jsonl").read_text().splitlines() if x]
             sc = score_choices(model, tok, rows)
             scores[t], examples[t] = sc[metric], pack_scores(sc)
-        known[corpus] = {"hash": h, "checkpoint": ck.name, "tasks": scores,
-                         "pairs_average": sum(scores.values()) / len(scores), "examples": examples}
+        known[corpus] = {
+            "hash": h,
+            "checkpoint": ck.name,
+            "tasks": scores,
+            "pairs_average": sum(scores.values()) / len(scores),
+            "examples": examples,
+        }
         atomic_write_json(path, known)
-        log(f"[sweep] {run_dir.name} out-of-domain {corpus}: pairs {known[corpus]['pairs_average']:.3f}")
+        log(
+            f"[sweep] {run_dir.name} out-of-domain {corpus}: pairs {known[corpus]['pairs_average']:.3f}"
+        )
     return known
 
 

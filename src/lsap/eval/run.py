@@ -18,10 +18,17 @@ import os
 import sys
 from pathlib import Path
 
-from lsap.utils.errors import EvalError
 from lsap.eval.metrics import STRENGTH_BYTES, bpb_on_documents, heldout_metrics, strength_documents
-from lsap.eval.tasks import (OFFLINE_TASKS, PAIR_TASKS, PAPER_TASKS, TASK_SETS, build_offline_tasks, pack_scores,
-                        score_choices)
+from lsap.eval.tasks import (
+    OFFLINE_TASKS,
+    PAIR_TASKS,
+    PAPER_TASKS,
+    TASK_SETS,
+    build_offline_tasks,
+    pack_scores,
+    score_choices,
+)
+from lsap.utils.errors import EvalError
 
 
 # --------------------------------------------------------------------------- lm-eval
@@ -30,8 +37,9 @@ def _import_lm_eval():
         import lm_eval  # noqa: F401
         from lm_eval.tasks import TaskManager  # noqa: F401
     except ImportError as e:
-        raise EvalError("lm-evaluation-harness is not installed: pip install 'lsap[eval]' "
-                        "(lm-eval==0.4.13)") from e
+        raise EvalError(
+            "lm-evaluation-harness is not installed: pip install 'lsap[eval]' (lm-eval==0.4.13)"
+        ) from e
     return lm_eval
 
 
@@ -60,7 +68,9 @@ def resolve_tasks(spec: str, offline_dir: str | None = None) -> dict[str, str]:
         if n not in known:
             close = difflib.get_close_matches(n, known, n=5, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise EvalError(f"unknown task {n!r} (lm-eval {_lm_eval_version()} does not know it){hint}")
+            raise EvalError(
+                f"unknown task {n!r} (lm-eval {_lm_eval_version()} does not know it){hint}"
+            )
         out[n] = OFFLINE_TASKS.get(n) or PAPER_TASKS.get(n) or "acc"
     return out
 
@@ -122,9 +132,18 @@ def _lm_eval_version() -> str:
         return "?"
 
 
-def run_lm_eval(model, tokenizer, tasks: dict[str, str], *, include_path: str | None = None,
-                limit: int | None = None, batch_size: int = 8, max_length: int | None = None,
-                bootstrap_iters: int = 1000, log_file: str | os.PathLike | None = None) -> dict[str, dict]:
+def run_lm_eval(
+    model,
+    tokenizer,
+    tasks: dict[str, str],
+    *,
+    include_path: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    bootstrap_iters: int = 1000,
+    log_file: str | os.PathLike | None = None,
+) -> dict[str, dict]:
     """Zero-shot lm-eval on an already-loaded HF model.
 
     lm-eval's own log lines, warnings and progress bars go to `log_file` (appended) when
@@ -140,23 +159,43 @@ def run_lm_eval(model, tokenizer, tasks: dict[str, str], *, include_path: str | 
     if max_length is None:
         max_length = int(getattr(model.config, "max_position_embeddings", 2048))
     with _quiet(log_file):
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
-        tm = TaskManager(include_path=include_path, include_defaults=bool(set(tasks) - set(OFFLINE_TASKS)))
-        res = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=0, limit=limit, task_manager=tm,
-                                      bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=0,
-                                      numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+        lm = HFLM(
+            pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length
+        )
+        tm = TaskManager(
+            include_path=include_path, include_defaults=bool(set(tasks) - set(OFFLINE_TASKS))
+        )
+        res = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(tasks),
+            num_fewshot=0,
+            limit=limit,
+            task_manager=tm,
+            bootstrap_iters=bootstrap_iters,
+            log_samples=False,
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+            fewshot_random_seed=0,
+        )
     out = {}
     for task, metric in tasks.items():
         r = res["results"].get(task)
         if r is None:
             raise EvalError(f"lm-eval returned no result for {task!r}")
-        metrics = {k.split(",")[0]: v for k, v in r.items()
-                   if "," in k and not k.split(",")[0].endswith("_stderr") and isinstance(v, (int, float))}
+        metrics = {
+            k.split(",")[0]: v
+            for k, v in r.items()
+            if "," in k and not k.split(",")[0].endswith("_stderr") and isinstance(v, (int, float))
+        }
         m = metric if metric in metrics else ("acc" if "acc" in metrics else sorted(metrics)[0])
         stderr = r.get(f"{m}_stderr,none")
-        out[task] = {"metric": m, "value": float(metrics[m]),
-                     "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
-                     "metrics": {k: float(v) for k, v in sorted(metrics.items())}}
+        out[task] = {
+            "metric": m,
+            "value": float(metrics[m]),
+            "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+            "metrics": {k: float(v) for k, v in sorted(metrics.items())},
+        }
     return out
 
 
@@ -178,7 +217,9 @@ def check_weights(model_dir: Path) -> None:
     fit the file size exactly. Reads only the headers."""
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files and not any(Path(model_dir).glob("*.bin")):
-        raise DamagedCheckpoint(f"{model_dir}: no model weights (*.safetensors); the checkpoint is incomplete")
+        raise DamagedCheckpoint(
+            f"{model_dir}: no model weights (*.safetensors); the checkpoint is incomplete"
+        )
     for f in files:
         size = f.stat().st_size
         try:
@@ -187,12 +228,16 @@ def check_weights(model_dir: Path) -> None:
                 if size < 8 + n:
                     raise ValueError(f"header of {n:,} bytes, file of {size:,}")
                 header = json.loads(fh.read(n))
-            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            end = max(
+                (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                default=0,
+            )
             if size != 8 + n + end:
                 raise ValueError(f"{size:,} bytes, its header describes {8 + n + end:,}")
         except (ValueError, KeyError, TypeError, OSError) as e:
-            raise DamagedCheckpoint(f"{f} is damaged (truncated or corrupt: {e}); re-save or delete that "
-                                    "checkpoint") from e
+            raise DamagedCheckpoint(
+                f"{f} is damaged (truncated or corrupt: {e}); re-save or delete that checkpoint"
+            ) from e
 
 
 def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path, dict]]:
@@ -206,10 +251,14 @@ def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path,
     from lsap.train.checkpoint import list_checkpoints
 
     root = target / "checkpoints"
-    cks = [p for p in list_checkpoints(root) if (p / "model").is_dir()]  # finished ones (lsap.train.checkpoint)
+    cks = [
+        p for p in list_checkpoints(root) if (p / "model").is_dir()
+    ]  # finished ones (lsap.train.checkpoint)
     if not cks:
-        raise EvalError(f"{target}: no checkpoints (expected {root}/step_*/model/ or a HF model directory "
-                        "with config.json)")
+        raise EvalError(
+            f"{target}: no checkpoints (expected {root}/step_*/model/ or a HF model directory "
+            "with config.json)"
+        )
     names = [p.name for p in cks]
     if which == "last":
         cks = cks[-1:]
@@ -218,8 +267,10 @@ def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path,
         for w in wanted:
             if w not in names:
                 close = difflib.get_close_matches(w, names, n=3)
-                raise EvalError(f"{target}: no checkpoint {w!r}"
-                                + (f"; close: {', '.join(close)}" if close else f"; have {', '.join(names)}"))
+                raise EvalError(
+                    f"{target}: no checkpoint {w!r}"
+                    + (f"; close: {', '.join(close)}" if close else f"; have {', '.join(names)}")
+                )
         cks = [p for p in cks if p.name in wanted]
     out = []
     for p in cks:
@@ -236,10 +287,18 @@ def reference_targets(cfg, run_dir: Path) -> dict | None:
     if cfg is None or cfg.loss != "lsap" or not cfg.surrogate.model:
         return None
     L = cfg.lsap
-    vmap = cfg.surrogate.vocab_map or (str(run_dir / "vocab_map") if (run_dir / "vocab_map").is_dir() else None)
-    return {"surrogate": cfg.surrogate.model, "vocab_map": vmap, "k": L.k, "alpha": L.alpha,
-            "gold_outside": L.gold_outside, "intersection_keep": L.intersection_keep,
-            "intersection_seed": L.intersection_seed}
+    vmap = cfg.surrogate.vocab_map or (
+        str(run_dir / "vocab_map") if (run_dir / "vocab_map").is_dir() else None
+    )
+    return {
+        "surrogate": cfg.surrogate.model,
+        "vocab_map": vmap,
+        "k": L.k,
+        "alpha": L.alpha,
+        "gold_outside": L.gold_outside,
+        "intersection_keep": L.intersection_keep,
+        "intersection_seed": L.intersection_seed,
+    }
 
 
 def _load_targets(spec: dict, base_tok, device):
@@ -248,29 +307,51 @@ def _load_targets(spec: dict, base_tok, device):
     gold_outside and the intersection ablation apply as in training. Keys missing from `spec`
     take `LSAPCfg`'s defaults."""
     from lsap.config import LSAPCfg
+    from lsap.data.tokenizer import padded_vocab_size
     from lsap.eval.metrics import source_targets
     from lsap.surrogate.sources import target_source
-    from lsap.data.tokenizer import padded_vocab_size
 
     d = LSAPCfg()
 
     def get(key, default):
         return spec[key] if spec.get(key) is not None else default
 
-    return source_targets(target_source(
-        k=int(get("k", d.k)), alpha=float(get("alpha", d.alpha)), gold_outside=get("gold_outside", d.gold_outside),
-        keep_fraction=float(get("intersection_keep", d.intersection_keep)),
-        seed=int(get("intersection_seed", d.intersection_seed)), device=device, surrogate=spec["surrogate"],
-        vocab_map=spec.get("vocab_map") or None, base_tokenizer=base_tok, base_vocab_size=padded_vocab_size(base_tok),
-        allow_small_intersection=True))
+    return source_targets(
+        target_source(
+            k=int(get("k", d.k)),
+            alpha=float(get("alpha", d.alpha)),
+            gold_outside=get("gold_outside", d.gold_outside),
+            keep_fraction=float(get("intersection_keep", d.intersection_keep)),
+            seed=int(get("intersection_seed", d.intersection_seed)),
+            device=device,
+            surrogate=spec["surrogate"],
+            vocab_map=spec.get("vocab_map") or None,
+            base_tokenizer=base_tok,
+            base_vocab_size=padded_vocab_size(base_tok),
+            allow_small_intersection=True,
+        )
+    )
 
 
-def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoints: str = "all",
-                 limit: int | None = None, batch_size: int | None = None, data: str | None = None,
-                 seq_len: int | None = None, val_batches: int | None = None, loss: bool = True,
-                 task_dir: str | None = None, max_examples: int = 1000, device: str = "auto",
-                 force: bool = False, targets: dict | None | str = "auto", doc_bytes: int = STRENGTH_BYTES,
-                 log=print) -> list[dict]:
+def evaluate_run(
+    target: str | os.PathLike,
+    *,
+    tasks: str = "offline",
+    checkpoints: str = "all",
+    limit: int | None = None,
+    batch_size: int | None = None,
+    data: str | None = None,
+    seq_len: int | None = None,
+    val_batches: int | None = None,
+    loss: bool = True,
+    task_dir: str | None = None,
+    max_examples: int = 1000,
+    device: str = "auto",
+    force: bool = False,
+    targets: dict | None | str = "auto",
+    doc_bytes: int = STRENGTH_BYTES,
+    log=print,
+) -> list[dict]:
     """Evaluate a run's checkpoints (or one HF model directory); writes eval.json per checkpoint.
 
     Per checkpoint: held-out loss, bits per byte, top-1/top-5 accuracy (`heldout_metrics`)
@@ -293,11 +374,17 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
     target = Path(target)
     if not target.is_dir():
         raise EvalError(f"{target}: not a directory")
-    if (target / "model").is_dir() and target.parent.name == "checkpoints":  # RUN/checkpoints/step_X itself
+    if (
+        target / "model"
+    ).is_dir() and target.parent.name == "checkpoints":  # RUN/checkpoints/step_X itself
         if checkpoints not in ("all", "last", target.name):
-            raise EvalError(f"{target} is one checkpoint of run {target.parent.parent}; pass the run directory "
-                            f"with --checkpoints {checkpoints}")
-        log(f"[lsap] {target} is a checkpoint of run {target.parent.parent}: evaluating {target.name} only")
+            raise EvalError(
+                f"{target} is one checkpoint of run {target.parent.parent}; pass the run directory "
+                f"with --checkpoints {checkpoints}"
+            )
+        log(
+            f"[lsap] {target} is a checkpoint of run {target.parent.parent}: evaluating {target.name} only"
+        )
         target, checkpoints = target.parent.parent, target.name
     cks = find_checkpoints(target, checkpoints)
     bare = cks and cks[0][0] == target  # a HF model directory, not a run
@@ -307,14 +394,20 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
     if data_dir and not Path(data_dir).is_dir() and (target / data_dir).is_dir():
         data_dir = str(target / data_dir)
     if data_dir and not (Path(data_dir) / "manifest.json").is_file():
-        raise EvalError(f"data directory {data_dir}: no manifest.json (pass --data DIR from `lsap prepare`)")
+        raise EvalError(
+            f"data directory {data_dir}: no manifest.json (pass --data DIR from `lsap prepare`)"
+        )
     if targets == "auto":
         targets = reference_targets(cfg, target)
     elif isinstance(targets, dict):  # one reference for every run (same eval set): unset keys take
         from lsap.config import LSAPCfg  # lsap.*'s defaults, never a run's own settings
 
-        targets = {"k": LSAPCfg.k, "alpha": LSAPCfg.alpha, "gold_outside": LSAPCfg.gold_outside,
-                   **{k: v for k, v in targets.items() if v is not None}}
+        targets = {
+            "k": LSAPCfg.k,
+            "alpha": LSAPCfg.alpha,
+            "gold_outside": LSAPCfg.gold_outside,
+            **{k: v for k, v in targets.items() if v is not None},
+        }
 
     tmp = None
     offline = None
@@ -322,26 +415,36 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
         task_map = resolve_tasks(tasks)
         if set(task_map) & set(OFFLINE_TASKS):
             if not data_dir:
-                raise EvalError("the offline tasks are built from the held-out documents of a prepared data "
-                                "directory: pass --data DIR (or evaluate a run whose config has data.dir)")
+                raise EvalError(
+                    "the offline tasks are built from the held-out documents of a prepared data "
+                    "directory: pass --data DIR (or evaluate a run whose config has data.dir)"
+                )
             if task_dir is None:
                 tmp = tempfile.TemporaryDirectory(prefix="lsap-tasks-")
                 task_dir = tmp.name
             offline = build_offline_tasks(data_dir, task_dir, max_examples=max_examples)
-            gone = {t.removeprefix("lsap_"): n for t, n in offline["removed_in_training"].items() if n}
+            gone = {
+                t.removeprefix("lsap_"): n for t, n in offline["removed_in_training"].items() if n
+            }
             if gone:
-                log("[lsap] offline tasks: dropped examples whose text occurs in a training document: "
-                    + ", ".join(f"{t} {n}" for t, n in gone.items()))
+                log(
+                    "[lsap] offline tasks: dropped examples whose text occurs in a training document: "
+                    + ", ".join(f"{t} {n}" for t, n in gone.items())
+                )
         seq_len = seq_len or (cfg.data.seq_len if cfg else BARE_SEQ_LEN)
         batch_size = batch_size or (cfg.train.micro_batch_size if cfg else BARE_BATCH_SIZE)
         val_batches = val_batches or (cfg.train.eval_batches if cfg else BARE_VAL_BATCHES)
         do_loss = bool(data_dir) and loss
         task_set = tasks if tasks in TASK_SETS else ",".join(task_map)
         eval_set = {
-            "tasks": task_map, "limit": limit, "num_fewshot": 0,
+            "tasks": task_map,
+            "limit": limit,
+            "num_fewshot": 0,
             "offline_hash": offline["hash"] if offline else None,
             "heldout": offline["heldout"] if offline else None,
-            "loss": {"seq_len": seq_len, "batches": val_batches, "batch_size": batch_size} if do_loss else None,
+            "loss": {"seq_len": seq_len, "batches": val_batches, "batch_size": batch_size}
+            if do_loss
+            else None,
             "targets": targets if do_loss else None,
         }
         if do_loss and offline is None:
@@ -370,46 +473,108 @@ def evaluate_run(target: str | os.PathLike, *, tasks: str = "offline", checkpoin
 
                 from lsap.surrogate.load import inference_device_dtype
 
-                target_fn = _load_targets(targets, AutoTokenizer.from_pretrained(model_dir),
-                                          inference_device_dtype(device)[0])
-            results.append(_evaluate_one(model_dir, out_path, meta, task_map, limit, batch_size, device,
-                                         data_dir if do_loss else None, seq_len, val_batches,
-                                         task_dir if offline else None, task_set, eval_set_hash, target_fn,
-                                         targets, log, docs, offline and offline.get("removed_in_training")))
+                target_fn = _load_targets(
+                    targets,
+                    AutoTokenizer.from_pretrained(model_dir),
+                    inference_device_dtype(device)[0],
+                )
+            results.append(
+                _evaluate_one(
+                    model_dir,
+                    out_path,
+                    meta,
+                    task_map,
+                    limit,
+                    batch_size,
+                    device,
+                    data_dir if do_loss else None,
+                    seq_len,
+                    val_batches,
+                    task_dir if offline else None,
+                    task_set,
+                    eval_set_hash,
+                    target_fn,
+                    targets,
+                    log,
+                    docs,
+                    offline and offline.get("removed_in_training"),
+                )
+            )
         if kept:
-            log(f"[lsap] {target.name}: {len(kept)} checkpoint(s) already evaluated on this evaluation set "
-                f"({eval_set_hash[:12]}: {kept[0]}{' … ' + kept[-1] if len(kept) > 1 else ''}); --force to redo")
+            log(
+                f"[lsap] {target.name}: {len(kept)} checkpoint(s) already evaluated on this evaluation set "
+                f"({eval_set_hash[:12]}: {kept[0]}{' … ' + kept[-1] if len(kept) > 1 else ''}); --force to redo"
+            )
         if skipped:
-            log(f"[lsap] {target.name}: skipped {len(skipped)} damaged checkpoint(s), not evaluated: "
-                f"{', '.join(skipped)}")
+            log(
+                f"[lsap] {target.name}: skipped {len(skipped)} damaged checkpoint(s), not evaluated: "
+                f"{', '.join(skipped)}"
+            )
             if not results:
-                raise EvalError(f"{target}: every selected checkpoint is damaged ({', '.join(skipped)})")
+                raise EvalError(
+                    f"{target}: every selected checkpoint is damaged ({', '.join(skipped)})"
+                )
         return results
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
-def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, data_dir, seq_len, val_batches,
-                  task_dir, task_set, eval_set_hash, target_fn, targets, log, docs=None, removed=None) -> dict:
+def _evaluate_one(
+    model_dir,
+    out_path,
+    meta,
+    tasks,
+    limit,
+    batch_size,
+    device,
+    data_dir,
+    seq_len,
+    val_batches,
+    task_dir,
+    task_set,
+    eval_set_hash,
+    target_fn,
+    targets,
+    log,
+    docs=None,
+    removed=None,
+) -> dict:
     import time
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lsap.utils.io import atomic_write_json
-    from lsap.surrogate.load import inference_device_dtype
     from lsap.data.tokenizer import tokenizer_hash
+    from lsap.surrogate.load import inference_device_dtype
+    from lsap.utils.io import atomic_write_json
 
     t0 = time.perf_counter()
     dev, dtype = inference_device_dtype(device)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(dev).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     result = {k: meta.get(k) for k in META_KEYS}
-    result.update(task_set=task_set, eval_set_hash=eval_set_hash, limit=limit, tokenizer_hash=tokenizer_hash(tok),
-                  model_dir=str(model_dir), val_loss=None, val_bpb=None, targets=targets)
+    result.update(
+        task_set=task_set,
+        eval_set_hash=eval_set_hash,
+        limit=limit,
+        tokenizer_hash=tokenizer_hash(tok),
+        model_dir=str(model_dir),
+        val_loss=None,
+        val_bpb=None,
+        targets=targets,
+    )
     if data_dir:
-        result.update(heldout_metrics(model, data_dir, seq_len=seq_len, batch_size=batch_size,
-                                      max_batches=val_batches, tokenizer=tok, targets=target_fn))
+        result.update(
+            heldout_metrics(
+                model,
+                data_dir,
+                seq_len=seq_len,
+                batch_size=batch_size,
+                max_batches=val_batches,
+                tokenizer=tok,
+                targets=target_fn,
+            )
+        )
     if docs:
         result["doc_bpb"] = bpb_on_documents(model, tok, docs, seq_len=seq_len)["bpb"]
     # lm-eval truncates contexts from the left to this many tokens; RoPE models can
@@ -418,20 +583,44 @@ def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, d
     native = {t: m for t, m in tasks.items() if t in PAIR_TASKS and task_dir}
     rest = {t: m for t, m in tasks.items() if t not in native}
     result["tasks"] = {}
-    for t, metric in native.items():  # the minimal pairs: lm-eval's scoring, natively (seconds, not minutes)
-        rows = [json.loads(line) for line in (Path(task_dir) / f"{t}.jsonl").read_text().splitlines() if line]
+    for (
+        t,
+        metric,
+    ) in native.items():  # the minimal pairs: lm-eval's scoring, natively (seconds, not minutes)
+        rows = [
+            json.loads(line)
+            for line in (Path(task_dir) / f"{t}.jsonl").read_text().splitlines()
+            if line
+        ]
         sc = score_choices(model, tok, rows[:limit] if limit else rows)
         v = sc[metric]
-        result["tasks"][t] = {"metric": metric, "value": v, "stderr": math.sqrt(v * (1 - v) / max(sc["n"], 1)),
-                              "metrics": {"acc": sc["acc"], "acc_norm": sc["acc_norm"]}, "n": sc["n"],
-                              "equal_length": sc["equal_length"], "examples": pack_scores(sc),
-                              "engine": "lsap.eval.tasks.score_choices"}
+        result["tasks"][t] = {
+            "metric": metric,
+            "value": v,
+            "stderr": math.sqrt(v * (1 - v) / max(sc["n"], 1)),
+            "metrics": {"acc": sc["acc"], "acc_norm": sc["acc_norm"]},
+            "n": sc["n"],
+            "equal_length": sc["equal_length"],
+            "examples": pack_scores(sc),
+            "engine": "lsap.eval.tasks.score_choices",
+        }
     if rest:
-        result["tasks"].update(run_lm_eval(model, tok, rest, include_path=task_dir, limit=limit,
-                                           batch_size=max(batch_size, 32), max_length=max_len,
-                                           log_file=Path(out_path).with_name("lm_eval.log")))
+        result["tasks"].update(
+            run_lm_eval(
+                model,
+                tok,
+                rest,
+                include_path=task_dir,
+                limit=limit,
+                batch_size=max(batch_size, 32),
+                max_length=max_len,
+                log_file=Path(out_path).with_name("lm_eval.log"),
+            )
+        )
     result["tasks"] = {t: result["tasks"][t] for t in tasks}
-    for t, n in (removed or {}).items():  # examples dropped because their text occurs in training documents
+    for t, n in (
+        removed or {}
+    ).items():  # examples dropped because their text occurs in training documents
         if t in result["tasks"]:
             result["tasks"][t]["removed_in_training"] = n
     scores = [t["value"] for t in result["tasks"].values()]
@@ -444,8 +633,13 @@ def _evaluate_one(model_dir, out_path, meta, tasks, limit, batch_size, device, d
 
     result["provenance"] = provenance(dev)
     atomic_write_json(out_path, result)
-    shown = ", ".join(f"{k.removeprefix('lsap_')} {v['value']:.3f}" for k, v in result["tasks"].items())
-    loss = (f"val loss {result['val_loss']:.4f} bpb {result['val_bpb']:.4f} top1 {result['val_top1']:.3f}; "
-            if result["val_loss"] is not None else "")
+    shown = ", ".join(
+        f"{k.removeprefix('lsap_')} {v['value']:.3f}" for k, v in result["tasks"].items()
+    )
+    loss = (
+        f"val loss {result['val_loss']:.4f} bpb {result['val_bpb']:.4f} top1 {result['val_top1']:.3f}; "
+        if result["val_loss"] is not None
+        else ""
+    )
     log(f"[lsap] {out_path.parent.name}: {loss}{shown} ({result['wall_s']:.1f}s)")
     return result

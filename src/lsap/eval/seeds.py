@@ -24,8 +24,12 @@ def t_sf2(t: float, df: int, steps: int = 4000) -> float:
     """Two-sided p = P(|T| ≥ |t|), T ~ Student t(df): Simpson on x = tan θ over [atan|t|, π/2)."""
     a, b = math.atan(abs(t)), math.pi / 2
     h = (b - a) / steps
-    f = [_t_pdf(math.tan(a + i * h), df) / math.cos(a + i * h) ** 2 if i < steps else (1 / math.pi if df == 1 else 0.0)
-         for i in range(steps + 1)]
+    f = [
+        _t_pdf(math.tan(a + i * h), df) / math.cos(a + i * h) ** 2
+        if i < steps
+        else (1 / math.pi if df == 1 else 0.0)
+        for i in range(steps + 1)
+    ]
     s = f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2])
     return min(1.0, 2 * s * h / 3)
 
@@ -43,9 +47,17 @@ def seed_level_test(deltas, *, alpha: float = ALPHA, level: float = 0.95) -> dic
     """{"n_seeds", "delta", "per_seed", "sd", "p", "ci", "agree", "verdict"} over per-seed Δs."""
     d = [float(x) for x in deltas]
     n = len(d)
-    out = {"n_seeds": n, "per_seed": d, "delta": sum(d) / n if n else None, "alpha": alpha,
-           "level": level, "p": None, "ci": None, "sd": None,
-           "agree": n > 0 and (all(x > 0 for x in d) or all(x < 0 for x in d))}
+    out = {
+        "n_seeds": n,
+        "per_seed": d,
+        "delta": sum(d) / n if n else None,
+        "alpha": alpha,
+        "level": level,
+        "p": None,
+        "ci": None,
+        "sd": None,
+        "agree": n > 0 and (all(x > 0 for x in d) or all(x < 0 for x in d)),
+    }
     if n >= 2:
         m = out["delta"]
         sd = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1))

@@ -26,7 +26,7 @@ def binom_cdf_half(k: int, n: int) -> float:
         return 0.0
     if k >= n:
         return 1.0
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
 
 
 def sign_test(b: int, c: int) -> float:
@@ -58,7 +58,9 @@ def discordant(ce, lsap) -> tuple[int, int, int]:
     return b, c, n
 
 
-def bootstrap_delta(ce, lsap, *, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_delta(
+    ce, lsap, *, n_boot: int = 10_000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval (level) of Δ = mean(LSAP correct) − mean(CE correct), pooled over groups.
 
     Per draw, for each group (seed) in order, `rng.integers(0, n_g, n_g)` picks n_g examples with
@@ -66,20 +68,26 @@ def bootstrap_delta(ce, lsap, *, n_boot: int = 10_000, seed: int = 0, level: flo
     (1 − level)/2 and (1 + level)/2 quantiles (numpy's linear interpolation)."""
     import numpy as np
 
-    diffs = [g_ls.astype(np.int64) - g_ce.astype(np.int64)
-             for g_ce, g_ls in zip(_as_groups(ce), _as_groups(lsap), strict=True)]
+    diffs = [
+        g_ls.astype(np.int64) - g_ce.astype(np.int64)
+        for g_ce, g_ls in zip(_as_groups(ce), _as_groups(lsap), strict=True)
+    ]
     total = sum(len(d) for d in diffs)
     if total == 0:
         raise ValueError("bootstrap_delta: no examples")
     rng = np.random.default_rng(seed)
     draws = np.zeros(n_boot)
     for i in range(n_boot):
-        draws[i] = sum(int(d[rng.integers(0, len(d), len(d))].sum()) for d in diffs if len(d)) / total
+        draws[i] = (
+            sum(int(d[rng.integers(0, len(d), len(d))].sum()) for d in diffs if len(d)) / total
+        )
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 
-def paired_comparison(ce, lsap, *, alpha: float = ALPHA, n_boot: int = 10_000, seed: int = 0) -> dict:
+def paired_comparison(
+    ce, lsap, *, alpha: float = ALPHA, n_boot: int = 10_000, seed: int = 0
+) -> dict:
     """{"delta", "n", "b", "c", "p", "ci": [lo, hi], "survives"}: Δ accuracy (LSAP − CE) over the
     pooled examples, the exact sign test on the discordant ones, the seeded paired bootstrap
     interval, and whether Δ survives p < alpha (`survives`)."""
@@ -88,8 +96,17 @@ def paired_comparison(ce, lsap, *, alpha: float = ALPHA, n_boot: int = 10_000, s
         raise ValueError("paired_comparison: no examples")
     p = sign_test(b, c)
     lo, hi = bootstrap_delta(ce, lsap, n_boot=n_boot, seed=seed)
-    return {"delta": (b - c) / n, "n": n, "b": b, "c": c, "p": p, "ci": [lo, hi], "level": 0.95,
-            "survives": survives(p, alpha), "alpha": alpha}
+    return {
+        "delta": (b - c) / n,
+        "n": n,
+        "b": b,
+        "c": c,
+        "p": p,
+        "ci": [lo, hi],
+        "level": 0.95,
+        "survives": survives(p, alpha),
+        "alpha": alpha,
+    }
 
 
 def survives(p: float | None, alpha: float = ALPHA) -> bool:
@@ -104,8 +121,10 @@ def verdict(res: dict | None, scale: float = 100.0, unit: str = "pts") -> str:
     if not res:
         return "no paired per-example results"
     d, (lo, hi) = res["delta"] * scale, (x * scale for x in res["ci"])
-    head = (f"Δ {d:+.2f} {unit}, {res.get('level', 0.95):.0%} CI [{lo:+.2f}, {hi:+.2f}], sign test "
-            f"p = {res['p']:.3g} ({res['n']:,} pairs, {res['b']} vs {res['c']} discordant)")
+    head = (
+        f"Δ {d:+.2f} {unit}, {res.get('level', 0.95):.0%} CI [{lo:+.2f}, {hi:+.2f}], sign test "
+        f"p = {res['p']:.3g} ({res['n']:,} pairs, {res['b']} vs {res['c']} discordant)"
+    )
     a = res.get("alpha", ALPHA)
     if not res["survives"]:
         return f"{head}: inside the noise (p ≥ {a:g})"

@@ -22,7 +22,6 @@ from typing import Any
 
 from lsap.utils.errors import EvalError
 
-
 # The paper's benchmarks (Table 2) as lm-eval task names, with the metric reported
 # per task. The paper does not say which accuracy it reports; we follow the OLMo /
 # lm-eval convention: length-normalised accuracy for the multiple-choice tasks whose
@@ -40,9 +39,17 @@ PAPER_TASKS: dict[str, str] = {
 # Minimal pairs (BLiMP-style, `minimal_pair_examples`): informative for small models.
 # Swap/replace keep the length, so plain accuracy; the next-sentence pair compares two
 # different sentences, so per-byte normalised accuracy.
-PAIR_TASKS: dict[str, str] = {"lsap_pairs_swap": "acc", "lsap_pairs_replace": "acc", "lsap_pairs_nextsent": "acc_norm"}
+PAIR_TASKS: dict[str, str] = {
+    "lsap_pairs_swap": "acc",
+    "lsap_pairs_replace": "acc",
+    "lsap_pairs_nextsent": "acc_norm",
+}
 OFFLINE_TASKS: dict[str, str] = {"lsap_lastword": "acc", "lsap_nextsent": "acc_norm", **PAIR_TASKS}
-TASK_SETS: dict[str, dict[str, str]] = {"paper": PAPER_TASKS, "offline": OFFLINE_TASKS, "pairs": PAIR_TASKS}
+TASK_SETS: dict[str, dict[str, str]] = {
+    "paper": PAPER_TASKS,
+    "offline": OFFLINE_TASKS,
+    "pairs": PAIR_TASKS,
+}
 
 # Bump when the construction of the offline tasks changes (part of their hash).
 OFFLINE_BUILD_VERSION = 3  # 3: examples whose text occurs in a training document are dropped
@@ -56,11 +63,15 @@ def _corpus_split(data_dir: str | os.PathLike, held_out: bool) -> tuple[list[str
 
     mpath = Path(data_dir) / "manifest.json"
     if not mpath.is_file():
-        raise EvalError(f"{data_dir}: no manifest.json (a data directory from `lsap prepare` is needed)")
+        raise EvalError(
+            f"{data_dir}: no manifest.json (a data directory from `lsap prepare` is needed)"
+        )
     args = json.loads(mpath.read_text())["args"]
     seed, vf, source = int(args["seed"]), float(args["val_fraction"]), args["source"]
     if held_out and vf <= 0:
-        raise EvalError(f"{data_dir} was prepared with val_fraction=0: there are no held-out documents")
+        raise EvalError(
+            f"{data_dir} was prepared with val_fraction=0: there are no held-out documents"
+        )
     try:
         docs = [d for i, d in enumerate(iter_documents(source)) if is_val(i, seed, vf) == held_out]
     except DataError as e:
@@ -78,8 +89,10 @@ def heldout_documents(data_dir: str | os.PathLike) -> tuple[list[str], dict]:
     """
     docs, ident = _corpus_split(data_dir, True)
     if not docs:
-        raise EvalError(f"{data_dir}: no held-out documents (source {ident['source']!r}, val_fraction "
-                        f"{ident['val_fraction']}); prepare with a larger --val-fraction")
+        raise EvalError(
+            f"{data_dir}: no held-out documents (source {ident['source']!r}, val_fraction "
+            f"{ident['val_fraction']}); prepare with a larger --val-fraction"
+        )
     return docs, ident
 
 
@@ -105,7 +118,7 @@ def occurs_in(texts: list[str], docs: list[str], key_words: int = 4) -> set[int]
     for i, t in enumerate(norm):
         w = t.split(" ")
         if len(w) >= key_words + 2:
-            keyed.setdefault(tuple(w[1:1 + key_words]), []).append(i)
+            keyed.setdefault(tuple(w[1 : 1 + key_words]), []).append(i)
         else:
             short.append(i)
     found: set[int] = set()
@@ -125,7 +138,9 @@ def _example_text(ex: dict) -> str:
     return f"{ex['context']} {answer}" if ex["context"] else answer
 
 
-def drop_seen(examples: dict[str, list[dict]], train_docs: list[str]) -> tuple[dict[str, list[dict]], dict[str, int]]:
+def drop_seen(
+    examples: dict[str, list[dict]], train_docs: list[str]
+) -> tuple[dict[str, list[dict]], dict[str, int]]:
     """`examples` without those whose original text (or context + answer) occurs verbatim in a
     training document (METHOD §5b), and {task: number dropped}."""
     names = list(examples)
@@ -150,7 +165,9 @@ def _normalise(doc: str) -> str:
     return " ".join(doc.split())
 
 
-def lastword_examples(docs: list[str], *, passage_words: int = 64, min_context_words: int = 16) -> list[dict]:
+def lastword_examples(
+    docs: list[str], *, passage_words: int = 64, min_context_words: int = 16
+) -> list[dict]:
     """LAMBADA-style examples: {"context", "target"}, in document order.
 
     Each document's whitespace is collapsed to single spaces and its words cut into
@@ -166,7 +183,7 @@ def lastword_examples(docs: list[str], *, passage_words: int = 64, min_context_w
     for doc in docs:
         words = _normalise(doc).split(" ")
         for s in range(0, len(words) - min_context_words, passage_words):
-            window = words[s:s + passage_words]
+            window = words[s : s + passage_words]
             for e in range(len(window) - 1, min_context_words - 1, -1):
                 m = _WORD_END.match(window[e])
                 if m:
@@ -178,11 +195,22 @@ def lastword_examples(docs: list[str], *, passage_words: int = 64, min_context_w
 def _sentences(doc: str, min_words: int, max_words: int, max_chars: int) -> list[str | None]:
     """Sentences of a normalised document; unusable ones (word / character bounds) become None."""
     sents = _SENT_SPLIT.split(doc)
-    return [s if min_words <= len(s.split(" ")) <= max_words and len(s) <= max_chars else None for s in sents]
+    return [
+        s if min_words <= len(s.split(" ")) <= max_words and len(s) <= max_chars else None
+        for s in sents
+    ]
 
 
-def nextsent_examples(docs: list[str], *, seed: int = 1234, context_sentences: int = 2, min_words: int = 4,
-                      max_words: int = 40, max_chars: int = 300, n_choices: int = 4) -> list[dict]:
+def nextsent_examples(
+    docs: list[str],
+    *,
+    seed: int = 1234,
+    context_sentences: int = 2,
+    min_words: int = 4,
+    max_words: int = 40,
+    max_chars: int = 300,
+    n_choices: int = 4,
+) -> list[dict]:
     """Multiple-choice next-sentence examples: {"context", "choices", "label"}.
 
     Documents (whitespace collapsed) are split into sentences at whitespace that
@@ -204,19 +232,26 @@ def nextsent_examples(docs: list[str], *, seed: int = 1234, context_sentences: i
     rng = random.Random(seed)
     norm = [_normalise(d) for d in docs]
     per_doc = [_sentences(d, min_words, max_words, max_chars) for d in norm]
-    pool = [(di, si, s) for di, sents in enumerate(per_doc) for si, s in enumerate(sents) if s is not None]
+    pool = [
+        (di, si, s)
+        for di, sents in enumerate(per_doc)
+        for si, s in enumerate(sents)
+        if s is not None
+    ]
     single = len({di for di, _, _ in pool}) < 2
     out = []
     for di, sents in enumerate(per_doc):
         i = context_sentences - 1
         while i + 1 < len(sents):
-            window = sents[i - context_sentences + 1:i + 2]
+            window = sents[i - context_sentences + 1 : i + 2]
             if any(s is None for s in window):
                 i += 1
                 continue
             answer = window[-1]
             passage = " ".join(window)
-            homes = [norm[di]] if single else [d for d in norm if passage in d]  # documents holding the passage
+            homes = (
+                [norm[di]] if single else [d for d in norm if passage in d]
+            )  # documents holding the passage
             distractors: list[str] = []
             for _ in range(1000):
                 if len(distractors) == n_choices - 1:
@@ -239,7 +274,9 @@ def nextsent_examples(docs: list[str], *, seed: int = 1234, context_sentences: i
 _PLAIN_WORD = re.compile(r"^[A-Za-z]+$")
 
 
-def _pair_sentences(docs: list[str], min_words: int, max_words: int, max_chars: int) -> list[list[str]]:
+def _pair_sentences(
+    docs: list[str], min_words: int, max_words: int, max_chars: int
+) -> list[list[str]]:
     """Per document, its prose sentences: usable length and ≥ 80% plain words (no code)."""
     out = []
     for d in docs:
@@ -248,14 +285,23 @@ def _pair_sentences(docs: list[str], min_words: int, max_words: int, max_chars: 
             if sent is None:
                 continue
             words = sent.split(" ")
-            if sum(bool(_PLAIN_WORD.match(w.strip(".,;:!?\"'()"))) for w in words) >= 0.8 * len(words):
+            if sum(bool(_PLAIN_WORD.match(w.strip(".,;:!?\"'()"))) for w in words) >= 0.8 * len(
+                words
+            ):
                 sents.append(sent)
         out.append(sents)
     return out
 
 
-def minimal_pair_examples(docs: list[str], *, seed: int = 1234, min_words: int = 6, max_words: int = 30,
-                          max_chars: int = 220, band: int = 10) -> dict[str, list[dict]]:
+def minimal_pair_examples(
+    docs: list[str],
+    *,
+    seed: int = 1234,
+    min_words: int = 6,
+    max_words: int = 30,
+    max_chars: int = 220,
+    band: int = 10,
+) -> dict[str, list[dict]]:
     """BLiMP-style minimal pairs from held-out documents: {task: [{"context", "choices", "label"}]}.
 
     Each example's choices are [original, corrupted] (label 0); a model scores a point when
@@ -276,39 +322,64 @@ def minimal_pair_examples(docs: list[str], *, seed: int = 1234, min_words: int =
 
     rng = random.Random(seed)
     per_doc = _pair_sentences(docs, min_words, max_words, max_chars)
-    freq = Counter(w.lower() for sents in per_doc for sent in sents for w in sent.split(" ") if _PLAIN_WORD.match(w))
+    freq = Counter(
+        w.lower()
+        for sents in per_doc
+        for sent in sents
+        for w in sent.split(" ")
+        if _PLAIN_WORD.match(w)
+    )
     ranked = [w for w, _ in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))]
     rank = {w: i for i, w in enumerate(ranked)}
     swap, replace = [], []
     for sents in per_doc:
         for sent in sents:
             words = sent.split(" ")
-            cand = [i for i in range(1, len(words) - 1) if _PLAIN_WORD.match(words[i])
-                    and _PLAIN_WORD.match(words[i + 1]) and words[i].lower() != words[i + 1].lower()]
+            cand = [
+                i
+                for i in range(1, len(words) - 1)
+                if _PLAIN_WORD.match(words[i])
+                and _PLAIN_WORD.match(words[i + 1])
+                and words[i].lower() != words[i + 1].lower()
+            ]
             if cand:
                 i = cand[rng.randrange(len(cand))]
-                bad = words[:i] + [words[i + 1], words[i]] + words[i + 2:]
+                bad = words[:i] + [words[i + 1], words[i]] + words[i + 2 :]
                 swap.append({"context": "", "choices": [sent, " ".join(bad)], "label": 0})
             cand = [i for i in range(1, len(words)) if _PLAIN_WORD.match(words[i])]
             if cand:
                 i = cand[rng.randrange(len(cand))]
                 w = words[i]
                 r = rank[w.lower()]
-                pool = [x for x in ranked[max(0, r - band):r + band + 1] if x != w.lower()]
+                pool = [x for x in ranked[max(0, r - band) : r + band + 1] if x != w.lower()]
                 new = pool[rng.randrange(len(pool))]
                 new = new.capitalize() if w[0].isupper() else new
-                bad = words[:i] + [new] + words[i + 1:]
+                bad = words[:i] + [new] + words[i + 1 :]
                 replace.append({"context": "", "choices": [sent, " ".join(bad)], "label": 0})
     nxt = []
-    for ex in nextsent_examples(docs, seed=seed, context_sentences=1, min_words=min_words, max_words=max_words,
-                                max_chars=max_chars, n_choices=2):
+    for ex in nextsent_examples(
+        docs,
+        seed=seed,
+        context_sentences=1,
+        min_words=min_words,
+        max_words=max_words,
+        max_chars=max_chars,
+        n_choices=2,
+    ):
         good = ex["choices"][ex["label"]]
-        nxt.append({"context": ex["context"], "choices": [good, ex["choices"][1 - ex["label"]]], "label": 0})
+        nxt.append(
+            {
+                "context": ex["context"],
+                "choices": [good, ex["choices"][1 - ex["label"]]],
+                "label": 0,
+            }
+        )
     return {"lsap_pairs_swap": swap, "lsap_pairs_replace": replace, "lsap_pairs_nextsent": nxt}
 
 
-def score_choices(model, tokenizer, examples: list[dict], *, batch_size: int = 64,
-                  delimiter: str = " ") -> dict[str, float]:
+def score_choices(
+    model, tokenizer, examples: list[dict], *, batch_size: int = 64, delimiter: str = " "
+) -> dict[str, float]:
     """Zero-shot multiple choice scored as lm-evaluation-harness scores `multiple_choice`
     tasks, natively (lm-eval takes minutes per checkpoint on these tiny models; this takes
     seconds, and tests/test_metrics.py checks it gives lm-eval's numbers).
@@ -326,7 +397,9 @@ def score_choices(model, tokenizer, examples: list[dict], *, batch_size: int = 6
     import numpy as np
     import torch
 
-    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    prefix = (
+        tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    )
 
     def enc(text):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -343,7 +416,7 @@ def score_choices(model, tokenizer, examples: list[dict], *, batch_size: int = 6
                 if n:
                     ctx, cont = ctx[:-n], ctx[-n:] + cont
                 whole, ctx_ids = enc(ctx + cont), enc(ctx)
-                cont_ids = whole[len(ctx_ids):]
+                cont_ids = whole[len(ctx_ids) :]
             reqs.append((i, j, ctx_ids, cont_ids))
     max_len = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     device = next(model.parameters()).device
@@ -353,15 +426,15 @@ def score_choices(model, tokenizer, examples: list[dict], *, batch_size: int = 6
     model.eval()
     with torch.inference_mode():
         for s0 in range(0, len(order), batch_size):
-            idx = order[s0:s0 + batch_size]
-            seqs = [(reqs[r][2] + reqs[r][3])[-(max_len + 1):][:-1] for r in idx]
+            idx = order[s0 : s0 + batch_size]
+            seqs = [(reqs[r][2] + reqs[r][3])[-(max_len + 1) :][:-1] for r in idx]
             L = max(len(x) for x in seqs)
             inp = torch.zeros(len(idx), L, dtype=torch.long)
             for b, x in enumerate(seqs):  # right padding: causal positions before it are unaffected
-                inp[b, :len(x)] = torch.tensor(x)
+                inp[b, : len(x)] = torch.tensor(x)
             logp = torch.log_softmax(model(input_ids=inp.to(device)).logits.float(), dim=-1).cpu()
             for b, r in enumerate(idx):
-                full = (reqs[r][2] + reqs[r][3])[-(max_len + 1):]
+                full = (reqs[r][2] + reqs[r][3])[-(max_len + 1) :]
                 n_cont = len(reqs[r][3])
                 tgt = torch.tensor(full[-n_cont:])
                 pos = torch.arange(len(full) - 1 - n_cont, len(full) - 1)
@@ -371,17 +444,29 @@ def score_choices(model, tokenizer, examples: list[dict], *, batch_size: int = 6
     k = 0
     for ex in examples:
         n = len(ex["choices"])
-        ll = lls[k:k + n]
+        ll = lls[k : k + n]
         equal.append(len({len(reqs[r][3]) for r in range(k, k + n)}) == 1)
         k += n
         per_ex.append([float(x) for x in ll])
         correct.append(bool(np.argmax(ll) == ex["label"]))
-        correct_norm.append(bool(np.argmax(ll / np.array([float(len(c)) for c in ex["choices"]])) == ex["label"]))
+        correct_norm.append(
+            bool(np.argmax(ll / np.array([float(len(c)) for c in ex["choices"]])) == ex["label"])
+        )
     n = max(len(examples), 1)
     n_eq = sum(equal)
-    return {"acc": sum(correct) / n, "acc_norm": sum(correct_norm) / n, "n": len(examples),
-            "equal_length": {"acc": sum(c for c, e in zip(correct, equal) if e) / n_eq if n_eq else None, "n": n_eq},
-            "ll": per_ex, "correct": correct, "correct_norm": correct_norm, "same_tokens": equal}
+    return {
+        "acc": sum(correct) / n,
+        "acc_norm": sum(correct_norm) / n,
+        "n": len(examples),
+        "equal_length": {
+            "acc": sum(c for c, e in zip(correct, equal) if e) / n_eq if n_eq else None,
+            "n": n_eq,
+        },
+        "ll": per_ex,
+        "correct": correct,
+        "correct_norm": correct_norm,
+        "same_tokens": equal,
+    }
 
 
 def pack_scores(sc: dict) -> dict:
@@ -396,8 +481,14 @@ def pack_scores(sc: dict) -> dict:
         return base64.b64encode(np.packbits(np.asarray(v, dtype=bool)).tobytes()).decode()
 
     ll = np.asarray(sc["ll"], dtype="<f4")
-    return {"n": len(sc["correct"]), "ll_f32": base64.b64encode(ll.tobytes()).decode(), "shape": list(ll.shape),
-            "acc": bits(sc["correct"]), "acc_norm": bits(sc["correct_norm"]), "same_tokens": bits(sc["same_tokens"])}
+    return {
+        "n": len(sc["correct"]),
+        "ll_f32": base64.b64encode(ll.tobytes()).decode(),
+        "shape": list(ll.shape),
+        "acc": bits(sc["correct"]),
+        "acc_norm": bits(sc["correct_norm"]),
+        "same_tokens": bits(sc["same_tokens"]),
+    }
 
 
 def unpack_scores(packed: dict) -> dict:
@@ -407,34 +498,73 @@ def unpack_scores(packed: dict) -> dict:
     import numpy as np
 
     n = int(packed["n"])
-    out = {"ll": np.frombuffer(base64.b64decode(packed["ll_f32"]), dtype="<f4").reshape(packed["shape"])}
+    out = {
+        "ll": np.frombuffer(base64.b64decode(packed["ll_f32"]), dtype="<f4").reshape(
+            packed["shape"]
+        )
+    }
     for k in ("acc", "acc_norm", "same_tokens"):
-        out[k] = np.unpackbits(np.frombuffer(base64.b64decode(packed[k]), dtype=np.uint8))[:n].astype(bool)
+        out[k] = np.unpackbits(np.frombuffer(base64.b64decode(packed[k]), dtype=np.uint8))[
+            :n
+        ].astype(bool)
     return out
 
 
 def _task_configs() -> dict[str, dict]:
     """lm-eval task configs of the offline tasks, without their data paths."""
-    common = {"output_type": None, "test_split": "test", "num_fewshot": 0, "target_delimiter": " ",
-              "metadata": {"version": OFFLINE_BUILD_VERSION}}
+    common = {
+        "output_type": None,
+        "test_split": "test",
+        "num_fewshot": 0,
+        "target_delimiter": " ",
+        "metadata": {"version": OFFLINE_BUILD_VERSION},
+    }
     return {
-        "lsap_lastword": {**common, "task": "lsap_lastword", "output_type": "loglikelihood",
-                          "doc_to_text": "{{context}}", "doc_to_target": "{{target}}",
-                          "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]},
-        "lsap_nextsent": {**common, "task": "lsap_nextsent", "output_type": "multiple_choice",
-                          "doc_to_text": "{{context}}", "doc_to_choice": "{{choices}}", "doc_to_target": "{{label}}",
-                          "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-                                          {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]},
-        **{name: {**common, "task": name, "output_type": "multiple_choice", "doc_to_text": "{{context}}",
-                  "doc_to_choice": "{{choices}}", "doc_to_target": "{{label}}",
-                  "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-                                  {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]}
-           for name in PAIR_TASKS},
+        "lsap_lastword": {
+            **common,
+            "task": "lsap_lastword",
+            "output_type": "loglikelihood",
+            "doc_to_text": "{{context}}",
+            "doc_to_target": "{{target}}",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        },
+        "lsap_nextsent": {
+            **common,
+            "task": "lsap_nextsent",
+            "output_type": "multiple_choice",
+            "doc_to_text": "{{context}}",
+            "doc_to_choice": "{{choices}}",
+            "doc_to_target": "{{label}}",
+            "metric_list": [
+                {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+            ],
+        },
+        **{
+            name: {
+                **common,
+                "task": name,
+                "output_type": "multiple_choice",
+                "doc_to_text": "{{context}}",
+                "doc_to_choice": "{{choices}}",
+                "doc_to_target": "{{label}}",
+                "metric_list": [
+                    {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                    {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+                ],
+            }
+            for name in PAIR_TASKS
+        },
     }
 
 
-def build_offline_tasks(data_dir: str | os.PathLike, out: str | os.PathLike, *, max_examples: int = 1000,
-                        seed: int = 1234) -> dict[str, Any]:
+def build_offline_tasks(
+    data_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    max_examples: int = 1000,
+    seed: int = 1234,
+) -> dict[str, Any]:
     """Write the offline tasks of `data_dir`'s held-out documents into `out`.
 
     Files: ``lsap_lastword.jsonl``, ``lsap_nextsent.jsonl`` (one example per line,
@@ -456,33 +586,58 @@ def build_offline_tasks(data_dir: str | os.PathLike, out: str | os.PathLike, *, 
     from lsap.utils.io import atomic_write_bytes
 
     docs, ident = heldout_documents(data_dir)
-    examples = {"lsap_lastword": lastword_examples(docs), "lsap_nextsent": nextsent_examples(docs, seed=seed),
-                **minimal_pair_examples(docs, seed=seed)}
+    examples = {
+        "lsap_lastword": lastword_examples(docs),
+        "lsap_nextsent": nextsent_examples(docs, seed=seed),
+        **minimal_pair_examples(docs, seed=seed),
+    }
     examples, removed = drop_seen(examples, training_documents(data_dir))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
-    build = {"version": OFFLINE_BUILD_VERSION, "heldout": ident, "max_examples": max_examples, "seed": seed}
+    build = {
+        "version": OFFLINE_BUILD_VERSION,
+        "heldout": ident,
+        "max_examples": max_examples,
+        "seed": seed,
+    }
     h.update(json.dumps(build, sort_keys=True).encode())
     counts = {}
     configs = _task_configs()
     for name, rows in examples.items():
         if not rows:
-            raise EvalError(f"{data_dir}: the held-out documents give no {name} examples "
-                            f"({len(docs)} documents); prepare with a larger --val-fraction")
+            raise EvalError(
+                f"{data_dir}: the held-out documents give no {name} examples "
+                f"({len(docs)} documents); prepare with a larger --val-fraction"
+            )
         random.Random(seed).shuffle(rows)
         rows = rows[:max_examples]
         counts[name] = len(rows)
-        data = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        data = "".join(
+            json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows
+        ).encode("utf-8")
         jpath = out / f"{name}.jsonl"
         atomic_write_bytes(jpath, data)
         cfg = configs[name]
         h.update(name.encode() + b"\0" + data + b"\0" + json.dumps(cfg, sort_keys=True).encode())
-        full = {**cfg, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(jpath.resolve())}}}
-        atomic_write_bytes(out / f"{name}.yaml", yaml.safe_dump(full, sort_keys=True, allow_unicode=True).encode())
+        full = {
+            **cfg,
+            "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(jpath.resolve())}},
+        }
+        atomic_write_bytes(
+            out / f"{name}.yaml", yaml.safe_dump(full, sort_keys=True, allow_unicode=True).encode()
+        )
     digest = h.hexdigest()
     info = {**build, "counts": counts, "removed_in_training": removed, "hash": digest}
-    atomic_write_bytes(out / "tasks.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
-    return {"dir": str(out), "tasks": list(examples), "hash": digest, "counts": counts, "heldout": ident,
-            "removed_in_training": removed}
-
+    atomic_write_bytes(
+        out / "tasks.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
+    )
+    return {
+        "dir": str(out),
+        "tasks": list(examples),
+        "hash": digest,
+        "counts": counts,
+        "heldout": ident,
+        "removed_in_training": removed,
+    }

@@ -138,8 +138,9 @@ def count_aux(
     labels = torch.where(sup, next_base_ids.to(logits.device), -100)
     out = {}
     for a in alphas:
-        _, keep = select_aux_targets(logits, labels, vmap, k=k, alpha=a, valid=valid,
-                                     chunk_size=_chunk(logits.shape[-1]))
+        _, keep = select_aux_targets(
+            logits, labels, vmap, k=k, alpha=a, valid=valid, chunk_size=_chunk(logits.shape[-1])
+        )
         out[a] = (int(keep.sum()), int(sup.sum()))
     return out
 
@@ -193,8 +194,8 @@ def sample_windows(
 
 
 # --------------------------------------------------------------------------- inputs
-from lsap.surrogate.load import MODEL_HELP, check_model_spec, gguf_has_tokenizer  # noqa: E402,F401  (re-exported)
 from lsap.data.corpora import check_dataset_spec  # noqa: E402,F401  (re-exported; lives with the corpora)
+from lsap.surrogate.load import MODEL_HELP, check_model_spec, gguf_has_tokenizer  # noqa: E402,F401  (re-exported)
 
 
 # --------------------------------------------------------------------------- runner
@@ -213,8 +214,13 @@ class Row:
         return float(sum(vals) / len(vals)) if vals else float("nan")
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "statistic": self.statistic, "alpha": self.alpha,
-                "datasets": self.datasets, "avg": self.avg}
+        return {
+            "model": self.model,
+            "statistic": self.statistic,
+            "alpha": self.alpha,
+            "datasets": self.datasets,
+            "avg": self.avg,
+        }
 
 
 def rows_from_counts(model: str, statistic: str, counts: dict) -> list[Row]:
@@ -223,7 +229,10 @@ def rows_from_counts(model: str, statistic: str, counts: dict) -> list[Row]:
     for a, per_ds in counts.items():
         ds = {}
         for name, per_seed in per_ds.items():
-            seeds = {str(s): {"mean": sm / max(c, 1), "positions": c, "sum": sm} for s, (sm, c) in per_seed.items()}
+            seeds = {
+                str(s): {"mean": sm / max(c, 1), "positions": c, "sum": sm}
+                for s, (sm, c) in per_seed.items()
+            }
             ds[name] = {
                 "mean": float(np.mean([v["mean"] for v in seeds.values()])),
                 "positions": int(sum(v["positions"] for v in seeds.values())),
@@ -264,12 +273,14 @@ def analyze(
     """
     from tqdm.auto import tqdm
 
-    from lsap.surrogate.load import inference_device_dtype, load_surrogate, load_surrogate_with_map
     from lsap.data.tokenizer import load_tokenizer
+    from lsap.surrogate.load import inference_device_dtype, load_surrogate, load_surrogate_with_map
 
     alphas = _check_alphas(alphas)
     if n < 1 or seq_len < 2 or batch_size < 1:
-        raise AnalyzeError(f"need n ≥ 1, seq_len ≥ 2, batch_size ≥ 1 (got {n}, {seq_len}, {batch_size})")
+        raise AnalyzeError(
+            f"need n ≥ 1, seq_len ≥ 2, batch_size ≥ 1 (got {n}, {seq_len}, {batch_size})"
+        )
     if not models or not datasets or not seeds:
         raise AnalyzeError("give at least one model, one dataset and one seed")
     if len(set(seeds)) != len(seeds):
@@ -280,8 +291,12 @@ def analyze(
     if base is not None:
         load_tokenizer(base)  # unknown names fail here, before any model
 
-    docs = {d: read_documents(d, max_documents if not d.startswith("hf:") else (max_documents or 50_000))
-            for d in datasets}
+    docs = {
+        d: read_documents(
+            d, max_documents if not d.startswith("hf:") else (max_documents or 50_000)
+        )
+        for d in datasets
+    }
 
     # Sample every example before loading any weights: a too-small dataset fails fast.
     toks, examples = {}, {}
@@ -305,12 +320,16 @@ def analyze(
         if base is None:
             model, _ = load_surrogate(m, dtype=dtype, device=dev)
         else:
-            sw = load_surrogate_with_map(m, base_tok, base_vocab_size, dtype=dtype, device=dev, tokenizer=toks[m])
+            sw = load_surrogate_with_map(
+                m, base_tok, base_vocab_size, dtype=dtype, device=dev, tokenizer=toks[m]
+            )
             model, vmap, pad_id = sw.model, sw.vmap, sw.pad_id
         counts: dict = {a: {d: {} for d in datasets} for a in alphas}
         aux: dict = {a: {d: {} for d in datasets} for a in alphas}
         n_batches = math.ceil(n / batch_size) * len(datasets) * len(seeds) * (2 if base else 1)
-        bar = tqdm(total=n_batches, desc=f"analyze {m}", unit="batch", disable=not progress, smoothing=0.1)
+        bar = tqdm(
+            total=n_batches, desc=f"analyze {m}", unit="batch", disable=not progress, smoothing=0.1
+        )
         with torch.inference_mode():
             for d in datasets:
                 for s in seeds:
@@ -331,7 +350,9 @@ def analyze(
                     tot = {a: [0, 0] for a in alphas}
                     xb = base_examples[d, s]
                     for i in range(0, n, batch_size):
-                        for a, (sm, c) in _aux_batch(model, xb[i : i + batch_size].to(dev), vmap, alphas, k, pad_id).items():
+                        for a, (sm, c) in _aux_batch(
+                            model, xb[i : i + batch_size].to(dev), vmap, alphas, k, pad_id
+                        ).items():
                             tot[a][0] += sm
                             tot[a][1] += c
                         bar.update(1)
@@ -345,25 +366,38 @@ def analyze(
         del model
     return {
         "settings": {
-            "models": list(models), "datasets": list(datasets), "dataset_descriptions": descriptions,
-            "alphas": alphas, "n": n, "seeds": list(seeds), "seq_len": seq_len, "batch_size": batch_size,
-            "device": str(dev), "dtype": str(dtype).replace("torch.", ""), "base": base, "k": k,
+            "models": list(models),
+            "datasets": list(datasets),
+            "dataset_descriptions": descriptions,
+            "alphas": alphas,
+            "n": n,
+            "seeds": list(seeds),
+            "seq_len": seq_len,
+            "batch_size": batch_size,
+            "device": str(dev),
+            "dtype": str(dtype).replace("torch.", ""),
+            "base": base,
+            "k": k,
             "max_documents": max_documents,
             "sampling": "documents shuffled with numpy default_rng(seed), tokenized with the model's "
-                        "tokenizer, packed with a document separator after each, first n windows of "
-                        "seq_len tokens; every position counted",
+            "tokenizer, packed with a document separator after each, first n windows of "
+            "seq_len tokens; every position counted",
         },
         "rows": rows,
     }
 
 
-def _aux_batch(model, xb: torch.Tensor, vmap, alphas, k, pad_id: int = 0) -> dict[float, tuple[int, int]]:
+def _aux_batch(
+    model, xb: torch.Tensor, vmap, alphas, k, pad_id: int = 0
+) -> dict[float, tuple[int, int]]:
     """One batch of base windows [B, T+1] → aux-target counts (METHOD §2–§3)."""
     from lsap.method.targets import compact_forward, translate_inputs
 
     inp, labels = xb[:, :-1], xb[:, 1:]
     si = translate_inputs(inp, vmap, pad_id)
-    logits = compact_forward(lambda ids, cmask: _forward_logits(model, ids, cmask.long()), si, pad_id)
+    logits = compact_forward(
+        lambda ids, cmask: _forward_logits(model, ids, cmask.long()), si, pad_id
+    )
     if logits is None:
         return {a: (0, int(labels.numel())) for a in alphas}
     return count_aux(logits, labels, vmap, alphas, k=k, valid=si.attention_mask.bool())
@@ -380,8 +414,7 @@ def table_markdown(result: dict, digits: int = 2) -> str:
     """Table 1's shape: one row per (model, α), a column per dataset, then AVG."""
     ds = result["settings"]["datasets"]
     base = result["settings"].get("base")
-    lines = ["| Model | α | " + " | ".join(ds) + " | AVG |",
-             "|---|---:|" + "---:|" * (len(ds) + 1)]
+    lines = ["| Model | α | " + " | ".join(ds) + " | AVG |", "|---|---:|" + "---:|" * (len(ds) + 1)]
     for r in result["rows"]:
         cells = [f"{r['datasets'][d]['mean']:.{digits}f}" for d in ds] + [f"{r['avg']:.{digits}f}"]
         lines.append(f"| {_label(r, base)} | {r['alpha']:g} | " + " | ".join(cells) + " |")
@@ -398,8 +431,15 @@ def write_outputs(result: dict, out: str | os.PathLike) -> dict[str, Path]:
         w = csv.writer(f)
         w.writerow(["model", "statistic", "alpha", *ds, "AVG"])
         for r in result["rows"]:
-            w.writerow([r["model"], r["statistic"], r["alpha"],
-                        *[repr(r["datasets"][x]["mean"]) for x in ds], repr(r["avg"])])
+            w.writerow(
+                [
+                    r["model"],
+                    r["statistic"],
+                    r["alpha"],
+                    *[repr(r["datasets"][x]["mean"]) for x in ds],
+                    repr(r["avg"]),
+                ]
+            )
     paths["json"].write_text(json.dumps(result, indent=2) + "\n")
     s = result["settings"]
     paths["md"].write_text(
@@ -424,14 +464,17 @@ def plot_table(result: dict, path: str | os.PathLike) -> Path:
     for r in result["rows"]:
         panels.setdefault((r["model"], r["statistic"]), []).append(r)
     groups = ds + ["AVG"]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 1.6 * len(groups) + 2), 3.2 * len(panels)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(6, 1.6 * len(groups) + 2), 3.2 * len(panels)), squeeze=False
+    )
     for ax, ((_model, stat), rows) in zip(axes[:, 0], panels.items()):
         width = 0.8 / len(rows)
         x = np.arange(len(groups))
         for j, r in enumerate(rows):
             vals = [r["datasets"][g]["mean"] for g in ds] + [r["avg"]]
-            bars = ax.bar(x + (j - (len(rows) - 1) / 2) * width, vals, width, label=f"α = {r['alpha']:g}")
+            bars = ax.bar(
+                x + (j - (len(rows) - 1) / 2) * width, vals, width, label=f"α = {r['alpha']:g}"
+            )
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
         ax.set_xticks(x, groups)
         ax.set_ylabel("entries with p > α" if stat == STAT_ABOVE else "aux targets / token")

@@ -43,12 +43,18 @@ MEASURED = {
     "small_surrogate": (0.80, 0.89, 0.012),
     # benchmarks/results/sweep-overlap-cpu-2core-2026-12-02 (16x surrogate, strength 0.65, a random
     # seeded share of Σ∩ kept): (share of the base's held-out tokens inside the kept Σ∩, Δ mean, min, max)
-    "overlap": [(0.870, 1.21, 0.37, 1.93), (0.626, 0.07, -0.87, 0.70), (0.371, -0.83, -1.30, -0.17),
-                (0.214, -1.30, -1.93, -0.40)],
+    "overlap": [
+        (0.870, 1.21, 0.37, 1.93),
+        (0.626, 0.07, -0.87, 0.70),
+        (0.371, -0.83, -1.30, -0.17),
+        (0.214, -1.30, -1.93, -0.40),
+    ],
     "source": "benchmarks/results/sweep-{strength,surrogate-size,overlap}-cpu-2core-2026-12-02 "
-              "(2.1M base, python-docs, 3-5 seeds)",
+    "(2.1M base, python-docs, 3-5 seeds)",
 }
-MIN_TOKEN_SHARE = 0.05  # below this share of the text's base tokens inside Σ∩, LSAP adds (almost) nothing
+MIN_TOKEN_SHARE = (
+    0.05  # below this share of the text's base tokens inside Σ∩, LSAP adds (almost) nothing
+)
 
 
 class PreflightError(LsapError, ValueError):
@@ -85,7 +91,9 @@ def _base_model_config(base_run: str | None, base_model: str | None, vocab_size:
 
         ck = latest(Path(base_run))
         if ck is None:
-            raise PreflightError(f"--base-run {base_run}: no finished checkpoint (train a short CE pilot first)")
+            raise PreflightError(
+                f"--base-run {base_run}: no finished checkpoint (train a short CE pilot first)"
+            )
         return load(str(ck / "model")), ck / "model"
     return load(base_model, vocab_size=vocab_size), None
 
@@ -96,57 +104,91 @@ def where_on_map(strength: float | None, overlap: float) -> list[str]:
     out = []
     sm = MEASURED["small_surrogate"]
     if strength is None:
-        out.append("strength unknown (give --base-run with a short CE pilot on this text, or a finished CE run): "
-                   f"LSAP helped here with a surrogate much stronger per byte than the base (strength {pts[0][0]:.2f}: "
-                   f"Δ {pts[0][1]:+.2f} points, p {pts[0][4]:.2g}), not measurably at {pts[1][0]:.2f} or "
-                   f"~{pts[-1][0]:.2f}")
+        out.append(
+            "strength unknown (give --base-run with a short CE pilot on this text, or a finished CE run): "
+            f"LSAP helped here with a surrogate much stronger per byte than the base (strength {pts[0][0]:.2f}: "
+            f"Δ {pts[0][1]:+.2f} points, p {pts[0][4]:.2g}), not measurably at {pts[1][0]:.2f} or "
+            f"~{pts[-1][0]:.2f}"
+        )
     elif strength <= 0.72:
-        out.append(f"strength {strength:.2f}: the regime where LSAP helped here (at {pts[0][0]:.2f}: Δ "
-                   f"{pts[0][1]:+.2f} [{pts[0][2]:+.2f}, {pts[0][3]:+.2f}] points on minimal pairs at matched FLOPs, "
-                   f"p {pts[0][4]:.2g})")
+        out.append(
+            f"strength {strength:.2f}: the regime where LSAP helped here (at {pts[0][0]:.2f}: Δ "
+            f"{pts[0][1]:+.2f} [{pts[0][2]:+.2f}, {pts[0][3]:+.2f}] points on minimal pairs at matched FLOPs, "
+            f"p {pts[0][4]:.2g})"
+        )
         if strength < pts[0][0] - 0.1:
             out.append(f"  (stronger than any surrogate measured, {pts[0][0]:.2f}: extrapolation)")
     elif strength < 0.95:
-        out.append(f"strength {strength:.2f}: between where LSAP helped ({pts[0][0]:.2f}) and where it did not "
-                   f"show ({pts[-1][0]:.2f}); measured here: {pts[1][0]:.2f} Δ {pts[1][1]:+.2f} (p {pts[1][4]:.2g}, "
-                   f"inside the noise), {sm[0]:.2f} with a 0.1× surrogate Δ {sm[1]:+.2f} (p {sm[2]:.2g}) — "
-                   "expect a small gain at best")
+        out.append(
+            f"strength {strength:.2f}: between where LSAP helped ({pts[0][0]:.2f}) and where it did not "
+            f"show ({pts[-1][0]:.2f}); measured here: {pts[1][0]:.2f} Δ {pts[1][1]:+.2f} (p {pts[1][4]:.2g}, "
+            f"inside the noise), {sm[0]:.2f} with a 0.1× surrogate Δ {sm[1]:+.2f} (p {sm[2]:.2g}) — "
+            "expect a small gain at best"
+        )
     else:
-        out.append(f"strength {strength:.2f}: ~1 or weaker, where LSAP did not help here (at {pts[-1][0]:.2f}: Δ "
-                   f"{pts[-1][1]:+.2f} [{pts[-1][2]:+.2f}, {pts[-1][3]:+.2f}], p {pts[-1][4]:.2g}, inside the "
-                   "noise); a surrogate no stronger than the base only costs FLOPs")
+        out.append(
+            f"strength {strength:.2f}: ~1 or weaker, where LSAP did not help here (at {pts[-1][0]:.2f}: Δ "
+            f"{pts[-1][1]:+.2f} [{pts[-1][2]:+.2f}, {pts[-1][3]:+.2f}], p {pts[-1][4]:.2g}, inside the "
+            "noise); a surrogate no stronger than the base only costs FLOPs"
+        )
     ov = MEASURED["overlap"]  # highest share first
     hi, mid, low = ov[0], ov[1], ov[-1]
     if overlap >= hi[0] - 0.07:
-        out.append(f"overlap {overlap:.0%} of your base tokens inside Σ∩: where LSAP helped here ({hi[0]:.0%}: Δ "
-                   f"{hi[1]:+.2f} [{hi[2]:+.2f}, {hi[3]:+.2f}])" + (" (above the measured range)" if overlap > hi[0] + 0.05
-                                                                  else ""))
+        out.append(
+            f"overlap {overlap:.0%} of your base tokens inside Σ∩: where LSAP helped here ({hi[0]:.0%}: Δ "
+            f"{hi[1]:+.2f} [{hi[2]:+.2f}, {hi[3]:+.2f}])"
+            + (" (above the measured range)" if overlap > hi[0] + 0.05 else "")
+        )
     elif overlap >= mid[0] - 0.05:
-        out.append(f"overlap {overlap:.0%}: near where the gain vanished here ({mid[0]:.0%}: Δ {mid[1]:+.2f} "
-                   f"[{mid[2]:+.2f}, {mid[3]:+.2f}]; Σ∩ cut at random from {hi[0]:.0%}) — expect little or nothing")
+        out.append(
+            f"overlap {overlap:.0%}: near where the gain vanished here ({mid[0]:.0%}: Δ {mid[1]:+.2f} "
+            f"[{mid[2]:+.2f}, {mid[3]:+.2f}]; Σ∩ cut at random from {hi[0]:.0%}) — expect little or nothing"
+        )
     else:
-        out.append(f"overlap {overlap:.0%}: where LSAP was worse than CE here ({ov[2][0]:.0%}: Δ {ov[2][1]:+.2f}; "
-                   f"{low[0]:.0%}: Δ {low[1]:+.2f}; Σ∩ cut at random) — the surrogate costs its FLOPs for few targets"
-                   + (f"; below {low[0]:.0%}: not measured" if overlap < low[0] - 0.05 else ""))
-    out.append(f"(measured map: {MEASURED['source']}; one base size and domain, small models — a guide, not a "
-               "guarantee)")
+        out.append(
+            f"overlap {overlap:.0%}: where LSAP was worse than CE here ({ov[2][0]:.0%}: Δ {ov[2][1]:+.2f}; "
+            f"{low[0]:.0%}: Δ {low[1]:+.2f}; Σ∩ cut at random) — the surrogate costs its FLOPs for few targets"
+            + (f"; below {low[0]:.0%}: not measured" if overlap < low[0] - 0.05 else "")
+        )
+    out.append(
+        f"(measured map: {MEASURED['source']}; one base size and domain, small models — a guide, not a "
+        "guarantee)"
+    )
     return out
 
 
-def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = None,
-              base_model: str = "olmo2-1b", base_vocab_size: int | None = None, n: int = 32,
-              seq_len: int = 512, batch_size: int = 8, k: int = 15, alphas=ALPHAS, device: str = "auto",
-              max_documents: int | None = 5000, bpb_bytes: int = 50_000, seed: int = 0, log=print) -> dict:
+def preflight(
+    base: str,
+    surrogate: str,
+    data: str,
+    *,
+    base_run: str | None = None,
+    base_model: str = "olmo2-1b",
+    base_vocab_size: int | None = None,
+    n: int = 32,
+    seq_len: int = 512,
+    batch_size: int = 8,
+    k: int = 15,
+    alphas=ALPHAS,
+    device: str = "auto",
+    max_documents: int | None = 5000,
+    bpb_bytes: int = 50_000,
+    seed: int = 0,
+    log=print,
+) -> dict:
     """Measure and print; returns every number (see the module docstring)."""
     import time
 
-    from lsap.experiments.analyze import _aux_batch, read_documents, sample_windows
     from lsap.data.corpora import check_dataset_spec
-    from lsap.method.flops import count_params, inference_flops_per_token, train_flops_per_token
-    from lsap.eval.metrics import bpb_on_documents
-    from lsap.surrogate.load import check_model_spec, inference_device_dtype, load_surrogate_with_map
     from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
-
+    from lsap.eval.metrics import bpb_on_documents
+    from lsap.experiments.analyze import _aux_batch, read_documents, sample_windows
+    from lsap.method.flops import count_params, inference_flops_per_token, train_flops_per_token
+    from lsap.surrogate.load import (
+        check_model_spec,
+        inference_device_dtype,
+        load_surrogate_with_map,
+    )
     from lsap.train.loggers import quiet_libraries
 
     quiet_libraries()
@@ -160,8 +202,10 @@ def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = No
     if base_run:
         vocab = int(base_cfg.vocab_size)
     docs = read_documents(data, max_documents)
-    log(f"[preflight] {len(docs):,} documents of {data}; surrogate {surrogate} on {dev} "
-        f"({str(dtype).removeprefix('torch.')})")
+    log(
+        f"[preflight] {len(docs):,} documents of {data}; surrogate {surrogate} on {dev} "
+        f"({str(dtype).removeprefix('torch.')})"
+    )
 
     sw = load_surrogate_with_map(surrogate, base_tok, vocab, dtype=dtype, device=dev)
     vmap = sw.vmap
@@ -171,30 +215,51 @@ def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = No
         raise PreflightError(f"{e}") from None
     rep = vmap.report(xb.reshape(-1))
     share = rep["corpus_share_in_intersection"]
-    res = {"base": base, "surrogate": surrogate, "data": data, "device": str(dev),
-           "intersection": rep["intersection"], "intersection_over_base": rep["intersection_over_base"],
-           "token_share_in_intersection": share, "windows": n, "seq_len": seq_len}
-    log(f"  Σ∩: {rep['intersection']:,} tokens ({rep['intersection_over_base']:.1%} of the base vocabulary "
+    res = {
+        "base": base,
+        "surrogate": surrogate,
+        "data": data,
+        "device": str(dev),
+        "intersection": rep["intersection"],
+        "intersection_over_base": rep["intersection_over_base"],
+        "token_share_in_intersection": share,
+        "windows": n,
+        "seq_len": seq_len,
+    }
+    log(
+        f"  Σ∩: {rep['intersection']:,} tokens ({rep['intersection_over_base']:.1%} of the base vocabulary "
         f"{rep['base_vocab']:,}, {rep['intersection_over_surrogate']:.1%} of the surrogate's "
         f"{rep['surrogate_vocab']:,}); your text's base tokens inside Σ∩: {share:.1%} "
-        f"({rep['corpus_tokens']:,} tokens)")
+        f"({rep['corpus_tokens']:,} tokens)"
+    )
     weak = vmap.weakness()
     if weak or share < MIN_TOKEN_SHARE:
-        raise PreflightError(f"{surrogate} cannot carry LSAP for base {base} on this text: "
-                             + (weak or f"only {share:.1%} of its base tokens lie in Σ∩ "
-                                         f"(< {MIN_TOKEN_SHARE:.0%}), so almost no position gets targets")
-                             + "; choose a surrogate whose tokenizer shares more tokens with the base's")
+        raise PreflightError(
+            f"{surrogate} cannot carry LSAP for base {base} on this text: "
+            + (
+                weak
+                or f"only {share:.1%} of its base tokens lie in Σ∩ "
+                f"(< {MIN_TOKEN_SHARE:.0%}), so almost no position gets targets"
+            )
+            + "; choose a surrogate whose tokenizer shares more tokens with the base's"
+        )
 
     # auxiliary targets per base token (Table-1 machinery of lsap.experiments.analyze)
     tot = {a: [0, 0] for a in alphas}
     with torch.inference_mode():
         for i in range(0, n, batch_size):
-            for a, (s_, c) in _aux_batch(sw.model, xb[i:i + batch_size].to(dev), vmap, alphas, k, sw.pad_id).items():
+            for a, (s_, c) in _aux_batch(
+                sw.model, xb[i : i + batch_size].to(dev), vmap, alphas, k, sw.pad_id
+            ).items():
                 tot[a][0] += s_
                 tot[a][1] += c
     res["aux_per_token"] = {str(a): tot[a][0] / max(tot[a][1], 1) for a in alphas}
-    log("  auxiliary targets per base token after the exclusions (k " + str(k) + "): "
-        + ", ".join(f"α {a}: {res['aux_per_token'][str(a)]:.3f}" for a in alphas))
+    log(
+        "  auxiliary targets per base token after the exclusions (k "
+        + str(k)
+        + "): "
+        + ", ".join(f"α {a}: {res['aux_per_token'][str(a)]:.3f}" for a in alphas)
+    )
 
     # bits per byte on the same whole documents, each model with its own tokenizer
     sample = _sample_docs(docs, bpb_bytes, seed)
@@ -207,8 +272,13 @@ def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = No
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         bm = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(dev)
-        b_bpb = bpb_on_documents(bm, AutoTokenizer.from_pretrained(base_dir), sample, seq_len=seq_len,
-                                 batch_size=batch_size)["bpb"]
+        b_bpb = bpb_on_documents(
+            bm,
+            AutoTokenizer.from_pretrained(base_dir),
+            sample,
+            seq_len=seq_len,
+            batch_size=batch_size,
+        )["bpb"]
         strength = s_bpb / b_bpb
         res.update(base_bpb=b_bpb, strength=strength)
         line += f"; base ({base_run}) {b_bpb:.3f} → strength {strength:.3f} (surrogate / base; < 1: stronger)"
@@ -219,9 +289,11 @@ def preflight(base: str, surrogate: str, data: str, *, base_run: str | None = No
     n_s, n_b = count_params(sw.model.config), count_params(base_cfg)
     price = 1 + inference_flops_per_token(sw.model.config) / train_flops_per_token(base_cfg)
     res.update(surrogate_params=n_s, base_params=n_b, flops_price=price, tokens_lost=1 - 1 / price)
-    log(f"  FLOPs per base token: 1 + 2·N_s/(6·N_b) = {price:.3f} (N_s {n_s / 1e6:,.1f}M, N_b {n_b / 1e6:,.1f}M"
+    log(
+        f"  FLOPs per base token: 1 + 2·N_s/(6·N_b) = {price:.3f} (N_s {n_s / 1e6:,.1f}M, N_b {n_b / 1e6:,.1f}M"
         f"{' from ' + base_run if base_run else ' = ' + base_model}): at matched FLOPs LSAP trains "
-        f"{1 - 1 / price:.1%} fewer tokens than CE")
+        f"{1 - 1 / price:.1%} fewer tokens than CE"
+    )
     res["map"] = where_on_map(strength, share)
     log("  on lsap's measured map: " + "\n    ".join(res["map"]))
     res["wall_s"] = round(time.time() - t0, 1)

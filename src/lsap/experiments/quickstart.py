@@ -33,27 +33,43 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from lsap.experiments.regime import (BASE_SHAPE, SURROGATE_SHAPE, Regime, Settings, base_overrides, build_regime,  # noqa: F401
-                         config_hash, say as _say, train as _train)
+from lsap.experiments.regime import (
+    Regime,
+    Settings,
+    base_overrides,
+    build_regime,  # noqa: F401
+    config_hash,
+)
+from lsap.experiments.regime import (
+    say as _say,
+)
+from lsap.experiments.regime import (
+    train as _train,
+)
 
 
 def run(s: Settings) -> Path:
+    from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
     from lsap.eval.run import evaluate_run
+    from lsap.experiments.report import make_report
     from lsap.method.flops import FlopsLedger, count_params, plan_steps
     from lsap.model import model_config
-    from lsap.experiments.report import make_report
     from lsap.surrogate.load import load_surrogate
-    from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
-
-    from lsap.utils.errors import ConfigError
     from lsap.train.loggers import quiet_libraries
+    from lsap.utils.errors import ConfigError
 
     quiet_libraries()
     t_start = time.time()
     m = s.surrogate
-    if m != "pretrain" and (m.startswith((".", "/", "~")) or m.endswith(".gguf")) and not Path(m).expanduser().exists():
-        raise ConfigError(f"--surrogate {m!r}: no such file or directory (pretrain, smollm2, a local HF "
-                          "directory, a .gguf file or a hub id)")
+    if (
+        m != "pretrain"
+        and (m.startswith((".", "/", "~")) or m.endswith(".gguf"))
+        and not Path(m).expanduser().exists()
+    ):
+        raise ConfigError(
+            f"--surrogate {m!r}: no such file or directory (pretrain, smollm2, a local HF "
+            "directory, a .gguf file or a hub id)"
+        )
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(asdict(s), indent=2))
@@ -70,9 +86,11 @@ def run(s: Settings) -> Path:
     lsap_per_token = ce_per_token + ledger.surrogate_flops_per_token
     budget = reg.budget
     lsap_tokens = budget / lsap_per_token
-    _say(f"4/6 FLOPs budget {budget:.3g} (= 6·N_b·{s.ce_tokens:.3g} tokens; N_b={nb / 1e6:.2f}M, "
-         f"N_s={ns / 1e6:.2f}M = {ns / nb:.2f}× the base): CE trains {s.ce_tokens:,.0f} tokens, LSAP "
-         f"{lsap_tokens:,.0f} ({1 - lsap_tokens / s.ce_tokens:.1%} fewer; the surrogate's 2·N_s per token is charged)")
+    _say(
+        f"4/6 FLOPs budget {budget:.3g} (= 6·N_b·{s.ce_tokens:.3g} tokens; N_b={nb / 1e6:.2f}M, "
+        f"N_s={ns / 1e6:.2f}M = {ns / nb:.2f}× the base): CE trains {s.ce_tokens:,.0f} tokens, LSAP "
+        f"{lsap_tokens:,.0f} ({1 - lsap_tokens / s.ce_tokens:.1%} fewer; the surrogate's 2·N_s per token is charged)"
+    )
 
     tokens_per_step = s.batch_size * s.seq_len
     steps_ce = plan_steps(tokens_per_step, ce_per_token, max_flops=budget).total_steps
@@ -80,21 +98,56 @@ def run(s: Settings) -> Path:
     every = max(steps_ce // s.checkpoints, 1)
     runs = []
     for seed in s.seeds:
-        common = [f"data.dir={reg.base_data}", f"train.max_flops={budget}", f"train.ckpt_every={every}",
-                  f"train.eval_every={every}", f"train.seed={seed}", f"model.init_seed={seed}"]
+        common = [
+            f"data.dir={reg.base_data}",
+            f"train.max_flops={budget}",
+            f"train.ckpt_every={every}",
+            f"train.eval_every={every}",
+            f"train.seed={seed}",
+            f"model.init_seed={seed}",
+        ]
         _say(f"5/6 training the base with CE (seed {seed})")
         # an extra CE checkpoint at LSAP's last step: the matched-tokens view
-        runs.append(_train(_base_cfg(f"ce-s{seed}", out, s, common + [f"train.ckpt_at=[{steps_lsap}]"])))
+        runs.append(
+            _train(_base_cfg(f"ce-s{seed}", out, s, common + [f"train.ckpt_at=[{steps_lsap}]"]))
+        )
         _say(f"5/6 training the base with LSAP α={s.alpha} k={s.k} λ=1 (seed {seed})")
-        runs.append(_train(_base_cfg(f"lsap-s{seed}", out, s, common + [
-            "loss=lsap", f"surrogate.model={surrogate_spec}", f"surrogate.vocab_map={reg.vocab_map}",
-            f"lsap.alpha={s.alpha}", f"lsap.k={s.k}"])))
+        runs.append(
+            _train(
+                _base_cfg(
+                    f"lsap-s{seed}",
+                    out,
+                    s,
+                    common
+                    + [
+                        "loss=lsap",
+                        f"surrogate.model={surrogate_spec}",
+                        f"surrogate.vocab_map={reg.vocab_map}",
+                        f"lsap.alpha={s.alpha}",
+                        f"lsap.k={s.k}",
+                    ],
+                )
+            )
+        )
 
-    _say("6/6 evaluation (minimal pairs; held-out loss, bpb, top-1/5, split by the surrogate's targets) and report")
-    targets = {"surrogate": surrogate_spec, "vocab_map": str(reg.vocab_map), "k": s.k, "alpha": s.alpha}
+    _say(
+        "6/6 evaluation (minimal pairs; held-out loss, bpb, top-1/5, split by the surrogate's targets) and report"
+    )
+    targets = {
+        "surrogate": surrogate_spec,
+        "vocab_map": str(reg.vocab_map),
+        "k": s.k,
+        "alpha": s.alpha,
+    }
     for r in runs:
         evaluate_run(r, tasks="pairs", max_examples=s.eval_examples, targets=targets)
-    make_report([str(r) for r in runs], out, flops=budget, strength=reg.surrogate_bpb, surrogates=reg.surrogates)
+    make_report(
+        [str(r) for r in runs],
+        out,
+        flops=budget,
+        strength=reg.surrogate_bpb,
+        surrogates=reg.surrogates,
+    )
     _summary(out, time.time() - t_start, s, reg)
     return out
 
@@ -113,21 +166,31 @@ def _base_cfg(name: str, out: Path, s: Settings, extra: list[str]):
 def _summary(out: Path, wall: float, s: Settings, reg: Regime) -> None:
     rep = json.loads((out / "report.json").read_text())
     groups = {g["loss"]: g for g in rep.get("spread", [])}
-    print(f"\n[quickstart] done in {wall / 60:.1f} min. Report: {out / 'report.md'} (+ PNG plots in {out})")
+    print(
+        f"\n[quickstart] done in {wall / 60:.1f} min. Report: {out / 'report.md'} (+ PNG plots in {out})"
+    )
     ce, ls = groups.get("Cross Entropy"), groups.get("LSAP")
     if not (ce and ls):
         return
     sur_bpb = reg.surrogate_bpb.get(reg.strongest)
     ce_bpb = ce["doc_bpb"]["mean"] if ce.get("doc_bpb") else None  # the same documents as sur_bpb
     if sur_bpb and ce_bpb:
-        print(f"  surrogate strength: {sur_bpb:.3f} bits/byte on the base's held-out text vs the CE base's "
-              f"{ce_bpb:.3f} at the budget ({'stronger' if sur_bpb < ce_bpb else 'WEAKER'}: the paper's regime "
-              f"needs a surrogate stronger per token than its base)")
-    print(f"  at matched FLOPs ({rep['budget']:.3g}), mean [min, max] over {ce['n']} seeds, CE vs LSAP:")
-    print(f"    minimal pairs (zero-shot, the paper's kind of metric): {_range(ce['pairs_average'], 100, '.2f')} vs "
-          f"{_range(ls['pairs_average'], 100, '.2f')} %")
-    print(f"    held-out loss (nats/token): {_range(ce['val_loss'])} vs {_range(ls['val_loss'])}; top-1: "
-          f"{_range(ce['val_top1'], 100, '.1f')} vs {_range(ls['val_top1'], 100, '.1f')} %")
+        print(
+            f"  surrogate strength: {sur_bpb:.3f} bits/byte on the base's held-out text vs the CE base's "
+            f"{ce_bpb:.3f} at the budget ({'stronger' if sur_bpb < ce_bpb else 'WEAKER'}: the paper's regime "
+            f"needs a surrogate stronger per token than its base)"
+        )
+    print(
+        f"  at matched FLOPs ({rep['budget']:.3g}), mean [min, max] over {ce['n']} seeds, CE vs LSAP:"
+    )
+    print(
+        f"    minimal pairs (zero-shot, the paper's kind of metric): {_range(ce['pairs_average'], 100, '.2f')} vs "
+        f"{_range(ls['pairs_average'], 100, '.2f')} %"
+    )
+    print(
+        f"    held-out loss (nats/token): {_range(ce['val_loss'])} vs {_range(ls['val_loss'])}; top-1: "
+        f"{_range(ce['val_top1'], 100, '.1f')} vs {_range(ls['val_top1'], 100, '.1f')} %"
+    )
     d = next((x for x in rep.get("deltas") or []), None)
     p = d and d.get("pairs_average")
     if not p:
@@ -136,20 +199,28 @@ def _summary(out: Path, wall: float, s: Settings, reg: Regime) -> None:
         spread = f"{p['mean'] * 100:+.2f} points (LSAP − CE) with one seed: no spread measured"
     else:
         side = "better" if p["min"] > 0 else "worse" if p["max"] < 0 else None
-        spread = (f"mean {p['mean'] * 100:+.2f} points, per seed {p['min'] * 100:+.2f} … {p['max'] * 100:+.2f}"
-                  + (f" (LSAP {side} on every seed)" if side else " (the seeds disagree)"))
+        spread = (
+            f"mean {p['mean'] * 100:+.2f} points, per seed {p['min'] * 100:+.2f} … {p['max'] * 100:+.2f}"
+            + (f" (LSAP {side} on every seed)" if side else " (the seeds disagree)")
+        )
     # The verdict treats seeds as replicates (lsap.eval.seeds, as `lsap report`); the item-pooled
     # sign test follows it as within-seed detail. With few seeds "inconclusive" is a correct answer.
     from lsap.experiments.report import pairs_verdict
 
-    print(f"  verdict on minimal pairs (seed as the unit: t-test over per-seed Δ): "
-          f"{pairs_verdict(rep.get('paired'))}.")
+    print(
+        f"  verdict on minimal pairs (seed as the unit: t-test over per-seed Δ): "
+        f"{pairs_verdict(rep.get('paired'))}."
+    )
     print(f"  seed spread of Δ: {spread}.")
-    print("  note: LSAP's objective moves probability from the gold token to the surrogate's targets, so held-out "
-          "loss and top-1 rise for LSAP by construction (METHOD §5b); they are not the verdict.")
+    print(
+        "  note: LSAP's objective moves probability from the gold token to the surrogate's targets, so held-out "
+        "loss and top-1 rise for LSAP by construction (METHOD §5b); they are not the verdict."
+    )
     if s.surrogate != "pretrain":
-        print("  note: this surrogate is far larger than the base, so its inference FLOPs eat most of the budget; "
-              "see the matched-tokens table in the report for the per-token view.")
+        print(
+            "  note: this surrogate is far larger than the base, so its inference FLOPs eat most of the budget; "
+            "see the matched-tokens table in the report for the per-token view."
+        )
 
 
 def _range(v, scale=1.0, f=".4f"):

@@ -18,14 +18,25 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 from lsap.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-BASE_SHAPE = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=4)
-SURROGATE_SHAPE = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-                       num_key_value_heads=4)
+BASE_SHAPE = dict(
+    hidden_size=128,
+    intermediate_size=512,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+)
+SURROGATE_SHAPE = dict(
+    hidden_size=96,
+    intermediate_size=384,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+)
 
 
 @dataclass
@@ -34,7 +45,9 @@ class Settings:
     cache: str = ""  # default: $LSAP_CACHE/quickstart
     surrogate: str = "pretrain"  # pretrain | smollm2 | any load_surrogate spec
     corpus: str = "python-docs"  # the base's domain (`--data`): a corpus name, a local text file/folder, hf:NAME
-    base_part: list = field(default_factory=lambda: [0.0, 0.3])  # the base's share of the training documents
+    base_part: list = field(
+        default_factory=lambda: [0.0, 0.3]
+    )  # the base's share of the training documents
     surrogate_part: list = field(default_factory=lambda: [0.3, 1.0])  # the surrogate's (disjoint)
     surrogate_tokenizer_corpus: str = "linux-docs"  # extra text for the surrogate's BPE only
     vocab_size: int = 4096
@@ -42,21 +55,29 @@ class Settings:
     seq_len: int = 128
     batch_size: int = 16
     ce_tokens: float = 4.0e5  # the FLOPs budget = what CE needs for this many tokens
-    surrogate_multiples: list = field(default_factory=lambda: [1, 4, 16])  # surrogate checkpoints, × ce_tokens
+    surrogate_multiples: list = field(
+        default_factory=lambda: [1, 4, 16]
+    )  # surrogate checkpoints, × ce_tokens
     alpha: float = 0.05
     k: int = 15
     seeds: list = field(default_factory=lambda: [0, 1])  # ≥ 2, so the report shows seed spread
     checkpoints: int = 3  # per run, evenly spaced (Figure 2 points)
     eval_examples: int = 500
-    base_shape: dict = field(default_factory=lambda: dict(BASE_SHAPE))  # model.overrides of every base run
-    surrogate_shape: dict = field(default_factory=lambda: dict(SURROGATE_SHAPE))  # the pretrained surrogate's
+    base_shape: dict = field(
+        default_factory=lambda: dict(BASE_SHAPE)
+    )  # model.overrides of every base run
+    surrogate_shape: dict = field(
+        default_factory=lambda: dict(SURROGATE_SHAPE)
+    )  # the pretrained surrogate's
     # more pretrained surrogates, name → shape, each trained on the same tokens as the main one (its last
     # multiple): the surrogate-size axis. Named "@<name>" in sweep specs.
     extra_surrogates: dict = field(default_factory=dict)
 
     def key(self, *names: str) -> str:
         d = asdict(self)
-        return hashlib.sha256(json.dumps({n: d[n] for n in names}, sort_keys=True).encode()).hexdigest()[:10]
+        return hashlib.sha256(
+            json.dumps({n: d[n] for n in names}, sort_keys=True).encode()
+        ).hexdigest()[:10]
 
 
 def _shape_key(shape: dict, default: dict) -> str:
@@ -67,7 +88,10 @@ def _shape_key(shape: dict, default: dict) -> str:
 
 
 def _corpus_label(corpus: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", Path(corpus).name if "/" in corpus else corpus)[:32] or "data"
+    return (
+        re.sub(r"[^A-Za-z0-9.-]+", "_", Path(corpus).name if "/" in corpus else corpus)[:32]
+        or "data"
+    )
 
 
 def say(msg: str) -> None:
@@ -86,9 +110,14 @@ def _tokenizer(corpora: list[str], out: Path, s: Settings, split_digits: bool, p
     def docs():
         for corpus in corpora:
             p = part if corpus == s.corpus else None
-            train_docs = (d for i, d in enumerate(iter_documents(corpus))
-                          if not is_val(i, 0, 0.1) and in_part(i, 0, p))
-            yield from (d for _, d in zip(range(s.tokenizer_docs), train_docs))  # never held-out docs
+            train_docs = (
+                d
+                for i, d in enumerate(iter_documents(corpus))
+                if not is_val(i, 0, 0.1) and in_part(i, 0, p)
+            )
+            yield from (
+                d for _, d in zip(range(s.tokenizer_docs), train_docs)
+            )  # never held-out docs
 
     return train_bpe(docs(), s.vocab_size, out, split_digits=split_digits)
 
@@ -98,28 +127,47 @@ def prepare_shards(tok_dir: Path, corpus: str, out: Path, part=None, quiet: bool
     directory is reused by `lsap.data.shards.prepare`)."""
     from lsap.data.shards import prepare
 
-    m = prepare(str(tok_dir), corpus, out, val_fraction=0.1, seed=0, train_part=tuple(part) if part else None,
-                progress=False)
+    m = prepare(
+        str(tok_dir),
+        corpus,
+        out,
+        val_fraction=0.1,
+        seed=0,
+        train_part=tuple(part) if part else None,
+        progress=False,
+    )
     sp = m["splits"]
     if not quiet:
-        log.info(f"  {out.name}: train {sp['train']['tokens']:,} tokens ({sp['train']['documents']} documents), "
-              f"held-out {sp['val']['tokens']:,} ({sp['val']['documents']})")
+        log.info(
+            f"  {out.name}: train {sp['train']['tokens']:,} tokens ({sp['train']['documents']} documents), "
+            f"held-out {sp['val']['tokens']:,} ({sp['val']['documents']})"
+        )
     return out
 
 
 def run_cfg(name: str, out: Path, data: Path, shape: dict, s: Settings, extra: list[str]):
     from lsap.config import load_config
 
-    return load_config(None, [f"name={name}", f"out_dir={out}", f"data.dir={data}", *shared_overrides(s, shape),
-                              *extra])
+    return load_config(
+        None,
+        [f"name={name}", f"out_dir={out}", f"data.dir={data}", *shared_overrides(s, shape), *extra],
+    )
 
 
 def shared_overrides(s: Settings, shape: dict) -> list[str]:
     """The config keys every run of the regime shares (sequence, batch, optimizer, logging) with a model shape."""
-    return [f"data.seq_len={s.seq_len}", "model.preset=olmo2-tiny", f"train.batch_size={s.batch_size}",
-            f"train.micro_batch_size={s.batch_size}", "optim.lr=2e-3", "optim.warmup_steps=20",
-            "optim.min_lr_ratio=0.1", "train.log_every=25", "train.eval_batches=20",
-            *[f"model.overrides.{k}={v}" for k, v in shape.items()]]
+    return [
+        f"data.seq_len={s.seq_len}",
+        "model.preset=olmo2-tiny",
+        f"train.batch_size={s.batch_size}",
+        f"train.micro_batch_size={s.batch_size}",
+        "optim.lr=2e-3",
+        "optim.warmup_steps=20",
+        "optim.min_lr_ratio=0.1",
+        "train.log_every=25",
+        "train.eval_batches=20",
+        *[f"model.overrides.{k}={v}" for k, v in shape.items()],
+    ]
 
 
 def base_overrides(s: Settings) -> list[str]:
@@ -137,8 +185,9 @@ def train(cfg, progress_desc: str | None = None) -> Path:
 
     if progress_desc:
         log.info(progress_desc.strip())
-    return train_run(cfg, resume="auto", log=log.info, quiet=True,
-                     progress=sys.stderr if progress_desc else None)
+    return train_run(
+        cfg, resume="auto", log=log.info, quiet=True, progress=sys.stderr if progress_desc else None
+    )
 
 
 def last_model(run: Path) -> Path:
@@ -160,10 +209,13 @@ def tokenizer_key(s: Settings) -> str:
 @dataclass
 class Regime:
     """What the paper-like regime provides to the quickstart and to `lsap sweep`."""
+
     base_tokenizer: Path
     base_data: Path
     surrogates: dict  # name ("1x", "4x", "16x", extra names, or the given spec) → model spec
-    surrogate_bpb: dict  # name → held-out bits per byte on the base's held-out documents (None if unknown)
+    surrogate_bpb: (
+        dict  # name → held-out bits per byte on the base's held-out documents (None if unknown)
+    )
     vocab_map: Path
     budget: float  # FLOPs: 6·N_b·ce_tokens
     strongest: str
@@ -177,10 +229,10 @@ def build_regime(s: Settings) -> Regime:
     map and the surrogates' held-out bits per byte. Cached under `cache`."""
     from lsap.data.corpora import check_dataset_spec
     from lsap.data.shards import TokenShards
+    from lsap.data.tokenizer import padded_vocab_size
     from lsap.method.flops import FlopsLedger, count_params
     from lsap.model import model_config
     from lsap.surrogate.load import load_surrogate_with_map
-    from lsap.data.tokenizer import padded_vocab_size
 
     check_dataset_spec(s.corpus)
     cache = cache_dir(s)
@@ -202,35 +254,80 @@ def build_regime(s: Settings) -> Regime:
         # only its own part of the base's domain: disjoint from the base's training and
         # held-out documents, and many times more tokens than the base will train on.
         sur_tok_dir = cache / f"tok-surrogate-{tkey}"
-        _tokenizer([s.corpus, s.surrogate_tokenizer_corpus], sur_tok_dir, s, split_digits=True,
-                   part=s.surrogate_part)
-        sur_data = prepare_shards(sur_tok_dir, s.corpus, cache / f"data-surrogate-{tkey}", s.surrogate_part)
+        _tokenizer(
+            [s.corpus, s.surrogate_tokenizer_corpus],
+            sur_tok_dir,
+            s,
+            split_digits=True,
+            part=s.surrogate_part,
+        )
+        sur_data = prepare_shards(
+            sur_tok_dir, s.corpus, cache / f"data-surrogate-{tkey}", s.surrogate_part
+        )
         mults = sorted(set(int(m) for m in s.surrogate_multiples))
         tokens_per_step = s.batch_size * s.seq_len
         from lsap.method.flops import plan_steps
 
-        at = [plan_steps(tokens_per_step, 1.0, max_tokens=m * s.ce_tokens).total_steps for m in mults]
-        skey = s.key("corpus", "base_part", "surrogate_part", "vocab_size", "tokenizer_docs", "seq_len",
-                     "batch_size", "ce_tokens", "surrogate_multiples")
+        at = [
+            plan_steps(tokens_per_step, 1.0, max_tokens=m * s.ce_tokens).total_steps for m in mults
+        ]
+        skey = s.key(
+            "corpus",
+            "base_part",
+            "surrogate_part",
+            "vocab_size",
+            "tokenizer_docs",
+            "seq_len",
+            "batch_size",
+            "ce_tokens",
+            "surrogate_multiples",
+        )
         skey += _shape_key(s.surrogate_shape, SURROGATE_SHAPE)
-        say(f"2/6 surrogate: pretrained once on its own {s.surrogate_part[1] - s.surrogate_part[0]:.0%} "
+        say(
+            f"2/6 surrogate: pretrained once on its own {s.surrogate_part[1] - s.surrogate_part[0]:.0%} "
             f"of {s.corpus}'s training documents, {mults[-1]}× the base's {s.ce_tokens:,.0f} tokens "
-            f"(checkpoints at {', '.join(f'{m}×' for m in mults)}), then cached")
-        sur_run = train(run_cfg("surrogate", cache / f"surrogate-{skey}", sur_data, s.surrogate_shape, s,
-                                [f"train.max_tokens={mults[-1] * s.ce_tokens}", "train.eval_every=0",
-                                 f"train.ckpt_at={at[:-1]}"]), progress_desc="  surrogate pretraining")
-        surrogates = {f"{m}x": str(sur_run / "checkpoints" / f"step_{a:08d}" / "model") for m, a in zip(mults, at)}
+            f"(checkpoints at {', '.join(f'{m}×' for m in mults)}), then cached"
+        )
+        sur_run = train(
+            run_cfg(
+                "surrogate",
+                cache / f"surrogate-{skey}",
+                sur_data,
+                s.surrogate_shape,
+                s,
+                [
+                    f"train.max_tokens={mults[-1] * s.ce_tokens}",
+                    "train.eval_every=0",
+                    f"train.ckpt_at={at[:-1]}",
+                ],
+            ),
+            progress_desc="  surrogate pretraining",
+        )
+        surrogates = {
+            f"{m}x": str(sur_run / "checkpoints" / f"step_{a:08d}" / "model")
+            for m, a in zip(mults, at)
+        }
         surrogates[f"{mults[-1]}x"] = str(last_model(sur_run))
         strongest = f"{mults[-1]}x"
         for name, shape in (s.extra_surrogates or {}).items():
             if name in surrogates:
                 from lsap.utils.errors import ConfigError
 
-                raise ConfigError(f"extra_surrogates: {name!r} clashes with a checkpoint name; rename it")
+                raise ConfigError(
+                    f"extra_surrogates: {name!r} clashes with a checkpoint name; rename it"
+                )
             say(f"2/6 surrogate {name!r}: shape {shape}, the same {mults[-1]}× tokens")
-            run = train(run_cfg(f"surrogate-{name}", cache / f"surrogate-{skey}{_shape_key(shape, {})}", sur_data,
-                                shape, s, [f"train.max_tokens={mults[-1] * s.ce_tokens}", "train.eval_every=0"]),
-                        progress_desc=f"  surrogate {name}")
+            run = train(
+                run_cfg(
+                    f"surrogate-{name}",
+                    cache / f"surrogate-{skey}{_shape_key(shape, {})}",
+                    sur_data,
+                    shape,
+                    s,
+                    [f"train.max_tokens={mults[-1] * s.ce_tokens}", "train.eval_every=0"],
+                ),
+                progress_desc=f"  surrogate {name}",
+            )
             surrogates[name] = str(last_model(run))
         for name, spec in surrogates.items():
             params[name] = count_params(surrogate_config(spec))
@@ -240,31 +337,53 @@ def build_regime(s: Settings) -> Regime:
         surrogates, strongest = {s.surrogate: s.surrogate}, s.surrogate
 
     say("3/6 vocabulary map between the base tokenizer and the surrogate's")
-    map_dir = cache / f"map-{tkey}-{hashlib.sha256((strongest if pretrain else s.surrogate).encode()).hexdigest()[:6]}"
+    map_dir = (
+        cache
+        / f"map-{tkey}-{hashlib.sha256((strongest if pretrain else s.surrogate).encode()).hexdigest()[:6]}"
+    )
     val = TokenShards(base_data, "val")
     have = (map_dir / "vocab_map.json").is_file()
-    sw = load_surrogate_with_map(surrogates[strongest], base_tok, padded_vocab_size(base_tok),
-                                 vocab_map=map_dir if have else None)
+    sw = load_surrogate_with_map(
+        surrogates[strongest],
+        base_tok,
+        padded_vocab_size(base_tok),
+        vocab_map=map_dir if have else None,
+    )
     vmap = sw.vmap
     if not have:
         vmap.save(map_dir)
     if not pretrain:
         params[strongest] = count_params(sw.model.config)
     rep = vmap.report(val.tokens(0, min(len(val), 200_000)), top_missing=5, base_tokenizer=base_tok)
-    log.info(f"  |Σ_b|={rep['base_vocab']:,}  |Σ_s|={rep['surrogate_vocab']:,}  |Σ∩|={rep['intersection']:,} "
-          f"({rep['intersection_over_base']:.1%} of base, {rep['intersection_over_surrogate']:.1%} of surrogate); "
-          f"held-out base tokens inside Σ∩: {rep['corpus_share_in_intersection']:.1%}")
-    log.info("  most frequent base tokens outside Σ∩: "
-          + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"]))
+    log.info(
+        f"  |Σ_b|={rep['base_vocab']:,}  |Σ_s|={rep['surrogate_vocab']:,}  |Σ∩|={rep['intersection']:,} "
+        f"({rep['intersection_over_base']:.1%} of base, {rep['intersection_over_surrogate']:.1%} of surrogate); "
+        f"held-out base tokens inside Σ∩: {rep['corpus_share_in_intersection']:.1%}"
+    )
+    log.info(
+        "  most frequent base tokens outside Σ∩: "
+        + ", ".join(f"{m['token']!r}×{m['count']}" for m in rep["top_missing"])
+    )
     del sw
 
     bpb = {name: None for name in surrogates}
     if sur_data is not None:
         bpb = _surrogate_bpb(surrogates, sur_data, cache / f"surrogate-bpb-{tkey}.json", s)
-        log.info("  surrogate held-out bits per byte on the base's held-out documents: "
-              + ", ".join(f"{n} {v:.3f}" for n, v in bpb.items()))
-    return Regime(base_tok_dir, base_data, surrogates, bpb, map_dir, budget, strongest, params,
-                  rep["corpus_share_in_intersection"])
+        log.info(
+            "  surrogate held-out bits per byte on the base's held-out documents: "
+            + ", ".join(f"{n} {v:.3f}" for n, v in bpb.items())
+        )
+    return Regime(
+        base_tok_dir,
+        base_data,
+        surrogates,
+        bpb,
+        map_dir,
+        budget,
+        strongest,
+        params,
+        rep["corpus_share_in_intersection"],
+    )
 
 
 def surrogate_config(spec: str):
@@ -272,7 +391,10 @@ def surrogate_config(spec: str):
     (else loaded with the model, e.g. a .gguf file or a hub id)."""
     from lsap import model as M
 
-    if Path(str(spec)).expanduser().is_dir() and (Path(str(spec)).expanduser() / "config.json").is_file():
+    if (
+        Path(str(spec)).expanduser().is_dir()
+        and (Path(str(spec)).expanduser() / "config.json").is_file()
+    ):
         load = M.load_model_config
         return load(str(Path(str(spec)).expanduser()))
     from lsap.surrogate.load import load_surrogate
@@ -284,17 +406,22 @@ def surrogate_config(spec: str):
 def heldout_shards(reg: Regime, s: Settings, corpus: str) -> Path:
     """Another corpus tokenized with the regime's base tokenizer (cached): its held-out
     documents are the out-of-domain evaluation set of the regime's runs."""
-    return prepare_shards(reg.base_tokenizer, corpus, cache_dir(s) / f"data-ood-{_corpus_label(corpus)}-"
-                          f"{tokenizer_key(s)}", None, quiet=True)
+    return prepare_shards(
+        reg.base_tokenizer,
+        corpus,
+        cache_dir(s) / f"data-ood-{_corpus_label(corpus)}-{tokenizer_key(s)}",
+        None,
+        quiet=True,
+    )
 
 
 def _surrogate_bpb(surrogates: dict, sur_data: Path, path: Path, s: Settings) -> dict:
     """Bits per byte of each surrogate checkpoint on the complete held-out documents its CE base
     is scored on too (`lsap.eval.metrics.strength_documents`; cached by model path)."""
-    from lsap.utils.io import atomic_write_json
+    from lsap.data.tokenizer import load_tokenizer
     from lsap.eval.metrics import STRENGTH_BYTES, bpb_on_documents, strength_documents
     from lsap.surrogate.load import load_surrogate
-    from lsap.data.tokenizer import load_tokenizer
+    from lsap.utils.io import atomic_write_json
 
     known = json.loads(path.read_text()) if path.is_file() else {}
     docs, tok, out = None, None, {}
@@ -303,7 +430,9 @@ def _surrogate_bpb(surrogates: dict, sur_data: Path, path: Path, s: Settings) ->
         if key not in known:
             if docs is None:
                 docs = strength_documents(sur_data)
-                tok = load_tokenizer(json.loads((sur_data / "manifest.json").read_text())["tokenizer"]["spec"])
+                tok = load_tokenizer(
+                    json.loads((sur_data / "manifest.json").read_text())["tokenizer"]["spec"]
+                )
             model, _ = load_surrogate(spec)
             known[key] = bpb_on_documents(model, tok, docs, seq_len=s.seq_len)["bpb"]
             atomic_write_json(path, known)

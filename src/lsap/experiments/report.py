@@ -29,9 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
-from lsap.utils.errors import ReportError  # noqa: E402,F401  (re-exported)
 from lsap.experiments.plots import write_delta_plot, write_plots  # noqa: E402
+from lsap.utils.errors import ReportError  # noqa: E402,F401  (re-exported)
 
 
 @dataclasses.dataclass
@@ -44,8 +43,9 @@ class Run:
 
     @property
     def loss_type(self) -> str:
-        return {"ce": "Cross Entropy", "lsap": "LSAP"}.get(str(self.config.get("loss", "?")).lower(),
-                                                          str(self.config.get("loss", "?")))
+        return {"ce": "Cross Entropy", "lsap": "LSAP"}.get(
+            str(self.config.get("loss", "?")).lower(), str(self.config.get("loss", "?"))
+        )
 
     @property
     def is_lsap(self) -> bool:
@@ -57,7 +57,11 @@ class Run:
 
     @property
     def schedule(self) -> str:
-        return str(self.config.get("lsap", {}).get("lambda_schedule", "constant")) if self.is_lsap else "-"
+        return (
+            str(self.config.get("lsap", {}).get("lambda_schedule", "constant"))
+            if self.is_lsap
+            else "-"
+        )
 
     @property
     def seed(self):
@@ -82,8 +86,8 @@ class Run:
 
 def load_run(path: str | os.PathLike) -> Run:
     """Read a run directory; raises ReportError without checkpoints or without any eval.json."""
-    from lsap.train.checkpoint import list_checkpoints
     from lsap.config import load_run as read_config
+    from lsap.train.checkpoint import list_checkpoints
 
     d = Path(path)
     if not d.is_dir():
@@ -101,7 +105,9 @@ def load_run(path: str | os.PathLike) -> Run:
                 raise ReportError(f"{p}/eval.json has no FLOPs (checkpoint without meta.json?)")
             evals.append({**e, "checkpoint": p.name})
     if not evals:
-        raise ReportError(f"{d}: none of its {len(cks)} checkpoints is evaluated; run `lsap eval {d}` first")
+        raise ReportError(
+            f"{d}: none of its {len(cks)} checkpoints is evaluated; run `lsap eval {d}` first"
+        )
     evals.sort(key=lambda e: (e["flops"], e.get("step") or 0))
     metrics = []
     if (d / "metrics.jsonl").is_file():
@@ -115,7 +121,9 @@ def load_run(path: str | os.PathLike) -> Run:
 def _data_tokenizer_hash(config: dict) -> str | None:
     """The base tokenizer hash of a run's prepared data (its manifest), when evals lack one."""
     try:
-        manifest = json.loads((Path(config.get("data", {}).get("dir", "")) / "manifest.json").read_text())
+        manifest = json.loads(
+            (Path(config.get("data", {}).get("dir", "")) / "manifest.json").read_text()
+        )
         return manifest["tokenizer"]["hash"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -130,18 +138,27 @@ def check_comparable(runs: list[Run]) -> None:
     toks = {}
     for r in runs:
         hashes = {e.get("tokenizer_hash") for e in r.evals} - {None}
-        toks[r.name] = ("hash", tuple(sorted(hashes))) if hashes else ("data", _data_tokenizer_hash(r.config))
+        toks[r.name] = (
+            ("hash", tuple(sorted(hashes))) if hashes else ("data", _data_tokenizer_hash(r.config))
+        )
     if len(set(toks.values())) > 1:
         detail = "; ".join(f"{n}: {k} {str(v)[:40]}" for n, (k, v) in toks.items())
-        raise ReportError(f"runs use different base tokenizers, so their scores are not comparable ({detail})")
+        raise ReportError(
+            f"runs use different base tokenizers, so their scores are not comparable ({detail})"
+        )
     sets = {}
     for r in runs:
         for e in r.evals:
             sets.setdefault(e.get("eval_set_hash"), []).append(f"{r.name}/{e['checkpoint']}")
     if len(sets) > 1:
-        detail = "; ".join(f"{str(h)[:12]}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}" for h, v in sets.items())
-        raise ReportError("the checkpoints were evaluated on different evaluation sets (eval_set_hash); re-run "
-                          f"`lsap eval --force` with the same --tasks/--limit/data on all runs ({detail})")
+        detail = "; ".join(
+            f"{str(h)[:12]}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}"
+            for h, v in sets.items()
+        )
+        raise ReportError(
+            "the checkpoints were evaluated on different evaluation sets (eval_set_hash); re-run "
+            f"`lsap eval --force` with the same --tasks/--limit/data on all runs ({detail})"
+        )
 
 
 def _common_max_flops(runs: list[Run]) -> float | None:
@@ -198,28 +215,65 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
         e, above = pick_matched(r, budget, axis)
         scores = {t: (e["tasks"][t]["value"] if t in e.get("tasks", {}) else None) for t in tasks}
         vals = [v for v in scores.values() if v is not None]
-        rows.append({"run": r.name, "setting": r.setting, "seed": r.seed, "surrogate": r.surrogate,
-                     "loss": r.loss_type, "alpha": r.alpha, "schedule": r.schedule,
-                     "checkpoint": e["checkpoint"], "step": e.get("step"), "flops": e["flops"],
-                     "tokens": e.get("tokens"), "above_budget": above, "scores": scores,
-                     "average": sum(vals) / len(vals) if vals and len(vals) == len(tasks) else None,
-                     "pairs_average": e.get("pairs_average"),
-                     "val_loss": e.get("val_loss"), "val_bpb": e.get("val_bpb"), "doc_bpb": e.get("doc_bpb"),
-                     "val_top1": e.get("val_top1"), "val_top5": e.get("val_top5"),
-                     "by_m": e.get("by_m"), "target_mass": e.get("target_mass"),
-                     "targets_label": _targets_label(e.get("targets"))})
+        rows.append(
+            {
+                "run": r.name,
+                "setting": r.setting,
+                "seed": r.seed,
+                "surrogate": r.surrogate,
+                "loss": r.loss_type,
+                "alpha": r.alpha,
+                "schedule": r.schedule,
+                "checkpoint": e["checkpoint"],
+                "step": e.get("step"),
+                "flops": e["flops"],
+                "tokens": e.get("tokens"),
+                "above_budget": above,
+                "scores": scores,
+                "average": sum(vals) / len(vals) if vals and len(vals) == len(tasks) else None,
+                "pairs_average": e.get("pairs_average"),
+                "val_loss": e.get("val_loss"),
+                "val_bpb": e.get("val_bpb"),
+                "doc_bpb": e.get("doc_bpb"),
+                "val_top1": e.get("val_top1"),
+                "val_top5": e.get("val_top5"),
+                "by_m": e.get("by_m"),
+                "target_mass": e.get("target_mass"),
+                "targets_label": _targets_label(e.get("targets")),
+            }
+        )
     best = {}
-    for col, better in [*((t, max) for t in tasks), ("average", max), ("pairs_average", max), ("val_loss", min),
-                        ("val_bpb", min), ("val_top1", max), ("val_top5", max)]:
+    for col, better in [
+        *((t, max) for t in tasks),
+        ("average", max),
+        ("pairs_average", max),
+        ("val_loss", min),
+        ("val_bpb", min),
+        ("val_top1", max),
+        ("val_top5", max),
+    ]:
         vals = [(row["scores"][col] if col in tasks else row[col]) for row in rows]
         vals = [v for v in vals if v is not None]
         best[col] = better(vals) if vals else None
-    return {"axis": axis, "budget": budget,
-            "budget_source": source,
-            "tasks": tasks, "rows": rows, "best": best}
+    return {
+        "axis": axis,
+        "budget": budget,
+        "budget_source": source,
+        "tasks": tasks,
+        "rows": rows,
+        "best": best,
+    }
 
 
-SPREAD_COLUMNS = ("average", "pairs_average", "val_loss", "val_bpb", "doc_bpb", "val_top1", "target_mass")
+SPREAD_COLUMNS = (
+    "average",
+    "pairs_average",
+    "val_loss",
+    "val_bpb",
+    "doc_bpb",
+    "val_top1",
+    "target_mass",
+)
 
 
 def group_spread(table: dict) -> list[dict]:
@@ -230,11 +284,21 @@ def group_spread(table: dict) -> list[dict]:
         groups.setdefault(row.get("setting") or row["run"], []).append(row)
     out = []
     for setting, rows in groups.items():
-        g = {"setting": setting, "loss": rows[0]["loss"], "alpha": rows[0]["alpha"], "schedule": rows[0]["schedule"],
-             "n": len(rows), "runs": [r["run"] for r in rows]}
+        g = {
+            "setting": setting,
+            "loss": rows[0]["loss"],
+            "alpha": rows[0]["alpha"],
+            "schedule": rows[0]["schedule"],
+            "n": len(rows),
+            "runs": [r["run"] for r in rows],
+        }
         for col in SPREAD_COLUMNS:
             vals = [r.get(col) for r in rows if r.get(col) is not None]
-            g[col] = ({"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)} if vals else None)
+            g[col] = (
+                {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
+                if vals
+                else None
+            )
         out.append(g)
     return out
 
@@ -248,16 +312,38 @@ def _cell(v: float | None, best: float | None, scale: float = 100.0, digits: int
 
 def _table_lines(table: dict) -> list[str]:
     tasks = table["tasks"]
-    head = ["Run", "Loss", "α", "λ schedule", *tasks, "Avg", "val loss", "val bpb", "checkpoint", "FLOPs", "tokens"]
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] * 4 + ["---:"] * (len(tasks) + 3) + ["---", "---:", "---:"]) + "|"]
+    head = [
+        "Run",
+        "Loss",
+        "α",
+        "λ schedule",
+        *tasks,
+        "Avg",
+        "val loss",
+        "val bpb",
+        "checkpoint",
+        "FLOPs",
+        "tokens",
+    ]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * 4 + ["---:"] * (len(tasks) + 3) + ["---", "---:", "---:"]) + "|",
+    ]
     b = table["best"]
     for row in table["rows"]:
-        cells = [row["run"], row["loss"], row["alpha"], row["schedule"],
-                 *(_cell(row["scores"][t], b[t]) for t in tasks), _cell(row["average"], b["average"]),
-                 _cell(row["val_loss"], b["val_loss"], 1, 4), _cell(row["val_bpb"], b["val_bpb"], 1, 4),
-                 row["checkpoint"] + (" †" if row["above_budget"] else ""), _fmt_flops(row["flops"]),
-                 "-" if row["tokens"] is None else f"{row['tokens']:,}"]
+        cells = [
+            row["run"],
+            row["loss"],
+            row["alpha"],
+            row["schedule"],
+            *(_cell(row["scores"][t], b[t]) for t in tasks),
+            _cell(row["average"], b["average"]),
+            _cell(row["val_loss"], b["val_loss"], 1, 4),
+            _cell(row["val_bpb"], b["val_bpb"], 1, 4),
+            row["checkpoint"] + (" †" if row["above_budget"] else ""),
+            _fmt_flops(row["flops"]),
+            "-" if row["tokens"] is None else f"{row['tokens']:,}",
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
@@ -265,29 +351,39 @@ def _table_lines(table: dict) -> list[str]:
 def _spread_lines(table: dict) -> list[str]:
     groups = group_spread(table)
     if all(g["n"] < 2 for g in groups):
-        return ["One run per setting: no seed-to-seed spread was measured, so differences between rows "
-                "are observations, not significant claims.", ""]
+        return [
+            "One run per setting: no seed-to-seed spread was measured, so differences between rows "
+            "are observations, not significant claims.",
+            "",
+        ]
 
     def cell(v, scale, digits):
         if v is None:
             return "-"
         return f"{v['mean'] * scale:.{digits}f} [{v['min'] * scale:.{digits}f}, {v['max'] * scale:.{digits}f}]"
 
-    lines = ["Mean [min, max] over the runs of each setting (seeds):", "",
-             "| Setting | Loss | α | λ schedule | runs | Avg | minimal pairs | val loss | val bpb | top-1 | mass on targets |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "Mean [min, max] over the runs of each setting (seeds):",
+        "",
+        "| Setting | Loss | α | λ schedule | runs | Avg | minimal pairs | val loss | val bpb | top-1 | mass on targets |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for g in groups:
-        lines.append(f"| {g['setting']} | {g['loss']} | {g['alpha']} | {g['schedule']} | {g['n']} | "
-                     f"{cell(g['average'], 100, 2)} | {cell(g['pairs_average'], 100, 2)} | "
-                     f"{cell(g['val_loss'], 1, 4)} | {cell(g['val_bpb'], 1, 4)} | {cell(g['val_top1'], 100, 2)} | "
-                     f"{cell(g['target_mass'], 100, 1)} |")
+        lines.append(
+            f"| {g['setting']} | {g['loss']} | {g['alpha']} | {g['schedule']} | {g['n']} | "
+            f"{cell(g['average'], 100, 2)} | {cell(g['pairs_average'], 100, 2)} | "
+            f"{cell(g['val_loss'], 1, 4)} | {cell(g['val_bpb'], 1, 4)} | {cell(g['val_top1'], 100, 2)} | "
+            f"{cell(g['target_mass'], 100, 1)} |"
+        )
     return lines + [""]
 
 
-BY_CONSTRUCTION = ("Read before judging: LSAP's unweighted auxiliary NLLs move probability from the gold token to "
-                   "the surrogate's targets (METHOD §5b), so held-out loss, bits per byte, top-1/top-5 accuracy "
-                   "and the mass on targets move against LSAP *by construction*; the zero-shot scores "
-                   "(minimal pairs, tasks) are the paper's kind of verdict.")
+BY_CONSTRUCTION = (
+    "Read before judging: LSAP's unweighted auxiliary NLLs move probability from the gold token to "
+    "the surrogate's targets (METHOD §5b), so held-out loss, bits per byte, top-1/top-5 accuracy "
+    "and the mass on targets move against LSAP *by construction*; the zero-shot scores "
+    "(minimal pairs, tasks) are the paper's kind of verdict."
+)
 
 
 def _by_m_lines(table: dict) -> list[str]:
@@ -299,11 +395,20 @@ def _by_m_lines(table: dict) -> list[str]:
     for r in rows:
         groups.setdefault(r["setting"], []).append(r)
     buckets = list(rows[0]["by_m"])
-    head = ["Setting", "runs"] + [f"m={b}: share / loss / top-1" for b in buckets] + ["mass on targets"]
-    lines = ["## Held-out positions by the number m of auxiliary targets they would receive", "",
-             f"Targets from `{rows[0].get('targets_label') or 'the reference surrogate'}`; mean over seeds. "
-             + BY_CONSTRUCTION, "",
-             "| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(buckets) + 1)]
+    head = (
+        ["Setting", "runs"]
+        + [f"m={b}: share / loss / top-1" for b in buckets]
+        + ["mass on targets"]
+    )
+    lines = [
+        "## Held-out positions by the number m of auxiliary targets they would receive",
+        "",
+        f"Targets from `{rows[0].get('targets_label') or 'the reference surrogate'}`; mean over seeds. "
+        + BY_CONSTRUCTION,
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|---:|" + "---:|" * (len(buckets) + 1),
+    ]
 
     def mean(vals):
         vals = [v for v in vals if v is not None]
@@ -313,7 +418,13 @@ def _by_m_lines(table: dict) -> list[str]:
         cells = [setting, str(len(rs))]
         for b in buckets:
             sh, lo, t1 = (mean([r["by_m"][b][k] for r in rs]) for k in ("share", "loss", "top1"))
-            cells.append("-" if sh is None else f"{sh:.0%} / {lo:.3f} / {t1:.1%}" if lo is not None else f"{sh:.0%} / - / -")
+            cells.append(
+                "-"
+                if sh is None
+                else f"{sh:.0%} / {lo:.3f} / {t1:.1%}"
+                if lo is not None
+                else f"{sh:.0%} / - / -"
+            )
         tm = mean([r.get("target_mass") for r in rs])
         cells.append("-" if tm is None else f"{tm:.1%}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -336,26 +447,39 @@ def render_markdown(table: dict, runs: list[Run], tokens_table: dict | None = No
         *_by_m_lines(table),
     ]
     if tokens_table is not None:
-        lines += ["## Matched tokens (biased toward LSAP; not a verdict)", "",
-                  f"Token budget: **{tokens_table['budget']:,.0f}** (largest reached by all runs). Each run uses its "
-                  "evaluated checkpoint with the most tokens not above it. This view ignores the surrogate's "
-                  "compute (the matched-FLOPs table above charges it) and is **biased toward LSAP**: LSAP's "
-                  "checkpoint here is the end of its learning-rate schedule (annealed), CE's is a mid-schedule "
-                  "checkpoint of a longer cosine, at a higher learning rate. It shows where LSAP's tokens went, "
-                  "not what the same tokens buy; no CE run here ends its schedule at this token count.", "",
-                  *_table_lines(tokens_table), "", *_spread_lines(tokens_table)]
+        lines += [
+            "## Matched tokens (biased toward LSAP; not a verdict)",
+            "",
+            f"Token budget: **{tokens_table['budget']:,.0f}** (largest reached by all runs). Each run uses its "
+            "evaluated checkpoint with the most tokens not above it. This view ignores the surrogate's "
+            "compute (the matched-FLOPs table above charges it) and is **biased toward LSAP**: LSAP's "
+            "checkpoint here is the end of its learning-rate schedule (annealed), CE's is a mid-schedule "
+            "checkpoint of a longer cosine, at a higher learning rate. It shows where LSAP's tokens went, "
+            "not what the same tokens buy; no CE run here ends its schedule at this token count.",
+            "",
+            *_table_lines(tokens_table),
+            "",
+            *_spread_lines(tokens_table),
+        ]
     metrics = {}
     for r in runs:
         for e in r.evals:
             for t, v in e.get("tasks", {}).items():
                 metrics.setdefault(t, v.get("metric"))
     e0 = runs[0].evals[-1]
-    lines += ["", "Metrics: " + ", ".join(f"{t} = {m}" for t, m in metrics.items()) + ".",
-              f"Evaluation set: `{str(e0.get('eval_set_hash'))[:16]}` (task set {e0.get('task_set')}, "
-              f"limit {e0.get('limit')}).", "",
-              "![average score vs FLOPs](score_vs_flops.png)", "",
-              "![validation loss vs FLOPs](val_loss_vs_flops.png)", "",
-              "![validation loss vs tokens](val_loss_vs_tokens.png)", ""]
+    lines += [
+        "",
+        "Metrics: " + ", ".join(f"{t} = {m}" for t, m in metrics.items()) + ".",
+        f"Evaluation set: `{str(e0.get('eval_set_hash'))[:16]}` (task set {e0.get('task_set')}, "
+        f"limit {e0.get('limit')}).",
+        "",
+        "![average score vs FLOPs](score_vs_flops.png)",
+        "",
+        "![validation loss vs FLOPs](val_loss_vs_flops.png)",
+        "",
+        "![validation loss vs tokens](val_loss_vs_tokens.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -365,13 +489,17 @@ def _delta_lines(rows: list[dict], paired: list[dict] | None = None) -> list[str
             return "-"
         return f"{v['mean'] * scale:+.{digits}f} [{v['min'] * scale:+.{digits}f}, {v['max'] * scale:+.{digits}f}]"
 
-    lines = ["## LSAP − CE at matched FLOPs, paired by seed", "",
-             "Δ per seed = LSAP run − the CE run of the same seed (same init and data order); mean "
-             "[min, max] over seeds. Strength = the surrogate's held-out bits per byte on the base's held-out "
-             "documents / the CE base's (< 1: the surrogate is the stronger predictor).", "",
-             "| Setting | surrogate | strength | seeds | Δ minimal pairs (pts) | p (pooled pairs) | 95% CI (pts) | "
-             "Δ task avg (pts) | Δ val loss | Δ top-1 (pts) | verdict on minimal pairs |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "## LSAP − CE at matched FLOPs, paired by seed",
+        "",
+        "Δ per seed = LSAP run − the CE run of the same seed (same init and data order); mean "
+        "[min, max] over seeds. Strength = the surrogate's held-out bits per byte on the base's held-out "
+        "documents / the CE base's (< 1: the surrogate is the stronger predictor).",
+        "",
+        "| Setting | surrogate | strength | seeds | Δ minimal pairs (pts) | p (pooled pairs) | 95% CI (pts) | "
+        "Δ task avg (pts) | Δ val loss | Δ top-1 (pts) | verdict on minimal pairs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     tests = {row["setting"]: row["tests"].get(PAIRS_POOLED) for row in paired or []}
     for r in rows:
         p = r.get("pairs_average")
@@ -385,20 +513,34 @@ def _delta_lines(rows: list[dict], paired: list[dict] | None = None) -> list[str
             verdict = "within seed spread"
         t = tests.get(r["setting"])
         if t:  # the paired test over examples decides; the seeds' min–max stays next to it
-            verdict = (f"LSAP {'better' if t['delta'] > 0 else 'worse'} (p < {t['alpha']:g})" if t["survives"]
-                       else f"inside the noise (p ≥ {t['alpha']:g})") + f"; {verdict}"
+            verdict = (
+                f"LSAP {'better' if t['delta'] > 0 else 'worse'} (p < {t['alpha']:g})"
+                if t["survives"]
+                else f"inside the noise (p ≥ {t['alpha']:g})"
+            ) + f"; {verdict}"
         pc = "-" if not t else f"{t['p']:.3g}"
         ci = "-" if not t else f"[{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}]"
         st = "-" if r.get("strength") is None else f"{r['strength']:.3f}"
-        lines.append(f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | {pc} | {ci} | "
-                     f"{c(r.get('average'), 100, 2)} | {c(r.get('val_loss'), 1, 4)} | {c(r.get('val_top1'), 100, 2)} | "
-                     f"{verdict} |")
+        lines.append(
+            f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | {pc} | {ci} | "
+            f"{c(r.get('average'), 100, 2)} | {c(r.get('val_loss'), 1, 4)} | {c(r.get('val_top1'), 100, 2)} | "
+            f"{verdict} |"
+        )
     tasks = list(rows[0].get("tasks") or {}) if rows else []
     if tasks:
-        lines += ["", "Per task, Δ LSAP − CE in points, mean [min, max] over seeds:", "",
-                  "| Setting | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+        lines += [
+            "",
+            "Per task, Δ LSAP − CE in points, mean [min, max] over seeds:",
+            "",
+            "| Setting | " + " | ".join(tasks) + " |",
+            "|---|" + "---:|" * len(tasks),
+        ]
         for r in rows:
-            lines.append(f"| {r['setting']} | " + " | ".join(c(r["tasks"].get(t), 100, 2) for t in tasks) + " |")
+            lines.append(
+                f"| {r['setting']} | "
+                + " | ".join(c(r["tasks"].get(t), 100, 2) for t in tasks)
+                + " |"
+            )
     return lines + ["", "![Δ vs surrogate strength](delta_vs_strength.png)", ""]
 
 
@@ -406,7 +548,9 @@ PAIRS_POOLED = "minimal pairs (all tasks)"
 REPLACE_EQUAL = "lsap_pairs_replace (equal length)"
 
 
-def paired_stats(runs: list[Run], table: dict, *, n_boot: int = 10_000, seed: int = 0) -> list[dict]:
+def paired_stats(
+    runs: list[Run], table: dict, *, n_boot: int = 10_000, seed: int = 0
+) -> list[dict]:
     """Per LSAP setting, paired tests of LSAP vs the CE run of the same seed on the same examples
     (each at its matched checkpoint, `table`), pooled across seeds (`lsap.eval.stats.paired_comparison`):
     one per minimal-pair task (its primary metric), all pair tasks pooled, and the replace task on
@@ -442,8 +586,11 @@ def paired_stats(runs: list[Run], table: dict, *, n_boot: int = 10_000, seed: in
             for t in a:
                 if t not in b or len(a[t][0]) != len(b[t][0]):
                     continue
-                for name, mask in ((t, None), (PAIRS_POOLED, None),
-                                   *([(REPLACE_EQUAL, a[t][1] & b[t][1])] if t == "lsap_pairs_replace" else [])):
+                for name, mask in (
+                    (t, None),
+                    (PAIRS_POOLED, None),
+                    *([(REPLACE_EQUAL, a[t][1] & b[t][1])] if t == "lsap_pairs_replace" else []),
+                ):
                     g = groups.setdefault(name, ([], []))
                     g[0].append(a[t][0] if mask is None else a[t][0][mask])
                     g[1].append(b[t][0] if mask is None else b[t][0][mask])
@@ -453,11 +600,18 @@ def paired_stats(runs: list[Run], table: dict, *, n_boot: int = 10_000, seed: in
                 continue
             res = paired_comparison(gc, gl, n_boot=n_boot, seed=seed)
             per_seed = [float(y.mean() - x.mean()) for x, y in zip(gc, gl) if len(x)]
-            tests[name] = {**res, "per_seed_min": min(per_seed), "per_seed_max": max(per_seed),
-                           "seed_level": seed_level_test(per_seed)}
+            tests[name] = {
+                **res,
+                "per_seed_min": min(per_seed),
+                "per_seed_max": max(per_seed),
+                "seed_level": seed_level_test(per_seed),
+            }
         # several p-values read together: Holm over this setting's tests (lsap.eval.seeds.holm)
         names = list(tests)
-        for key, get in (("p_holm", lambda t: t["p"]), ("seed_p_holm", lambda t: t["seed_level"]["p"])):
+        for key, get in (
+            ("p_holm", lambda t: t["p"]),
+            ("seed_p_holm", lambda t: t["seed_level"]["p"]),
+        ):
             for nm, q in zip(names, holm([get(tests[nm]) for nm in names])):
                 tests[nm][key] = q
         if tests:
@@ -490,30 +644,43 @@ def _fmt_p(p) -> str:
 def _paired_lines(paired: list[dict]) -> list[str]:
     if not paired:
         return []
-    lines = ["## Paired tests over examples, pooled across seeds", "",
-             "Each example scored by the CE run and the LSAP run of the same seed (matched-FLOPs checkpoints). "
-             "p: exact two-sided sign test (McNemar) on the examples where the two disagree; CI: 95% paired "
-             "bootstrap of Δ accuracy (examples resampled within each seed, 10,000 draws, seed 0). A Δ "
-             "*survives* when p < 0.05. The replace task is also shown on its equal-length subset (a "
-             "corrupted choice with another token count tilts raw log-prob sums). These item-pooled "
-             "columns are within-seed detail; the verdict column is the seed-level test (t-test over "
-             "per-seed Δ, `lsap.eval.seeds`; inconclusive when seeds disagree or the interval covers 0). "
-             "p (Holm): Holm-corrected over the tests of a setting, read together.", "",
-             "| Setting | test | pairs | Δ (pts) | per seed min–max | discordant (LSAP/CE) | p | 95% CI | "
-             "survives p < 0.05 | seed-level p (Holm) | seed-level verdict |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    lines = [
+        "## Paired tests over examples, pooled across seeds",
+        "",
+        "Each example scored by the CE run and the LSAP run of the same seed (matched-FLOPs checkpoints). "
+        "p: exact two-sided sign test (McNemar) on the examples where the two disagree; CI: 95% paired "
+        "bootstrap of Δ accuracy (examples resampled within each seed, 10,000 draws, seed 0). A Δ "
+        "*survives* when p < 0.05. The replace task is also shown on its equal-length subset (a "
+        "corrupted choice with another token count tilts raw log-prob sums). These item-pooled "
+        "columns are within-seed detail; the verdict column is the seed-level test (t-test over "
+        "per-seed Δ, `lsap.eval.seeds`; inconclusive when seeds disagree or the interval covers 0). "
+        "p (Holm): Holm-corrected over the tests of a setting, read together.",
+        "",
+        "| Setting | test | pairs | Δ (pts) | per seed min–max | discordant (LSAP/CE) | p | 95% CI | "
+        "survives p < 0.05 | seed-level p (Holm) | seed-level verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
     for row in paired:
         for name, t in row["tests"].items():
-            lines.append(f"| {row['setting']} | {name.removeprefix('lsap_')} | {t['n']:,} | {t['delta'] * 100:+.2f} | "
-                         f"[{t['per_seed_min'] * 100:+.2f}, {t['per_seed_max'] * 100:+.2f}] | {t['b']}/{t['c']} | "
-                         f"{t['p']:.3g} | [{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}] | "
-                         f"{'yes' if t['survives'] else 'no'} | {_fmt_p(t.get('seed_p_holm'))} | "
-                         f"{(t.get('seed_level') or {}).get('verdict', '-')} |")
+            lines.append(
+                f"| {row['setting']} | {name.removeprefix('lsap_')} | {t['n']:,} | {t['delta'] * 100:+.2f} | "
+                f"[{t['per_seed_min'] * 100:+.2f}, {t['per_seed_max'] * 100:+.2f}] | {t['b']}/{t['c']} | "
+                f"{t['p']:.3g} | [{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}] | "
+                f"{'yes' if t['survives'] else 'no'} | {_fmt_p(t.get('seed_p_holm'))} | "
+                f"{(t.get('seed_level') or {}).get('verdict', '-')} |"
+            )
     return lines + [""]
 
 
-def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops: float | None = None, *,
-                strength: dict | None = None, surrogates: dict | None = None, names: list[str] | None = None) -> dict:
+def make_report(
+    run_dirs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    flops: float | None = None,
+    *,
+    strength: dict | None = None,
+    surrogates: dict | None = None,
+    names: list[str] | None = None,
+) -> dict:
     """Load, check, tabulate and plot; writes report.md, report.json and PNGs to `out`.
 
     Everything is validated and rendered into a temporary directory first; files are
@@ -526,8 +693,11 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
         for r, n in zip(runs, names):
             r.name = n
     table = build_table(runs, flops)
-    tokens_table = build_table(runs, axis="tokens") if all(e.get("tokens") is not None
-                                                          for r in runs for e in r.evals) else None
+    tokens_table = (
+        build_table(runs, axis="tokens")
+        if all(e.get("tokens") is not None for r in runs for e in r.evals)
+        else None
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-report-", dir=out))
@@ -535,25 +705,47 @@ def make_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike, flops
         md = render_markdown(table, runs, tokens_table)
         files = write_plots(runs, table, tmp)
         deltas, paired = None, None
-        if any(r["loss"] == "LSAP" for r in table["rows"]) and any(r["loss"] != "LSAP" for r in table["rows"]):
+        if any(r["loss"] == "LSAP" for r in table["rows"]) and any(
+            r["loss"] != "LSAP" for r in table["rows"]
+        ):
             deltas = strength_rows(table, strength or {}, surrogates or {})
             paired = paired_stats(runs, table)
             if deltas:
                 files.append(write_delta_plot(deltas, tmp))
                 extra = "\n".join(_delta_lines(deltas, paired) + _paired_lines(paired))
-                md = md.replace("\n## Matched tokens", "\n" + extra + "\n## Matched tokens", 1) \
-                    if "\n## Matched tokens" in md else md + "\n" + extra
+                md = (
+                    md.replace("\n## Matched tokens", "\n" + extra + "\n## Matched tokens", 1)
+                    if "\n## Matched tokens" in md
+                    else md + "\n" + extra
+                )
         (tmp / "report.md").write_text(md)
-        (tmp / "report.json").write_text(json.dumps({**table, "spread": group_spread(table), "matched_tokens": tokens_table,
-                                                     "deltas": deltas, "paired": paired, "surrogate_bpb": strength,
-                                                     "provenance": _provenance()},
-                                                    indent=2, sort_keys=True) + "\n")
+        (tmp / "report.json").write_text(
+            json.dumps(
+                {
+                    **table,
+                    "spread": group_spread(table),
+                    "matched_tokens": tokens_table,
+                    "deltas": deltas,
+                    "paired": paired,
+                    "surrogate_bpb": strength,
+                    "provenance": _provenance(),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
+        )
         for name in [*files, "report.md", "report.json"]:
             os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"table": table, "out": str(out), "files": [*files, "report.md", "report.json"], "markdown": md,
-            "paired": paired}
+    return {
+        "table": table,
+        "out": str(out),
+        "files": [*files, "report.md", "report.json"],
+        "markdown": md,
+        "paired": paired,
+    }
 
 
 def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
@@ -565,7 +757,9 @@ def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
     for r in table["rows"]:
         if r["loss"] == "LSAP" and r["seed"] in ce:
             by_setting.setdefault(r["setting"], []).append(r)
-    ce_bpb = [r["doc_bpb"] for r in ce.values() if r.get("doc_bpb") is not None]  # same documents as the surrogate
+    ce_bpb = [
+        r["doc_bpb"] for r in ce.values() if r.get("doc_bpb") is not None
+    ]  # same documents as the surrogate
     ce_bpb_mean = sum(ce_bpb) / len(ce_bpb) if ce_bpb else None
     name_of = {v: k for k, v in surrogates.items()}
     out = []
@@ -573,16 +767,29 @@ def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
         sur = rows[0].get("surrogate")
         name = name_of.get(sur, sur)
         bpb = strength.get(name) if name is not None else None
-        row = {"setting": setting, "surrogate": name, "n": len(rows),
-               "strength": bpb / ce_bpb_mean if bpb and ce_bpb_mean else None}
+        row = {
+            "setting": setting,
+            "surrogate": name,
+            "n": len(rows),
+            "strength": bpb / ce_bpb_mean if bpb and ce_bpb_mean else None,
+        }
         for m in ("pairs_average", "average", "val_loss", "val_top1"):
-            ds = [r[m] - ce[r["seed"]][m] for r in rows if r.get(m) is not None and ce[r["seed"]].get(m) is not None]
+            ds = [
+                r[m] - ce[r["seed"]][m]
+                for r in rows
+                if r.get(m) is not None and ce[r["seed"]].get(m) is not None
+            ]
             row[m] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
         row["tasks"] = {}
         for t in table.get("tasks", []):
-            ds = [r["scores"][t] - ce[r["seed"]]["scores"][t] for r in rows
-                  if r["scores"].get(t) is not None and ce[r["seed"]]["scores"].get(t) is not None]
-            row["tasks"][t] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
+            ds = [
+                r["scores"][t] - ce[r["seed"]]["scores"][t]
+                for r in rows
+                if r["scores"].get(t) is not None and ce[r["seed"]]["scores"].get(t) is not None
+            ]
+            row["tasks"][t] = (
+                {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
+            )
         out.append(row)
     return out
 

@@ -51,8 +51,23 @@ from typing import Any
 from lsap.config import ConfigError, load_config
 from lsap.utils.errors import SweepError  # noqa: F401  (re-exported)
 
-SPEC_KEYS = {"name", "regime", "regime_settings", "base", "budget_flops", "seeds", "baseline", "grid", "extra",
-             "store", "eval", "description", "regimes", "headline", "axis"}
+SPEC_KEYS = {
+    "name",
+    "regime",
+    "regime_settings",
+    "base",
+    "budget_flops",
+    "seeds",
+    "baseline",
+    "grid",
+    "extra",
+    "store",
+    "eval",
+    "description",
+    "regimes",
+    "headline",
+    "axis",
+}
 EVAL_KEYS = {"tasks", "max_examples", "targets", "alpha", "k", "vocab_map", "ood"}
 AXIS_X = ("base_params", "surrogate_ratio", "overlap", "strength")
 
@@ -91,22 +106,34 @@ def load_spec(path: str | Path) -> dict:
     spec.setdefault("baseline", True)
     spec.setdefault("grid", {})
     spec.setdefault("extra", [])
-    if not isinstance(spec["extra"], list) or not all(isinstance(x, dict) and x for x in spec["extra"]):
-        raise SweepError(f"{p}: extra must be a list of settings (mappings of config keys to values)")
+    if not isinstance(spec["extra"], list) or not all(
+        isinstance(x, dict) and x for x in spec["extra"]
+    ):
+        raise SweepError(
+            f"{p}: extra must be a list of settings (mappings of config keys to values)"
+        )
     spec.setdefault("base", [])
     spec.setdefault("store", False)
     spec.setdefault("eval", {})
-    if not isinstance(spec["grid"], dict) or not all(isinstance(v, list) and v for v in spec["grid"].values()):
+    if not isinstance(spec["grid"], dict) or not all(
+        isinstance(v, list) and v for v in spec["grid"].values()
+    ):
         raise SweepError(f"{p}: grid must map config keys to non-empty lists of values")
-    if not isinstance(spec["seeds"], list) or not spec["seeds"] or not all(isinstance(s, int) for s in spec["seeds"]):
+    if (
+        not isinstance(spec["seeds"], list)
+        or not spec["seeds"]
+        or not all(isinstance(s, int) for s in spec["seeds"])
+    ):
         raise SweepError(f"{p}: seeds must be a non-empty list of integers")
     if not spec["grid"] and not spec["extra"] and not spec["baseline"]:
         raise SweepError(f"{p}: nothing to run (empty grid and baseline: false)")
     _check_regimes(p, spec)
     ev = spec["eval"]
     if not isinstance(ev, dict) or set(ev) - EVAL_KEYS:
-        raise SweepError(f"{p}: eval: unknown keys {sorted(set(ev) - EVAL_KEYS) if isinstance(ev, dict) else ev}; "
-                         f"valid: {sorted(EVAL_KEYS)}")
+        raise SweepError(
+            f"{p}: eval: unknown keys {sorted(set(ev) - EVAL_KEYS) if isinstance(ev, dict) else ev}; "
+            f"valid: {sorted(EVAL_KEYS)}"
+        )
     ood = ev.get("ood", [])
     if not isinstance(ood, list) or not all(isinstance(c, str) for c in ood):
         raise SweepError(f"{p}: eval.ood must be a list of corpora (out-of-domain minimal pairs)")
@@ -120,16 +147,29 @@ def load_spec(path: str | Path) -> dict:
             except LsapError as e:
                 raise SweepError(f"{p}: eval.ood: {e}") from None
         if not spec.get("regime"):
-            raise SweepError(f"{p}: eval.ood needs a regime (its base tokenizer reads the other corpora)")
+            raise SweepError(
+                f"{p}: eval.ood needs a regime (its base tokenizer reads the other corpora)"
+            )
     h = spec.get("headline")
     if h is not None:
-        if (not isinstance(h, dict) or set(h) != {"overrides", "seeds"} or not isinstance(h["overrides"], dict)
-                or not h["overrides"] or not isinstance(h["seeds"], list)
-                or not all(isinstance(s, int) for s in h["seeds"])):
-            raise SweepError(f"{p}: headline must be {{overrides: {{config key: value}}, seeds: [ints]}}")
+        if (
+            not isinstance(h, dict)
+            or set(h) != {"overrides", "seeds"}
+            or not isinstance(h["overrides"], dict)
+            or not h["overrides"]
+            or not isinstance(h["seeds"], list)
+            or not all(isinstance(s, int) for s in h["seeds"])
+        ):
+            raise SweepError(
+                f"{p}: headline must be {{overrides: {{config key: value}}, seeds: [ints]}}"
+            )
     ax = spec.get("axis")
-    if ax is not None and (not isinstance(ax, dict) or set(ax) - {"x", "title"} or ax.get("x") not in AXIS_X):
-        raise SweepError(f"{p}: axis must be {{x: one of {', '.join(AXIS_X)}, title: text}}, got {ax!r}")
+    if ax is not None and (
+        not isinstance(ax, dict) or set(ax) - {"x", "title"} or ax.get("x") not in AXIS_X
+    ):
+        raise SweepError(
+            f"{p}: axis must be {{x: one of {', '.join(AXIS_X)}, title: text}}, got {ax!r}"
+        )
     return spec
 
 
@@ -137,7 +177,9 @@ def _check_regimes(p: Path, spec: dict) -> None:
     fields = _settings_fields()
     rs = spec.get("regime_settings") or {}
     if not isinstance(rs, dict) or set(rs) - fields:
-        raise SweepError(f"{p}: regime_settings: unknown keys {sorted(set(rs) - fields)}; valid: {sorted(fields)}")
+        raise SweepError(
+            f"{p}: regime_settings: unknown keys {sorted(set(rs) - fields)}; valid: {sorted(fields)}"
+        )
     regimes = spec.get("regimes")
     if regimes is None:
         return
@@ -147,10 +189,14 @@ def _check_regimes(p: Path, spec: dict) -> None:
         raise SweepError(f"{p}: regimes must map names to regime settings")
     for name, over in regimes.items():
         if not re.fullmatch(r"[A-Za-z0-9._-]+", str(name)):
-            raise SweepError(f"{p}: regimes: name {name!r} may hold only letters, digits, '.', '_' and '-'")
+            raise SweepError(
+                f"{p}: regimes: name {name!r} may hold only letters, digits, '.', '_' and '-'"
+            )
         if not isinstance(over, dict) or set(over) - fields:
             bad = sorted(set(over) - fields) if isinstance(over, dict) else over
-            raise SweepError(f"{p}: regimes.{name}: unknown settings {bad}; valid: {sorted(fields)}")
+            raise SweepError(
+                f"{p}: regimes.{name}: unknown settings {bad}; valid: {sorted(fields)}"
+            )
 
 
 def variants(spec: dict) -> dict[str, dict]:
@@ -168,7 +214,9 @@ def surrogate_names(settings: dict) -> list[str]:
     s = Settings(**settings)
     if s.surrogate != "pretrain":
         return [s.surrogate]
-    return [f"{int(m)}x" for m in sorted(set(int(m) for m in s.surrogate_multiples))] + list(s.extra_surrogates)
+    return [f"{int(m)}x" for m in sorted(set(int(m) for m in s.surrogate_multiples))] + list(
+        s.extra_surrogates
+    )
 
 
 def _fmt(v: Any) -> str:
@@ -177,35 +225,73 @@ def _fmt(v: Any) -> str:
 
 
 def _setting_name(combo: dict) -> str:
-    short = {"surrogate.model": "sur", "lsap.alpha": "a", "lsap.lam": "lam", "lsap.lambda_schedule": "sched",
-             "lsap.normalization": "Z", "lsap.gold_outside": "gold", "lsap.k": "k", "lsap.intersection_keep": "keep",
-             "lsap.intersection_seed": "kseed"}
-    return "lsap-" + "-".join(f"{short.get(k, k.split('.')[-1])}{_fmt(v)}" for k, v in combo.items())
+    short = {
+        "surrogate.model": "sur",
+        "lsap.alpha": "a",
+        "lsap.lam": "lam",
+        "lsap.lambda_schedule": "sched",
+        "lsap.normalization": "Z",
+        "lsap.gold_outside": "gold",
+        "lsap.k": "k",
+        "lsap.intersection_keep": "keep",
+        "lsap.intersection_seed": "kseed",
+    }
+    return "lsap-" + "-".join(
+        f"{short.get(k, k.split('.')[-1])}{_fmt(v)}" for k, v in combo.items()
+    )
 
 
 def expand(spec: dict) -> list[dict]:
     """The plan: [{"name", "variant", "setting", "seed", "loss", "overrides"}], CE first per
     variant and seed; the headline setting also at its extra seeds."""
     keys = list(spec["grid"])
-    combos = [dict(zip(keys, vals)) for vals in itertools.product(*(spec["grid"][k] for k in keys))] if keys else []
+    combos = (
+        [dict(zip(keys, vals)) for vals in itertools.product(*(spec["grid"][k] for k in keys))]
+        if keys
+        else []
+    )
     combos += [dict(x) for x in spec.get("extra", [])]
     h = spec.get("headline")
     plan = []
     for v in variants(spec):
         pre = f"{v}-" if v else ""
-        seeds = list(spec["seeds"]) + [s for s in (h["seeds"] if h else []) if s not in spec["seeds"]]
+        seeds = list(spec["seeds"]) + [
+            s for s in (h["seeds"] if h else []) if s not in spec["seeds"]
+        ]
         for seed in seeds:
             cs = combos if seed in spec["seeds"] else [dict(h["overrides"])]
             if spec["baseline"]:
-                plan.append({"name": f"{pre}ce-s{seed}", "variant": v, "setting": "ce", "seed": seed, "loss": "ce",
-                             "overrides": {}})
+                plan.append(
+                    {
+                        "name": f"{pre}ce-s{seed}",
+                        "variant": v,
+                        "setting": "ce",
+                        "seed": seed,
+                        "loss": "ce",
+                        "overrides": {},
+                    }
+                )
             for c in cs:
                 name = _setting_name(c)
-                plan.append({"name": f"{pre}{name}-s{seed}", "variant": v, "setting": name, "seed": seed,
-                             "loss": "lsap", "overrides": c})
-            if h and seed in spec["seeds"] and _setting_name(h["overrides"]) not in {_setting_name(c) for c in cs}:
-                raise SweepError(f"headline setting {_setting_name(h['overrides'])} is not in the grid; "
-                                 f"settings: {', '.join(sorted({_setting_name(c) for c in cs}))}")
+                plan.append(
+                    {
+                        "name": f"{pre}{name}-s{seed}",
+                        "variant": v,
+                        "setting": name,
+                        "seed": seed,
+                        "loss": "lsap",
+                        "overrides": c,
+                    }
+                )
+            if (
+                h
+                and seed in spec["seeds"]
+                and _setting_name(h["overrides"]) not in {_setting_name(c) for c in cs}
+            ):
+                raise SweepError(
+                    f"headline setting {_setting_name(h['overrides'])} is not in the grid; "
+                    f"settings: {', '.join(sorted({_setting_name(c) for c in cs}))}"
+                )
     names = [r["name"] for r in plan]
     if len(set(names)) != len(names):
         raise SweepError("two grid settings give the same run name; make the values distinct")
@@ -216,7 +302,9 @@ def _resolve(value: Any, surrogates: dict) -> Any:
     if isinstance(value, str) and value.startswith("@"):
         key = value[1:]
         if key not in surrogates:
-            raise SweepError(f"{value!r}: the regime has surrogates {', '.join('@' + k for k in surrogates)}")
+            raise SweepError(
+                f"{value!r}: the regime has surrogates {', '.join('@' + k for k in surrogates)}"
+            )
         return surrogates[key]
     return value
 
@@ -228,9 +316,18 @@ def _resolve_item(item: str, surrogates: dict) -> str:
 
 def _run_items(r: dict, base: list[str], surrogates: dict, budget: float) -> list[str]:
     ov = {k: _resolve(v, surrogates) for k, v in r["overrides"].items()}
-    return base + [f"{k}={v}" for k, v in ov.items()] + [
-        f"loss={r['loss']}", f"train.max_flops={budget}", f"train.seed={r['seed']}",
-        f"model.init_seed={r['seed']}", "train.ckpt_every=0", "train.eval_every=0"]
+    return (
+        base
+        + [f"{k}={v}" for k, v in ov.items()]
+        + [
+            f"loss={r['loss']}",
+            f"train.max_flops={budget}",
+            f"train.seed={r['seed']}",
+            f"model.init_seed={r['seed']}",
+            "train.ckpt_every=0",
+            "train.eval_every=0",
+        ]
+    )
 
 
 def check_plan(spec: dict, plan: list[dict]) -> None:
@@ -258,8 +355,14 @@ def check_plan(spec: dict, plan: list[dict]) -> None:
                 raise SweepError(f"run {r['name']}: {e}") from None
 
 
-def run_sweep(spec_path: str | Path, out: str | Path, *, runs_root: str | Path | None = None,
-              dry_run: bool = False, log=print) -> dict:
+def run_sweep(
+    spec_path: str | Path,
+    out: str | Path,
+    *,
+    runs_root: str | Path | None = None,
+    dry_run: bool = False,
+    log=print,
+) -> dict:
     """Expand, train (resumably), evaluate and report a sweep; returns the report dict
     (with `dry_run`: the checked plan, nothing built). OUT is held with
     `lsap.utils.lock.DirLock` for the whole sweep: a second `lsap sweep` on it is refused
@@ -285,8 +388,10 @@ def _run_sweep(spec_path, out, *, runs_root, dry_run, log) -> dict:
     check_plan(spec, plan)
     vs = variants(spec)
     n_set = len({(r["variant"], r["setting"]) for r in plan})
-    log(f"[sweep] {spec['name']}: {len(plan)} runs ({len(vs)} regime(s), {n_set} settings, seeds "
-        f"{sorted({r['seed'] for r in plan})}) → {out}")
+    log(
+        f"[sweep] {spec['name']}: {len(plan)} runs ({len(vs)} regime(s), {n_set} settings, seeds "
+        f"{sorted({r['seed'] for r in plan})}) → {out}"
+    )
     if dry_run:
         for r in plan:
             log(f"  {r['name']}: " + " ".join(f"{k}={v}" for k, v in r["overrides"].items()))
@@ -294,8 +399,10 @@ def _run_sweep(spec_path, out, *, runs_root, dry_run, log) -> dict:
     if not spec.get("regime") and not float(spec.get("budget_flops") or 0) > 0:
         raise SweepError("no budget: set budget_flops (or use a regime)")
     if spec.get("regime") and spec["regime"] != "quickstart":
-        raise SweepError(f"regime {spec['regime']!r}: only 'quickstart' is built in (or leave it out and give "
-                         "data.dir / surrogate.model in base and grid)")
+        raise SweepError(
+            f"regime {spec['regime']!r}: only 'quickstart' is built in (or leave it out and give "
+            "data.dir / surrogate.model in base and grid)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = Path(runs_root) if runs_root else out / "runs"
     spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
@@ -305,15 +412,27 @@ def _run_sweep(spec_path, out, *, runs_root, dry_run, log) -> dict:
 
     cfgs, vstate, overlap = {}, {}, {}
     for v, settings in vs.items():
-        cfgs_v, vstate[v] = _variant_configs(spec, v, settings, [r for r in plan if r["variant"] == v], runs_dir,
-                                             overlap, log)
+        cfgs_v, vstate[v] = _variant_configs(
+            spec, v, settings, [r for r in plan if r["variant"] == v], runs_dir, overlap, log
+        )
         cfgs.update(cfgs_v)
     one = vstate[next(iter(vs))]
-    state = {"spec": spec, "spec_hash": spec_hash, "budget_flops": one["budget_flops"],
-             "surrogates": one["surrogates"], "surrogate_bpb": one["surrogate_bpb"], "variants": vstate,
-             "overlap": overlap, "runs": [{**r, "out_dir": cfgs[r["name"]].out_dir} for r in plan]}
+    state = {
+        "spec": spec,
+        "spec_hash": spec_hash,
+        "budget_flops": one["budget_flops"],
+        "surrogates": one["surrogates"],
+        "surrogate_bpb": one["surrogate_bpb"],
+        "variants": vstate,
+        "overlap": overlap,
+        "runs": [{**r, "out_dir": cfgs[r["name"]].out_dir} for r in plan],
+    }
     if state_path.is_file():  # keep the status of runs finished earlier
-        done = {r["name"] for r in json.loads(state_path.read_text())["runs"] if r.get("status") == "done"}
+        done = {
+            r["name"]
+            for r in json.loads(state_path.read_text())["runs"]
+            if r.get("status") == "done"
+        }
         for r in plan:
             if r["name"] in done and (Path(cfgs[r["name"]].out_dir) / "DONE").is_file():
                 r["status"] = "done"
@@ -333,26 +452,44 @@ def _run_sweep(spec_path, out, *, runs_root, dry_run, log) -> dict:
         tgt = ev.get("targets")
         targets = None
         if tgt:
-            targets = {"surrogate": _resolve(tgt, vst["surrogates"]), "vocab_map": vst.get("vocab_map") or
-                       ev.get("vocab_map"), "k": int(ev.get("k", 15)), "alpha": float(ev.get("alpha", 0.05))}
-        evaluate_run(cfg.out_dir, tasks=ev.get("tasks", "pairs"), max_examples=int(ev.get("max_examples", 1000)),
-                     targets=targets, log=log)
+            targets = {
+                "surrogate": _resolve(tgt, vst["surrogates"]),
+                "vocab_map": vst.get("vocab_map") or ev.get("vocab_map"),
+                "k": int(ev.get("k", 15)),
+                "alpha": float(ev.get("alpha", 0.05)),
+            }
+        evaluate_run(
+            cfg.out_dir,
+            tasks=ev.get("tasks", "pairs"),
+            max_examples=int(ev.get("max_examples", 1000)),
+            targets=targets,
+            log=log,
+        )
         if vst.get("ood"):
-            ood_eval(cfg.out_dir, vst["ood"], out / "ood-tasks", int(ev.get("max_examples", 1000)), tasks_memo,
-                     log)
+            ood_eval(
+                cfg.out_dir,
+                vst["ood"],
+                out / "ood-tasks",
+                int(ev.get("max_examples", 1000)),
+                tasks_memo,
+                log,
+            )
         r["status"] = "done"
-        _write(state_path, {**state, "runs": [{**x, "out_dir": cfgs[x["name"]].out_dir} for x in plan]})
+        _write(
+            state_path, {**state, "runs": [{**x, "out_dir": cfgs[x["name"]].out_dir} for x in plan]}
+        )
 
     result = report_sweep(out)
     log(f"\n[sweep] done in {(time.time() - t0) / 60:.1f} min: {out / 'report.md'}")
     return result
 
 
-def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_dir: Path, overlap: dict,
-                     log) -> tuple[dict, dict]:
+def _variant_configs(
+    spec: dict, v: str, settings: dict, plan: list[dict], runs_dir: Path, overlap: dict, log
+) -> tuple[dict, dict]:
     """Build (or reuse) one regime and the resolved configs of its runs."""
-    from lsap.method.flops import FlopsLedger, plan_steps
     from lsap.experiments.regime import config_hash
+    from lsap.method.flops import FlopsLedger, plan_steps
 
     surrogates, bpb, params, base, regime, s = {}, {}, {}, list(spec["base"]), None, None
     budget = float(spec.get("budget_flops") or 0)
@@ -361,10 +498,21 @@ def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_
 
         s = rg.Settings(**settings)
         if v:
-            log(f"\n[sweep] regime {v}: " + ", ".join(f"{k}={val}" for k, val in (spec['regimes'][v] or {}).items()))
+            log(
+                f"\n[sweep] regime {v}: "
+                + ", ".join(f"{k}={val}" for k, val in (spec["regimes"][v] or {}).items())
+            )
         regime = rg.build_regime(s)
-        surrogates, bpb, params = dict(regime.surrogates), dict(regime.surrogate_bpb), dict(regime.params)
-        base = rg.base_overrides(s) + [f"data.dir={regime.base_data}", f"surrogate.vocab_map={regime.vocab_map}"] + base
+        surrogates, bpb, params = (
+            dict(regime.surrogates),
+            dict(regime.surrogate_bpb),
+            dict(regime.params),
+        )
+        base = (
+            rg.base_overrides(s)
+            + [f"data.dir={regime.base_data}", f"surrogate.vocab_map={regime.vocab_map}"]
+            + base
+        )
         budget = budget or regime.budget
     base = [_resolve_item(b, surrogates) for b in base]
     cfgs = {}
@@ -384,22 +532,31 @@ def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_
         cfg.name, cfg.out_dir = r["name"], str(runs_dir / f"{r['loss']}-{config_hash(cfg)}")
         cfgs[r["name"]] = cfg
     lsap_cfgs = [c for c in cfgs.values() if c.loss == "lsap"]
-    if lsap_cfgs:  # the CE runs also checkpoint at the LSAP runs' token count (configs only, no weights)
+    if (
+        lsap_cfgs
+    ):  # the CE runs also checkpoint at the LSAP runs' token count (configs only, no weights)
         from lsap.data.shards import TokenShards
-        from lsap.model import model_config
-        from lsap.experiments.regime import surrogate_config
         from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
+        from lsap.experiments.regime import surrogate_config
+        from lsap.model import model_config
 
         c0 = lsap_cfgs[0]
         tok = load_tokenizer(TokenShards(c0.data.dir, "train").manifest["tokenizer"]["spec"])
-        bcfg = model_config(c0.model.preset, vocab_size=c0.model.vocab_size or padded_vocab_size(tok),
-                            **c0.model.overrides)
+        bcfg = model_config(
+            c0.model.preset,
+            vocab_size=c0.model.vocab_size or padded_vocab_size(tok),
+            **c0.model.overrides,
+        )
         steps_at = set()
         for spec_s in sorted({c.surrogate.model for c in lsap_cfgs}):
             led = FlopsLedger.from_configs(bcfg, surrogate_config(spec_s))
-            steps_at.add(plan_steps(c0.train.batch_size * c0.data.seq_len,
-                                    led.base_flops_per_token + led.surrogate_flops_per_token,
-                                    max_flops=budget).total_steps)
+            steps_at.add(
+                plan_steps(
+                    c0.train.batch_size * c0.data.seq_len,
+                    led.base_flops_per_token + led.surrogate_flops_per_token,
+                    max_flops=budget,
+                ).total_steps
+            )
         for c in list(cfgs.values()):
             if c.loss == "ce":
                 c.train.ckpt_at = sorted(steps_at)  # a resume-free key: the CE run dir stays shared
@@ -408,8 +565,15 @@ def _variant_configs(spec: dict, v: str, settings: dict, plan: list[dict], runs_
         for corpus in (spec.get("eval") or {}).get("ood", []):
             if corpus != s.corpus:
                 ood[corpus] = str(rg.heldout_shards(regime, s, corpus))
-    vst = {"budget_flops": budget, "surrogates": surrogates, "surrogate_bpb": bpb, "params": params,
-           "corpus": s.corpus if s else None, "ood": ood, "vocab_map": str(regime.vocab_map) if regime else None}
+    vst = {
+        "budget_flops": budget,
+        "surrogates": surrogates,
+        "surrogate_bpb": bpb,
+        "params": params,
+        "corpus": s.corpus if s else None,
+        "ood": ood,
+        "vocab_map": str(regime.vocab_map) if regime else None,
+    }
     return cfgs, vst
 
 
@@ -423,9 +587,13 @@ def _restricted_map(cfg, regime, root: Path, overlap: dict, setting: str, v: str
     L = cfg.lsap
     src = cfg.surrogate.vocab_map or (str(regime.vocab_map) if regime else "")
     if not src:
-        raise SweepError(f"{setting}: lsap.intersection_keep < 1 in a sweep needs a saved map (a regime or "
-                         "surrogate.vocab_map)")
-    key = hashlib.sha256(json.dumps([src, L.intersection_keep, L.intersection_seed]).encode()).hexdigest()[:10]
+        raise SweepError(
+            f"{setting}: lsap.intersection_keep < 1 in a sweep needs a saved map (a regime or "
+            "surrogate.vocab_map)"
+        )
+    key = hashlib.sha256(
+        json.dumps([src, L.intersection_keep, L.intersection_seed]).encode()
+    ).hexdigest()[:10]
     d = root / f"keep{L.intersection_keep}-seed{L.intersection_seed}-{key}"
     if not (d / "vocab_map.json").is_file():
         restrict_intersection(VocabMap.load(src), L.intersection_keep, L.intersection_seed).save(d)
@@ -451,19 +619,31 @@ def report_sweep(out: str | Path) -> dict:
     done = [r for r in st["runs"] if r.get("status") == "done"]
     if not done:
         raise SweepError(f"{out}: no finished runs yet")
-    vstates = st.get("variants") or {"": {"budget_flops": st["budget_flops"], "surrogates": st.get("surrogates") or {},
-                                          "surrogate_bpb": st.get("surrogate_bpb") or {}}}
+    vstates = st.get("variants") or {
+        "": {
+            "budget_flops": st["budget_flops"],
+            "surrogates": st.get("surrogates") or {},
+            "surrogate_bpb": st.get("surrogate_bpb") or {},
+        }
+    }
     multi = len(vstates) > 1
     result, rows = None, []
     for v, vst in vstates.items():
         runs = [r for r in done if r.get("variant", "") == v]
         if not runs:
             continue
-        res = rep.make_report([r["out_dir"] for r in runs], out / v if multi else out, flops=vst["budget_flops"],
-                              strength=vst.get("surrogate_bpb") or {}, surrogates=vst.get("surrogates") or {},
-                              names=[r["name"] for r in runs])
+        res = rep.make_report(
+            [r["out_dir"] for r in runs],
+            out / v if multi else out,
+            flops=vst["budget_flops"],
+            strength=vst.get("surrogate_bpb") or {},
+            surrogates=vst.get("surrogates") or {},
+            names=[r["name"] for r in runs],
+        )
         result = result or res
-        rows += _summary_rows(v, vst, runs, res["table"], st.get("overlap", {}).get(v, {}), res.get("paired"))
+        rows += _summary_rows(
+            v, vst, runs, res["table"], st.get("overlap", {}).get(v, {}), res.get("paired")
+        )
     axis = st["spec"].get("axis")
     if multi or axis or any(r["ood"] for r in rows):
         files = _write_summary(out, st["spec"], rows, axis, write_report_md=multi)
@@ -474,8 +654,14 @@ def report_sweep(out: str | Path) -> dict:
     return result
 
 
-def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dict,
-                  paired: list[dict] | None = None) -> list[dict]:
+def _summary_rows(
+    v: str,
+    vst: dict,
+    runs: list[dict],
+    table: dict,
+    overlap: dict,
+    paired: list[dict] | None = None,
+) -> list[dict]:
     from lsap.eval.ood import ood_paired
     from lsap.experiments.report import PAIRS_POOLED, strength_rows
 
@@ -493,19 +679,38 @@ def _summary_rows(v: str, vst: dict, runs: list[dict], table: dict, overlap: dic
         mine = [r for r in runs if setting_of.get(r["name"]) == d["setting"] and r["seed"] in ce]
         o = {}
         for corpus in sorted({c for x in ood.values() for c in x}):
-            pairs = [(r["seed"], ce[r["seed"]][corpus], ood[r["name"]][corpus]) for r in mine
-                     if corpus in ood[r["name"]] and corpus in ce[r["seed"]]]  # (seed, CE entry, LSAP entry)
+            pairs = [
+                (r["seed"], ce[r["seed"]][corpus], ood[r["name"]][corpus])
+                for r in mine
+                if corpus in ood[r["name"]] and corpus in ce[r["seed"]]
+            ]  # (seed, CE entry, LSAP entry)
             ds = [b_["pairs_average"] - a_["pairs_average"] for _, a_, b_ in pairs]
             if ds:
                 test = ood_paired({s_: a_ for s_, a_, _ in pairs}, {s_: b_ for s_, _, b_ in pairs})
-                o[corpus] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds), "n": len(ds),
-                             "test": _test_fields(test)}
-        rows.append({"regime": v, "setting": d["setting"], "surrogate": d["surrogate"], "n": d["n"],
-                     "base_params": n_b, "surrogate_params": n_s,
-                     "surrogate_ratio": n_s / n_b if n_b and n_s else None, "strength": d["strength"],
-                     "overlap": overlap.get(bare.get(d["setting"], d["setting"])), "pairs": d.get("pairs_average"), "ood": o,
-                     "pairs_test": _test_fields(in_domain.get(d["setting"])),
-                     "corpus": vst.get("corpus")})
+                o[corpus] = {
+                    "mean": sum(ds) / len(ds),
+                    "min": min(ds),
+                    "max": max(ds),
+                    "n": len(ds),
+                    "test": _test_fields(test),
+                }
+        rows.append(
+            {
+                "regime": v,
+                "setting": d["setting"],
+                "surrogate": d["surrogate"],
+                "n": d["n"],
+                "base_params": n_b,
+                "surrogate_params": n_s,
+                "surrogate_ratio": n_s / n_b if n_b and n_s else None,
+                "strength": d["strength"],
+                "overlap": overlap.get(bare.get(d["setting"], d["setting"])),
+                "pairs": d.get("pairs_average"),
+                "ood": o,
+                "pairs_test": _test_fields(in_domain.get(d["setting"])),
+                "corpus": vst.get("corpus"),
+            }
+        )
     return rows
 
 
@@ -532,37 +737,54 @@ def _rng(d, scale=100.0, test: dict | None = None):
     return f"{cell}, **{p}**" if test["survives"] else f"{cell}, {p}"
 
 
-def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, write_report_md: bool) -> list[str]:
+def _write_summary(
+    out: Path, spec: dict, rows: list[dict], axis: dict | None, write_report_md: bool
+) -> list[str]:
     from lsap.utils.io import atomic_write_json, atomic_write_text
 
     title = (axis or {}).get("title") or spec.get("description") or spec["name"]
     corpora = sorted({c for r in rows for c in r["ood"]})
-    lines = [f"# Sweep {spec['name']}: {title}", "",
-             "Δ = LSAP − CE on minimal pairs (points), paired by seed, mean [min, max] over seeds, at each "
-             "regime's matched-FLOPs budget (the surrogate's inference charged). Strength = the surrogate's "
-             "held-out bits per byte / the CE base's. Overlap = share of the base's held-out tokens inside "
-             "the (kept) Σ∩. Out-of-domain: minimal pairs from held-out documents of other corpora. "
-             "p: exact two-sided sign test on the pairs where CE and LSAP disagree, pooled over seeds and "
-             "pair tasks (`lsap.eval.stats`); **bold** when p < 0.05. Where the tasks differ in size the cell's Δ "
-             "(mean of task accuracies) and the test's pooled Δ (over examples) differ: then both are shown.", "",
-             "| regime | setting | N_b | N_s/N_b | strength | overlap | seeds | Δ in-domain | "
-             + " | ".join(f"Δ {c}" for c in corpora) + (" |" if corpora else "|"),
-             "|---" * (8 + len(corpora)) + "|"]
+    lines = [
+        f"# Sweep {spec['name']}: {title}",
+        "",
+        "Δ = LSAP − CE on minimal pairs (points), paired by seed, mean [min, max] over seeds, at each "
+        "regime's matched-FLOPs budget (the surrogate's inference charged). Strength = the surrogate's "
+        "held-out bits per byte / the CE base's. Overlap = share of the base's held-out tokens inside "
+        "the (kept) Σ∩. Out-of-domain: minimal pairs from held-out documents of other corpora. "
+        "p: exact two-sided sign test on the pairs where CE and LSAP disagree, pooled over seeds and "
+        "pair tasks (`lsap.eval.stats`); **bold** when p < 0.05. Where the tasks differ in size the cell's Δ "
+        "(mean of task accuracies) and the test's pooled Δ (over examples) differ: then both are shown.",
+        "",
+        "| regime | setting | N_b | N_s/N_b | strength | overlap | seeds | Δ in-domain | "
+        + " | ".join(f"Δ {c}" for c in corpora)
+        + (" |" if corpora else "|"),
+        "|---" * (8 + len(corpora)) + "|",
+    ]
     for r in rows:
-        f = (lambda x, p: "n/a" if x is None else p.format(x))
-        lines.append(f"| {r['regime'] or r['corpus'] or '-'} | {r['setting']} | {f(r['base_params'], '{:,.0f}')} | "
-                     f"{f(r['surrogate_ratio'], '{:.2f}')} | {f(r['strength'], '{:.3f}')} | "
-                     f"{f(r['overlap'], '{:.1%}')} | {r['n']} | {_rng(r['pairs'], test=r.get('pairs_test'))} | "
-                     + " | ".join(_rng(r["ood"].get(c)) for c in corpora) + (" |" if corpora else "|"))
+        f = lambda x, p: "n/a" if x is None else p.format(x)
+        lines.append(
+            f"| {r['regime'] or r['corpus'] or '-'} | {r['setting']} | {f(r['base_params'], '{:,.0f}')} | "
+            f"{f(r['surrogate_ratio'], '{:.2f}')} | {f(r['strength'], '{:.3f}')} | "
+            f"{f(r['overlap'], '{:.1%}')} | {r['n']} | {_rng(r['pairs'], test=r.get('pairs_test'))} | "
+            + " | ".join(_rng(r["ood"].get(c)) for c in corpora)
+            + (" |" if corpora else "|")
+        )
     strengths = [r["strength"] for r in rows if r["strength"] is not None]
-    if strengths and (max(strengths) - min(strengths)) > 0.1 and (axis or {}).get("x") == "base_params":
-        lines += ["", f"Note: the strength ratio drifts across regimes ({min(strengths):.3f} … {max(strengths):.3f}), "
-                  "so a trend in Δ mixes scale with surrogate strength."]
+    if (
+        strengths
+        and (max(strengths) - min(strengths)) > 0.1
+        and (axis or {}).get("x") == "base_params"
+    ):
+        lines += [
+            "",
+            f"Note: the strength ratio drifts across regimes ({min(strengths):.3f} … {max(strengths):.3f}), "
+            "so a trend in Δ mixes scale with surrogate strength.",
+        ]
     files = ["summary.md", "summary.json"]
     x = (axis or {}).get("x")
     if x and any(r[x] is not None and r["pairs"] for r in rows):
-        from lsap.utils.errors import ReportError
         from lsap.experiments.plots import axis_plot
+        from lsap.utils.errors import ReportError
 
         try:
             files.append(axis_plot(rows, x, title, out))
@@ -572,8 +794,13 @@ def _write_summary(out: Path, spec: dict, rows: list[dict], axis: dict | None, w
     atomic_write_text(out / "summary.md", md)
     atomic_write_json(out / "summary.json", {"spec": spec["name"], "axis": axis, "rows": rows})
     if write_report_md:
-        atomic_write_text(out / "report.md", md + "\nPer-regime reports: "
-                          + ", ".join(f"[{v}]({v}/report.md)" for v in sorted({r['regime'] for r in rows})) + "\n")
+        atomic_write_text(
+            out / "report.md",
+            md
+            + "\nPer-regime reports: "
+            + ", ".join(f"[{v}]({v}/report.md)" for v in sorted({r["regime"] for r in rows}))
+            + "\n",
+        )
         files.append("report.md")
     return files
 
@@ -597,12 +824,24 @@ def _use_stores(cfgs: dict, root: Path, log) -> None:
         k = max(c.lsap.k for c in cs)
         min_alpha = min(c.lsap.alpha for c in cs)
         c0 = cs[0]
-        key = hashlib.sha256(json.dumps([spec_s, c0.data.dir, c0.data.seq_len, k, min_alpha,
-                                         c0.surrogate.vocab_map]).encode()).hexdigest()[:10]
+        key = hashlib.sha256(
+            json.dumps(
+                [spec_s, c0.data.dir, c0.data.seq_len, k, min_alpha, c0.surrogate.vocab_map]
+            ).encode()
+        ).hexdigest()[:10]
         d = root / f"store-{key}"
         log(f"[sweep] target store for {spec_s} (k {k}, α ≥ {min_alpha}) → {d}")
-        build_store(spec_s, c0.data.dir, c0.data.seq_len, d, k=k, min_alpha=min_alpha,
-                    vocab_map=c0.surrogate.vocab_map or None, batch_size=c0.train.micro_batch_size, progress=False)
+        build_store(
+            spec_s,
+            c0.data.dir,
+            c0.data.seq_len,
+            d,
+            k=k,
+            min_alpha=min_alpha,
+            vocab_map=c0.surrogate.vocab_map or None,
+            batch_size=c0.train.micro_batch_size,
+            progress=False,
+        )
         for c in cs:
             c.surrogate.source = "store"
             c.surrogate.store_dir = str(d)

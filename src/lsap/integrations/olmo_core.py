@@ -65,17 +65,24 @@ from olmo_core.optim import SkipStepOptimizer
 from olmo_core.train.common import ReduceType
 from olmo_core.train.train_module import TransformerTrainModule
 
-from lsap.method.choices import NORMALIZATIONS
 from lsap.data.shards import Batch
-from lsap.utils.errors import ConfigError, StoreError
+from lsap.method.choices import NORMALIZATIONS
 from lsap.method.flops import Budget, FlopsLedger, plan_steps
 from lsap.method.loss import lsap_linear_loss, normalizer
 from lsap.method.schedules import LambdaSchedule
-from lsap.surrogate.sources import TargetSource
 from lsap.method.targets import AuxTargets
+from lsap.surrogate.sources import TargetSource
+from lsap.utils.errors import ConfigError, StoreError
 
-__all__ = ["LSAPLMHead", "LSAPHeadOutput", "LSAPTrainModule", "use_lsap_head", "pack_labels",
-           "base_flops_per_token", "plan"]
+__all__ = [
+    "LSAPLMHead",
+    "LSAPHeadOutput",
+    "LSAPTrainModule",
+    "use_lsap_head",
+    "pack_labels",
+    "base_flops_per_token",
+    "plan",
+]
 
 
 class LSAPHeadOutput(NamedTuple):
@@ -102,36 +109,80 @@ class LSAPLMHead(LMHead):
     chunk_size: int = 1024
     aux_weight: torch.Tensor | None = None  # [B, T, K] for the next forward (prob ablation)
 
-    def forward(self, x, *, labels=None, ignore_index: int = -100, loss_reduction="mean",
-                z_loss_multiplier=None, loss_div_factor=None, return_logits=None, logits_to_keep=0):
+    def forward(
+        self,
+        x,
+        *,
+        labels=None,
+        ignore_index: int = -100,
+        loss_reduction="mean",
+        z_loss_multiplier=None,
+        loss_div_factor=None,
+        return_logits=None,
+        logits_to_keep=0,
+    ):
         if labels is None or labels.dim() == x.dim() - 1:  # plain labels: OLMo-core's own head
-            return super().forward(x, labels=labels, ignore_index=ignore_index, loss_reduction=loss_reduction,
-                                   z_loss_multiplier=z_loss_multiplier, loss_div_factor=loss_div_factor,
-                                   return_logits=return_logits, logits_to_keep=logits_to_keep)
-        if loss_reduction != "sum" or return_logits or (isinstance(logits_to_keep, int) and logits_to_keep != 0) \
-                or not isinstance(logits_to_keep, int):
-            raise ValueError("LSAPLMHead with auxiliary targets needs loss_reduction='sum', no logits and "
-                             "no logits_to_keep")
+            return super().forward(
+                x,
+                labels=labels,
+                ignore_index=ignore_index,
+                loss_reduction=loss_reduction,
+                z_loss_multiplier=z_loss_multiplier,
+                loss_div_factor=loss_div_factor,
+                return_logits=return_logits,
+                logits_to_keep=logits_to_keep,
+            )
+        if (
+            loss_reduction != "sum"
+            or return_logits
+            or (isinstance(logits_to_keep, int) and logits_to_keep != 0)
+            or not isinstance(logits_to_keep, int)
+        ):
+            raise ValueError(
+                "LSAPLMHead with auxiliary targets needs loss_reduction='sum', no logits and "
+                "no logits_to_keep"
+            )
         if self.w_out.bias is not None:
-            raise ConfigError("LSAP's head loss has no bias term; build the model with lm_head bias=False (OLMo2's)")
+            raise ConfigError(
+                "LSAP's head loss has no bias term; build the model with lm_head bias=False (OLMo2's)"
+            )
         if self.tp_enabled or self.cp_enabled:
-            raise ConfigError("LSAPLMHead does not support tensor/context parallelism; use FSDP/HSDP/DDP")
+            raise ConfigError(
+                "LSAPLMHead does not support tensor/context parallelism; use FSDP/HSDP/DDP"
+            )
         h = self.norm(x) if self.norm is not None else x
         labels = get_local_tensor(labels)
         w = self.aux_weight
         if w is not None:
             if w.shape != labels[..., 1:].shape:
-                raise ValueError(f"aux_weight {tuple(w.shape)} does not match the packed targets "
-                                 f"{tuple(labels[..., 1:].shape)}")
+                raise ValueError(
+                    f"aux_weight {tuple(w.shape)} does not match the packed targets "
+                    f"{tuple(labels[..., 1:].shape)}"
+                )
             w = w.to(labels.device)
-        out = lsap_linear_loss(get_local_tensor(h), get_local_tensor(self.w_out.weight), labels[..., 0],
-                               labels[..., 1:], labels[..., 1:] != ignore_index, lam=self.lam,
-                               ignore_index=ignore_index, chunk_size=self.chunk_size,
-                               z_loss=float(z_loss_multiplier or 0.0), aux_weight=w)
+        out = lsap_linear_loss(
+            get_local_tensor(h),
+            get_local_tensor(self.w_out.weight),
+            labels[..., 0],
+            labels[..., 1:],
+            labels[..., 1:] != ignore_index,
+            lam=self.lam,
+            ignore_index=ignore_index,
+            chunk_size=self.chunk_size,
+            z_loss=float(z_loss_multiplier or 0.0),
+            aux_weight=w,
+        )
         div = 1.0 if loss_div_factor is None else loss_div_factor
         m = float(z_loss_multiplier or 0.0)
-        return LSAPHeadOutput(None, out.loss / div, out.ce_sum / div, (m * out.z_sum / div) if m else None,
-                              out.ce_sum, out.aux_sum, out.z_sum)
+        return LSAPHeadOutput(
+            None,
+            out.loss / div,
+            out.ce_sum / div,
+            (m * out.z_sum / div) if m else None,
+            out.ce_sum,
+            out.aux_sum,
+            out.z_sum,
+        )
 
 
 def use_lsap_head(model) -> LSAPLMHead:
@@ -141,19 +192,25 @@ def use_lsap_head(model) -> LSAPLMHead:
     if type(head) is LMHead:
         head.__class__ = LSAPLMHead
     elif not isinstance(head, LSAPLMHead):
-        raise ConfigError(f"LSAP needs OLMo-core's default LMHead, the model has {type(head).__name__}")
+        raise ConfigError(
+            f"LSAP needs OLMo-core's default LMHead, the model has {type(head).__name__}"
+        )
     return head
 
 
-def pack_labels(labels: torch.Tensor, aux: AuxTargets | None, ignore_index: int = -100) -> torch.Tensor:
+def pack_labels(
+    labels: torch.Tensor, aux: AuxTargets | None, ignore_index: int = -100
+) -> torch.Tensor:
     """labels [B, T] + targets (ids/mask [B, T, K]) → int64 [B, T, 1 + K]: the gold label,
     then the selected auxiliary ids, `ignore_index` in unused slots (K = 0 without targets)."""
     if aux is None:
         return labels[..., None]
     ids = torch.where(aux.mask, aux.ids.to(labels.device), ignore_index).to(labels.dtype)
     if ids.shape[:2] != labels.shape:
-        raise StoreError(f"targets {tuple(ids.shape[:2])} do not match the batch {tuple(labels.shape)}: "
-                         "was the store built with the OLMo-core window layout and this sequence length?")
+        raise StoreError(
+            f"targets {tuple(ids.shape[:2])} do not match the batch {tuple(labels.shape)}: "
+            "was the store built with the OLMo-core window layout and this sequence length?"
+        )
     return torch.cat([labels[..., None], ids], dim=-1)
 
 
@@ -163,12 +220,21 @@ def base_flops_per_token(model) -> float:
     return 6.0 * sum(p.numel() for p in model.parameters())
 
 
-def plan(model, global_batch_tokens: int, targets: TargetSource | None = None, *, max_steps: int = 0,
-         max_tokens: float = 0, max_flops: float = 0) -> Budget:
+def plan(
+    model,
+    global_batch_tokens: int,
+    targets: TargetSource | None = None,
+    *,
+    max_steps: int = 0,
+    max_tokens: float = 0,
+    max_flops: float = 0,
+) -> Budget:
     """`lsap.method.flops.plan_steps` for an OLMo-core run: steps from the budget at 6·N_b (+ the
     source's 2·N_s) FLOPs per trained token."""
     fpt = base_flops_per_token(model) + (targets.flops_per_token if targets is not None else 0.0)
-    return plan_steps(global_batch_tokens, fpt, max_steps=max_steps, max_tokens=max_tokens, max_flops=max_flops)
+    return plan_steps(
+        global_batch_tokens, fpt, max_steps=max_steps, max_tokens=max_tokens, max_flops=max_flops
+    )
 
 
 def _check_store(targets, seq_len: int) -> None:
@@ -177,11 +243,15 @@ def _check_store(targets, seq_len: int) -> None:
         return
     layout = getattr(store, "window_layout", None) or store.manifest.get("window_layout", "lsap")
     if layout != "olmo":
-        raise StoreError(f"{store.dir}: built with window_layout {layout!r}; OLMo-core's instances need the "
-                         "'olmo' layout — rebuild with `lsap store build ... --window-layout olmo`")
+        raise StoreError(
+            f"{store.dir}: built with window_layout {layout!r}; OLMo-core's instances need the "
+            "'olmo' layout — rebuild with `lsap store build ... --window-layout olmo`"
+        )
     if int(store.seq_len) != int(seq_len):
-        raise StoreError(f"{store.dir}: built for seq_len {store.seq_len}, this run uses {seq_len}; "
-                         f"rebuild with `lsap store build ... --seq-len {seq_len} --window-layout olmo`")
+        raise StoreError(
+            f"{store.dir}: built for seq_len {store.seq_len}, this run uses {seq_len}; "
+            f"rebuild with `lsap store build ... --seq-len {seq_len} --window-layout olmo`"
+        )
 
 
 class LSAPTrainModule(TransformerTrainModule):
@@ -195,25 +265,43 @@ class LSAPTrainModule(TransformerTrainModule):
     (`z_loss_multiplier` included).
     """
 
-    def __init__(self, model, optim, rank_microbatch_size: int, max_sequence_length: int, *,
-                 targets: TargetSource | None = None, lam: LambdaSchedule | float = 1.0,
-                 normalization: str = "targets", chunk_size: int = 1024, aux_weighting: str = "none",
-                 **kwargs: Any):
+    def __init__(
+        self,
+        model,
+        optim,
+        rank_microbatch_size: int,
+        max_sequence_length: int,
+        *,
+        targets: TargetSource | None = None,
+        lam: LambdaSchedule | float = 1.0,
+        normalization: str = "targets",
+        chunk_size: int = 1024,
+        aux_weighting: str = "none",
+        **kwargs: Any,
+    ):
         if normalization not in NORMALIZATIONS:
-            raise ConfigError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+            raise ConfigError(
+                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
         if aux_weighting not in ("none", "prob"):
             raise ConfigError(f"aux_weighting must be 'none' or 'prob', got {aux_weighting!r}")
         self.aux_weighting = aux_weighting
         for unsupported in ("tp_config", "cp_config", "ep_config"):
             if kwargs.get(unsupported) is not None:
-                raise ConfigError(f"LSAPTrainModule does not support {unsupported} (use FSDP/HSDP/DDP)")
+                raise ConfigError(
+                    f"LSAPTrainModule does not support {unsupported} (use FSDP/HSDP/DDP)"
+                )
         self.lsap_head = use_lsap_head(model)
         self.lsap_head.chunk_size = int(chunk_size)
         _check_store(targets, max_sequence_length)
         self.targets = targets
-        self.lam = lam if isinstance(lam, LambdaSchedule) else LambdaSchedule("constant", float(lam))
+        self.lam = (
+            lam if isinstance(lam, LambdaSchedule) else LambdaSchedule("constant", float(lam))
+        )
         self.normalization = normalization
-        self.ledger = FlopsLedger(base_flops_per_token(model), targets.flops_per_token if targets else 0.0)
+        self.ledger = FlopsLedger(
+            base_flops_per_token(model), targets.flops_per_token if targets else 0.0
+        )
         super().__init__(model, optim, rank_microbatch_size, max_sequence_length, **kwargs)
 
     # ------------------------------------------------------------------ targets
@@ -222,9 +310,15 @@ class LSAPTrainModule(TransformerTrainModule):
             return None
         index = mb.get("index")
         if index is None and getattr(self.targets, "cache", None) is not None:
-            raise StoreError("a target store is keyed by OLMo-core's instance index, but the batch has no 'index' "
-                             "(use OLMo-core's NumpyFSLDataset / NumpyDataLoader)")
-        window_ids = index.cpu() if index is not None else torch.zeros(mb["input_ids"].shape[0], dtype=torch.long)
+            raise StoreError(
+                "a target store is keyed by OLMo-core's instance index, but the batch has no 'index' "
+                "(use OLMo-core's NumpyFSLDataset / NumpyDataLoader)"
+            )
+        window_ids = (
+            index.cpu()
+            if index is not None
+            else torch.zeros(mb["input_ids"].shape[0], dtype=torch.long)
+        )
         return self.targets(Batch(mb["input_ids"], mb["labels"], window_ids))
 
     def _global_counts(self, n: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
@@ -244,8 +338,10 @@ class LSAPTrainModule(TransformerTrainModule):
         lam = float(self.lam(step))
         seq_len = batch["input_ids"].shape[1]
         if self.rank_microbatch_size < seq_len:
-            raise RuntimeError(f"Microbatch size ({self.rank_microbatch_size}) is too small relative to "
-                               f"sequence length ({seq_len})")
+            raise RuntimeError(
+                f"Microbatch size ({self.rank_microbatch_size}) is too small relative to "
+                f"sequence length ({seq_len})"
+            )
         micro_batches = split_batch(batch, self.rank_microbatch_size // seq_len)
         del batch
 
@@ -256,19 +352,26 @@ class LSAPTrainModule(TransformerTrainModule):
         for mb in micro_batches:
             aux = None if dry_run else self._aux(mb)
             if aux is not None:
-                aux = AuxTargets(aux.ids, aux.mask & (mb["labels"] != ignore)[..., None].to(aux.mask.device),
-                                 aux.probs)
+                aux = AuxTargets(
+                    aux.ids,
+                    aux.mask & (mb["labels"] != ignore)[..., None].to(aux.mask.device),
+                    aux.probs,
+                )
                 v_local = v_local + aux.count.to(v_local.device)
             prob = aux is not None and self.aux_weighting == "prob"
             weights.append(torch.where(aux.mask, aux.probs, 0.0).float() if prob else None)
             mb["labels"] = pack_labels(mb["labels"], aux, ignore)
-        self.record_metric("train/masked labels (%)", (labels.numel() - n_local) / labels.numel(), ReduceType.mean)
+        self.record_metric(
+            "train/masked labels (%)", (labels.numel() - n_local) / labels.numel(), ReduceType.mean
+        )
 
         # 2. one global Z per optimizer step (micro-batches and data-parallel ranks).
         N, V = self._global_counts(n_local, v_local)
         Z = float(normalizer(N, V, self.normalization, lam))
         dp_ws = get_world_size(self.dp_process_group) if dist.is_initialized() else 1
-        div = torch.tensor(max(Z, 1.0) / dp_ws, device=self.device)  # FSDP/DDP average gradients over dp ranks
+        div = torch.tensor(
+            max(Z, 1.0) / dp_ws, device=self.device
+        )  # FSDP/DDP average gradients over dp ranks
         self.lsap_head.lam = lam
 
         # 3. OLMo-core's micro-batch loop, with the LSAP head loss.
@@ -277,9 +380,16 @@ class LSAPTrainModule(TransformerTrainModule):
             with self._train_microbatch_context(i, len(micro_batches)):
                 input_ids, mlabels, model_kwargs = self._prepare_batch(mb)
                 self.lsap_head.aux_weight = weights[i]
-                out = self.model_forward(input_ids, labels=mlabels, ignore_index=ignore, loss_reduction="sum",
-                                         z_loss_multiplier=self.z_loss_multiplier, loss_div_factor=div,
-                                         return_logits=False, **model_kwargs)
+                out = self.model_forward(
+                    input_ids,
+                    labels=mlabels,
+                    ignore_index=ignore,
+                    loss_reduction="sum",
+                    z_loss_multiplier=self.z_loss_multiplier,
+                    loss_div_factor=div,
+                    return_logits=False,
+                    **model_kwargs,
+                )
                 acc["ce"] += get_local_tensor(out.ce_sum)
                 acc["aux"] += get_local_tensor(out.aux_sum)
                 acc["z"] += get_local_tensor(out.z_sum)
@@ -300,8 +410,12 @@ class LSAPTrainModule(TransformerTrainModule):
             self.optim.latest_loss = ce_all
         self.record_ce_loss(ce, ReduceType.sum)
         m = float(self.z_loss_multiplier or 0.0)
-        self.record_metric("LSAP loss", (acc["ce"] + lam * acc["aux"] + m * acc["z"]) / max(Z, 1.0), ReduceType.sum,
-                           namespace="train")
+        self.record_metric(
+            "LSAP loss",
+            (acc["ce"] + lam * acc["aux"] + m * acc["z"]) / max(Z, 1.0),
+            ReduceType.sum,
+            namespace="train",
+        )
         self.record_metric("LSAP aux", acc["aux"] / max(V, 1.0), ReduceType.sum, namespace="train")
         self.record_metric("LSAP aux per token", V / Nd, ReduceType.mean, namespace="train")
         self.record_metric("LSAP lambda", lam, ReduceType.mean, namespace="train")
@@ -310,10 +424,17 @@ class LSAPTrainModule(TransformerTrainModule):
             self.record_metric("Z loss unscaled", acc["z"] / Nd, ReduceType.sum, namespace="train")
         # FLOPs: a pure function of the step (fixed-size batches), so it survives a resume.
         tokens = self.trainer.global_step * self.trainer.global_batch_size
-        self.ledger.load_state_dict({"base_flops": 0.0, "surrogate_flops": 0.0, "tokens": 0, "surrogate_tokens": 0})
+        self.ledger.load_state_dict(
+            {"base_flops": 0.0, "surrogate_flops": 0.0, "tokens": 0, "surrogate_tokens": 0}
+        )
         self.ledger.add(tokens, tokens if self.targets is not None else 0)
-        for name, val in (("base", self.ledger.base_flops), ("surrogate", self.ledger.surrogate_flops),
-                          ("total", self.ledger.total)):
+        for name, val in (
+            ("base", self.ledger.base_flops),
+            ("surrogate", self.ledger.surrogate_flops),
+            ("total", self.ledger.total),
+        ):
             self.record_metric(f"LSAP FLOPs {name}", val, None, namespace="throughput")
-        for metric_name, (metric_val, reduction) in self.model.compute_auxiliary_metrics(reset=True).items():
+        for metric_name, (metric_val, reduction) in self.model.compute_auxiliary_metrics(
+            reset=True
+        ).items():
             self.record_metric(metric_name, metric_val, reduction, namespace="train")

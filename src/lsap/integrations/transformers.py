@@ -51,12 +51,12 @@ import numpy as np
 import torch
 import transformers
 
-from lsap.method.choices import NORMALIZATIONS
 from lsap.data.shards import Batch
+from lsap.method.choices import NORMALIZATIONS
 from lsap.method.loss import lsap_linear_loss, normalizer
 from lsap.method.schedules import LambdaSchedule
-from lsap.surrogate.sources import TargetSource
 from lsap.method.targets import IGNORE, AuxTargets
+from lsap.surrogate.sources import TargetSource
 
 _AUX = ("lsap_aux_ids", "lsap_aux_mask", "lsap_aux_weight")
 
@@ -72,7 +72,9 @@ class WindowDataset(torch.utils.data.IterableDataset):
     (an evaluation set: `WindowDataset(dir, T, split="val", epochs=1)`).
     """
 
-    def __init__(self, data, seq_len: int, seed: int = 0, split: str = "train", epochs: int | None = None):
+    def __init__(
+        self, data, seq_len: int, seed: int = 0, split: str = "train", epochs: int | None = None
+    ):
         from lsap.data.shards import TokenShards
 
         self.shards = data if isinstance(data, TokenShards) else TokenShards(data, split)
@@ -102,13 +104,16 @@ def _lam_schedule(lam) -> Callable[[int, int], float]:
         check_method_numbers(lam=lam_min)
         return lambda step, total: LambdaSchedule(kind, float(lam0), float(lam_min), total)(step)
     if callable(lam):
+
         def checked(step, total):
             value = float(lam(step))
             check_method_numbers(lam=value)
             return value
 
         return checked
-    raise TypeError(f"lam must be a number, a callable of the step or ('cosine', lam0, lam_min); got {lam!r}")
+    raise TypeError(
+        f"lam must be a number, a callable of the step or ('cosine', lam0, lam_min); got {lam!r}"
+    )
 
 
 class LSAPTrainer(transformers.Trainer):
@@ -126,45 +131,94 @@ class LSAPTrainer(transformers.Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, surrogate=None, vocab_map=None, target_store=None, targets: TargetSource | None = None,
-                 k: int = 15, alpha: float = 0.05, lam=1.0, normalization: str = "targets",
-                 aux_weighting: str = "none", gold_outside: str = "keep", surrogate_batch_size: int = 0,
-                 chunk_size: int = 1024, allow_small_intersection: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        surrogate=None,
+        vocab_map=None,
+        target_store=None,
+        targets: TargetSource | None = None,
+        k: int = 15,
+        alpha: float = 0.05,
+        lam=1.0,
+        normalization: str = "targets",
+        aux_weighting: str = "none",
+        gold_outside: str = "keep",
+        surrogate_batch_size: int = 0,
+        chunk_size: int = 1024,
+        allow_small_intersection: bool = False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
         if aux_weighting not in ("none", "prob"):
             raise ValueError(f"aux_weighting must be 'none' or 'prob', got {aux_weighting!r}")
         if self.args.n_gpu > 1:
-            raise ValueError("LSAPTrainer does not support DataParallel (n_gpu > 1 in one process); use torchrun")
-        self.normalization, self.aux_weighting, self.chunk_size = normalization, aux_weighting, int(chunk_size)
+            raise ValueError(
+                "LSAPTrainer does not support DataParallel (n_gpu > 1 in one process); use torchrun"
+            )
+        self.normalization, self.aux_weighting, self.chunk_size = (
+            normalization,
+            aux_weighting,
+            int(chunk_size),
+        )
         self._lam = _lam_schedule(lam)
-        self.targets = targets or self._build_source(surrogate, vocab_map, target_store, k, alpha, gold_outside,
-                                                     surrogate_batch_size, allow_small_intersection)
-        self._sums = torch.zeros(4, dtype=torch.float64, device=self.args.device)  # ce, aux, N, V since the last log
+        self.targets = targets or self._build_source(
+            surrogate,
+            vocab_map,
+            target_store,
+            k,
+            alpha,
+            gold_outside,
+            surrogate_batch_size,
+            allow_small_intersection,
+        )
+        self._sums = torch.zeros(
+            4, dtype=torch.float64, device=self.args.device
+        )  # ce, aux, N, V since the last log
         self._last_lam = self.current_lam()
         self._hidden = None
 
     # ------------------------------------------------------------------ building
-    def _build_source(self, surrogate, vocab_map, target_store, k, alpha, gold_outside, batch_size, allow_small):
+    def _build_source(
+        self, surrogate, vocab_map, target_store, k, alpha, gold_outside, batch_size, allow_small
+    ):
         """`lsap.surrogate.sources.target_source`: the trainer's factory, so a store is checked against
         the train dataset's shards and seq_len exactly as `lsap train` checks it."""
         from lsap.surrogate.sources import target_source
 
         if (surrogate is None) == (target_store is None):
-            raise ValueError("pass exactly one of surrogate= (with vocab_map=), target_store= or targets=")
+            raise ValueError(
+                "pass exactly one of surrogate= (with vocab_map=), target_store= or targets="
+            )
         common = dict(vocab_map=vocab_map, k=k, alpha=alpha, allow_small_intersection=allow_small)
         if target_store is not None:
             ds = self.train_dataset
-            return target_source(store=target_store, **common,
-                                 gold_outside=gold_outside, device=self.args.device,
-                                 shards=getattr(ds, "shards", None), seq_len=getattr(ds, "seq_len", None),
-                                 online_batch_size=batch_size or self.args.per_device_train_batch_size)
+            return target_source(
+                store=target_store,
+                **common,
+                gold_outside=gold_outside,
+                device=self.args.device,
+                shards=getattr(ds, "shards", None),
+                seq_len=getattr(ds, "seq_len", None),
+                online_batch_size=batch_size or self.args.per_device_train_batch_size,
+            )
         if isinstance(surrogate, (str, os.PathLike)) and self.processing_class is None:
-            raise ValueError("a surrogate spec needs processing_class= (the base tokenizer) for the map")
-        return target_source(surrogate=surrogate, **common, base_tokenizer=self.processing_class,
-                             base_vocab_size=self.model.config.vocab_size,
-                             gold_outside=gold_outside, batch_size=batch_size, device=self.args.device)
+            raise ValueError(
+                "a surrogate spec needs processing_class= (the base tokenizer) for the map"
+            )
+        return target_source(
+            surrogate=surrogate,
+            **common,
+            base_tokenizer=self.processing_class,
+            base_vocab_size=self.model.config.vocab_size,
+            gold_outside=gold_outside,
+            batch_size=batch_size,
+            device=self.args.device,
+        )
 
     def current_lam(self) -> float:
         return self._lam(self.state.global_step, max(int(self.state.max_steps or 0), 1))
@@ -188,7 +242,11 @@ class LSAPTrainer(transformers.Trainer):
                 batch_samples.append(next(epoch_iterator))
             except StopIteration:
                 break
-        if not batch_samples or "labels" not in batch_samples[0] and "shift_labels" not in batch_samples[0]:
+        if (
+            not batch_samples
+            or "labels" not in batch_samples[0]
+            and "shift_labels" not in batch_samples[0]
+        ):
             return batch_samples, None
         lam = self.current_lam()
         counts = torch.zeros(2, dtype=torch.float64, device=device)
@@ -205,12 +263,14 @@ class LSAPTrainer(transformers.Trainer):
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
         self._last_lam = lam
-        return batch_samples, normalizer(counts[0], counts[1], self.normalization, lam).clamp_min(1.0)
+        return batch_samples, normalizer(counts[0], counts[1], self.normalization, lam).clamp_min(
+            1.0
+        )
 
     # ------------------------------------------------------------------ loss
     def _decoder(self, model):
         lm = self.accelerator.unwrap_model(model)
-        decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else getattr(lm, "model")
+        decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model
         head = lm.get_output_embeddings()
         if getattr(head, "bias", None) is not None:
             raise ValueError("LSAPTrainer needs an output head without bias")
@@ -230,7 +290,9 @@ class LSAPTrainer(transformers.Trainer):
 
         kw = {"attention_mask": attn} if attn is not None else {}
         if "logits_to_keep" in inspect.signature(lm.forward).parameters:
-            kw["logits_to_keep"] = 1  # the head runs on one position; the loss uses its weight directly
+            kw["logits_to_keep"] = (
+                1  # the head runs on one position; the loss uses its weight directly
+            )
         handle = decoder.register_forward_hook(grab)
         try:
             outputs = model(input_ids=x, use_cache=False, **kw)
@@ -239,11 +301,28 @@ class LSAPTrainer(transformers.Trainer):
         hidden, self._hidden = self._hidden, None
         # as lsap's LossModule: under Trainer's autocast (bf16=True) the head matmul runs in bf16
         # inside the loss, LSE and gradients in fp32 per chunk
-        out = lsap_linear_loss(hidden, head.weight, y, aux_ids, aux_mask, lam=self._last_lam,
-                               aux_weight=aux_weight, chunk_size=self.chunk_size)
-        self._sums += torch.stack([out.ce_sum, out.aux_sum, out.n_labels, out.n_aux]).double().to(self._sums.device)
-        z = num_items_in_batch if num_items_in_batch is not None else normalizer(
-            out.n_labels, out.n_aux, self.normalization, self._last_lam).clamp_min(1)
+        out = lsap_linear_loss(
+            hidden,
+            head.weight,
+            y,
+            aux_ids,
+            aux_mask,
+            lam=self._last_lam,
+            aux_weight=aux_weight,
+            chunk_size=self.chunk_size,
+        )
+        self._sums += (
+            torch.stack([out.ce_sum, out.aux_sum, out.n_labels, out.n_aux])
+            .double()
+            .to(self._sums.device)
+        )
+        z = (
+            num_items_in_batch
+            if num_items_in_batch is not None
+            else normalizer(out.n_labels, out.n_aux, self.normalization, self._last_lam).clamp_min(
+                1
+            )
+        )
         # DDP averages gradients over processes; Z is already global, so undo the average.
         z = z.to(out.loss.dtype) if torch.is_tensor(z) else float(z)
         loss = out.loss * (self.accelerator.num_processes / z)
@@ -251,13 +330,17 @@ class LSAPTrainer(transformers.Trainer):
 
     # ------------------------------------------------------------------ logging and FLOPs
     def log(self, logs: dict, start_time: float | None = None) -> None:
-        if "loss" in logs:  # a training log line: every process gets here (the reduce is collective)
+        if (
+            "loss" in logs
+        ):  # a training log line: every process gets here (the reduce is collective)
             sums = self._sums
             if self.accelerator.num_processes > 1:
                 sums = self.accelerator.reduce(sums.clone(), reduction="sum")
             ce, aux, n, v = (float(t) for t in sums)
             if n > 0:
-                logs.update(ce=ce / n, aux=aux / v if v else 0.0, aux_per_token=v / n, lam=self._last_lam)
+                logs.update(
+                    ce=ce / n, aux=aux / v if v else 0.0, aux_per_token=v / n, lam=self._last_lam
+                )
             self._sums.zero_()
         super().log(logs, start_time)
 

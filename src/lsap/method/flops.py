@@ -107,9 +107,14 @@ def inference_flops_per_token(config, seq_len: int | None = None) -> float:
     return flops
 
 
-def tokens_at_matched_flops(budget_flops: float, base_cfg, surrogate_cfg=None, *,
-                            seq_len: int | None = None,
-                            surrogate_tokens_per_base_token: float = 1.0) -> float:
+def tokens_at_matched_flops(
+    budget_flops: float,
+    base_cfg,
+    surrogate_cfg=None,
+    *,
+    seq_len: int | None = None,
+    surrogate_tokens_per_base_token: float = 1.0,
+) -> float:
     """Base tokens a run can train on for `budget_flops`.
 
     CE (surrogate_cfg None): C / (6·N_b). LSAP: C / (6·N_b + 2·N_s·r),
@@ -118,14 +123,23 @@ def tokens_at_matched_flops(budget_flops: float, base_cfg, surrogate_cfg=None, *
     """
     per_token = train_flops_per_token(base_cfg, seq_len)
     if surrogate_cfg is not None:
-        per_token += surrogate_tokens_per_base_token * inference_flops_per_token(surrogate_cfg, seq_len)
+        per_token += surrogate_tokens_per_base_token * inference_flops_per_token(
+            surrogate_cfg, seq_len
+        )
     return float(budget_flops) / per_token
 
 
-def matched_flops(base: str = "olmo2-1b", surrogate: str | None = "qwen3-0.6b", *, tokens: float | None = None,
-                  flops: float | None = None, base_vocab_size: int | None = None,
-                  surrogate_vocab_size: int | None = None, surrogate_tokens_per_base_token: float = 1.0,
-                  seq_len: int | None = None) -> dict:
+def matched_flops(
+    base: str = "olmo2-1b",
+    surrogate: str | None = "qwen3-0.6b",
+    *,
+    tokens: float | None = None,
+    flops: float | None = None,
+    base_vocab_size: int | None = None,
+    surrogate_vocab_size: int | None = None,
+    surrogate_tokens_per_base_token: float = 1.0,
+    seq_len: int | None = None,
+) -> dict:
     """FLOPs of a CE run and the LSAP tokens it buys at matched FLOPs (`lsap flops`).
 
     `base` / `surrogate`: preset names or config.json / HF directories (`surrogate` None or
@@ -150,15 +164,18 @@ def matched_flops(base: str = "olmo2-1b", surrogate: str | None = "qwen3-0.6b", 
     else:
         ce_tokens = float(tokens if tokens is not None else 26e9)
         budget = ce_tokens * base_fpt
-    lsap_tokens = tokens_at_matched_flops(budget, base_cfg, sur_cfg, seq_len=seq_len,
-                                          surrogate_tokens_per_base_token=r)
+    lsap_tokens = tokens_at_matched_flops(
+        budget, base_cfg, sur_cfg, seq_len=seq_len, surrogate_tokens_per_base_token=r
+    )
     return {
         "base": base,
         "surrogate": surrogate if sur_cfg is not None else None,
         "base_params": count_params(base_cfg),
         "base_params_stored": count_params(base_cfg, untied_head=False),
         "surrogate_params": count_params(sur_cfg) if sur_cfg is not None else 0,
-        "surrogate_params_stored": count_params(sur_cfg, untied_head=False) if sur_cfg is not None else 0,
+        "surrogate_params_stored": count_params(sur_cfg, untied_head=False)
+        if sur_cfg is not None
+        else 0,
         "base_flops_per_token": base_fpt,
         "surrogate_flops_per_token": sur_fpt,
         "surrogate_tokens_per_base_token": r,
@@ -193,11 +210,13 @@ class FlopsLedger:
     surrogate_tokens: int = 0
 
     @classmethod
-    def from_configs(cls, base_cfg, surrogate_cfg=None, seq_len: int | None = None) -> "FlopsLedger":
+    def from_configs(cls, base_cfg, surrogate_cfg=None, seq_len: int | None = None) -> FlopsLedger:
         return cls(
             base_flops_per_token=train_flops_per_token(base_cfg, seq_len),
             surrogate_flops_per_token=(
-                inference_flops_per_token(surrogate_cfg, seq_len) if surrogate_cfg is not None else 0.0
+                inference_flops_per_token(surrogate_cfg, seq_len)
+                if surrogate_cfg is not None
+                else 0.0
             ),
         )
 
@@ -266,14 +285,21 @@ def mfu(flops_per_sec: float, peak_flops: float | None) -> float | None:
 @dataclass
 class Budget:
     """How many optimizer steps a run takes, and which limit decided it."""
+
     total_steps: int
     tokens_per_step: int
     flops_per_step: float
     limited_by: str
 
 
-def plan_steps(tokens_per_step: int, flops_per_token: float, *, max_steps: int = 0,
-               max_tokens: float = 0, max_flops: float = 0) -> Budget:
+def plan_steps(
+    tokens_per_step: int,
+    flops_per_token: float,
+    *,
+    max_steps: int = 0,
+    max_tokens: float = 0,
+    max_flops: float = 0,
+) -> Budget:
     """The one budget rule: steps = the smallest of max_steps, ⌊max_tokens / tokens per
     step⌋ and ⌊max_flops / FLOPs per step⌋ (zeros ignored). FLOPs per step =
     tokens_per_step · flops_per_token, where flops_per_token is what the run is charged

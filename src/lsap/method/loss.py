@@ -71,7 +71,9 @@ def _prepare(labels, aux_ids, aux_mask, aux_weight, vocab, ignore_index):
         aux_ids = labels.new_zeros((N, 0))
         aux_mask = torch.zeros((N, 0), dtype=torch.bool, device=labels.device)
     if aux_ids.shape != aux_mask.shape:
-        raise ValueError(f"aux_ids {tuple(aux_ids.shape)} and aux_mask {tuple(aux_mask.shape)} differ")
+        raise ValueError(
+            f"aux_ids {tuple(aux_ids.shape)} and aux_mask {tuple(aux_mask.shape)} differ"
+        )
     K = aux_ids.shape[-1]
     if aux_ids.numel() // max(K, 1) != N and not (K == 0 and aux_ids.numel() == 0):
         raise ValueError(
@@ -83,7 +85,9 @@ def _prepare(labels, aux_ids, aux_mask, aux_weight, vocab, ignore_index):
     if valid.any():
         lv = labels[valid]
         if lv.min() < 0 or lv.max() >= vocab:
-            raise ValueError(f"labels must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
+            raise ValueError(
+                f"labels must lie in [0, {vocab}) or equal ignore_index={ignore_index}"
+            )
     # Positions without a label carry no auxiliary targets (METHOD §3).
     aux_mask = aux_mask & valid[:, None]
     if aux_mask.any():
@@ -103,7 +107,9 @@ def _prepare(labels, aux_ids, aux_mask, aux_weight, vocab, ignore_index):
 
 def _finish(total, ce_sum, aux_sum, valid, aux_mask, z_sum=None):
     z_sum = torch.zeros_like(ce_sum) if z_sum is None else z_sum.detach()
-    return LSAPLossOutput(total, ce_sum.detach(), aux_sum.detach(), valid.sum(), aux_mask.sum(), z_sum)
+    return LSAPLossOutput(
+        total, ce_sum.detach(), aux_sum.detach(), valid.sum(), aux_mask.sum(), z_sum
+    )
 
 
 def _acc(z: torch.Tensor) -> torch.Tensor:
@@ -121,7 +127,9 @@ def _parts(z: torch.Tensor, labels, valid, aux_ids, w):
     return lse, ce, aux, lse.square() * valid
 
 
-def _grad_logits(z, lse, labels, valid, aux_ids, w, lam: float, scale, out=None, zl: float = 0.0) -> torch.Tensor:
+def _grad_logits(
+    z, lse, labels, valid, aux_ids, w, lam: float, scale, out=None, zl: float = 0.0
+) -> torch.Tensor:
     """∂(ce + λ·aux + zl·LSE²)/∂z for a chunk [n, V] (fp32, fp64 for fp64 input), times `scale`.
 
     softmax(z)·c is written as exp(z − (lse − log|c|))·sign(c): two passes over [n, V]
@@ -175,8 +183,17 @@ class _LSAPLogitsLoss(torch.autograd.Function):
         grad = torch.empty_like(logits)
         for s in range(0, logits.shape[0], ctx.chunk):
             sl = slice(s, s + ctx.chunk)
-            grad[sl] = _grad_logits(logits[sl], lse[sl], labels[sl], valid[sl], aux_ids[sl], w[sl], ctx.lam, g_total,
-                                    zl=ctx.zl)
+            grad[sl] = _grad_logits(
+                logits[sl],
+                lse[sl],
+                labels[sl],
+                valid[sl],
+                aux_ids[sl],
+                w[sl],
+                ctx.lam,
+                g_total,
+                zl=ctx.zl,
+            )
         return grad, None, None, None, None, None, None, None
 
 
@@ -208,9 +225,13 @@ def lsap_loss(
     labels_, valid, ids, mask, w = _prepare(labels, aux_ids, aux_mask, aux_weight, V, ignore_index)
     if lam == 0.0 and z_loss == 0.0:
         # λ = 0 is plain CE: take torch's kernel so it reproduces a CE run bit for bit.
-        ce_sum = F.cross_entropy(flat.float(), labels.reshape(-1), ignore_index=ignore_index, reduction="sum")
+        ce_sum = F.cross_entropy(
+            flat.float(), labels.reshape(-1), ignore_index=ignore_index, reduction="sum"
+        )
         return _finish(ce_sum, ce_sum, torch.zeros_like(ce_sum), valid, mask)
-    total, ce_sum, aux_sum, z_sum = _LSAPLogitsLoss.apply(flat, labels_, valid, ids, w, lam, chunk_size, z_loss)
+    total, ce_sum, aux_sum, z_sum = _LSAPLogitsLoss.apply(
+        flat, labels_, valid, ids, w, lam, chunk_size, z_loss
+    )
     return _finish(total, ce_sum, aux_sum, valid, mask, z_sum)
 
 
@@ -240,8 +261,18 @@ def _f32_out_ok(t: torch.Tensor) -> bool:
     return _F32_OUT[key]
 
 
-def _linear_chunk(h, w_t, labels, valid, aux_ids, w, lam: float, need_grad: bool, f32_out: bool = False,
-                  zl: float = 0.0):
+def _linear_chunk(
+    h,
+    w_t,
+    labels,
+    valid,
+    aux_ids,
+    w,
+    lam: float,
+    need_grad: bool,
+    f32_out: bool = False,
+    zl: float = 0.0,
+):
     """One chunk of `lsap_linear_loss`: h [n, H] and w_t [H, V] in the compute dtype.
 
     The head matmul runs in the compute dtype (bf16 on GPU: tensor cores, fp32
@@ -284,8 +315,20 @@ class _LSAPLinearLoss(torch.autograd.Function):
     not a bf16-rounded one)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, valid, aux_ids, w, lam: float, chunk: int, dtype, impl: str,
-                zl: float = 0.0):
+    def forward(
+        ctx,
+        hidden,
+        weight,
+        labels,
+        valid,
+        aux_ids,
+        w,
+        lam: float,
+        chunk: int,
+        dtype,
+        impl: str,
+        zl: float = 0.0,
+    ):
         N = hidden.shape[0]
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         acc = torch.float64 if dtype == torch.float64 else torch.float32
@@ -301,8 +344,18 @@ class _LSAPLinearLoss(torch.autograd.Function):
         lam_c = torch.tensor(lam, dtype=acc, device=hidden.device) if impl == "compile" else lam
         for s in range(0, N, chunk):
             sl = slice(s, s + chunk)
-            ce, aux, zz, g = fn(hc[sl], w_t, labels[sl], valid[sl], aux_ids[sl], w[sl], lam_c, need_grad, f32_out,
-                                zl)
+            ce, aux, zz, g = fn(
+                hc[sl],
+                w_t,
+                labels[sl],
+                valid[sl],
+                aux_ids[sl],
+                w[sl],
+                lam_c,
+                need_grad,
+                f32_out,
+                zl,
+            )
             ce_sum += ce
             aux_sum += aux
             z_sum += zz
@@ -365,6 +418,7 @@ def lsap_linear_loss(
     if hidden.dtype == torch.float64 and weight.dtype == torch.float64:
         dtype = torch.float64  # gradcheck
     with torch.autocast(dev, enabled=False):
-        total, ce_sum, aux_sum, z_sum = _LSAPLinearLoss.apply(flat, weight, labels_, valid, ids, w, lam, chunk_size,
-                                                              dtype, impl, z_loss)
+        total, ce_sum, aux_sum, z_sum = _LSAPLinearLoss.apply(
+            flat, weight, labels_, valid, ids, w, lam, chunk_size, dtype, impl, z_loss
+        )
     return _finish(total, ce_sum, aux_sum, valid, mask, z_sum)

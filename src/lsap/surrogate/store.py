@@ -82,14 +82,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lsap.method.targets import AuxTargets
 from lsap.utils.errors import StoreError
 from lsap.utils.io import sha256_file
-from lsap.method.targets import AuxTargets
 from lsap.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-FORMAT = "lsap-target-cache"  # the manifest format name since round 2 (kept: old stores stay readable)
+FORMAT = (
+    "lsap-target-cache"  # the manifest format name since round 2 (kept: old stores stay readable)
+)
 FORMAT_VERSION = 1
 EXACT_ALPHAS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 INFO_ALPHAS = (0.01, 0.05, 0.2)
@@ -146,7 +148,9 @@ def surrogate_weights_hash(spec: str) -> str:
     elif path.is_file():
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+        files = sorted(
+            p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")
+        )
     else:
         from huggingface_hub import snapshot_download
 
@@ -169,8 +173,12 @@ def vocab_map_hash(vmap) -> str:
 
 
 def _layout(n_windows: int, seq_len: int, n_cand: int, id_bytes: int) -> dict:
-    sizes = {"woff": 8 * (n_windows + 1), "count": n_windows * seq_len, "ids": id_bytes * n_cand,
-             "probs": 2 * n_cand}
+    sizes = {
+        "woff": 8 * (n_windows + 1),
+        "count": n_windows * seq_len,
+        "ids": id_bytes * n_cand,
+        "probs": 2 * n_cand,
+    }
     out, pos = {}, 0
     for name, size in sizes.items():
         out[name] = (pos, size)
@@ -193,8 +201,12 @@ def _pack_chunk(ids_l, mask_l, probs_l, seq_len: int, id_bytes: int, alphas, cou
     for a in counts_at:
         counts_at[a] += int((p > np.float32(a)).sum())
     q = quantise_probs(p, alphas)
-    blob = (woff.tobytes() + count.tobytes() + _pack_ids(ids[mask], id_bytes)
-            + q.astype("<f2").tobytes())
+    blob = (
+        woff.tobytes()
+        + count.tobytes()
+        + _pack_ids(ids[mask], id_bytes)
+        + q.astype("<f2").tobytes()
+    )
     return blob, int(mask.sum())
 
 
@@ -212,7 +224,9 @@ class TargetStore:
         self.dir = Path(directory)
         mpath = self.dir / "manifest.json"
         if not mpath.is_file():
-            raise StoreError(f"{self.dir}: no manifest.json (run `lsap store build --out {self.dir}` first)")
+            raise StoreError(
+                f"{self.dir}: no manifest.json (run `lsap store build --out {self.dir}` first)"
+            )
         try:
             m = json.loads(mpath.read_text())
         except json.JSONDecodeError as e:
@@ -220,14 +234,22 @@ class TargetStore:
         if m.get("format") != FORMAT:
             raise StoreError(f"{mpath} is not an lsap target-store manifest")
         if m.get("format_version") != FORMAT_VERSION:
-            raise StoreError(f"{self.dir}: store format {m.get('format_version')} != {FORMAT_VERSION}; rebuild it")
+            raise StoreError(
+                f"{self.dir}: store format {m.get('format_version')} != {FORMAT_VERSION}; rebuild it"
+            )
         if not m.get("complete"):
-            raise StoreError(f"{self.dir}: the build did not finish; re-run the same `lsap store build` to resume")
+            raise StoreError(
+                f"{self.dir}: the build did not finish; re-run the same `lsap store build` to resume"
+            )
         self.manifest = m
-        self.window_layout = m.get("window_layout", "lsap")  # stores built before layouts were named: lsap
+        self.window_layout = m.get(
+            "window_layout", "lsap"
+        )  # stores built before layouts were named: lsap
         if self.window_layout not in WINDOW_LAYOUTS:
-            raise StoreError(f"{mpath}: unknown window_layout {self.window_layout!r} (this lsap reads "
-                             f"{WINDOW_LAYOUTS}); upgrade lsap or rebuild the store")
+            raise StoreError(
+                f"{mpath}: unknown window_layout {self.window_layout!r} (this lsap reads "
+                f"{WINDOW_LAYOUTS}); upgrade lsap or rebuild the store"
+            )
         self.seq_len, self.k, self.min_alpha = int(m["seq_len"]), int(m["k"]), float(m["min_alpha"])
         self.n_windows = int(m["n_windows"])
         self.chunk_windows = int(m["layout"]["chunk_windows"])
@@ -239,10 +261,14 @@ class TargetStore:
             nw = ch["windows"][1] - ch["windows"][0]
             lay = _layout(nw, self.seq_len, ch["candidates"], self.id_bytes)
             if lay["total"][1] != ch["bytes"]:
-                raise StoreError(f"{self.dir}: manifest sizes are inconsistent for {ch['path']}; rebuild the store")
+                raise StoreError(
+                    f"{self.dir}: manifest sizes are inconsistent for {ch['path']}; rebuild the store"
+                )
             if not p.is_file() or p.stat().st_size != ch["bytes"]:
-                raise StoreError(f"{p}: missing or truncated (expected {ch['bytes']} bytes); the store is "
-                                 "damaged: rebuild it (re-running the build redoes nothing it trusts)")
+                raise StoreError(
+                    f"{p}: missing or truncated (expected {ch['bytes']} bytes); the store is "
+                    "damaged: rebuild it (re-running the build redoes nothing it trusts)"
+                )
             if verify and sha256_file(p) != ch["sha256"]:
                 raise StoreError(f"{p}: sha256 mismatch; the store is corrupt, rebuild it")
             self._lay.append(lay)
@@ -254,9 +280,18 @@ class TargetStore:
         self._warned = set()
 
     # ---- checks ---------------------------------------------------------------------
-    def check_run(self, shards, seq_len: int, k: int, alpha: float, surrogate: str | None = None,
-                  vmap=None, dtype: str | None = None, batch_size: int | None = None,
-                  window_layout: str = "lsap") -> list[str]:
+    def check_run(
+        self,
+        shards,
+        seq_len: int,
+        k: int,
+        alpha: float,
+        surrogate: str | None = None,
+        vmap=None,
+        dtype: str | None = None,
+        batch_size: int | None = None,
+        window_layout: str = "lsap",
+    ) -> list[str]:
         """Raise StoreError unless this store can serve a run with these settings.
 
         window_layout: the windows the run's loader produces ("lsap": `lsap train`'s
@@ -273,56 +308,78 @@ class TargetStore:
         """
         m = self.manifest
         if window_layout != self.window_layout:
-            what = {"lsap": "`lsap train`'s windows (T + 1 tokens, T labels)",
-                    "olmo": "OLMo-core's instances (T tokens, T - 1 labels)"}
-            raise StoreError(f"store {self.dir} has window_layout {self.window_layout!r} "
-                             f"({what.get(self.window_layout, '?')}), this run reads {window_layout!r} "
-                             f"({what.get(window_layout, '?')}): its window ids would name other tokens; rebuild "
-                             f"it with `lsap store build --window-layout {window_layout}`")
+            what = {
+                "lsap": "`lsap train`'s windows (T + 1 tokens, T labels)",
+                "olmo": "OLMo-core's instances (T tokens, T - 1 labels)",
+            }
+            raise StoreError(
+                f"store {self.dir} has window_layout {self.window_layout!r} "
+                f"({what.get(self.window_layout, '?')}), this run reads {window_layout!r} "
+                f"({what.get(window_layout, '?')}): its window ids would name other tokens; rebuild "
+                f"it with `lsap store build --window-layout {window_layout}`"
+            )
         want = m["data"]
         if shards.manifest["tokenizer"]["hash"] != want["tokenizer"]["hash"]:
-            raise StoreError(f"store {self.dir} was built for base tokenizer {want['tokenizer']['spec']!r} "
-                             f"(hash {want['tokenizer']['hash'][:12]}), the run's data use "
-                             f"{shards.manifest['tokenizer']['spec']!r} (hash {shards.manifest['tokenizer']['hash'][:12]})")
+            raise StoreError(
+                f"store {self.dir} was built for base tokenizer {want['tokenizer']['spec']!r} "
+                f"(hash {want['tokenizer']['hash'][:12]}), the run's data use "
+                f"{shards.manifest['tokenizer']['spec']!r} (hash {shards.manifest['tokenizer']['hash'][:12]})"
+            )
         got = [s["sha256"] for s in shards.info["shards"]]
         if got != want["shards_sha256"] or len(shards) != want["tokens"]:
-            raise StoreError(f"store {self.dir} was built on other data ({want['tokens']:,} train tokens, shards "
-                             f"{[h[:8] for h in want['shards_sha256']]}) than {shards.dir} ({len(shards):,} tokens, "
-                             f"{[h[:8] for h in got]}); rebuild it with `lsap store build --data {shards.dir}`")
+            raise StoreError(
+                f"store {self.dir} was built on other data ({want['tokens']:,} train tokens, shards "
+                f"{[h[:8] for h in want['shards_sha256']]}) than {shards.dir} ({len(shards):,} tokens, "
+                f"{[h[:8] for h in got]}); rebuild it with `lsap store build --data {shards.dir}`"
+            )
         if int(seq_len) != self.seq_len:
-            raise StoreError(f"store {self.dir} holds windows of seq_len {self.seq_len}, the run uses {seq_len}: "
-                             "the surrogate's context would differ; rebuild with --seq-len "
-                             f"{seq_len} or set data.seq_len={self.seq_len}")
+            raise StoreError(
+                f"store {self.dir} holds windows of seq_len {self.seq_len}, the run uses {seq_len}: "
+                "the surrogate's context would differ; rebuild with --seq-len "
+                f"{seq_len} or set data.seq_len={self.seq_len}"
+            )
         if k > self.k:
             raise StoreError(f"lsap.k={k} exceeds the store's k={self.k}; rebuild with --k {k}")
         if alpha < self.min_alpha:
-            raise StoreError(f"lsap.alpha={alpha} is below the store's min_alpha={self.min_alpha}; "
-                             f"rebuild with --min-alpha {alpha}")
+            raise StoreError(
+                f"lsap.alpha={alpha} is below the store's min_alpha={self.min_alpha}; "
+                f"rebuild with --min-alpha {alpha}"
+            )
         if surrogate:
             h = surrogate_weights_hash(surrogate)
             if h != m["surrogate"]["weights_sha256"]:
-                raise StoreError(f"store {self.dir} was built with surrogate {m['surrogate']['spec']!r} "
-                                 f"(weights {m['surrogate']['weights_sha256'][:12]}), the run names {surrogate!r} "
-                                 f"(weights {h[:12]})")
+                raise StoreError(
+                    f"store {self.dir} was built with surrogate {m['surrogate']['spec']!r} "
+                    f"(weights {m['surrogate']['weights_sha256'][:12]}), the run names {surrogate!r} "
+                    f"(weights {h[:12]})"
+                )
         if vmap is not None and vocab_map_hash(vmap) != m["vocab_map"]["sigma_sha256"]:
-            raise StoreError(f"store {self.dir} was built with another vocabulary map (Σ∩ of "
-                             f"{m['vocab_map']['size']} pairs); rebuild it with --map of the run's map")
+            raise StoreError(
+                f"store {self.dir} was built with another vocabulary map (Σ∩ of "
+                f"{m['vocab_map']['size']} pairs); rebuild it with --map of the run's map"
+            )
         return self._online_differences(dtype, batch_size)
 
     def _online_differences(self, dtype: str | None, batch_size: int | None) -> list[str]:
         s, lay = self.manifest["surrogate"], self.manifest["layout"]
         notes = []
         if dtype is not None and dtype != s.get("dtype"):
-            notes.append(f"the store was built with the surrogate in {s.get('dtype')} on {s.get('device_type')}, "
-                         f"this run's online setting is {dtype}: targets near p = α may differ from online ones "
-                         f"(rebuild with `lsap store build --dtype {dtype}` to match)")
+            notes.append(
+                f"the store was built with the surrogate in {s.get('dtype')} on {s.get('device_type')}, "
+                f"this run's online setting is {dtype}: targets near p = α may differ from online ones "
+                f"(rebuild with `lsap store build --dtype {dtype}` to match)"
+            )
         if s.get("logits_dtype", "unknown") != "float32":
-            notes.append(f"the store's selection logits were {s.get('logits_dtype', 'not recorded (an older build)')}, "
-                         "not fp32: rebuild it to select from fp32 logits as online runs do")
+            notes.append(
+                f"the store's selection logits were {s.get('logits_dtype', 'not recorded (an older build)')}, "
+                "not fp32: rebuild it to select from fp32 logits as online runs do"
+            )
         if batch_size is not None and int(batch_size) != int(lay["batch_size"]):
-            notes.append(f"the store was built with surrogate batch size {lay['batch_size']}, this run's online "
-                         f"batch is {batch_size}: other padding and kernels, so rare ties may resolve differently "
-                         f"(rebuild with --batch-size {batch_size} to match)")
+            notes.append(
+                f"the store was built with surrogate batch size {lay['batch_size']}, this run's online "
+                f"batch is {batch_size}: other padding and kernels, so rare ties may resolve differently "
+                f"(rebuild with --batch-size {batch_size} to match)"
+            )
         for n in notes:
             log.warning(f"store: {n}")
         return notes
@@ -341,7 +398,11 @@ class TargetStore:
             self._maps.move_to_end(c)
             return buf
         ch = self.manifest["chunks"][c]
-        buf = np.memmap(self.dir / ch["path"], dtype=np.uint8, mode="r") if ch["bytes"] else np.zeros(0, np.uint8)
+        buf = (
+            np.memmap(self.dir / ch["path"], dtype=np.uint8, mode="r")
+            if ch["bytes"]
+            else np.zeros(0, np.uint8)
+        )
         self._maps[c] = buf
         while len(self._maps) > self.max_open:
             _, old = self._maps.popitem(last=False)
@@ -361,21 +422,29 @@ class TargetStore:
         if not self._verified[c]:
             ch = self.manifest["chunks"][c]
             if hashlib.sha256(self._chunk(c)).hexdigest() != ch["sha256"]:
-                raise StoreError(f"{self.dir / ch['path']}: sha256 mismatch, the chunk changed after it was built "
-                                 "(corrupt); delete the directory and re-run the same `lsap store build` (or build into a "
-                                 "new --out)")
+                raise StoreError(
+                    f"{self.dir / ch['path']}: sha256 mismatch, the chunk changed after it was built "
+                    "(corrupt); delete the directory and re-run the same `lsap store build` (or build into a "
+                    "new --out)"
+                )
             self._verified[c] = True
         buf, lay = self._chunk(c), self._lay[c]
         o, _ = lay["woff"]
         a, b = np.frombuffer(buf, dtype="<i8", count=2, offset=o + 8 * j)
         T = self.seq_len
-        count = np.asarray(buf[lay["count"][0] + j * T: lay["count"][0] + (j + 1) * T])
-        ids = _unpack_ids(np.asarray(buf[lay["ids"][0] + a * self.id_bytes: lay["ids"][0] + b * self.id_bytes]),
-                          self.id_bytes)
-        probs = np.frombuffer(buf, dtype="<f2", count=int(b - a), offset=lay["probs"][0] + 2 * int(a))
+        count = np.asarray(buf[lay["count"][0] + j * T : lay["count"][0] + (j + 1) * T])
+        ids = _unpack_ids(
+            np.asarray(buf[lay["ids"][0] + a * self.id_bytes : lay["ids"][0] + b * self.id_bytes]),
+            self.id_bytes,
+        )
+        probs = np.frombuffer(
+            buf, dtype="<f2", count=int(b - a), offset=lay["probs"][0] + 2 * int(a)
+        )
         return count, ids, probs
 
-    def lookup(self, windows, k: int | None = None, alpha: float | None = None, device=None) -> AuxTargets:
+    def lookup(
+        self, windows, k: int | None = None, alpha: float | None = None, device=None
+    ) -> AuxTargets:
         """Targets of windows [B] (loader window ids in row order) → like `propose_targets`.
 
         Returns `AuxTargets`: ids [B, T, k] (base ids, -1 unused), mask [B, T, k] (a
@@ -409,10 +478,14 @@ class TargetStore:
             probs_o[r, pos[keep], slot[keep]] = probs[keep]
         if ambiguous and alpha not in self._warned:
             self._warned.add(alpha)
-            log.warning(f"store: alpha={alpha} is not one of the store's exact alphas; {ambiguous} "
-                  f"candidate(s) in this batch lie within float16 rounding of it and may differ from online "
-                  f"selection (exact: {self.exact_alphas})")
-        out = AuxTargets(torch.from_numpy(ids_o), torch.from_numpy(mask_o), torch.from_numpy(probs_o))
+            log.warning(
+                f"store: alpha={alpha} is not one of the store's exact alphas; {ambiguous} "
+                f"candidate(s) in this batch lie within float16 rounding of it and may differ from online "
+                f"selection (exact: {self.exact_alphas})"
+            )
+        out = AuxTargets(
+            torch.from_numpy(ids_o), torch.from_numpy(mask_o), torch.from_numpy(probs_o)
+        )
         return out.to(device) if device is not None else out
 
     # ---- summary --------------------------------------------------------------------
@@ -431,21 +504,38 @@ class TargetStore:
                 for c, lay in enumerate(self._lay):
                     buf = self._chunk(c)
                     o, size = lay["probs"]
-                    n += int((np.frombuffer(buf, dtype="<f2", count=size // 2, offset=o) > ah).sum())
+                    n += int(
+                        (np.frombuffer(buf, dtype="<f2", count=size // 2, offset=o) > ah).sum()
+                    )
             per_pos[str(a)] = n / m["positions"]
         return {
-            "dir": str(self.dir), "bytes": m["bytes"], "bytes_on_disk": disk,
-            "bytes_per_token": m["bytes_per_token"], "positions": m["positions"], "windows": m["n_windows"],
-            "seq_len": self.seq_len, "window_layout": self.window_layout, "k": self.k, "min_alpha": self.min_alpha,
-            "candidates": m["candidates"], "candidates_per_position": per_pos,
-            "exact_alphas": self.exact_alphas, "chunks": len(m["chunks"]),
-            "build_flops": m["flops"]["build_flops"], "surrogate_flops_per_token": m["flops"]["per_token"],
-            "covers": {"data_tokenizer": m["data"]["tokenizer"]["spec"],
-                       "data_tokenizer_hash": m["data"]["tokenizer"]["hash"],
-                       "train_tokens": m["data"]["tokens"], "shards_sha256": m["data"]["shards_sha256"],
-                       "surrogate": m["surrogate"]["spec"], "surrogate_weights_sha256": m["surrogate"]["weights_sha256"],
-                       "surrogate_tokenizer_hash": m["surrogate"]["tokenizer_hash"],
-                       "sigma_size": m["vocab_map"]["size"], "sigma_sha256": m["vocab_map"]["sigma_sha256"]},
+            "dir": str(self.dir),
+            "bytes": m["bytes"],
+            "bytes_on_disk": disk,
+            "bytes_per_token": m["bytes_per_token"],
+            "positions": m["positions"],
+            "windows": m["n_windows"],
+            "seq_len": self.seq_len,
+            "window_layout": self.window_layout,
+            "k": self.k,
+            "min_alpha": self.min_alpha,
+            "candidates": m["candidates"],
+            "candidates_per_position": per_pos,
+            "exact_alphas": self.exact_alphas,
+            "chunks": len(m["chunks"]),
+            "build_flops": m["flops"]["build_flops"],
+            "surrogate_flops_per_token": m["flops"]["per_token"],
+            "covers": {
+                "data_tokenizer": m["data"]["tokenizer"]["spec"],
+                "data_tokenizer_hash": m["data"]["tokenizer"]["hash"],
+                "train_tokens": m["data"]["tokens"],
+                "shards_sha256": m["data"]["shards_sha256"],
+                "surrogate": m["surrogate"]["spec"],
+                "surrogate_weights_sha256": m["surrogate"]["weights_sha256"],
+                "surrogate_tokenizer_hash": m["surrogate"]["tokenizer_hash"],
+                "sigma_size": m["vocab_map"]["size"],
+                "sigma_sha256": m["vocab_map"]["sigma_sha256"],
+            },
         }
 
 
@@ -457,8 +547,16 @@ class StoredTargets:
 
     paid = False
 
-    def __init__(self, store: TargetStore, vmap, k: int, alpha: float, *, gold_outside: str = "keep"):
-        self.store, self.vmap, self.k, self.alpha, self.gold_outside = store, vmap, k, alpha, gold_outside
+    def __init__(
+        self, store: TargetStore, vmap, k: int, alpha: float, *, gold_outside: str = "keep"
+    ):
+        self.store, self.vmap, self.k, self.alpha, self.gold_outside = (
+            store,
+            vmap,
+            k,
+            alpha,
+            gold_outside,
+        )
         self.flops_per_token = float(store.manifest["flops"]["per_token"])
 
     @property
@@ -467,13 +565,22 @@ class StoredTargets:
 
     def __call__(self, batch) -> AuxTargets:
         out = self.store.lookup(batch.window_ids, self.k, self.alpha, device=batch.input_ids.device)
-        return out.drop_gold_outside(batch.labels, self.vmap) if self.gold_outside == "skip" else out
+        return (
+            out.drop_gold_outside(batch.labels, self.vmap) if self.gold_outside == "skip" else out
+        )
 
     def record(self) -> dict:
         """cache.json of a run trained from this store: where the surrogate compute went."""
         m = self.store.manifest
-        return {"store_dir": str(self.store.dir.resolve()), "build_flops": m["flops"]["build_flops"],
-                "surrogate_flops_per_token": m["flops"]["per_token"], "surrogate": m["surrogate"]["spec"],
-                "k": m["k"], "min_alpha": m["min_alpha"], "seq_len": m["seq_len"], "positions": m["positions"],
-                "note": "flops_surrogate in metrics charges 2·N_s per trained token (paper accounting); "
-                        "the surrogate compute actually paid is this store's build_flops, once per sweep"}
+        return {
+            "store_dir": str(self.store.dir.resolve()),
+            "build_flops": m["flops"]["build_flops"],
+            "surrogate_flops_per_token": m["flops"]["per_token"],
+            "surrogate": m["surrogate"]["spec"],
+            "k": m["k"],
+            "min_alpha": m["min_alpha"],
+            "seq_len": m["seq_len"],
+            "positions": m["positions"],
+            "note": "flops_surrogate in metrics charges 2·N_s per trained token (paper accounting); "
+            "the surrogate compute actually paid is this store's build_flops, once per sweep",
+        }

@@ -7,6 +7,7 @@ rank i mod W); every rank first agrees on what it would build (data, tokenizers,
 surrogate weights, vocabulary map), so a rank-local mismatch stops every rank with one
 named error. The result is byte-identical for any world size.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,10 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lsap.surrogate.store import (
+    DEFAULT_CHUNK_WINDOWS,
+    EXACT_ALPHAS,
+    FORMAT,
+    FORMAT_VERSION,
+    INFO_ALPHAS,
+    WINDOW_LAYOUTS,
+    _pack_chunk,
+    surrogate_weights_hash,
+    vocab_map_hash,
+)
 from lsap.utils.errors import LockError, StoreError
 from lsap.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
-from lsap.surrogate.store import (DEFAULT_CHUNK_WINDOWS, EXACT_ALPHAS, FORMAT, FORMAT_VERSION, INFO_ALPHAS, WINDOW_LAYOUTS,
-                        _pack_chunk, surrogate_weights_hash, vocab_map_hash)
 from lsap.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -135,11 +145,25 @@ def _chunk_ok(out: Path, c: int) -> dict | None:
     return rec
 
 
-def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike, *, k: int = 15,
-                min_alpha: float = 0.01, vocab_map: str | None = None, batch_size: int = 8,
-                device: str = "auto", dtype: str = "auto", chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
-                max_windows: int | None = None, window_layout: str = "lsap", progress: bool = True,
-                dist_timeout_s: float = 3600.0, _after_chunk=None) -> dict:
+def build_store(
+    surrogate: str,
+    data: str,
+    seq_len: int,
+    out: str | os.PathLike,
+    *,
+    k: int = 15,
+    min_alpha: float = 0.01,
+    vocab_map: str | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+    chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
+    max_windows: int | None = None,
+    window_layout: str = "lsap",
+    progress: bool = True,
+    dist_timeout_s: float = 3600.0,
+    _after_chunk=None,
+) -> dict:
     """Run `surrogate` once over the train windows of `data`; write the store to `out`.
 
     One process, or every rank of a `torchrun` job (WORLD_SIZE > 1: gloo on CPU, nccl
@@ -162,12 +186,12 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     """
     from lsap import distributed
     from lsap.data.shards import TokenShards
+    from lsap.data.tokenizer import load_tokenizer, padded_vocab_size, tokenizer_hash
     from lsap.method.flops import count_params, inference_flops_per_token
+    from lsap.method.targets import propose_targets, surrogate_body_and_head
+    from lsap.surrogate.load import SurrogateError, inference_device_dtype, load_surrogate_with_map
     from lsap.utils.lock import DirLock
     from lsap.utils.progress import Progress
-    from lsap.surrogate.load import SurrogateError, inference_device_dtype, load_surrogate_with_map
-    from lsap.method.targets import propose_targets, surrogate_body_and_head
-    from lsap.data.tokenizer import load_tokenizer, padded_vocab_size, tokenizer_hash
 
     if not 1 <= k <= 255:
         raise StoreError(f"k must lie in [1, 255] (counts are stored as uint8), got {k}")
@@ -193,6 +217,7 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
     mpath = out / "manifest.json"
     t0 = time.perf_counter()
     try:
+
         def setup():
             if lock is not None:
                 lock.acquire()
@@ -200,49 +225,95 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
             win = Windows(shards, seq_len, window_layout)
             n_windows = win.n_windows if not max_windows else min(win.n_windows, int(max_windows))
             if n_windows == 0:
-                raise StoreError(f"{data}: the train split ({len(shards)} tokens) holds no "
-                                 f"{window_layout!r} window of seq_len {seq_len}")
+                raise StoreError(
+                    f"{data}: the train split ({len(shards)} tokens) holds no "
+                    f"{window_layout!r} window of seq_len {seq_len}"
+                )
             base_tok = load_tokenizer(shards.manifest["tokenizer"]["spec"])
             shards.check_tokenizer(base_tok)
             try:  # base side: the trainer's default model vocabulary
-                sw = load_surrogate_with_map(surrogate, base_tok,
-                                             None if vocab_map else padded_vocab_size(base_tok),
-                                             vocab_map=vocab_map, dtype=tdtype, device=dev)
+                sw = load_surrogate_with_map(
+                    surrogate,
+                    base_tok,
+                    None if vocab_map else padded_vocab_size(base_tok),
+                    vocab_map=vocab_map,
+                    dtype=tdtype,
+                    device=dev,
+                )
             except SurrogateError as e:
                 raise StoreError(str(e)) from e
             model, stok, vmap, s_pad = sw.model, sw.tokenizer, sw.vmap, sw.pad_id
             id_bytes = 3 if vmap.base_vocab_size <= 1 << 24 else 4
             flops_per_token = inference_flops_per_token(model.config)
             # the dtype of the logits that decided p > α (fp32 head unless S cannot be split)
-            logits_dtype = "float32" if surrogate_body_and_head(model) else str(tdtype).removeprefix("torch.")
+            logits_dtype = (
+                "float32" if surrogate_body_and_head(model) else str(tdtype).removeprefix("torch.")
+            )
             identity = {
-                "format": FORMAT, "format_version": FORMAT_VERSION, "window_layout": window_layout,
-                "data": {"tokenizer": shards.manifest["tokenizer"], "split": "train", "tokens": len(shards),
-                         "shards_sha256": [s["sha256"] for s in shards.info["shards"]]},
-                "seq_len": int(seq_len), "n_windows": int(n_windows), "positions": int(n_windows * seq_len),
-                "k": int(k), "min_alpha": float(min_alpha),
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "window_layout": window_layout,
+                "data": {
+                    "tokenizer": shards.manifest["tokenizer"],
+                    "split": "train",
+                    "tokens": len(shards),
+                    "shards_sha256": [s["sha256"] for s in shards.info["shards"]],
+                },
+                "seq_len": int(seq_len),
+                "n_windows": int(n_windows),
+                "positions": int(n_windows * seq_len),
+                "k": int(k),
+                "min_alpha": float(min_alpha),
                 "exact_alphas": sorted({*EXACT_ALPHAS, float(min_alpha)}),
-                "surrogate": {"spec": os.fspath(surrogate), "weights_sha256": surrogate_weights_hash(surrogate),
-                              "tokenizer_hash": tokenizer_hash(stok), "vocab_size": int(model.config.vocab_size),
-                              "params_untied": int(count_params(model.config)),
-                              "dtype": str(tdtype).removeprefix("torch."), "device_type": dev.type,
-                              "pad_id": int(s_pad), "logits_dtype": logits_dtype},
-                "vocab_map": {"sigma_sha256": vocab_map_hash(vmap), "size": int(vmap.size),
-                              "base_hash": vmap.base_hash, "surrogate_hash": vmap.surrogate_hash},
-                "layout": {"chunk_windows": int(chunk_windows), "batch_size": int(batch_size), "id_bytes": id_bytes,
-                           "prob_dtype": "float16",
-                           "sections": ["woff:int64", "count:uint8", f"ids:uint{8 * id_bytes}", "probs:float16"]},
-                "flops": {"per_token": flops_per_token, "build_flops": flops_per_token * n_windows * seq_len},
+                "surrogate": {
+                    "spec": os.fspath(surrogate),
+                    "weights_sha256": surrogate_weights_hash(surrogate),
+                    "tokenizer_hash": tokenizer_hash(stok),
+                    "vocab_size": int(model.config.vocab_size),
+                    "params_untied": int(count_params(model.config)),
+                    "dtype": str(tdtype).removeprefix("torch."),
+                    "device_type": dev.type,
+                    "pad_id": int(s_pad),
+                    "logits_dtype": logits_dtype,
+                },
+                "vocab_map": {
+                    "sigma_sha256": vocab_map_hash(vmap),
+                    "size": int(vmap.size),
+                    "base_hash": vmap.base_hash,
+                    "surrogate_hash": vmap.surrogate_hash,
+                },
+                "layout": {
+                    "chunk_windows": int(chunk_windows),
+                    "batch_size": int(batch_size),
+                    "id_bytes": id_bytes,
+                    "prob_dtype": "float16",
+                    "sections": [
+                        "woff:int64",
+                        "count:uint8",
+                        f"ids:uint{8 * id_bytes}",
+                        "probs:float16",
+                    ],
+                },
+                "flops": {
+                    "per_token": flops_per_token,
+                    "build_flops": flops_per_token * n_windows * seq_len,
+                },
             }
             complete = False
             if rank == 0 and mpath.is_file():
                 try:
                     old = json.loads(mpath.read_text())
                 except ValueError as e:
-                    raise StoreError(f"{mpath}: corrupt manifest ({e}); delete {out} and build again") from e
-                if {k_: old.get(k_, "lsap" if k_ == "window_layout" else None) for k_ in identity} != identity:
-                    raise StoreError(f"{out} holds a different store (other data, surrogate, window layout or "
-                                     "settings); pick a new --out or delete it")
+                    raise StoreError(
+                        f"{mpath}: corrupt manifest ({e}); delete {out} and build again"
+                    ) from e
+                if {
+                    k_: old.get(k_, "lsap" if k_ == "window_layout" else None) for k_ in identity
+                } != identity:
+                    raise StoreError(
+                        f"{out} holds a different store (other data, surrogate, window layout or "
+                        "settings); pick a new --out or delete it"
+                    )
                 complete = bool(old.get("complete"))
             return identity, complete, (win, model, vmap, s_pad)
 
@@ -251,9 +322,11 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         for r in range(1, world):  # every rank runs this comparison on the same gathered values
             diff = _differences(got[0][0], got[r][0])
             if diff:
-                raise StoreError(f"the ranks disagree on what to build: rank {r} of {world} has "
-                                 f"{'; '.join(diff[:3])}; every rank must see the same surrogate, tokenizer, "
-                                 "map and data (the same files on every node)")
+                raise StoreError(
+                    f"the ranks disagree on what to build: rank {r} of {world} has "
+                    f"{'; '.join(diff[:3])}; every rank must see the same surrogate, tokenizer, "
+                    "map and data (the same files on every node)"
+                )
         if complete:
             if progress and rank == 0:
                 log.info(f"store: {out} is complete; nothing to do")
@@ -264,7 +337,9 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         def prepare_dir():
             if rank == 0:
                 (out / "chunks").mkdir(parents=True, exist_ok=True)
-                for f in (out / "chunks").glob(".tmp-*"):  # left by a killed rank; nothing reads them
+                for f in (out / "chunks").glob(
+                    ".tmp-*"
+                ):  # left by a killed rank; nothing reads them
                     f.unlink(missing_ok=True)
                 if not mpath.is_file():
                     atomic_write_json(mpath, {**identity, "complete": False}, fsync=False)
@@ -278,9 +353,12 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         alphas = identity["exact_alphas"]
         counts_keys = sorted({*INFO_ALPHAS, float(min_alpha)})
         id_bytes = identity["layout"]["id_bytes"]
-        bar = Progress(sum(min(chunk_windows, n_windows - c * chunk_windows) for c in mine) * T,
-                       f"lsap store build (rank {rank} of {world})" if world > 1 else "lsap store build",
-                       "tok", enabled=progress and rank == 0)
+        bar = Progress(
+            sum(min(chunk_windows, n_windows - c * chunk_windows) for c in mine) * T,
+            f"lsap store build (rank {rank} of {world})" if world > 1 else "lsap store build",
+            "tok",
+            enabled=progress and rank == 0,
+        )
         computed, t_compute = 0, time.perf_counter()
         for c in mine:
             w0, w1 = c * chunk_windows, min((c + 1) * chunk_windows, n_windows)
@@ -290,17 +368,32 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
                 b1 = min(b0 + batch_size, w1)
                 x, y = win.rows(range(b0, b1))
                 with torch.inference_mode():
-                    ids, mask, probs = propose_targets(model, torch.from_numpy(x).to(dev),
-                                                       torch.from_numpy(y).to(dev), vmap, k, min_alpha, pad_id=s_pad)
+                    ids, mask, probs = propose_targets(
+                        model,
+                        torch.from_numpy(x).to(dev),
+                        torch.from_numpy(y).to(dev),
+                        vmap,
+                        k,
+                        min_alpha,
+                        pad_id=s_pad,
+                    )
                 ids_l.append(ids.cpu().numpy())
                 mask_l.append(mask.cpu().numpy())
                 probs_l.append(probs.float().cpu().numpy())
                 bar.update((b1 - b0) * T)
             blob, n_cand = _pack_chunk(ids_l, mask_l, probs_l, T, id_bytes, alphas, counts_at)
             atomic_write_bytes(out / f"chunks/{c:06d}.bin", blob)
-            atomic_write_json(out / f"chunks/{c:06d}.json", {
-                "path": f"chunks/{c:06d}.bin", "windows": [w0, w1], "candidates": n_cand, "bytes": len(blob),
-                "sha256": hashlib.sha256(blob).hexdigest(), "candidates_above": {str(a): v for a, v in counts_at.items()}})
+            atomic_write_json(
+                out / f"chunks/{c:06d}.json",
+                {
+                    "path": f"chunks/{c:06d}.bin",
+                    "windows": [w0, w1],
+                    "candidates": n_cand,
+                    "bytes": len(blob),
+                    "sha256": hashlib.sha256(blob).hexdigest(),
+                    "candidates_above": {str(a): v for a, v in counts_at.items()},
+                },
+            )
             computed += (w1 - w0) * T
             if _after_chunk is not None:
                 _after_chunk(c)
@@ -310,14 +403,23 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
         def finish():  # rank 0, once every rank's chunks are on disk
             if rank != 0:
                 return None
-            manifest = {**identity, "complete": False, "chunks": [], "candidates": 0,
-                        "candidates_above": {str(a): 0 for a in counts_keys}}
+            manifest = {
+                **identity,
+                "complete": False,
+                "chunks": [],
+                "candidates": 0,
+                "candidates_above": {str(a): 0 for a in counts_keys},
+            }
             for c in range(n_chunks):
                 rec = _chunk_ok(out, c)
                 if rec is None:
-                    raise StoreError(f"{out}/chunks/{c:06d}.bin is missing or does not match its record after "
-                                     "the build; re-run the same `lsap store build` to redo it")
-                manifest["chunks"].append({k_: rec[k_] for k_ in ("path", "windows", "candidates", "bytes", "sha256")})
+                    raise StoreError(
+                        f"{out}/chunks/{c:06d}.bin is missing or does not match its record after "
+                        "the build; re-run the same `lsap store build` to redo it"
+                    )
+                manifest["chunks"].append(
+                    {k_: rec[k_] for k_ in ("path", "windows", "candidates", "bytes", "sha256")}
+                )
                 manifest["candidates"] += rec["candidates"]
                 for a, v in rec["candidates_above"].items():
                     manifest["candidates_above"][a] += v
@@ -329,12 +431,28 @@ def build_store(surrogate: str, data: str, seq_len: int, out: str | os.PathLike,
 
         totals = _gather((computed, t_compute), world)
         manifest = _agree(finish, rank, world)[0]
-        if rank == 0:  # timings: not part of the store (the manifest holds nothing that depends on them)
-            wall, tokens, slowest = time.perf_counter() - t0, sum(n for n, _ in totals), max(t for _, t in totals)
-            atomic_write_json(out / "build_stats.json", {
-                "wall_s": wall, "compute_s": slowest, "tokens_computed": tokens,
-                "tokens_per_s": tokens / max(slowest, 1e-9), "tokens_computed_per_rank": [n for n, _ in totals],
-                "compute_s_per_rank": [t for _, t in totals], "world_size": world, "device": str(dev)}, fsync=False)
+        if (
+            rank == 0
+        ):  # timings: not part of the store (the manifest holds nothing that depends on them)
+            wall, tokens, slowest = (
+                time.perf_counter() - t0,
+                sum(n for n, _ in totals),
+                max(t for _, t in totals),
+            )
+            atomic_write_json(
+                out / "build_stats.json",
+                {
+                    "wall_s": wall,
+                    "compute_s": slowest,
+                    "tokens_computed": tokens,
+                    "tokens_per_s": tokens / max(slowest, 1e-9),
+                    "tokens_computed_per_rank": [n for n, _ in totals],
+                    "compute_s_per_rank": [t for _, t in totals],
+                    "world_size": world,
+                    "device": str(dev),
+                },
+                fsync=False,
+            )
         return manifest
     finally:
         if lock is not None:

@@ -70,7 +70,9 @@ def clean_stale(run_or_root: str | os.PathLike) -> list[Path]:
     return gone
 
 
-def save(run_or_root: str | os.PathLike, step: int, write: Callable[[Path], None], meta: dict) -> Path:
+def save(
+    run_or_root: str | os.PathLike, step: int, write: Callable[[Path], None], meta: dict
+) -> Path:
     """Write checkpoint `step`: `write(tmp_dir)` fills it, then meta.json, fsync, rename."""
     root = root_of(run_or_root)
     final = root / f"step_{step:08d}"
@@ -84,7 +86,9 @@ def save(run_or_root: str | os.PathLike, step: int, write: Callable[[Path], None
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-    except BaseException as e:  # disk full, quota, I/O error, or a kill: no half checkpoint stays behind
+    except (
+        BaseException
+    ) as e:  # disk full, quota, I/O error, or a kill: no half checkpoint stays behind
         why = _write_error_text(e, tmp) if isinstance(e, Exception) else ""
         shutil.rmtree(tmp, ignore_errors=True)
         if not why:
@@ -92,14 +96,22 @@ def save(run_or_root: str | os.PathLike, step: int, write: Callable[[Path], None
         prev = latest(root)
         raise TrainingError(
             f"checkpoint step {step} not saved: {why} (under {root}); the partial copy was removed and "
-            + (f"the previous checkpoint {prev.name} is intact: --resume continues from it" if prev else
-               "no earlier checkpoint exists") + "; free disk space and run again"
-            + (" with --resume" if prev else "")) from e
+            + (
+                f"the previous checkpoint {prev.name} is intact: --resume continues from it"
+                if prev
+                else "no earlier checkpoint exists"
+            )
+            + "; free disk space and run again"
+            + (" with --resume" if prev else "")
+        ) from e
     return final
 
 
-_FULL = {errno.ENOSPC: "disk full (No space left on device)", errno.EDQUOT: "disk quota exceeded",
-         errno.EFBIG: "a file outgrew the file-size limit (File too large; see `ulimit -f`)"}
+_FULL = {
+    errno.ENOSPC: "disk full (No space left on device)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "a file outgrew the file-size limit (File too large; see `ulimit -f`)",
+}
 
 
 def _write_error_text(e: Exception, tmp: Path) -> str:
@@ -119,8 +131,9 @@ def _write_error_text(e: Exception, tmp: Path) -> str:
                 import resource
 
                 soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-                if soft != resource.RLIM_INFINITY and any(f.is_file() and f.stat().st_size >= soft
-                                                          for f in tmp.rglob("*")):
+                if soft != resource.RLIM_INFINITY and any(
+                    f.is_file() and f.stat().st_size >= soft for f in tmp.rglob("*")
+                ):
                     code = errno.EFBIG
         except (OSError, ImportError, ValueError):
             pass
@@ -190,7 +203,9 @@ def _warn(msg: str) -> None:
     log.warning(msg)
 
 
-def load_latest(run_or_root: str | os.PathLike, warn=_warn, check: Callable[[Path], None] | None = None):
+def load_latest(
+    run_or_root: str | os.PathLike, warn=_warn, check: Callable[[Path], None] | None = None
+):
     """(path, model_sd, trainer_state) of the newest finished checkpoint that reads back;
     an unreadable one (truncated file, disk error) is skipped with a warning. None if none.
     check(path), when given, runs before each candidate is read and may raise to refuse it."""
@@ -200,8 +215,10 @@ def load_latest(run_or_root: str | os.PathLike, warn=_warn, check: Callable[[Pat
         try:
             return (p, *load(p))
         except Exception as e:  # noqa: BLE001 — torch/safetensors raise many types for a torn file
-            warn(f"[lsap] warning: checkpoint {p} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
-                 "falling back to the previous one")
+            warn(
+                f"[lsap] warning: checkpoint {p} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+                "falling back to the previous one"
+            )
     return None
 
 
@@ -210,7 +227,11 @@ def rng_state() -> dict:
     import numpy as np
     import torch
 
-    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    s = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
@@ -227,17 +248,32 @@ def set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def save_training(run_or_root: str | os.PathLike, step: int, *, lm, model_sd: dict, tokenizer, state: dict,
-                  config_yaml: str, meta: dict) -> Path:
+def save_training(
+    run_or_root: str | os.PathLike,
+    step: int,
+    *,
+    lm,
+    model_sd: dict,
+    tokenizer,
+    state: dict,
+    config_yaml: str,
+    meta: dict,
+) -> Path:
     """A training checkpoint: `lm.save_pretrained(model_sd)` + tokenizer under model/, `state`
     (optimizer, loader, ledger, RNG, step) in trainer.pt, the resolved config. Refuses
     non-finite weights, so a checkpoint named "last" can always be trained from."""
     import torch
 
-    bad = [k for k, v in model_sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = [
+        k
+        for k, v in model_sd.items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if bad:
-        raise TrainingError(f"step {step}: non-finite weights in {bad[0]} (and {len(bad) - 1} more); "
-                            f"not saved. Last finite checkpoint: {latest(run_or_root) or 'none'}")
+        raise TrainingError(
+            f"step {step}: non-finite weights in {bad[0]} (and {len(bad) - 1} more); "
+            f"not saved. Last finite checkpoint: {latest(run_or_root) or 'none'}"
+        )
 
     def write(tmp: Path) -> None:
         lm.save_pretrained(tmp / "model", state_dict=model_sd)
@@ -251,7 +287,9 @@ def save_training(run_or_root: str | os.PathLike, step: int, *, lm, model_sd: di
     return save(run_or_root, step, write, meta)
 
 
-def load_for_resume(run_or_root: str | os.PathLike, config: dict, warn=_warn) -> tuple[Path, dict, dict]:
+def load_for_resume(
+    run_or_root: str | os.PathLike, config: dict, warn=_warn
+) -> tuple[Path, dict, dict]:
     """(path, model_sd, trainer_state) of the newest readable finished checkpoint, falling
     back over unreadable ones; refuses (TrainingError, key by key) a checkpoint trained
     with another config than `config` (`lsap.config.resume_differences`)."""
@@ -267,17 +305,28 @@ def load_for_resume(run_or_root: str | os.PathLike, config: dict, warn=_warn) ->
             raise TrainingError(
                 f"--resume: {p} was trained with another config: {'; '.join(diffs)}. Resume with the "
                 "checkpoint's values, or start a new out_dir (only budgets, logging, eval and checkpoint "
-                "cadence, placement and precision may change on resume)")
+                "cadence, placement and precision may change on resume)"
+            )
 
     found = load_latest(run_or_root, warn, check=same_config)
     if found is None:
-        raise TrainingError(f"--resume: no readable finished checkpoint under {root_of(run_or_root)}; "
-                            "start without --resume in a new out_dir")
+        raise TrainingError(
+            f"--resume: no readable finished checkpoint under {root_of(run_or_root)}; "
+            "start without --resume in a new out_dir"
+        )
     return found
 
 
-def restore_training(run_or_root: str | os.PathLike, *, config: dict, module, opt, tied: bool,
-                     data_sha256: list[str], warn=_warn) -> tuple[Path, dict]:
+def restore_training(
+    run_or_root: str | os.PathLike,
+    *,
+    config: dict,
+    module,
+    opt,
+    tied: bool,
+    data_sha256: list[str],
+    warn=_warn,
+) -> tuple[Path, dict]:
     """Resume `module` (an `lsap.train.loop.LossModule`, wrapped or not) and `opt` from the newest
     readable checkpoint with the same config (`load_for_resume`) and the RNG state;
     refuses other train data. Returns (path, trainer state: loader, ledger, step, ...)."""
@@ -285,16 +334,25 @@ def restore_training(run_or_root: str | os.PathLike, *, config: dict, module, op
 
     last, model_sd, st = load_for_resume(run_or_root, config, warn)
     if st.get("data_sha256") and st["data_sha256"] != data_sha256:
-        raise TrainingError(f"--resume: {last} was trained on other token shards than the run's data.dir "
-                            "(shard sha256 differ); point data.dir at the run's data")
+        raise TrainingError(
+            f"--resume: {last} was trained on other token shards than the run's data.dir "
+            "(shard sha256 differ); point data.dir at the run's data"
+        )
     sd = fit_model_state(model_sd, module.state_dict(), tied=tied, where=last)
-    set_state_dict(module, opt, model_state_dict=sd, optim_state_dict=st["optimizer"],
-                   options=StateDictOptions(full_state_dict=True, strict=True))
+    set_state_dict(
+        module,
+        opt,
+        model_state_dict=sd,
+        optim_state_dict=st["optimizer"],
+        options=StateDictOptions(full_state_dict=True, strict=True),
+    )
     set_rng_state(st["rng"])
     return last, st
 
 
-def fit_model_state(model_sd: dict, expected: dict, *, tied: bool, where, prefix: str = "lm.") -> dict:
+def fit_model_state(
+    model_sd: dict, expected: dict, *, tied: bool, where, prefix: str = "lm."
+) -> dict:
     """A saved model state dict keyed for the module whose state dict is `expected`
     (`prefix` prepended; a tied head, which `save_pretrained` drops, restored from the
     embeddings). Raises TrainingError "does not fit" on missing, unexpected or resized
@@ -305,12 +363,16 @@ def fit_model_state(model_sd: dict, expected: dict, *, tied: bool, where, prefix
         sd[head] = sd[emb]
     missing, unexpected = expected.keys() - sd.keys(), sd.keys() - expected.keys()
     if missing or unexpected:
-        raise TrainingError(f"--resume: {where} does not fit the model: missing {sorted(missing)[:3]}, "
-                            f"unexpected {sorted(unexpected)[:3]}")
+        raise TrainingError(
+            f"--resume: {where} does not fit the model: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}"
+        )
     resized = [k for k in sorted(sd) if tuple(sd[k].shape) != tuple(expected[k].shape)]
     if resized:
         k = resized[0]
-        raise TrainingError(f"--resume: {where} does not fit the model: {k} is {tuple(sd[k].shape)} in the "
-                            f"checkpoint, {tuple(expected[k].shape)} in the model ({len(resized)} tensors differ); "
-                            "resume with the checkpoint's model settings or start a new out_dir")
+        raise TrainingError(
+            f"--resume: {where} does not fit the model: {k} is {tuple(sd[k].shape)} in the "
+            f"checkpoint, {tuple(expected[k].shape)} in the model ({len(resized)} tensors differ); "
+            "resume with the checkpoint's model settings or start a new out_dir"
+        )
     return sd

@@ -36,7 +36,11 @@ log = get_logger(__name__)
 
 def _scalars(row: dict):
     for key, value in row.items():
-        if key in ("kind", "step") or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if (
+            key in ("kind", "step")
+            or isinstance(value, bool)
+            or not isinstance(value, (int, float))
+        ):
             continue
         if math.isfinite(value):
             yield key, float(value)
@@ -81,12 +85,16 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:
-            raise LoggerError("train.loggers lists tensorboard, which is not installed: "
-                              "pip install 'lsap[tensorboard]' (or pip install tensorboard)") from e
+            raise LoggerError(
+                "train.loggers lists tensorboard, which is not installed: "
+                "pip install 'lsap[tensorboard]' (or pip install tensorboard)"
+            ) from e
         import yaml
 
         # purge: a resumed run drops the steps it redoes; a fresh one drops a dead run's leftovers
-        self.writer = SummaryWriter(log_dir=str(Path(out) / "tensorboard"), purge_step=resume_step or 1)
+        self.writer = SummaryWriter(
+            log_dir=str(Path(out) / "tensorboard"), purge_step=resume_step or 1
+        )
         if resume_step is None:
             text = yaml.safe_dump(config, sort_keys=False)
             self.writer.add_text("config", "```\n" + text + "```", 0)
@@ -105,16 +113,26 @@ class WandbLogger:
         try:
             import wandb
         except ImportError as e:
-            raise LoggerError("train.loggers lists wandb, which is not installed: "
-                              "pip install 'lsap[wandb]' (or pip install wandb)") from e
+            raise LoggerError(
+                "train.loggers lists wandb, which is not installed: "
+                "pip install 'lsap[wandb]' (or pip install wandb)"
+            ) from e
         out = Path(out)
         id_file = out / "wandb-id"
-        run_id = id_file.read_text().strip() if resume and id_file.is_file() else secrets.token_hex(4)
+        run_id = (
+            id_file.read_text().strip() if resume and id_file.is_file() else secrets.token_hex(4)
+        )
         id_file.write_text(run_id + "\n")
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "lsap"), name=config.get("name"),
-                              dir=str(out), id=run_id, resume="allow", config=config,
-                              mode=os.environ.get("WANDB_MODE", "offline"),
-                              settings=wandb.Settings(silent=True, console="off", save_code=False))
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "lsap"),
+            name=config.get("name"),
+            dir=str(out),
+            id=run_id,
+            resume="allow",
+            config=config,
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            settings=wandb.Settings(silent=True, console="off", save_code=False),
+        )
 
     def log(self, row: dict) -> None:
         kind = row.get("kind", "train")

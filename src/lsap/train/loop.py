@@ -22,20 +22,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lsap.train import checkpoint
-
 from lsap import distributed
 from lsap.config import Config, validate
-from lsap.method.flops import Budget, FlopsLedger, mfu, peak_flops_for_device, plan_steps, train_flops_per_token
+from lsap.method.flops import (
+    Budget,
+    FlopsLedger,
+    mfu,
+    peak_flops_for_device,
+    plan_steps,
+    train_flops_per_token,
+)
 from lsap.method.loss import lsap_linear_loss, lsap_loss, normalizer
 from lsap.method.schedules import LambdaSchedule, LRSchedule
+from lsap.method.targets import IGNORE
+from lsap.train import checkpoint
 from lsap.utils.errors import ConfigError, TrainingError
 from lsap.utils.io import atomic_write_text
-from lsap.method.targets import IGNORE
 from lsap.utils.logging import get_logger
 
-
 log = get_logger(__name__)
+
 
 class LossParts(NamedTuple):
     """What `LossModule` returns: sums and counts (the trainer divides by the step's global Z).
@@ -56,13 +62,21 @@ class LossModule(torch.nn.Module):
     Returns `LossParts`.
     """
 
-    def __init__(self, lm: torch.nn.Module, impl: str = "linear", *, compile_loss: bool = False,
-                 label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        lm: torch.nn.Module,
+        impl: str = "linear",
+        *,
+        compile_loss: bool = False,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.lm, self.impl, self.label_smoothing = lm, impl, float(label_smoothing)
         self.chunk_impl = "compile" if compile_loss else "eager"
 
-    def forward(self, input_ids, labels, aux_ids=None, aux_mask=None, aux_weight=None, lam: float = 0.0):
+    def forward(
+        self, input_ids, labels, aux_ids=None, aux_mask=None, aux_weight=None, lam: float = 0.0
+    ):
         kw = dict(lam=lam, aux_weight=aux_weight)
         if self.label_smoothing:
             return self._smoothed(input_ids, labels)
@@ -71,8 +85,15 @@ class LossModule(torch.nn.Module):
             # Under autocast the head matmul runs in bf16 inside the loss (LSE and grads in
             # fp32 per chunk); hidden (the fp32 residual stream) and the fp32 weight get
             # their gradients back in fp32.
-            out = lsap_linear_loss(hidden, self.lm.lm_head.weight, labels, aux_ids, aux_mask, **kw,
-                                   impl=self.chunk_impl)
+            out = lsap_linear_loss(
+                hidden,
+                self.lm.lm_head.weight,
+                labels,
+                aux_ids,
+                aux_mask,
+                **kw,
+                impl=self.chunk_impl,
+            )
         else:
             logits = self.lm(input_ids=input_ids).logits
             with torch.autocast(logits.device.type, enabled=False):
@@ -85,8 +106,13 @@ class LossModule(torch.nn.Module):
         logits = self.lm(input_ids=input_ids).logits
         with torch.autocast(logits.device.type, enabled=False):
             flat, lab = logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1)
-            loss = F.cross_entropy(flat, lab, ignore_index=IGNORE, reduction="sum",
-                                   label_smoothing=self.label_smoothing)
+            loss = F.cross_entropy(
+                flat,
+                lab,
+                ignore_index=IGNORE,
+                reduction="sum",
+                label_smoothing=self.label_smoothing,
+            )
             ce = F.cross_entropy(flat.detach(), lab, ignore_index=IGNORE, reduction="sum")
         zero = torch.zeros((), device=logits.device)
         return LossParts(loss, ce, zero, (lab != IGNORE).sum(), zero.long())
@@ -95,9 +121,13 @@ class LossModule(torch.nn.Module):
 def plan_budget(cfg: Config, ledger: FlopsLedger) -> Budget:
     """Steps from the smallest positive budget among max_steps / max_tokens / max_flops."""
     t = cfg.train
-    b = plan_steps(t.batch_size * cfg.data.seq_len,
-                   ledger.base_flops_per_token + ledger.surrogate_flops_per_token,
-                   max_steps=t.max_steps, max_tokens=t.max_tokens, max_flops=t.max_flops)
+    b = plan_steps(
+        t.batch_size * cfg.data.seq_len,
+        ledger.base_flops_per_token + ledger.surrogate_flops_per_token,
+        max_steps=t.max_steps,
+        max_tokens=t.max_tokens,
+        max_flops=t.max_flops,
+    )
     if b.total_steps <= 0:
         raise TrainingError(
             f"the budget ({b.limited_by}) is smaller than one optimizer step "
@@ -134,23 +164,30 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
     loader from a validated config, in this order (torchtitan / OLMo-core style: the trainer
     builds nothing). Rank 0 writes the run's vocabulary map (and a store's provenance) to out_dir."""
     from lsap.data.shards import SequenceLoader, TokenShards
-    from lsap.model import build_model, model_config
     from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
+    from lsap.model import build_model, model_config
 
     dev = d.device
-    autocast = (cfg.train.precision == "bf16") or (cfg.train.precision == "auto" and dev.type == "cuda")
+    autocast = (cfg.train.precision == "bf16") or (
+        cfg.train.precision == "auto" and dev.type == "cuda"
+    )
 
     # ---- data and tokenizer --------------------------------------------------
     shards = TokenShards(cfg.data.dir, "train")
     tokenizer = load_tokenizer(shards.manifest["tokenizer"]["spec"])
     shards.check_tokenizer(tokenizer)
     val = None
-    if "val" in shards.manifest["splits"] and shards.manifest["splits"]["val"]["tokens"] > cfg.data.seq_len:
+    if (
+        "val" in shards.manifest["splits"]
+        and shards.manifest["splits"]["val"]["tokens"] > cfg.data.seq_len
+    ):
         val = TokenShards(cfg.data.dir, "val")
 
     # ---- base model ----------------------------------------------------------
     vsize = cfg.model.vocab_size or padded_vocab_size(tokenizer)
-    specials = {f"{r}_token_id": getattr(tokenizer, f"{r}_token_id", None) for r in ("bos", "eos", "pad")}
+    specials = {
+        f"{r}_token_id": getattr(tokenizer, f"{r}_token_id", None) for r in ("bos", "eos", "pad")
+    }
     overrides = {**{k: v for k, v in specials.items() if v is not None}, **cfg.model.overrides}
     mconf = model_config(cfg.model.preset, vocab_size=vsize, **overrides)
     shards.check_vocab(vsize)
@@ -159,7 +196,9 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
     # ---- auxiliary targets (None for CE) --------------------------------------
     targets = build_run_targets(cfg, tokenizer, vsize, shards, d)
     # A stored source is still charged per trained token (see lsap.surrogate.store: compute accounting).
-    ledger = FlopsLedger(train_flops_per_token(mconf), targets.flops_per_token if targets is not None else 0.0)
+    ledger = FlopsLedger(
+        train_flops_per_token(mconf), targets.flops_per_token if targets is not None else 0.0
+    )
     budget = plan_budget(cfg, ledger)
 
     # ---- parallelism, optimizer, schedules -----------------------------------
@@ -170,8 +209,10 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
             f"train.batch_size={t.batch_size} must be a multiple of micro_batch_size × world_size = {per_step}"
         )
     if t.label_smoothing and (targets is not None or not 0.0 < t.label_smoothing < 1.0):
-        raise ConfigError(f"train.label_smoothing={t.label_smoothing} needs a CE run (no surrogate.model) "
-                          "and 0 < ε < 1; set it to 0 for LSAP runs")
+        raise ConfigError(
+            f"train.label_smoothing={t.label_smoothing} needs a CE run (no surrogate.model) "
+            "and 0 < ε < 1; set it to 0 for LSAP runs"
+        )
     module = LossModule(lm, t.loss_impl, compile_loss=t.compile, label_smoothing=t.label_smoothing)
     # torchtitan's order: activation checkpointing, compile, then sharding.
     blocks = list(lm.model.layers)
@@ -181,24 +222,52 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
         distributed.compile_blocks(blocks)
     if dev.type == "cuda":
         distributed.enable_tf32()
-    wrapped = distributed.wrap(module, d, t.distributed, layers=blocks, mixed_precision=t.fsdp_mixed_precision)
+    wrapped = distributed.wrap(
+        module, d, t.distributed, layers=blocks, mixed_precision=t.fsdp_mixed_precision
+    )
     decay = [p for p in module.parameters() if p.dim() >= 2]
     no_decay = [p for p in module.parameters() if p.dim() < 2]
     o = cfg.optim
     # fused (one kernel for all tensors) on CUDA; foreach (batched ops) elsewhere
     fused = dev.type == "cuda"
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused, foreach=None if fused else True,
+        [
+            {"params": decay, "weight_decay": o.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=o.lr,
+        betas=tuple(o.betas),
+        eps=o.eps,
+        fused=fused,
+        foreach=None if fused else True,
     )
     total = budget.total_steps
     lr_at = LRSchedule(o.lr, min(o.warmup_steps, max(total - 1, 0)), total, o.min_lr_ratio)
     L = cfg.lsap
-    lam_at = LambdaSchedule(L.lambda_schedule, L.lam, L.lam_min, total) if cfg.loss == "lsap" else None
-    loader = SequenceLoader(shards, cfg.data.seq_len, t.micro_batch_size, d.rank, d.world_size, seed=t.seed)
-    return Components(shards=shards, val=val, tokenizer=tokenizer, model_config=mconf, lm=lm, targets=targets,
-                      ledger=ledger, budget=budget, accum=t.batch_size // per_step, module=module, wrapped=wrapped,
-                      opt=opt, lr_at=lr_at, lam_at=lam_at, loader=loader, autocast=autocast)
+    lam_at = (
+        LambdaSchedule(L.lambda_schedule, L.lam, L.lam_min, total) if cfg.loss == "lsap" else None
+    )
+    loader = SequenceLoader(
+        shards, cfg.data.seq_len, t.micro_batch_size, d.rank, d.world_size, seed=t.seed
+    )
+    return Components(
+        shards=shards,
+        val=val,
+        tokenizer=tokenizer,
+        model_config=mconf,
+        lm=lm,
+        targets=targets,
+        ledger=ledger,
+        budget=budget,
+        accum=t.batch_size // per_step,
+        module=module,
+        wrapped=wrapped,
+        opt=opt,
+        lr_at=lr_at,
+        lam_at=lam_at,
+        loader=loader,
+        autocast=autocast,
+    )
 
 
 def build_run_targets(cfg: Config, tokenizer, base_vocab: int, shards, d: distributed.Dist):
@@ -206,8 +275,14 @@ def build_run_targets(cfg: Config, tokenizer, base_vocab: int, shards, d: distri
     run by rank 0. None for CE."""
     from lsap.surrogate.sources import build_target_source
 
-    source = build_target_source(cfg, tokenizer, base_vocab, shards, d.device,
-                                 warn=lambda m: log.warning(m) if d.is_main else None)
+    source = build_target_source(
+        cfg,
+        tokenizer,
+        base_vocab,
+        shards,
+        d.device,
+        warn=lambda m: log.warning(m) if d.is_main else None,
+    )
     if source is not None and d.is_main:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -233,8 +308,17 @@ def next_micro_batches(c: Components, dev: torch.device, *, weighted: bool):
     for _ in range(c.accum):
         batch = c.loader.next_batch().to(dev)
         aux = c.targets(batch) if c.targets is not None else None
-        micro.append((batch.input_ids, batch.labels, *(
-            (aux.ids, aux.mask, aux.probs if weighted else None) if aux is not None else (None, None, None))))
+        micro.append(
+            (
+                batch.input_ids,
+                batch.labels,
+                *(
+                    (aux.ids, aux.mask, aux.probs if weighted else None)
+                    if aux is not None
+                    else (None, None, None)
+                ),
+            )
+        )
         n[0] += (batch.labels != IGNORE).sum()
         if aux is not None:
             n[1] += aux.count
@@ -265,20 +349,32 @@ def lock_run_dir(out: str | Path, d: distributed.Dist):
 def _header(cfg: Config, c: Components, d: distributed.Dist) -> str:
     n_params = sum(p.numel() for p in c.lm.parameters())
     vmap = c.targets.vmap if c.targets is not None else None
-    return (f"lsap train: {cfg.name} | loss={cfg.loss} | {cfg.model.preset} ({n_params / 1e6:.2f}M params) | "
-            f"{c.budget.total_steps} steps × {c.budget.tokens_per_step:,} tokens (limited by {c.budget.limited_by}) | "
-            f"{c.ledger.base_flops_per_token + c.ledger.surrogate_flops_per_token:.3g} FLOPs/token | "
-            f"world={d.world_size} accum={c.accum} device={d.device}"
-            + (f" | k={cfg.lsap.k} α={cfg.lsap.alpha} λ={cfg.lsap.lambda_schedule}:{cfg.lsap.lam} "
-               f"Z={cfg.lsap.normalization} |Σ∩|={vmap.size}" if vmap is not None else ""))
+    return (
+        f"lsap train: {cfg.name} | loss={cfg.loss} | {cfg.model.preset} ({n_params / 1e6:.2f}M params) | "
+        f"{c.budget.total_steps} steps × {c.budget.tokens_per_step:,} tokens (limited by {c.budget.limited_by}) | "
+        f"{c.ledger.base_flops_per_token + c.ledger.surrogate_flops_per_token:.3g} FLOPs/token | "
+        f"world={d.world_size} accum={c.accum} device={d.device}"
+        + (
+            f" | k={cfg.lsap.k} α={cfg.lsap.alpha} λ={cfg.lsap.lambda_schedule}:{cfg.lsap.lam} "
+            f"Z={cfg.lsap.normalization} |Σ∩|={vmap.size}"
+            if vmap is not None
+            else ""
+        )
+    )
 
 
 def _step_line(row: dict, total: int, c: Components, lsap: bool, eta: float) -> str:
-    return (f"step {row['step']}/{total} | loss {row['loss']:.4f} | ce {row['ce']:.4f}"
-            + (f" | aux {row['aux']:.3f} | aux/tok {row['aux_per_token']:.2f} | λ {row['lam']:.3f}" if lsap else "")
-            + f" | lr {row['lr']:.2e} | gnorm {row['grad_norm']:.2f} | {row['tok_s']:,.0f} tok/s"
-            + (f" | MFU {row['mfu']:.1%}" if row["mfu"] else "")
-            + f" | {c.ledger.total:.3g} FLOPs | eta {_fmt_time(eta)}")
+    return (
+        f"step {row['step']}/{total} | loss {row['loss']:.4f} | ce {row['ce']:.4f}"
+        + (
+            f" | aux {row['aux']:.3f} | aux/tok {row['aux_per_token']:.2f} | λ {row['lam']:.3f}"
+            if lsap
+            else ""
+        )
+        + f" | lr {row['lr']:.2e} | gnorm {row['grad_norm']:.2f} | {row['tok_s']:,.0f} tok/s"
+        + (f" | MFU {row['mfu']:.1%}" if row["mfu"] else "")
+        + f" | {c.ledger.total:.3g} FLOPs | eta {_fmt_time(eta)}"
+    )
 
 
 def _fmt_time(s: float) -> str:
@@ -296,13 +392,23 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.main = dist.is_main
-        self.step, self.wall, self.skipped = 0, 0.0, 0  # skipped: non-finite steps (train.skip_nonfinite_steps)
+        self.step, self.wall, self.skipped = (
+            0,
+            0.0,
+            0,
+        )  # skipped: non-finite steps (train.skip_nonfinite_steps)
         self.loggers = self.lock = None
         self.peak = peak_flops_for_device(dist.device) if dist.device.type == "cuda" else None
 
     @classmethod
-    def from_config(cls, cfg: Config, resume: bool = False, *, dist: distributed.Dist | None = None,
-                    locked: bool = False) -> "Trainer":
+    def from_config(
+        cls,
+        cfg: Config,
+        resume: bool = False,
+        *,
+        dist: distributed.Dist | None = None,
+        locked: bool = False,
+    ) -> Trainer:
         """Validate, lock out_dir (unless the caller holds the lock: `locked`), build, then resume
         from the newest readable checkpoint (`resume`) or refuse a directory that already has one."""
         cfg = validate(cfg, deep=True)  # every user error before anything is built
@@ -328,11 +434,15 @@ class Trainer:
                 log.info(f"removed {p}: a checkpoint whose writer was killed")
         has = checkpoint.latest(self.ckpt_root) is not None
         if resume and not has:
-            self._warn(f"[lsap] warning: --resume: no finished checkpoint under {self.ckpt_root}; starting at step 0")
+            self._warn(
+                f"[lsap] warning: --resume: no finished checkpoint under {self.ckpt_root}; starting at step 0"
+            )
         if resume and has:
             self._resume()
         elif has and self.main:
-            raise TrainingError(f"{self.out} already has checkpoints; pass --resume to continue it or pick a new out_dir")
+            raise TrainingError(
+                f"{self.out} already has checkpoints; pass --resume to continue it or pick a new out_dir"
+            )
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
@@ -340,11 +450,17 @@ class Trainer:
             from lsap.utils.provenance import provenance
 
             atomic_write_json(self.out / "provenance.json", provenance(self.d.device))
-            from lsap.train.loggers import Loggers  # a tracker that is not installed fails before any step
+            from lsap.train.loggers import (
+                Loggers,
+            )  # a tracker that is not installed fails before any step
 
             # metrics.jsonl and the trackers drop what was logged after the checkpoint (it is redone)
-            self.loggers = Loggers(self.cfg.train.loggers, self.out, self.cfg.to_dict(),
-                                   resume_step=self.step + 1 if resume and has else None)
+            self.loggers = Loggers(
+                self.cfg.train.loggers,
+                self.out,
+                self.cfg.to_dict(),
+                resume_step=self.step + 1 if resume and has else None,
+            )
 
     def _warn(self, msg: str) -> None:
         if self.main:
@@ -369,22 +485,32 @@ class Trainer:
             g["lr"] = lr
         micro, n = next_micro_batches(c, dev, weighted=self.cfg.lsap.aux_weighting == "prob")
         d.all_reduce_sum(n)
-        z = float(normalizer(n[0], n[1], self.cfg.lsap.normalization, lam)) if c.targets is not None else float(n[0])
+        z = (
+            float(normalizer(n[0], n[1], self.cfg.lsap.normalization, lam))
+            if c.targets is not None
+            else float(n[0])
+        )
         parts = torch.zeros(3, dtype=torch.float64, device=dev)
         for i, (x, y, ids, mask, w) in enumerate(micro):
-            sync = distributed.grad_sync(c.wrapped, d, self.cfg.train.distributed, i == len(micro) - 1)
+            sync = distributed.grad_sync(
+                c.wrapped, d, self.cfg.train.distributed, i == len(micro) - 1
+            )
             with sync, torch.autocast(dev.type, dtype=torch.bfloat16, enabled=c.autocast):
                 out = c.wrapped(x, y, ids, mask, w, lam)
                 # DDP/FSDP average gradients over ranks; ×world turns that into a sum.
                 (out.loss * (d.world_size / max(z, 1.0))).backward()
             parts += torch.stack([out.loss.detach(), out.ce_sum, out.aux_sum]).double()
         d.all_reduce_sum(parts)
-        gn = torch.nn.utils.clip_grad_norm_(c.module.parameters(), self.cfg.optim.grad_clip or float("inf"))
+        gn = torch.nn.utils.clip_grad_norm_(
+            c.module.parameters(), self.cfg.optim.grad_clip or float("inf")
+        )
         gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn  # FSDP2: the global norm
         loss = float(parts[0]) / max(z, 1.0)
         # NaN/inf guard before the update: a bad step never reaches the weights, so every
         # checkpoint stays finite. Ranks agree (the loss is all-reduced; so is the flag).
-        bad = torch.tensor([float(not (math.isfinite(loss) and math.isfinite(float(gn))))], device=dev)
+        bad = torch.tensor(
+            [float(not (math.isfinite(loss) and math.isfinite(float(gn))))], device=dev
+        )
         d.all_reduce_sum(bad)
         tokens = c.budget.tokens_per_step
         c.ledger.add(tokens, tokens if c.targets is not None else 0)
@@ -395,18 +521,29 @@ class Trainer:
                 raise TrainingError(
                     f"non-finite loss ({loss}) or gradient norm ({float(gn)}) at step {self.step}; last checkpoint: "
                     f"{checkpoint.latest(self.ckpt_root) or 'none'} (finite: this step did not update the weights). "
-                    "Lower optim.lr, check the data, or skip such steps with train.skip_nonfinite_steps=N")
+                    "Lower optim.lr, check the data, or skip such steps with train.skip_nonfinite_steps=N"
+                )
             self.skipped += 1
-            self._warn(f"[lsap] warning: step {self.step}: non-finite loss ({loss}) or gradient norm ({float(gn)}); "
-                       f"step skipped ({self.skipped}/{self.cfg.train.skip_nonfinite_steps})")
+            self._warn(
+                f"[lsap] warning: step {self.step}: non-finite loss ({loss}) or gradient norm ({float(gn)}); "
+                f"step skipped ({self.skipped}/{self.cfg.train.skip_nonfinite_steps})"
+            )
         else:
             c.opt.step()
             c.opt.zero_grad(set_to_none=True)
         nl = float(n[0])
-        return {"step": self.step, "loss": loss, "ce": float(parts[1]) / max(nl, 1.0),
-                "aux": float(parts[2]) / max(float(n[1]), 1.0) if n[1] > 0 else 0.0,
-                "aux_per_token": float(n[1]) / max(nl, 1.0), "lam": lam, "lr": lr,
-                "grad_norm": float(gn), "z": z, **({"skipped": True} if float(bad) > 0 else {})}
+        return {
+            "step": self.step,
+            "loss": loss,
+            "ce": float(parts[1]) / max(nl, 1.0),
+            "aux": float(parts[2]) / max(float(n[1]), 1.0) if n[1] > 0 else 0.0,
+            "aux_per_token": float(n[1]) / max(nl, 1.0),
+            "lam": lam,
+            "lr": lr,
+            "grad_norm": float(gn),
+            "z": z,
+            **({"skipped": True} if float(bad) > 0 else {}),
+        }
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -425,51 +562,92 @@ class Trainer:
 
         c.module.eval()
         try:
-            return val_loss_bpb(c.val, self.cfg.data.seq_len, self.cfg.train.micro_batch_size,
-                                self.cfg.train.eval_batches, score, c.tokenizer)
+            return val_loss_bpb(
+                c.val,
+                self.cfg.data.seq_len,
+                self.cfg.train.micro_batch_size,
+                self.cfg.train.eval_batches,
+                score,
+                c.tokenizer,
+            )
         finally:
             c.module.train()
 
     # ------------------------------------------------------------------ checkpoints
     def counters(self) -> dict:
         L = self.c.ledger
-        return {"step": self.step, "tokens": L.tokens, "flops_base": L.base_flops,
-                "flops_surrogate": L.surrogate_flops,
-                "flops_surrogate_paid": L.surrogate_flops if self.c.targets is not None and self.c.targets.paid else 0.0,
-                "flops": L.total, "wall_s": self.wall}
+        return {
+            "step": self.step,
+            "tokens": L.tokens,
+            "flops_base": L.base_flops,
+            "flops_surrogate": L.surrogate_flops,
+            "flops_surrogate_paid": L.surrogate_flops
+            if self.c.targets is not None and self.c.targets.paid
+            else 0.0,
+            "flops": L.total,
+            "wall_s": self.wall,
+        }
 
     def save_checkpoint(self) -> Path:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
         c = self.c
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        msd, osd = get_state_dict(c.module, c.opt, options=opts)  # collective under FSDP: every rank calls it
+        msd, osd = get_state_dict(
+            c.module, c.opt, options=opts
+        )  # collective under FSDP: every rank calls it
         final = self.ckpt_root / f"step_{self.step:08d}"
         if self.main:
-            state = {"optimizer": osd, "loader": c.loader.state_dict(), "ledger": c.ledger.state_dict(),
-                     "rng": checkpoint.rng_state(), "step": self.step, "wall": self.wall, "skipped": self.skipped,
-                     "data_sha256": data_identity(c.shards)}
-            final = checkpoint.save_training(self.ckpt_root, self.step, lm=c.lm, tokenizer=c.tokenizer, state=state,
-                                             model_sd={k.removeprefix("lm."): v for k, v in msd.items()},
-                                             config_yaml=self.cfg.to_yaml(), meta=self.counters())
+            state = {
+                "optimizer": osd,
+                "loader": c.loader.state_dict(),
+                "ledger": c.ledger.state_dict(),
+                "rng": checkpoint.rng_state(),
+                "step": self.step,
+                "wall": self.wall,
+                "skipped": self.skipped,
+                "data_sha256": data_identity(c.shards),
+            }
+            final = checkpoint.save_training(
+                self.ckpt_root,
+                self.step,
+                lm=c.lm,
+                tokenizer=c.tokenizer,
+                state=state,
+                model_sd={k.removeprefix("lm."): v for k, v in msd.items()},
+                config_yaml=self.cfg.to_yaml(),
+                meta=self.counters(),
+            )
             t = self.cfg.train
             size = checkpoint.dir_bytes(final)
             keep = checkpoint.resolve_keep(t.keep_checkpoints, size)
             shown = f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
-            log.info(f"checkpoint {final.name}: {shown} on disk "
-                     f"(keeping {'all' if keep == 0 else f'the newest {keep} + ckpt_at'})")
+            log.info(
+                f"checkpoint {final.name}: {shown} on disk "
+                f"(keeping {'all' if keep == 0 else f'the newest {keep} + ckpt_at'})"
+            )
             checkpoint.prune(self.ckpt_root, t.keep_checkpoints, protect=t.ckpt_at, ckpt_bytes=size)
         self.d.barrier()
         return final
 
     def _resume(self) -> None:
         c = self.c
-        last, st = checkpoint.restore_training(self.ckpt_root, config=self.cfg.to_dict(), module=c.module, opt=c.opt,
-                                               tied=getattr(c.model_config, "tie_word_embeddings", False),
-                                               data_sha256=data_identity(c.shards), warn=self._warn)
+        last, st = checkpoint.restore_training(
+            self.ckpt_root,
+            config=self.cfg.to_dict(),
+            module=c.module,
+            opt=c.opt,
+            tied=getattr(c.model_config, "tie_word_embeddings", False),
+            data_sha256=data_identity(c.shards),
+            warn=self._warn,
+        )
         c.loader.load_state_dict(st["loader"])
         c.ledger.load_state_dict(st["ledger"])
-        self.step, self.wall, self.skipped = int(st["step"]), float(st["wall"]), int(st.get("skipped", 0))
+        self.step, self.wall, self.skipped = (
+            int(st["step"]),
+            float(st["wall"]),
+            int(st.get("skipped", 0)),
+        )
         if self.main:
             log.info(f"resumed from {last} (step {self.step})")
 
@@ -498,9 +676,18 @@ class Trainer:
             con.tokens(c.budget.tokens_per_step)
             if self.step % t.log_every == 0 or self.step == total:
                 tps = con.tok_s()
-                row.update(self.counters(), kind="train", tok_s=tps,
-                           mfu=mfu(tps * c.budget.flops_per_step / c.budget.tokens_per_step / self.d.world_size,
-                                   self.peak))
+                row.update(
+                    self.counters(),
+                    kind="train",
+                    tok_s=tps,
+                    mfu=mfu(
+                        tps
+                        * c.budget.flops_per_step
+                        / c.budget.tokens_per_step
+                        / self.d.world_size,
+                        self.peak,
+                    ),
+                )
                 self.log(row)
                 con.step(row)
             con.advance()
@@ -508,8 +695,10 @@ class Trainer:
                 ev = self.evaluate()
                 if ev:
                     self.log({"kind": "val", **self.counters(), **ev})
-                    con.say(f"step {self.step} | val loss {ev['val_loss']:.4f}"
-                            + (f" | val bpb {ev['val_bpb']:.4f}" if "val_bpb" in ev else ""))
+                    con.say(
+                        f"step {self.step} | val loss {ev['val_loss']:.4f}"
+                        + (f" | val bpb {ev['val_bpb']:.4f}" if "val_bpb" in ev else "")
+                    )
             if self.step % ckpt_every == 0 or self.step == total or self.step in t.ckpt_at:
                 con.say(f"checkpoint: {self.save_checkpoint()}")
             con.resume_clock()  # tok/s excludes eval and saving
@@ -530,8 +719,14 @@ class _Console:
             print(_header(trainer.cfg, c, trainer.d), flush=True)
         # stdout by default, with the step lines (stderr stays for errors: one line each)
         stream = sys.stdout if stream is None else stream
-        self.bar = Progress(c.budget.total_steps, f"train {trainer.cfg.name}", unit="step", initial=trainer.step,
-                            stream=stream, enabled=self.main)
+        self.bar = Progress(
+            c.budget.total_steps,
+            f"train {trainer.cfg.name}",
+            unit="step",
+            initial=trainer.step,
+            stream=stream,
+            enabled=self.main,
+        )
         # lines on the bar's own stream go through it, so a terminal's bar stays one line
         self._print = self.bar.write if stream is sys.stdout else (lambda m: print(m, flush=True))
         self.t0, self.n = time.perf_counter(), 0
@@ -581,13 +776,17 @@ def _summary(cfg: Config, out: Path, seconds: float) -> str:
     tr = [r for r in rows if r.get("kind") == "train"]
     va = [r for r in rows if r.get("kind") == "val"]
     last = tr[-1] if tr else {}
-    return (f"  {cfg.name}: {last.get('step', '?')} steps, {last.get('tokens', 0):,} tokens, "
-            f"{last.get('flops', 0):.3g} FLOPs, train loss {last.get('loss', float('nan')):.4f}"
-            + (f", val loss {va[-1]['val_loss']:.4f}" if va else "")
-            + f" ({seconds:.0f}s; log: {out / 'train.log'})")
+    return (
+        f"  {cfg.name}: {last.get('step', '?')} steps, {last.get('tokens', 0):,} tokens, "
+        f"{last.get('flops', 0):.3g} FLOPs, train loss {last.get('loss', float('nan')):.4f}"
+        + (f", val loss {va[-1]['val_loss']:.4f}" if va else "")
+        + f" ({seconds:.0f}s; log: {out / 'train.log'})"
+    )
 
 
-def train(cfg: Config, resume: bool | str = False, *, quiet: bool = False, log=print, progress=None) -> Path:
+def train(
+    cfg: Config, resume: bool | str = False, *, quiet: bool = False, log=print, progress=None
+) -> Path:
     """Train `cfg` to its budget: `lsap train`, the quickstart and sweeps all come here.
 
     resume: False (a fresh run; a directory with checkpoints is refused), True (continue
@@ -616,8 +815,13 @@ def train(cfg: Config, resume: bool | str = False, *, quiet: bool = False, log=p
         t0 = time.perf_counter()
         quiet = quiet and d.is_main
         with open(out / "train.log", "a") if quiet else nullcontext() as f:
-            with (redirect_stdout(f) if quiet else nullcontext()), (redirect_stderr(f) if quiet else nullcontext()):
-                Trainer.from_config(cfg, resume=bool(resume), dist=d, locked=True).run(progress=progress)
+            with (
+                redirect_stdout(f) if quiet else nullcontext(),
+                redirect_stderr(f) if quiet else nullcontext(),
+            ):
+                Trainer.from_config(cfg, resume=bool(resume), dist=d, locked=True).run(
+                    progress=progress
+                )
         if d.is_main:
             atomic_write_text(out / "DONE", time.strftime("%Y-%m-%d %H:%M:%S") + "\n")
         if quiet:
@@ -626,9 +830,11 @@ def train(cfg: Config, resume: bool | str = False, *, quiet: bool = False, log=p
     except RuntimeError as e:  # gloo / nccl: a collective that waited past train.dist_timeout_s
         if isinstance(e, TrainingError) or not distributed.is_timeout(e):
             raise
-        raise TrainingError(f"a collective timed out after train.dist_timeout_s={cfg.train.dist_timeout_s:g}s: "
-                            f"another rank stalled or died (rank {distributed.rank_from_env()}; "
-                            f"{str(e).splitlines()[0][:200]})") from e
+        raise TrainingError(
+            f"a collective timed out after train.dist_timeout_s={cfg.train.dist_timeout_s:g}s: "
+            f"another rank stalled or died (rank {distributed.rank_from_env()}; "
+            f"{str(e).splitlines()[0][:200]})"
+        ) from e
     finally:
         if lock is not None:
             lock.release()

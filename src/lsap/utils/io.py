@@ -5,6 +5,7 @@ A file under its final name is always complete: writers fill a temporary sibling
 `os.replace` it over the target. A kill at any moment leaves either the old file or
 the new one, plus at worst a ``.tmp-*`` sibling that nothing reads.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,11 +13,20 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["sha256_file", "fsync_path", "fsync_tree", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "atomic_write_with", "atomic_dir"]
+__all__ = [
+    "sha256_file",
+    "fsync_path",
+    "fsync_tree",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_write_with",
+    "atomic_dir",
+]
 
 
 def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
@@ -49,7 +59,9 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".tmp-{os.getpid()}-{path.name}")
 
 
-def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any], *, fsync: bool = True) -> Path:
+def atomic_write_with(
+    path: str | os.PathLike, write: Callable[[Path], Any], *, fsync: bool = True
+) -> Path:
     """`write(tmp_path)` fills a temporary sibling of `path`, which then replaces `path`.
     On any error the temporary file is removed and the old `path` (if any) is untouched;
     an OSError that names no file (disk full during write) is raised naming `path`."""
@@ -62,7 +74,9 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any], *, 
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and not e.filename:  # ENOSPC from write() names no file: name the target
+        if (
+            isinstance(e, OSError) and not e.filename
+        ):  # ENOSPC from write() names no file: name the target
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
@@ -81,8 +95,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, fsync: bool = True) 
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", fsync=fsync)
 
 
-def atomic_dir(target: str | os.PathLike, fill: Callable[[Path], Any], *, fsync: bool = True,
-               replace: bool = True) -> Path:
+def atomic_dir(
+    target: str | os.PathLike,
+    fill: Callable[[Path], Any],
+    *,
+    fsync: bool = True,
+    replace: bool = True,
+) -> Path:
     """Build a directory in a temporary sibling with `fill(tmp_dir)`, then rename it to
     `target`. If `target` exists it is replaced (`replace=True`) or kept, and the new
     one dropped (`replace=False`: another process finished first; its result stands)."""

@@ -30,8 +30,10 @@ LOCK_NAME = ".lsap.utils.lock"
 def _describe(info: dict) -> str:
     if not info:
         return "an unknown process"
-    return (f"pid {info.get('pid')} on host {info.get('host')} ({info.get('command')}, "
-            f"since {info.get('started')})")
+    return (
+        f"pid {info.get('pid')} on host {info.get('host')} ({info.get('command')}, "
+        f"since {info.get('started')})"
+    )
 
 
 def _read(fd: int) -> dict:
@@ -53,7 +55,7 @@ class DirLock:
         self.fd: int | None = None
         self.created_dir = False
 
-    def acquire(self) -> "DirLock":
+    def acquire(self) -> DirLock:
         if self.fd is not None:
             return self
         if not self.dir.exists():
@@ -66,8 +68,10 @@ class DirLock:
             except BlockingIOError:
                 holder = _read(fd)
                 os.close(fd)
-                raise LockError(f"{self.dir} is being written by {_describe(holder)}; wait for it to end or "
-                                "use another output directory") from None
+                raise LockError(
+                    f"{self.dir} is being written by {_describe(holder)}; wait for it to end or "
+                    "use another output directory"
+                ) from None
             # The previous holder may have removed the file between our open and flock:
             # then we hold a lock on a dead inode and must retry on the new file.
             try:
@@ -79,9 +83,15 @@ class DirLock:
             os.close(fd)
         previous = _read(fd)
         if previous and previous.get("pid") != os.getpid():
-            log.warning(f"{self.dir}: taking over a stale lock of {_describe(previous)} (no longer running)")
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            log.warning(
+                f"{self.dir}: taking over a stale lock of {_describe(previous)} (no longer running)"
+            )
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": self.command,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, (json.dumps(info) + "\n").encode())
@@ -103,7 +113,7 @@ class DirLock:
             except OSError:
                 pass
 
-    def __enter__(self) -> "DirLock":
+    def __enter__(self) -> DirLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -118,6 +128,7 @@ class DirLock:
 
 def holds_lock(arg: str, command: str):
     """Decorator: hold `DirLock(<the call's `arg` argument>, command)` while the function runs."""
+
     def wrap(fn):
         sig = inspect.signature(fn)
 
@@ -126,5 +137,7 @@ def holds_lock(arg: str, command: str):
             directory = sig.bind(*args, **kwargs).arguments[arg]
             with DirLock(directory, command):
                 return fn(*args, **kwargs)
+
         return inner
+
     return wrap

@@ -69,4 +69,8 @@ def _configure() -> logging.Logger:
 def get_logger(name: str = _ROOT) -> logging.Logger:
     """The `lsap` logger (or a child, e.g. `get_logger(__name__)`), configured on first use."""
     root = _configure()
-    return root if name == _ROOT else logging.getLogger(name if name.startswith(_ROOT) else f"{_ROOT}.{name}")
+    return (
+        root
+        if name == _ROOT
+        else logging.getLogger(name if name.startswith(_ROOT) else f"{_ROOT}.{name}")
+    )

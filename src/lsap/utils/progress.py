@@ -8,6 +8,7 @@ readable and still show the job is alive. Rank 0 only; other ranks get a no-op.
         for chunk in ...:
             bar.update(len(chunk))
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,9 +38,18 @@ class Progress:
     tty=None decides from the stream (`isatty`); `enabled=False` (non-zero ranks,
     quiet mode) makes every call a no-op."""
 
-    def __init__(self, total: float, desc: str, unit: str = "it", *, initial: float = 0,
-                 every: float = 0.10, stream: TextIO | None = None, tty: bool | None = None,
-                 enabled: bool = True):
+    def __init__(
+        self,
+        total: float,
+        desc: str,
+        unit: str = "it",
+        *,
+        initial: float = 0,
+        every: float = 0.10,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        enabled: bool = True,
+    ):
         self.total, self.desc, self.unit = float(total), desc, unit
         self.n, self.initial, self.every = float(initial), float(initial), every
         self.stream = stream if stream is not None else sys.stderr
@@ -51,8 +61,17 @@ class Progress:
         self._bar = None
         if self.enabled and tty:
             from tqdm.auto import tqdm
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=True,
-                             file=self.stream, dynamic_ncols=True, smoothing=0.1)
+
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit=unit,
+                unit_scale=True,
+                file=self.stream,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
 
     def _mark_after(self, n: float) -> float:
         step = max(self.every * self.total, 1e-12)
@@ -66,8 +85,10 @@ class Progress:
         pct = 100.0 * self.n / self.total if self.total else 100.0
         eta_s = _fmt_time(eta) if eta == eta else "?"
         tail = f" | {self.postfix}" if self.postfix else ""
-        return (f"{self.desc}: {_fmt_num(self.n)}/{_fmt_num(self.total)} {self.unit} ({pct:.0f}%)"
-                f" | {_fmt_num(rate)} {self.unit}/s | elapsed {_fmt_time(el)} | eta {eta_s}{tail}")
+        return (
+            f"{self.desc}: {_fmt_num(self.n)}/{_fmt_num(self.total)} {self.unit} ({pct:.0f}%)"
+            f" | {_fmt_num(rate)} {self.unit}/s | elapsed {_fmt_time(el)} | eta {eta_s}{tail}"
+        )
 
     def set_postfix(self, text: str) -> None:
         if not self.enabled:
@@ -99,7 +120,7 @@ class Progress:
             self._bar.close()
             self._bar = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

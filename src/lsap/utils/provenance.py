@@ -29,7 +29,9 @@ def _git() -> dict:
     if not (root / ".git").exists():
         return {}
     try:
-        run = functools.partial(subprocess.run, cwd=root, capture_output=True, text=True, timeout=10)
+        run = functools.partial(
+            subprocess.run, cwd=root, capture_output=True, text=True, timeout=10
+        )
         commit = run(["git", "rev-parse", "HEAD"]).stdout.strip()
         dirty = bool(run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip())
     except (OSError, subprocess.SubprocessError):
@@ -50,10 +52,15 @@ def _version(name: str) -> str | None:
 def _static() -> dict:
     import lsap
 
-    return {"lsap_version": getattr(lsap, "__version__", None), **_git(),
-            "python": sys.version.split()[0], "torch": _version("torch"),
-            "transformers": _version("transformers"), "cpu": _cpu_model(),
-            "platform": platform.platform()}
+    return {
+        "lsap_version": getattr(lsap, "__version__", None),
+        **_git(),
+        "python": sys.version.split()[0],
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "cpu": _cpu_model(),
+        "platform": platform.platform(),
+    }
 
 
 def provenance(device=None) -> dict:
