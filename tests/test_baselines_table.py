@@ -80,3 +80,15 @@ def test_collect_reads_last_checkpoint(tmp_path):
         "checkpoint": "step_00000020",
         "scores": {"zorro": pytest.approx(51.0), "piqa acc": 25.0, "piqa p_gold": 50.0},
     }
+
+
+def test_bpb_columns_improve_downwards_and_the_delta_view_leads():
+    runs = []
+    for s, d in enumerate([0.10, 0.11, 0.09, 0.12, 0.105]):
+        runs.append({"arm": "ce", "seed": s, "scores": {"held-out bpb": 2.0 + s / 10}})
+        runs.append({"arm": "lsap", "seed": s, "scores": {"held-out bpb": 2.0 + s / 10 + d}})
+    summary = {"columns": ["held-out bpb"], "runs": runs}
+    assert compare(summary)["lsap"]["held-out bpb"]["verdict"] == "worse"  # higher bpb is worse
+    md = render(summary)
+    view = md.index("| held-out bpb ↓ | +0.11")
+    assert view < md.index("| arm | seeds |")  # the Δ view comes before the full table

@@ -63,6 +63,11 @@ def holm(ps: list[float | None]) -> list[float | None]:
     return out
 
 
+def lower_is_better(column: str) -> bool:
+    """Bits-per-byte columns improve downwards; every other column (accuracy, p_gold) upwards."""
+    return "bpb" in column
+
+
 def compare(summary: dict, ref: str = "ce") -> dict:
     """{arm: {column: {mean, lo, hi, delta, d_lo, d_hi, n, p, p_holm, verdict}}}."""
     cols = summary["columns"]
@@ -99,7 +104,8 @@ def compare(summary: dict, ref: str = "ce") -> dict:
             elif ph is None or ph >= ALPHA:
                 cell["verdict"] = "inconclusive"
             else:
-                cell["verdict"] = "better" if cell["delta"] > 0 else "worse"
+                up = cell["delta"] > 0
+                cell["verdict"] = "better" if up != lower_is_better(c) else "worse"
         out[arm] = row
     return out
 
@@ -115,6 +121,35 @@ def _fmt_cell(cell: dict, ref: bool) -> str:
     return s
 
 
+def _delta_view(res: dict, cols: list[str], ref: str) -> list[str]:
+    """Rows = columns, one column per arm: its per-seed paired Δ vs the reference, the interval,
+    Holm's p and the verdict — the table to read first."""
+    arms = [a for a in res if a != ref]
+    if not arms:
+        return []
+    out = [
+        f"Paired Δ vs {ref} over seeds (arm − {ref}; mean [95% t-interval], p Holm-corrected "
+        "over each arm's column; ↓: lower is better):",
+        "",
+        "| column | " + " | ".join(arms) + " |",
+        "|---|" + "---:|" * len(arms),
+    ]
+    for c in cols:
+        cells = []
+        for a in arms:
+            cell = res[a][c]
+            if "delta" not in cell:
+                cells.append("–")
+                continue
+            p = "" if cell["p_holm"] is None else f" p {cell['p_holm']:.2g}"
+            cells.append(
+                f"{cell['delta']:+.2f} [{cell['d_lo']:+.2f}, {cell['d_hi']:+.2f}] "
+                f"n={cell['n_paired']}{p} {cell['verdict']}"
+            )
+        out.append(f"| {c}{' ↓' if lower_is_better(c) else ''} | " + " | ".join(cells) + " |")
+    return out
+
+
 def render(summary: dict, ref: str = "ce") -> str:
     ref = summary.get("arms_ref", ref)
     res = compare(summary, ref)
@@ -128,6 +163,7 @@ def render(summary: dict, ref: str = "ce") -> str:
     ]
     for k, v in reg.items():
         lines.append(f"- **{k}**: {v}")
+    lines += ["", *_delta_view(res, cols, ref)]
     lines += [
         "",
         "Cells: mean [95% t-interval] over seeds; below it, the per-seed paired Δ vs CE "
@@ -196,6 +232,8 @@ def collect(sweep_dirs: list[str], regime: dict) -> dict:
                 for t, v in ev.get("tasks", {}).items()
                 if isinstance(v.get("value"), (int, float))
             }
+            if isinstance(ev.get("val_bpb"), (int, float)):  # a likelihood: favours CE (METHOD 5b)
+                scores["held-out bpb"] = ev["val_bpb"]
             scores.update(_benchmarks(evs[-1].parent / "benchmarks.json"))
             cols += [t for t in scores if t not in cols]
             runs.append(
