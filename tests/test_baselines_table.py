@@ -90,5 +90,5 @@ def test_bpb_columns_improve_downwards_and_the_delta_view_leads():
     summary = {"columns": ["held-out bpb"], "runs": runs}
     assert compare(summary)["lsap"]["held-out bpb"]["verdict"] == "worse"  # higher bpb is worse
     md = render(summary)
-    view = md.index("| held-out bpb ↓ | +0.11")
+    view = md.index("| held-out bpb ↓ | +0.1")
     assert view < md.index("| arm | seeds |")  # the Δ view comes before the full table
