@@ -92,3 +92,20 @@ def test_bpb_columns_improve_downwards_and_the_delta_view_leads():
     md = render(summary)
     view = md.index("| held-out bpb ↓ | +0.1")
     assert view < md.index("| arm | seeds |")  # the Δ view comes before the full table
+
+
+def test_collect_finds_runs_recorded_relative_to_where_the_sweep_ran(tmp_path, monkeypatch):
+    import json
+
+    from lsap.experiments.baselines import collect
+
+    ck = tmp_path / "out" / "runs" / "ce-1" / "checkpoints" / "step_00000010"
+    ck.mkdir(parents=True)
+    (ck / "eval.json").write_text(json.dumps({"tasks": {"t": {"value": 0.5}}, "val_bpb": 2.5}))
+    sweep = tmp_path / "out" / "seed0"
+    sweep.mkdir()
+    run = {"setting": "ce", "seed": 0, "status": "done", "out_dir": "out/runs/ce-1"}
+    (sweep / "sweep.json").write_text(json.dumps({"runs": [run]}))
+    monkeypatch.chdir(tmp_path.parent)  # not the directory the sweep ran from
+    s = collect([str(sweep)], {})
+    assert s["runs"][0]["scores"] == {"t": 50.0, "held-out bpb": 2.5}

@@ -212,6 +212,15 @@ def _benchmarks(path: Path) -> dict:
     return out
 
 
+def _run_dir(sweep_dir: Path, out_dir: str) -> Path:
+    """A run's directory as sweep.json records it: absolute, or relative to the directory the
+    sweep ran from (the cwd, else the first ancestor of the sweep folder that holds it)."""
+    d = Path(out_dir)
+    if d.is_absolute() or d.is_dir():
+        return d
+    return next((a / d for a in sweep_dir.resolve().parents if (a / d).is_dir()), d)
+
+
 def collect(sweep_dirs: list[str], regime: dict) -> dict:
     """A summary from finished sweep runs: each run's last evaluated checkpoint's eval.json,
     every task's value in percent (all tasks found; columns in first-seen order)."""
@@ -223,7 +232,7 @@ def collect(sweep_dirs: list[str], regime: dict) -> dict:
         for r in st["runs"]:
             if r.get("status") != "done":
                 continue
-            evs = sorted(Path(r["out_dir"]).glob("checkpoints/*/eval.json"))
+            evs = sorted(_run_dir(sd, r["out_dir"]).glob("checkpoints/*/eval.json"))
             if not evs:
                 continue
             ev = json.loads(evs[-1].read_text())
