@@ -48,7 +48,7 @@ FUNCTION_ALLOWLIST = {
     "lsap/experiments/regime.py:build_regime": 161,
     "lsap/experiments/preflight.py:preflight": 142,
     "lsap/experiments/analyze.py:analyze": 137,
-    "lsap/data/arrays.py:link_token_arrays": 128,
+    "lsap/data/arrays.py:link_token_arrays": 113,
     "lsap/eval/run.py:_evaluate_one": 123,
     "lsap/surrogate/sources.py:target_source": 120,
     "lsap/integrations/olmo_core.py:train_batch": 110,
