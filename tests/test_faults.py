@@ -417,6 +417,38 @@ def test_config_errors_are_one_line_before_any_build(tiny_world, tmp_path, bad, 
     print(f"{bad}: exit 2 after {dt:.2f}s (process start included)")
 
 
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        (
+            "lsap.lam=.nan",
+            "lsap.lam=nan is not a finite number",
+        ),  # was: the NaN guard, "lower optim.lr"
+        ("optim.weight_decay=.inf", "optim.weight_decay=inf is not a finite number"),
+        ("train.max_tokens=.inf", "train.max_tokens=inf is not a finite number"),
+        ("train.max_flops=.nan", "train.max_flops=nan is not a finite number"),
+        ("train.seed=-1", "train.seed must be ≥ 0, got -1"),
+        ("lsap.alpha=[0.1", "override 'lsap.alpha=[0.1': not a YAML value"),  # was: a traceback
+        ("model.overrides.rope_theta=.inf", "model.overrides.rope_theta=inf is not a finite"),
+    ],
+)
+def test_non_finite_and_unparsable_values_are_refused_up_front(
+    tiny_world, tmp_path, capsys, bad, needle
+):
+    assert main(["train", *args_for(tiny_world, tmp_path / "o", bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lsap train: error: ") and needle in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_invalid_yaml_config_file_is_one_line(tmp_path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text("lsap: {alpha: [0.1}\n")
+    assert main(["train", "--config", str(p), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not valid YAML at line 1, column 19" in err[0], err
+
+
 # --------------------------------------------------------------------------- disk full, for real
 @pytest.fixture
 def small_disk(tmp_path):
