@@ -437,3 +437,25 @@ def test_values_distinct_after_character_24_give_distinct_names(tmp_path):
     p.write_text("grid: {lsap.alpha: [0.05]}\nextra: [{lsap.alpha: 0.05}]\nbudget_flops: 1e9\n")
     with pytest.raises(SweepError, match=r"same run name \(lsap-a0.05-s0\)"):
         sw.expand(sw.load_spec(p))
+
+
+@pytest.mark.parametrize("b", ["lots", ".inf", ".nan", "-1e18", "true"])
+def test_budget_flops_must_be_a_finite_number(tmp_path, b):
+    p = tmp_path / "s.yaml"
+    p.write_text(f"grid: {{lsap.alpha: [0.05]}}\nbudget_flops: {b}\n")
+    with pytest.raises(SweepError, match="budget_flops must be a finite number of FLOPs"):
+        sw.load_spec(p)
+    p.write_text("grid: {lsap.alpha: [0.05}\n")
+    with pytest.raises(SweepError, match="not valid YAML"):
+        sw.load_spec(p)
+
+
+def test_a_budget_of_no_step_is_named(tiny_world, tmp_path):
+    """budget_flops: 1 was refused as a bad train.ckpt_at (the CE runs' matched step 0)."""
+    p = tmp_path / "s.yaml"
+    p.write_text(
+        f"base: [data.dir={tiny_world['data']}, surrogate.model={tiny_world['surrogate']}, "
+        "data.seq_len=32, model.preset=olmo2-tiny]\ngrid: {lsap.alpha: [0.05]}\nbudget_flops: 1\n"
+    )
+    with pytest.raises(SweepError, match="budget_flops 1 buys no training step"):
+        sw.run_sweep(p, tmp_path / "out", log=lambda m: None)

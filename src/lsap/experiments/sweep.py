@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -100,9 +101,21 @@ def load_spec(path: str | Path) -> dict:
         else:
             have = sorted(q.stem for q in (PACKAGED / "sweeps").glob("*.yaml"))
             raise SweepError(f"sweep spec {path} not found; packaged sweeps: {', '.join(have)}")
-    spec = yaml.safe_load(p.read_text()) or {}
+    try:
+        spec = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SweepError(f"{p}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(spec, dict):
         raise SweepError(f"{p}: a sweep spec is a mapping")
+    b = spec.get("budget_flops", 0)
+    try:
+        ok = b is None or (not isinstance(b, bool) and math.isfinite(float(b)) and float(b) >= 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise SweepError(
+            f"{p}: budget_flops must be a finite number of FLOPs ≥ 0 (e.g. 2e18), got {b!r}"
+        )
     unknown = set(spec) - SPEC_KEYS
     if unknown:
         raise SweepError(f"{p}: unknown keys {sorted(unknown)}; valid: {sorted(SPEC_KEYS)}")
@@ -475,6 +488,11 @@ def _variant_configs(
                     led.base_flops_per_token + led.surrogate_flops_per_token,
                     max_flops=budget,
                 ).total_steps
+            )
+        if min(steps_at) < 1:
+            raise SweepError(
+                f"budget_flops {budget:.3g} buys no training step of the LSAP runs (one step costs "
+                f"{(led.base_flops_per_token + led.surrogate_flops_per_token) * c0.train.batch_size * c0.data.seq_len:.3g} FLOPs); raise it"
             )
         for c in list(cfgs.values()):
             if c.loss == "ce":
