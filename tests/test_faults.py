@@ -1261,3 +1261,17 @@ def test_from_arrays_proves_dtype_and_format(eos0_tok, tmp_path, capsys):
     refused(tmp_path / "dense", "EOS (id 0)", "looks like uint32")
     # the right dtype passes
     assert _link(eos0_tok, tmp_path / "u32", tmp_path / "l32", "--token-dtype", "uint32") == 0
+
+
+def test_read_only_cache_names_lsap_cache(tmp_path, monkeypatch):
+    """A read-only LSAP_CACHE said only "Read-only file system: PATH"."""
+    import errno
+
+    from lsap.cli.main import one_line
+
+    monkeypatch.setenv("LSAP_CACHE", str(tmp_path / "cache"))
+    e = OSError(errno.EROFS, "Read-only file system", str(tmp_path / "cache" / "tokenizers"))
+    line = one_line(e)
+    assert "Read-only file system" in line and "set LSAP_CACHE to a writable directory" in line
+    other = one_line(OSError(errno.EACCES, "Permission denied", str(tmp_path / "run")))
+    assert "LSAP_CACHE" not in other  # only paths inside the cache get the hint
