@@ -31,14 +31,14 @@ METHOD_EXCEPTIONS = {
 # fails; an entry that shrank under the limit must be removed).
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 100
 MODULE_ALLOWLIST = {
-    "lsap/experiments/sweep.py": 847,
+    "lsap/experiments/sweep.py": 784,
     "lsap/train/loop.py": 841,
-    "lsap/experiments/report.py": 800,
+    "lsap/experiments/report.py": 754,
     "lsap/data/shards.py": 697,
     "lsap/eval/run.py": 645,
     "lsap/eval/tasks.py": 643,
     "lsap/surrogate/store.py": 586,
-    "lsap/config.py": 555,
+    "lsap/config.py": 520,
     "lsap/method/vocab.py": 523,
 }
 FUNCTION_ALLOWLIST = {
@@ -46,9 +46,9 @@ FUNCTION_ALLOWLIST = {
     "lsap/data/shards.py:prepare": 245,
     "lsap/eval/run.py:evaluate_run": 185,
     "lsap/experiments/regime.py:build_regime": 161,
-    "lsap/experiments/preflight.py:preflight": 142,
+    "lsap/experiments/preflight.py:preflight": 140,
     "lsap/experiments/analyze.py:analyze": 137,
-    "lsap/data/arrays.py:link_token_arrays": 128,
+    "lsap/data/arrays.py:link_token_arrays": 113,
     "lsap/eval/run.py:_evaluate_one": 123,
     "lsap/surrogate/sources.py:target_source": 120,
     "lsap/integrations/olmo_core.py:train_batch": 110,

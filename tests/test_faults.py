@@ -417,6 +417,38 @@ def test_config_errors_are_one_line_before_any_build(tiny_world, tmp_path, bad, 
     print(f"{bad}: exit 2 after {dt:.2f}s (process start included)")
 
 
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        (
+            "lsap.lam=.nan",
+            "lsap.lam=nan is not a finite number",
+        ),  # was: the NaN guard, "lower optim.lr"
+        ("optim.weight_decay=.inf", "optim.weight_decay=inf is not a finite number"),
+        ("train.max_tokens=.inf", "train.max_tokens=inf is not a finite number"),
+        ("train.max_flops=.nan", "train.max_flops=nan is not a finite number"),
+        ("train.seed=-1", "train.seed must be ≥ 0, got -1"),
+        ("lsap.alpha=[0.1", "override 'lsap.alpha=[0.1': not a YAML value"),  # was: a traceback
+        ("model.overrides.rope_theta=.inf", "model.overrides.rope_theta=inf is not a finite"),
+    ],
+)
+def test_non_finite_and_unparsable_values_are_refused_up_front(
+    tiny_world, tmp_path, capsys, bad, needle
+):
+    assert main(["train", *args_for(tiny_world, tmp_path / "o", bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lsap train: error: ") and needle in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_invalid_yaml_config_file_is_one_line(tmp_path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text("lsap: {alpha: [0.1}\n")
+    assert main(["train", "--config", str(p), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not valid YAML at line 1, column 19" in err[0], err
+
+
 # --------------------------------------------------------------------------- disk full, for real
 @pytest.fixture
 def small_disk(tmp_path):
@@ -1157,3 +1189,89 @@ def test_run_dir_records_provenance_and_checkpoints_carry_a_model_card(tiny_worl
         and "../config.yaml" in card
     )
     assert f"lsap_version: {lsap.__version__}" in card
+
+
+# --------------------------------------------------------------------------- --from-arrays
+def _eos0_stream(n_docs=40, seed=0) -> np.ndarray:
+    """Documents of 5-30 ids in 1..599, each followed by EOS id 0 (lsap's own BPEs)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [np.append(rng.integers(1, 600, rng.integers(5, 30)), 0) for _ in range(n_docs)]
+    )
+
+
+def _write_raw(path: Path, tokens: np.ndarray, dtype: str, meta: bool = False) -> Path:
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokens.astype(dtype).tofile(path)
+    if meta:  # dolma's start,end,path,id per document
+        ends = np.nonzero(tokens == 0)[0] + 1
+        starts = np.concatenate([[0], ends[:-1]])
+        name = path.name.removesuffix(".npy") + ".csv.gz"
+        with gzip.open(path.with_name(name), "wt") as f:
+            f.writelines(f"{a},{b},src.jsonl,{i}\n" for i, (a, b) in enumerate(zip(starts, ends)))
+    return path
+
+
+@pytest.fixture
+def eos0_tok(tiny_world):
+    from lsap.data.tokenizer import document_separator, load_tokenizer
+
+    assert document_separator(load_tokenizer(tiny_world["base_tok"])) == 0
+    return tiny_world["base_tok"]
+
+
+def _link(tok, src, out, *extra):
+    return main(["prepare", "--tokenizer", tok, "--from-arrays", str(src), "--out", str(out),
+                 "--quiet", *extra])  # fmt: skip
+
+
+def test_from_arrays_proves_dtype_and_format(eos0_tok, tmp_path, capsys):
+    s = _eos0_stream()
+    # the good case: uint16, with and without dolma metadata
+    _write_raw(tmp_path / "ok" / "part-0-00000.npy", s, "uint16", meta=True)
+    _write_raw(tmp_path / "ok" / "part-0-00001.npy", s, "uint16")
+    assert _link(eos0_tok, tmp_path / "ok", tmp_path / "linked") == 0
+    capsys.readouterr()
+
+    def refused(src, *needles, extra=()):
+        assert _link(eos0_tok, src, tmp_path / ("o-" + Path(src).name), *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and all(n in err[0] for n in needles), err
+        assert not (tmp_path / ("o-" + Path(src).name) / "manifest.json").exists()
+
+    # np.save files: the 128-byte header would be 64 tokens per file
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "a.npy", s.astype("uint16"))
+    refused(tmp_path / "npy", "np.save header", "tofile")
+    # uint32 arrays read as uint16 with EOS id 0: every other token 0 (was: 2x tokens, exit 0)
+    _write_raw(tmp_path / "u32" / "a.npy", s, "uint32")
+    refused(tmp_path / "u32", "every second token 0", "--token-dtype uint32")
+    # ... and with dolma metadata next to it, the metadata names the dtype
+    _write_raw(tmp_path / "u32m" / "a.npy", s, "uint32", meta=True)
+    refused(tmp_path / "u32m", "dolma metadata records", "--token-dtype uint32")
+    # a folder mixing uint16 and uint32 files
+    _write_raw(tmp_path / "mix" / "a.npy", s, "uint16")
+    _write_raw(tmp_path / "mix" / "b.npy", s, "uint32")
+    refused(tmp_path / "mix", "b.npy", "mix dtypes", "1 of 2 files")
+    # implausible EOS spacing (mean document under 3 tokens) even without zero high halves
+    dense = np.array([5, 0, 0, 6, 0] * 20, dtype="uint16")
+    _write_raw(tmp_path / "dense" / "a.npy", dense, "uint16")
+    refused(tmp_path / "dense", "EOS (id 0)", "looks like uint32")
+    # the right dtype passes
+    assert _link(eos0_tok, tmp_path / "u32", tmp_path / "l32", "--token-dtype", "uint32") == 0
+
+
+def test_read_only_cache_names_lsap_cache(tmp_path, monkeypatch):
+    """A read-only LSAP_CACHE said only "Read-only file system: PATH"."""
+    import errno
+
+    from lsap.cli.main import one_line
+
+    monkeypatch.setenv("LSAP_CACHE", str(tmp_path / "cache"))
+    e = OSError(errno.EROFS, "Read-only file system", str(tmp_path / "cache" / "tokenizers"))
+    line = one_line(e)
+    assert "Read-only file system" in line and "set LSAP_CACHE to a writable directory" in line
+    other = one_line(OSError(errno.EACCES, "Permission denied", str(tmp_path / "run")))
+    assert "LSAP_CACHE" not in other  # only paths inside the cache get the hint

@@ -91,6 +91,25 @@ def test_preflight_on_the_tiny_world(tiny_world, base_run, capsys):
     assert res["tokens_lost"] == pytest.approx(1 - 1 / res["flops_price"])
 
 
+def test_base_run_on_another_tokenizer_than_base(tiny_world, base_run, capsys):
+    """--base-run trained with one tokenizer and --base naming another: refused (Σ∩ from one,
+    bits per byte from the other); no --base: the run's tokenizer, not the default dolma2."""
+    from lsap.cli.main import main
+
+    common = ["--surrogate", tiny_world["surrogate"], "--data", "pydoc-topics",
+              "--base-run", base_run, "--n", "2", "--seq-len", "32", "--bpb-bytes", "2000",
+              "--device", "cpu"]  # fmt: skip
+    capsys.readouterr()
+    assert main(["preflight", "--base", tiny_world["surrogate"], *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not the tokenizer of --base-run" in err[0], err
+    assert "drop --base" in err[0]
+    out = tiny_world["root"] / "preflight-run-tok.json"
+    assert main(["preflight", *common, "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["base"].endswith("/model") and "base_bpb" in res  # the run's own tokenizer
+
+
 def test_where_on_map_sentences():
     from lsap.experiments.preflight import where_on_map
 

@@ -232,6 +232,35 @@ def test_budget_is_the_runs_common_max_flops():
     assert build_table([ce, ls])["budget"] == 5.026e12
 
 
+def test_a_run_stopped_short_of_the_common_max_flops_is_flagged():
+    """A run killed at 44% of the common train.max_flops was compared as matched-FLOPs,
+    unflagged; runs stopping less than one step below the budget stay unflagged."""
+    from pathlib import Path
+
+    from lsap.experiments.report import Run, build_table, render_markdown
+
+    def run(name, loss, points):
+        evals = [
+            {"checkpoint": f"step_{s:08d}", "step": s, "flops": f, "tokens": s * 2048,
+             "tasks": {"x": {"value": 0.6}}, "eval_set_hash": "h", "tokenizer_hash": "t"}
+            for s, f in points
+        ]  # fmt: skip
+        cfg = {"name": name, "loss": loss, "train": {"max_flops": 5.04e12, "seed": 0}}
+        return Run(name=name, dir=Path(name), config=cfg, evals=evals, metrics=[])
+
+    ce = run("ce-s0", "ce", [(195, 5.038e12)])
+    ls = run("lsap-s0", "lsap", [(72, 0.44 * 5.04e12)])  # killed at 44%
+    t = build_table([ce, ls])
+    rows = {r["run"]: r for r in t["rows"]}
+    assert rows["lsap-s0"]["short_of_budget"] and not rows["ce-s0"]["short_of_budget"]
+    md = render_markdown(t, [ce, ls])
+    assert "NOT matched FLOPs**: lsap-s0 stopped short" in md and "‡ 44%" in md
+    ls.evals[0].update(step=163, flops=5.026e12)  # finished: a fraction of a step below
+    t = build_table([ce, ls])
+    assert not any(r["short_of_budget"] for r in t["rows"])
+    assert "NOT matched" not in render_markdown(t, [ce, ls])
+
+
 def test_report_paired_tests_from_per_example_results(evaluated, tmp_path):
     """`lsap report` pairs each example of the LSAP run with the CE run's (matched checkpoints),
     pools the pair tasks, and prints p, the bootstrap interval and which Δ survive."""

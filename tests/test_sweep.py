@@ -411,3 +411,51 @@ def test_summary_rows_match_runs_to_the_reports_setting_names(tmp_path):
     assert got["test"]["p"] == pytest.approx(sign_test(b, c)) and got["test"]["n"] == 2 * 50 * len(
         PAIR_TASKS
     )
+
+
+def test_settings_with_one_config_are_refused_naming_both(tmp_path):
+    """lsap.alpha 0.05 and lsap.lam 1.0 are both the defaults: one run config, two names
+    (it was one shared run reported as two settings)."""
+    p = tmp_path / "s.yaml"
+    p.write_text(
+        "base: [data.dir=/d, surrogate.model=/s]\ngrid: {lsap.alpha: [0.05, 0.2]}\n"
+        "extra: [{lsap.lam: 1.0}]\nbudget_flops: 1e9\n"
+    )
+    spec = sw.load_spec(p)
+    with pytest.raises(SweepError, match="settings lsap-a0.05 and lsap-lam1.0 give the same run"):
+        sw.check_plan(spec, sw.expand(spec))
+    with pytest.raises(SweepError, match="lsap-a0.05 and lsap-lam1.0"):  # the CLI's dry run too
+        sw.run_sweep(p, tmp_path / "out", dry_run=True, log=lambda m: None)
+
+
+def test_values_distinct_after_character_24_give_distinct_names(tmp_path):
+    p = tmp_path / "s.yaml"
+    long = "/data/models/surrogates/checkpoint-"
+    p.write_text(f"grid: {{surrogate.model: ['{long}1000', '{long}2000']}}\nbudget_flops: 1e9\n")
+    names = [r["name"] for r in sw.expand(sw.load_spec(p))]
+    assert len(set(names)) == len(names) == 3, names
+    p.write_text("grid: {lsap.alpha: [0.05]}\nextra: [{lsap.alpha: 0.05}]\nbudget_flops: 1e9\n")
+    with pytest.raises(SweepError, match=r"same run name \(lsap-a0.05-s0\)"):
+        sw.expand(sw.load_spec(p))
+
+
+@pytest.mark.parametrize("b", ["lots", ".inf", ".nan", "-1e18", "true"])
+def test_budget_flops_must_be_a_finite_number(tmp_path, b):
+    p = tmp_path / "s.yaml"
+    p.write_text(f"grid: {{lsap.alpha: [0.05]}}\nbudget_flops: {b}\n")
+    with pytest.raises(SweepError, match="budget_flops must be a finite number of FLOPs"):
+        sw.load_spec(p)
+    p.write_text("grid: {lsap.alpha: [0.05}\n")
+    with pytest.raises(SweepError, match="not valid YAML"):
+        sw.load_spec(p)
+
+
+def test_a_budget_of_no_step_is_named(tiny_world, tmp_path):
+    """budget_flops: 1 was refused as a bad train.ckpt_at (the CE runs' matched step 0)."""
+    p = tmp_path / "s.yaml"
+    p.write_text(
+        f"base: [data.dir={tiny_world['data']}, surrogate.model={tiny_world['surrogate']}, "
+        "data.seq_len=32, model.preset=olmo2-tiny]\ngrid: {lsap.alpha: [0.05]}\nbudget_flops: 1\n"
+    )
+    with pytest.raises(SweepError, match="budget_flops 1 buys no training step"):
+        sw.run_sweep(p, tmp_path / "out", log=lambda m: None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -159,6 +160,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+from lsap.config_checks import _check_paths, check_model_overrides  # noqa: E402,F401
 from lsap.utils.errors import ConfigError  # noqa: E402,F401  (re-exported)
 
 
@@ -236,8 +238,12 @@ def _coerce(value: Any, ftype: Any, key: str) -> Any:
     if isinstance(value, bool):
         raise ConfigError(f"{key}={value!r} is true/false; {key} takes {want}")
     try:
-        if "float" in kinds and isinstance(value, (str, int)):
-            return float(value)
+        if "float" in kinds and isinstance(value, (str, int, float)):
+            value = float(value)
+            if not math.isfinite(value):  # .nan / .inf: refused here, not by the NaN guard
+                want = "a finite number"
+                raise ValueError
+            return value
         if "int" in kinds and isinstance(value, (str, float)):
             f = float(value)
             if f != int(f):
@@ -281,7 +287,12 @@ def parse_overrides(overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
-        _set(out, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            why = str(getattr(e, "problem", None) or e).splitlines()[0]
+            raise ConfigError(f"override {item!r}: not a YAML value ({why}); quote it") from None
+        _set(out, key.strip(), value)
     return out
 
 
@@ -343,61 +354,6 @@ def resume_differences(saved: dict, requested: dict) -> list[str]:
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             diffs.append(f"{key}: {a.get(key, '<unset>')!r} → {b.get(key, '<unset>')!r}")
     return diffs
-
-
-def check_model_overrides(preset: str, overrides: dict) -> None:
-    """Refuse override keys the preset's transformers config class does not have (with a suggestion)."""
-    from lsap.model import PRESETS, _config_class
-
-    if preset not in PRESETS:
-        close = difflib.get_close_matches(preset, list(PRESETS), n=1)
-        raise ConfigError(
-            f"model.preset={preset!r} is unknown"
-            + (f"; did you mean {close[0]!r}?" if close else f"; presets: {', '.join(PRESETS)}")
-        )
-    if not overrides:
-        return
-    cls = _config_class(PRESETS[preset][0])
-    known = set(cls().to_dict())
-    for key in overrides:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise ConfigError(
-                f"model.overrides.{key} is not a field of {cls.__name__}"
-                + (f"; did you mean 'model.overrides.{close[0]}'?" if close else "")
-            )
-
-
-def _check_paths(cfg: Config) -> None:
-    """Inputs exist and out_dir can be written, before anything is built."""
-    import os
-
-    def need(key: str, value: str, what: str) -> None:
-        if value and not Path(value).expanduser().exists():
-            raise ConfigError(f"{key}={value!r}: no such {what}")
-
-    need("data.dir", cfg.data.dir, "directory (run `lsap prepare --out DIR` first)")
-    s = cfg.surrogate
-    if cfg.loss == "lsap":
-        m = s.model
-        if m and (m.startswith((".", "/", "~")) or m.endswith(".gguf")):
-            need("surrogate.model", m, "file or directory")
-        if s.source == "store":
-            need(
-                "surrogate.store_dir",
-                s.store_dir,
-                "directory (run `lsap store build --out DIR` first)",
-            )
-        need("surrogate.vocab_map", s.vocab_map, "directory (run `lsap vocab --out DIR` first)")
-    out = Path(cfg.out_dir).expanduser().absolute()
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"out_dir={cfg.out_dir!r} is not writable ({probe} is "
-            f"{'not a directory' if not probe.is_dir() else 'read-only for this user'})"
-        )
 
 
 def validate(cfg: Config, deep: bool = False) -> Config:
@@ -464,6 +420,7 @@ def validate(cfg: Config, deep: bool = False) -> Config:
         ("optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, "≥ 0"),
         ("optim.min_lr_ratio", o.min_lr_ratio, 0 <= o.min_lr_ratio <= 1, "in [0, 1]"),
         ("optim.grad_clip", o.grad_clip, o.grad_clip >= 0, "≥ 0 (0 disables)"),
+        ("train.seed", t.seed, t.seed >= 0, "≥ 0"),
         ("train.log_every", t.log_every, t.log_every >= 1, "≥ 1"),
         ("train.eval_every", t.eval_every, t.eval_every >= 0, "≥ 0"),
         ("train.eval_batches", t.eval_batches, t.eval_batches >= 1, "≥ 1"),
@@ -487,6 +444,9 @@ def validate(cfg: Config, deep: bool = False) -> Config:
         raise ConfigError(
             f"model.overrides must be a mapping of transformers config fields, got {cfg.model.overrides!r}"
         )
+    for k, v in cfg.model.overrides.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"model.overrides.{k}={v!r} is not a finite number")
     if deep:
         _check_paths(cfg)  # first: it needs no import of torch / transformers
         check_model_overrides(cfg.model.preset, cfg.model.overrides)
@@ -524,7 +484,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict = {}
     if path is not None:
         p = resolve_config_path(path)
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            m = getattr(e, "problem_mark", None)
+            where = f" at line {m.line + 1}, column {m.column + 1}" if m else ""
+            raise ConfigError(f"{p}: not valid YAML{where} ({getattr(e, 'problem', e)})") from None
     data = _merge(data, parse_overrides(overrides or []))
     return validate(_build(Config, _legacy_names(data)))
 

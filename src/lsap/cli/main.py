@@ -20,6 +20,7 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from lsap.cli.args import positive_float  # noqa: F401  (re-exported for commands)
 from lsap.utils.errors import LsapError
@@ -125,6 +126,15 @@ def one_line(e: BaseException) -> str:
             f"disk full ({e.strerror}){where}; finished work is kept: free space (or raise `ulimit -f`) and "
             "run the same command again (lsap train: with --resume)"
         )
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES) and e.filename:
+        from lsap.data.tokenizer import cache_root
+
+        root = cache_root().absolute()
+        if Path(os.fspath(e.filename)).absolute().is_relative_to(root):
+            text += (
+                f"; that is lsap's cache ({root}: $LSAP_CACHE, else $XDG_CACHE_HOME/lsap, "
+                "else ~/.cache/lsap): set LSAP_CACHE to a writable directory"
+            )
     if type(e).__name__ == "SafetensorError":
         text = f"a damaged or truncated .safetensors file ({text})"
     elif isinstance(e, ImportError) and not isinstance(e, LsapError):

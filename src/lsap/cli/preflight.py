@@ -11,9 +11,10 @@ def add_arguments(p) -> None:
 
     p.add_argument(
         "--base",
-        default="dolma2",
+        default=None,
         help="the base's tokenizer: a name (dolma2, qwen3, smollm2, ...) "
-        "or a local tokenizer directory (default dolma2)",
+        "or a local tokenizer directory (default: --base-run's tokenizer, else dolma2; "
+        "with --base-run another tokenizer is refused)",
     )
     p.add_argument(
         "--surrogate",

@@ -24,6 +24,12 @@ log = get_logger(__name__)
 __all__ = ["link_token_arrays"]
 
 
+NPY_MAGIC = b"\x93NUMPY"
+# a mean document (EOS included) shorter than this many tokens is not text: the sign of
+# uint32 arrays read as uint16 when EOS is id 0 (every second token is then 0)
+MIN_MEAN_DOC_TOKENS = 3
+
+
 def _array_info(args) -> dict:
     path, dtype, vocab, eos = args
     arr = np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
@@ -35,7 +41,90 @@ def _array_info(args) -> dict:
         "max_id": max_id,
         "documents": int(np.count_nonzero(arr == eos)),
         "last": int(arr[-1]) if len(arr) else -1,
+        # uint32 ids < 65,536 read as uint16: every odd position is a zero high half
+        "high_halves_zero": dtype == "uint16" and len(arr) >= 8 and not np.count_nonzero(arr[1::2]),
     }
+
+
+def _dolma_metadata_tokens(path: Path) -> int | None:
+    """The token count `dolma tokens` recorded for an array (the last `end` of the
+    .csv.gz metadata file next to it: start,end,path,id per document), or None."""
+    import gzip
+
+    meta = path.with_name(path.name.removesuffix(".npy") + ".csv.gz")
+    if not meta.is_file():
+        return None
+    end = 0
+    try:
+        with gzip.open(meta, "rt") as f:
+            for line in f:
+                end = max(end, int(line.split(",", 2)[1]))
+    except (OSError, ValueError, IndexError, EOFError) as e:
+        raise DataError(f"{meta}: unreadable dolma metadata ({e}); delete or fix it") from None
+    return end
+
+
+def _check_format(files: list[Path], dtype: str) -> None:
+    """Before reading any token: no .npy header, a whole number of tokens, and the token
+    count dolma's metadata records (which names the dtype the arrays were written with)."""
+    size = np.dtype(dtype).itemsize
+    for f in files:
+        with open(f, "rb") as fh:
+            if fh.read(len(NPY_MAGIC)) == NPY_MAGIC:
+                raise DataError(
+                    f"{f}: a NumPy .npy file (np.save header), not a raw token array; write "
+                    "the tokens headerless (arr.astype(dtype).tofile(path), as dolma tokens does)"
+                )
+        nbytes = f.stat().st_size
+        if nbytes % size:
+            raise DataError(
+                f"{f}: {nbytes} bytes is not a whole number of {dtype} tokens: "
+                "wrong --token-dtype, or not a raw token array"
+            )
+        meta = _dolma_metadata_tokens(f)
+        if meta is not None and meta * size != nbytes:
+            written = {2: "uint16", 4: "uint32"}.get(nbytes // meta if meta else 0)
+            fix = f"--token-dtype {written}" if written else "the arrays and their .csv.gz differ"
+            raise DataError(
+                f"{f}: dolma metadata records {meta:,} tokens, the file holds "
+                f"{nbytes // size:,} {dtype} tokens: {fix}"
+            )
+
+
+def _check_contents(infos: list[dict], dtype: str, vocab: int, eos: int, spec: str) -> None:
+    """Every id in the vocabulary, every file ending with EOS, plausible document lengths,
+    and one dtype for all files (a folder mixing uint16 and uint32 arrays is refused)."""
+    bad = [
+        i
+        for i in infos
+        if i["high_halves_zero"]
+        or (i["tokens"] >= 64 and i["documents"] * MIN_MEAN_DOC_TOKENS > i["tokens"])
+    ]
+    if bad:
+        i = bad[0]
+        mixed = len(bad) < len(infos)
+        raise DataError(
+            f"{i['path']}: {i['documents']:,} EOS (id {eos}) in {i['tokens']:,} {dtype} tokens"
+            + (", every second token 0" if i["high_halves_zero"] else "")
+            + ": looks like uint32 arrays read as uint16"
+            + (
+                f" ({len(bad)} of {len(infos)} files; the arrays mix dtypes: one dtype per "
+                "--from-arrays, rewrite or split them)"
+                if mixed
+                else " (--token-dtype uint32)"
+            )
+        )
+    for info in infos:
+        if info["max_id"] >= vocab:
+            raise DataError(
+                f"{info['path']}: token id {info['max_id']} >= vocabulary size {vocab} of "
+                f"{spec!r}: wrong tokenizer or --token-dtype"
+            )
+        if info["tokens"] and info["last"] != eos:
+            raise DataError(
+                f"{info['path']}: does not end with the EOS id {eos} of {spec!r} (ends with "
+                f"{info['last']}): wrong tokenizer or --token-dtype, or not `dolma tokens` output"
+            )
 
 
 def _array_paths(spec) -> list[Path]:
@@ -98,12 +187,7 @@ def link_token_arrays(
         )
     files = {"train": _array_paths(train), "val": _array_paths(val) if val else []}
     jobs = [(f, dtype, vocab, eos) for split in SPLITS for f in files[split]]
-    for f, *_ in jobs:
-        if f.stat().st_size % np.dtype(dtype).itemsize:
-            raise DataError(
-                f"{f}: {f.stat().st_size} bytes is not a whole number of {dtype} tokens: "
-                "wrong --token-dtype, or not a raw token array"
-            )
+    _check_format([j[0] for j in jobs], dtype)
     if workers > 1:
         import multiprocessing as mp
 
@@ -111,17 +195,7 @@ def link_token_arrays(
             infos = pool.map(_array_info, jobs)
     else:
         infos = [_array_info(j) for j in jobs]
-    for info in infos:
-        if info["max_id"] >= vocab:
-            raise DataError(
-                f"{info['path']}: token id {info['max_id']} >= vocabulary size {vocab} of "
-                f"{tokenizer_spec!r}: wrong tokenizer or --token-dtype"
-            )
-        if info["tokens"] and info["last"] != eos:
-            raise DataError(
-                f"{info['path']}: does not end with the EOS id {eos} of {tokenizer_spec!r} (ends with "
-                f"{info['last']}): wrong tokenizer or --token-dtype, or not `dolma tokens` output"
-            )
+    _check_contents(infos, dtype, vocab, eos, tokenizer_spec)
     by_path = {i["path"]: i for i in infos}
     manifest = {
         "format": FORMAT,

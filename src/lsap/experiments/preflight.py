@@ -157,8 +157,37 @@ def where_on_map(strength: float | None, overlap: float) -> list[str]:
     return out
 
 
+def _run_tokenizer(base: str | None, base_run: str, base_dir: Path):
+    """The base tokenizer when a base run is given: the run's own (saved with its
+    checkpoint); a `--base` naming another tokenizer is refused (its Σ∩ and the run's bits
+    per byte would describe two different bases)."""
+    from lsap.data.tokenizer import load_tokenizer, tokenizer_hash
+
+    run_tok = load_tokenizer(str(base_dir))
+    if base is not None and tokenizer_hash(load_tokenizer(base)) != tokenizer_hash(run_tok):
+        raise PreflightError(
+            f"--base {base} is not the tokenizer of --base-run {base_run} (trained with "
+            f"{len(run_tok):,} tokens, {base_dir}); drop --base to use the run's tokenizer"
+        )
+    return (base or str(base_dir)), run_tok
+
+
+def _resolve_base(base, base_run, base_model, base_vocab_size):
+    """(base name, tokenizer, padded vocabulary, model config, checkpoint model dir or None)."""
+    from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
+
+    if base_run:
+        base_cfg, base_dir = _base_model_config(base_run, base_model, 0)
+        base, base_tok = _run_tokenizer(base, base_run, base_dir)
+        return base, base_tok, int(base_cfg.vocab_size), base_cfg, base_dir
+    base = base or "dolma2"
+    base_tok = load_tokenizer(base)
+    vocab = base_vocab_size or padded_vocab_size(base_tok)
+    return base, base_tok, vocab, *_base_model_config(None, base_model, vocab)
+
+
 def preflight(
-    base: str,
+    base: str | None,
     surrogate: str,
     data: str,
     *,
@@ -176,11 +205,11 @@ def preflight(
     seed: int = 0,
     log=print,
 ) -> dict:
-    """Measure and print; returns every number (see the module docstring)."""
+    """Measure and print; returns every number (see the module docstring). base None:
+    dolma2, or with `base_run` the run's tokenizer (another `base` is then refused)."""
     import time
 
     from lsap.data.corpora import check_dataset_spec
-    from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
     from lsap.eval.metrics import bpb_on_documents
     from lsap.experiments.analyze import _aux_batch, read_documents, sample_windows
     from lsap.method.flops import count_params, inference_flops_per_token, train_flops_per_token
@@ -195,12 +224,10 @@ def preflight(
     t0 = time.time()
     check_model_spec(surrogate)
     check_dataset_spec(data)
-    base_tok = load_tokenizer(base)
     dev, dtype = inference_device_dtype(device)
-    vocab = base_vocab_size or padded_vocab_size(base_tok)
-    base_cfg, base_dir = _base_model_config(base_run, base_model, vocab)
-    if base_run:
-        vocab = int(base_cfg.vocab_size)
+    base, base_tok, vocab, base_cfg, base_dir = _resolve_base(
+        base, base_run, base_model, base_vocab_size
+    )
     docs = read_documents(data, max_documents)
     log(
         f"[preflight] {len(docs):,} documents of {data}; surrogate {surrogate} on {dev} "

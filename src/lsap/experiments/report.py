@@ -30,6 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from lsap.experiments.plots import write_delta_plot, write_plots  # noqa: E402
+from lsap.experiments.report_spread import (  # noqa: F401  (re-exported)
+    SPREAD_COLUMNS,
+    _spread_lines,
+    group_spread,
+)
 from lsap.utils.errors import ReportError  # noqa: E402,F401  (re-exported)
 
 
@@ -213,6 +218,10 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
     rows = []
     for r in runs:
         e, above = pick_matched(r, budget, axis)
+        # at a common train.max_flops each run stops less than one step below it; further
+        # below, the run was stopped (killed, or still training): not a matched-FLOPs point
+        step = e["flops"] / e["step"] if e.get("step") else budget * 1e-3
+        short = source.startswith("train.max_flops") and budget - e["flops"] > step * 1.001
         scores = {t: (e["tasks"][t]["value"] if t in e.get("tasks", {}) else None) for t in tasks}
         vals = [v for v in scores.values() if v is not None]
         rows.append(
@@ -229,6 +238,7 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
                 "flops": e["flops"],
                 "tokens": e.get("tokens"),
                 "above_budget": above,
+                "short_of_budget": short,
                 "scores": scores,
                 "average": sum(vals) / len(vals) if vals and len(vals) == len(tasks) else None,
                 "pairs_average": e.get("pairs_average"),
@@ -263,44 +273,6 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
         "rows": rows,
         "best": best,
     }
-
-
-SPREAD_COLUMNS = (
-    "average",
-    "pairs_average",
-    "val_loss",
-    "val_bpb",
-    "doc_bpb",
-    "val_top1",
-    "target_mass",
-)
-
-
-def group_spread(table: dict) -> list[dict]:
-    """Rows grouped by setting (the run name without its `-s<seed>` suffix) with the mean,
-    min and max over the group (its seeds) of the scores and held-out metrics."""
-    groups: dict[str, list[dict]] = {}
-    for row in table["rows"]:
-        groups.setdefault(row.get("setting") or row["run"], []).append(row)
-    out = []
-    for setting, rows in groups.items():
-        g = {
-            "setting": setting,
-            "loss": rows[0]["loss"],
-            "alpha": rows[0]["alpha"],
-            "schedule": rows[0]["schedule"],
-            "n": len(rows),
-            "runs": [r["run"] for r in rows],
-        }
-        for col in SPREAD_COLUMNS:
-            vals = [r.get(col) for r in rows if r.get(col) is not None]
-            g[col] = (
-                {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals)}
-                if vals
-                else None
-            )
-        out.append(g)
-    return out
 
 
 def _cell(v: float | None, best: float | None, scale: float = 100.0, digits: int = 2) -> str:
@@ -340,42 +312,14 @@ def _table_lines(table: dict) -> list[str]:
             _cell(row["average"], b["average"]),
             _cell(row["val_loss"], b["val_loss"], 1, 4),
             _cell(row["val_bpb"], b["val_bpb"], 1, 4),
-            row["checkpoint"] + (" †" if row["above_budget"] else ""),
+            row["checkpoint"]
+            + (" †" if row["above_budget"] else "")
+            + (f" ‡ {row['flops'] / table['budget']:.0%}" if row.get("short_of_budget") else ""),
             _fmt_flops(row["flops"]),
             "-" if row["tokens"] is None else f"{row['tokens']:,}",
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
-
-
-def _spread_lines(table: dict) -> list[str]:
-    groups = group_spread(table)
-    if all(g["n"] < 2 for g in groups):
-        return [
-            "One run per setting: no seed-to-seed spread was measured, so differences between rows "
-            "are observations, not significant claims.",
-            "",
-        ]
-
-    def cell(v, scale, digits):
-        if v is None:
-            return "-"
-        return f"{v['mean'] * scale:.{digits}f} [{v['min'] * scale:.{digits}f}, {v['max'] * scale:.{digits}f}]"
-
-    lines = [
-        "Mean [min, max] over the runs of each setting (seeds):",
-        "",
-        "| Setting | Loss | α | λ schedule | runs | Avg | minimal pairs | val loss | val bpb | top-1 | mass on targets |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for g in groups:
-        lines.append(
-            f"| {g['setting']} | {g['loss']} | {g['alpha']} | {g['schedule']} | {g['n']} | "
-            f"{cell(g['average'], 100, 2)} | {cell(g['pairs_average'], 100, 2)} | "
-            f"{cell(g['val_loss'], 1, 4)} | {cell(g['val_bpb'], 1, 4)} | {cell(g['val_top1'], 100, 2)} | "
-            f"{cell(g['target_mass'], 100, 1)} |"
-        )
-    return lines + [""]
 
 
 BY_CONSTRUCTION = (
@@ -439,6 +383,16 @@ def render_markdown(table: dict, runs: list[Run], tokens_table: dict | None = No
         "checkpoint with the most FLOPs not above the budget (marked † when it had to go above). "
         "Scores are zero-shot, in percent; Avg is the mean over the task columns; best per column in bold.",
         "",
+        *(
+            [
+                "**‡ NOT matched FLOPs**: " + ", ".join(short) + " stopped short of the common "
+                "train.max_flops (percent of it reached); finish them (rerun their `lsap train`) "
+                "before reading this table.",
+                "",
+            ]
+            if (short := [r["run"] for r in table["rows"] if r.get("short_of_budget")])
+            else []
+        ),
         *_table_lines(table),
         "",
         BY_CONSTRUCTION,

@@ -41,14 +41,20 @@ run directories and status), report.md / report.json and figures; target stores 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
+import math
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 from lsap.config import ConfigError, load_config
+from lsap.experiments.sweep_plan import (  # noqa: F401  (re-exported)
+    _setting_name,
+    expand,
+    surrogate_names,
+    variants,
+)
 from lsap.utils.errors import SweepError  # noqa: F401  (re-exported)
 
 SPEC_KEYS = {
@@ -95,9 +101,21 @@ def load_spec(path: str | Path) -> dict:
         else:
             have = sorted(q.stem for q in (PACKAGED / "sweeps").glob("*.yaml"))
             raise SweepError(f"sweep spec {path} not found; packaged sweeps: {', '.join(have)}")
-    spec = yaml.safe_load(p.read_text()) or {}
+    try:
+        spec = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SweepError(f"{p}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(spec, dict):
         raise SweepError(f"{p}: a sweep spec is a mapping")
+    b = spec.get("budget_flops", 0)
+    try:
+        ok = b is None or (not isinstance(b, bool) and math.isfinite(float(b)) and float(b) >= 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise SweepError(
+            f"{p}: budget_flops must be a finite number of FLOPs ≥ 0 (e.g. 2e18), got {b!r}"
+        )
     unknown = set(spec) - SPEC_KEYS
     if unknown:
         raise SweepError(f"{p}: unknown keys {sorted(unknown)}; valid: {sorted(SPEC_KEYS)}")
@@ -199,105 +217,6 @@ def _check_regimes(p: Path, spec: dict) -> None:
             )
 
 
-def variants(spec: dict) -> dict[str, dict]:
-    """Regime settings per variant ("" for a spec without `regimes`)."""
-    rs = dict(spec.get("regime_settings") or {})
-    if not spec.get("regimes"):
-        return {"": rs}
-    return {str(n): {**rs, **(o or {})} for n, o in spec["regimes"].items()}
-
-
-def surrogate_names(settings: dict) -> list[str]:
-    """The "@" names a regime with these settings provides (without building it)."""
-    from lsap.experiments.regime import Settings
-
-    s = Settings(**settings)
-    if s.surrogate != "pretrain":
-        return [s.surrogate]
-    return [f"{int(m)}x" for m in sorted(set(int(m) for m in s.surrogate_multiples))] + list(
-        s.extra_surrogates
-    )
-
-
-def _fmt(v: Any) -> str:
-    s = str(v).lstrip("@")
-    return re.sub(r"[^A-Za-z0-9.]+", "_", s)[:24]
-
-
-def _setting_name(combo: dict) -> str:
-    short = {
-        "surrogate.model": "sur",
-        "lsap.alpha": "a",
-        "lsap.lam": "lam",
-        "lsap.lambda_schedule": "sched",
-        "lsap.normalization": "Z",
-        "lsap.gold_outside": "gold",
-        "lsap.k": "k",
-        "lsap.intersection_keep": "keep",
-        "lsap.intersection_seed": "kseed",
-    }
-    return "lsap-" + "-".join(
-        f"{short.get(k, k.split('.')[-1])}{_fmt(v)}" for k, v in combo.items()
-    )
-
-
-def expand(spec: dict) -> list[dict]:
-    """The plan: [{"name", "variant", "setting", "seed", "loss", "overrides"}], CE first per
-    variant and seed; the headline setting also at its extra seeds."""
-    keys = list(spec["grid"])
-    combos = (
-        [dict(zip(keys, vals)) for vals in itertools.product(*(spec["grid"][k] for k in keys))]
-        if keys
-        else []
-    )
-    combos += [dict(x) for x in spec.get("extra", [])]
-    h = spec.get("headline")
-    plan = []
-    for v in variants(spec):
-        pre = f"{v}-" if v else ""
-        seeds = list(spec["seeds"]) + [
-            s for s in (h["seeds"] if h else []) if s not in spec["seeds"]
-        ]
-        for seed in seeds:
-            cs = combos if seed in spec["seeds"] else [dict(h["overrides"])]
-            if spec["baseline"]:
-                plan.append(
-                    {
-                        "name": f"{pre}ce-s{seed}",
-                        "variant": v,
-                        "setting": "ce",
-                        "seed": seed,
-                        "loss": "ce",
-                        "overrides": {},
-                    }
-                )
-            for c in cs:
-                name = _setting_name(c)
-                plan.append(
-                    {
-                        "name": f"{pre}{name}-s{seed}",
-                        "variant": v,
-                        "setting": name,
-                        "seed": seed,
-                        "loss": "lsap",
-                        "overrides": c,
-                    }
-                )
-            if (
-                h
-                and seed in spec["seeds"]
-                and _setting_name(h["overrides"]) not in {_setting_name(c) for c in cs}
-            ):
-                raise SweepError(
-                    f"headline setting {_setting_name(h['overrides'])} is not in the grid; "
-                    f"settings: {', '.join(sorted({_setting_name(c) for c in cs}))}"
-                )
-    names = [r["name"] for r in plan]
-    if len(set(names)) != len(names):
-        raise SweepError("two grid settings give the same run name; make the values distinct")
-    return plan
-
-
 def _resolve(value: Any, surrogates: dict) -> Any:
     if isinstance(value, str) and value.startswith("@"):
         key = value[1:]
@@ -332,7 +251,10 @@ def _run_items(r: dict, base: list[str], surrogates: dict, budget: float) -> lis
 
 def check_plan(spec: dict, plan: list[dict]) -> None:
     """Every run's config validated with placeholders for what the regime will provide
-    (data, surrogate paths): a bad key or value is refused by name before anything trains."""
+    (data, surrogate paths): a bad key or value is refused by name before anything trains,
+    and so are two settings whose configs are the same (they would share one run)."""
+    from lsap.experiments.regime import config_hash
+
     for v, settings in variants(spec).items():
         if spec.get("regime"):
             from lsap.experiments.regime import Settings, base_overrides
@@ -346,13 +268,23 @@ def check_plan(spec: dict, plan: list[dict]) -> None:
         else:
             sur, base = {}, []
         base = [_resolve_item(b, sur) for b in base + list(spec["base"])]
+        seen: dict[tuple, str] = {}
         for r in plan:
             if r["variant"] != v:
                 continue
             try:
-                load_config(None, _run_items(r, base, sur, float(spec.get("budget_flops") or 1e12)))
+                cfg = load_config(
+                    None, _run_items(r, base, sur, float(spec.get("budget_flops") or 1e12))
+                )
             except ConfigError as e:
                 raise SweepError(f"run {r['name']}: {e}") from None
+            key = (r["seed"], config_hash(cfg))
+            if key in seen and seen[key] != r["setting"]:
+                raise SweepError(
+                    f"settings {seen[key]} and {r['setting']}{' of ' + v if v else ''} give the "
+                    "same run config (one run, reported twice); drop one of them"
+                )
+            seen[key] = r["setting"]
 
 
 def run_sweep(
@@ -556,6 +488,11 @@ def _variant_configs(
                     led.base_flops_per_token + led.surrogate_flops_per_token,
                     max_flops=budget,
                 ).total_steps
+            )
+        if min(steps_at) < 1:
+            raise SweepError(
+                f"budget_flops {budget:.3g} buys no training step of the LSAP runs (one step costs "
+                f"{(led.base_flops_per_token + led.surrogate_flops_per_token) * c0.train.batch_size * c0.data.seq_len:.3g} FLOPs); raise it"
             )
         for c in list(cfgs.values()):
             if c.loss == "ce":
