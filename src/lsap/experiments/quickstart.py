@@ -39,6 +39,7 @@ from lsap.experiments.regime import (
     base_overrides,
     build_regime,  # noqa: F401
     config_hash,
+    surrogate_documents,
 )
 from lsap.experiments.regime import (
     say as _say,
@@ -133,12 +134,7 @@ def run(s: Settings) -> Path:
     _say(
         "6/6 evaluation (minimal pairs; held-out loss, bpb, top-1/5, split by the surrogate's targets) and report"
     )
-    targets = {
-        "surrogate": surrogate_spec,
-        "vocab_map": str(reg.vocab_map),
-        "k": s.k,
-        "alpha": s.alpha,
-    }
+    targets = dict(surrogate=surrogate_spec, vocab_map=str(reg.vocab_map), k=s.k, alpha=s.alpha)
     for r in runs:
         evaluate_run(r, tasks="pairs", max_examples=s.eval_examples, targets=targets)
     make_report(
@@ -147,6 +143,7 @@ def run(s: Settings) -> Path:
         flops=budget,
         strength=reg.surrogate_bpb,
         surrogates=reg.surrogates,
+        surrogate_docs=surrogate_documents(s, reg.surrogates),
     )
     _summary(out, time.time() - t_start, s, reg)
     return out
@@ -174,10 +171,14 @@ def _summary(out: Path, wall: float, s: Settings, reg: Regime) -> None:
         return
     sur_bpb = reg.surrogate_bpb.get(reg.strongest)
     ce_bpb = ce["doc_bpb"]["mean"] if ce.get("doc_bpb") else None  # the same documents as sur_bpb
+    d = next((x for x in rep.get("deltas") or []), None)
     if sur_bpb and ce_bpb:
+        ci = (d or {}).get("strength_ci")
         print(
             f"  surrogate strength: {sur_bpb:.3f} bits/byte on the base's held-out text vs the CE base's "
-            f"{ce_bpb:.3f} at the budget ({'stronger' if sur_bpb < ce_bpb else 'WEAKER'}: the paper's regime "
+            f"{ce_bpb:.3f} at the budget: ratio {sur_bpb / ce_bpb:.3f}"
+            + (f" [{ci[0]:.3f}, {ci[1]:.3f}] (95%, documents resampled)" if ci else "")
+            + f" ({'stronger' if sur_bpb < ce_bpb else 'WEAKER'}: the paper's regime "
             f"needs a surrogate stronger per token than its base)"
         )
     print(
@@ -191,7 +192,6 @@ def _summary(out: Path, wall: float, s: Settings, reg: Regime) -> None:
         f"    held-out loss (nats/token): {_range(ce['val_loss'])} vs {_range(ls['val_loss'])}; top-1: "
         f"{_range(ce['val_top1'], 100, '.1f')} vs {_range(ls['val_top1'], 100, '.1f')} %"
     )
-    d = next((x for x in rep.get("deltas") or []), None)
     p = d and d.get("pairs_average")
     if not p:
         spread = "no paired minimal-pair result"

@@ -532,9 +532,8 @@ def _variant_configs(
         cfg.name, cfg.out_dir = r["name"], str(runs_dir / f"{r['loss']}-{config_hash(cfg)}")
         cfgs[r["name"]] = cfg
     lsap_cfgs = [c for c in cfgs.values() if c.loss == "lsap"]
-    if (
-        lsap_cfgs
-    ):  # the CE runs also checkpoint at the LSAP runs' token count (configs only, no weights)
+    # the CE runs also checkpoint at the LSAP runs' token count (configs only, no weights)
+    if lsap_cfgs:
         from lsap.data.shards import TokenShards
         from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
         from lsap.experiments.regime import surrogate_config
@@ -569,6 +568,7 @@ def _variant_configs(
         "budget_flops": budget,
         "surrogates": surrogates,
         "surrogate_bpb": bpb,
+        "surrogate_docs": rg.surrogate_documents(s, surrogates) if regime is not None else {},
         "params": params,
         "corpus": s.corpus if s else None,
         "ood": ood,
@@ -638,6 +638,7 @@ def report_sweep(out: str | Path) -> dict:
             flops=vst["budget_flops"],
             strength=vst.get("surrogate_bpb") or {},
             surrogates=vst.get("surrogates") or {},
+            surrogate_docs=vst.get("surrogate_docs"),
             names=[r["name"] for r in runs],
         )
         result = result or res
@@ -665,7 +666,8 @@ def _summary_rows(
     from lsap.eval.ood import ood_paired
     from lsap.experiments.report import PAIRS_POOLED, strength_rows
 
-    deltas = strength_rows(table, vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {})
+    sur = vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {}, vst.get("surrogate_docs")
+    deltas = strength_rows(table, *sur)
     in_domain = {x["setting"]: x["tests"].get(PAIRS_POOLED) for x in paired or []}
     # the report's setting names (a multi-regime sweep prefixes the regime), by run
     setting_of = {row["run"]: row["setting"] for row in table["rows"]}
@@ -703,7 +705,7 @@ def _summary_rows(
                 "base_params": n_b,
                 "surrogate_params": n_s,
                 "surrogate_ratio": n_s / n_b if n_b and n_s else None,
-                "strength": d["strength"],
+                **{k: d.get(k) for k in ("strength", "strength_ci")},
                 "overlap": overlap.get(bare.get(d["setting"], d["setting"])),
                 "pairs": d.get("pairs_average"),
                 "ood": o,
@@ -740,6 +742,7 @@ def _rng(d, scale=100.0, test: dict | None = None):
 def _write_summary(
     out: Path, spec: dict, rows: list[dict], axis: dict | None, write_report_md: bool
 ) -> list[str]:
+    from lsap.eval.strength import ci_text
     from lsap.utils.io import atomic_write_json, atomic_write_text
 
     title = (axis or {}).get("title") or spec.get("description") or spec["name"]
@@ -749,7 +752,7 @@ def _write_summary(
         "",
         "Δ = LSAP − CE on minimal pairs (points), paired by seed, mean [min, max] over seeds, at each "
         "regime's matched-FLOPs budget (the surrogate's inference charged). Strength = the surrogate's "
-        "held-out bits per byte / the CE base's. Overlap = share of the base's held-out tokens inside "
+        "held-out bits per byte / the CE base's [95% interval, documents resampled]. Overlap = share of the base's held-out tokens inside "
         "the (kept) Σ∩. Out-of-domain: minimal pairs from held-out documents of other corpora. "
         "p: exact two-sided sign test on the pairs where CE and LSAP disagree, pooled over seeds and "
         "pair tasks (`lsap.eval.stats`); **bold** when p < 0.05. Where the tasks differ in size the cell's Δ "
@@ -764,17 +767,14 @@ def _write_summary(
         f = lambda x, p: "n/a" if x is None else p.format(x)
         lines.append(
             f"| {r['regime'] or r['corpus'] or '-'} | {r['setting']} | {f(r['base_params'], '{:,.0f}')} | "
-            f"{f(r['surrogate_ratio'], '{:.2f}')} | {f(r['strength'], '{:.3f}')} | "
+            f"{f(r['surrogate_ratio'], '{:.2f}')} | {f(r['strength'], '{:.3f}')}{ci_text(r.get('strength_ci'))} | "
             f"{f(r['overlap'], '{:.1%}')} | {r['n']} | {_rng(r['pairs'], test=r.get('pairs_test'))} | "
             + " | ".join(_rng(r["ood"].get(c)) for c in corpora)
             + (" |" if corpora else "|")
         )
     strengths = [r["strength"] for r in rows if r["strength"] is not None]
-    if (
-        strengths
-        and (max(strengths) - min(strengths)) > 0.1
-        and (axis or {}).get("x") == "base_params"
-    ):
+    drift = strengths and (max(strengths) - min(strengths)) > 0.1
+    if drift and (axis or {}).get("x") == "base_params":
         lines += [
             "",
             f"Note: the strength ratio drifts across regimes ({min(strengths):.3f} … {max(strengths):.3f}), "
