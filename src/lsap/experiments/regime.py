@@ -60,7 +60,9 @@ class Settings:
     )  # surrogate checkpoints, × ce_tokens
     alpha: float = 0.05
     k: int = 15
-    seeds: list = field(default_factory=lambda: [0, 1])  # ≥ 2, so the report shows seed spread
+    # 5: the fewest with which the seed-level test (t over per-seed Δ, all seeds agreeing) reaches
+    # p < 0.05 more often than not at the Δ measured here (`lsap.experiments.quickstart.SEED_POWER`)
+    seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
     checkpoints: int = 3  # per run, evenly spaced (Figure 2 points)
     eval_examples: int = 500
     base_shape: dict = field(
