@@ -31,9 +31,9 @@ METHOD_EXCEPTIONS = {
 # fails; an entry that shrank under the limit must be removed).
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 100
 MODULE_ALLOWLIST = {
-    "lsap/experiments/sweep.py": 784,
+    "lsap/experiments/sweep.py": 744,
     "lsap/train/loop.py": 841,
-    "lsap/experiments/report.py": 754,
+    "lsap/experiments/report.py": 712,
     "lsap/data/shards.py": 697,
     "lsap/eval/run.py": 645,
     "lsap/eval/tasks.py": 643,
@@ -46,7 +46,7 @@ FUNCTION_ALLOWLIST = {
     "lsap/data/shards.py:prepare": 245,
     "lsap/eval/run.py:evaluate_run": 185,
     "lsap/experiments/regime.py:build_regime": 161,
-    "lsap/experiments/preflight.py:preflight": 140,
+    "lsap/experiments/preflight.py:preflight": 137,
     "lsap/experiments/analyze.py:analyze": 137,
     "lsap/data/arrays.py:link_token_arrays": 113,
     "lsap/eval/run.py:_evaluate_one": 123,
@@ -54,7 +54,6 @@ FUNCTION_ALLOWLIST = {
     "lsap/integrations/olmo_core.py:train_batch": 110,
     "lsap/train/loop.py:build_components": 109,
     "lsap/experiments/sweep.py:_run_sweep": 107,
-    "lsap/experiments/quickstart.py:run": 102,
 }
 
 

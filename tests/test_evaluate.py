@@ -346,6 +346,11 @@ def test_eval_writes_results_next_to_checkpoints(evaluated, capsys):
                 assert 0.0 <= t["value"] <= 1.0 and t["metric"] in ("acc", "acc_norm")
             assert res["tasks"]["lsap_nextsent"]["metric"] == "acc_norm"
             assert res["val_loss"] > 0 and res["val_bpb"] > 0 and res["doc_bpb"] > 0
+            # per-document NLLs for the strength interval: they sum to the documents' bpb
+            assert len(res["doc_nll"]) == len(res["doc_bytes"]) > 0
+            assert sum(res["doc_nll"]) / (math.log(2) * sum(res["doc_bytes"])) == pytest.approx(
+                res["doc_bpb"], rel=1e-4
+            )
             assert res["task_set"] == "offline" and len(res["eval_set_hash"]) == 64
             for t in (
                 tasks.PAIR_TASKS

@@ -133,6 +133,41 @@ def test_loglikelihood_against_unbatched_forward(tmp_path):
         )
 
 
+def test_gold_bpb_counts_the_bytes_of_exactly_the_scored_tokens(tmp_path, monkeypatch):
+    """METHOD §5b: a context ending with a space gives that space to the continuation's first
+    token, so gold bpb divides by the bytes of the scored tokens (" on the mat": 11), not the
+    continuation's own ("on the mat": 10). Direct computation: one forward per scored token,
+    bytes of the decoded scored tokens."""
+    import torch
+
+    model, tok = _tiny(tmp_path)
+    doc = {
+        "doc_id": 0,
+        "contexts": ["the cat sat ", "the cat sat "],
+        "continuations": ["on the mat", "under the table"],
+        "label": 0,
+    }
+    monkeypatch.setattr(B, "read_paper_task", lambda task, max_examples=None: [doc])
+    summary, items = B.score_task(model, tok, "piqa")
+    c_ids = tok("the cat sat", add_special_tokens=False)["input_ids"]
+    x_ids = tok("the cat sat on the mat", add_special_tokens=False)["input_ids"][len(c_ids) :]
+    ref = 0.0
+    for i in range(len(x_ids)):
+        with torch.no_grad():
+            lp = torch.log_softmax(
+                model(input_ids=torch.tensor([c_ids + x_ids[:i]])).logits[0, -1], -1
+            )
+        ref += float(lp[x_ids[i]])
+    scored = tok.decode(x_ids)
+    assert scored == " on the mat"  # the moved space is scored
+    direct = -ref / (math.log(2) * len(scored.encode("utf-8")))
+    assert items[0]["gold_bpb"] == pytest.approx(direct, rel=1e-5)
+    assert summary["gold_bpb"] == pytest.approx(direct, rel=1e-5)
+    assert items[0]["gold_bpb"] != pytest.approx(-ref / (math.log(2) * 10), rel=1e-3)
+    assert B.scored_bytes("the cat sat ", "on the mat") == 11
+    assert B.scored_bytes("", "on the mat") == B.scored_bytes("ctx", " on the mat") - 1 == 10
+
+
 @needs_wheel
 def test_cli_eval_paper_zorro(tmp_path):
     model, tok = _tiny(tmp_path)

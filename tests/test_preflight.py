@@ -85,6 +85,9 @@ def test_preflight_on_the_tiny_world(tiny_world, base_run, capsys):
         a["0.01"] >= a["0.05"] >= a["0.2"] >= 0 and a["0.01"] > 0
     )  # peaked random surrogate: targets exist
     assert res["strength"] == pytest.approx(res["surrogate_bpb"] / res["base_bpb"])
+    lo, hi = res["strength_ci"]  # the document-bootstrap interval brackets the point estimate
+    assert lo <= res["strength"] <= hi
+    assert f"strength {res['strength']:.3f} [{lo:.3f}, {hi:.3f}] (95% bootstrap over" in text
     assert res["flops_price"] == pytest.approx(
         1 + 2 * res["surrogate_params"] / (6 * res["base_params"])
     )
@@ -124,6 +127,11 @@ def test_where_on_map_sentences():
     )
     assert "not measured" in where_on_map(0.65, 0.10)[1]
     assert "strength unknown" in where_on_map(None, 0.87)[0]
+    # the interval is quoted; one across a band boundary says so, one inside a band does not
+    inside = where_on_map(0.65, 0.87, [0.60, 0.70])
+    assert inside[0].startswith("strength 0.65 [0.60, 0.70]:") and "crosses" not in " ".join(inside)
+    across = where_on_map(0.70, 0.87, [0.66, 0.75])
+    assert "helped here" in across[0] and "crosses the map's boundary at 0.72" in across[1]
 
 
 def test_a_pair_whose_intersection_is_too_small_is_refused(tiny_world, tmp_path, capsys):

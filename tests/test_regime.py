@@ -189,3 +189,26 @@ def test_regime_train_shows_a_progress_line_while_quiet(tiny_world, tmp_path, ca
     train(cfg, progress_desc="  surrogate pretraining")
     err = capsys.readouterr().err
     assert "train sur: 4/4 step" in err and (tmp_path / "sur" / "DONE").is_file()
+
+
+def test_quickstart_seeds_default_and_the_checkpoints_it_evaluates(tmp_path):
+    """Default seeds: as many as the seed-level verdict needs (SEED_POWER > 1/2 in both readings);
+    seeds past the plots' curves evaluate only what the verdict and the tables read."""
+    from lsap.experiments import quickstart as Q
+    from lsap.experiments.regime import Settings
+
+    n = len(Settings().seeds)
+    assert n == 5 and min(Q.SEED_POWER[n]) > 0.5 and max(Q.SEED_POWER[n - 2]) <= 0.53
+    ce, ls = tmp_path / "ce", tmp_path / "lsap"
+    for run, steps in ((ce, (65, 130, 163, 195)), (ls, (65, 130, 163))):
+        for st in steps:
+            d = run / "checkpoints" / f"step_{st:08d}"
+            (d / "model").mkdir(parents=True)
+            (d / "meta.json").write_text("{}")
+    assert Q._checkpoints_used(ce, 0, 163) == Q._checkpoints_used(ls, 1, 163) == "all"
+    assert Q._checkpoints_used(ce, 2, 163) == "step_00000163,step_00000195"
+    assert Q._checkpoints_used(ls, 4, 163) == "step_00000163"
+    from lsap.eval.run import find_checkpoints
+
+    got = [m.parent.name for m, _, _ in find_checkpoints(ce, Q._checkpoints_used(ce, 3, 163))]
+    assert got == ["step_00000163", "step_00000195"]

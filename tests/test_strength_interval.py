@@ -90,3 +90,84 @@ def test_interval_shrinks_with_identical_ratio_and_bad_input():
     assert res["ci"] == pytest.approx((0.5, 0.5))
     with pytest.raises(StrengthError, match="per_document=True"):
         strength_interval([1.0], [1.0, 2.0], [1])
+
+
+def _table(ce_docs):
+    """A report table (`report.build_table` rows) for two seeds: CE and one LSAP setting."""
+    rows = []
+    for seed, (nll, nb) in enumerate(ce_docs):
+        bpb = sum(nll) / (math.log(2) * sum(nb))
+        rows.append(
+            {
+                "run": f"ce-s{seed}",
+                "setting": "ce",
+                "seed": seed,
+                "loss": "Cross Entropy",
+                "doc_bpb": bpb,
+                "doc_nll": nll,
+                "doc_bytes": nb,
+                "pairs_average": 0.6,
+                "scores": {},
+            }
+        )
+        rows.append(
+            {
+                "run": f"lsap-s{seed}",
+                "setting": "lsap",
+                "seed": seed,
+                "loss": "LSAP",
+                "surrogate": "/m/16x",
+                "pairs_average": 0.6 + 0.01 * seed,
+                "scores": {},
+            }
+        )
+    return {"rows": rows, "tasks": []}
+
+
+def test_strength_rows_carry_the_interval_and_it_brackets_the_point():
+    """The map's strength (report/sweep rows): surrogate bpb / mean CE bpb, with the document
+    bootstrap of the surrogate's per-document NLLs against the CE seeds' mean per document."""
+    from lsap.eval.strength import ci_text, documents_strength
+    from lsap.experiments.report import strength_rows
+
+    rnd = random.Random(3)
+    nb = [rnd.randint(200, 900) for _ in range(30)]
+    ce = [([b * rnd.uniform(1.2, 1.6) for b in nb], nb) for _ in range(2)]
+    sur_nll = [b * rnd.uniform(0.8, 1.1) for b in nb]
+    sur_bpb = sum(sur_nll) / (math.log(2) * sum(nb))
+    docs = {"16x": {"doc_nll": sur_nll, "doc_bytes": nb}}
+    (row,) = strength_rows(_table(ce), {"16x": sur_bpb}, {"16x": "/m/16x"}, docs)
+    ce_mean = sum(sum(c) / (math.log(2) * sum(nb)) for c, _ in ce) / 2
+    assert row["strength"] == pytest.approx(sur_bpb / ce_mean)
+    lo, hi = row["strength_ci"]
+    assert lo < row["strength"] < hi and hi - lo < 0.2 and row["strength_documents"] == 30
+    # slow reference for the base side: the per-document mean over seeds, then the plain interval
+    base = [(a + b) / 2 for a, b in zip(ce[0][0], ce[1][0])]
+    assert [lo, hi] == pytest.approx(list(strength_interval(sur_nll, base, nb)["ci"]))
+    assert ci_text(row["strength_ci"]) == f" [{lo:.3f}, {hi:.3f}]" and ci_text(None) == ""
+    # no interval without per-document values of the surrogate, or of every CE seed, or on
+    # other documents: the point estimate stays
+    (no,) = strength_rows(_table(ce), {"16x": sur_bpb}, {"16x": "/m/16x"})
+    assert no["strength_ci"] is None and no["strength"] == pytest.approx(row["strength"])
+    old = _table(ce)
+    old["rows"][0]["doc_nll"] = None
+    assert strength_rows(old, {"16x": sur_bpb}, {"16x": "/m/16x"}, docs)[0]["strength_ci"] is None
+    other = {"16x": {"doc_nll": sur_nll[1:], "doc_bytes": nb[1:]}}
+    assert documents_strength(other["16x"], [{"doc_nll": c, "doc_bytes": n} for c, n in ce]) is None
+
+
+def test_regime_caches_the_surrogates_per_document_nlls(tmp_path):
+    """`surrogate_documents` reads what `_surrogate_bpb` cached; old caches give no entry."""
+    import json
+
+    from lsap.eval.metrics import STRENGTH_BYTES
+    from lsap.experiments import regime as rg
+
+    s = rg.Settings(cache=str(tmp_path))
+    key = f"/m/16x|docs:{STRENGTH_BYTES}"
+    path = tmp_path / f"surrogate-bpb-{rg.tokenizer_key(s)}.json"
+    path.write_text(json.dumps({key: 1.2, "/m/4x|docs:300000": 1.4}))
+    assert rg.surrogate_documents(s, {"16x": "/m/16x", "4x": "/m/4x"}) == {}
+    entry = {"doc_nll": [1.0, 2.0], "doc_bytes": [3, 4]}
+    path.write_text(json.dumps({key: 1.2, f"{key}|per_document": entry}))
+    assert rg.surrogate_documents(s, {"16x": "/m/16x", "4x": "/m/4x"}) == {"16x": entry}

@@ -60,6 +60,11 @@ def test_bad_specs_are_refused(tmp_path):
         assert sw.expand(sw.load_spec(name))
 
 
+# slow (CI's -m slow runs it): five toy runs of the default 2.1M base plus a target store and two
+# sweep passes, the heaviest default test measured (2925 s of test_sweep.py's 4078 s wall, ~72% of its
+# 872 CPU-s, on the contended 2-core CPU, 2026-12-04). test_toy_overlap_axis_end_to_end_with_
+# out_of_domain_pairs keeps a sweep end to end (runs, store, report, summary) in the default suite.
+@pytest.mark.slow
 def test_toy_sweep_report_and_resume_after_a_kill(tmp_path, monkeypatch, capsys):
     import lsap.eval.run
 

@@ -17,7 +17,8 @@ continuation encoded together, split after the context's tokens, as lm-eval does
 Per task: acc (argmax ll), acc_norm (argmax ll / len(c) in characters, OLMo's per-char
 normalisation), p_gold (softmax over the choices' ll, gold's share), p_gold_norm (softmax
 over ll / len(c)), margin (ll(gold) − max wrong ll, nats), gold_bpb (−ll(gold) / (ln 2 ·
-UTF-8 bytes of the gold continuation)). gold_bpb is a likelihood and favours CE by
+UTF-8 bytes of exactly the scored text: the gold continuation plus any trailing whitespace
+of its context, which moves into the continuation; METHOD §5b)). gold_bpb is a likelihood and favours CE by
 construction (METHOD §5b): report it beside p_gold, never alone.
 """
 
@@ -142,6 +143,18 @@ def read_zorro(max_examples: int | None = None) -> list[dict]:
     return out
 
 
+def split_request(ctx: str, cont: str) -> tuple[str, str]:
+    """(context, continuation) as scored: the context's trailing whitespace moves into the
+    continuation (lm-eval's _encode_pair), so the scored tokens cover the returned continuation."""
+    n = len(ctx) - len(ctx.rstrip())
+    return (ctx[:-n], ctx[-n:] + cont) if n else (ctx, cont)
+
+
+def scored_bytes(ctx: str, cont: str) -> int:
+    """UTF-8 bytes of exactly the text whose tokens `loglikelihoods` scores (METHOD §5b)."""
+    return len(split_request(ctx, cont)[1].encode("utf-8"))
+
+
 def _encode(tokenizer, ctx: str, cont: str) -> tuple[list[int], list[int]]:
     def enc(text):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -151,9 +164,7 @@ def _encode(tokenizer, ctx: str, cont: str) -> tuple[list[int], list[int]]:
             tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         )
         return [prefix], enc(cont)
-    n = len(ctx) - len(ctx.rstrip())
-    if n:
-        ctx, cont = ctx[:-n], ctx[-n:] + cont
+    ctx, cont = split_request(ctx, cont)
     whole, ctx_ids = enc(ctx + cont), enc(ctx)
     return ctx_ids, whole[len(ctx_ids) :]
 
@@ -195,11 +206,15 @@ def _softmax_gold(v: list[float], g: int) -> float:
     return math.exp(v[g] - m) / z
 
 
-def item_metrics(lls: list[float], continuations: list[str], gold: int) -> dict:
-    """One doc's metrics from its choices' log-likelihoods (see the module docstring)."""
+def item_metrics(
+    lls: list[float], continuations: list[str], gold: int, *, gold_bytes: int | None = None
+) -> dict:
+    """One doc's metrics from its choices' log-likelihoods (see the module docstring).
+    `gold_bytes`: UTF-8 bytes of the gold's scored text (`scored_bytes`: with the context's
+    trailing whitespace); None: the gold continuation's own bytes."""
     chars = [max(len(c), 1) for c in continuations]
     norm = [x / n for x, n in zip(lls, chars)]
-    nbytes = max(len(continuations[gold].encode("utf-8")), 1)
+    nbytes = max(len(continuations[gold].encode("utf-8")) if gold_bytes is None else gold_bytes, 1)
     it = {"ll": lls, "gold": gold, "gold_bpb": -lls[gold] / (math.log(2) * nbytes)}
     if len(lls) > 1:
         wrong = [x for j, x in enumerate(lls) if j != gold]
@@ -241,7 +256,13 @@ def score_task(
     items, k = [], 0
     for d in docs:
         n = len(d["continuations"])
-        it = item_metrics(lls[k : k + n], d["continuations"], d["label"])
+        g = d["label"]
+        it = item_metrics(
+            lls[k : k + n],
+            d["continuations"],
+            g,
+            gold_bytes=scored_bytes(d["contexts"][g], d["continuations"][g]),
+        )
         k += n
         it["doc_id"] = d["doc_id"]
         if task == "zorro":

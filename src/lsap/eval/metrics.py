@@ -366,3 +366,15 @@ def bpb_on_documents(
         out["doc_nll"] = doc_nll.tolist()
         out["doc_bytes"] = [len(d.encode("utf-8")) for d in docs]
     return out
+
+
+def document_fields(model, tokenizer, docs: list[str], *, seq_len: int) -> dict:
+    """An eval.json's held-out-document entries: "doc_bpb", and per document "doc_nll" (nats,
+    rounded to 1e-4) and "doc_bytes", from which `lsap.eval.strength.documents_strength` gives
+    a surrogate's strength with its document-bootstrap interval."""
+    r = bpb_on_documents(model, tokenizer, docs, seq_len=seq_len, per_document=True)
+    return {
+        "doc_bpb": r["bpb"],
+        "doc_nll": [round(x, 4) for x in r["doc_nll"]],
+        "doc_bytes": r["doc_bytes"],
+    }

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from lsap.eval.metrics import STRENGTH_BYTES, bpb_on_documents, heldout_metrics, strength_documents
+from lsap.eval.metrics import STRENGTH_BYTES, document_fields, heldout_metrics, strength_documents
 from lsap.eval.tasks import (
     OFFLINE_TASKS,
     PAIR_TASKS,
@@ -576,7 +576,7 @@ def _evaluate_one(
             )
         )
     if docs:
-        result["doc_bpb"] = bpb_on_documents(model, tok, docs, seq_len=seq_len)["bpb"]
+        result.update(document_fields(model, tok, docs, seq_len=seq_len))
     # lm-eval truncates contexts from the left to this many tokens; RoPE models can
     # read past their training seq_len, and a choice longer than seq_len must still fit.
     max_len = int(getattr(model.config, "max_position_embeddings", 0) or 2048)

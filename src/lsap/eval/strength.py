@@ -63,3 +63,25 @@ def strength_line(res: dict) -> str:
         f"over {res['documents']} documents; surrogate {res['surrogate_bpb']:.3f} / base "
         f"{res['base_bpb']:.3f} bpb)"
     )
+
+
+def documents_strength(surrogate, bases: list, **kw) -> dict | None:
+    """`strength_interval` of a surrogate against CE bases (one per seed) scored on the same
+    documents: `surrogate` and each base carry "doc_nll" and "doc_bytes" (per document, from
+    `bpb_on_documents(..., per_document=True)` or an eval.json entry); the base's per-document NLL
+    is the mean over `bases`, so the point estimate is surrogate bpb / mean base bpb. None when
+    any of them lacks per-document values or they were scored on different documents (older
+    eval.json files hold only doc_bpb: re-evaluate with --force for the interval)."""
+    have = [b for b in bases if b and b.get("doc_nll") is not None]
+    if not surrogate or surrogate.get("doc_nll") is None or not have or len(have) < len(bases):
+        return None
+    nb = list(surrogate["doc_bytes"])
+    if any(list(b.get("doc_bytes") or []) != nb for b in have):
+        return None
+    base = [sum(col) / len(have) for col in zip(*(b["doc_nll"] for b in have))]
+    return strength_interval(surrogate["doc_nll"], base, nb, **kw)
+
+
+def ci_text(ci) -> str:
+    """ " [lo, hi]" of an interval (a `strength_interval` result's "ci"), "" without one."""
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""

@@ -98,8 +98,14 @@ def _base_model_config(base_run: str | None, base_model: str | None, vocab_size:
     return load(base_model, vocab_size=vocab_size), None
 
 
-def where_on_map(strength: float | None, overlap: float) -> list[str]:
-    """Plain sentences placing (strength, overlap) on MEASURED."""
+STRENGTH_BANDS = (0.72, 0.95)  # where_on_map's boundaries: helped | between | did not help
+
+
+def where_on_map(
+    strength: float | None, overlap: float, ci: list[float] | None = None
+) -> list[str]:
+    """Plain sentences placing (strength, overlap) on MEASURED; `ci` (the strength's 95%
+    document-bootstrap interval) is quoted, and an interval across a band boundary is said."""
     pts = MEASURED["points"]
     out = []
     sm = MEASURED["small_surrogate"]
@@ -110,7 +116,7 @@ def where_on_map(strength: float | None, overlap: float) -> list[str]:
             f"Δ {pts[0][1]:+.2f} points, p {pts[0][4]:.2g}), not measurably at {pts[1][0]:.2f} or "
             f"~{pts[-1][0]:.2f}"
         )
-    elif strength <= 0.72:
+    elif strength <= STRENGTH_BANDS[0]:
         out.append(
             f"strength {strength:.2f}: the regime where LSAP helped here (at {pts[0][0]:.2f}: Δ "
             f"{pts[0][1]:+.2f} [{pts[0][2]:+.2f}, {pts[0][3]:+.2f}] points on minimal pairs at matched FLOPs, "
@@ -118,7 +124,7 @@ def where_on_map(strength: float | None, overlap: float) -> list[str]:
         )
         if strength < pts[0][0] - 0.1:
             out.append(f"  (stronger than any surrogate measured, {pts[0][0]:.2f}: extrapolation)")
-    elif strength < 0.95:
+    elif strength < STRENGTH_BANDS[1]:
         out.append(
             f"strength {strength:.2f}: between where LSAP helped ({pts[0][0]:.2f}) and where it did not "
             f"show ({pts[-1][0]:.2f}); measured here: {pts[1][0]:.2f} Δ {pts[1][1]:+.2f} (p {pts[1][4]:.2g}, "
@@ -131,6 +137,16 @@ def where_on_map(strength: float | None, overlap: float) -> list[str]:
             f"{pts[-1][1]:+.2f} [{pts[-1][2]:+.2f}, {pts[-1][3]:+.2f}], p {pts[-1][4]:.2g}, inside the "
             "noise); a surrogate no stronger than the base only costs FLOPs"
         )
+    if strength is not None and ci:
+        out[0] = out[0].replace(
+            f"strength {strength:.2f}:", f"strength {strength:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]:", 1
+        )
+        cut = [x for x in STRENGTH_BANDS if ci[0] < x <= ci[1]]
+        if cut:
+            out.append(
+                f"  (its 95% interval over documents crosses the map's boundary at {cut[0]:.2f}: "
+                "the sentence for the neighbouring band may apply; score more text with --bpb-bytes)"
+            )
     ov = MEASURED["overlap"]  # highest share first
     hi, mid, low = ov[0], ov[1], ov[-1]
     if overlap >= hi[0] - 0.07:
@@ -211,6 +227,7 @@ def preflight(
 
     from lsap.data.corpora import check_dataset_spec
     from lsap.eval.metrics import bpb_on_documents
+    from lsap.eval.strength import strength_interval, strength_line
     from lsap.experiments.analyze import _aux_batch, read_documents, sample_windows
     from lsap.method.flops import count_params, inference_flops_per_token, train_flops_per_token
     from lsap.surrogate.load import (
@@ -290,7 +307,8 @@ def preflight(
 
     # bits per byte on the same whole documents, each model with its own tokenizer
     sample = _sample_docs(docs, bpb_bytes, seed)
-    s_res = bpb_on_documents(sw.model, sw.tokenizer, sample, seq_len=seq_len, batch_size=batch_size)
+    kw = dict(seq_len=seq_len, batch_size=batch_size, per_document=True)
+    s_res = bpb_on_documents(sw.model, sw.tokenizer, sample, **kw)
     s_bpb, s_tok, nbytes = s_res["bpb"], s_res["tokens"], s_res["bytes"]
     res.update(surrogate_bpb=s_bpb, bpb_documents=len(sample), bpb_bytes=nbytes)
     line = f"  surrogate bits per byte: {s_bpb:.3f} ({len(sample)} documents, {nbytes:,} bytes, {s_tok:,} tokens)"
@@ -299,16 +317,11 @@ def preflight(
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         bm = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(dev)
-        b_bpb = bpb_on_documents(
-            bm,
-            AutoTokenizer.from_pretrained(base_dir),
-            sample,
-            seq_len=seq_len,
-            batch_size=batch_size,
-        )["bpb"]
-        strength = s_bpb / b_bpb
-        res.update(base_bpb=b_bpb, strength=strength)
-        line += f"; base ({base_run}) {b_bpb:.3f} → strength {strength:.3f} (surrogate / base; < 1: stronger)"
+        b_res = bpb_on_documents(bm, AutoTokenizer.from_pretrained(base_dir), sample, **kw)
+        st = strength_interval(s_res["doc_nll"], b_res["doc_nll"], s_res["doc_bytes"], seed=seed)
+        strength, b_bpb = st["strength"], b_res["bpb"]
+        res.update(base_bpb=b_bpb, strength=strength, strength_ci=list(st["ci"]))
+        line += f"; base ({base_run}) {b_bpb:.3f} → {strength_line(st)} (surrogate / base; < 1: stronger)"
         del bm
     log(line)
 
@@ -321,7 +334,7 @@ def preflight(
         f"{' from ' + base_run if base_run else ' = ' + base_model}): at matched FLOPs LSAP trains "
         f"{1 - 1 / price:.1%} fewer tokens than CE"
     )
-    res["map"] = where_on_map(strength, share)
+    res["map"] = where_on_map(strength, share, res.get("strength_ci"))
     log("  on lsap's measured map: " + "\n    ".join(res["map"]))
     res["wall_s"] = round(time.time() - t0, 1)
     log(f"[preflight] done in {res['wall_s']:.0f}s")

@@ -29,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lsap.eval.strength import ci_text  # noqa: E402
+from lsap.experiments.deltas import strength_rows  # noqa: E402 (re-exported: sweep, tests)
 from lsap.experiments.plots import write_delta_plot, write_plots  # noqa: E402
 from lsap.experiments.report_spread import (  # noqa: F401  (re-exported)
     SPREAD_COLUMNS,
@@ -244,7 +246,7 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
                 "pairs_average": e.get("pairs_average"),
                 "val_loss": e.get("val_loss"),
                 "val_bpb": e.get("val_bpb"),
-                "doc_bpb": e.get("doc_bpb"),
+                **{k: e.get(k) for k in ("doc_bpb", "doc_nll", "doc_bytes")},
                 "val_top1": e.get("val_top1"),
                 "val_top5": e.get("val_top5"),
                 "by_m": e.get("by_m"),
@@ -448,7 +450,8 @@ def _delta_lines(rows: list[dict], paired: list[dict] | None = None) -> list[str
         "",
         "Δ per seed = LSAP run − the CE run of the same seed (same init and data order); mean "
         "[min, max] over seeds. Strength = the surrogate's held-out bits per byte on the base's held-out "
-        "documents / the CE base's (< 1: the surrogate is the stronger predictor).",
+        "documents / the CE base's (< 1: the surrogate is the stronger predictor), with its 95% "
+        "interval over documents (bootstrap) where per-document NLLs were kept.",
         "",
         "| Setting | surrogate | strength | seeds | Δ minimal pairs (pts) | p (pooled pairs) | 95% CI (pts) | "
         "Δ task avg (pts) | Δ val loss | Δ top-1 (pts) | verdict on minimal pairs |",
@@ -474,7 +477,7 @@ def _delta_lines(rows: list[dict], paired: list[dict] | None = None) -> list[str
             ) + f"; {verdict}"
         pc = "-" if not t else f"{t['p']:.3g}"
         ci = "-" if not t else f"[{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}]"
-        st = "-" if r.get("strength") is None else f"{r['strength']:.3f}"
+        st = "-" if r.get("strength") is None else f"{r['strength']:.3f}{ci_text(r['strength_ci'])}"
         lines.append(
             f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | {pc} | {ci} | "
             f"{c(r.get('average'), 100, 2)} | {c(r.get('val_loss'), 1, 4)} | {c(r.get('val_top1'), 100, 2)} | "
@@ -633,6 +636,7 @@ def make_report(
     *,
     strength: dict | None = None,
     surrogates: dict | None = None,
+    surrogate_docs: dict | None = None,
     names: list[str] | None = None,
 ) -> dict:
     """Load, check, tabulate and plot; writes report.md, report.json and PNGs to `out`.
@@ -662,7 +666,7 @@ def make_report(
         if any(r["loss"] == "LSAP" for r in table["rows"]) and any(
             r["loss"] != "LSAP" for r in table["rows"]
         ):
-            deltas = strength_rows(table, strength or {}, surrogates or {})
+            deltas = strength_rows(table, strength or {}, surrogates or {}, surrogate_docs)
             paired = paired_stats(runs, table)
             if deltas:
                 files.append(write_delta_plot(deltas, tmp))
@@ -700,52 +704,6 @@ def make_report(
         "markdown": md,
         "paired": paired,
     }
-
-
-def strength_rows(table: dict, strength: dict, surrogates: dict) -> list[dict]:
-    """Δ(LSAP − CE) per LSAP setting, paired by seed, with the surrogate's strength.
-
-    Returns [{"setting", "surrogate", "strength" (surrogate bpb / CE bpb), metric: {mean, min, max}}]."""
-    ce = {r["seed"]: r for r in table["rows"] if r["loss"] != "LSAP"}
-    by_setting: dict[str, list] = {}
-    for r in table["rows"]:
-        if r["loss"] == "LSAP" and r["seed"] in ce:
-            by_setting.setdefault(r["setting"], []).append(r)
-    ce_bpb = [
-        r["doc_bpb"] for r in ce.values() if r.get("doc_bpb") is not None
-    ]  # same documents as the surrogate
-    ce_bpb_mean = sum(ce_bpb) / len(ce_bpb) if ce_bpb else None
-    name_of = {v: k for k, v in surrogates.items()}
-    out = []
-    for setting, rows in by_setting.items():
-        sur = rows[0].get("surrogate")
-        name = name_of.get(sur, sur)
-        bpb = strength.get(name) if name is not None else None
-        row = {
-            "setting": setting,
-            "surrogate": name,
-            "n": len(rows),
-            "strength": bpb / ce_bpb_mean if bpb and ce_bpb_mean else None,
-        }
-        for m in ("pairs_average", "average", "val_loss", "val_top1"):
-            ds = [
-                r[m] - ce[r["seed"]][m]
-                for r in rows
-                if r.get(m) is not None and ce[r["seed"]].get(m) is not None
-            ]
-            row[m] = {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
-        row["tasks"] = {}
-        for t in table.get("tasks", []):
-            ds = [
-                r["scores"][t] - ce[r["seed"]]["scores"][t]
-                for r in rows
-                if r["scores"].get(t) is not None and ce[r["seed"]]["scores"].get(t) is not None
-            ]
-            row["tasks"][t] = (
-                {"mean": sum(ds) / len(ds), "min": min(ds), "max": max(ds)} if ds else None
-            )
-        out.append(row)
-    return out
 
 
 def _provenance() -> dict:

@@ -50,6 +50,9 @@ from typing import Any
 
 from lsap.config import ConfigError, load_config
 from lsap.experiments.sweep_plan import (  # noqa: F401  (re-exported)
+    AXIS_X,
+    EVAL_KEYS,
+    _check_eval_and_labels,
     _setting_name,
     expand,
     surrogate_names,
@@ -74,8 +77,6 @@ SPEC_KEYS = {
     "headline",
     "axis",
 }
-EVAL_KEYS = {"tasks", "max_examples", "targets", "alpha", "k", "vocab_map", "ood"}
-AXIS_X = ("base_params", "surrogate_ratio", "overlap", "strength")
 
 
 def _settings_fields() -> set[str]:
@@ -146,48 +147,7 @@ def load_spec(path: str | Path) -> dict:
     if not spec["grid"] and not spec["extra"] and not spec["baseline"]:
         raise SweepError(f"{p}: nothing to run (empty grid and baseline: false)")
     _check_regimes(p, spec)
-    ev = spec["eval"]
-    if not isinstance(ev, dict) or set(ev) - EVAL_KEYS:
-        raise SweepError(
-            f"{p}: eval: unknown keys {sorted(set(ev) - EVAL_KEYS) if isinstance(ev, dict) else ev}; "
-            f"valid: {sorted(EVAL_KEYS)}"
-        )
-    ood = ev.get("ood", [])
-    if not isinstance(ood, list) or not all(isinstance(c, str) for c in ood):
-        raise SweepError(f"{p}: eval.ood must be a list of corpora (out-of-domain minimal pairs)")
-    if ood:
-        from lsap.data.corpora import check_dataset_spec
-        from lsap.utils.errors import LsapError
-
-        for c in ood:
-            try:
-                check_dataset_spec(c)
-            except LsapError as e:
-                raise SweepError(f"{p}: eval.ood: {e}") from None
-        if not spec.get("regime"):
-            raise SweepError(
-                f"{p}: eval.ood needs a regime (its base tokenizer reads the other corpora)"
-            )
-    h = spec.get("headline")
-    if h is not None:
-        if (
-            not isinstance(h, dict)
-            or set(h) != {"overrides", "seeds"}
-            or not isinstance(h["overrides"], dict)
-            or not h["overrides"]
-            or not isinstance(h["seeds"], list)
-            or not all(isinstance(s, int) for s in h["seeds"])
-        ):
-            raise SweepError(
-                f"{p}: headline must be {{overrides: {{config key: value}}, seeds: [ints]}}"
-            )
-    ax = spec.get("axis")
-    if ax is not None and (
-        not isinstance(ax, dict) or set(ax) - {"x", "title"} or ax.get("x") not in AXIS_X
-    ):
-        raise SweepError(
-            f"{p}: axis must be {{x: one of {', '.join(AXIS_X)}, title: text}}, got {ax!r}"
-        )
+    _check_eval_and_labels(p, spec)
     return spec
 
 
@@ -464,9 +424,8 @@ def _variant_configs(
         cfg.name, cfg.out_dir = r["name"], str(runs_dir / f"{r['loss']}-{config_hash(cfg)}")
         cfgs[r["name"]] = cfg
     lsap_cfgs = [c for c in cfgs.values() if c.loss == "lsap"]
-    if (
-        lsap_cfgs
-    ):  # the CE runs also checkpoint at the LSAP runs' token count (configs only, no weights)
+    # the CE runs also checkpoint at the LSAP runs' token count (configs only, no weights)
+    if lsap_cfgs:
         from lsap.data.shards import TokenShards
         from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
         from lsap.experiments.regime import surrogate_config
@@ -506,6 +465,7 @@ def _variant_configs(
         "budget_flops": budget,
         "surrogates": surrogates,
         "surrogate_bpb": bpb,
+        "surrogate_docs": rg.surrogate_documents(s, surrogates) if regime is not None else {},
         "params": params,
         "corpus": s.corpus if s else None,
         "ood": ood,
@@ -575,6 +535,7 @@ def report_sweep(out: str | Path) -> dict:
             flops=vst["budget_flops"],
             strength=vst.get("surrogate_bpb") or {},
             surrogates=vst.get("surrogates") or {},
+            surrogate_docs=vst.get("surrogate_docs"),
             names=[r["name"] for r in runs],
         )
         result = result or res
@@ -602,7 +563,8 @@ def _summary_rows(
     from lsap.eval.ood import ood_paired
     from lsap.experiments.report import PAIRS_POOLED, strength_rows
 
-    deltas = strength_rows(table, vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {})
+    sur = vst.get("surrogate_bpb") or {}, vst.get("surrogates") or {}, vst.get("surrogate_docs")
+    deltas = strength_rows(table, *sur)
     in_domain = {x["setting"]: x["tests"].get(PAIRS_POOLED) for x in paired or []}
     # the report's setting names (a multi-regime sweep prefixes the regime), by run
     setting_of = {row["run"]: row["setting"] for row in table["rows"]}
@@ -640,7 +602,7 @@ def _summary_rows(
                 "base_params": n_b,
                 "surrogate_params": n_s,
                 "surrogate_ratio": n_s / n_b if n_b and n_s else None,
-                "strength": d["strength"],
+                **{k: d.get(k) for k in ("strength", "strength_ci")},
                 "overlap": overlap.get(bare.get(d["setting"], d["setting"])),
                 "pairs": d.get("pairs_average"),
                 "ood": o,
@@ -677,6 +639,7 @@ def _rng(d, scale=100.0, test: dict | None = None):
 def _write_summary(
     out: Path, spec: dict, rows: list[dict], axis: dict | None, write_report_md: bool
 ) -> list[str]:
+    from lsap.eval.strength import ci_text
     from lsap.utils.io import atomic_write_json, atomic_write_text
 
     title = (axis or {}).get("title") or spec.get("description") or spec["name"]
@@ -686,7 +649,7 @@ def _write_summary(
         "",
         "Δ = LSAP − CE on minimal pairs (points), paired by seed, mean [min, max] over seeds, at each "
         "regime's matched-FLOPs budget (the surrogate's inference charged). Strength = the surrogate's "
-        "held-out bits per byte / the CE base's. Overlap = share of the base's held-out tokens inside "
+        "held-out bits per byte / the CE base's [95% interval, documents resampled]. Overlap = share of the base's held-out tokens inside "
         "the (kept) Σ∩. Out-of-domain: minimal pairs from held-out documents of other corpora. "
         "p: exact two-sided sign test on the pairs where CE and LSAP disagree, pooled over seeds and "
         "pair tasks (`lsap.eval.stats`); **bold** when p < 0.05. Where the tasks differ in size the cell's Δ "
@@ -701,17 +664,14 @@ def _write_summary(
         f = lambda x, p: "n/a" if x is None else p.format(x)
         lines.append(
             f"| {r['regime'] or r['corpus'] or '-'} | {r['setting']} | {f(r['base_params'], '{:,.0f}')} | "
-            f"{f(r['surrogate_ratio'], '{:.2f}')} | {f(r['strength'], '{:.3f}')} | "
+            f"{f(r['surrogate_ratio'], '{:.2f}')} | {f(r['strength'], '{:.3f}')}{ci_text(r.get('strength_ci'))} | "
             f"{f(r['overlap'], '{:.1%}')} | {r['n']} | {_rng(r['pairs'], test=r.get('pairs_test'))} | "
             + " | ".join(_rng(r["ood"].get(c)) for c in corpora)
             + (" |" if corpora else "|")
         )
     strengths = [r["strength"] for r in rows if r["strength"] is not None]
-    if (
-        strengths
-        and (max(strengths) - min(strengths)) > 0.1
-        and (axis or {}).get("x") == "base_params"
-    ):
+    drift = strengths and (max(strengths) - min(strengths)) > 0.1
+    if drift and (axis or {}).get("x") == "base_params":
         lines += [
             "",
             f"Note: the strength ratio drifts across regimes ({min(strengths):.3f} … {max(strengths):.3f}), "

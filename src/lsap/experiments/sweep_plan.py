@@ -7,9 +7,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from pathlib import Path
 from typing import Any
 
 from lsap.utils.errors import SweepError
+
+EVAL_KEYS = {"tasks", "max_examples", "targets", "alpha", "k", "vocab_map", "ood"}
+AXIS_X = ("base_params", "surrogate_ratio", "overlap", "strength")
 
 
 def variants(spec: dict) -> dict[str, dict]:
@@ -118,3 +122,49 @@ def expand(spec: dict) -> list[dict]:
             "make the values distinct or drop the repeated one"
         )
     return plan
+
+
+def _check_eval_and_labels(p: Path, spec: dict) -> None:
+    """The spec's eval, headline and axis entries (load_spec's second half)."""
+    ev = spec["eval"]
+    if not isinstance(ev, dict) or set(ev) - EVAL_KEYS:
+        raise SweepError(
+            f"{p}: eval: unknown keys {sorted(set(ev) - EVAL_KEYS) if isinstance(ev, dict) else ev}; "
+            f"valid: {sorted(EVAL_KEYS)}"
+        )
+    ood = ev.get("ood", [])
+    if not isinstance(ood, list) or not all(isinstance(c, str) for c in ood):
+        raise SweepError(f"{p}: eval.ood must be a list of corpora (out-of-domain minimal pairs)")
+    if ood:
+        from lsap.data.corpora import check_dataset_spec
+        from lsap.utils.errors import LsapError
+
+        for c in ood:
+            try:
+                check_dataset_spec(c)
+            except LsapError as e:
+                raise SweepError(f"{p}: eval.ood: {e}") from None
+        if not spec.get("regime"):
+            raise SweepError(
+                f"{p}: eval.ood needs a regime (its base tokenizer reads the other corpora)"
+            )
+    h = spec.get("headline")
+    if h is not None:
+        if (
+            not isinstance(h, dict)
+            or set(h) != {"overrides", "seeds"}
+            or not isinstance(h["overrides"], dict)
+            or not h["overrides"]
+            or not isinstance(h["seeds"], list)
+            or not all(isinstance(s, int) for s in h["seeds"])
+        ):
+            raise SweepError(
+                f"{p}: headline must be {{overrides: {{config key: value}}, seeds: [ints]}}"
+            )
+    ax = spec.get("axis")
+    if ax is not None and (
+        not isinstance(ax, dict) or set(ax) - {"x", "title"} or ax.get("x") not in AXIS_X
+    ):
+        raise SweepError(
+            f"{p}: axis must be {{x: one of {', '.join(AXIS_X)}, title: text}}, got {ax!r}"
+        )
