@@ -29,6 +29,10 @@ train.loggers wandb → OLMo-core's W&B callback; lsap.* → `LSAPTrainModule` (
 included). Weight decay as `lsap train`: none on parameters with dim < 2 (norms).
 Printed at start-up: global batch tokens = micro-batch × seq × ranks × grad-accum (the
 paper's 524K-token batch at seq 1024 is 512 sequences: micro-batch ≤ 8 at 64 GPUs).
+--compile: OLMo-core's compile_model; --tf32: TF32 matmuls (the fp32 surrogate head too);
+--hsdp [--shard-degree G]: shard within G ranks (default a node), replicate across nodes.
+Before any work the data files, tokenizer, model.vocab_size and store are checked against each
+other; a mismatch is one line on stderr and exit 2 (LSAP_DEBUG=1: the traceback).
 """
 
 from __future__ import annotations
