@@ -34,7 +34,8 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow  # ~8 min on the 2-core CPU (2,100 one-window chunks)
 def test_store_of_2000_chunks_under_ulimit_256(tiny_world, tmp_path):
-    env = {**os.environ, "LSAP_STORE_MAX_OPEN": "64"}
+    # one intra-op thread: on a contended 2-core box two threads made each tiny chunk ~6x slower
+    env = {**os.environ, "LSAP_STORE_MAX_OPEN": "64", "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
         [
             sys.executable,

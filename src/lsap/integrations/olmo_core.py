@@ -23,7 +23,7 @@ this module changes, and why:
   Transformer already carries to the head (and shards with it under CP/TP).
 - The step (`LSAPTrainModule.train_batch`, the train module's own extension point). It asks
   the `TargetSource` (`lsap.surrogate.sources.OnlineTargets`: the frozen surrogate on each rank; or
-  `lsap.surrogate.store.StoredTargets`, keyed by OLMo-core's instance `index`) for every
+  `lsap.surrogate.sources.StoredTargets`, keyed by OLMo-core's instance `index`) for every
   micro-batch's targets before the first backward, because Z needs the step's V; reduces
   N and V over micro-batches and data-parallel ranks (one all-reduce of two numbers);
   and passes `loss_div_factor = Z / dp_world_size`: every rank's micro-batch loss is

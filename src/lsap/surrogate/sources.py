@@ -2,7 +2,7 @@
 source, and the one factory every caller builds a source with.
 
 - `OnlineTargets`: the frozen surrogate run on every batch (`lsap.method.targets.propose_targets`).
-- `lsap.surrogate.store.StoredTargets`: a finished target store read by window id.
+- `StoredTargets`: a finished target store (`lsap.surrogate.store`) read by window id.
 - `target_source(...)`: the one factory (the trainer through `build_target_source(cfg, ...)`,
   `LSAPTrainer`, `lsap eval`). Whatever the caller, a store is refused by
   `TargetStore.check_run` unless it was built for the run's data, seq_len, k, α,
@@ -196,7 +196,7 @@ def target_source(
     device = torch.device(device)
     _, dtype = inference_device_dtype(device, dtype)
     if store is not None:
-        from lsap.surrogate.store import StoredTargets, TargetStore
+        from lsap.surrogate.store import TargetStore
 
         if keep_fraction < 1.0:
             raise StoreError(
@@ -315,3 +315,48 @@ def build_target_source(
         batch_size=S.batch_size,
         **common,
     )
+
+
+class StoredTargets:
+    """`TargetSource` reading a finished store: the targets `OnlineTargets` would
+    propose for the same windows (see the module doc for float16 exactness), keyed by
+    `Batch.window_ids`. flops_per_token: the store's 2·N_s (charged per trained token,
+    paid once at build time: `paid` is False)."""
+
+    paid = False
+
+    def __init__(self, store, vmap, k: int, alpha: float, *, gold_outside: str = "keep"):
+        self.store, self.vmap, self.k, self.alpha, self.gold_outside = (
+            store,
+            vmap,
+            k,
+            alpha,
+            gold_outside,
+        )
+        self.flops_per_token = float(store.manifest["flops"]["per_token"])
+
+    @property
+    def cache(self):  # the round-2 name
+        return self.store
+
+    def __call__(self, batch) -> AuxTargets:
+        out = self.store.lookup(batch.window_ids, self.k, self.alpha, device=batch.input_ids.device)
+        return (
+            out.drop_gold_outside(batch.labels, self.vmap) if self.gold_outside == "skip" else out
+        )
+
+    def record(self) -> dict:
+        """cache.json of a run trained from this store: where the surrogate compute went."""
+        m = self.store.manifest
+        return {
+            "store_dir": str(self.store.dir.resolve()),
+            "build_flops": m["flops"]["build_flops"],
+            "surrogate_flops_per_token": m["flops"]["per_token"],
+            "surrogate": m["surrogate"]["spec"],
+            "k": m["k"],
+            "min_alpha": m["min_alpha"],
+            "seq_len": m["seq_len"],
+            "positions": m["positions"],
+            "note": "flops_surrogate in metrics charges 2·N_s per trained token (paper accounting); "
+            "the surrogate compute actually paid is this store's build_flops, once per sweep",
+        }

@@ -17,6 +17,7 @@ Layout of DIR::
     DIR/chunks/000000.json   that chunk's record (sha256, sizes, counts), written after it
     DIR/vocab_map/           the Σ∩ map used (`VocabMap.load`)
     DIR/build_stats.json     wall time, tokens/s, world size of the last build (not part of the artifact)
+    DIR/verified-HOST.jsonl  chunks checked (sha256) on node HOST (`lsap.surrogate.verified`; not part of it)
     DIR/.lsap.utils.lock           held by rank 0 while a build runs
 
 A chunk file holding n_w windows (P = n_w·T positions) and n candidates is four
@@ -50,8 +51,9 @@ Many ranks and resume: under `torchrun` the unfinished chunks are dealt out in o
 temporary names and renamed; a re-run of the same build (any world size) checks each
 record against its chunk's sha256, skips the finished ones, and since a chunk is a
 deterministic function of its windows (fixed batch boundaries inside the chunk) the
-result is byte-identical to a straight build on any number of ranks. Rank 0 writes the
-manifest once every chunk is recorded; it holds nothing that depends on timing or on
+result is byte-identical to a straight build on any number of ranks. At the end each rank
+checks its share of the chunks (hashing only those it did not write or hash itself) and
+syncs; rank 0 then writes the manifest; it holds nothing that depends on timing or on
 the world size.
 
 Precision. Selection runs as online does (`propose_targets`: the surrogate body in
@@ -83,6 +85,7 @@ import numpy as np
 import torch
 
 from lsap.method.targets import AuxTargets
+from lsap.surrogate.verified import VerifiedRecord
 from lsap.utils.errors import StoreError
 from lsap.utils.io import sha256_file
 from lsap.utils.logging import get_logger
@@ -217,10 +220,12 @@ class TargetStore:
     Always checks the manifest and every chunk's size; `verify=True` also checks every
     chunk's sha256 up front (reads the whole store once). Without it, each chunk's
     sha256 is checked the first time a lookup reads it, so a corrupt chunk is refused
-    before any training step uses it (once per chunk; ~1 ms per MB).
+    before any training step uses it (~1 ms per MB), once per node: checked chunks are
+    recorded beside the store (`lsap.surrogate.verified`) and the other ranks of the node,
+    and later runs, trust them while the file is unchanged (`record=False`: once per process).
     """
 
-    def __init__(self, directory: str | os.PathLike, *, verify: bool = False):
+    def __init__(self, directory: str | os.PathLike, *, verify: bool = False, record: bool = True):
         self.dir = Path(directory)
         mpath = self.dir / "manifest.json"
         if not mpath.is_file():
@@ -277,6 +282,7 @@ class TargetStore:
         self._maps = OrderedDict()
         self.max_open = max(1, int(os.environ.get("LSAP_STORE_MAX_OPEN", "64")))
         self._verified = [verify] * len(self._lay)
+        self._record = VerifiedRecord(self.dir) if record else None
         self._warned = set()
 
     # ---- checks ---------------------------------------------------------------------
@@ -415,19 +421,28 @@ class TargetStore:
                     pass  # a caller still holds a view: the map closes when it is dropped
         return buf
 
+    def _verify_chunk(self, c: int) -> None:
+        ch, rec = self.manifest["chunks"][c], self._record
+        if rec is not None and rec.trusted(ch["path"], ch["sha256"]):
+            self._verified[c] = True
+            return
+        before = rec.key(ch["path"], ch["sha256"]) if rec is not None else None
+        if hashlib.sha256(self._chunk(c)).hexdigest() != ch["sha256"]:
+            raise StoreError(
+                f"{self.dir / ch['path']}: sha256 mismatch, the chunk changed after it was built "
+                "(corrupt); delete the directory and re-run the same `lsap store build` (or build into a "
+                "new --out)"
+            )
+        self._verified[c] = True
+        if rec is not None:
+            rec.add(ch["path"], ch["sha256"], before)
+
     def _window(self, w: int):
         if not 0 <= w < self.n_windows:
             raise StoreError(f"window {w} outside the store's [0, {self.n_windows})")
         c, j = divmod(w, self.chunk_windows)
         if not self._verified[c]:
-            ch = self.manifest["chunks"][c]
-            if hashlib.sha256(self._chunk(c)).hexdigest() != ch["sha256"]:
-                raise StoreError(
-                    f"{self.dir / ch['path']}: sha256 mismatch, the chunk changed after it was built "
-                    "(corrupt); delete the directory and re-run the same `lsap store build` (or build into a "
-                    "new --out)"
-                )
-            self._verified[c] = True
+            self._verify_chunk(c)
         buf, lay = self._chunk(c), self._lay[c]
         o, _ = lay["woff"]
         a, b = np.frombuffer(buf, dtype="<i8", count=2, offset=o + 8 * j)
@@ -536,51 +551,4 @@ class TargetStore:
                 "sigma_size": m["vocab_map"]["size"],
                 "sigma_sha256": m["vocab_map"]["sigma_sha256"],
             },
-        }
-
-
-class StoredTargets:
-    """`TargetSource` reading a finished store: the targets `OnlineTargets` would
-    propose for the same windows (see the module doc for float16 exactness), keyed by
-    `Batch.window_ids`. flops_per_token: the store's 2·N_s (charged per trained token,
-    paid once at build time: `paid` is False)."""
-
-    paid = False
-
-    def __init__(
-        self, store: TargetStore, vmap, k: int, alpha: float, *, gold_outside: str = "keep"
-    ):
-        self.store, self.vmap, self.k, self.alpha, self.gold_outside = (
-            store,
-            vmap,
-            k,
-            alpha,
-            gold_outside,
-        )
-        self.flops_per_token = float(store.manifest["flops"]["per_token"])
-
-    @property
-    def cache(self) -> TargetStore:  # the round-2 name
-        return self.store
-
-    def __call__(self, batch) -> AuxTargets:
-        out = self.store.lookup(batch.window_ids, self.k, self.alpha, device=batch.input_ids.device)
-        return (
-            out.drop_gold_outside(batch.labels, self.vmap) if self.gold_outside == "skip" else out
-        )
-
-    def record(self) -> dict:
-        """cache.json of a run trained from this store: where the surrogate compute went."""
-        m = self.store.manifest
-        return {
-            "store_dir": str(self.store.dir.resolve()),
-            "build_flops": m["flops"]["build_flops"],
-            "surrogate_flops_per_token": m["flops"]["per_token"],
-            "surrogate": m["surrogate"]["spec"],
-            "k": m["k"],
-            "min_alpha": m["min_alpha"],
-            "seq_len": m["seq_len"],
-            "positions": m["positions"],
-            "note": "flops_surrogate in metrics charges 2·N_s per trained token (paper accounting); "
-            "the surrogate compute actually paid is this store's build_flops, once per sweep",
         }
