@@ -710,7 +710,7 @@ def store(tiny_world, tmp_path_factory):
     assert (
         main(
             [
-                "cache",
+                "store",
                 "build",
                 "--surrogate",
                 tiny_world["surrogate"],
@@ -771,7 +771,7 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(
         t.run()
     done = [r["step"] for r in rows(out)] if (out / "metrics.jsonl").exists() else []
     assert done == list(range(1, t.step + 1))  # the step that reached chunk 0 never trained
-    assert not t.c.targets.cache._verified[0]  # the StoredTargets source's store
+    assert not t.c.targets.store._verified[0]  # the StoredTargets source's store
     # ... nor touched the weights: they are those of the same run on the intact store after
     # exactly the steps that finished (no partial update from the flipped chunk)
     bad, opt_bad = _snapshot(t)

@@ -206,7 +206,7 @@ def test_store_in_lsap_layout_is_refused():
         dir, seq_len, manifest = Path("s"), 32, {"window_layout": "lsap"}
 
     class Src:
-        cache = FakeStore()
+        store = FakeStore()
 
     with pytest.raises(StoreError, match="window-layout olmo"):
         _check_store(Src(), 32)
@@ -406,9 +406,9 @@ def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_
     assert (
         json.loads((hf / "config.json").read_text())["max_position_embeddings"] == 32
     )  # lm-eval's context
-    from lsap.config import load_run
+    from lsap.config import load_run_config
 
-    assert load_run(out).lsap.lambda_schedule == "cosine"
+    assert load_run_config(out).lsap.lambda_schedule == "cosine"
     ref = example.model_config("tiny", 640).build(init_device="cpu")
     load_model_and_optim_state(str(out / "step2" / "model_and_optim"), ref)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf).eval()

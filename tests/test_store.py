@@ -193,7 +193,7 @@ def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
             assert b[s][key] == a[s][key], (s, key)
         assert a[s]["flops_surrogate_paid"] == a[s]["flops_surrogate"] > 0
         assert b[s]["flops_surrogate_paid"] == 0
-    info = json.loads((tmp_path / "off" / "cache.json").read_text())
+    info = json.loads((tmp_path / "off" / "targets.json").read_text())
     m = TargetStore(small["cache"]).manifest
     assert (
         info["build_flops"] == m["flops"]["build_flops"] == m["flops"]["per_token"] * m["positions"]

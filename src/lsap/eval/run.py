@@ -359,7 +359,7 @@ def evaluate_run(
     the same split by the number of auxiliary targets per position when `targets` is a
     spec {"surrogate", "vocab_map", "k", "alpha", "gold_outside"} (one reference for every run:
     keys left out take `LSAPCfg`'s defaults; "auto": the run's own targets as it trained with
-    them, from `config.load_run`, for LSAP runs; None: no split), and zero-shot tasks through
+    them, from `config.load_run_config`, for LSAP runs; None: no split), and zero-shot tasks through
     lm-evaluation-harness (`tasks`: offline | pairs | paper | names). Checkpoints whose
     eval.json has the same ``eval_set_hash`` are kept unless `force`. Held-out windows
     default to the run's own validation windows (data.seq_len, train.micro_batch_size ×
@@ -369,7 +369,7 @@ def evaluate_run(
     """
     import tempfile
 
-    from lsap.config import load_run
+    from lsap.config import load_run_config
 
     target = Path(target)
     if not target.is_dir():
@@ -388,7 +388,7 @@ def evaluate_run(
         target, checkpoints = target.parent.parent, target.name
     cks = find_checkpoints(target, checkpoints)
     bare = cks and cks[0][0] == target  # a HF model directory, not a run
-    cfg = None if bare else load_run(target)
+    cfg = None if bare else load_run_config(target)
 
     data_dir = data or (cfg.data.dir if cfg else None)
     if data_dir and not Path(data_dir).is_dir() and (target / data_dir).is_dir():

@@ -238,7 +238,7 @@ def plan(
 
 
 def _check_store(targets, seq_len: int) -> None:
-    store = getattr(targets, "cache", None)
+    store = getattr(targets, "store", None)  # a StoredTargets source
     if store is None:
         return
     layout = getattr(store, "window_layout", None) or store.manifest.get("window_layout", "lsap")
@@ -309,7 +309,7 @@ class LSAPTrainModule(TransformerTrainModule):
         if self.targets is None:
             return None
         index = mb.get("index")
-        if index is None and getattr(self.targets, "cache", None) is not None:
+        if index is None and getattr(self.targets, "store", None) is not None:
             raise StoreError(
                 "a target store is keyed by OLMo-core's instance index, but the batch has no 'index' "
                 "(use OLMo-core's NumpyFSLDataset / NumpyDataLoader)"

@@ -67,7 +67,7 @@ the store still charges 2·N_s per trained base token as ``flops_surrogate`` in 
 metrics (the paper's per-run accounting, so matched-FLOPs comparisons against CE stay
 conservative and store and online runs sit on the same FLOPs axis), and in addition
 logs ``flops_surrogate_paid`` (0 for store runs; = flops_surrogate online) and writes
-``cache.json`` (the store's `build_flops`) in its run directory. A sweep's real
+``targets.json`` (the store's `build_flops`) in its run directory. A sweep's real
 compute is therefore Σ_runs flops_base + one `build_flops` per store.
 """
 
@@ -559,10 +559,6 @@ class StoredTargets:
         )
         self.flops_per_token = float(store.manifest["flops"]["per_token"])
 
-    @property
-    def cache(self) -> TargetStore:  # the round-2 name
-        return self.store
-
     def __call__(self, batch) -> AuxTargets:
         out = self.store.lookup(batch.window_ids, self.k, self.alpha, device=batch.input_ids.device)
         return (
@@ -570,7 +566,7 @@ class StoredTargets:
         )
 
     def record(self) -> dict:
-        """cache.json of a run trained from this store: where the surrogate compute went."""
+        """targets.json of a run trained from this store: where the surrogate compute went."""
         m = self.store.manifest
         return {
             "store_dir": str(self.store.dir.resolve()),

@@ -289,7 +289,7 @@ def build_run_targets(cfg: Config, tokenizer, base_vocab: int, shards, d: distri
         source.vmap.save(out / "vocab_map")
         record = source.record()
         if record is not None:
-            atomic_write_text(out / "cache.json", json.dumps(record, indent=2) + "\n")
+            atomic_write_text(out / "targets.json", json.dumps(record, indent=2) + "\n")
     return source
 
 
