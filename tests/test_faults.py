@@ -314,7 +314,7 @@ def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_sur
     real_forward = t.c.wrapped.forward
 
     def nan_forward(*a, **k):
-        out = real_forward(*a, **k)  # LossParts
+        out = real_forward(*a, **k)  # LSAPLossOutput
         return out._replace(loss=out.loss * float("nan"))
 
     t.train_step()

@@ -160,7 +160,8 @@ def test_head_plain_labels_and_zloss_match_olmo_core():
     OLMo-core's loss and z-loss; pack_labels keeps the gold and masks unused slots."""
     from olmo_core.nn.lm_head import LMHead
 
-    from lsap.integrations.olmo_core import LSAPHeadOutput, pack_labels, use_lsap_head
+    from lsap.integrations.olmo_core import pack_labels, use_lsap_head
+    from lsap.method.loss import LSAPLossOutput
     from lsap.method.targets import AuxTargets
 
     torch.manual_seed(0)
@@ -187,9 +188,10 @@ def test_head_plain_labels_and_zloss_match_olmo_core():
         z_loss_multiplier=1e-3,
         loss_div_factor=17.0,
     )
-    assert isinstance(packed, LSAPHeadOutput)
+    assert isinstance(packed, LSAPLossOutput)
     torch.testing.assert_close(packed.loss, ref.loss, rtol=2e-6, atol=1e-6)
-    torch.testing.assert_close(packed.z_loss, ref.z_loss, rtol=2e-6, atol=1e-8)
+    torch.testing.assert_close(1e-3 * packed.z_sum / 17.0, ref.z_loss, rtol=2e-6, atol=1e-8)
+    torch.testing.assert_close(packed.ce_sum / 17.0, ref.ce_loss, rtol=2e-6, atol=1e-6)
     ids = torch.randint(0, W.V_BASE, (2, 9, 3))
     mask = torch.rand(2, 9, 3) < 0.5
     p = pack_labels(labels, AuxTargets(ids, mask, mask.float()))

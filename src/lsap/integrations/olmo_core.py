@@ -54,7 +54,7 @@ Not supported (refused): tensor / context / pipeline parallelism, a head with a 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -76,27 +76,12 @@ from lsap.utils.errors import ConfigError, StoreError
 
 __all__ = [
     "LSAPLMHead",
-    "LSAPHeadOutput",
     "LSAPTrainModule",
     "use_lsap_head",
     "pack_labels",
     "base_flops_per_token",
     "plan",
 ]
-
-
-class LSAPHeadOutput(NamedTuple):
-    """What `LSAPLMHead` returns for packed labels. loss: (ce + λ·aux + m·z) / div (to
-    backprop); ce_loss / z_loss: the same parts / div (detached, OLMo-core's fields);
-    ce_sum, aux_sum, z_sum: detached sums (aux unscaled by λ, z unscaled by m)."""
-
-    logits: None
-    loss: torch.Tensor
-    ce_loss: torch.Tensor
-    z_loss: torch.Tensor | None
-    ce_sum: torch.Tensor
-    aux_sum: torch.Tensor
-    z_sum: torch.Tensor
 
 
 class LSAPLMHead(LMHead):
@@ -173,16 +158,9 @@ class LSAPLMHead(LMHead):
             aux_weight=w,
         )
         div = 1.0 if loss_div_factor is None else loss_div_factor
-        m = float(z_loss_multiplier or 0.0)
-        return LSAPHeadOutput(
-            None,
-            out.loss / div,
-            out.ce_sum / div,
-            (m * out.z_sum / div) if m else None,
-            out.ce_sum,
-            out.aux_sum,
-            out.z_sum,
-        )
+        # loss: (ce + λ·aux + m·z) / div, to backprop; ce_sum, aux_sum, z_sum: detached sums
+        # (aux unscaled by λ, z unscaled by m), which `LSAPTrainModule` reduces itself.
+        return out._replace(loss=out.loss / div)
 
 
 def use_lsap_head(model) -> LSAPLMHead:
