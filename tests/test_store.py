@@ -212,12 +212,12 @@ def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         build_store(
-            tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=kill, **args
+            tiny_world["surrogate"], small["data"], T, tmp_path / "c", on_chunk=kill, **args
         )
     with pytest.raises(StoreError, match="did not finish"):
         TargetStore(tmp_path / "c")
     build_store(
-        tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=seen.append, **args
+        tiny_world["surrogate"], small["data"], T, tmp_path / "c", on_chunk=seen.append, **args
     )
     ref = Path(small["cache"])
     n = len(json.loads((ref / "manifest.json").read_text())["chunks"])

@@ -303,13 +303,13 @@ def reference_targets(cfg, run_dir: Path) -> dict | None:
 
 def _load_targets(spec: dict, base_tok, device):
     """`targets(inp, lab)` for `heldout_metrics` from a spec, through the one target-source
-    factory (`lsap.surrogate.sources.target_source`, online: held-out windows are in no store), so k, α,
+    factory (`lsap.surrogate.sources.TargetSpec`, online: held-out windows are in no store), so k, α,
     gold_outside and the intersection ablation apply as in training. Keys missing from `spec`
     take `LSAPCfg`'s defaults."""
     from lsap.config import LSAPCfg
     from lsap.data.tokenizer import padded_vocab_size
     from lsap.eval.metrics import source_targets
-    from lsap.surrogate.sources import target_source
+    from lsap.surrogate.sources import TargetSpec
 
     d = LSAPCfg()
 
@@ -317,19 +317,16 @@ def _load_targets(spec: dict, base_tok, device):
         return spec[key] if spec.get(key) is not None else default
 
     return source_targets(
-        target_source(
+        TargetSpec(
             k=int(get("k", d.k)),
             alpha=float(get("alpha", d.alpha)),
             gold_outside=get("gold_outside", d.gold_outside),
             keep_fraction=float(get("intersection_keep", d.intersection_keep)),
             seed=int(get("intersection_seed", d.intersection_seed)),
-            device=device,
             surrogate=spec["surrogate"],
             vocab_map=spec.get("vocab_map") or None,
-            base_tokenizer=base_tok,
-            base_vocab_size=padded_vocab_size(base_tok),
             allow_small_intersection=True,
-        )
+        ).build(device=device, base_tokenizer=base_tok, base_vocab_size=padded_vocab_size(base_tok))
     )
 
 
