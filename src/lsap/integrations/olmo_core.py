@@ -325,20 +325,7 @@ class LSAPTrainModule(TransformerTrainModule):
 
         # 1. every micro-batch's targets before the first backward: Z needs the step's V.
         n_local = (labels != ignore).sum()
-        v_local = torch.zeros((), dtype=torch.long, device=labels.device)
-        weights: list[torch.Tensor | None] = []
-        for mb in micro_batches:
-            aux = None if dry_run else self._aux(mb)
-            if aux is not None:
-                aux = AuxTargets(
-                    aux.ids,
-                    aux.mask & (mb["labels"] != ignore)[..., None].to(aux.mask.device),
-                    aux.probs,
-                )
-                v_local = v_local + aux.count.to(v_local.device)
-            prob = aux is not None and self.aux_weighting == "prob"
-            weights.append(torch.where(aux.mask, aux.probs, 0.0).float() if prob else None)
-            mb["labels"] = pack_labels(mb["labels"], aux, ignore)
+        v_local, weights = self._pack_targets(micro_batches, labels.device, ignore, dry_run)
         self.record_metric(
             "train/masked labels (%)", (labels.numel() - n_local) / labels.numel(), ReduceType.mean
         )
@@ -378,7 +365,29 @@ class LSAPTrainModule(TransformerTrainModule):
             self.model.reset_auxiliary_metrics()
             return
 
-        # 4. metrics: local sums over global counts, summed over ranks.
+        self._record_step(acc, N, V, Z, lam)
+
+    def _pack_targets(self, micro_batches, device, ignore: int, dry_run: bool):
+        """Every micro-batch's targets packed into its labels (in place); returns the local
+        target count V and the per-micro-batch probability weights (None: unweighted)."""
+        v_local = torch.zeros((), dtype=torch.long, device=device)
+        weights: list[torch.Tensor | None] = []
+        for mb in micro_batches:
+            aux = None if dry_run else self._aux(mb)
+            if aux is not None:
+                aux = AuxTargets(
+                    aux.ids,
+                    aux.mask & (mb["labels"] != ignore)[..., None].to(aux.mask.device),
+                    aux.probs,
+                )
+                v_local = v_local + aux.count.to(v_local.device)
+            prob = aux is not None and self.aux_weighting == "prob"
+            weights.append(torch.where(aux.mask, aux.probs, 0.0).float() if prob else None)
+            mb["labels"] = pack_labels(mb["labels"], aux, ignore)
+        return v_local, weights
+
+    def _record_step(self, acc: dict, N: float, V: float, Z: float, lam: float) -> None:
+        """4. metrics: local sums over global counts, summed over ranks; FLOPs."""
         Nd = max(N, 1.0)
         ce = acc["ce"] / Nd
         if isinstance(self.optim, SkipStepOptimizer):

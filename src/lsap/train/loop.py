@@ -35,7 +35,7 @@ from lsap.method.loss import LSAPLossOutput, lsap_linear_loss, lsap_loss, normal
 from lsap.method.schedules import LambdaSchedule, LRSchedule
 from lsap.method.targets import IGNORE
 from lsap.train import checkpoint
-from lsap.train.weight_decay import decays
+from lsap.train.optim import build_optimizer
 from lsap.utils.errors import ConfigError, TrainingError
 from lsap.utils.io import atomic_write_text
 from lsap.utils.logging import get_logger
@@ -215,22 +215,8 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
     wrapped = distributed.wrap(
         module, d, t.distributed, layers=blocks, mixed_precision=t.fsdp_mixed_precision
     )
-    decay = [p for p in module.parameters() if decays(p)]  # lsap.train.weight_decay's rule
-    no_decay = [p for p in module.parameters() if not decays(p)]
     o = cfg.optim
-    # fused (one kernel for all tensors) on CUDA; foreach (batched ops) elsewhere
-    fused = dev.type == "cuda"
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": o.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=o.lr,
-        betas=tuple(o.betas),
-        eps=o.eps,
-        fused=fused,
-        foreach=None if fused else True,
-    )
+    opt = build_optimizer(module, o, dev)  # AdamW; no decay where not decays(p)
     total = budget.total_steps
     lr_at = LRSchedule(o.lr, min(o.warmup_steps, max(total - 1, 0)), total, o.min_lr_ratio)
     L = cfg.lsap
