@@ -23,7 +23,7 @@ def run_store_vs_online(world, tmp_path, seq_len: int = 32, k: int = 4, alpha: f
     from lsap.data.shards import TokenShards, prepare
     from lsap.data.tokenizer import load_tokenizer
     from lsap.surrogate.load import load_surrogate_with_map
-    from lsap.surrogate.sources import OnlineTargets, target_source
+    from lsap.surrogate.sources import OnlineTargets, TargetSpec
     from lsap.surrogate.store import TargetStore
     from lsap.surrogate.store_build import build_store, olmo_paths
 
@@ -49,17 +49,14 @@ def run_store_vs_online(world, tmp_path, seq_len: int = 32, k: int = 4, alpha: f
     vmap = store.load_vocab_map()
     vocab = vmap.base_vocab_size
     # through lsap's one factory: check_run (shards, seq_len, surrogate weights, OLMo-core layout) applies
-    stored = target_source(
+    stored = TargetSpec(
         store=store,
-        shards=TokenShards(data, "train"),
-        seq_len=seq_len,
         k=k,
         alpha=alpha,
         store_surrogate=world["surrogate"],
-        window_layout="olmo",
         dtype="float32",
-        online_batch_size=8,
-    )
+        batch_size=8,
+    ).build(shards=TokenShards(data, "train"), seq_len=seq_len, window_layout="olmo")
     sw = load_surrogate_with_map(
         world["surrogate"], load_tokenizer(world["base_tok"]), vocab, dtype=None, device="cpu"
     )

@@ -119,12 +119,18 @@ def test_lsap_trainer_lam_schedule_refuses_negative_and_nan():
     assert _lam_schedule(0.5)(3, 10) == 0.5
 
 
-def test_target_source_refuses_alpha_above_one():
-    from lsap.surrogate.sources import target_source
+def test_target_spec_refuses_alpha_above_one():
+    from lsap.surrogate.sources import TargetSpec
     from lsap.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match="alpha"):
-        target_source(k=15, alpha=1.5, store="/nonexistent")
+        TargetSpec(k=15, alpha=1.5, store="/nonexistent")
+    with pytest.raises(ConfigError, match="keep_fraction"):
+        TargetSpec(k=15, alpha=0.05, surrogate="x", keep_fraction=0.0)
+    with pytest.raises(ConfigError, match="k must"):
+        TargetSpec(k=0, alpha=0.05, surrogate="x")
+    with pytest.raises(ValueError, match="exactly one"):
+        TargetSpec(k=15, alpha=0.05)
 
 
 def test_second_sweep_on_one_out_refused(tmp_path, capsys):

@@ -133,7 +133,7 @@ def test_resume_after_kill_is_byte_identical(tok, corpus, tmp_path):
             raise KeyboardInterrupt("simulated kill")
 
     with pytest.raises(KeyboardInterrupt):
-        _prep(tok, corpus, tmp_path / "resumed", _after_shard=kill)
+        _prep(tok, corpus, tmp_path / "resumed", on_shard=kill)
     assert not json.loads((tmp_path / "resumed" / "manifest.json").read_text())["complete"]
     _prep(tok, corpus, tmp_path / "resumed")
     assert _files(tmp_path / "resumed") == _files(tmp_path / "straight")
@@ -143,7 +143,7 @@ def test_idempotent_and_wrong_tokenizer(tok, corpus, tmp_path):
     _prep(tok, corpus, tmp_path / "o")
     before = _files(tmp_path / "o")
     calls = []
-    _prep(tok, corpus, tmp_path / "o", _after_shard=lambda: calls.append(1))
+    _prep(tok, corpus, tmp_path / "o", on_shard=lambda: calls.append(1))
     assert calls == [] and _files(tmp_path / "o") == before
     other = _tiny_tokenizer(280, extra="zebra")
     with pytest.raises(DataError, match="tokenizer"):

@@ -114,8 +114,6 @@ def test_extractor_reads_every_form():
 
 @pytest.mark.parametrize("where,_,argv", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_doc_command_parses(where, _, argv, capsys):
-    if argv and argv[0] in cli.ALIASES:
-        argv = [cli.ALIASES[argv[0]], *argv[1:]]
     try:
         args = cli.build_parser().parse_args(argv)
     except SystemExit as e:  # --help / --version exit 0; a bad command exits 2

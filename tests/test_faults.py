@@ -314,7 +314,7 @@ def test_a_skipped_step_leaves_weights_and_optimizer_untouched_and_the_count_sur
     real_forward = t.c.wrapped.forward
 
     def nan_forward(*a, **k):
-        out = real_forward(*a, **k)  # LossParts
+        out = real_forward(*a, **k)  # LSAPLossOutput
         return out._replace(loss=out.loss * float("nan"))
 
     t.train_step()
@@ -742,7 +742,7 @@ def store(tiny_world, tmp_path_factory):
     assert (
         main(
             [
-                "cache",
+                "store",
                 "build",
                 "--surrogate",
                 tiny_world["surrogate"],
@@ -803,7 +803,7 @@ def test_flipped_byte_in_a_store_chunk_is_refused_before_training_on_it(
         t.run()
     done = [r["step"] for r in rows(out)] if (out / "metrics.jsonl").exists() else []
     assert done == list(range(1, t.step + 1))  # the step that reached chunk 0 never trained
-    assert not t.c.targets.cache._verified[0]  # the StoredTargets source's store
+    assert not t.c.targets.store._verified[0]  # the StoredTargets source's store
     # ... nor touched the weights: they are those of the same run on the intact store after
     # exactly the steps that finished (no partial update from the flipped chunk)
     bad, opt_bad = _snapshot(t)

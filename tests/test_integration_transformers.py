@@ -263,7 +263,7 @@ def test_store_equals_online_and_flops_include_the_surrogate(tiny_world, base, t
 
 
 def test_store_for_other_data_is_refused_as_by_lsap_train(tiny_world, base, tmp_path):
-    """One factory (`lsap.surrogate.sources.target_source`): LSAPTrainer checks a store against its
+    """One factory (`lsap.surrogate.sources.TargetSpec`): LSAPTrainer checks a store against its
     train dataset exactly as `lsap train` does, with the same message."""
     from lsap.data.shards import prepare
     from lsap.surrogate.store_build import build_store

@@ -160,7 +160,8 @@ def test_head_plain_labels_and_zloss_match_olmo_core():
     OLMo-core's loss and z-loss; pack_labels keeps the gold and masks unused slots."""
     from olmo_core.nn.lm_head import LMHead
 
-    from lsap.integrations.olmo_core import LSAPHeadOutput, pack_labels, use_lsap_head
+    from lsap.integrations.olmo_core import pack_labels, use_lsap_head
+    from lsap.method.loss import LSAPLossOutput
     from lsap.method.targets import AuxTargets
 
     torch.manual_seed(0)
@@ -187,9 +188,10 @@ def test_head_plain_labels_and_zloss_match_olmo_core():
         z_loss_multiplier=1e-3,
         loss_div_factor=17.0,
     )
-    assert isinstance(packed, LSAPHeadOutput)
+    assert isinstance(packed, LSAPLossOutput)
     torch.testing.assert_close(packed.loss, ref.loss, rtol=2e-6, atol=1e-6)
-    torch.testing.assert_close(packed.z_loss, ref.z_loss, rtol=2e-6, atol=1e-8)
+    torch.testing.assert_close(1e-3 * packed.z_sum / 17.0, ref.z_loss, rtol=2e-6, atol=1e-8)
+    torch.testing.assert_close(packed.ce_sum / 17.0, ref.ce_loss, rtol=2e-6, atol=1e-6)
     ids = torch.randint(0, W.V_BASE, (2, 9, 3))
     mask = torch.rand(2, 9, 3) < 0.5
     p = pack_labels(labels, AuxTargets(ids, mask, mask.float()))
@@ -206,7 +208,7 @@ def test_store_in_lsap_layout_is_refused():
         dir, seq_len, manifest = Path("s"), 32, {"window_layout": "lsap"}
 
     class Src:
-        cache = FakeStore()
+        store = FakeStore()
 
     with pytest.raises(StoreError, match="window-layout olmo"):
         _check_store(Src(), 32)
@@ -406,9 +408,9 @@ def test_example_tiny_trains_from_a_paper_config_and_exports_hf(tiny_world, tmp_
     assert (
         json.loads((hf / "config.json").read_text())["max_position_embeddings"] == 32
     )  # lm-eval's context
-    from lsap.config import load_run
+    from lsap.config import load_run_config
 
-    assert load_run(out).lsap.lambda_schedule == "cosine"
+    assert load_run_config(out).lsap.lambda_schedule == "cosine"
     ref = example.model_config("tiny", 640).build(init_device="cpu")
     load_model_and_optim_state(str(out / "step2" / "model_and_optim"), ref)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf).eval()

@@ -79,7 +79,7 @@ def test_killed_multi_worker_prepare_resumes_byte_identical(tiny_world, one_work
             "pydoc-topics",
             tmp_path / "k",
             workers=2,
-            _after_shard=kill,
+            on_shard=kill,
             **ARGS,
         )
     assert len(seen) == 3

@@ -192,7 +192,7 @@ def test_training_from_cache_equals_online(tiny_world, small, tmp_path):
             assert b[s][key] == a[s][key], (s, key)
         assert a[s]["flops_surrogate_paid"] == a[s]["flops_surrogate"] > 0
         assert b[s]["flops_surrogate_paid"] == 0
-    info = json.loads((tmp_path / "off" / "cache.json").read_text())
+    info = json.loads((tmp_path / "off" / "targets.json").read_text())
     m = TargetStore(small["cache"]).manifest
     assert (
         info["build_flops"] == m["flops"]["build_flops"] == m["flops"]["per_token"] * m["positions"]
@@ -211,12 +211,12 @@ def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         build_store(
-            tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=kill, **args
+            tiny_world["surrogate"], small["data"], T, tmp_path / "c", on_chunk=kill, **args
         )
     with pytest.raises(StoreError, match="did not finish"):
         TargetStore(tmp_path / "c")
     build_store(
-        tiny_world["surrogate"], small["data"], T, tmp_path / "c", _after_chunk=seen.append, **args
+        tiny_world["surrogate"], small["data"], T, tmp_path / "c", on_chunk=seen.append, **args
     )
     ref = Path(small["cache"])
     n = len(json.loads((ref / "manifest.json").read_text())["chunks"])

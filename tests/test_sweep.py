@@ -309,9 +309,9 @@ def test_toy_overlap_axis_end_to_end_with_out_of_domain_pairs(tmp_path):
     x = st["overlap"][""]
     assert x["lsap-keep0.3"] < x["lsap-keep1.0"] <= 1.0
     keep = [r for r in st["runs"] if r["setting"] == "lsap-keep0.3"][0]
-    from lsap.config import load_run
+    from lsap.config import load_run_config
 
-    cfg = load_run(keep["out_dir"])
+    cfg = load_run_config(keep["out_dir"])
     assert "keep0.3-seed0" in cfg.surrogate.vocab_map and cfg.lsap.intersection_keep == 1.0
     rows = {r["setting"]: r for r in res["summary"]}
     assert set(rows) == {"lsap-keep1.0", "lsap-keep0.3"}

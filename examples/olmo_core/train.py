@@ -70,12 +70,14 @@ def model_config(preset: str, vocab_size: int):
 
 
 def no_decay_overrides(model) -> list:
-    """`lsap train`'s weight-decay rule as OLMo-core group overrides: parameters with
-    dim < 2 (every norm's weight, any bias) get weight_decay 0; matrices (embeddings and
-    the head included, as in `lsap train`) keep optim.weight_decay."""
+    """`lsap train`'s weight-decay rule (`lsap.train.optim.decays`) as OLMo-core group
+    overrides: parameters with dim < 2 (every norm's weight, any bias) get weight_decay 0;
+    matrices (embeddings and the head included, as in `lsap train`) keep optim.weight_decay."""
     from olmo_core.optim import OptimGroupOverride
 
-    names = [n for n, p in model.named_parameters() if p.dim() < 2]
+    from lsap.train.optim import decays
+
+    names = [n for n, p in model.named_parameters() if not decays(p)]
     return [OptimGroupOverride(params=names, opts={"weight_decay": 0.0})] if names else []
 
 

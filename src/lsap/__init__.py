@@ -24,7 +24,7 @@ _EXPORTS = {
     "AuxTargets": "method.targets",
     "TargetSource": "surrogate.sources",
     "OnlineTargets": "surrogate.sources",
-    "target_source": "surrogate.sources",
+    "TargetSpec": "surrogate.sources",
     "build_target_source": "surrogate.sources",
     "translate_inputs": "method.targets",
     "select_aux_targets": "method.targets",

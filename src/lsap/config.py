@@ -491,21 +491,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             where = f" at line {m.line + 1}, column {m.column + 1}" if m else ""
             raise ConfigError(f"{p}: not valid YAML{where} ({getattr(e, 'problem', e)})") from None
     data = _merge(data, parse_overrides(overrides or []))
-    return validate(_build(Config, _legacy_names(data)))
+    return validate(_build(Config, data))
 
 
-def _legacy_names(data: dict) -> dict:
-    """Round-2 names of the target store: surrogate.source=cache, surrogate.cache_dir."""
-    s = data.get("surrogate")
-    if isinstance(s, dict):
-        if "cache_dir" in s:
-            s.setdefault("store_dir", s.pop("cache_dir"))
-        if s.get("source") == "cache":
-            s["source"] = "store"
-    return data
-
-
-def load_run(run_dir: str | Path) -> Config:
+def load_run_config(run_dir: str | Path) -> Config:
     """The resolved `Config` a run was trained with (RUN/config.yaml, or the newest
     checkpoint's copy). Readers of finished runs (eval, report, sweep) use this instead
     of re-stating defaults: a default changed later cannot change what a run *was*."""
@@ -516,5 +505,5 @@ def load_run(run_dir: str | Path) -> Config:
     for c in candidates:
         if c.is_file():
             data = yaml.safe_load(c.read_text()) or {}
-            return validate(_build(Config, _legacy_names(data)))
+            return validate(_build(Config, data))
     raise ConfigError(f"{d} holds no config.yaml (not a run directory written by `lsap train`?)")

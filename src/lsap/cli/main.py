@@ -30,7 +30,7 @@ COMMANDS: dict[str, str] = {
     "prepare": "Tokenize text into train/validation token shards",
     "train": "Pretrain a base model with CE or LSAP",
     "flops": "FLOPs of a run from model configs alone; tokens at matched FLOPs",
-    "store": "Offline surrogate-target store: build / info (alias: cache)",
+    "store": "Offline surrogate-target store: build / info",
     "analyze": "The paper's Table 1: tokens above α per position, per model and dataset",
     "eval": "Evaluate checkpoints: held-out loss, bits per byte, lm-evaluation-harness",
     "report": "Compare runs at matched FLOPs: markdown table and plots",
@@ -38,10 +38,6 @@ COMMANDS: dict[str, str] = {
     "quickstart": "The whole method end to end on one CPU, offline",
     "preflight": "Should I use LSAP with this surrogate on my text? Σ∩, strength, targets, FLOPs price",
 }
-
-
-# Old command names that still work (`lsap cache build` = `lsap store build`).
-ALIASES: dict[str, str] = {"cache": "store"}
 
 
 def _load(name: str):
@@ -74,8 +70,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ALIASES:
-        argv[0] = ALIASES[argv[0]]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only=command or "")
     args = parser.parse_args(argv)

@@ -231,7 +231,7 @@ def prepare(
     workers: int = 1,
     progress: bool = True,
     tokenizer=None,
-    _after_shard: Callable[[], None] | None = None,
+    on_shard: Callable[[], None] | None = None,
 ) -> dict:
     """Tokenize `source` into train/val shards under `out`; returns the manifest dict.
 
@@ -239,7 +239,7 @@ def prepare(
     write; a re-run with the same arguments continues (or, when complete, does nothing)
     and ends byte-identical to an uninterrupted run. `max_tokens` stops after the
     document that reaches it (train + val). `tokenizer` skips loading `tokenizer_spec`
-    (tests). `_after_shard` is a test hook called after each recorded shard.
+    (tests). `on_shard()` is called after each recorded shard (progress, tests).
     `train_part` = (lo, hi) keeps only the training documents in that partition of the
     training pool (`in_part`); the val split is unaffected, so two data directories
     prepared with disjoint parts share their held-out documents and nothing else.
@@ -345,13 +345,13 @@ def prepare(
         for s in SPLITS
     }
 
-    def on_shard():
+    def record_shard():
         atomic_write_json(mpath, manifest, fsync=False)
-        if _after_shard is not None:
-            _after_shard()
+        if on_shard is not None:
+            on_shard()
 
     for w in writers.values():
-        w.on_shard = on_shard
+        w.on_shard = record_shard
     resume = {
         s: (manifest["splits"][s]["state"]["doc"], manifest["splits"][s]["state"]["offset"])
         for s in SPLITS

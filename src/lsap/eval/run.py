@@ -303,13 +303,13 @@ def reference_targets(cfg, run_dir: Path) -> dict | None:
 
 def _load_targets(spec: dict, base_tok, device):
     """`targets(inp, lab)` for `heldout_metrics` from a spec, through the one target-source
-    factory (`lsap.surrogate.sources.target_source`, online: held-out windows are in no store), so k, α,
+    factory (`lsap.surrogate.sources.TargetSpec`, online: held-out windows are in no store), so k, α,
     gold_outside and the intersection ablation apply as in training. Keys missing from `spec`
     take `LSAPCfg`'s defaults."""
     from lsap.config import LSAPCfg
     from lsap.data.tokenizer import padded_vocab_size
     from lsap.eval.metrics import source_targets
-    from lsap.surrogate.sources import target_source
+    from lsap.surrogate.sources import TargetSpec
 
     d = LSAPCfg()
 
@@ -317,19 +317,16 @@ def _load_targets(spec: dict, base_tok, device):
         return spec[key] if spec.get(key) is not None else default
 
     return source_targets(
-        target_source(
+        TargetSpec(
             k=int(get("k", d.k)),
             alpha=float(get("alpha", d.alpha)),
             gold_outside=get("gold_outside", d.gold_outside),
             keep_fraction=float(get("intersection_keep", d.intersection_keep)),
             seed=int(get("intersection_seed", d.intersection_seed)),
-            device=device,
             surrogate=spec["surrogate"],
             vocab_map=spec.get("vocab_map") or None,
-            base_tokenizer=base_tok,
-            base_vocab_size=padded_vocab_size(base_tok),
             allow_small_intersection=True,
-        )
+        ).build(device=device, base_tokenizer=base_tok, base_vocab_size=padded_vocab_size(base_tok))
     )
 
 
@@ -359,7 +356,7 @@ def evaluate_run(
     the same split by the number of auxiliary targets per position when `targets` is a
     spec {"surrogate", "vocab_map", "k", "alpha", "gold_outside"} (one reference for every run:
     keys left out take `LSAPCfg`'s defaults; "auto": the run's own targets as it trained with
-    them, from `config.load_run`, for LSAP runs; None: no split), and zero-shot tasks through
+    them, from `config.load_run_config`, for LSAP runs; None: no split), and zero-shot tasks through
     lm-evaluation-harness (`tasks`: offline | pairs | paper | names). Checkpoints whose
     eval.json has the same ``eval_set_hash`` are kept unless `force`. Held-out windows
     default to the run's own validation windows (data.seq_len, train.micro_batch_size ×
@@ -369,7 +366,7 @@ def evaluate_run(
     """
     import tempfile
 
-    from lsap.config import load_run
+    from lsap.config import load_run_config
 
     target = Path(target)
     if not target.is_dir():
@@ -388,7 +385,7 @@ def evaluate_run(
         target, checkpoints = target.parent.parent, target.name
     cks = find_checkpoints(target, checkpoints)
     bare = cks and cks[0][0] == target  # a HF model directory, not a run
-    cfg = None if bare else load_run(target)
+    cfg = None if bare else load_run_config(target)
 
     data_dir = data or (cfg.data.dir if cfg else None)
     if data_dir and not Path(data_dir).is_dir() and (target / data_dir).is_dir():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-ALPHA = 0.05
+SIGNIFICANCE = 0.05
 
 
 def _t_pdf(x: float, df: int) -> float:
@@ -43,7 +43,7 @@ def t_quantile(level: float, df: int) -> float:
     return (lo + hi) / 2
 
 
-def seed_level_test(deltas, *, alpha: float = ALPHA, level: float = 0.95) -> dict:
+def seed_level_test(deltas, *, significance: float = SIGNIFICANCE, level: float = 0.95) -> dict:
     """{"n_seeds", "delta", "per_seed", "sd", "p", "ci", "agree", "verdict"} over per-seed Δs."""
     d = [float(x) for x in deltas]
     n = len(d)
@@ -51,7 +51,7 @@ def seed_level_test(deltas, *, alpha: float = ALPHA, level: float = 0.95) -> dic
         "n_seeds": n,
         "per_seed": d,
         "delta": sum(d) / n if n else None,
-        "alpha": alpha,
+        "significance": significance,
         "level": level,
         "p": None,
         "ci": None,
@@ -79,9 +79,9 @@ def _verdict(r: dict) -> str:
     if not r["agree"]:
         return "inconclusive (seeds disagree)"
     lo, hi = r["ci"]
-    if lo <= 0 <= hi or r["p"] >= r["alpha"]:
-        return f"inconclusive (interval covers 0 or p ≥ {r['alpha']:g})"
-    return f"LSAP {'better' if r['delta'] > 0 else 'worse'} (p < {r['alpha']:g}, seed-level)"
+    if lo <= 0 <= hi or r["p"] >= r["significance"]:
+        return f"inconclusive (interval covers 0 or p ≥ {r['significance']:g})"
+    return f"LSAP {'better' if r['delta'] > 0 else 'worse'} (p < {r['significance']:g}, seed-level)"
 
 
 def seed_line(r: dict | None, scale: float = 100.0, unit: str = "pts") -> str:

@@ -9,7 +9,7 @@ order — one array per seed, the CE run and the LSAP run of that seed — poole
 - `bootstrap_delta(ce, lsap, ...)`: percentile interval of Δ accuracy (LSAP − CE) from a
   paired bootstrap that resamples examples with replacement within each seed (so every seed
   keeps its weight), seeded (`numpy.random.default_rng(seed)`).
-- `paired_comparison(ce, lsap)`: both, plus Δ and whether it survives p < `alpha`;
+- `paired_comparison(ce, lsap)`: both, plus Δ and whether it survives p < `significance` (the significance level; `alpha` in lsap is only LSAP's threshold);
   `verdict(result)`: the one line the report and the quickstart print.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-ALPHA = 0.05
+SIGNIFICANCE = 0.05
 
 
 def binom_cdf_half(k: int, n: int) -> float:
@@ -86,11 +86,11 @@ def bootstrap_delta(
 
 
 def paired_comparison(
-    ce, lsap, *, alpha: float = ALPHA, n_boot: int = 10_000, seed: int = 0
+    ce, lsap, *, significance: float = SIGNIFICANCE, n_boot: int = 10_000, seed: int = 0
 ) -> dict:
     """{"delta", "n", "b", "c", "p", "ci": [lo, hi], "survives"}: Δ accuracy (LSAP − CE) over the
     pooled examples, the exact sign test on the discordant ones, the seeded paired bootstrap
-    interval, and whether Δ survives p < alpha (`survives`)."""
+    interval, and whether Δ survives p < significance (`survives`)."""
     b, c, n = discordant(ce, lsap)
     if n == 0:
         raise ValueError("paired_comparison: no examples")
@@ -104,14 +104,14 @@ def paired_comparison(
         "p": p,
         "ci": [lo, hi],
         "level": 0.95,
-        "survives": survives(p, alpha),
-        "alpha": alpha,
+        "survives": survives(p, significance),
+        "significance": significance,
     }
 
 
-def survives(p: float | None, alpha: float = ALPHA) -> bool:
-    """Whether a difference with two-sided p-value `p` is significant at `alpha` (p < alpha)."""
-    return p is not None and p < alpha
+def survives(p: float | None, significance: float = SIGNIFICANCE) -> bool:
+    """Whether a difference with two-sided p-value `p` is significant (p < significance)."""
+    return p is not None and p < significance
 
 
 def verdict(res: dict | None, scale: float = 100.0, unit: str = "pts") -> str:
@@ -125,7 +125,7 @@ def verdict(res: dict | None, scale: float = 100.0, unit: str = "pts") -> str:
         f"Δ {d:+.2f} {unit}, {res.get('level', 0.95):.0%} CI [{lo:+.2f}, {hi:+.2f}], sign test "
         f"p = {res['p']:.3g} ({res['n']:,} pairs, {res['b']} vs {res['c']} discordant)"
     )
-    a = res.get("alpha", ALPHA)
+    a = res.get("significance", SIGNIFICANCE)
     if not res["survives"]:
         return f"{head}: inside the noise (p ≥ {a:g})"
     return f"{head}: LSAP {'better' if res['delta'] > 0 else 'worse'} (p < {a:g})"

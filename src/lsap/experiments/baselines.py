@@ -22,7 +22,7 @@ import json
 import math
 from pathlib import Path
 
-ALPHA = 0.05
+SIGNIFICANCE = 0.05
 
 
 def t_interval(xs: list[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -101,7 +101,7 @@ def compare(summary: dict, ref: str = "ce") -> dict:
             cell["p_holm"] = ph
             if arm == ref:
                 cell["verdict"] = "reference"
-            elif ph is None or ph >= ALPHA:
+            elif ph is None or ph >= SIGNIFICANCE:
                 cell["verdict"] = "inconclusive"
             else:
                 up = cell["delta"] > 0

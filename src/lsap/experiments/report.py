@@ -2,7 +2,7 @@
 
 Inputs are run directories (the trainer's layout)::
 
-    RUN/config.yaml                       read through `lsap.config.load_run` (loss, lsap.alpha, ...)
+    RUN/config.yaml                       read through `lsap.config.load_run_config` (loss, lsap.alpha, ...)
     RUN/metrics.jsonl                     {"kind": "val", "flops", "tokens", "val_loss", ...} lines
     RUN/checkpoints/step_*/eval.json      written by `lsap eval`
 
@@ -93,7 +93,7 @@ class Run:
 
 def load_run(path: str | os.PathLike) -> Run:
     """Read a run directory; raises ReportError without checkpoints or without any eval.json."""
-    from lsap.config import load_run as read_config
+    from lsap.config import load_run_config
     from lsap.train.checkpoint import list_checkpoints
 
     d = Path(path)
@@ -103,7 +103,7 @@ def load_run(path: str | os.PathLike) -> Run:
     cks = list_checkpoints(root)  # finished ones (lsap.train.checkpoint)
     if not cks:
         raise ReportError(f"{d}: no checkpoints (expected {d}/checkpoints/step_*/)")
-    config = read_config(d).to_dict()  # the resolved config: no defaults re-stated here
+    config = load_run_config(d).to_dict()  # the resolved config: no defaults re-stated here
     evals = []
     for p in cks:
         if (p / "eval.json").is_file():
@@ -471,9 +471,9 @@ def _delta_lines(rows: list[dict], paired: list[dict] | None = None) -> list[str
         t = tests.get(r["setting"])
         if t:  # the paired test over examples decides; the seeds' min–max stays next to it
             verdict = (
-                f"LSAP {'better' if t['delta'] > 0 else 'worse'} (p < {t['alpha']:g})"
+                f"LSAP {'better' if t['delta'] > 0 else 'worse'} (p < {t['significance']:g})"
                 if t["survives"]
-                else f"inside the noise (p ≥ {t['alpha']:g})"
+                else f"inside the noise (p ≥ {t['significance']:g})"
             ) + f"; {verdict}"
         pc = "-" if not t else f"{t['p']:.3g}"
         ci = "-" if not t else f"[{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}]"

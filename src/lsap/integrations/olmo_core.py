@@ -54,7 +54,7 @@ Not supported (refused): tensor / context / pipeline parallelism, a head with a 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -76,27 +76,12 @@ from lsap.utils.errors import ConfigError, StoreError
 
 __all__ = [
     "LSAPLMHead",
-    "LSAPHeadOutput",
     "LSAPTrainModule",
     "use_lsap_head",
     "pack_labels",
     "base_flops_per_token",
     "plan",
 ]
-
-
-class LSAPHeadOutput(NamedTuple):
-    """What `LSAPLMHead` returns for packed labels. loss: (ce + λ·aux + m·z) / div (to
-    backprop); ce_loss / z_loss: the same parts / div (detached, OLMo-core's fields);
-    ce_sum, aux_sum, z_sum: detached sums (aux unscaled by λ, z unscaled by m)."""
-
-    logits: None
-    loss: torch.Tensor
-    ce_loss: torch.Tensor
-    z_loss: torch.Tensor | None
-    ce_sum: torch.Tensor
-    aux_sum: torch.Tensor
-    z_sum: torch.Tensor
 
 
 class LSAPLMHead(LMHead):
@@ -173,16 +158,9 @@ class LSAPLMHead(LMHead):
             aux_weight=w,
         )
         div = 1.0 if loss_div_factor is None else loss_div_factor
-        m = float(z_loss_multiplier or 0.0)
-        return LSAPHeadOutput(
-            None,
-            out.loss / div,
-            out.ce_sum / div,
-            (m * out.z_sum / div) if m else None,
-            out.ce_sum,
-            out.aux_sum,
-            out.z_sum,
-        )
+        # loss: (ce + λ·aux + m·z) / div, to backprop; ce_sum, aux_sum, z_sum: detached sums
+        # (aux unscaled by λ, z unscaled by m), which `LSAPTrainModule` reduces itself.
+        return out._replace(loss=out.loss / div)
 
 
 def use_lsap_head(model) -> LSAPLMHead:
@@ -238,7 +216,7 @@ def plan(
 
 
 def _check_store(targets, seq_len: int) -> None:
-    store = getattr(targets, "cache", None)
+    store = getattr(targets, "store", None)  # a StoredTargets source
     if store is None:
         return
     layout = getattr(store, "window_layout", None) or store.manifest.get("window_layout", "lsap")
@@ -309,7 +287,7 @@ class LSAPTrainModule(TransformerTrainModule):
         if self.targets is None:
             return None
         index = mb.get("index")
-        if index is None and getattr(self.targets, "cache", None) is not None:
+        if index is None and getattr(self.targets, "store", None) is not None:
             raise StoreError(
                 "a target store is keyed by OLMo-core's instance index, but the batch has no 'index' "
                 "(use OLMo-core's NumpyFSLDataset / NumpyDataLoader)"
@@ -347,20 +325,7 @@ class LSAPTrainModule(TransformerTrainModule):
 
         # 1. every micro-batch's targets before the first backward: Z needs the step's V.
         n_local = (labels != ignore).sum()
-        v_local = torch.zeros((), dtype=torch.long, device=labels.device)
-        weights: list[torch.Tensor | None] = []
-        for mb in micro_batches:
-            aux = None if dry_run else self._aux(mb)
-            if aux is not None:
-                aux = AuxTargets(
-                    aux.ids,
-                    aux.mask & (mb["labels"] != ignore)[..., None].to(aux.mask.device),
-                    aux.probs,
-                )
-                v_local = v_local + aux.count.to(v_local.device)
-            prob = aux is not None and self.aux_weighting == "prob"
-            weights.append(torch.where(aux.mask, aux.probs, 0.0).float() if prob else None)
-            mb["labels"] = pack_labels(mb["labels"], aux, ignore)
+        v_local, weights = self._pack_targets(micro_batches, labels.device, ignore, dry_run)
         self.record_metric(
             "train/masked labels (%)", (labels.numel() - n_local) / labels.numel(), ReduceType.mean
         )
@@ -400,7 +365,29 @@ class LSAPTrainModule(TransformerTrainModule):
             self.model.reset_auxiliary_metrics()
             return
 
-        # 4. metrics: local sums over global counts, summed over ranks.
+        self._record_step(acc, N, V, Z, lam)
+
+    def _pack_targets(self, micro_batches, device, ignore: int, dry_run: bool):
+        """Every micro-batch's targets packed into its labels (in place); returns the local
+        target count V and the per-micro-batch probability weights (None: unweighted)."""
+        v_local = torch.zeros((), dtype=torch.long, device=device)
+        weights: list[torch.Tensor | None] = []
+        for mb in micro_batches:
+            aux = None if dry_run else self._aux(mb)
+            if aux is not None:
+                aux = AuxTargets(
+                    aux.ids,
+                    aux.mask & (mb["labels"] != ignore)[..., None].to(aux.mask.device),
+                    aux.probs,
+                )
+                v_local = v_local + aux.count.to(v_local.device)
+            prob = aux is not None and self.aux_weighting == "prob"
+            weights.append(torch.where(aux.mask, aux.probs, 0.0).float() if prob else None)
+            mb["labels"] = pack_labels(mb["labels"], aux, ignore)
+        return v_local, weights
+
+    def _record_step(self, acc: dict, N: float, V: float, Z: float, lam: float) -> None:
+        """4. metrics: local sums over global counts, summed over ranks; FLOPs."""
         Nd = max(N, 1.0)
         ce = acc["ce"] / Nd
         if isinstance(self.optim, SkipStepOptimizer):

@@ -15,7 +15,7 @@ What it changes in `Trainer` and why (transformers ≥ 4.48; written against 5.x
   `processing_class`), a `target_store` (`StoredTargets`, an `lsap store build` directory;
   train_dataset must be a `WindowDataset`, whose shards and seq_len the store is checked
   against exactly as `lsap train` checks it, and whose batches carry `window_ids`), or
-  any `targets=`. All but `targets=` are built by `lsap.surrogate.sources.target_source`.
+  any `targets=`. All but `targets=` are built by `lsap.surrogate.sources.TargetSpec`.
 - The normaliser. `num_items_in_batch` — Trainer's own per-step count of labels, summed
   over the accumulated micro-batches and gathered over processes — becomes the step's
   global Z = `normalizer(N, V, normalization, λ)`: N labelled positions and V auxiliary
@@ -186,38 +186,42 @@ class LSAPTrainer(transformers.Trainer):
     def _build_source(
         self, surrogate, vocab_map, target_store, k, alpha, gold_outside, batch_size, allow_small
     ):
-        """`lsap.surrogate.sources.target_source`: the trainer's factory, so a store is checked against
-        the train dataset's shards and seq_len exactly as `lsap train` checks it."""
-        from lsap.surrogate.sources import target_source
+        """A `lsap.surrogate.sources.TargetSpec` from the trainer's arguments, built like
+        `lsap train` builds its own, so a store is checked against the train dataset's shards
+        and seq_len exactly as `lsap train` checks it."""
+        from lsap.surrogate.sources import TargetSpec
 
         if (surrogate is None) == (target_store is None):
             raise ValueError(
                 "pass exactly one of surrogate= (with vocab_map=), target_store= or targets="
             )
-        common = dict(vocab_map=vocab_map, k=k, alpha=alpha, allow_small_intersection=allow_small)
+        common = dict(
+            vocab_map=vocab_map,
+            k=k,
+            alpha=alpha,
+            gold_outside=gold_outside,
+            allow_small_intersection=allow_small,
+        )
         if target_store is not None:
             ds = self.train_dataset
-            return target_source(
+            spec = TargetSpec(
                 store=target_store,
+                batch_size=batch_size or self.args.per_device_train_batch_size,
                 **common,
-                gold_outside=gold_outside,
+            )
+            return spec.build(
                 device=self.args.device,
                 shards=getattr(ds, "shards", None),
                 seq_len=getattr(ds, "seq_len", None),
-                online_batch_size=batch_size or self.args.per_device_train_batch_size,
             )
         if isinstance(surrogate, (str, os.PathLike)) and self.processing_class is None:
             raise ValueError(
                 "a surrogate spec needs processing_class= (the base tokenizer) for the map"
             )
-        return target_source(
-            surrogate=surrogate,
-            **common,
+        return TargetSpec(surrogate=surrogate, batch_size=batch_size, **common).build(
+            device=self.args.device,
             base_tokenizer=self.processing_class,
             base_vocab_size=self.model.config.vocab_size,
-            gold_outside=gold_outside,
-            batch_size=batch_size,
-            device=self.args.device,
         )
 
     def current_lam(self) -> float:

@@ -24,7 +24,7 @@ Shapes: N positions (any leading dims are flattened), V vocabulary, H hidden, K 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +32,13 @@ import torch.nn.functional as F
 from lsap.method.choices import NORMALIZATIONS  # the one list of allowed values
 
 
-@dataclass
-class LSAPLossOutput:
-    """loss: what to backprop, ce_sum + λ·aux_sum (a sum: divide by the global Z).
+class LSAPLossOutput(NamedTuple):
+    """The one loss result in lsap: what `lsap_loss` and `lsap_linear_loss` return, what the
+    trainer's `LossModule` returns and what OLMo-core's `LSAPLMHead` returns (there `loss` is
+    divided by OLMo-core's loss_div_factor; the sums are not). A NamedTuple, so DDP / FSDP2 see
+    the tensors inside (pytree).
+
+    loss: what to backprop, ce_sum + λ·aux_sum (a sum: divide by the global Z).
     The rest are detached, for logging and global reduction.
 
     ce_sum / aux_sum: summed NLLs (aux unscaled by λ); n_labels: N supervised positions;

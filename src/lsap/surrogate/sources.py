@@ -3,8 +3,8 @@ source, and the one factory every caller builds a source with.
 
 - `OnlineTargets`: the frozen surrogate run on every batch (`lsap.method.targets.propose_targets`).
 - `StoredTargets`: a finished target store (`lsap.surrogate.store`) read by window id.
-- `target_source(...)`: the one factory (the trainer through `build_target_source(cfg, ...)`,
-  `LSAPTrainer`, `lsap eval`). Whatever the caller, a store is refused by
+- `TargetSpec(...).build(...)`: the one factory (the trainer through `TargetSpec.from_config`
+  in `build_target_source(cfg, ...)`, `LSAPTrainer`, `lsap eval`). Whatever the caller, a store is refused by
   `TargetStore.check_run` unless it was built for the run's data, seq_len, k, α,
   surrogate and map, the Σ∩ map is checked for a degenerate intersection, and the run's
   `gold_outside` rule is applied by the source.
@@ -13,7 +13,8 @@ source, and the one factory every caller builds a source with.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -150,55 +151,102 @@ def check_method_numbers(*, k=None, alpha=None, keep_fraction=None, lam=None) ->
             )
 
 
-def target_source(
-    *,
-    k: int,
-    alpha: float,
-    gold_outside: str = "keep",
-    device: str | torch.device = "cpu",
-    surrogate=None,
-    vocab_map=None,
-    base_tokenizer=None,
-    base_vocab_size: int | None = None,
-    keep_fraction: float = 1.0,
-    seed: int = 0,
-    dtype="auto",
-    batch_size: int = 0,
-    store=None,
-    shards=None,
-    seq_len: int | None = None,
-    store_surrogate: str | None = None,
-    online_batch_size: int | None = None,
-    window_layout: str = "lsap",
-    allow_small_intersection: bool = False,
-    warn=_warn,
-) -> TargetSource:
-    """The one factory: exactly one of `surrogate` or `store`.
+@dataclass(frozen=True)
+class TargetSpec:
+    """What a run's targets are, built once: exactly one of `surrogate` or `store`.
+    Validated on construction (exactly one source; k, α, keep_fraction by
+    `check_method_numbers`); `.build(...)` takes what only the running process knows.
 
-    surrogate: a spec string (loaded with its map to `base_tokenizer` by
+    surrogate: a spec string (loaded with its map to the base tokenizer by
     `load_surrogate_with_map`; `vocab_map` an optional saved map dir) or a loaded frozen
     causal LM (then `vocab_map` is required: a `VocabMap` or a saved map dir).
     store: a store directory or `TargetStore`; refused (StoreError, naming the
-    `lsap store build` that repairs it) unless built for the train `shards` and
-    `seq_len`, k, α, `store_surrogate` (a spec whose weights must match; None: not
-    checked) and `vocab_map` (None: not checked).
-    dtype / online_batch_size: what an online run would use, so that check_run can say
-    where stored targets may differ from online ones. window_layout: the windows the
-    trainer's loader produces ("lsap": `lsap train`, LSAPTrainer; "olmo": OLMo-core's
-    instances); a store of the other layout is refused by name.
-    """
-    from lsap.method.flops import inference_flops_per_token
-    from lsap.surrogate.load import inference_device_dtype
+    `lsap store build` that repairs it) unless built for the train shards and seq_len, k, α,
+    `store_surrogate` (a spec whose weights must match; None: not checked) and `vocab_map`
+    (None: not checked).
+    batch_size: surrogate rows per forward online (0: the whole batch); with a store, what an
+    online run would use, so that check_run can say where stored targets may differ. dtype:
+    the surrogate's (online) or an online run's (store). keep_fraction / seed: the
+    intersection ablation (online only).
 
-    if (surrogate is None) == (store is None):
-        raise ValueError("pass exactly one of surrogate= or store=")
-    check_method_numbers(k=k, alpha=alpha, keep_fraction=keep_fraction)
-    device = torch.device(device)
-    _, dtype = inference_device_dtype(device, dtype)
-    if store is not None:
+    Built by `from_config` (`lsap train`, the OLMo-core example), `LSAPTrainer` (its
+    arguments) and `lsap eval` (`_load_targets`).
+    """
+
+    k: int
+    alpha: float
+    gold_outside: str = "keep"
+    surrogate: Any = None
+    store: Any = None
+    vocab_map: Any = None
+    keep_fraction: float = 1.0
+    seed: int = 0
+    dtype: Any = "auto"
+    batch_size: int = 0
+    store_surrogate: str | None = None
+    allow_small_intersection: bool = False
+
+    def __post_init__(self):
+        if (self.surrogate is None) == (self.store is None):
+            raise ValueError("pass exactly one of surrogate= or store=")
+        check_method_numbers(k=self.k, alpha=self.alpha, keep_fraction=self.keep_fraction)
+
+    @classmethod
+    def from_config(cls, cfg) -> TargetSpec | None:
+        """A run's spec from its `Config` (`LSAPCfg` + `SurrogateCfg`); None for loss=ce."""
+        if cfg.loss != "lsap":
+            return None
+        S, L = cfg.surrogate, cfg.lsap
+        common = dict(
+            k=L.k,
+            alpha=L.alpha,
+            gold_outside=L.gold_outside,
+            dtype=S.dtype,
+            vocab_map=S.vocab_map or None,
+            keep_fraction=L.intersection_keep,
+            allow_small_intersection=L.allow_small_intersection,
+        )
+        if S.source == "store":
+            return cls(
+                store=S.store_dir,
+                store_surrogate=S.model,
+                batch_size=S.batch_size or cfg.train.micro_batch_size,
+                **common,
+            )
+        return cls(surrogate=S.model, seed=L.intersection_seed, batch_size=S.batch_size, **common)
+
+    def build(
+        self,
+        *,
+        device: str | torch.device = "cpu",
+        base_tokenizer=None,
+        base_vocab_size: int | None = None,
+        shards=None,
+        seq_len: int | None = None,
+        window_layout: str = "lsap",
+        warn=_warn,
+    ) -> TargetSource:
+        """The source. base_tokenizer / base_vocab_size: for a surrogate spec's map.
+        shards / seq_len: the run's train shards, a store is checked against. window_layout:
+        the windows the trainer's loader produces ("lsap": `lsap train`, LSAPTrainer; "olmo":
+        OLMo-core's instances); a store of the other layout is refused by name."""
+        from lsap.surrogate.load import inference_device_dtype
+
+        device = torch.device(device)
+        _, dtype = inference_device_dtype(device, self.dtype)
+        if self.store is not None:
+            source = self._stored(device, dtype, shards, seq_len, window_layout)
+        elif isinstance(self.surrogate, (str, os.PathLike)):
+            source = self._online_spec(device, dtype, base_tokenizer, base_vocab_size)
+        else:
+            source = self._online_model(device)
+        check_intersection(source.vmap, self.allow_small_intersection, warn)
+        return source
+
+    def _stored(self, device, dtype, shards, seq_len, window_layout):
         from lsap.surrogate.store import TargetStore
 
-        if keep_fraction < 1.0:
+        if self.keep_fraction < 1.0:
             raise StoreError(
                 "lsap.intersection_keep < 1 with a target store: build the store with `--map` of the "
                 "ablation map and set surrogate.vocab_map to that map instead"
@@ -208,68 +256,70 @@ def target_source(
                 "a target store needs the run's train shards and seq_len to check what it was built "
                 "for (LSAPTrainer: train_dataset=WindowDataset(data_dir, seq_len))"
             )
-        st = store if isinstance(store, TargetStore) else TargetStore(store)
-        run_map = (
-            VocabMap.load(vocab_map) if isinstance(vocab_map, (str, os.PathLike)) else vocab_map
-        )
+        st = self.store if isinstance(self.store, TargetStore) else TargetStore(self.store)
+        vm = self.vocab_map
+        run_map = VocabMap.load(vm) if isinstance(vm, (str, os.PathLike)) else vm
         st.check_run(
             shards,
             seq_len,
-            k,
-            alpha,
-            surrogate=store_surrogate or None,
+            self.k,
+            self.alpha,
+            surrogate=self.store_surrogate or None,
             vmap=run_map,
             dtype=str(dtype).removeprefix("torch."),
-            batch_size=online_batch_size if online_batch_size is not None else batch_size,
+            batch_size=self.batch_size,
             window_layout=window_layout,
         )
-        source = StoredTargets(
-            st, st.load_vocab_map().to(device), k, alpha, gold_outside=gold_outside
-        )
-    elif isinstance(surrogate, (str, os.PathLike)):
+        vmap = st.load_vocab_map().to(device)
+        return StoredTargets(st, vmap, self.k, self.alpha, gold_outside=self.gold_outside)
+
+    def _online_spec(self, device, dtype, base_tokenizer, base_vocab_size):
+        from lsap.method.flops import inference_flops_per_token
         from lsap.surrogate.load import load_surrogate_with_map
 
         if base_tokenizer is None:
             raise ValueError("a surrogate spec needs the base tokenizer for the vocabulary map")
         sw = load_surrogate_with_map(
-            surrogate,
+            self.surrogate,
             base_tokenizer,
             base_vocab_size,
-            vocab_map=vocab_map or None,
-            keep_fraction=keep_fraction,
-            seed=seed,
+            vocab_map=self.vocab_map or None,
+            keep_fraction=self.keep_fraction,
+            seed=self.seed,
             dtype=dtype,
             device=device,
         )
-        source = OnlineTargets(
+        return OnlineTargets(
             sw.model,
             sw.vmap,
-            k,
-            alpha,
+            self.k,
+            self.alpha,
             pad_id=sw.pad_id,
-            batch_size=batch_size,
-            gold_outside=gold_outside,
+            batch_size=self.batch_size,
+            gold_outside=self.gold_outside,
             flops_per_token=inference_flops_per_token(sw.model.config),
         )
-    else:
-        if vocab_map is None:
+
+    def _online_model(self, device):
+        from lsap.method.flops import inference_flops_per_token
+
+        if self.vocab_map is None:
             raise ValueError(
                 "a surrogate model needs vocab_map= (a VocabMap or a saved map directory)"
             )
-        vmap = vocab_map if isinstance(vocab_map, VocabMap) else VocabMap.load(vocab_map)
-        pad_id = getattr(surrogate.config, "pad_token_id", None) or 0
-        source = OnlineTargets(
-            surrogate,
+        vm = self.vocab_map
+        vmap = vm if isinstance(vm, VocabMap) else VocabMap.load(vm)
+        model = self.surrogate
+        return OnlineTargets(
+            model,
             vmap.to(device),
-            k,
-            alpha,
-            pad_id=pad_id,
-            batch_size=batch_size,
-            gold_outside=gold_outside,
-            flops_per_token=inference_flops_per_token(surrogate.config),
+            self.k,
+            self.alpha,
+            pad_id=getattr(model.config, "pad_token_id", None) or 0,
+            batch_size=self.batch_size,
+            gold_outside=self.gold_outside,
+            flops_per_token=inference_flops_per_token(model.config),
         )
-    check_intersection(source.vmap, allow_small_intersection, warn)
-    return source
 
 
 def build_target_source(
@@ -281,39 +331,20 @@ def build_target_source(
     warn=_warn,
     window_layout: str = "lsap",
 ) -> TargetSource | None:
-    """A run's `TargetSource` from its `Config` through `target_source` (None for loss=ce).
-    window_layout: "olmo" for OLMo-core's train module (its instances key the store)."""
-    if cfg.loss != "lsap":
+    """A run's `TargetSource` from its `Config`: `TargetSpec.from_config(cfg).build(...)`
+    (None for loss=ce). window_layout: "olmo" for OLMo-core's train module (its instances
+    key the store)."""
+    spec = TargetSpec.from_config(cfg)
+    if spec is None:
         return None
-    S, L = cfg.surrogate, cfg.lsap
-    common = dict(
-        k=L.k,
-        alpha=L.alpha,
-        gold_outside=L.gold_outside,
+    return spec.build(
         device=device,
-        dtype=S.dtype,
-        vocab_map=S.vocab_map or None,
-        keep_fraction=L.intersection_keep,
-        allow_small_intersection=L.allow_small_intersection,
-        warn=warn,
-    )
-    if S.source == "store":
-        return target_source(
-            store=S.store_dir,
-            shards=shards,
-            seq_len=cfg.data.seq_len,
-            store_surrogate=S.model,
-            online_batch_size=S.batch_size or cfg.train.micro_batch_size,
-            window_layout=window_layout,
-            **common,
-        )
-    return target_source(
-        surrogate=S.model,
         base_tokenizer=base_tokenizer,
         base_vocab_size=base_vocab_size,
-        seed=L.intersection_seed,
-        batch_size=S.batch_size,
-        **common,
+        shards=shards,
+        seq_len=cfg.data.seq_len,
+        window_layout=window_layout,
+        warn=warn,
     )
 
 
@@ -335,10 +366,6 @@ class StoredTargets:
         )
         self.flops_per_token = float(store.manifest["flops"]["per_token"])
 
-    @property
-    def cache(self):  # the round-2 name
-        return self.store
-
     def __call__(self, batch) -> AuxTargets:
         out = self.store.lookup(batch.window_ids, self.k, self.alpha, device=batch.input_ids.device)
         return (
@@ -346,7 +373,7 @@ class StoredTargets:
         )
 
     def record(self) -> dict:
-        """cache.json of a run trained from this store: where the surrogate compute went."""
+        """targets.json of a run trained from this store: where the surrogate compute went."""
         m = self.store.manifest
         return {
             "store_dir": str(self.store.dir.resolve()),

@@ -69,7 +69,7 @@ the store still charges 2·N_s per trained base token as ``flops_surrogate`` in 
 metrics (the paper's per-run accounting, so matched-FLOPs comparisons against CE stay
 conservative and store and online runs sit on the same FLOPs axis), and in addition
 logs ``flops_surrogate_paid`` (0 for store runs; = flops_surrogate online) and writes
-``cache.json`` (the store's `build_flops`) in its run directory. A sweep's real
+``targets.json`` (the store's `build_flops`) in its run directory. A sweep's real
 compute is therefore Σ_runs flops_base + one `build_flops` per store.
 """
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +206,7 @@ def build_store(
     window_layout: str = "lsap",
     progress: bool = True,
     dist_timeout_s: float = 3600.0,
-    _after_chunk=None,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> dict:
     """Run `surrogate` once over the train windows of `data`; write the store to `out`.
 
@@ -225,8 +226,8 @@ def build_store(
     Resumable: re-running with the same arguments (any world size) verifies finished
     chunks (sha256) and computes only the others. `max_windows` limits the build to the
     first windows (tests / measurements; lookups beyond fail). `window_layout`: "lsap"
-    or "olmo" (`Windows`). `_after_chunk(c)` is a test hook called after each chunk this
-    rank recorded. Returns the manifest.
+    or "olmo" (`Windows`). `on_chunk(c)` is called after each chunk c this rank
+    recorded (progress callbacks; the tests' kill-and-resume). Returns the manifest.
     """
     from lsap import distributed
     from lsap.data.shards import TokenShards
@@ -442,8 +443,8 @@ def build_store(
             atomic_write_json(out / f"chunks/{c:06d}.json", rec, fsync=False)
             known[c] = (rec, key)
             computed += (w1 - w0) * T
-            if _after_chunk is not None:
-                _after_chunk(c)
+            if on_chunk is not None:
+                on_chunk(c)
         bar.close()
         t_compute = time.perf_counter() - t_compute
 

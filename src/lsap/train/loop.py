@@ -16,7 +16,6 @@ import time
 from contextlib import nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,10 +31,11 @@ from lsap.method.flops import (
     plan_steps,
     train_flops_per_token,
 )
-from lsap.method.loss import lsap_linear_loss, lsap_loss, normalizer
+from lsap.method.loss import LSAPLossOutput, lsap_linear_loss, lsap_loss, normalizer
 from lsap.method.schedules import LambdaSchedule, LRSchedule
 from lsap.method.targets import IGNORE
 from lsap.train import checkpoint
+from lsap.train.optim import build_optimizer
 from lsap.utils.errors import ConfigError, TrainingError
 from lsap.utils.io import atomic_write_text
 from lsap.utils.logging import get_logger
@@ -43,23 +43,13 @@ from lsap.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-class LossParts(NamedTuple):
-    """What `LossModule` returns: sums and counts (the trainer divides by the step's global Z).
-    A NamedTuple, so DDP / FSDP2 see the tensors inside (pytree)."""
-
-    loss: torch.Tensor  # ce_sum + λ·aux_sum, to backprop
-    ce_sum: torch.Tensor
-    aux_sum: torch.Tensor
-    n_labels: torch.Tensor
-    n_aux: torch.Tensor
-
-
 class LossModule(torch.nn.Module):
     """Causal LM + LSAP loss in one forward, so DDP/FSDP wrap one module.
 
     impl "linear": final hidden states and the head weight go to `lsap_linear_loss`
     (no [N, V] logits); "logits": the model's logits go to `lsap_loss`.
-    Returns `LossParts`.
+    Returns `lsap.method.loss.LSAPLossOutput` (sums and counts: the trainer divides by the
+    step's global Z).
     """
 
     def __init__(
@@ -98,7 +88,7 @@ class LossModule(torch.nn.Module):
             logits = self.lm(input_ids=input_ids).logits
             with torch.autocast(logits.device.type, enabled=False):
                 out = lsap_loss(logits, labels, aux_ids, aux_mask, **kw)
-        return LossParts(out.loss, out.ce_sum, out.aux_sum, out.n_labels, out.n_aux)
+        return out
 
     def _smoothed(self, input_ids, labels):
         """CE with label smoothing ε (torch's definition: (1−ε)·NLL(gold) + ε·mean_v NLL(v)
@@ -115,7 +105,7 @@ class LossModule(torch.nn.Module):
             )
             ce = F.cross_entropy(flat.detach(), lab, ignore_index=IGNORE, reduction="sum")
         zero = torch.zeros((), device=logits.device)
-        return LossParts(loss, ce, zero, (lab != IGNORE).sum(), zero.long())
+        return LSAPLossOutput(loss, ce, zero, (lab != IGNORE).sum(), zero.long(), zero)
 
 
 def plan_budget(cfg: Config, ledger: FlopsLedger) -> Budget:
@@ -225,22 +215,8 @@ def build_components(cfg: Config, d: distributed.Dist) -> Components:
     wrapped = distributed.wrap(
         module, d, t.distributed, layers=blocks, mixed_precision=t.fsdp_mixed_precision
     )
-    decay = [p for p in module.parameters() if p.dim() >= 2]
-    no_decay = [p for p in module.parameters() if p.dim() < 2]
     o = cfg.optim
-    # fused (one kernel for all tensors) on CUDA; foreach (batched ops) elsewhere
-    fused = dev.type == "cuda"
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": o.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=o.lr,
-        betas=tuple(o.betas),
-        eps=o.eps,
-        fused=fused,
-        foreach=None if fused else True,
-    )
+    opt = build_optimizer(module, o, dev)  # AdamW; no decay where not decays(p)
     total = budget.total_steps
     lr_at = LRSchedule(o.lr, min(o.warmup_steps, max(total - 1, 0)), total, o.min_lr_ratio)
     L = cfg.lsap
@@ -289,7 +265,7 @@ def build_run_targets(cfg: Config, tokenizer, base_vocab: int, shards, d: distri
         source.vmap.save(out / "vocab_map")
         record = source.record()
         if record is not None:
-            atomic_write_text(out / "cache.json", json.dumps(record, indent=2) + "\n")
+            atomic_write_text(out / "targets.json", json.dumps(record, indent=2) + "\n")
     return source
 
 
