@@ -86,7 +86,7 @@ def test_build_hashes_only_what_it_did_not_write(tiny_world, data, tmp_path, mon
             raise Killed
 
     with pytest.raises(Killed):
-        _build(tiny_world, data, tmp_path / "b", _after_chunk=kill_after)
+        _build(tiny_world, data, tmp_path / "b", on_chunk=kill_after)
     m = _build(tiny_world, data, tmp_path / "b")
     assert m["complete"] and len(m["chunks"]) == NW // CW
     assert sorted(os.path.basename(str(p)) for p in calls) == ["000000.bin", "000001.bin"]
