@@ -42,7 +42,8 @@ def run(args, bf16: bool):
         mask = torch.arange(15)[None, None, :] < torch.randint(0, 7, (B, T, 1), generator=g)
         x, ids, mask = x.to(dev), torch.where(mask, ids, -1).to(dev), mask.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _, _, n_lab, n_aux = module(x[:, :-1], x[:, 1:], ids, mask, None, 1.0)
+            out = module(x[:, :-1], x[:, 1:], ids, mask, None, 1.0)
+            loss, n_lab, n_aux = out.loss, out.n_labels, out.n_aux
         z = float(n_lab + n_aux)
         (loss / z).backward()
         opt.step()

@@ -30,7 +30,7 @@ _EXPORTS = {
     "select_aux_targets": "method.targets",
     "propose_targets": "method.targets",
     "drop_gold_outside": "method.targets",
-    "StoredTargets": "surrogate.store",
+    "StoredTargets": "surrogate.sources",
     "TargetStore": "surrogate.store",
     "build_store": "surrogate.store_build",
     "load_surrogate": "surrogate.load",
