@@ -451,6 +451,7 @@ def build_store(
         def check_share():  # every rank its share (stride) of the chunks, then one sync
             return _check_share(out, range(rank, n_chunks, world), known)
 
+        _gather(None, world)  # every rank has written its chunks before any rank checks a share
         records = {c: r for part in _agree(check_share, rank, world) for c, r in part.items()}
 
         def finish():  # rank 0, once every rank has checked its share
@@ -462,9 +463,7 @@ def build_store(
 
         totals = _gather((computed, t_compute), world)
         manifest = _agree(finish, rank, world)[0]
-        if (
-            rank == 0
-        ):  # timings: not part of the store (the manifest holds nothing that depends on them)
+        if rank == 0:  # timings: not part of the store (nothing in the manifest depends on them)
             wall, tokens, slowest = (
                 time.perf_counter() - t0,
                 sum(n for n, _ in totals),
