@@ -110,13 +110,18 @@ def compare(summary: dict, ref: str = "ce") -> dict:
     return out
 
 
+def _fmt_delta(cell: dict) -> str:
+    """The paired Δ and its interval, as both tables print it."""
+    return f"{cell['delta']:+.2f} [{cell['d_lo']:+.2f}, {cell['d_hi']:+.2f}]"
+
+
 def _fmt_cell(cell: dict, ref: bool) -> str:
     if not cell.get("n"):
         return "–"
     s = f"{cell['mean']:.2f} [{cell['lo']:.2f}, {cell['hi']:.2f}]"
     if not ref and "delta" in cell:
         p = "" if cell["p_holm"] is None else f", p_Holm {cell['p_holm']:.3g}"
-        d = f"Δ {cell['delta']:+.2f} [{cell['d_lo']:+.2f}, {cell['d_hi']:+.2f}]"
+        d = f"Δ {_fmt_delta(cell)}"
         s += f"<br>{d}{p}: {cell['verdict']}"
     return s
 
@@ -142,10 +147,7 @@ def _delta_view(res: dict, cols: list[str], ref: str) -> list[str]:
                 cells.append("–")
                 continue
             p = "" if cell["p_holm"] is None else f" p {cell['p_holm']:.2g}"
-            cells.append(
-                f"{cell['delta']:+.2f} [{cell['d_lo']:+.2f}, {cell['d_hi']:+.2f}] "
-                f"n={cell['n_paired']}{p} {cell['verdict']}"
-            )
+            cells.append(f"{_fmt_delta(cell)} n={cell['n_paired']}{p} {cell['verdict']}")
         out.append(f"| {c}{' ↓' if lower_is_better(c) else ''} | " + " | ".join(cells) + " |")
     return out
 
