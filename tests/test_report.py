@@ -294,6 +294,13 @@ def test_report_paired_tests_from_per_example_results(evaluated, tmp_path):
         [arrays[t][1][arrays[t][2]] for t in PAIR_TASKS],
     )
     assert row["tests"][PAIRS_POOLED]["p"] == pooled["p"] and row["tests"][PAIRS_POOLED]["n"] == 24
+    # the seed is the unit: one seed, three pooled tasks → one per-seed Δ (over all 24 items), not three
+    import numpy as np
+
+    x = np.concatenate([arrays[t][0][arrays[t][2]] for t in PAIR_TASKS]).astype(float)
+    y = np.concatenate([arrays[t][1][arrays[t][2]] for t in PAIR_TASKS]).astype(float)
+    assert row["tests"][PAIRS_POOLED]["per_seed"] == pytest.approx([y.mean() - x.mean()])
+    assert row["tests"][PAIRS_POOLED]["seed_level"]["n_seeds"] == 1
     a, b, _ = arrays["lsap_pairs_replace"]
     eq = a["same_tokens"] & b["same_tokens"]
     if eq.any():

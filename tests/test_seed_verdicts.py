@@ -68,3 +68,37 @@ def test_holm_against_brute_force():
     assert list(itertools.accumulate(sorted(x for x in got if x is not None), max)) == sorted(
         x for x in got if x is not None
     )
+
+
+def test_seed_deltas_pool_a_seeds_tasks_before_the_seed_level_test():
+    """Three pair tasks × five seeds are five replicates: each seed's tasks are concatenated and
+    give one Δ (a slow loop over items is the reference); the verdict line's seed count says 5."""
+    import random
+
+    from lsap.eval.seeds import seed_level_test
+    from lsap.experiments.report import PAIRS_POOLED, pairs_verdict, seed_deltas
+
+    rng = random.Random(0)
+    gc, gl, gs = [], [], []
+    for s in range(5):
+        for n in (7, 11, 3):  # tasks of different sizes: a mean of task means would differ
+            gc.append([rng.random() < 0.5 for _ in range(n)])
+            gl.append([rng.random() < 0.6 for _ in range(n)])
+            gs.append(s)
+    got = seed_deltas(gc, gl, gs)
+    ref = []
+    for s in range(5):
+        c = [v for g, t in zip(gc, gs) if t == s for v in g]
+        l_ = [v for g, t in zip(gl, gs) if t == s for v in g]
+        ref.append(sum(l_) / len(l_) - sum(c) / len(c))
+    assert got == pytest.approx(ref) and len(got) == 5
+    sl = seed_level_test(got)
+    t = {"delta": 0.1, "ci": [0.0, 0.2], "p": 0.5, "n": 105, "b": 3, "c": 4, "survives": False}
+    line = pairs_verdict(
+        [{"setting": "x", "seeds": 5, "tests": {PAIRS_POOLED: {**t, "seed_level": sl}}}]
+    )
+    assert "over 5 seed(s)" in line
+    # an older report.json with 5 seeds and only min/max kept: no seed-level test can be rebuilt
+    old = {**t, "per_seed_min": min(got), "per_seed_max": max(got)}
+    line = pairs_verdict([{"setting": "x", "seeds": 5, "tests": {PAIRS_POOLED: old}}])
+    assert line.startswith("seed-level test unavailable") and "rerun `lsap report`" in line

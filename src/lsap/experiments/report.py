@@ -537,7 +537,7 @@ def paired_stats(
             settings.setdefault(r["setting"], []).append(r)
     out = []
     for setting, rows in settings.items():
-        groups: dict[str, tuple[list, list]] = {}
+        groups: dict[str, tuple[list, list, list]] = {}  # name → (CE groups, LSAP groups, seeds)
         for row in rows:
             a, b = correct(ce[row["seed"]]), correct(row)
             for t in a:
@@ -548,17 +548,21 @@ def paired_stats(
                     (PAIRS_POOLED, None),
                     *([(REPLACE_EQUAL, a[t][1] & b[t][1])] if t == "lsap_pairs_replace" else []),
                 ):
-                    g = groups.setdefault(name, ([], []))
+                    g = groups.setdefault(name, ([], [], []))
                     g[0].append(a[t][0] if mask is None else a[t][0][mask])
                     g[1].append(b[t][0] if mask is None else b[t][0][mask])
+                    g[2].append(row["seed"])
         tests = {}
-        for name, (gc, gl) in sorted(groups.items(), key=lambda kv: (kv[0] != PAIRS_POOLED, kv[0])):
+        for name, (gc, gl, gs) in sorted(
+            groups.items(), key=lambda kv: (kv[0] != PAIRS_POOLED, kv[0])
+        ):
             if sum(len(x) for x in gc) == 0:
                 continue
             res = paired_comparison(gc, gl, n_boot=n_boot, seed=seed)
-            per_seed = [float(y.mean() - x.mean()) for x, y in zip(gc, gl) if len(x)]
+            per_seed = seed_deltas(gc, gl, gs)
             tests[name] = {
                 **res,
+                "per_seed": per_seed,
                 "per_seed_min": min(per_seed),
                 "per_seed_max": max(per_seed),
                 "seed_level": seed_level_test(per_seed),
@@ -576,6 +580,21 @@ def paired_stats(
     return out
 
 
+def seed_deltas(gc: list, gl: list, seeds: list) -> list[float]:
+    """One Δ per seed (LSAP − CE accuracy, mean over that seed's items): a seed's groups (one per
+    pair task when tasks are pooled) are concatenated first, so three tasks × five seeds give
+    five replicates, not fifteen (the seed is the unit; tasks of one seed share its runs)."""
+    import numpy as np
+
+    out = []
+    for s in dict.fromkeys(seeds):
+        x = np.concatenate([np.asarray(c, float) for c, t in zip(gc, seeds) if t == s])
+        y = np.concatenate([np.asarray(v, float) for v, t in zip(gl, seeds) if t == s])
+        if len(x):
+            out.append(float(y.mean() - x.mean()))
+    return out
+
+
 def pairs_verdict(paired: list[dict] | None, setting: str | None = None) -> str:
     """The verdict line for the pooled minimal pairs of one LSAP setting (the first, or `setting`):
     the seed-level test first (`lsap.eval.seeds.seed_line`: "LSAP better/worse (p < 0.05,
@@ -589,7 +608,14 @@ def pairs_verdict(paired: list[dict] | None, setting: str | None = None) -> str:
             t = row["tests"].get(PAIRS_POOLED)
             if not t:
                 return verdict(None)
-            sl = t.get("seed_level") or seed_level_test([t["per_seed_min"], t["per_seed_max"]])
+            sl = t.get("seed_level")
+            if sl is None and row.get("seeds") == 2:  # older report.json: min and max are the two Δ
+                sl = seed_level_test([t["per_seed_min"], t["per_seed_max"]])
+            if sl is None:
+                return (
+                    "seed-level test unavailable (this report.json predates per-seed Δ: rerun "
+                    f"`lsap report` on its runs); within-seed detail (items pooled): {verdict(t)}"
+                )
             return f"{seed_line(sl)}; within-seed detail (items pooled): {verdict(t)}"
     return verdict(None)
 
