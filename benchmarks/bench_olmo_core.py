@@ -69,11 +69,12 @@ def one(a) -> dict:
     else:
         source = None
         if a.mode == "lsap":
+            from tests.helpers import random_vmap
+
             from lsap.method.flops import inference_flops_per_token
             from lsap.model import build_model, model_config
             from lsap.surrogate.load import freeze
             from lsap.surrogate.sources import OnlineTargets
-            from tests.helpers import random_vmap
 
             scfg = model_config(a.surrogate, vocab_size=a.surrogate_vocab if a.surrogate == "olmo2-tiny" else None)
             sur = freeze(build_model(scfg, device=dev, dtype=torch.bfloat16 if gpu else torch.float32, seed=1))

@@ -46,9 +46,9 @@ def main() -> None:
 
     import torch
 
-    from lsap.surrogate.store_build import build_store
     from lsap.config import load_config
     from lsap.data.shards import TokenShards
+    from lsap.surrogate.store_build import build_store
     from lsap.train.loop import Trainer
 
     out = Path(args.out)

@@ -44,13 +44,14 @@ def _kv(s):
 def build(args, compile_: bool):
     """Models, data and one `step(mode)` set up as the trainer would; the same seeds for
     every variant, so eager and compiled variants start from the same weights."""
+    from tests.helpers import random_vmap
+
     from lsap import distributed
     from lsap.method.flops import FlopsLedger, peak_flops_for_device
+    from lsap.method.targets import propose_targets
     from lsap.model import build_model, model_config
     from lsap.surrogate.load import freeze
-    from lsap.method.targets import propose_targets
     from lsap.train.loop import LossModule
-    from tests.helpers import random_vmap
 
     dev = torch.device(args.device)
     gpu = dev.type == "cuda"
@@ -77,8 +78,8 @@ def build(args, compile_: bool):
     B, T = args.micro_batch, args.seq_len
     store = shards = None
     if "store" in args.modes:
-        from lsap.surrogate.store import TargetStore
         from lsap.data.shards import TokenShards
+        from lsap.surrogate.store import TargetStore
 
         store, shards = TargetStore(args.store), TokenShards(args.data, "train")
         if store.seq_len != T:

@@ -34,8 +34,8 @@ def main():
     from pydoc_data.topics import topics
 
     from lsap.data.shards import prepare
-    from lsap.model import build_model, model_config
     from lsap.data.tokenizer import train_bpe
+    from lsap.model import build_model, model_config
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,8 @@ def test_seed_deltas_pool_a_seeds_tasks_before_the_seed_level_test():
     give one Δ (a slow loop over items is the reference); the verdict line's seed count says 5."""
     import random
 
-    from lsap.eval.seeds import seed_level_test
-    from lsap.experiments.report import PAIRS_POOLED, pairs_verdict, seed_deltas
+    from lsap.eval.seeds import seed_deltas, seed_level_test
+    from lsap.experiments.report import PAIRS_POOLED, pairs_verdict
 
     rng = random.Random(0)
     gc, gl, gs = [], [], []

@@ -105,3 +105,45 @@ def holm(pvals: list[float | None]) -> list[float | None]:
         run = max(run, min(1.0, (m - rank) * pvals[i]))
         out[i] = run
     return out
+
+
+def seed_deltas(gc: list, gl: list, seeds: list) -> list[float]:
+    """One Δ per seed (LSAP − CE accuracy, mean over that seed's items): a seed's groups (one per
+    pair task when tasks are pooled) are concatenated first, so three tasks × five seeds give
+    five replicates, not fifteen (the seed is the unit; tasks of one seed share its runs)."""
+    import numpy as np
+
+    out = []
+    for s in dict.fromkeys(seeds):
+        x = np.concatenate([np.asarray(c, float) for c, t in zip(gc, seeds) if t == s])
+        y = np.concatenate([np.asarray(v, float) for v, t in zip(gl, seeds) if t == s])
+        if len(x):
+            out.append(float(y.mean() - x.mean()))
+    return out
+
+
+PAIRS_POOLED = "minimal pairs (all tasks)"  # the pooled pair tasks' key in report.json
+
+
+def pairs_verdict(paired: list[dict] | None, setting: str | None = None) -> str:
+    """The verdict line for the pooled minimal pairs of one LSAP setting (the first, or `setting`):
+    the seed-level test first (`lsap.eval.seeds.seed_line`: "LSAP better/worse (p < 0.05,
+    seed-level)" or "inconclusive (...)"), then the item-pooled sign test as within-seed detail.
+    The quickstart's verdict line calls this with report.json's "paired"."""
+    from lsap.eval.stats import verdict
+
+    for row in paired or []:
+        if setting in (None, row["setting"]):
+            t = row["tests"].get(PAIRS_POOLED)
+            if not t:
+                return verdict(None)
+            sl = t.get("seed_level")
+            if sl is None and row.get("seeds") == 2:  # older report.json: min and max are the two Δ
+                sl = seed_level_test([t["per_seed_min"], t["per_seed_max"]])
+            if sl is None:
+                return (
+                    "seed-level test unavailable (this report.json predates per-seed Δ: rerun "
+                    f"`lsap report` on its runs); within-seed detail (items pooled): {verdict(t)}"
+                )
+            return f"{seed_line(sl)}; within-seed detail (items pooled): {verdict(t)}"
+    return verdict(None)

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lsap.eval.seeds import PAIRS_POOLED, pairs_verdict  # noqa: E402,F401  (re-exported)
 from lsap.eval.strength import ci_text  # noqa: E402
 from lsap.experiments.deltas import strength_rows  # noqa: E402 (re-exported: sweep, tests)
 from lsap.experiments.plots import write_delta_plot, write_plots  # noqa: E402
@@ -501,7 +502,6 @@ def _delta_lines(rows: list[dict], paired: list[dict] | None = None) -> list[str
     return lines + ["", "![Δ vs surrogate strength](delta_vs_strength.png)", ""]
 
 
-PAIRS_POOLED = "minimal pairs (all tasks)"
 REPLACE_EQUAL = "lsap_pairs_replace (equal length)"
 
 
@@ -515,7 +515,7 @@ def paired_stats(
     per-example results (`lsap eval` since round 3); tasks without them are left out.
 
     Returns [{"setting", "seeds", "tests": {name: {... paired_comparison, "per_seed": [Δ, ...]}}}]."""
-    from lsap.eval.seeds import holm, seed_level_test
+    from lsap.eval.seeds import holm, seed_deltas, seed_level_test
     from lsap.eval.stats import paired_comparison
     from lsap.eval.tasks import unpack_scores
 
@@ -578,46 +578,6 @@ def paired_stats(
         if tests:
             out.append({"setting": setting, "seeds": len(rows), "tests": tests})
     return out
-
-
-def seed_deltas(gc: list, gl: list, seeds: list) -> list[float]:
-    """One Δ per seed (LSAP − CE accuracy, mean over that seed's items): a seed's groups (one per
-    pair task when tasks are pooled) are concatenated first, so three tasks × five seeds give
-    five replicates, not fifteen (the seed is the unit; tasks of one seed share its runs)."""
-    import numpy as np
-
-    out = []
-    for s in dict.fromkeys(seeds):
-        x = np.concatenate([np.asarray(c, float) for c, t in zip(gc, seeds) if t == s])
-        y = np.concatenate([np.asarray(v, float) for v, t in zip(gl, seeds) if t == s])
-        if len(x):
-            out.append(float(y.mean() - x.mean()))
-    return out
-
-
-def pairs_verdict(paired: list[dict] | None, setting: str | None = None) -> str:
-    """The verdict line for the pooled minimal pairs of one LSAP setting (the first, or `setting`):
-    the seed-level test first (`lsap.eval.seeds.seed_line`: "LSAP better/worse (p < 0.05,
-    seed-level)" or "inconclusive (...)"), then the item-pooled sign test as within-seed detail.
-    The quickstart's verdict line calls this with report.json's "paired"."""
-    from lsap.eval.seeds import seed_level_test, seed_line
-    from lsap.eval.stats import verdict
-
-    for row in paired or []:
-        if setting in (None, row["setting"]):
-            t = row["tests"].get(PAIRS_POOLED)
-            if not t:
-                return verdict(None)
-            sl = t.get("seed_level")
-            if sl is None and row.get("seeds") == 2:  # older report.json: min and max are the two Δ
-                sl = seed_level_test([t["per_seed_min"], t["per_seed_max"]])
-            if sl is None:
-                return (
-                    "seed-level test unavailable (this report.json predates per-seed Δ: rerun "
-                    f"`lsap report` on its runs); within-seed detail (items pooled): {verdict(t)}"
-                )
-            return f"{seed_line(sl)}; within-seed detail (items pooled): {verdict(t)}"
-    return verdict(None)
 
 
 def _fmt_p(p) -> str:
