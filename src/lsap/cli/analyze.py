@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lsap.cli.args import nonnegative_int, positive_int
+from lsap.cli.args import device, nonnegative_int, positive_int
 
 
 def _alpha(text: str) -> float:
@@ -79,7 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=_positive, default=8, help="examples per forward pass (default 8)"
     )
     parser.add_argument(
-        "--device", default=None, help="cuda / cpu (default: cuda if available; bf16 on GPU)"
+        "--device",
+        type=device,
+        default=None,
+        help="cuda / cpu (default: cuda if available; bf16 on GPU)",
     )
     parser.add_argument(
         "--base",

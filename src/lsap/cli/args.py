@@ -68,3 +68,34 @@ def probability(text: str) -> float:
     if not math.isfinite(value) or not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must lie in (0, 1): {text!r}")
     return value
+
+
+def device(text: str) -> str:
+    """`--device`: auto | cpu | cuda | cuda:N | mps, refused at parse time when torch lacks it."""
+    import torch  # lazy: parsing `--help` should not need torch
+
+    name = text.strip().lower()
+    if name in ("auto", "cpu"):
+        return name
+    kind, _, index = name.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"{text}: torch sees no CUDA device (torch.cuda.is_available() is False); "
+                "use --device cpu"
+            )
+        if index:
+            if not index.isdigit():
+                raise argparse.ArgumentTypeError(f"{text}: not a CUDA device index")
+            count = torch.cuda.device_count()
+            if int(index) >= count:
+                raise argparse.ArgumentTypeError(
+                    f"{text}: torch sees {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+                )
+        return name
+    if name == "mps" and not index:
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: torch sees no MPS device; use --device cpu")
+        return name
+    raise argparse.ArgumentTypeError(f"{text}: unknown device (auto | cpu | cuda[:N] | mps)")

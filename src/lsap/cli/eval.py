@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 
-from lsap.cli.args import nonnegative_int, positive_int
+from lsap.cli.args import device, nonnegative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1000,
         help="examples per offline task when building them (default: 1000)",
     )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    parser.add_argument(
+        "--device", type=device, default="auto", help="auto | cpu | cuda (default: auto)"
+    )
     parser.add_argument(
         "--targets-surrogate",
         default=None,

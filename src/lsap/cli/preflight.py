@@ -3,7 +3,7 @@ use LSAP with this surrogate on my text? (see `lsap.experiments.preflight`)"""
 
 from __future__ import annotations
 
-from lsap.cli.args import nonnegative_int, positive_int, probability
+from lsap.cli.args import device, nonnegative_int, positive_int, probability
 
 
 def add_arguments(p) -> None:
@@ -57,7 +57,10 @@ def add_arguments(p) -> None:
     p.add_argument("--k", type=positive_int, default=15)
     p.add_argument("--alphas", type=probability, nargs="+", default=list(ALPHAS))
     p.add_argument(
-        "--device", default="auto", help="auto (a GPU when there is one) | cpu | cuda | cuda:N"
+        "--device",
+        type=device,
+        default="auto",
+        help="auto (a GPU when there is one) | cpu | cuda | cuda:N",
     )
     p.add_argument(
         "--max-documents", type=positive_int, default=5000, help="read at most this many documents"

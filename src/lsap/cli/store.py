@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 
-from lsap.cli.args import positive_int, probability
+from lsap.cli.args import device, positive_int, probability
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only the first N windows (measurements)",
     )
     b.add_argument(
-        "--device", default="auto", help="auto | cpu | cuda[:i] (auto: cuda if available)"
+        "--device",
+        type=device,
+        default="auto",
+        help="auto | cpu | cuda[:i] (auto: cuda if available)",
     )
     b.add_argument(
         "--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32"
