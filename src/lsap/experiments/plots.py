@@ -134,10 +134,24 @@ DELTA_METRICS = (
 )
 
 
+def strength_xerr(rows: list[dict]) -> list[list[float]] | None:
+    """Horizontal error bars [[below], [above]] from each row's 95 % document-bootstrap
+    interval of strength (`strength_ci`); None when any row has no interval (a partial set
+    of bars would read as "no uncertainty" for the others)."""
+    cis = [r.get("strength_ci") for r in rows]
+    if not rows or any(c is None for c in cis):
+        return None
+    return [
+        [max(r["strength"] - c[0], 0.0) for r, c in zip(rows, cis)],
+        [max(c[1] - r["strength"], 0.0) for r, c in zip(rows, cis)],
+    ]
+
+
 def write_delta_plot(rows: list[dict], out: Path) -> str:
     """delta_vs_strength.png: Δ(LSAP − CE) at matched FLOPs per setting, mean with min–max bars
-    over seeds, against surrogate strength (x = surrogate bpb / CE bpb; lower = stronger)
-    when the settings differ in surrogate, else one point per setting."""
+    over seeds, against surrogate strength (x = surrogate bpb / CE bpb; lower = stronger, with
+    its 95 % document-bootstrap interval as horizontal bars) when the settings differ in
+    surrogate, else one point per setting."""
     plt = _pyplot()
     rows = [r for r in rows if any(r.get(m) for m, _, _ in DELTA_METRICS)]
     strengths = {r["strength"] for r in rows if r.get("strength") is not None}
@@ -159,7 +173,9 @@ def write_delta_plot(rows: list[dict], out: Path) -> str:
                     [(r[m]["mean"] - r[m]["min"]) * scale for r in rs],
                     [(r[m]["max"] - r[m]["mean"]) * scale for r in rs],
                 ]
-                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=g)
+                ax.errorbar(
+                    xs, ys, yerr=err, xerr=strength_xerr(rs), marker="o", capsize=3, label=g
+                )
                 for r in rs:
                     ax.annotate(
                         str(r.get("surrogate")),
@@ -194,7 +210,8 @@ def write_delta_plot(rows: list[dict], out: Path) -> str:
         ax.set_title(label.split(" (")[0], fontsize=9)
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7)
-    fig.suptitle("LSAP − CE at matched FLOPs (mean, min–max over seeds)", fontsize=10)
+    ci = "; strength: 95 % interval" if len(strengths) > 1 else ""
+    fig.suptitle(f"LSAP − CE at matched FLOPs (mean, min–max over seeds{ci})", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "delta_vs_strength.png", dpi=120)
     plt.close(fig)
