@@ -226,10 +226,7 @@ def preflight(
     import time
 
     from lsap.data.corpora import check_dataset_spec
-    from lsap.eval.metrics import bpb_on_documents
-    from lsap.eval.strength import strength_interval, strength_line
-    from lsap.experiments.analyze import _aux_batch, read_documents, sample_windows
-    from lsap.method.flops import count_params, inference_flops_per_token, train_flops_per_token
+    from lsap.experiments.analyze import read_documents, sample_windows
     from lsap.surrogate.load import (
         check_model_spec,
         inference_device_dtype,
@@ -276,6 +273,30 @@ def preflight(
         f"{rep['surrogate_vocab']:,}); your text's base tokens inside Σ∩: {share:.1%} "
         f"({rep['corpus_tokens']:,} tokens)"
     )
+    _check_intersection(vmap, share, surrogate, base)
+    res["aux_per_token"] = _aux_per_token(sw, xb, dev, alphas, k, batch_size)
+    log(
+        "  auxiliary targets per base token after the exclusions (k "
+        + str(k)
+        + "): "
+        + ", ".join(f"α {a}: {res['aux_per_token'][str(a)]:.3f}" for a in alphas)
+    )
+    sample = _sample_docs(docs, bpb_bytes, seed)
+    res.update(
+        _bpb_and_strength(
+            sw, sample, base_dir, base_run, seq_len, batch_size, dev, dtype, seed, log
+        )
+    )
+    res.update(_flops_price(sw.model.config, base_cfg, base_run, base_model, log))
+    res["map"] = where_on_map(res.get("strength"), share, res.get("strength_ci"))
+    log("  on lsap's measured map: " + "\n    ".join(res["map"]))
+    res["wall_s"] = round(time.time() - t0, 1)
+    log(f"[preflight] done in {res['wall_s']:.0f}s")
+    return res
+
+
+def _check_intersection(vmap, share: float, surrogate: str, base) -> None:
+    """Refuse a surrogate whose Σ∩ is too weak to give positions targets."""
     weak = vmap.weakness()
     if weak or share < MIN_TOKEN_SHARE:
         raise PreflightError(
@@ -288,54 +309,59 @@ def preflight(
             + "; choose a surrogate whose tokenizer shares more tokens with the base's"
         )
 
-    # auxiliary targets per base token (Table-1 machinery of lsap.experiments.analyze)
+
+def _aux_per_token(sw, xb, dev, alphas, k: int, batch_size: int) -> dict[str, float]:
+    """Auxiliary targets per base token at each α (Table-1 machinery of
+    lsap.experiments.analyze), over the sampled windows `xb`."""
+    from lsap.experiments.analyze import _aux_batch
+
     tot = {a: [0, 0] for a in alphas}
     with torch.inference_mode():
-        for i in range(0, n, batch_size):
+        for i in range(0, len(xb), batch_size):
             for a, (s_, c) in _aux_batch(
-                sw.model, xb[i : i + batch_size].to(dev), vmap, alphas, k, sw.pad_id
+                sw.model, xb[i : i + batch_size].to(dev), sw.vmap, alphas, k, sw.pad_id
             ).items():
                 tot[a][0] += s_
                 tot[a][1] += c
-    res["aux_per_token"] = {str(a): tot[a][0] / max(tot[a][1], 1) for a in alphas}
-    log(
-        "  auxiliary targets per base token after the exclusions (k "
-        + str(k)
-        + "): "
-        + ", ".join(f"α {a}: {res['aux_per_token'][str(a)]:.3f}" for a in alphas)
-    )
+    return {str(a): tot[a][0] / max(tot[a][1], 1) for a in alphas}
 
-    # bits per byte on the same whole documents, each model with its own tokenizer
-    sample = _sample_docs(docs, bpb_bytes, seed)
+
+def _bpb_and_strength(
+    sw, sample, base_dir, base_run, seq_len, batch_size, dev, dtype, seed, log
+) -> dict:
+    """Bits per byte on the same whole documents, each model with its own tokenizer; with a
+    base run, strength (surrogate / base) and its document-bootstrap interval."""
+    from lsap.eval.metrics import bpb_on_documents
+    from lsap.eval.strength import strength_interval, strength_line
+
     kw = dict(seq_len=seq_len, batch_size=batch_size, per_document=True)
     s_res = bpb_on_documents(sw.model, sw.tokenizer, sample, **kw)
     s_bpb, s_tok, nbytes = s_res["bpb"], s_res["tokens"], s_res["bytes"]
-    res.update(surrogate_bpb=s_bpb, bpb_documents=len(sample), bpb_bytes=nbytes)
+    res = dict(surrogate_bpb=s_bpb, bpb_documents=len(sample), bpb_bytes=nbytes)
     line = f"  surrogate bits per byte: {s_bpb:.3f} ({len(sample)} documents, {nbytes:,} bytes, {s_tok:,} tokens)"
-    strength = None
     if base_dir is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         bm = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(dev)
         b_res = bpb_on_documents(bm, AutoTokenizer.from_pretrained(base_dir), sample, **kw)
         st = strength_interval(s_res["doc_nll"], b_res["doc_nll"], s_res["doc_bytes"], seed=seed)
-        strength, b_bpb = st["strength"], b_res["bpb"]
-        res.update(base_bpb=b_bpb, strength=strength, strength_ci=list(st["ci"]))
+        b_bpb = b_res["bpb"]
+        res.update(base_bpb=b_bpb, strength=st["strength"], strength_ci=list(st["ci"]))
         line += f"; base ({base_run}) {b_bpb:.3f} → {strength_line(st)} (surrogate / base; < 1: stronger)"
         del bm
     log(line)
+    return res
 
-    # FLOPs price (METHOD §5)
-    n_s, n_b = count_params(sw.model.config), count_params(base_cfg)
-    price = 1 + inference_flops_per_token(sw.model.config) / train_flops_per_token(base_cfg)
-    res.update(surrogate_params=n_s, base_params=n_b, flops_price=price, tokens_lost=1 - 1 / price)
+
+def _flops_price(s_cfg, base_cfg, base_run, base_model, log) -> dict:
+    """LSAP's FLOPs per base token relative to CE (METHOD §5) and the tokens it costs."""
+    from lsap.method.flops import count_params, inference_flops_per_token, train_flops_per_token
+
+    n_s, n_b = count_params(s_cfg), count_params(base_cfg)
+    price = 1 + inference_flops_per_token(s_cfg) / train_flops_per_token(base_cfg)
     log(
         f"  FLOPs per base token: 1 + 2·N_s/(6·N_b) = {price:.3f} (N_s {n_s / 1e6:,.1f}M, N_b {n_b / 1e6:,.1f}M"
         f"{' from ' + base_run if base_run else ' = ' + base_model}): at matched FLOPs LSAP trains "
         f"{1 - 1 / price:.1%} fewer tokens than CE"
     )
-    res["map"] = where_on_map(strength, share, res.get("strength_ci"))
-    log("  on lsap's measured map: " + "\n    ".join(res["map"]))
-    res["wall_s"] = round(time.time() - t0, 1)
-    log(f"[preflight] done in {res['wall_s']:.0f}s")
-    return res
+    return dict(surrogate_params=n_s, base_params=n_b, flops_price=price, tokens_lost=1 - 1 / price)
