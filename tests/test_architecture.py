@@ -46,7 +46,6 @@ FUNCTION_ALLOWLIST = {
     "lsap/data/shards.py:prepare": 245,
     "lsap/eval/run.py:evaluate_run": 185,
     "lsap/experiments/regime.py:build_regime": 161,
-    "lsap/experiments/analyze.py:analyze": 137,
     "lsap/data/arrays.py:link_token_arrays": 113,
     "lsap/eval/run.py:_evaluate_one": 123,
     "lsap/experiments/sweep.py:_run_sweep": 107,

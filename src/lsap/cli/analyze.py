@@ -117,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lsap.experiments.analyze import analyze, table_markdown, write_outputs
+    from lsap.experiments.analyze import analyze
+    from lsap.experiments.analyze_output import table_markdown, write_outputs
 
     result = analyze(
         models=args.model,

@@ -31,18 +31,14 @@ excluded, non-Σ∩ tokens excluded, top-k, p > α. Positions whose input token 
 Σ∩ get no targets and count as 0: the mean is auxiliary targets per supervised base token.
 
 Pure tensor functions (`count_above`, `count_aux`) carry the statistic; `analyze()`
-runs models over datasets; `table_markdown` / `write_outputs` format the result.
+runs models over datasets; `lsap.experiments.analyze_output` formats the result.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -277,40 +273,29 @@ def analyze(
     from lsap.surrogate.load import inference_device_dtype, load_surrogate, load_surrogate_with_map
 
     alphas = _check_alphas(alphas)
-    if n < 1 or seq_len < 2 or batch_size < 1:
-        raise AnalyzeError(
-            f"need n ≥ 1, seq_len ≥ 2, batch_size ≥ 1 (got {n}, {seq_len}, {batch_size})"
-        )
-    if not models or not datasets or not seeds:
-        raise AnalyzeError("give at least one model, one dataset and one seed")
-    if len(set(seeds)) != len(seeds):
-        raise AnalyzeError(f"seeds repeat: {list(seeds)}")
-    for m in models:
-        check_model_spec(m)
-    descriptions = {d: check_dataset_spec(d) for d in datasets}
-    if base is not None:
-        load_tokenizer(base)  # unknown names fail here, before any model
-
+    descriptions = _validate(models, datasets, seeds, n, seq_len, batch_size, base)
     docs = {
         d: read_documents(
             d, max_documents if not d.startswith("hf:") else (max_documents or 50_000)
         )
         for d in datasets
     }
-
     # Sample every example before loading any weights: a too-small dataset fails fast.
-    toks, examples = {}, {}
-    for m in models:
-        toks[m] = load_tokenizer(m)
-        for d in datasets:
-            for s in seeds:
-                examples[m, d, s] = sample_windows(docs[d], toks[m], n, seq_len, s, name=d)
+    toks = {m: load_tokenizer(m) for m in models}
+    examples = {
+        (m, d, s): sample_windows(docs[d], toks[m], n, seq_len, s, name=d)
+        for m in models
+        for d in datasets
+        for s in seeds
+    }
     base_tok, base_examples = None, {}
     if base is not None:
         base_tok = load_tokenizer(base)
-        for d in datasets:
-            for s in seeds:
-                base_examples[d, s] = sample_windows(docs[d], base_tok, n, seq_len + 1, s, name=d)
+        base_examples = {
+            (d, s): sample_windows(docs[d], base_tok, n, seq_len + 1, s, name=d)
+            for d in datasets
+            for s in seeds
+        }
 
     dev, dtype = inference_device_dtype(device)
     rows: list[dict] = []
@@ -324,67 +309,119 @@ def analyze(
                 m, base_tok, base_vocab_size, dtype=dtype, device=dev, tokenizer=toks[m]
             )
             model, vmap, pad_id = sw.model, sw.vmap, sw.pad_id
-        counts: dict = {a: {d: {} for d in datasets} for a in alphas}
-        aux: dict = {a: {d: {} for d in datasets} for a in alphas}
         n_batches = math.ceil(n / batch_size) * len(datasets) * len(seeds) * (2 if base else 1)
         bar = tqdm(
             total=n_batches, desc=f"analyze {m}", unit="batch", disable=not progress, smoothing=0.1
         )
-        with torch.inference_mode():
-            for d in datasets:
-                for s in seeds:
-                    tot = {a: [0, 0] for a in alphas}
-                    x = examples[m, d, s]
-                    for i in range(0, n, batch_size):
-                        ids = x[i : i + batch_size].to(dev)
-                        logits = _forward_logits(model, ids)
-                        for a, (sm, c) in count_above(logits, None, alphas).items():
-                            tot[a][0] += sm
-                            tot[a][1] += c
-                        bar.update(1)
-                        bar.set_postfix_str(f"{d} seed {s}")
-                    for a in alphas:
-                        counts[a][d][s] = tuple(tot[a])
-                    if vmap is None:
-                        continue
-                    tot = {a: [0, 0] for a in alphas}
-                    xb = base_examples[d, s]
-                    for i in range(0, n, batch_size):
-                        for a, (sm, c) in _aux_batch(
-                            model, xb[i : i + batch_size].to(dev), vmap, alphas, k, pad_id
-                        ).items():
-                            tot[a][0] += sm
-                            tot[a][1] += c
-                        bar.update(1)
-                        bar.set_postfix_str(f"{d} seed {s} aux")
-                    for a in alphas:
-                        aux[a][d][s] = tuple(tot[a])
+        counts, aux = _count_model(
+            model, vmap, pad_id, examples, base_examples, m, datasets, seeds, alphas, k,
+            batch_size, dev, bar,
+        )  # fmt: skip
         bar.close()
         rows += [r.to_dict() for r in rows_from_counts(m, STAT_ABOVE, counts)]
         if vmap is not None:
             rows += [r.to_dict() for r in rows_from_counts(m, STAT_AUX, aux)]
         del model
-    return {
-        "settings": {
-            "models": list(models),
-            "datasets": list(datasets),
-            "dataset_descriptions": descriptions,
-            "alphas": alphas,
-            "n": n,
-            "seeds": list(seeds),
-            "seq_len": seq_len,
-            "batch_size": batch_size,
-            "device": str(dev),
-            "dtype": str(dtype).replace("torch.", ""),
-            "base": base,
-            "k": k,
-            "max_documents": max_documents,
-            "sampling": "documents shuffled with numpy default_rng(seed), tokenized with the model's "
-            "tokenizer, packed with a document separator after each, first n windows of "
-            "seq_len tokens; every position counted",
-        },
-        "rows": rows,
+    settings = {
+        "models": list(models),
+        "datasets": list(datasets),
+        "dataset_descriptions": descriptions,
+        "alphas": alphas,
+        "n": n,
+        "seeds": list(seeds),
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "device": str(dev),
+        "dtype": str(dtype).replace("torch.", ""),
+        "base": base,
+        "k": k,
+        "max_documents": max_documents,
+        "sampling": SAMPLING,
     }
+    return {"settings": settings, "rows": rows}
+
+
+SAMPLING = (
+    "documents shuffled with numpy default_rng(seed), tokenized with the model's "
+    "tokenizer, packed with a document separator after each, first n windows of "
+    "seq_len tokens; every position counted"
+)
+
+
+def _validate(models, datasets, seeds, n, seq_len, batch_size, base) -> dict:
+    """Everything cheap, before any document is read: sizes, names, GGUF headers, the base
+    tokenizer. Returns each dataset's description."""
+    from lsap.data.tokenizer import load_tokenizer
+
+    if n < 1 or seq_len < 2 or batch_size < 1:
+        raise AnalyzeError(
+            f"need n ≥ 1, seq_len ≥ 2, batch_size ≥ 1 (got {n}, {seq_len}, {batch_size})"
+        )
+    if not models or not datasets or not seeds:
+        raise AnalyzeError("give at least one model, one dataset and one seed")
+    if len(set(seeds)) != len(seeds):
+        raise AnalyzeError(f"seeds repeat: {list(seeds)}")
+    for m in models:
+        check_model_spec(m)
+    descriptions = {d: check_dataset_spec(d) for d in datasets}
+    if base is not None:
+        load_tokenizer(base)  # unknown names fail here, before any model
+    return descriptions
+
+
+def _count_model(
+    model,
+    vmap,
+    pad_id,
+    examples,
+    base_examples,
+    m,
+    datasets,
+    seeds,
+    alphas,
+    k,
+    batch_size,
+    dev,
+    bar,
+) -> tuple[dict, dict]:
+    """One model over every (dataset, seed): tokens above each α, and with a vocabulary map
+    the auxiliary targets per base token. Returns ({α: {d: {s: (sum, count)}}}, same for aux)."""
+    counts: dict = {a: {d: {} for d in datasets} for a in alphas}
+    aux: dict = {a: {d: {} for d in datasets} for a in alphas}
+
+    def above(ids):
+        return count_above(_forward_logits(model, ids), None, alphas)
+
+    def targets(ids):
+        return _aux_batch(model, ids, vmap, alphas, k, pad_id)
+
+    with torch.inference_mode():
+        for d in datasets:
+            for s in seeds:
+                tot = _accumulate(examples[m, d, s], batch_size, dev, above, bar, f"{d} seed {s}")
+                for a in alphas:
+                    counts[a][d][s] = tot[a]
+                if vmap is None:
+                    continue
+                tot = _accumulate(
+                    base_examples[d, s], batch_size, dev, targets, bar, f"{d} seed {s} aux"
+                )
+                for a in alphas:
+                    aux[a][d][s] = tot[a]
+    return counts, aux
+
+
+def _accumulate(x, batch_size, dev, count, bar, label) -> dict[float, tuple[int, int]]:
+    """Sum a per-batch counter {α: (sum, count)} over the windows `x`, batch by batch."""
+    tot: dict[float, list[int]] = {}
+    for i in range(0, len(x), batch_size):
+        for a, (sm, c) in count(x[i : i + batch_size].to(dev)).items():
+            t = tot.setdefault(a, [0, 0])
+            t[0] += sm
+            t[1] += c
+        bar.update(1)
+        bar.set_postfix_str(label)
+    return {a: tuple(t) for a, t in tot.items()}
 
 
 def _aux_batch(
@@ -401,86 +438,3 @@ def _aux_batch(
     if logits is None:
         return {a: (0, int(labels.numel())) for a in alphas}
     return count_aux(logits, labels, vmap, alphas, k=k, valid=si.attention_mask.bool())
-
-
-# --------------------------------------------------------------------------- output
-def _label(row: dict, base: str | None = None) -> str:
-    if row["statistic"] == STAT_AUX:
-        return f"{row['model']} (aux → {base or 'base'})"
-    return row["model"]
-
-
-def table_markdown(result: dict, digits: int = 2) -> str:
-    """Table 1's shape: one row per (model, α), a column per dataset, then AVG."""
-    ds = result["settings"]["datasets"]
-    base = result["settings"].get("base")
-    lines = ["| Model | α | " + " | ".join(ds) + " | AVG |", "|---|---:|" + "---:|" * (len(ds) + 1)]
-    for r in result["rows"]:
-        cells = [f"{r['datasets'][d]['mean']:.{digits}f}" for d in ds] + [f"{r['avg']:.{digits}f}"]
-        lines.append(f"| {_label(r, base)} | {r['alpha']:g} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_outputs(result: dict, out: str | os.PathLike) -> dict[str, Path]:
-    """table1.{csv,json,md,png} under `out`; returns their paths."""
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
-    ds = result["settings"]["datasets"]
-    paths = {k: d / f"table1.{k}" for k in ("csv", "json", "md", "png")}
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "statistic", "alpha", *ds, "AVG"])
-        for r in result["rows"]:
-            w.writerow(
-                [
-                    r["model"],
-                    r["statistic"],
-                    r["alpha"],
-                    *[repr(r["datasets"][x]["mean"]) for x in ds],
-                    repr(r["avg"]),
-                ]
-            )
-    paths["json"].write_text(json.dumps(result, indent=2) + "\n")
-    s = result["settings"]
-    paths["md"].write_text(
-        table_markdown(result) + "\n\n"
-        f"n={s['n']} examples × seq_len {s['seq_len']} per seed, seeds {s['seeds']}, "
-        f"device {s['device']} ({s['dtype']}). Sampling: {s['sampling']}.\n"
-    )
-    plot_table(result, paths["png"])
-    return paths
-
-
-def plot_table(result: dict, path: str | os.PathLike) -> Path:
-    """Grouped bars: one panel per (model, statistic), groups = datasets + AVG, a bar per α."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ds = result["settings"]["datasets"]
-    base = result["settings"].get("base")
-    panels: dict[tuple[str, str], list[dict]] = {}
-    for r in result["rows"]:
-        panels.setdefault((r["model"], r["statistic"]), []).append(r)
-    groups = ds + ["AVG"]
-    fig, axes = plt.subplots(
-        len(panels), 1, figsize=(max(6, 1.6 * len(groups) + 2), 3.2 * len(panels)), squeeze=False
-    )
-    for ax, ((_model, stat), rows) in zip(axes[:, 0], panels.items()):
-        width = 0.8 / len(rows)
-        x = np.arange(len(groups))
-        for j, r in enumerate(rows):
-            vals = [r["datasets"][g]["mean"] for g in ds] + [r["avg"]]
-            bars = ax.bar(
-                x + (j - (len(rows) - 1) / 2) * width, vals, width, label=f"α = {r['alpha']:g}"
-            )
-            ax.bar_label(bars, fmt="%.2f", fontsize=7)
-        ax.set_xticks(x, groups)
-        ax.set_ylabel("entries with p > α" if stat == STAT_ABOVE else "aux targets / token")
-        ax.set_title(_label(rows[0], base))
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
