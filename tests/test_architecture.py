@@ -45,7 +45,6 @@ FUNCTION_ALLOWLIST = {
     "lsap/surrogate/store_build.py:build_store": 301,
     "lsap/data/shards.py:prepare": 245,
     "lsap/eval/run.py:evaluate_run": 185,
-    "lsap/experiments/regime.py:build_regime": 161,
     "lsap/data/arrays.py:link_token_arrays": 113,
     "lsap/eval/run.py:_evaluate_one": 123,
     "lsap/experiments/sweep.py:_run_sweep": 107,

@@ -251,86 +251,7 @@ def build_regime(s: Settings) -> Regime:
 
     pretrain = s.surrogate == "pretrain"
     if pretrain:
-        # The surrogate's BPE sees broader text (its corpus part + other text) with digits
-        # split, so the two vocabularies differ as OLMo2's and Qwen3's do; its *model* sees
-        # only its own part of the base's domain: disjoint from the base's training and
-        # held-out documents, and many times more tokens than the base will train on.
-        sur_tok_dir = cache / f"tok-surrogate-{tkey}"
-        _tokenizer(
-            [s.corpus, s.surrogate_tokenizer_corpus],
-            sur_tok_dir,
-            s,
-            split_digits=True,
-            part=s.surrogate_part,
-        )
-        sur_data = prepare_shards(
-            sur_tok_dir, s.corpus, cache / f"data-surrogate-{tkey}", s.surrogate_part
-        )
-        mults = sorted(set(int(m) for m in s.surrogate_multiples))
-        tokens_per_step = s.batch_size * s.seq_len
-        from lsap.method.flops import plan_steps
-
-        at = [
-            plan_steps(tokens_per_step, 1.0, max_tokens=m * s.ce_tokens).total_steps for m in mults
-        ]
-        skey = s.key(
-            "corpus",
-            "base_part",
-            "surrogate_part",
-            "vocab_size",
-            "tokenizer_docs",
-            "seq_len",
-            "batch_size",
-            "ce_tokens",
-            "surrogate_multiples",
-        )
-        skey += _shape_key(s.surrogate_shape, SURROGATE_SHAPE)
-        say(
-            f"2/6 surrogate: pretrained once on its own {s.surrogate_part[1] - s.surrogate_part[0]:.0%} "
-            f"of {s.corpus}'s training documents, {mults[-1]}× the base's {s.ce_tokens:,.0f} tokens "
-            f"(checkpoints at {', '.join(f'{m}×' for m in mults)}), then cached"
-        )
-        sur_run = train(
-            run_cfg(
-                "surrogate",
-                cache / f"surrogate-{skey}",
-                sur_data,
-                s.surrogate_shape,
-                s,
-                [
-                    f"train.max_tokens={mults[-1] * s.ce_tokens}",
-                    "train.eval_every=0",
-                    f"train.ckpt_at={at[:-1]}",
-                ],
-            ),
-            progress_desc="  surrogate pretraining",
-        )
-        surrogates = {
-            f"{m}x": str(sur_run / "checkpoints" / f"step_{a:08d}" / "model")
-            for m, a in zip(mults, at)
-        }
-        surrogates[f"{mults[-1]}x"] = str(last_model(sur_run))
-        strongest = f"{mults[-1]}x"
-        for name, shape in (s.extra_surrogates or {}).items():
-            if name in surrogates:
-                from lsap.utils.errors import ConfigError
-
-                raise ConfigError(
-                    f"extra_surrogates: {name!r} clashes with a checkpoint name; rename it"
-                )
-            say(f"2/6 surrogate {name!r}: shape {shape}, the same {mults[-1]}× tokens")
-            run = train(
-                run_cfg(
-                    f"surrogate-{name}",
-                    cache / f"surrogate-{skey}{_shape_key(shape, {})}",
-                    sur_data,
-                    shape,
-                    s,
-                    [f"train.max_tokens={mults[-1] * s.ce_tokens}", "train.eval_every=0"],
-                ),
-                progress_desc=f"  surrogate {name}",
-            )
-            surrogates[name] = str(last_model(run))
+        sur_data, surrogates, strongest = _pretrained_surrogates(s, cache, tkey)
         for name, spec in surrogates.items():
             params[name] = count_params(surrogate_config(spec))
     else:
@@ -386,6 +307,91 @@ def build_regime(s: Settings) -> Regime:
         params,
         rep["corpus_share_in_intersection"],
     )
+
+
+def _pretrained_surrogates(s: Settings, cache: Path, tkey: str) -> tuple[Path, dict, str]:
+    """Pretrain the surrogate once (cached): its tokenizer and shards, checkpoints at
+    `surrogate_multiples` × the base's tokens, plus `extra_surrogates`. Returns its shards,
+    {name: model directory} and the strongest's name."""
+    from lsap.method.flops import plan_steps
+
+    # The surrogate's BPE sees broader text (its corpus part + other text) with digits
+    # split, so the two vocabularies differ as OLMo2's and Qwen3's do; its *model* sees
+    # only its own part of the base's domain: disjoint from the base's training and
+    # held-out documents, and many times more tokens than the base will train on.
+    sur_tok_dir = cache / f"tok-surrogate-{tkey}"
+    _tokenizer(
+        [s.corpus, s.surrogate_tokenizer_corpus],
+        sur_tok_dir,
+        s,
+        split_digits=True,
+        part=s.surrogate_part,
+    )
+    sur_data = prepare_shards(
+        sur_tok_dir, s.corpus, cache / f"data-surrogate-{tkey}", s.surrogate_part
+    )
+    mults = sorted(set(int(m) for m in s.surrogate_multiples))
+    tokens_per_step = s.batch_size * s.seq_len
+
+    at = [plan_steps(tokens_per_step, 1.0, max_tokens=m * s.ce_tokens).total_steps for m in mults]
+    skey = s.key(
+        "corpus",
+        "base_part",
+        "surrogate_part",
+        "vocab_size",
+        "tokenizer_docs",
+        "seq_len",
+        "batch_size",
+        "ce_tokens",
+        "surrogate_multiples",
+    )
+    skey += _shape_key(s.surrogate_shape, SURROGATE_SHAPE)
+    say(
+        f"2/6 surrogate: pretrained once on its own {s.surrogate_part[1] - s.surrogate_part[0]:.0%} "
+        f"of {s.corpus}'s training documents, {mults[-1]}× the base's {s.ce_tokens:,.0f} tokens "
+        f"(checkpoints at {', '.join(f'{m}×' for m in mults)}), then cached"
+    )
+    sur_run = train(
+        run_cfg(
+            "surrogate",
+            cache / f"surrogate-{skey}",
+            sur_data,
+            s.surrogate_shape,
+            s,
+            [
+                f"train.max_tokens={mults[-1] * s.ce_tokens}",
+                "train.eval_every=0",
+                f"train.ckpt_at={at[:-1]}",
+            ],
+        ),
+        progress_desc="  surrogate pretraining",
+    )
+    surrogates = {
+        f"{m}x": str(sur_run / "checkpoints" / f"step_{a:08d}" / "model") for m, a in zip(mults, at)
+    }
+    surrogates[f"{mults[-1]}x"] = str(last_model(sur_run))
+    strongest = f"{mults[-1]}x"
+    for name, shape in (s.extra_surrogates or {}).items():
+        if name in surrogates:
+            from lsap.utils.errors import ConfigError
+
+            raise ConfigError(
+                f"extra_surrogates: {name!r} clashes with a checkpoint name; rename it"
+            )
+        say(f"2/6 surrogate {name!r}: shape {shape}, the same {mults[-1]}× tokens")
+        run = train(
+            run_cfg(
+                f"surrogate-{name}",
+                cache / f"surrogate-{skey}{_shape_key(shape, {})}",
+                sur_data,
+                shape,
+                s,
+                [f"train.max_tokens={mults[-1] * s.ce_tokens}", "train.eval_every=0"],
+            ),
+            progress_desc=f"  surrogate {name}",
+        )
+        surrogates[name] = str(last_model(run))
+    return sur_data, surrogates, strongest
 
 
 def surrogate_config(spec: str):
