@@ -35,7 +35,7 @@ MODULE_ALLOWLIST = {
     "lsap/train/loop.py": 817,
     "lsap/experiments/report.py": 712,
     "lsap/data/shards.py": 697,
-    "lsap/eval/run.py": 642,
+    "lsap/eval/run.py": 586,
     "lsap/eval/tasks.py": 643,
     "lsap/surrogate/store.py": 554,
     "lsap/config.py": 509,

@@ -613,3 +613,45 @@ def test_strength_documents_sample_across_the_split(world):
             break
         first.append(d)
     assert a != first or len(docs) < 4
+
+
+def test_eval_pruned_checkpoints_are_not_damaged(world, tmp_path, capsys, monkeypatch):
+    """Checkpoints `train.keep_checkpoints` pruned are gone, not damaged: the rest are evaluated,
+    a requested pruned step says so, and one pruned while the evaluation runs is named as pruned."""
+    import yaml
+
+    import lsap.eval.run as R
+    from lsap.train.checkpoint import prune
+
+    run = tmp_path / "ce"
+    shutil.copytree(world["runs"]["ce"], run)
+    for p in run.glob("checkpoints/*/eval.json"):
+        p.unlink()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["train"].update(ckpt_every=100, keep_checkpoints=2)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert [p.name for p in prune(run, 2)] == ["step_00000100"]
+    args = ["--tasks", "pairs", "--max-examples", "4", "--no-loss"]
+    assert main(["eval", str(run), *args]) == 0
+    out = capsys.readouterr().out
+    assert "damaged" not in out
+    assert sorted(p.parent.name for p in run.glob("checkpoints/*/eval.json")) == [
+        "step_00000200",
+        "step_00000300",
+    ]
+    assert main(["eval", str(run), *args, "--checkpoints", "step_00000100"]) == 2
+    err = capsys.readouterr().err
+    assert "step 100 was pruned by keep_checkpoints=2" in err and "damaged" not in err
+
+    listed = R.find_checkpoints  # the training run prunes step_00000200 after eval listed it
+
+    def listed_then_pruned(target, which="all"):
+        got = listed(target, which)
+        shutil.rmtree(run / "checkpoints" / "step_00000200")
+        return got
+
+    monkeypatch.setattr(R, "find_checkpoints", listed_then_pruned)
+    assert main(["eval", str(run), *args, "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "damaged" not in out and "pruned by the training run" in out
+    assert "step_00000200" in out

@@ -208,7 +208,7 @@ def test_quickstart_seeds_default_and_the_checkpoints_it_evaluates(tmp_path):
     assert Q._checkpoints_used(ce, 0, 163) == Q._checkpoints_used(ls, 1, 163) == "all"
     assert Q._checkpoints_used(ce, 2, 163) == "step_00000163,step_00000195"
     assert Q._checkpoints_used(ls, 4, 163) == "step_00000163"
-    from lsap.eval.run import find_checkpoints
+    from lsap.eval.checkpoints import find_checkpoints
 
     got = [m.parent.name for m, _, _ in find_checkpoints(ce, Q._checkpoints_used(ce, 3, 163))]
     assert got == ["step_00000163", "step_00000195"]

@@ -327,7 +327,7 @@ def evaluate_run_benchmarks(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lsap.eval.run import find_checkpoints
+    from lsap.eval.checkpoints import find_checkpoints
 
     tasks = resolve_benchmarks(spec)
     if "zorro" in tasks:

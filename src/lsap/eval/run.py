@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from lsap.eval.checkpoints import DamagedCheckpoint, check_weights, find_checkpoints
 from lsap.eval.metrics import STRENGTH_BYTES, document_fields, heldout_metrics, strength_documents
 from lsap.eval.tasks import (
     OFFLINE_TASKS,
@@ -207,78 +208,6 @@ META_KEYS = ("step", "tokens", "flops_base", "flops_surrogate", "flops")
 BARE_SEQ_LEN, BARE_BATCH_SIZE, BARE_VAL_BATCHES = 1024, 8, 20
 
 
-class DamagedCheckpoint(EvalError):
-    """A checkpoint's weight file is missing, truncated or unreadable (the others are still evaluated)."""
-
-
-def check_weights(model_dir: Path) -> None:
-    """Raise DamagedCheckpoint unless every ``*.safetensors`` file of `model_dir` is complete: its
-    8-byte header length, JSON header and the data it describes (the largest tensor end offset)
-    fit the file size exactly. Reads only the headers."""
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files and not any(Path(model_dir).glob("*.bin")):
-        raise DamagedCheckpoint(
-            f"{model_dir}: no model weights (*.safetensors); the checkpoint is incomplete"
-        )
-    for f in files:
-        size = f.stat().st_size
-        try:
-            with open(f, "rb") as fh:
-                n = int.from_bytes(fh.read(8), "little")
-                if size < 8 + n:
-                    raise ValueError(f"header of {n:,} bytes, file of {size:,}")
-                header = json.loads(fh.read(n))
-            end = max(
-                (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
-                default=0,
-            )
-            if size != 8 + n + end:
-                raise ValueError(f"{size:,} bytes, its header describes {8 + n + end:,}")
-        except (ValueError, KeyError, TypeError, OSError) as e:
-            raise DamagedCheckpoint(
-                f"{f} is damaged (truncated or corrupt: {e}); re-save or delete that checkpoint"
-            ) from e
-
-
-def find_checkpoints(target: Path, which: str = "all") -> list[tuple[Path, Path, dict]]:
-    """(model_dir, eval_json_path, meta) per selected checkpoint, in step order.
-
-    `which`: all | last | step_00000100[,step_...]. A bare HF model directory (config.json,
-    no checkpoints/) is one "checkpoint" whose result goes to DIR/eval.json."""
-    target = Path(target)
-    if (target / "config.json").is_file() and not (target / "checkpoints").is_dir():
-        return [(target, target / "eval.json", {})]
-    from lsap.train.checkpoint import list_checkpoints
-
-    root = target / "checkpoints"
-    cks = [
-        p for p in list_checkpoints(root) if (p / "model").is_dir()
-    ]  # finished ones (lsap.train.checkpoint)
-    if not cks:
-        raise EvalError(
-            f"{target}: no checkpoints (expected {root}/step_*/model/ or a HF model directory "
-            "with config.json)"
-        )
-    names = [p.name for p in cks]
-    if which == "last":
-        cks = cks[-1:]
-    elif which != "all":
-        wanted = [w.strip() for w in which.split(",") if w.strip()]
-        for w in wanted:
-            if w not in names:
-                close = difflib.get_close_matches(w, names, n=3)
-                raise EvalError(
-                    f"{target}: no checkpoint {w!r}"
-                    + (f"; close: {', '.join(close)}" if close else f"; have {', '.join(names)}")
-                )
-        cks = [p for p in cks if p.name in wanted]
-    out = []
-    for p in cks:
-        meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").is_file() else {}
-        out.append((p / "model", p / "eval.json", meta))
-    return out
-
-
 def reference_targets(cfg, run_dir: Path) -> dict | None:
     """The auxiliary-target spec a run's own `Config` implies (LSAP runs with a surrogate model):
     {"surrogate", "vocab_map", "k", "alpha", "gold_outside", "intersection_keep", "intersection_seed"};
@@ -451,7 +380,7 @@ def evaluate_run(
             eval_set["doc_bpb"] = {"max_bytes": doc_bytes, "documents": len(docs)}
         eval_set_hash = hashlib.sha256(json.dumps(eval_set, sort_keys=True).encode()).hexdigest()
 
-        results, target_fn, kept, skipped = [], None, [], []
+        results, target_fn, kept, skipped, gone = [], None, [], [], []
         for model_dir, out_path, meta in cks:
             if out_path.is_file() and not force:
                 old = json.loads(out_path.read_text())
@@ -459,6 +388,9 @@ def evaluate_run(
                     kept.append(out_path.parent.name)
                     results.append(old)
                     continue
+            if not (out_path.parent / "meta.json").is_file():  # pruned since listed (a training run
+                gone.append(out_path.parent.name)  # with keep_checkpoints): gone, not damaged
+                continue
             try:
                 check_weights(model_dir)
             except DamagedCheckpoint as e:
@@ -497,24 +429,36 @@ def evaluate_run(
                     offline and offline.get("removed_in_training"),
                 )
             )
-        if kept:
-            log(
-                f"[lsap] {target.name}: {len(kept)} checkpoint(s) already evaluated on this evaluation set "
-                f"({eval_set_hash[:12]}: {kept[0]}{' … ' + kept[-1] if len(kept) > 1 else ''}); --force to redo"
-            )
-        if skipped:
-            log(
-                f"[lsap] {target.name}: skipped {len(skipped)} damaged checkpoint(s), not evaluated: "
-                f"{', '.join(skipped)}"
-            )
-            if not results:
-                raise EvalError(
-                    f"{target}: every selected checkpoint is damaged ({', '.join(skipped)})"
-                )
+        _summarise_skips(target, eval_set_hash, kept, gone, skipped, results, log)
         return results
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _summarise_skips(target, eval_set_hash, kept, gone, skipped, results, log) -> None:
+    """One line each for checkpoints kept (already evaluated), pruned meanwhile, damaged; an
+    EvalError when none was evaluated."""
+    if kept:
+        log(
+            f"[lsap] {target.name}: {len(kept)} checkpoint(s) already evaluated on this evaluation set "
+            f"({eval_set_hash[:12]}: {kept[0]}{' … ' + kept[-1] if len(kept) > 1 else ''}); --force to redo"
+        )
+    if gone:
+        log(
+            f"[lsap] {target.name}: {len(gone)} checkpoint(s) pruned by the training run "
+            f"(train.keep_checkpoints) while this evaluation ran, not evaluated: {', '.join(gone)}"
+        )
+    if skipped:
+        log(
+            f"[lsap] {target.name}: skipped {len(skipped)} damaged checkpoint(s), not evaluated: "
+            f"{', '.join(skipped)}"
+        )
+    if not results and (skipped or gone):
+        raise EvalError(
+            f"{target}: every selected checkpoint is damaged or pruned "
+            f"({', '.join(skipped + gone)})"
+        )
 
 
 def _evaluate_one(
