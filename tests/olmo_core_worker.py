@@ -139,7 +139,12 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
     surrogate, token file and vocabulary (the store test)."""
     from olmo_core.data import NumpyDataLoaderConfig
     from olmo_core.distributed.parallel import DataParallelType
-    from olmo_core.distributed.utils import get_world_size, init_distributed, is_distributed
+    from olmo_core.distributed.utils import (
+        get_rank,
+        get_world_size,
+        init_distributed,
+        is_distributed,
+    )
     from olmo_core.optim import AdamWConfig, CosWithWarmup
     from olmo_core.train import Duration, TrainerConfig
     from olmo_core.train.callbacks import CheckpointerCallback
@@ -163,7 +168,13 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
         max_grad_norm=1.0,
         z_loss_multiplier=a.zloss or None,
         scheduler=CosWithWarmup(warmup=1),
-        dp_config=TransformerDataParallelConfig(name=DataParallelType.fsdp) if a.fsdp else None,
+        dp_config=(
+            TransformerDataParallelConfig(name=DataParallelType.hsdp, shard_degree=a.hsdp)
+            if a.hsdp
+            else TransformerDataParallelConfig(name=DataParallelType.fsdp)
+            if a.fsdp
+            else None
+        ),
         device=torch.device("cpu"),
     )
     if a.module == "ce":
@@ -185,6 +196,10 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
             aux_weighting=a.aux_weighting,
             **common,
         )
+    w = next(module.model.parameters())
+    if a.hsdp and get_rank() == 0:  # the mesh the parameters live on (the HSDP test checks it)
+        mesh = {"shape": list(w.device_mesh.shape), "placements": [str(x) for x in w.placements]}
+        Path(a.out + ".mesh.json").write_text(json.dumps(mesh))
     loader = NumpyDataLoaderConfig(global_batch_size=a.batch * T, seed=a.seed, num_workers=0).build(
         ds, dp_process_group=module.dp_process_group
     )
@@ -228,6 +243,7 @@ def parse(argv=None):
     p.add_argument("--chunk", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fsdp", action="store_true")
+    p.add_argument("--hsdp", type=int, default=0, help="HSDP with this shard degree")
     p.add_argument("--save-interval", type=int, default=0)
     p.add_argument("--kill-at", type=int, default=0)
     return p.parse_args(argv)

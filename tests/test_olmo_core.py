@@ -4,7 +4,7 @@
 - Each step's loss is `lsap_loss` on the same batch, targets and logits (from the model
   state before the step).
 - The head: plain labels take OLMo-core's path; z-loss equals OLMo-core's.
-- slow: 1 process = 2-process FSDP2 (gloo) with λ > 0; kill + resume from the DCP
+- slow: 1 process = 2-process FSDP2 (gloo) with λ > 0 = 4-process HSDP (2 × 2); kill + resume from the DCP
   checkpoint = uninterrupted; 2 torchrun "nodes" on loopback = 1 process; a store in the
   OLMo-core window layout gives the online run's losses.
 Tiny shapes: 2 layers, d = 64, vocabulary 96, T = 32 (tests/olmo_core_worker.py).
@@ -289,6 +289,24 @@ def test_fsdp2_two_processes_equal_one(tmp_path, data):
     )
     _wait(p)
     _close(one, _read(tmp_path / "two.jsonl"), LSAP_KEYS)
+
+
+@pytest.mark.slow
+def test_hsdp_four_processes_equal_one(tmp_path, data):
+    """LSAP λ = 1 under HSDP on 4 gloo processes (2 replicas × 2 shards, one micro-batch per
+    rank, so each rank holds its own label and target counts): the 1-process losses, aux and
+    grad norms (the global Z is exact). ~25 s on 2 cores."""
+    one = _run(tmp_path, data, "one", "--module", "lsap", "--lam", "1.0", "--steps", "3")
+    p = _torchrun(
+        "--nproc_per_node=4",
+        f"--master-port={_port()}",
+        WORKER,
+        *_args(tmp_path, data, "hsdp", "--hsdp", "2"),
+    )
+    _wait(p)
+    mesh = json.loads((tmp_path / "hsdp.jsonl.mesh.json").read_text())
+    assert mesh == {"shape": [2, 2], "placements": ["R", "S(0)"]}, mesh  # replicate × shard
+    _close(one, _read(tmp_path / "hsdp.jsonl"), LSAP_KEYS)
 
 
 @pytest.mark.slow

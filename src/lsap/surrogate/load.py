@@ -17,7 +17,7 @@ and every parameter `requires_grad=False`. Accepted specs:
   then the network.
 
 dtype: None loads float32 (a GGUF is dequantised to float32 anyway, and bf16 matmuls
-are slow on CPUs); pass torch.bfloat16 on GPUs.
+are slow on CPUs); torch.bfloat16 (GPUs) runs the body in bf16, the head in fp32.
 
 `load_surrogate_with_map(spec, base_tokenizer, ...)` is the one place that pairs a
 surrogate with its Σ∩ map (saved or built; the surrogate side covers
@@ -372,9 +372,12 @@ def load_surrogate(
     """Load a pretrained causal LM as a frozen surrogate → `(model, tokenizer_or_None)`.
 
     spec: `smollm2`, a `.gguf` path, a local HF directory, or a hub id (see module doc).
-    The model returned is on `device`, in `dtype` (float32 if None), eval mode, no grads.
+    The model returned is on `device`, in `dtype` (float32 if None; bf16 keeps the LM head
+    fp32, `lsap.surrogate.precision`), eval mode, no grads.
     """
-    dtype = dtype or torch.float32
+    from lsap.surrogate.precision import cast_for_inference
+
+    want, dtype = dtype or torch.float32, torch.float32  # load fp32, then cast
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if text in SHORT_NAMES:
@@ -389,7 +392,7 @@ def load_surrogate(
         )
     else:
         model, tokenizer = _load_hub(text, dtype)
-    return freeze(model.to(device)), tokenizer
+    return freeze(cast_for_inference(model, want).to(device)), tokenizer
 
 
 def load_surrogate_config(spec: str | os.PathLike):

@@ -233,8 +233,9 @@ def build_store(
     from lsap.data.shards import TokenShards
     from lsap.data.tokenizer import load_tokenizer, padded_vocab_size, tokenizer_hash
     from lsap.method.flops import count_params, inference_flops_per_token
-    from lsap.method.targets import propose_targets, surrogate_body_and_head
+    from lsap.method.targets import propose_targets
     from lsap.surrogate.load import SurrogateError, inference_device_dtype, load_surrogate_with_map
+    from lsap.surrogate.precision import head_dtype
     from lsap.utils.lock import DirLock
     from lsap.utils.progress import Progress
 
@@ -290,10 +291,7 @@ def build_store(
             model, stok, vmap, s_pad = sw.model, sw.tokenizer, sw.vmap, sw.pad_id
             id_bytes = 3 if vmap.base_vocab_size <= 1 << 24 else 4
             flops_per_token = inference_flops_per_token(model.config)
-            # the dtype of the logits that decided p > α (fp32 head unless S cannot be split)
-            logits_dtype = (
-                "float32" if surrogate_body_and_head(model) else str(tdtype).removeprefix("torch.")
-            )
+            hd = head_dtype(model)  # = the logits' that decide p > α (fp32 unless S is not split)
             identity = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -319,7 +317,8 @@ def build_store(
                     "dtype": str(tdtype).removeprefix("torch."),
                     "device_type": dev.type,
                     "pad_id": int(s_pad),
-                    "logits_dtype": logits_dtype,
+                    "logits_dtype": hd,
+                    "head_dtype": hd,
                 },
                 "vocab_map": {
                     "sigma_sha256": vocab_map_hash(vmap),
@@ -348,7 +347,8 @@ def build_store(
             if rank == 0 and mpath.is_file():
                 try:
                     old = json.loads(mpath.read_text())
-                except ValueError as e:
+                    old["surrogate"].setdefault("head_dtype", old["surrogate"]["dtype"])  # older
+                except (ValueError, KeyError, TypeError) as e:
                     raise StoreError(
                         f"{mpath}: corrupt manifest ({e}); delete {out} and build again"
                     ) from e
