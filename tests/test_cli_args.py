@@ -163,3 +163,13 @@ def test_quickstart_ce_tokens_zero_refused_before_work(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["quickstart", "--ce-tokens", "0"])
     assert e.value.code == 2 and "--ce-tokens" in capsys.readouterr().err
+
+
+def test_preflight_json_is_a_flag_and_json_out_a_path():
+    """One name per concept: `--json` prints JSON to stdout in every command; a file is `--json-out`."""
+    from lsap.cli.main import build_parser
+
+    base = ["preflight", "--surrogate", "s", "--data", "d"]
+    args = build_parser().parse_args([*base, "--json", "--json-out", "p.json"])
+    assert args.json is True and args.json_out == "p.json"
+    assert build_parser().parse_args(base).json is False

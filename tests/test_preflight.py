@@ -61,7 +61,7 @@ def test_preflight_on_the_tiny_world(tiny_world, base_run, capsys):
             "5000",
             "--device",
             "cpu",
-            "--json",
+            "--json-out",
             str(out),
         ]
     )
@@ -108,7 +108,7 @@ def test_base_run_on_another_tokenizer_than_base(tiny_world, base_run, capsys):
     assert len(err) == 1 and "is not the tokenizer of --base-run" in err[0], err
     assert "drop --base" in err[0]
     out = tiny_world["root"] / "preflight-run-tok.json"
-    assert main(["preflight", *common, "--json", str(out)]) == 0
+    assert main(["preflight", *common, "--json-out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["base"].endswith("/model") and "base_bpb" in res  # the run's own tokenizer
 

@@ -3,6 +3,9 @@ use LSAP with this surrogate on my text? (see `lsap.experiments.preflight`)"""
 
 from __future__ import annotations
 
+import json
+import sys
+
 from lsap.cli.args import device, nonnegative_int, positive_int, probability
 
 
@@ -72,7 +75,14 @@ def add_arguments(p) -> None:
         help="bytes of whole documents scored for bits per byte",
     )
     p.add_argument("--seed", type=nonnegative_int, default=0)
-    p.add_argument("--json", default=None, help="also write every number to this JSON file")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print every number as one JSON object on stdout (the report goes to stderr)",
+    )
+    p.add_argument(
+        "--json-out", default=None, metavar="PATH", help="also write every number to this JSON file"
+    )
 
 
 def run(args) -> int:
@@ -94,9 +104,12 @@ def run(args) -> int:
         max_documents=args.max_documents,
         bpb_bytes=args.bpb_bytes,
         seed=args.seed,
+        **({"log": lambda *a: print(*a, file=sys.stderr)} if args.json else {}),
     )
     if args.json:
+        print(json.dumps(res, indent=2, sort_keys=True))
+    if args.json_out:
         from lsap.utils.io import atomic_write_json
 
-        atomic_write_json(args.json, res)
+        atomic_write_json(args.json_out, res)
     return 0

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--flops",
         type=_flops,
         default=None,
-        help="FLOPs budget to match (default: the largest budget all runs reached)",
+        help="FLOPs budget to match (default: the common train.max_flops of the runs, else the largest budget all runs reached)",
     )
 
 

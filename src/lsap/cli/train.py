@@ -12,7 +12,9 @@ def add_arguments(p) -> None:
         "--resume", action="store_true", help="continue from the latest checkpoint in out_dir"
     )
     p.add_argument(
-        "--dry-run", action="store_true", help="print the resolved config and the budget, then exit"
+        "--dry-run",
+        action="store_true",
+        help="check the model overrides, print the resolved config as YAML, then exit (trains nothing)",
     )
 
 
