@@ -22,6 +22,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -189,9 +190,12 @@ def exists_glob(d: Path, pattern: str) -> Callable[[], bool]:
     return lambda: d.exists() and any(d.glob(pattern))
 
 
+BAR = re.compile(r"\[\d\d:\d\d")  # a tqdm progress bar's elapsed time
+
+
 def printed_line(r: subprocess.CompletedProcess) -> str:
     for stream in (r.stderr, r.stdout):
-        lines = [ln for ln in stream.strip().splitlines() if ln.strip() and "it/s]" not in ln]
+        lines = [ln for ln in stream.strip().splitlines() if ln.strip() and not BAR.search(ln)]
         if lines:
             return lines[-1].strip()
     return ""
@@ -350,14 +354,16 @@ def cases(w: dict) -> list[Case]:
         Case("traceback", "truncated GGUF in lsap vocab",
              lsap("vocab", "--base", w["base_tok"], "--surrogate", t / "m.gguf", "--data",
                   w["text"]), needles=("truncated",), setup=trunc_gguf),
-        Case("traceback", "Ctrl-C in lsap train",
-             lsap("train", *train_args(w, t / "run-int", "train.max_steps=5000")),
+        Case("traceback", "Ctrl-C in lsap train (checkpoints every 20 steps)",
+             lsap("train", *train_args(w, t / "run-int", "train.max_steps=1000",
+                                       "train.ckpt_every=20")),
              rc=(130,), needles=("interrupted",),
-             sigint_when=grows(t / "run-int" / "metrics.jsonl", 200)),
-        Case("traceback", "… its rerun resumes (--resume, 5000 → 5010 steps)",
-             lsap("train", "--resume", *train_args(w, t / "run-int", "train.max_steps=5010")),
+             sigint_when=exists_glob(t / "run-int" / "checkpoints", "step_*/meta.json")),
+        Case("traceback", "… the same command with --resume continues from the last checkpoint",
+             lsap("train", "--resume", *train_args(w, t / "run-int", "train.max_steps=1000",
+                                                   "train.ckpt_every=20")),
              rc=(0,), one_line=False,
-             check=lambda r: "" if (t / "run-int" / "checkpoints").exists() else "no checkpoint"),
+             check=lambda r: "" if "resumed from" in r.stdout + r.stderr else "did not resume"),
         Case("traceback", "Ctrl-C in lsap prepare",
              lsap("prepare", "--tokenizer", w["base_tok"], "--source", "python-docs",
                   "--out", t / "p-int", "--shard-tokens", 20000), rc=(130,),
@@ -424,7 +430,7 @@ def cases(w: dict) -> list[Case]:
              lsap("sweep", spec("b1.yaml", base + "grid: {lsap.alpha: [0.05]}\nbudget_flops: 1\n"),
                   "--out", t / "sw-1"), needles=("buys no training step",)),
         Case("dead end", "eval of a checkpoint pruned by keep_checkpoints",
-             lsap("eval", ce, "--checkpoints", 2, "--no-loss", "--no-targets"),
+             lsap("eval", ce, "--checkpoints", "step_00000002", "--no-loss", "--no-targets"),
              needles=("pruned by keep_checkpoints",)),
         *[Case("dead end", f"train {ov} (was caught by the NaN guard)",
                lsap("train", "--dry-run", *train_args(w, t / "r4", ov)),
@@ -482,7 +488,7 @@ def verdict(c: Case, r: subprocess.CompletedProcess) -> str:
     if "Traceback" in r.stderr and r.returncode != 0:
         return "traceback"
     if r.returncode in (2, 130) and c.one_line:
-        err = [ln for ln in r.stderr.strip().splitlines() if ln.strip() and "it/s]" not in ln]
+        err = [ln for ln in r.stderr.strip().splitlines() if ln.strip() and not BAR.search(ln)]
         if err and err[0].startswith("usage:"):  # argparse's usage block, then its one line
             err = [ln for ln in err if not (ln.startswith(("usage:", " ")))]
         if len(err) != 1:
