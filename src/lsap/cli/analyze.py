@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lsap.cli.args import device, nonnegative_int, positive_int
+from lsap.cli.args import add_no_progress, device, nonnegative_int, positive_int
 
 
 def _alpha(text: str) -> float:
@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="write table1.csv, table1.json, table1.md and table1.png here",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:

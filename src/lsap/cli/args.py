@@ -13,6 +13,23 @@ from __future__ import annotations
 import argparse
 import math
 
+NO_PROGRESS_HELP = "no progress bar (log lines and results are still printed)"
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    """`--no-progress`, the one name for "no progress bar" in every command that has one."""
+    parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+
+
+def progress_off(args: argparse.Namespace):
+    """A context in which no `lsap.utils.progress.Progress` bar is shown when the command got
+    `--no-progress` (the bars of train, quickstart and sweep sit deep inside their pipelines)."""
+    from contextlib import nullcontext
+
+    from lsap.utils.progress import disabled
+
+    return disabled() if getattr(args, "no_progress", False) else nullcontext()
+
 
 def _whole(text: str) -> int:
     try:

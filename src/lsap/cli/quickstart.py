@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from lsap.cli.args import nonnegative_int, positive_float, positive_int, probability
+from lsap.cli.args import (
+    add_no_progress,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    probability,
+    progress_off,
+)
 
 
 def add_arguments(p) -> None:
@@ -57,6 +64,7 @@ def add_arguments(p) -> None:
         "'inconclusive' by construction)",
     )
     p.add_argument("--eval-examples", type=positive_int, default=d.eval_examples)
+    add_no_progress(p)
 
 
 def run(args) -> int:
@@ -75,5 +83,6 @@ def run(args) -> int:
         seeds=args.seeds,
         eval_examples=args.eval_examples,
     )
-    run_quickstart(s)
+    with progress_off(args):
+        run_quickstart(s)
     return 0

@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 
-from lsap.cli.args import device, positive_int, probability
+from lsap.cli.args import add_no_progress, device, positive_int, probability
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3600.0,
         help="under torchrun: how long a rank waits for the others at the start and end (default 3600)",
     )
-    b.add_argument("--no-progress", action="store_true")
+    add_no_progress(b)
     i = sub.add_parser(
         "info", help="size, bytes per token, candidates per position at each α, provenance"
     )
