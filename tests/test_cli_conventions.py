@@ -75,3 +75,51 @@ def test_no_progress_silences_the_bar_deep_in_a_pipeline(monkeypatch, capsys):
     assert "step line" in err_out.err + err_out.out
     assert cli.main(["train"]) == 0  # without the flag the progress line is back
     assert "train x: 10/10 step" in capsys.readouterr().err
+
+
+def _actions():
+    for name, p in PARSERS.items():
+        for a in p._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
+                continue
+            if isinstance(a, argparse._SubParsersAction):
+                continue  # its choices are PARSERS entries of their own, each with a help line
+            yield name, p, a
+
+
+ACTIONS = list(_actions())
+IDS = [f"{n}:{'/'.join(a.option_strings) or a.dest}" for n, _, a in ACTIONS]
+
+
+@pytest.mark.parametrize("command,parser,action", ACTIONS, ids=IDS)
+def test_every_option_has_help_and_shows_its_default(command, parser, action):
+    from lsap.cli.args import default_text, shows_default
+
+    what = f"lsap {command} {'/'.join(action.option_strings) or action.dest}"
+    assert action.help, f"{what} has no help string"
+    if action.help == argparse.SUPPRESS:
+        return  # a hidden alias (prepare --quiet)
+    text = " ".join(parser.format_help().split())  # undo the line wrapping
+    if shows_default(action):
+        shown = f"(default: {default_text(action.default)})"
+        assert shown in text, f"{what}: --help does not show {shown}"
+        # the formatter adds it; no second, hand-written one in the help text itself
+        assert "default" not in action.help.lower().replace("the default is", ""), (
+            f"{what}: hand-written default in {action.help!r}"
+        )
+    else:
+        assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_the_top_level_parser_shows_defaults_too():
+    assert all(p.formatter_class.__name__ == "HelpFormatter" for p in PARSERS.values())
+    assert cli.build_parser().formatter_class.__name__ == "HelpFormatter"
+
+
+def test_vocab_max_tokens_zero_means_all_as_its_help_says():
+    """Its help said `0 = all` while the flag refused 0; now 0 parses (counted: all)."""
+    args = cli.build_parser().parse_args(
+        ["vocab", "--base", "b", "--surrogate", "s", "--max-tokens", "0"]
+    )
+    assert args.max_tokens == 0
+    assert "0: all" in " ".join(PARSERS["vocab"].format_help().split())

@@ -60,24 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         type=_alpha,
         default=[0.01, 0.05, 0.2],
-        help="thresholds α in (0, 1) (default: 0.01 0.05 0.2, the paper's)",
+        help="thresholds α in (0, 1); the default is the paper's",
     )
-    parser.add_argument(
-        "--n", type=_positive, default=5000, help="examples per dataset and seed (default 5000)"
-    )
+    parser.add_argument("--n", type=_positive, default=5000, help="examples per dataset and seed")
     parser.add_argument(
         "--seeds",
         nargs="+",
         type=nonnegative_int,
         default=[21, 42, 67],
-        help="sampling seeds; each dataset's value is the mean over them (default 21 42 67)",
+        help="sampling seeds; each dataset's value is the mean over them",
     )
-    parser.add_argument(
-        "--seq-len", type=_positive, default=1024, help="tokens per example (default 1024)"
-    )
-    parser.add_argument(
-        "--batch-size", type=_positive, default=8, help="examples per forward pass (default 8)"
-    )
+    parser.add_argument("--seq-len", type=_positive, default=1024, help="tokens per example")
+    parser.add_argument("--batch-size", type=_positive, default=8, help="examples per forward pass")
     parser.add_argument(
         "--device",
         type=device,
@@ -92,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(e.g. dolma2): gold and non-Σ∩ excluded, top-k, p > α",
     )
     parser.add_argument(
-        "--k", type=_positive, default=15, help="top-k for --base (default 15, the paper's)"
+        "--k", type=_positive, default=15, help="top-k for --base; the default is the paper's"
     )
     parser.add_argument(
         "--base-vocab-size",

@@ -13,6 +13,36 @@ from __future__ import annotations
 import argparse
 import math
 
+
+def default_text(value) -> str:
+    """A default as `--help` shows it: lists space-separated as typed, floats in %g form."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(default_text(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether `--help` appends `(default: X)` to this action: an option (or an optional
+    positional) whose default says something (not None, False, '' or [])."""
+    d = action.default
+    if d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, (str, list)) and not d):
+        return False
+    return bool(action.option_strings) or action.nargs in ("?", "*")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """`--help` of every lsap command: each option's default as `(default: X)` unless the help
+    text places `%(default)s` itself; descriptions and epilogs keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or not shows_default(action):
+            return text
+        return f"{text} (default: {default_text(action.default).replace('%', '%%')})"
+
+
 NO_PROGRESS_HELP = "no progress bar (log lines and results are still printed)"
 
 

@@ -32,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tasks",
         default="offline",
-        help="offline | paper | comma-separated lm-eval task names (default: offline)",
+        help="offline | paper | comma-separated lm-eval task names",
     )
     parser.add_argument(
-        "--checkpoints", default="all", help="all | last | step_00000100[,step_...] (default: all)"
+        "--checkpoints", default="all", help="all | last | step_00000100[,step_...]"
     )
     parser.add_argument(
         "--limit",
@@ -77,11 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-examples",
         type=positive_int,
         default=1000,
-        help="examples per offline task when building them (default: 1000)",
+        help="examples per offline task when building them",
     )
-    parser.add_argument(
-        "--device", type=device, default="auto", help="auto | cpu | cuda (default: auto)"
-    )
+    parser.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument(
         "--targets-surrogate",
         default=None,

@@ -22,7 +22,10 @@ import os
 import sys
 from pathlib import Path
 
-from lsap.cli.args import positive_float  # noqa: F401  (re-exported for commands)
+from lsap.cli.args import (
+    HelpFormatter,
+    positive_float,  # noqa: F401  (re-exported for commands)
+)
 from lsap.utils.errors import LsapError
 
 COMMANDS: dict[str, str] = {
@@ -57,12 +60,14 @@ def _version() -> str:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lsap", description="lsap — surrogate-assisted language-model pretraining"
+        prog="lsap",
+        description="lsap — surrogate-assisted language-model pretraining",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lsap {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         if only is None or name == only:
             _load(name).add_arguments(p)
     return parser

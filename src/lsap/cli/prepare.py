@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=positive_int,
         default=1,
-        help="tokenizer processes (default 1: one process, tokenizers' own threads); the output "
+        help="tokenizer processes (1: one process, tokenizers' own threads); the output "
         "is byte-identical for any number",
     )
     parser.add_argument(
