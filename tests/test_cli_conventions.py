@@ -123,3 +123,46 @@ def test_vocab_max_tokens_zero_means_all_as_its_help_says():
     )
     assert args.max_tokens == 0
     assert "0: all" in " ".join(PARSERS["vocab"].format_help().split())
+
+
+def test_alpha_is_one_value_and_alphas_a_list_in_every_command():
+    """`--alpha` (one α, a setting) vs `--alphas` (the α a report counts at): the list has one
+    name in analyze, preflight and store info; analyze's and store info's old `--alpha` still parse."""
+    for name, p in PARSERS.items():
+        opts = _options(p)
+        if "--alphas" in opts:
+            assert opts["--alphas"].nargs == "+", f"lsap {name} --alphas takes one value"
+            assert opts["--alphas"].help.startswith(
+                "thresholds α in (0, 1) to count at: one or more"
+            )
+        alpha = opts.get("--alpha")
+        if alpha is not None and alpha.help != argparse.SUPPRESS:  # visible: a single value
+            assert alpha.nargs is None and alpha.dest == "alpha", f"lsap {name} --alpha is a list"
+            assert "one value" in alpha.help
+    for name in ("analyze", "preflight", "store info"):
+        assert "--alphas" in _options(PARSERS[name]), name
+    parse = cli.build_parser().parse_args
+    a = ["analyze", "--model", "m", "--data", "d"]
+    assert parse([*a, "--alphas", "0.1", "0.2"]).alphas == [0.1, 0.2]
+    assert parse([*a, "--alpha", "0.1", "0.2"]).alphas == [0.1, 0.2]  # the old spelling
+    assert parse(a).alphas == [0.01, 0.05, 0.2]
+    assert "--alpha " not in PARSERS["analyze"].format_help()
+    s = ["store", "info", "DIR"]
+    assert parse([*s, "--alpha", "0.07", "--alpha", "0.1"]).alphas == [0.07, 0.1]
+    assert parse([*s, "--alphas", "0.07", "0.1"]).alphas == [0.07, 0.1]
+    assert parse(s).alphas is None
+    assert parse(["quickstart", "--alpha", "0.2"]).alpha == 0.2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["analyze", "--model", "m", "--data", "d", "--alphas", "1.5"],
+        ["eval", "RUN", "--targets-alpha", "nan"],
+        ["store", "info", "DIR", "--alphas", "0"],
+    ],
+)
+def test_every_alpha_is_checked_at_parse_time(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and "α must lie in (0, 1)" in capsys.readouterr().err

@@ -43,6 +43,34 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {default_text(action.default).replace('%', '%%')})"
 
 
+# α: `--alpha A` is one threshold (a setting of the runs); `--alphas A [A ...]` is the
+# thresholds a report counts at (analyze, preflight, store info). The old plural-less
+# spelling of the list stays a hidden alias where it existed.
+ALPHA_HELP = "threshold α in (0, 1): one value"
+ALPHAS_HELP = "thresholds α in (0, 1) to count at: one or more values"
+
+
+def add_alphas(parser: argparse.ArgumentParser, default, help: str, *, old_alias: bool) -> None:
+    """`--alphas A [A ...]`; with old_alias also the hidden `--alpha A [A ...]` (same list)."""
+    parser.add_argument(
+        "--alphas",
+        type=probability,
+        nargs="+",
+        default=default,
+        metavar="ALPHA",
+        help=f"{ALPHAS_HELP}; {help}",
+    )
+    if old_alias:
+        parser.add_argument(
+            "--alpha",
+            dest="alphas",
+            type=probability,
+            nargs="+",
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
+
+
 NO_PROGRESS_HELP = "no progress bar (log lines and results are still printed)"
 
 
@@ -113,7 +141,7 @@ def probability(text: str) -> float:
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
     if not math.isfinite(value) or not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1): {text!r}")
+        raise argparse.ArgumentTypeError(f"α must lie in (0, 1): {text!r}")
     return value
 
 

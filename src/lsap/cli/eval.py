@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 
-from lsap.cli.args import device, nonnegative_int, positive_int
+from lsap.cli.args import ALPHA_HELP, device, nonnegative_int, positive_int, probability
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,9 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--targets-alpha",
-        type=float,
+        type=probability,
         default=None,
-        help="α for --targets-surrogate (default: the config default of lsap.alpha)",
+        help=f"{ALPHA_HELP}, for --targets-surrogate (default: the config default of lsap.alpha)",
     )
     parser.add_argument("--no-targets", action="store_true", help="no split by auxiliary targets")
     parser.add_argument(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from lsap.cli.args import device, nonnegative_int, positive_int, probability
+from lsap.cli.args import add_alphas, device, nonnegative_int, positive_int
 
 
 def add_arguments(p) -> None:
@@ -57,13 +57,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seq-len", type=positive_int, default=512, help="tokens per window")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
     p.add_argument("--k", type=positive_int, default=15, help="top-k surrogate candidates")
-    p.add_argument(
-        "--alphas",
-        type=probability,
-        nargs="+",
-        default=list(ALPHAS),
-        help="thresholds α in (0, 1) to count targets per token at",
-    )
+    add_alphas(p, list(ALPHAS), "targets per token are counted at each", old_alias=False)
     p.add_argument(
         "--device",
         type=device,

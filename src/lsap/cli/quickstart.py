@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lsap.cli.args import (
+    ALPHA_HELP,
     add_no_progress,
     nonnegative_int,
     positive_float,
@@ -52,7 +53,7 @@ def add_arguments(p) -> None:
         help="surrogate checkpoints at these multiples of the base's tokens; the last one is used",
     )
     p.add_argument(
-        "--alpha", type=probability, default=d.alpha, help="the LSAP runs' threshold α in (0, 1)"
+        "--alpha", type=probability, default=d.alpha, help=f"the LSAP runs' {ALPHA_HELP}"
     )
     p.add_argument(
         "--k", type=positive_int, default=d.k, help="the LSAP runs' top-k surrogate candidates"

@@ -15,7 +15,14 @@ import argparse
 import json
 import os
 
-from lsap.cli.args import HelpFormatter, add_no_progress, device, positive_int, probability
+from lsap.cli.args import (
+    ALPHAS_HELP,
+    HelpFormatter,
+    add_no_progress,
+    device,
+    positive_int,
+    probability,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,11 +118,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--verify", action="store_true", help="also check every chunk's sha256")
     i.add_argument(
-        "--alpha",
+        "--alphas",
         type=probability,
-        action="append",
+        nargs="+",
+        action="extend",
         default=None,
-        help="extra α to count candidates at (repeatable; default 0.01 0.05 0.2 and min_alpha)",
+        metavar="ALPHA",
+        help=f"{ALPHAS_HELP}, besides 0.01 0.05 0.2 and the store's min_alpha",
+    )
+    # the old spelling, one value per flag (`--alpha 0.07 --alpha 0.1`); not shown in --help
+    i.add_argument(
+        "--alpha", dest="alphas", type=probability, action="append", help=argparse.SUPPRESS
     )
 
 
@@ -176,7 +189,7 @@ def run(args) -> int:
             f"build {m['flops']['build_flops']:.3g} FLOPs"
         )
         return 0
-    d = TargetStore(args.dir, verify=args.verify).info(args.alpha)
+    d = TargetStore(args.dir, verify=args.verify).info(args.alphas)
     if args.json:
         print(json.dumps(d, indent=2))
     else:
