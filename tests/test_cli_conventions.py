@@ -166,3 +166,57 @@ def test_every_alpha_is_checked_at_parse_time(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
     assert e.value.code == 2 and "α must lie in (0, 1)" in capsys.readouterr().err
+
+
+def test_lsap_help_states_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for code, meaning in [
+        ("0", "done"),
+        ("2", "a usage or input error"),
+        ("1", "a failure during the work itself"),
+        ("130", "interrupted by Ctrl-C"),
+    ]:
+        assert f"{code} {meaning}" in text, f"`lsap --help` does not say: {code} {meaning}"
+
+
+def test_exit_2_for_usage_and_input_errors(monkeypatch, capsys):
+    from lsap.utils.errors import LsapError
+
+    with pytest.raises(SystemExit) as e:  # a bad flag: argparse
+        cli.main(["flops", "--nope"])
+    assert e.value.code == 2
+    assert cli.main([]) == 2  # no command: the help, as for a bad flag
+    capsys.readouterr()
+    assert cli.main(["train", "--config", "/nonexistent/x.yaml"]) == 2  # an input error
+    (line,) = capsys.readouterr().err.strip().splitlines()  # one line, no traceback
+    assert line.startswith("lsap train: error: config file /nonexistent/x.yaml not found")
+    import lsap.cli.flops as mod
+
+    monkeypatch.delenv("LSAP_DEBUG", raising=False)
+    for err in (LsapError("a setting to change"), OSError(28, "No space left on device", "f")):
+        monkeypatch.setattr(mod, "run", lambda args, err=err: (_ for _ in ()).throw(err))
+        assert cli.main(["flops"]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_exit_1_for_a_failure_during_the_work(tmp_path):
+    """An unexpected exception is not hidden: the process shows its traceback and exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lsap.cli.flops as m\n"
+        "def boom(args): raise RuntimeError('boom inside the work')\n"
+        "m.run = boom\n"
+        "from lsap.cli.main import main\n"
+        "sys.exit(main(['flops']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LSAP_DEBUG"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 1
+    assert p.stderr.startswith("Traceback") and "RuntimeError: boom inside the work" in p.stderr
+    # exit 130 (Ctrl-C): tests/test_cli_args.py::test_ctrl_c_is_one_line_exit_130

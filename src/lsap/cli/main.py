@@ -8,8 +8,9 @@ Errors: a command raises `lsap.LsapError` (or hits an OSError such as a full dis
 `main` prints it as one line, `lsap <command>: error: <message>`, on stderr and returns
 2 — no traceback (LSAP_DEBUG=1 shows it). Commands never print their own errors.
 
-Exit codes: 0 success; 2 usage and input errors (argparse's bad flags, and LsapError: a
-setting, file or folder that the user must change); 1 a failure during the work itself
+Exit codes (`EXIT_CODES`, the epilog of `lsap --help`): 0 success; 2 usage and input errors
+(argparse's bad flags, no command, and LsapError: a setting, file or folder that the user must
+change); 1 a failure during the work itself
 (an unexpected exception, shown as a traceback); 130 interrupted (Ctrl-C) — state is as
 after SIGTERM and rerunning the same command resumes.
 """
@@ -43,6 +44,12 @@ COMMANDS: dict[str, str] = {
 }
 
 
+EXIT_CODES = """\
+exit codes: 0 done; 2 a usage or input error: a bad flag or value, or a setting, file or folder
+  to change (one line on stderr; also `lsap` without a command); 1 a failure during the work
+  itself (a traceback); 130 interrupted by Ctrl-C (rerun the same command to resume)"""
+
+
 def _load(name: str):
     return importlib.import_module(f"lsap.cli.{name}")
 
@@ -62,6 +69,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lsap",
         description="lsap — surrogate-assisted language-model pretraining",
+        epilog=EXIT_CODES,
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lsap {_version()}")
@@ -78,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only=command or "")
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None:  # a usage error like a bad flag: the help, exit 2
         parser.print_help()
-        return 1
+        return 2
     try:
         rc = _load(args.command).run(args)
     except KeyboardInterrupt:
