@@ -890,6 +890,49 @@ def test_prepare_refuses_an_empty_source(tiny_world, tmp_path, capsys):
     assert not (tmp_path / "d" / "manifest.json").exists()
 
 
+def test_prepare_reads_gz_and_uppercase_and_names_what_it_skips(tiny_world, tmp_path, capsys):
+    """A folder of `.TXT`, `.jsonl.gz`, `.txt.gz` and two types lsap cannot read: the first three
+    are read (extensions in any case, gzip), the others are named in one warning line; a folder
+    of only unreadable types is refused in one line, exit 2."""
+    import gzip
+
+    from lsap.data.corpora import iter_documents
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "A.TXT").write_text("upper case text file")
+    (src / "b.jsonl.gz").write_bytes(gzip.compress(b'{"text": "one"}\n{"text": "two"}\n'))
+    (src / "sub" / "c.Txt.GZ").write_bytes(gzip.compress(b"gzipped text"))
+    (src / "d.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd")
+    (src / "e.doc").write_bytes(b"binary")
+    (src / "f.doc").write_bytes(b"binary")
+    docs = list(iter_documents(str(src)))
+    assert docs == ["upper case text file", "one", "two", "gzipped text"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipping 3 file(s)" in err[0], err
+    assert ".doc ×2" in err[0] and ".jsonl.zst ×1" in err[0] and "convert" in err[0]
+    argv = ["prepare", "--tokenizer", tiny_world["base_tok"], "--val-fraction", "0", "--quiet"]
+    assert main([*argv, "--source", str(src), "--out", str(tmp_path / "d")]) == 0
+    assert (
+        json.loads((tmp_path / "d" / "manifest.json").read_text())["splits"]["train"]["documents"]
+        == 4
+    )
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.doc").write_bytes(b"binary")
+    (bad / "y.jsonl.zst").write_bytes(b"z")
+    assert main([*argv, "--source", str(bad), "--out", str(tmp_path / "d2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no .txt/.jsonl/.parquet" in err[0], err
+    assert "2 file(s) of other types: .doc ×1, .jsonl.zst ×1" in err[0]
+    assert not (tmp_path / "d2" / "manifest.json").exists()
+    (bad / "torn.jsonl.gz").write_bytes(gzip.compress(b'{"text": "x"}\n')[:-6])
+    assert main([*argv, "--source", str(bad / "torn.jsonl.gz"), "--out", str(tmp_path / "d3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torn.jsonl.gz: cannot be read as .jsonl.gz" in err[0], err
+
+
 # --------------------------------------------------------------------------- weak maps, GGUF
 def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
     from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
