@@ -933,6 +933,50 @@ def test_prepare_reads_gz_and_uppercase_and_names_what_it_skips(tiny_world, tmp_
     assert len(err) == 1 and "torn.jsonl.gz: cannot be read as .jsonl.gz" in err[0], err
 
 
+def test_prepare_resume_refuses_a_changed_source(tiny_world, tmp_path, capsys):
+    """A source folder edited between a killed `lsap prepare` and its rerun: one line naming
+    the changed file and the fix, exit 2, nothing written; unchanged, the rerun resumes and ends
+    byte-identical to a straight run (no fingerprint file left)."""
+    from pydoc_data.topics import topics
+
+    from lsap.data.shards import prepare
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, name in enumerate(sorted(topics)[:30]):
+        (src / f"{i:02d}.txt").write_text(topics[name])
+    kw = dict(val_fraction=0.1, shard_tokens=1024, progress=False)
+    prepare(tiny_world["base_tok"], str(src), tmp_path / "ref", **kw)
+
+    def killed(out):
+        def stop():
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            prepare(tiny_world["base_tok"], str(src), out, on_shard=stop, **kw)
+        assert not json.loads((out / "manifest.json").read_text())["complete"]
+
+    killed(tmp_path / "a")
+    prepare(tiny_world["base_tok"], str(src), tmp_path / "a", **kw)  # unchanged: resumes
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "ref")
+    assert not (tmp_path / "a" / "source_files.json").exists()
+
+    killed(tmp_path / "b")
+    before = _tree_bytes(tmp_path / "b")
+    (src / "07.txt").write_text("edited after the kill")
+    argv = ["prepare", "--tokenizer", tiny_world["base_tok"], "--source", str(src)]
+    argv += ["--out", str(tmp_path / "b"), "--val-fraction", "0.1", "--shard-tokens", "1024"]
+    capsys.readouterr()
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "07.txt modified (size" in err[0], err
+    assert "Restore the source to resume" in err[0] and "use another --out" in err[0]
+    assert _tree_bytes(tmp_path / "b") == before
+    (src / "99.txt").write_text("a new file")
+    assert main([*argv, "--quiet"]) == 2
+    assert "99.txt added" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- weak maps, GGUF
 def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
     from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
