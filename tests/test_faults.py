@@ -1176,6 +1176,43 @@ def test_second_multi_rank_store_build_is_refused_on_every_rank(tiny_world, stor
     assert not (out / "manifest.json").exists()
 
 
+def test_store_resumed_with_other_settings_names_each_one(tiny_world, store, tmp_path, capsys):
+    """A killed store build rerun with another --batch-size (it changes the chunks' bytes: the
+    surrogate's batches are fixed inside a chunk), --k or --seq-len: one line naming each
+    setting with both values and the fix; nothing is deleted, and the original arguments then
+    resume it byte-identical to a straight build."""
+    from lsap.surrogate.store_build import build_store
+
+    out = tmp_path / "s"
+
+    def kill(c):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_store(
+            tiny_world["surrogate"], store / "data", 32, out, k=4, min_alpha=0.01,
+            batch_size=8, chunk_windows=24, progress=False, on_chunk=kill,
+        )  # fmt: skip
+    chunk0 = (out / "chunks" / "000000.bin").read_bytes()
+    argv = _store_build_argv(tiny_world, store / "data", out)
+    capsys.readouterr()
+    assert main([*argv, "--batch-size", "16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lsap store: error: "), err
+    assert "--batch-size: the store was built with 8, this command says 16" in err[0]
+    assert "rerun with the original arguments to resume" in err[0] and "another --out" in err[0]
+    assert main([*argv, "--k", "5", "--seq-len", "16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--k: the store was built with 4, this command says 5" in err[0]
+    assert "--seq-len: the store was built with 32, this command says 16" in err[0]
+    assert "n_windows" not in err[0] and "positions" not in err[0]  # follow from --seq-len
+    assert (out / "chunks" / "000000.bin").read_bytes() == chunk0  # nothing thrown away
+    assert main(argv) == 0  # the original arguments resume
+    for f in sorted((store / "c").rglob("*")):
+        if f.is_file() and f.name != "build_stats.json" and not f.name.startswith("verified-"):
+            assert (out / f.relative_to(store / "c")).read_bytes() == f.read_bytes(), f
+
+
 def test_store_of_the_other_window_layout_is_refused_by_lsap_train(tiny_world, store, tmp_path):
     """An OLMo-core-layout store (T-token instances) given to `lsap train` (T+1-token windows):
     one line naming both layouts, before any step."""
