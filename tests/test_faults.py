@@ -890,6 +890,93 @@ def test_prepare_refuses_an_empty_source(tiny_world, tmp_path, capsys):
     assert not (tmp_path / "d" / "manifest.json").exists()
 
 
+def test_prepare_reads_gz_and_uppercase_and_names_what_it_skips(tiny_world, tmp_path, capsys):
+    """A folder of `.TXT`, `.jsonl.gz`, `.txt.gz` and two types lsap cannot read: the first three
+    are read (extensions in any case, gzip), the others are named in one warning line; a folder
+    of only unreadable types is refused in one line, exit 2."""
+    import gzip
+
+    from lsap.data.corpora import iter_documents
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "A.TXT").write_text("upper case text file")
+    (src / "b.jsonl.gz").write_bytes(gzip.compress(b'{"text": "one"}\n{"text": "two"}\n'))
+    (src / "sub" / "c.Txt.GZ").write_bytes(gzip.compress(b"gzipped text"))
+    (src / "d.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd")
+    (src / "e.doc").write_bytes(b"binary")
+    (src / "f.doc").write_bytes(b"binary")
+    docs = list(iter_documents(str(src)))
+    assert docs == ["upper case text file", "one", "two", "gzipped text"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipping 3 file(s)" in err[0], err
+    assert ".doc ×2" in err[0] and ".jsonl.zst ×1" in err[0] and "convert" in err[0]
+    argv = ["prepare", "--tokenizer", tiny_world["base_tok"], "--val-fraction", "0", "--quiet"]
+    assert main([*argv, "--source", str(src), "--out", str(tmp_path / "d")]) == 0
+    assert (
+        json.loads((tmp_path / "d" / "manifest.json").read_text())["splits"]["train"]["documents"]
+        == 4
+    )
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.doc").write_bytes(b"binary")
+    (bad / "y.jsonl.zst").write_bytes(b"z")
+    assert main([*argv, "--source", str(bad), "--out", str(tmp_path / "d2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no .txt/.jsonl/.parquet" in err[0], err
+    assert "2 file(s) of other types: .doc ×1, .jsonl.zst ×1" in err[0]
+    assert not (tmp_path / "d2" / "manifest.json").exists()
+    (bad / "torn.jsonl.gz").write_bytes(gzip.compress(b'{"text": "x"}\n')[:-6])
+    assert main([*argv, "--source", str(bad / "torn.jsonl.gz"), "--out", str(tmp_path / "d3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torn.jsonl.gz: cannot be read as .jsonl.gz" in err[0], err
+
+
+def test_prepare_resume_refuses_a_changed_source(tiny_world, tmp_path, capsys):
+    """A source folder edited between a killed `lsap prepare` and its rerun: one line naming
+    the changed file and the fix, exit 2, nothing written; unchanged, the rerun resumes and ends
+    byte-identical to a straight run (no fingerprint file left)."""
+    from pydoc_data.topics import topics
+
+    from lsap.data.shards import prepare
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, name in enumerate(sorted(topics)[:30]):
+        (src / f"{i:02d}.txt").write_text(topics[name])
+    kw = dict(val_fraction=0.1, shard_tokens=1024, progress=False)
+    prepare(tiny_world["base_tok"], str(src), tmp_path / "ref", **kw)
+
+    def killed(out):
+        def stop():
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            prepare(tiny_world["base_tok"], str(src), out, on_shard=stop, **kw)
+        assert not json.loads((out / "manifest.json").read_text())["complete"]
+
+    killed(tmp_path / "a")
+    prepare(tiny_world["base_tok"], str(src), tmp_path / "a", **kw)  # unchanged: resumes
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "ref")
+    assert not (tmp_path / "a" / "source_files.json").exists()
+
+    killed(tmp_path / "b")
+    before = _tree_bytes(tmp_path / "b")
+    (src / "07.txt").write_text("edited after the kill")
+    argv = ["prepare", "--tokenizer", tiny_world["base_tok"], "--source", str(src)]
+    argv += ["--out", str(tmp_path / "b"), "--val-fraction", "0.1", "--shard-tokens", "1024"]
+    capsys.readouterr()
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "07.txt modified (size" in err[0], err
+    assert "Restore the source to resume" in err[0] and "use another --out" in err[0]
+    assert _tree_bytes(tmp_path / "b") == before
+    (src / "99.txt").write_text("a new file")
+    assert main([*argv, "--quiet"]) == 2
+    assert "99.txt added" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- weak maps, GGUF
 def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
     from lsap.data.tokenizer import load_tokenizer, padded_vocab_size
@@ -1093,6 +1180,43 @@ def test_second_multi_rank_store_build_is_refused_on_every_rank(tiny_world, stor
         "exitcode  : 2" in r.stderr
     )  # the first rank to stop exited with the CLI's status, not a timeout
     assert not (out / "manifest.json").exists()
+
+
+def test_store_resumed_with_other_settings_names_each_one(tiny_world, store, tmp_path, capsys):
+    """A killed store build rerun with another --batch-size (it changes the chunks' bytes: the
+    surrogate's batches are fixed inside a chunk), --k or --seq-len: one line naming each
+    setting with both values and the fix; nothing is deleted, and the original arguments then
+    resume it byte-identical to a straight build."""
+    from lsap.surrogate.store_build import build_store
+
+    out = tmp_path / "s"
+
+    def kill(c):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_store(
+            tiny_world["surrogate"], store / "data", 32, out, k=4, min_alpha=0.01,
+            batch_size=8, chunk_windows=24, progress=False, on_chunk=kill,
+        )  # fmt: skip
+    chunk0 = (out / "chunks" / "000000.bin").read_bytes()
+    argv = _store_build_argv(tiny_world, store / "data", out)
+    capsys.readouterr()
+    assert main([*argv, "--batch-size", "16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lsap store: error: "), err
+    assert "--batch-size: the store was built with 8, this command says 16" in err[0]
+    assert "rerun with the original arguments to resume" in err[0] and "another --out" in err[0]
+    assert main([*argv, "--k", "5", "--seq-len", "16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--k: the store was built with 4, this command says 5" in err[0]
+    assert "--seq-len: the store was built with 32, this command says 16" in err[0]
+    assert "n_windows" not in err[0] and "positions" not in err[0]  # follow from --seq-len
+    assert (out / "chunks" / "000000.bin").read_bytes() == chunk0  # nothing thrown away
+    assert main(argv) == 0  # the original arguments resume
+    for f in sorted((store / "c").rglob("*")):
+        if f.is_file() and f.name != "build_stats.json" and not f.name.startswith("verified-"):
+            assert (out / f.relative_to(store / "c")).read_bytes() == f.read_bytes(), f
 
 
 def test_store_of_the_other_window_layout_is_refused_by_lsap_train(tiny_world, store, tmp_path):

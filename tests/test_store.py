@@ -229,7 +229,7 @@ def test_build_resumes_byte_identical(tiny_world, small, tmp_path):
     assert Path("manifest.json") in files and len([f for f in files if f.suffix == ".bin"]) == n
     for f in files:
         assert (tmp_path / "c" / f).read_bytes() == (ref / f).read_bytes(), f
-    with pytest.raises(StoreError, match="different store"):
+    with pytest.raises(StoreError, match="--k: the store was built with 4, this command says 5"):
         build_store(tiny_world["surrogate"], small["data"], T, tmp_path / "c", **{**args, "k": 5})
 
 

@@ -67,7 +67,9 @@ def test_store_records_the_precision_and_refuses_another(tiny_world, tmp_path):
     m = _build(tiny_world, tmp_path / "b", "bfloat16")
     s = m["surrogate"]
     assert (s["dtype"], s["head_dtype"], s["logits_dtype"]) == ("bfloat16", "float32", "float32")
-    with pytest.raises(StoreError, match="different store"):
+    with pytest.raises(
+        StoreError, match="--dtype: the store was built with bfloat16, this command"
+    ):
         _build(tiny_world, tmp_path / "b", "float32")  # not resumed with another precision
     assert _build(tiny_world, tmp_path / "b", "bfloat16")["complete"]  # same precision: resumes
     m = _build(tiny_world, tmp_path / "f", "float32")
@@ -86,5 +88,5 @@ def test_store_of_an_older_build_counts_its_head_in_the_body_dtype(tiny_world, t
         if ok:
             assert _build(tiny_world, out, dtype)["complete"]  # resumed, not refused
         else:
-            with pytest.raises(StoreError, match="different store"):
+            with pytest.raises(StoreError, match="head's dtype .* built with bfloat16"):
                 _build(tiny_world, out, dtype)

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--source",
         default=None,
         help=f"corpus name ({', '.join(CORPORA)}), hf:NAME[:CONFIG], or a .txt/.jsonl/.parquet "
-        "file or folder",
+        "file or folder (also .txt.gz/.jsonl.gz, any case; other files are skipped with a warning)",
     )
     parser.add_argument(
         "--out", required=True, help="output directory (manifest.json, train/, val/)"

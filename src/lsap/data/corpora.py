@@ -3,8 +3,10 @@
 Sources (`iter_documents`): short names in `CORPORA`, ``hf:NAME[:CONFIG]`` (streamed
 with `datasets`), or local files / folders:
 
-- a folder: every ``.txt`` / ``.jsonl`` / ``.parquet`` file below it, sorted by path;
-  a ``.txt`` file inside a folder is one document;
+- a folder: every ``.txt`` / ``.jsonl`` / ``.parquet`` file below it (also ``.txt.gz`` /
+  ``.jsonl.gz``; extensions in any case), sorted by path; a ``.txt`` file inside a folder is
+  one document; other files are skipped with one warning naming their count and extensions
+  (a folder with none of these files is refused);
 - a single ``.txt`` file: documents are the chunks separated by two or more blank lines;
 - ``.jsonl``: one document per line, field ``text``; ``.parquet``: column ``text``.
 
@@ -252,10 +254,56 @@ CORPORA: dict[str, Corpus] = {
 }
 
 _LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+_KINDS = (".txt", ".jsonl", ".parquet", ".txt.gz", ".jsonl.gz")  # what `_read_file` reads
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4")
+
+
+def file_kind(path: Path) -> str:
+    """A file's extension as `_read_file` dispatches on it: lower case, with the one before
+    a compression suffix (``a.JSONL.GZ`` → ``.jsonl.gz``); "" when it has none."""
+    name = path.name.lower()
+    stem, last = os.path.splitext(name)
+    if last in _COMPRESSED:
+        return os.path.splitext(stem)[1] + last
+    return last
+
+
+def local_files(path: Path, warn: bool = True) -> list[Path]:
+    """The files a local folder source reads, sorted by path (see the module docstring);
+    warns (`warn`) about the files it skips and refuses a folder with none it can read."""
+    files, skipped = [], {}
+    for p in sorted(p for p in path.rglob("*") if p.is_file()):
+        kind = file_kind(p)
+        if kind in _KINDS:
+            files.append(p)
+        else:
+            skipped[kind or "(none)"] = skipped.get(kind or "(none)", 0) + 1
+    what = ", ".join(f"{k} ×{n}" for k, n in sorted(skipped.items()))
+    readable = "/".join(_KINDS) + " (any case)"
+    if not files:
+        raise DataError(
+            f"{path}: no {readable} files inside"
+            + (f" ({sum(skipped.values())} file(s) of other types: {what})" if skipped else "")
+            + "; convert the text to one of these formats"
+        )
+    if skipped and warn:
+        log.warning(
+            f"{path}: skipping {sum(skipped.values())} file(s) of types lsap does not read "
+            f"({what}); reading the {len(files)} {readable} file(s). To include them, "
+            "convert them to one of these formats"
+        )
+    return files
+
+
+def _open_text(path: Path):
+    """A text file, or a gzip-compressed one (``.gz``), opened for reading lines."""
+    if file_kind(path).endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
 
 
 def _read_jsonl(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
+    with _open_text(path) as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
@@ -283,18 +331,23 @@ def _read_parquet(path: Path) -> Iterator[str]:
 
 
 def _read_file(path: Path, whole_txt: bool) -> Iterator[str]:
-    if path.suffix == ".jsonl":
-        yield from _read_jsonl(path)
-    elif path.suffix == ".parquet":
-        yield from _read_parquet(path)
-    elif path.suffix == ".txt":
-        text = decode_text(path.read_bytes(), str(path))
-        chunks = [text] if whole_txt else re.split(r"\n[ \t]*\n(?:[ \t]*\n)+", text)
-        for c in chunks:
-            if c.strip():
-                yield c.strip("\n")
-    else:
-        raise DataError(f"{path}: unsupported file type (use {', '.join(_LOCAL_SUFFIXES)})")
+    kind = file_kind(path)
+    try:
+        if kind in (".jsonl", ".jsonl.gz"):
+            yield from _read_jsonl(path)
+        elif kind == ".parquet":
+            yield from _read_parquet(path)
+        elif kind in (".txt", ".txt.gz"):
+            raw = path.read_bytes()
+            text = decode_text(gzip.decompress(raw) if kind == ".txt.gz" else raw, str(path))
+            chunks = [text] if whole_txt else re.split(r"\n[ \t]*\n(?:[ \t]*\n)+", text)
+            for c in chunks:
+                if c.strip():
+                    yield c.strip("\n")
+        else:
+            raise DataError(f"{path}: unsupported file type (use {', '.join(_KINDS)}, any case)")
+    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot be read as {kind} ({type(e).__name__}: {e})") from e
 
 
 def _read_hf(name: str, config: str | None) -> Iterator[str]:
@@ -324,6 +377,7 @@ def describe_source(source: str) -> str:
         return f"Hugging Face dataset {source[3:]} (train split, streamed, field 'text')"
     path = Path(source).expanduser()
     if path.is_dir():
+        local_files(path, warn=False)  # refuses a folder with nothing to read, before any work
         return f"local folder {path.resolve()} ({'/'.join(_LOCAL_SUFFIXES)} files)"
     if path.is_file():
         return f"local file {path.resolve()}"
@@ -359,10 +413,7 @@ def iter_documents(source: str) -> Iterator[str]:
     if path.is_file():
         yield from _read_file(path, whole_txt=False)
         return
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _LOCAL_SUFFIXES)
-    if not files:
-        raise DataError(f"{path}: no {'/'.join(_LOCAL_SUFFIXES)} files inside")
-    for p in files:
+    for p in local_files(path):
         yield from _read_file(p, whole_txt=True)
 
 

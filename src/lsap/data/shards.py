@@ -42,6 +42,7 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 
 from lsap.data.corpora import describe_source, iter_documents  # noqa: E402
+from lsap.data.prepare_state import SOURCE_FILES, open_manifest  # noqa: E402
 from lsap.utils.errors import DataError  # noqa: E402
 from lsap.utils.io import atomic_write_json, sha256_file  # noqa: E402
 from lsap.utils.lock import holds_lock  # noqa: E402
@@ -291,52 +292,23 @@ def prepare(
     args_hash = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
 
     mpath = out / "manifest.json"
-    if mpath.is_file():
-        manifest = json.loads(mpath.read_text())
-        if manifest.get("tokenizer", {}).get("hash") != tok_hash:
-            raise DataError(
-                f"{out} holds shards made with tokenizer {manifest.get('tokenizer', {}).get('spec')!r} "
-                f"(hash {str(manifest.get('tokenizer', {}).get('hash'))[:12]}), not {tokenizer_spec!r} "
-                f"(hash {tok_hash[:12]}); use another --out directory"
-            )
-        if manifest.get("args_hash") != args_hash:
-            raise DataError(
-                f"{out} was prepared with other arguments ({manifest.get('args')}); "
-                f"use another --out directory or the same arguments to resume"
-            )
-        if manifest.get("complete"):
-            if progress:
-                log.info(
-                    f"{out}: already complete ({manifest['total_tokens']:,} tokens); nothing to do"
-                )
-            return manifest
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "tokenizer": {
-                "spec": tokenizer_spec,
-                "hash": tok_hash,
-                "vocab_size": vocab,
-                "len": len(tok),
-                "eos_id": eos,
-            },
+    head = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "tokenizer": {
+            "spec": tokenizer_spec,
+            "hash": tok_hash,
+            "vocab_size": vocab,
+            "len": len(tok),
             "eos_id": eos,
-            "dtype": _dtype_for(vocab),
-            "source": {"spec": source, "description": description},
-            "args": args,
-            "args_hash": args_hash,
-            "complete": False,
-            "splits": {
-                s: {
-                    "shards": [],
-                    "state": {"doc": -1, "offset": 0, "tokens": 0, "bytes": 0, "documents": 0},
-                }
-                for s in SPLITS
-            },
-        }
-        atomic_write_json(mpath, manifest, fsync=False)
+        },
+        "eos_id": eos,
+        "dtype": _dtype_for(vocab),
+        "source": {"spec": source, "description": description},
+    }
+    manifest, complete = open_manifest(out, head, args, args_hash, SPLITS, progress, log)
+    if complete:
+        return manifest
 
     # A shard file the manifest does not list (a run killed between the rename and
     # the manifest update) is simply rewritten, identically, under the same name.
@@ -434,6 +406,7 @@ def prepare(
     if writers["train"].live["tokens"] == 0:  # no train tokens is an error, not a warning
         docs = writers["val"].live["documents"]
         mpath.unlink()
+        (out / SOURCE_FILES).unlink(missing_ok=True)
         for split in SPLITS:
             for f in sorted((out / split).glob("*")) if (out / split).is_dir() else []:
                 f.unlink()
@@ -451,6 +424,7 @@ def prepare(
         w.finish()
     _finalize(manifest)
     atomic_write_json(mpath, manifest, fsync=False)
+    (out / SOURCE_FILES).unlink(missing_ok=True)  # only a resume needs it
     dt = time.perf_counter() - t0
     if progress:
         s = manifest["splits"]

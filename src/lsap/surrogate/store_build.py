@@ -31,6 +31,7 @@ from lsap.surrogate.store import (
     surrogate_weights_hash,
     vocab_map_hash,
 )
+from lsap.surrogate.store_resume import check_resume, flag_settings
 from lsap.utils.errors import LockError, StoreError
 from lsap.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 from lsap.utils.logging import get_logger
@@ -275,6 +276,9 @@ def build_store(
                     f"{data}: the train split ({len(shards)} tokens) holds no "
                     f"{window_layout!r} window of seq_len {seq_len}"
                 )
+            if rank == 0 and mpath.is_file():  # the settings a flag gives, before any loading
+                flags = (seq_len, k, min_alpha, window_layout, n_windows, batch_size, chunk_windows)
+                check_resume(mpath, flag_settings(*flags, tdtype, dev.type, surrogate), only=True)
             base_tok = load_tokenizer(shards.manifest["tokenizer"]["spec"])
             shards.check_tokenizer(base_tok)
             try:  # base side: the trainer's default model vocabulary
@@ -343,23 +347,7 @@ def build_store(
                     "build_flops": flops_per_token * n_windows * seq_len,
                 },
             }
-            complete = False
-            if rank == 0 and mpath.is_file():
-                try:
-                    old = json.loads(mpath.read_text())
-                    old["surrogate"].setdefault("head_dtype", old["surrogate"]["dtype"])  # older
-                except (ValueError, KeyError, TypeError) as e:
-                    raise StoreError(
-                        f"{mpath}: corrupt manifest ({e}); delete {out} and build again"
-                    ) from e
-                if {
-                    k_: old.get(k_, "lsap" if k_ == "window_layout" else None) for k_ in identity
-                } != identity:
-                    raise StoreError(
-                        f"{out} holds a different store (other data, surrogate, window layout or "
-                        "settings); pick a new --out or delete it"
-                    )
-                complete = bool(old.get("complete"))
+            complete = rank == 0 and mpath.is_file() and check_resume(mpath, identity)
             return identity, complete, (win, model, vmap, s_pad)
 
         got = _agree(setup, rank, world)
