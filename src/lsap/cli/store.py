@@ -27,6 +27,11 @@ from lsap.cli.args import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
+    _add_build(sub)
+    _add_info(sub)
+
+
+def _add_build(sub) -> None:
     b = sub.add_parser(
         "build",
         help="run the surrogate once over the train windows and store its targets",
@@ -109,6 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="under torchrun: seconds a rank waits for the others at the start and end",
     )
     add_no_progress(b)
+
+
+def _add_info(sub) -> None:
     i = sub.add_parser(
         "info",
         help="size, bytes per token, candidates per position at each α, provenance",
