@@ -220,3 +220,14 @@ def test_exit_1_for_a_failure_during_the_work(tmp_path):
     assert p.returncode == 1
     assert p.stderr.startswith("Traceback") and "RuntimeError: boom inside the work" in p.stderr
     # exit 130 (Ctrl-C): tests/test_cli_args.py::test_ctrl_c_is_one_line_exit_130
+
+
+@pytest.mark.parametrize("argv", [["train", "--bogus"], ["flops", "--nope", "x"]])
+def test_a_stray_argument_is_the_commands_usage_error(argv, capsys):
+    """`lsap train --bogus` said `lsap: error: …` with lsap's usage, not the command's."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2
+    assert err[-1] == f"lsap {argv[0]}: error: unrecognized arguments: {' '.join(argv[1:])}"
+    assert err[0].startswith(f"usage: lsap {argv[0]} ")

@@ -78,6 +78,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         if only is None or name == only:
             _load(name).add_arguments(p)
+        p.set_defaults(_parser=p)  # so a stray argument is the command's error, not lsap's
     return parser
 
 
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only=command or "")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `lsap train --bogus` → "lsap train: error: unrecognized arguments: --bogus"
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:  # a usage error like a bad flag: the help, exit 2
         parser.print_help()
         return 2
