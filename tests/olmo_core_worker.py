@@ -8,6 +8,8 @@ A 2-layer d=64 OLMo2-style model (reordered norm, QK-norm) on a uint16 token fil
 --module ce: OLMo-core's own `TransformerTrainModule`; lsap: `LSAPTrainModule`.
 Rank 0 appends one JSON line per step to --out (step, metrics): the file survives a kill.
 --kill-at K: SIGKILL this process right after step K's checkpoint (the fault test).
+--compile: `Transformer.apply_compile` (inductor) after the LSAP head swap, which OLMo-core's
+compile_model does only on CUDA; rank 0 writes dynamo's graph / graph-break counts beside --out.
 """
 
 from __future__ import annotations
@@ -161,6 +163,13 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
     T = a.seq_len
     ds = build_dataset(a, paths, vocab_size)
     model = tiny_model_config(vocab_size).build(init_device="cpu")
+    if a.compile:  # what compile_model=True does on a GPU (OLMo-core skips it on a CPU), in
+        # LSAPTrainModule's order: the LSAP head first, then torch.compile per block and head
+        from lsap.integrations.olmo_core import use_lsap_head
+
+        if a.module == "lsap":
+            use_lsap_head(model)
+        model.apply_compile()
     optim = AdamWConfig(lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
     common = dict(
         rank_microbatch_size=a.micro * T,
@@ -220,6 +229,15 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
         },
     ).build(module, loader)
     trainer.fit()
+    if a.compile and get_rank() == 0:  # proof that dynamo compiled (the compile test checks it)
+        from torch._dynamo.utils import counters
+
+        rec = {
+            "unique_graphs": int(counters["stats"]["unique_graphs"]),
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            "break_reasons": sorted(counters["graph_break"]),
+        }
+        Path(a.out + ".compile.json").write_text(json.dumps(rec))
     return trainer, get_world_size()
 
 
@@ -244,6 +262,7 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fsdp", action="store_true")
     p.add_argument("--hsdp", type=int, default=0, help="HSDP with this shard degree")
+    p.add_argument("--compile", action="store_true", help="Transformer.apply_compile (inductor)")
     p.add_argument("--save-interval", type=int, default=0)
     p.add_argument("--kill-at", type=int, default=0)
     return p.parse_args(argv)
