@@ -8,6 +8,10 @@ A 2-layer d=64 OLMo2-style model (reordered norm, QK-norm) on a uint16 token fil
 --module ce: OLMo-core's own `TransformerTrainModule`; lsap: `LSAPTrainModule`.
 Rank 0 appends one JSON line per step to --out (step, metrics): the file survives a kill.
 --kill-at K: SIGKILL this process right after step K's checkpoint (the fault test).
+--label-mask: OLMo-core's label mask from DATA/label_mask.npy (`write_label_mask`); every rank
+appends its step's label count to --out.labels.rank<R>.
+--compile: `Transformer.apply_compile` (inductor) after the LSAP head swap, which OLMo-core's
+compile_model does only on CUDA; rank 0 writes dynamo's graph / graph-break counts beside --out.
 """
 
 from __future__ import annotations
@@ -43,6 +47,20 @@ def write_tokens(path: str | os.PathLike, n_tokens: int = 40_000, seed: int = 0)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     toks.tofile(path)
     return str(path)
+
+
+def write_label_mask(data: str | os.PathLike, seq_len: int = 32, seed: int = 3) -> str:
+    """`label_mask.npy` beside `tokens.npy` (OLMo-core's `label_mask_paths`, one bool per
+    token): about half the instances keep only their last 3 labels (a masked "prompt"), the
+    rest keep all, so ranks hold very different label counts in a step."""
+    n = os.path.getsize(os.path.join(data, "tokens.npy")) // np.dtype(TOKEN_DTYPE).itemsize
+    mask = np.ones(n, dtype=np.bool_)
+    short = np.random.default_rng(seed).random(n // seq_len) < 0.5
+    for i in np.flatnonzero(short):
+        mask[i * seq_len : (i + 1) * seq_len - 3] = False
+    path = os.path.join(data, "label_mask.npy")
+    mask.tofile(path)
+    return path
 
 
 def tiny_model_config(vocab_size: int = V_BASE):
@@ -83,7 +101,8 @@ class Recorder:
     """Callback: rank 0 appends {step, metrics} per step; optional SIGKILL after a step;
     optional snapshot of (model state, batch) before each step (single process)."""
 
-    def __new__(cls, out, kill_at=0, snapshots=None):
+    def __new__(cls, out, kill_at=0, snapshots=None, count_labels=False):
+        from olmo_core.data.utils import get_labels
         from olmo_core.distributed.utils import get_rank
         from olmo_core.train.callbacks import Callback
 
@@ -91,6 +110,10 @@ class Recorder:
             priority = -100  # after the checkpointer
 
             def pre_step(self, batch):
+                if count_labels:  # this rank's labels in the step (every rank, its own file)
+                    n = int((get_labels(batch) != -100).sum())
+                    with open(f"{out}.labels.rank{get_rank()}", "a") as f:
+                        f.write(f"{n}\n")
                 if snapshots is not None:
                     sd = {
                         k: v.detach().clone()
@@ -125,8 +148,10 @@ def build_dataset(a, paths=None, vocab_size: int = V_BASE):
 
     tok = TokenizerConfig(vocab_size=vocab_size, eos_token_id=0, pad_token_id=vocab_size - 1)
     dtype = None if paths else NumpyDatasetDType(np.dtype(TOKEN_DTYPE).name)
+    masks = [os.path.join(a.data, "label_mask.npy")] if a.label_mask else None
     return NumpyFSLDatasetConfig(
         paths=paths or [os.path.join(a.data, "tokens.npy")],
+        label_mask_paths=masks,
         sequence_length=a.seq_len,
         tokenizer=tok,
         dtype=dtype,
@@ -161,6 +186,13 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
     T = a.seq_len
     ds = build_dataset(a, paths, vocab_size)
     model = tiny_model_config(vocab_size).build(init_device="cpu")
+    if a.compile:  # what compile_model=True does on a GPU (OLMo-core skips it on a CPU), in
+        # LSAPTrainModule's order: the LSAP head first, then torch.compile per block and head
+        from lsap.integrations.olmo_core import use_lsap_head
+
+        if a.module == "lsap":
+            use_lsap_head(model)
+        model.apply_compile()
     optim = AdamWConfig(lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
     common = dict(
         rank_microbatch_size=a.micro * T,
@@ -216,10 +248,19 @@ def build_and_fit(a, snapshots=None, source=None, paths=None, vocab_size: int = 
                 ephemeral_save_interval=None,
                 save_async=False,
             ),
-            "recorder": Recorder(a.out, a.kill_at, snapshots),
+            "recorder": Recorder(a.out, a.kill_at, snapshots, count_labels=a.label_mask),
         },
     ).build(module, loader)
     trainer.fit()
+    if a.compile and get_rank() == 0:  # proof that dynamo compiled (the compile test checks it)
+        from torch._dynamo.utils import counters
+
+        rec = {
+            "unique_graphs": int(counters["stats"]["unique_graphs"]),
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            "break_reasons": sorted(counters["graph_break"]),
+        }
+        Path(a.out + ".compile.json").write_text(json.dumps(rec))
     return trainer, get_world_size()
 
 
@@ -244,6 +285,10 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fsdp", action="store_true")
     p.add_argument("--hsdp", type=int, default=0, help="HSDP with this shard degree")
+    p.add_argument("--compile", action="store_true", help="Transformer.apply_compile (inductor)")
+    p.add_argument(
+        "--label-mask", action="store_true", help="DATA/label_mask.npy (write_label_mask)"
+    )
     p.add_argument("--save-interval", type=int, default=0)
     p.add_argument("--kill-at", type=int, default=0)
     return p.parse_args(argv)

@@ -4,7 +4,9 @@
 - Each step's loss is `lsap_loss` on the same batch, targets and logits (from the model
   state before the step).
 - The head: plain labels take OLMo-core's path; z-loss equals OLMo-core's.
-- slow: 1 process = 2-process FSDP2 (gloo) with λ > 0 = 4-process HSDP (2 × 2); kill + resume from the DCP
+- slow: 1 process = 2-process FSDP2 (gloo) with λ > 0 = 4-process HSDP (2 × 2); inductor
+  compile = eager; ranks with very different label counts (label_mask) = 1 process while
+  OLMo-core's CE drifts; kill + resume from the DCP
   checkpoint = uninterrupted; 2 torchrun "nodes" on loopback = 1 process; a store in the
   OLMo-core window layout gives the online run's losses.
 Tiny shapes: 2 layers, d = 64, vocabulary 96, T = 32 (tests/olmo_core_worker.py).
@@ -307,6 +309,84 @@ def test_hsdp_four_processes_equal_one(tmp_path, data):
     mesh = json.loads((tmp_path / "hsdp.jsonl.mesh.json").read_text())
     assert mesh == {"shape": [2, 2], "placements": ["R", "S(0)"]}, mesh  # replicate × shard
     _close(one, _read(tmp_path / "hsdp.jsonl"), LSAP_KEYS)
+
+
+def _rank_labels(path_prefix, world: int) -> list[list[int]]:
+    """[rank][step - 1] → that rank's label count in the step."""
+    return [
+        [int(x) for x in Path(f"{path_prefix}.labels.rank{r}").read_text().split()]
+        for r in range(world)
+    ]
+
+
+@pytest.mark.slow
+def test_uneven_label_counts_lsap_exact_olmo_ce_drifts(tmp_path, data):
+    """OLMo-core's label mask (`write_label_mask`: half the instances keep 3 of 31 labels) puts
+    very different label counts on the 2 FSDP2 ranks of a step. LSAP (global Z: N and V
+    all-reduced) gives the 1-process losses, aux and grad norms; OLMo-core's own CE divides by
+    each rank's count, so its 2-process grad norm and loss differ from its 1-process run (the
+    drift docs/cluster.md reports; asserted > 1 % so the test shows the counts are uneven)."""
+    W.write_label_mask(data, 32)
+    runs = {}
+    for module in ("lsap", "ce"):
+        extra = ("--module", module, "--label-mask")
+        runs[module, 1] = _run(tmp_path, data, f"{module}1", "--steps", "3", "--lam", "1.0", *extra)
+        p = _torchrun(
+            "--nproc_per_node=2",
+            f"--master-port={_port()}",
+            WORKER,
+            *_args(tmp_path, data, f"{module}2", "--fsdp", *extra),
+        )
+        _wait(p)
+        runs[module, 2] = _read(tmp_path / f"{module}2.jsonl")
+    counts = _rank_labels(tmp_path / "lsap2.jsonl", 2)
+    assert max(max(a, b) / min(a, b) for a, b in zip(*counts)) >= 2, counts
+    assert counts == _rank_labels(tmp_path / "ce2.jsonl", 2)  # the same batches
+    assert all(m["train/masked labels (%)"] > 0.2 for m in runs["lsap", 1].values())
+    _close(runs["lsap", 1], runs["lsap", 2], LSAP_KEYS)
+    ce1, ce2 = runs["ce", 1], runs["ce", 2]
+    drift = {
+        k: max(abs(ce2[s][k] / ce1[s][k] - 1) for s in ce1) for k in KEYS
+    }  # measured: see docs/cluster.md
+    print("OLMo-core CE 2-process vs 1-process, max relative difference:", drift)
+    assert drift["optim/total grad norm"] > 0.01, drift
+
+
+FP32_EPS = torch.finfo(torch.float32).eps  # 2^-23 ≈ 1.19e-7
+
+
+@pytest.mark.slow
+def test_compile_equals_eager(tmp_path, data):
+    """`Transformer.apply_compile` (inductor, per block and on the LSAP head: what the
+    example's --compile / OLMo-core's compile_model does on CUDA) trains like eager: losses,
+    aux, z-loss and grad norms per step, relative to fp32's eps (2^-23) × the value. Step 1
+    (identical parameters: the same sums in another order, fused): ≤ 16 eps, measured ≤ 0.9.
+    Steps 2-3 (parameters already differ by step 1's rounding, amplified by Adam's first update
+    ≈ lr·g/|g|): ≤ 64 eps, measured ≤ 14.7 (the grad norm at step 2). The compiled run is a
+    subprocess, so dynamo's state stays out of this one; its counters prove dynamo compiled
+    (23 graphs; 7 graph breaks, at the loss's label checks: `.any()` and boolean indexing in
+    lsap.method.loss._prepare; torch 2.13).
+    37 s with a warm inductor cache, 142 s cold (2 shared cores)."""
+    extra = ("--zloss", "1e-4", "--micro", "2")
+    eager = _run(
+        tmp_path, data, "eager", "--module", "lsap", "--lam", "1.0", "--steps", "3", *extra
+    )
+    r = subprocess.run(
+        [sys.executable, WORKER, *_args(tmp_path, data, "compiled", *extra, "--compile")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    stats = json.loads((tmp_path / "compiled.jsonl.compile.json").read_text())
+    assert stats["unique_graphs"] >= 2, stats  # the blocks and the head were compiled
+    compiled = _read(tmp_path / "compiled.jsonl")
+    assert all(m["train/LSAP aux per token"] > 0 for m in eager.values())
+    keys = LSAP_KEYS + ("train/Z loss",)
+    first = {1: eager.pop(1)}, {1: compiled.pop(1)}
+    _close(*first, keys, rtol=16 * FP32_EPS, atol=0)
+    _close(eager, compiled, keys, rtol=64 * FP32_EPS, atol=0)
 
 
 @pytest.mark.slow

@@ -259,7 +259,8 @@ def _data_tokenizer(cfg) -> str:
     return json.loads((Path(cfg.data.dir) / "manifest.json").read_text())["args"]["tokenizer"]
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_olmo_core_docs.py parses docs/cluster.md's commands with it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="an lsap run config (configs/paper-*.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value, as in `lsap train`")
@@ -274,7 +275,11 @@ def main(argv=None) -> None:
     p.add_argument("--z-loss", type=float, default=0.0, help="z-loss multiplier (OLMo2's recipes: 1e-5); 0: off")
     p.add_argument("--export", action="store_true",
                    help="convert every checkpoint to HF in lsap's run layout (out_dir/checkpoints/) and exit")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     try:
         run(args)
     except Exception as e:  # noqa: BLE001 — only refusals and lsap's fixable errors become one line
