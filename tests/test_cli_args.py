@@ -73,6 +73,29 @@ def test_ctrl_c_is_one_line_exit_130(monkeypatch, capsys):
     assert err.strip().splitlines() == ["lsap flops: interrupted; rerun the same command to resume"]
 
 
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, lambda: OSError(28, "No space left")])
+def test_an_open_progress_bar_is_ended_before_the_one_line(monkeypatch, capsys, exc):
+    """`lsap prepare` Ctrl-C'd mid-bar printed '…1.37Mtok/s]lsap prepare: interrupted…' on one
+    line, then the bar once more after it."""
+    import sys
+
+    from tqdm import tqdm
+
+    import lsap.cli.flops as mod
+
+    def work(args):
+        bar = tqdm(total=100, file=sys.stderr, desc="xyzbar")
+        bar.update(5)
+        raise exc()
+
+    monkeypatch.setattr(mod, "run", work)
+    monkeypatch.delenv("LSAP_DEBUG", raising=False)
+    assert cli.main(["flops"]) in (2, 130)
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.splitlines()[-1].startswith("lsap flops: "), repr(err)
+    assert "xyzbar" not in err.splitlines()[-1], repr(err)
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -94,19 +94,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = _load(args.command).run(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # lsap.train.stop.Interrupted: after a checkpoint
         if os.environ.get("LSAP_DEBUG"):
             raise
-        print(
-            f"lsap {args.command}: interrupted; rerun the same command to resume", file=sys.stderr
+        _close_progress_bars()
+        hint = (
+            "rerun with --resume to continue"
+            if args.command == "train"
+            else "rerun the same command to resume"
         )
-        return 130
+        print(
+            f"lsap {args.command}: {getattr(e, 'message', 'interrupted')}; {hint}", file=sys.stderr
+        )
+        return getattr(e, "exit_code", 130)
     except Exception as e:
         if os.environ.get("LSAP_DEBUG") or not user_facing(e):
             raise
+        _close_progress_bars()
         print(f"lsap {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     return int(rc or 0)
+
+
+def _close_progress_bars() -> None:
+    """End the progress bars an interrupted command left open, so its one line starts a line
+    of its own (it was glued to the bar, which printed once more after it)."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 def user_facing(e: BaseException) -> bool:
