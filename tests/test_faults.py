@@ -1213,6 +1213,43 @@ def test_store_resumed_with_other_settings_names_each_one(tiny_world, store, tmp
             assert (out / f.relative_to(store / "c")).read_bytes() == f.read_bytes(), f
 
 
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--seq-len", "-5"], "argument --seq-len: must be at least 1"),
+        (["--max-windows", "-1"], "argument --max-windows: must be at least 1"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
+        (["--chunk-windows", "0"], "argument --chunk-windows: must be at least 1"),
+        (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        (["--dist-timeout-s", "nan"], "argument --dist-timeout-s: must be a finite positive"),
+        (["--dist-timeout-s", "-1"], "argument --dist-timeout-s: must be a finite positive"),
+        (["--k", "300"], "k must lie in [1, 255]"),
+        (["--min-alpha", "1.5"], "min_alpha must lie in [0, 1)"),
+    ],
+)
+def test_store_build_bad_numbers_are_one_line_before_any_work(
+    tiny_world, store, tmp_path, capsys, extra, needle
+):
+    """Each refused with one error line (after argparse's usage for flag errors), exit 2,
+    before the surrogate is loaded or anything is written."""
+    out = tmp_path / "s"
+    try:
+        rc = main([*_store_build_argv(tiny_world, store / "data", out), *extra])
+    except SystemExit as e:  # argparse: usage, then the error line
+        rc = e.code
+    assert rc == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "error" in ln]
+    assert len(err) == 1 and needle in err[0] and err[0].startswith("lsap store"), err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_inference_dtype_outside_the_list_is_a_named_surrogate_error():
+    from lsap.surrogate.load import inference_device_dtype
+
+    with pytest.raises(SurrogateError, match="auto, bfloat16, float32, got 'float16'"):
+        inference_device_dtype("cpu", "float16")
+
+
 def test_store_of_the_other_window_layout_is_refused_by_lsap_train(tiny_world, store, tmp_path):
     """An OLMo-core-layout store (T-token instances) given to `lsap train` (T+1-token windows):
     one line naming both layouts, before any step."""

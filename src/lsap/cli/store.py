@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 
-from lsap.cli.args import device, positive_int, probability
+from lsap.cli.args import device, positive_float, positive_int, probability
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto | cpu | cuda[:i] (auto: cuda if available)",
     )
     b.add_argument(
-        "--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32"
+        "--dtype",
+        default="auto",
+        choices=("auto", "bfloat16", "float32"),
+        help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32 (default auto)",
     )
     b.add_argument(
         "--window-layout",
@@ -93,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     b.add_argument(
         "--dist-timeout-s",
-        type=float,
+        type=positive_float,
         default=3600.0,
         help="under torchrun: how long a rank waits for the others at the start and end (default 3600)",
     )
