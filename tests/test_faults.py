@@ -927,10 +927,17 @@ def test_prepare_reads_gz_and_uppercase_and_names_what_it_skips(tiny_world, tmp_
     assert len(err) == 1 and "no .txt/.jsonl/.parquet" in err[0], err
     assert "2 file(s) of other types: .doc ×1, .jsonl.zst ×1" in err[0]
     assert not (tmp_path / "d2" / "manifest.json").exists()
+    assert main([*argv, "--source", str(bad / "x.doc"), "--out", str(tmp_path / "d2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x.doc: unsupported file type (use .txt" in err[0], err
+    assert not (tmp_path / "d2").exists()  # refused before anything is written
     (bad / "torn.jsonl.gz").write_bytes(gzip.compress(b'{"text": "x"}\n')[:-6])
     assert main([*argv, "--source", str(bad / "torn.jsonl.gz"), "--out", str(tmp_path / "d3")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "torn.jsonl.gz: cannot be read as .jsonl.gz" in err[0], err
+    (bad / "torn.jsonl.gz").write_bytes(gzip.compress(b'{"text": "repaired text"}\n'))
+    assert main([*argv, "--source", str(bad / "torn.jsonl.gz"), "--out", str(tmp_path / "d3")]) == 0
+    assert not (tmp_path / "d3" / "source_files.json").exists()  # no shard held the old text
 
 
 def test_prepare_resume_refuses_a_changed_source(tiny_world, tmp_path, capsys):
