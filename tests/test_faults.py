@@ -927,6 +927,10 @@ def test_prepare_reads_gz_and_uppercase_and_names_what_it_skips(tiny_world, tmp_
     assert len(err) == 1 and "no .txt/.jsonl/.parquet" in err[0], err
     assert "2 file(s) of other types: .doc ×1, .jsonl.zst ×1" in err[0]
     assert not (tmp_path / "d2" / "manifest.json").exists()
+    from lsap.data.corpora import check_dataset_spec  # preflight, analyze, sweeps: the same cause
+
+    with pytest.raises(DataError, match=r"no \.txt/.*\.doc ×1"):
+        check_dataset_spec(str(bad))
     assert main([*argv, "--source", str(bad / "x.doc"), "--out", str(tmp_path / "d2")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "x.doc: unsupported file type (use .txt" in err[0], err

@@ -392,6 +392,9 @@ def describe_source(source: str) -> str:
 def check_dataset_spec(spec: str) -> str:
     """Validate a dataset spec (corpus name, hf:NAME[:CONFIG], local file/folder) before
     anything slow runs; its description, or a DataError listing the valid specs."""
+    path = Path(spec).expanduser()
+    if spec not in CORPORA and not spec.startswith("hf:") and path.exists():
+        return describe_source(spec)  # its own refusal names the file or folder
     try:
         return describe_source(spec)
     except DataError as e:
