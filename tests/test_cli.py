@@ -12,5 +12,5 @@ def test_every_command_has_help(command, capsys):
 
 
 def test_no_command_prints_help(capsys):
-    assert main([]) == 1
+    assert main([]) == 2  # a usage error, like a bad flag
     assert "quickstart" in capsys.readouterr().out

@@ -1031,7 +1031,9 @@ def test_specials_only_intersection_is_refused(tiny_world, tmp_path):
 
 def test_truncated_gguf_is_named(tmp_path):
     gguf = pytest.importorskip("gguf")
-    from lsap.surrogate.load import check_gguf, load_surrogate
+    from lsap.data.gguf import check_gguf
+    from lsap.data.tokenizer import load_tokenizer
+    from lsap.surrogate.load import load_surrogate
 
     p = tmp_path / "m.gguf"
     w = gguf.GGUFWriter(str(p), "llama")
@@ -1047,6 +1049,10 @@ def test_truncated_gguf_is_named(tmp_path):
         check_gguf(p)
     with pytest.raises(SurrogateError, match="truncated"):
         load_surrogate(p)
+    # the tokenizer path too (`lsap vocab --surrogate m.gguf` was a reshape traceback, exit 1)
+    with pytest.raises(SurrogateError, match="truncated GGUF file"):
+        load_tokenizer(p)
+    assert main(["vocab", "--base", str(p), "--surrogate", str(p), "--data", "pydoc-topics"]) == 2
     p.write_bytes(p.read_bytes()[:40])
     with pytest.raises(SurrogateError, match="inside its header"):
         check_gguf(p)

@@ -102,3 +102,31 @@ def test_seed_deltas_pool_a_seeds_tasks_before_the_seed_level_test():
     old = {**t, "per_seed_min": min(got), "per_seed_max": max(got)}
     line = pairs_verdict([{"setting": "x", "seeds": 5, "tests": {PAIRS_POOLED: old}}])
     assert line.startswith("seed-level test unavailable") and "rerun `lsap report`" in line
+
+
+def test_report_delta_table_verdict_is_the_seed_level_test():
+    """The Δ table's verdict column read the pooled-items test first (items of every seed as
+    independent): a tiny pooled p printed 'LSAP better' while the seeds disagreed."""
+    from lsap.experiments.report_tables import delta_lines
+
+    per_seed = [0.04, -0.01]
+    row = {
+        "setting": "lsap-a0.05",
+        "n": 2,
+        "pairs_average": {"mean": 0.015, "min": -0.01, "max": 0.04},
+        "strength": None,
+    }
+    pooled = {  # "significant" over 20,000 pooled items
+        "delta": 0.015, "p": 1e-9, "ci": [0.01, 0.02], "survives": True, "significance": 0.05,
+        "seed_level": S.seed_level_test(per_seed),
+    }  # fmt: skip
+    paired = [{"setting": "lsap-a0.05", "tests": {S.PAIRS_POOLED: pooled}}]
+    line = next(ln for ln in delta_lines([row], paired) if ln.startswith("| lsap-a0.05"))
+    verdict = line.rstrip(" |").rsplit("|", 1)[1]
+    assert "inconclusive (seeds disagree)" in verdict and "LSAP better" not in verdict, line
+    assert "1e-09" in line  # the pooled p stays, as detail
+    agree = {**pooled, "seed_level": S.seed_level_test([0.010, 0.012, 0.011, 0.009, 0.0105])}
+    line = delta_lines(
+        [{**row, "n": 5}], [{"setting": "lsap-a0.05", "tests": {S.PAIRS_POOLED: agree}}]
+    )
+    assert any("LSAP better (p < 0.05, seed-level)" in ln for ln in line)

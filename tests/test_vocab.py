@@ -5,7 +5,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from lsap.method.vocab import VocabMap, token_table
+from lsap.method.token_table import token_table
+from lsap.method.vocab import VocabMap
 
 
 def _text():

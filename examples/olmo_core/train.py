@@ -40,11 +40,17 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 import torch
+
+# OLMo-core logs at import that NVIDIA's optional transformer_engine is absent (it then uses
+# its own attention): a stray line before every refusal on machines without it, so only its
+# errors are shown.
+logging.getLogger("olmo_core.nn.attention.te_attn_api").setLevel(logging.ERROR)
 
 
 class Refusal(Exception):

@@ -304,58 +304,6 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-# What may differ between a checkpoint's config and a `--resume` request: budgets,
-# cadence, placement and the implementation of the same math. Everything else
-# (model, data, loss, optimizer, seeds, batch) must match key by key.
-RESUME_MAY_CHANGE = (
-    "name",
-    "out_dir",
-    "data.dir",
-    "surrogate.batch_size",
-    "surrogate.dtype",
-    "train.max_steps",
-    "train.max_tokens",
-    "train.max_flops",
-    "train.log_every",
-    "train.eval_every",
-    "train.eval_batches",
-    "train.ckpt_every",
-    "train.ckpt_at",
-    "train.keep_checkpoints",
-    "train.micro_batch_size",
-    "train.device",
-    "train.precision",
-    "train.distributed",
-    "train.loss_impl",
-    "train.skip_nonfinite_steps",
-    "train.dist_timeout_s",
-    "train.loggers",
-)
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} → {'a.b': 1}; `model.overrides` entries become their own keys."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def resume_differences(saved: dict, requested: dict) -> list[str]:
-    """`key: saved → requested` for each key a resumed run may not change (see RESUME_MAY_CHANGE)."""
-    a, b = flatten(saved), flatten(requested)
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        if key in RESUME_MAY_CHANGE:
-            continue
-        if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            diffs.append(f"{key}: {a.get(key, '<unset>')!r} → {b.get(key, '<unset>')!r}")
-    return diffs
-
-
 def validate(cfg: Config, deep: bool = False) -> Config:
     """Ranges, types and choices of every key; `deep` also checks that input paths exist,
     out_dir is writable, and `model.overrides` keys exist (imports transformers).

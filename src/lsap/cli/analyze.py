@@ -1,7 +1,7 @@
 """`lsap analyze` — the paper's Table 1: vocabulary entries per position with p > α.
 
     lsap analyze --model smollm2 --data python-docs gcide linux-docs \\
-        --alpha 0.01 0.05 0.2 --n 5000 --seeds 21 42 67 --seq-len 1024 --out runs/table1
+        --alphas 0.01 0.05 0.2 --n 5000 --seeds 21 42 67 --seq-len 1024 --out runs/table1
 
 Each example is a window of seq_len tokens of the model's own tokenization of the
 dataset's documents, shuffled per seed and packed with a document separator; every
@@ -14,27 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lsap.cli.args import device, nonnegative_int, positive_int
-
-
-def _alpha(text: str) -> float:
-    try:
-        a = float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
-    if not 0.0 < a < 1.0:
-        raise argparse.ArgumentTypeError(f"α must lie in (0, 1), got {text}")
-    return a
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from e
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
-    return v
+from lsap.cli.args import add_alphas, add_no_progress, device, nonnegative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,28 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="datasets: offline corpora (shakespeare, python-docs, gcide, linux-docs, "
         "pydoc-topics), 'hf:NAME[:CONFIG]' (network), or local .txt/.jsonl/.parquet files/folders",
     )
+    add_alphas(parser, [0.01, 0.05, 0.2], "the default is the paper's", old_alias=True)
     parser.add_argument(
-        "--alpha",
-        nargs="+",
-        type=_alpha,
-        default=[0.01, 0.05, 0.2],
-        help="thresholds α in (0, 1) (default: 0.01 0.05 0.2, the paper's)",
-    )
-    parser.add_argument(
-        "--n", type=_positive, default=5000, help="examples per dataset and seed (default 5000)"
+        "--n", type=positive_int, default=5000, help="examples per dataset and seed"
     )
     parser.add_argument(
         "--seeds",
         nargs="+",
         type=nonnegative_int,
         default=[21, 42, 67],
-        help="sampling seeds; each dataset's value is the mean over them (default 21 42 67)",
+        help="sampling seeds; each dataset's value is the mean over them",
     )
+    parser.add_argument("--seq-len", type=positive_int, default=1024, help="tokens per example")
     parser.add_argument(
-        "--seq-len", type=_positive, default=1024, help="tokens per example (default 1024)"
-    )
-    parser.add_argument(
-        "--batch-size", type=_positive, default=8, help="examples per forward pass (default 8)"
+        "--batch-size", type=positive_int, default=8, help="examples per forward pass"
     )
     parser.add_argument(
         "--device",
@@ -92,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(e.g. dolma2): gold and non-Σ∩ excluded, top-k, p > α",
     )
     parser.add_argument(
-        "--k", type=_positive, default=15, help="top-k for --base (default 15, the paper's)"
+        "--k", type=positive_int, default=15, help="top-k for --base; the default is the paper's"
     )
     parser.add_argument(
         "--base-vocab-size",
@@ -102,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-documents",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="read at most this many documents per dataset before shuffling "
         "(default: all; 50000 for hf: datasets)",
@@ -113,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="write table1.csv, table1.json, table1.md and table1.png here",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     result = analyze(
         models=args.model,
         datasets=args.data,
-        alphas=args.alpha,
+        alphas=args.alphas,
         n=args.n,
         seeds=args.seeds,
         seq_len=args.seq_len,

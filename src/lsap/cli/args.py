@@ -14,6 +14,81 @@ import argparse
 import math
 
 
+def default_text(value) -> str:
+    """A default as `--help` shows it: lists space-separated as typed, floats in %g form."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(default_text(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether `--help` appends `(default: X)` to this action: an option (or an optional
+    positional) whose default says something (not None, False, '' or [])."""
+    d = action.default
+    if d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, (str, list)) and not d):
+        return False
+    return bool(action.option_strings) or action.nargs in ("?", "*")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """`--help` of every lsap command: each option's default as `(default: X)` unless the help
+    text places `%(default)s` itself; descriptions and epilogs keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or not shows_default(action):
+            return text
+        return f"{text} (default: {default_text(action.default).replace('%', '%%')})"
+
+
+# α: `--alpha A` is one threshold (a setting of the runs); `--alphas A [A ...]` is the
+# thresholds a report counts at (analyze, preflight, store info). The old plural-less
+# spelling of the list stays a hidden alias where it existed.
+ALPHA_HELP = "threshold α in (0, 1): one value"
+ALPHAS_HELP = "thresholds α in (0, 1) to count at: one or more values"
+
+
+def add_alphas(parser: argparse.ArgumentParser, default, help: str, *, old_alias: bool) -> None:
+    """`--alphas A [A ...]`; with old_alias also the hidden `--alpha A [A ...]` (same list)."""
+    parser.add_argument(
+        "--alphas",
+        type=probability,
+        nargs="+",
+        default=default,
+        metavar="ALPHA",
+        help=f"{ALPHAS_HELP}; {help}",
+    )
+    if old_alias:
+        parser.add_argument(
+            "--alpha",
+            dest="alphas",
+            type=probability,
+            nargs="+",
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
+
+
+NO_PROGRESS_HELP = "no progress bar (log lines and results are still printed)"
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    """`--no-progress`, the one name for "no progress bar" in every command that has one."""
+    parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+
+
+def progress_off(args: argparse.Namespace):
+    """A context in which no `lsap.utils.progress.Progress` bar is shown when the command got
+    `--no-progress` (the bars of train, quickstart and sweep sit deep inside their pipelines)."""
+    from contextlib import nullcontext
+
+    from lsap.utils.progress import disabled
+
+    return disabled() if getattr(args, "no_progress", False) else nullcontext()
+
+
 def _whole(text: str) -> int:
     try:
         return int(text.replace("_", ""))
@@ -66,7 +141,7 @@ def probability(text: str) -> float:
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
     if not math.isfinite(value) or not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1): {text!r}")
+        raise argparse.ArgumentTypeError(f"α must lie in (0, 1): {text!r}")
     return value
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 
-from lsap.cli.args import device, nonnegative_int, positive_int
+from lsap.cli.args import ALPHA_HELP, device, nonnegative_int, positive_int, probability
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tasks",
         default="offline",
-        help="offline | paper | comma-separated lm-eval task names (default: offline)",
+        help="offline | paper | comma-separated lm-eval task names",
     )
     parser.add_argument(
-        "--checkpoints", default="all", help="all | last | step_00000100[,step_...] (default: all)"
+        "--checkpoints", default="all", help="all | last | step_00000100[,step_...]"
     )
     parser.add_argument(
         "--limit",
@@ -77,11 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-examples",
         type=positive_int,
         default=1000,
-        help="examples per offline task when building them (default: 1000)",
+        help="examples per offline task when building them",
     )
-    parser.add_argument(
-        "--device", type=device, default="auto", help="auto | cpu | cuda (default: auto)"
-    )
+    parser.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument(
         "--targets-surrogate",
         default=None,
@@ -99,9 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--targets-alpha",
-        type=float,
+        type=probability,
         default=None,
-        help="α for --targets-surrogate (default: the config default of lsap.alpha)",
+        help=f"{ALPHA_HELP}, for --targets-surrogate (default: the config default of lsap.alpha)",
     )
     parser.add_argument("--no-targets", action="store_true", help="no split by auxiliary targets")
     parser.add_argument(

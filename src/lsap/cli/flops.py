@@ -19,12 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base",
         default="olmo2-1b",
-        help="base model: preset name or config.json / HF directory (default: olmo2-1b)",
+        help="base model: preset name or config.json / HF directory",
     )
     parser.add_argument(
         "--surrogate",
         default="qwen3-0.6b",
-        help="surrogate: preset name, config.json / HF directory, or 'none' (default: qwen3-0.6b)",
+        help="surrogate: preset name, config.json / HF directory, or 'none'",
     )
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument(
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--surrogate-tokens-per-base-token",
         type=_number,
         default=1.0,
-        help="surrogate tokens the surrogate runs per base token (paper: 1.0)",
+        help="surrogate tokens the surrogate runs per base token; the default is the paper's",
     )
     parser.add_argument(
         "--seq-len",

@@ -8,8 +8,9 @@ Errors: a command raises `lsap.LsapError` (or hits an OSError such as a full dis
 `main` prints it as one line, `lsap <command>: error: <message>`, on stderr and returns
 2 — no traceback (LSAP_DEBUG=1 shows it). Commands never print their own errors.
 
-Exit codes: 0 success; 2 usage and input errors (argparse's bad flags, and LsapError: a
-setting, file or folder that the user must change); 1 a failure during the work itself
+Exit codes (`EXIT_CODES`, the epilog of `lsap --help`): 0 success; 2 usage and input errors
+(argparse's bad flags, no command, and LsapError: a setting, file or folder that the user must
+change); 1 a failure during the work itself
 (an unexpected exception, shown as a traceback); 130 interrupted (Ctrl-C) — state is as
 after SIGTERM and rerunning the same command resumes.
 """
@@ -22,7 +23,10 @@ import os
 import sys
 from pathlib import Path
 
-from lsap.cli.args import positive_float  # noqa: F401  (re-exported for commands)
+from lsap.cli.args import (
+    HelpFormatter,
+    positive_float,  # noqa: F401  (re-exported for commands)
+)
 from lsap.utils.errors import LsapError
 
 COMMANDS: dict[str, str] = {
@@ -38,6 +42,12 @@ COMMANDS: dict[str, str] = {
     "quickstart": "The whole method end to end on one CPU, offline",
     "preflight": "Should I use LSAP with this surrogate on my text? Σ∩, strength, targets, FLOPs price",
 }
+
+
+EXIT_CODES = """\
+exit codes: 0 done; 2 a usage or input error: a bad flag or value, or a setting, file or folder
+  to change (one line on stderr; also `lsap` without a command); 1 a failure during the work
+  itself (a traceback); 130 interrupted by Ctrl-C (rerun the same command to resume)"""
 
 
 def _load(name: str):
@@ -57,12 +67,15 @@ def _version() -> str:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lsap", description="lsap — surrogate-assisted language-model pretraining"
+        prog="lsap",
+        description="lsap — surrogate-assisted language-model pretraining",
+        epilog=EXIT_CODES,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lsap {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         if only is None or name == only:
             _load(name).add_arguments(p)
     return parser
@@ -73,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only=command or "")
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None:  # a usage error like a bad flag: the help, exit 2
         parser.print_help()
-        return 1
+        return 2
     try:
         rc = _load(args.command).run(args)
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from lsap.cli.args import device, nonnegative_int, positive_int, probability
+from lsap.cli.args import add_alphas, device, nonnegative_int, positive_int
 
 
 def add_arguments(p) -> None:
@@ -40,8 +40,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--base-model",
         default="olmo2-1b",
-        help="without --base-run: the base's model preset or "
-        "config.json, for N_b (default olmo2-1b)",
+        help="without --base-run: the base's model preset or config.json, for N_b",
     )
     p.add_argument(
         "--base-vocab-size",
@@ -53,12 +52,12 @@ def add_arguments(p) -> None:
         "--n",
         type=positive_int,
         default=32,
-        help="windows of the base tokenization counted (default 32)",
+        help="windows of the base tokenization counted",
     )
-    p.add_argument("--seq-len", type=positive_int, default=512)
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--k", type=positive_int, default=15)
-    p.add_argument("--alphas", type=probability, nargs="+", default=list(ALPHAS))
+    p.add_argument("--seq-len", type=positive_int, default=512, help="tokens per window")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
+    p.add_argument("--k", type=positive_int, default=15, help="top-k surrogate candidates")
+    add_alphas(p, list(ALPHAS), "targets per token are counted at each", old_alias=False)
     p.add_argument(
         "--device",
         type=device,
@@ -74,7 +73,9 @@ def add_arguments(p) -> None:
         default=50_000,
         help="bytes of whole documents scored for bits per byte",
     )
-    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="seed of the document and window sample"
+    )
     p.add_argument(
         "--json",
         action="store_true",

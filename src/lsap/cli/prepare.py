@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from lsap.cli.args import nonnegative_int, positive_int
+from lsap.cli.args import add_no_progress, nonnegative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=positive_int,
         default=1,
-        help="tokenizer processes (default 1: one process, tokenizers' own threads); the output "
+        help="tokenizer processes (1: one process, tokenizers' own threads); the output "
         "is byte-identical for any number",
     )
     parser.add_argument(
@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("uint16", "uint32"),
         help="with --from-arrays: the `dolma tokens --dtype` (default by vocabulary size)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_no_progress(parser)
+    # the old name, kept so existing command lines work; not shown in --help
+    parser.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             val=args.val_arrays or (),
             token_dtype=args.token_dtype,
             workers=args.workers,
-            progress=not args.quiet,
+            progress=not args.no_progress,
         )
         return 0
     if not args.source:
@@ -123,6 +125,6 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         train_part=part,
         workers=args.workers,
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
     return 0

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from lsap.cli.args import nonnegative_int, positive_float, positive_int, probability
+from lsap.cli.args import (
+    ALPHA_HELP,
+    add_no_progress,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    probability,
+    progress_off,
+)
 
 
 def add_arguments(p) -> None:
     from lsap.experiments.quickstart import Settings
 
     d = Settings()
-    p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
+    p.add_argument("--out", default=d.out, help="output directory")
     p.add_argument(
         "--cache",
         default="",
@@ -20,14 +28,14 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--surrogate",
         default=d.surrogate,
-        help="pretrain (default: a small surrogate pretrained once on its own part of the base's domain) | smollm2 | "
-        "a local HF dir / .gguf / hub id",
+        help="pretrain (a small surrogate pretrained once on its own part of the base's domain) | "
+        "smollm2 | a local HF dir / .gguf / hub id",
     )
     p.add_argument(
         "--data",
         default=d.corpus,
         metavar="DATA",
-        help=f"the regime's text (default {d.corpus}): an offline corpus name (see `lsap prepare "
+        help="the regime's text: an offline corpus name (see `lsap prepare "
         "--help`), YOUR text as a local .txt/.jsonl/.parquet file or folder, or hf:NAME; split by "
         "document into held-out, the base's part and the surrogate's part",
     )
@@ -35,28 +43,37 @@ def add_arguments(p) -> None:
         "--ce-tokens",
         type=positive_float,
         default=d.ce_tokens,
-        help=f"FLOPs budget in CE tokens (default {d.ce_tokens:g})",
+        help="FLOPs budget in CE tokens",
     )
     p.add_argument(
         "--surrogate-multiples",
         type=positive_int,
         nargs="+",
         default=d.surrogate_multiples,
-        help="surrogate checkpoints at these multiples of the base's tokens; the last one is used "
-        "(default 1 4 16)",
+        help="surrogate checkpoints at these multiples of the base's tokens; the last one is used",
     )
-    p.add_argument("--alpha", type=probability, default=d.alpha)
-    p.add_argument("--k", type=positive_int, default=d.k)
+    p.add_argument(
+        "--alpha", type=probability, default=d.alpha, help=f"the LSAP runs' {ALPHA_HELP}"
+    )
+    p.add_argument(
+        "--k", type=positive_int, default=d.k, help="the LSAP runs' top-k surrogate candidates"
+    )
     p.add_argument(
         "--seeds",
         type=nonnegative_int,
         nargs="+",
         default=d.seeds,
-        help="training seeds, one CE and one LSAP run each (default 0 1 2 3 4: the fewest whose "
-        "seed-level test can reach p < 0.05 at the effect measured here; fewer give "
+        help="training seeds, one CE and one LSAP run each; 5 are the fewest whose "
+        "seed-level test can reach p < 0.05 at the effect measured here (fewer give "
         "'inconclusive' by construction)",
     )
-    p.add_argument("--eval-examples", type=positive_int, default=d.eval_examples)
+    p.add_argument(
+        "--eval-examples",
+        type=positive_int,
+        default=d.eval_examples,
+        help="minimal pairs per task in the evaluation",
+    )
+    add_no_progress(p)
 
 
 def run(args) -> int:
@@ -75,5 +92,6 @@ def run(args) -> int:
         seeds=args.seeds,
         eval_examples=args.eval_examples,
     )
-    run_quickstart(s)
+    with progress_off(args):
+        run_quickstart(s)
     return 0

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "runs", nargs="+", help="run directories (each with checkpoints/*/eval.json)"
     )
-    parser.add_argument("--out", default="report", help="output directory (default: ./report)")
+    parser.add_argument("--out", default="report", help="output directory")
     parser.add_argument(
         "--flops",
         type=_flops,

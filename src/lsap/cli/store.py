@@ -15,13 +15,28 @@ import argparse
 import json
 import os
 
-from lsap.cli.args import device, positive_float, positive_int, probability
+from lsap.cli.args import (
+    ALPHAS_HELP,
+    HelpFormatter,
+    add_no_progress,
+    device,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
+    _add_build(sub)
+    _add_info(sub)
+
+
+def _add_build(sub) -> None:
     b = sub.add_parser(
-        "build", help="run the surrogate once over the train windows and store its targets"
+        "build",
+        help="run the surrogate once over the train windows and store its targets",
+        formatter_class=HelpFormatter,
     )
     b.add_argument(
         "--surrogate", required=True, help="smollm2, a .gguf file, a local HF dir, or a hub id"
@@ -42,15 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--k",
         type=positive_int,
         default=15,
-        help="candidates kept per position (default 15; train k' ≤ k)",
+        help="candidates kept per position (train k' ≤ k)",
     )
     b.add_argument(
         "--min-alpha",
         type=float,
         default=0.01,
-        help="keep p > min_alpha (default 0.01; train α ≥ it)",
+        help="keep p > min_alpha (train α ≥ it)",
     )
-    b.add_argument("--out", required=True, metavar="DIR")
+    b.add_argument(
+        "--out", required=True, metavar="DIR", help="the store directory (resumed when it exists)"
+    )
     b.add_argument(
         "--map",
         default=None,
@@ -61,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=positive_int,
         default=8,
-        help="windows per surrogate forward (default 8)",
+        help="windows per surrogate forward",
     )
     b.add_argument(
         "--chunk-windows",
@@ -85,34 +102,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         default="auto",
         choices=("auto", "bfloat16", "float32"),
-        help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32 (default auto)",
+        help="auto: bf16 on GPU, fp32 on CPU",
     )
     b.add_argument(
         "--window-layout",
         default="lsap",
         choices=("lsap", "olmo"),
-        help="lsap: `lsap train`'s windows of T+1 tokens (default); olmo: OLMo-core's NumpyFSLDataset "
+        help="lsap: `lsap train`'s windows of T+1 tokens; olmo: OLMo-core's NumpyFSLDataset "
         "instances (T tokens, T-1 labels) over the shard files in order",
     )
     b.add_argument(
         "--dist-timeout-s",
         type=positive_float,
         default=3600.0,
-        help="under torchrun: how long a rank waits for the others at the start and end (default 3600)",
+        help="under torchrun: seconds a rank waits for the others at the start and end",
     )
-    b.add_argument("--no-progress", action="store_true")
+    add_no_progress(b)
+
+
+def _add_info(sub) -> None:
     i = sub.add_parser(
-        "info", help="size, bytes per token, candidates per position at each α, provenance"
+        "info",
+        help="size, bytes per token, candidates per position at each α, provenance",
+        formatter_class=HelpFormatter,
     )
-    i.add_argument("dir", metavar="DIR")
+    i.add_argument("dir", metavar="DIR", help="the store directory (`lsap store build --out`)")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--verify", action="store_true", help="also check every chunk's sha256")
     i.add_argument(
-        "--alpha",
+        "--alphas",
         type=probability,
-        action="append",
+        nargs="+",
+        action="extend",
         default=None,
-        help="extra α to count candidates at (repeatable; default 0.01 0.05 0.2 and min_alpha)",
+        metavar="ALPHA",
+        help=f"{ALPHAS_HELP}, besides 0.01 0.05 0.2 and the store's min_alpha",
+    )
+    # the old spelling, one value per flag (`--alpha 0.07 --alpha 0.1`); not shown in --help
+    i.add_argument(
+        "--alpha", dest="alphas", type=probability, action="append", help=argparse.SUPPRESS
     )
 
 
@@ -173,7 +201,7 @@ def run(args) -> int:
             f"build {m['flops']['build_flops']:.3g} FLOPs"
         )
         return 0
-    d = TargetStore(args.dir, verify=args.verify).info(args.alpha)
+    d = TargetStore(args.dir, verify=args.verify).info(args.alphas)
     if args.json:
         print(json.dumps(d, indent=2))
     else:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from lsap.cli.args import add_no_progress, progress_off
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -37,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="check the spec and every run's config, print the expanded runs "
         "and stop (builds and writes nothing)",
     )
+    add_no_progress(parser)
 
 
 def run(args) -> int:
@@ -50,5 +53,6 @@ def run(args) -> int:
             res = report_sweep(out)
         print(f"[sweep] wrote {', '.join(res['files'])} to {res['out']}")
         return 0
-    run_sweep(args.spec, out, runs_root=args.runs_root, dry_run=args.dry_run)
+    with progress_off(args):
+        run_sweep(args.spec, out, runs_root=args.runs_root, dry_run=args.dry_run)
     return 0

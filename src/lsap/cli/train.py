@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lsap.cli.args import add_no_progress, progress_off
+
 
 def add_arguments(p) -> None:
     p.add_argument("--config", help="YAML run config (see configs/)")
@@ -16,6 +18,7 @@ def add_arguments(p) -> None:
         action="store_true",
         help="check the model overrides, print the resolved config as YAML, then exit (trains nothing)",
     )
+    add_no_progress(p)
 
 
 def run(args) -> int:
@@ -29,6 +32,7 @@ def run(args) -> int:
     validate(cfg, deep=True)  # paths, out_dir, override keys: before anything is built
     from lsap.train.loop import train
 
-    out = train(cfg, resume=args.resume)
+    with progress_off(args):
+        out = train(cfg, resume=args.resume)
     print(f"run directory: {out}")
     return 0

@@ -53,15 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-tokens",
-        type=positive_int,
+        type=nonnegative_int,
         default=DEFAULT_MAX_TOKENS,
-        help=f"base tokens of --data to count, in corpus order (default {DEFAULT_MAX_TOKENS:,}; 0 = all)",
+        help="base tokens of --data to count, in corpus order (0: all)",
     )
     parser.add_argument(
         "--top",
         type=nonnegative_int,
         default=20,
-        help="most frequent base tokens outside Σ∩ to list (default 20)",
+        help="most frequent base tokens outside Σ∩ to list",
     )
     parser.add_argument(
         "--out", default=None, metavar="DIR", help="save vocab_map.pt/.json and report.json here"

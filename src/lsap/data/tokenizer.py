@@ -220,9 +220,12 @@ def _from_gguf(path: Path):
     """Convert a GGUF's tokenizer once, then reload the saved copy (seconds → ~1 s)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    from lsap.data.gguf import check_gguf
+
     target = cache_root() / "tokenizers" / f"{path.stem}-{_gguf_key(path)}"
     if (target / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(str(target))
+    check_gguf(path)  # a truncated file is named, not a reshape traceback from gguf's reader
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     # atomic: a concurrent loader sees all files or none; a process that loses the race keeps the winner's
     try:

@@ -5,7 +5,7 @@ What the trainer needs (`val_loss_bpb`, over `heldout_nll`) and what `lsap eval`
 documents with its own tokenizer, the one cross-tokenizer comparison (METHOD §5b).
 
 Bits per byte = Σ NLL (nats) of the tokens scored / (ln 2 · Σ UTF-8 bytes of exactly those
-tokens). Token bytes come from the tokenizer's canonical vocabulary (`lsap.method.vocab.token_table`);
+tokens). Token bytes come from the tokenizer's canonical vocabulary (`lsap.method.token_table`);
 control tokens (the document-separator EOS) have none.
 """
 
@@ -35,13 +35,13 @@ _BYTE_LENGTHS: dict[
 
 def token_byte_lengths(tokenizer, size: int | None = None):
     """int64 numpy [max(size, tokenizer ids)]: the UTF-8 bytes each token id stands for (its
-    canonical bytes, `lsap.method.vocab.token_table`); 0 for control tokens (the document separator)
+    canonical bytes, `lsap.method.token_table`); 0 for control tokens (the document separator)
     and for ids the tokenizer does not define (padded embedding rows)."""
     import numpy as np
 
     hit = _BYTE_LENGTHS.get(id(tokenizer))
     if hit is None or hit[0] is not tokenizer:
-        from lsap.method.vocab import token_table
+        from lsap.method.token_table import token_table
 
         t = token_table(tokenizer)
         arr = np.zeros(t.size, dtype=np.int64)

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from lsap.eval.seeds import PAIRS_POOLED, pairs_verdict  # noqa: E402,F401  (re-exported)
-from lsap.eval.strength import ci_text  # noqa: E402
 from lsap.experiments.deltas import strength_rows  # noqa: E402 (re-exported: sweep, tests)
 from lsap.experiments.plots import write_delta_plot, write_plots  # noqa: E402
 from lsap.experiments.report_spread import (  # noqa: F401  (re-exported)
@@ -38,6 +37,7 @@ from lsap.experiments.report_spread import (  # noqa: F401  (re-exported)
     _spread_lines,
     group_spread,
 )
+from lsap.experiments.report_tables import delta_lines, paired_lines
 from lsap.utils.errors import ReportError  # noqa: E402,F401  (re-exported)
 
 
@@ -440,68 +440,6 @@ def render_markdown(table: dict, runs: list[Run], tokens_table: dict | None = No
     return "\n".join(lines)
 
 
-def _delta_lines(rows: list[dict], paired: list[dict] | None = None) -> list[str]:
-    def c(v, scale, digits):
-        if not v:
-            return "-"
-        return f"{v['mean'] * scale:+.{digits}f} [{v['min'] * scale:+.{digits}f}, {v['max'] * scale:+.{digits}f}]"
-
-    lines = [
-        "## LSAP − CE at matched FLOPs, paired by seed",
-        "",
-        "Δ per seed = LSAP run − the CE run of the same seed (same init and data order); mean "
-        "[min, max] over seeds. Strength = the surrogate's held-out bits per byte on the base's held-out "
-        "documents / the CE base's (< 1: the surrogate is the stronger predictor), with its 95% "
-        "interval over documents (bootstrap) where per-document NLLs were kept.",
-        "",
-        "| Setting | surrogate | strength | seeds | Δ minimal pairs (pts) | p (pooled pairs) | 95% CI (pts) | "
-        "Δ task avg (pts) | Δ val loss | Δ top-1 (pts) | verdict on minimal pairs |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    tests = {row["setting"]: row["tests"].get(PAIRS_POOLED) for row in paired or []}
-    for r in rows:
-        p = r.get("pairs_average")
-        if not p or r["n"] < 2:
-            verdict = "one seed: no claim" if p else "-"
-        elif p["min"] > 0:
-            verdict = "LSAP better on every seed"
-        elif p["max"] < 0:
-            verdict = "LSAP worse on every seed"
-        else:
-            verdict = "within seed spread"
-        t = tests.get(r["setting"])
-        if t:  # the paired test over examples decides; the seeds' min–max stays next to it
-            verdict = (
-                f"LSAP {'better' if t['delta'] > 0 else 'worse'} (p < {t['significance']:g})"
-                if t["survives"]
-                else f"inside the noise (p ≥ {t['significance']:g})"
-            ) + f"; {verdict}"
-        pc = "-" if not t else f"{t['p']:.3g}"
-        ci = "-" if not t else f"[{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}]"
-        st = "-" if r.get("strength") is None else f"{r['strength']:.3f}{ci_text(r['strength_ci'])}"
-        lines.append(
-            f"| {r['setting']} | {r.get('surrogate') or '-'} | {st} | {r['n']} | {c(p, 100, 2)} | {pc} | {ci} | "
-            f"{c(r.get('average'), 100, 2)} | {c(r.get('val_loss'), 1, 4)} | {c(r.get('val_top1'), 100, 2)} | "
-            f"{verdict} |"
-        )
-    tasks = list(rows[0].get("tasks") or {}) if rows else []
-    if tasks:
-        lines += [
-            "",
-            "Per task, Δ LSAP − CE in points, mean [min, max] over seeds:",
-            "",
-            "| Setting | " + " | ".join(tasks) + " |",
-            "|---|" + "---:|" * len(tasks),
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['setting']} | "
-                + " | ".join(c(r["tasks"].get(t), 100, 2) for t in tasks)
-                + " |"
-            )
-    return lines + ["", "![Δ vs surrogate strength](delta_vs_strength.png)", ""]
-
-
 REPLACE_EQUAL = "lsap_pairs_replace (equal length)"
 
 
@@ -580,41 +518,6 @@ def paired_stats(
     return out
 
 
-def _fmt_p(p) -> str:
-    return "-" if p is None else f"{p:.3g}"
-
-
-def _paired_lines(paired: list[dict]) -> list[str]:
-    if not paired:
-        return []
-    lines = [
-        "## Paired tests over examples, pooled across seeds",
-        "",
-        "Each example scored by the CE run and the LSAP run of the same seed (matched-FLOPs checkpoints). "
-        "p: exact two-sided sign test (McNemar) on the examples where the two disagree; CI: 95% paired "
-        "bootstrap of Δ accuracy (examples resampled within each seed, 10,000 draws, seed 0). A Δ "
-        "*survives* when p < 0.05. The replace task is also shown on its equal-length subset (a "
-        "corrupted choice with another token count tilts raw log-prob sums). These item-pooled "
-        "columns are within-seed detail; the verdict column is the seed-level test (t-test over "
-        "per-seed Δ, `lsap.eval.seeds`; inconclusive when seeds disagree or the interval covers 0). "
-        "p (Holm): Holm-corrected over the tests of a setting, read together.",
-        "",
-        "| Setting | test | pairs | Δ (pts) | per seed min–max | discordant (LSAP/CE) | p | 95% CI | "
-        "survives p < 0.05 | seed-level p (Holm) | seed-level verdict |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
-    ]
-    for row in paired:
-        for name, t in row["tests"].items():
-            lines.append(
-                f"| {row['setting']} | {name.removeprefix('lsap_')} | {t['n']:,} | {t['delta'] * 100:+.2f} | "
-                f"[{t['per_seed_min'] * 100:+.2f}, {t['per_seed_max'] * 100:+.2f}] | {t['b']}/{t['c']} | "
-                f"{t['p']:.3g} | [{t['ci'][0] * 100:+.2f}, {t['ci'][1] * 100:+.2f}] | "
-                f"{'yes' if t['survives'] else 'no'} | {_fmt_p(t.get('seed_p_holm'))} | "
-                f"{(t.get('seed_level') or {}).get('verdict', '-')} |"
-            )
-    return lines + [""]
-
-
 def make_report(
     run_dirs: list[str | os.PathLike],
     out: str | os.PathLike,
@@ -656,7 +559,7 @@ def make_report(
             paired = paired_stats(runs, table)
             if deltas:
                 files.append(write_delta_plot(deltas, tmp))
-                extra = "\n".join(_delta_lines(deltas, paired) + _paired_lines(paired))
+                extra = "\n".join(delta_lines(deltas, paired) + paired_lines(paired))
                 md = (
                     md.replace("\n## Matched tokens", "\n" + extra + "\n## Matched tokens", 1)
                     if "\n## Matched tokens" in md

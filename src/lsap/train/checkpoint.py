@@ -287,15 +287,65 @@ def save_training(
     return save(run_or_root, step, write, meta)
 
 
+# What may differ between a checkpoint's config and a `--resume` request: budgets,
+# cadence, placement and the implementation of the same math. Everything else
+# (model, data, loss, optimizer, seeds, batch) must match key by key.
+RESUME_MAY_CHANGE = (
+    "name",
+    "out_dir",
+    "data.dir",
+    "surrogate.batch_size",
+    "surrogate.dtype",
+    "train.max_steps",
+    "train.max_tokens",
+    "train.max_flops",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_batches",
+    "train.ckpt_every",
+    "train.ckpt_at",
+    "train.keep_checkpoints",
+    "train.micro_batch_size",
+    "train.device",
+    "train.precision",
+    "train.distributed",
+    "train.loss_impl",
+    "train.skip_nonfinite_steps",
+    "train.dist_timeout_s",
+    "train.loggers",
+)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} → {'a.b': 1}; `model.overrides` entries become their own keys."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resume_differences(saved: dict, requested: dict) -> list[str]:
+    """`key: saved → requested` for each key a resumed run may not change (see RESUME_MAY_CHANGE)."""
+    a, b = flatten(saved), flatten(requested)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in RESUME_MAY_CHANGE:
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            diffs.append(f"{key}: {a.get(key, '<unset>')!r} → {b.get(key, '<unset>')!r}")
+    return diffs
+
+
 def load_for_resume(
     run_or_root: str | os.PathLike, config: dict, warn=_warn
 ) -> tuple[Path, dict, dict]:
     """(path, model_sd, trainer_state) of the newest readable finished checkpoint, falling
     back over unreadable ones; refuses (TrainingError, key by key) a checkpoint trained
-    with another config than `config` (`lsap.config.resume_differences`)."""
+    with another config than `config` (`resume_differences`)."""
     import yaml
-
-    from lsap.config import resume_differences
 
     def same_config(p: Path) -> None:
         if not (p / "config.yaml").is_file():

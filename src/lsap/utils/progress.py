@@ -13,9 +13,23 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from typing import TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "disabled"]
+
+_DISABLED = 0  # > 0 inside `disabled()`
+
+
+@contextmanager
+def disabled():
+    """No progress bar or progress line from any `Progress` created inside (`--no-progress`)."""
+    global _DISABLED
+    _DISABLED += 1
+    try:
+        yield
+    finally:
+        _DISABLED -= 1
 
 
 def _fmt_time(s: float) -> str:
@@ -53,7 +67,7 @@ class Progress:
         self.total, self.desc, self.unit = float(total), desc, unit
         self.n, self.initial, self.every = float(initial), float(initial), every
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled and total > 0
+        self.enabled = enabled and total > 0 and not _DISABLED
         self.postfix = ""
         self._t0 = time.monotonic()
         self._next_mark = self._mark_after(self.n)
