@@ -927,10 +927,21 @@ def test_prepare_reads_gz_and_uppercase_and_names_what_it_skips(tiny_world, tmp_
     assert len(err) == 1 and "no .txt/.jsonl/.parquet" in err[0], err
     assert "2 file(s) of other types: .doc ×1, .jsonl.zst ×1" in err[0]
     assert not (tmp_path / "d2" / "manifest.json").exists()
+    from lsap.data.corpora import check_dataset_spec  # preflight, analyze, sweeps: the same cause
+
+    with pytest.raises(DataError, match=r"no \.txt/.*\.doc ×1"):
+        check_dataset_spec(str(bad))
+    assert main([*argv, "--source", str(bad / "x.doc"), "--out", str(tmp_path / "d2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x.doc: unsupported file type (use .txt" in err[0], err
+    assert not (tmp_path / "d2").exists()  # refused before anything is written
     (bad / "torn.jsonl.gz").write_bytes(gzip.compress(b'{"text": "x"}\n')[:-6])
     assert main([*argv, "--source", str(bad / "torn.jsonl.gz"), "--out", str(tmp_path / "d3")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "torn.jsonl.gz: cannot be read as .jsonl.gz" in err[0], err
+    (bad / "torn.jsonl.gz").write_bytes(gzip.compress(b'{"text": "repaired text"}\n'))
+    assert main([*argv, "--source", str(bad / "torn.jsonl.gz"), "--out", str(tmp_path / "d3")]) == 0
+    assert not (tmp_path / "d3" / "source_files.json").exists()  # no shard held the old text
 
 
 def test_prepare_resume_refuses_a_changed_source(tiny_world, tmp_path, capsys):
@@ -1217,6 +1228,43 @@ def test_store_resumed_with_other_settings_names_each_one(tiny_world, store, tmp
     for f in sorted((store / "c").rglob("*")):
         if f.is_file() and f.name != "build_stats.json" and not f.name.startswith("verified-"):
             assert (out / f.relative_to(store / "c")).read_bytes() == f.read_bytes(), f
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--seq-len", "-5"], "argument --seq-len: must be at least 1"),
+        (["--max-windows", "-1"], "argument --max-windows: must be at least 1"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
+        (["--chunk-windows", "0"], "argument --chunk-windows: must be at least 1"),
+        (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        (["--dist-timeout-s", "nan"], "argument --dist-timeout-s: must be a finite positive"),
+        (["--dist-timeout-s", "-1"], "argument --dist-timeout-s: must be a finite positive"),
+        (["--k", "300"], "k must lie in [1, 255]"),
+        (["--min-alpha", "1.5"], "min_alpha must lie in [0, 1)"),
+    ],
+)
+def test_store_build_bad_numbers_are_one_line_before_any_work(
+    tiny_world, store, tmp_path, capsys, extra, needle
+):
+    """Each refused with one error line (after argparse's usage for flag errors), exit 2,
+    before the surrogate is loaded or anything is written."""
+    out = tmp_path / "s"
+    try:
+        rc = main([*_store_build_argv(tiny_world, store / "data", out), *extra])
+    except SystemExit as e:  # argparse: usage, then the error line
+        rc = e.code
+    assert rc == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "error" in ln]
+    assert len(err) == 1 and needle in err[0] and err[0].startswith("lsap store"), err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_inference_dtype_outside_the_list_is_a_named_surrogate_error():
+    from lsap.surrogate.load import inference_device_dtype
+
+    with pytest.raises(SurrogateError, match="auto, bfloat16, float32, got 'float16'"):
+        inference_device_dtype("cpu", "float16")
 
 
 def test_store_of_the_other_window_layout_is_refused_by_lsap_train(tiny_world, store, tmp_path):

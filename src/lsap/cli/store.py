@@ -20,6 +20,7 @@ from lsap.cli.args import (
     HelpFormatter,
     add_no_progress,
     device,
+    positive_float,
     positive_int,
     probability,
 )
@@ -98,7 +99,10 @@ def _add_build(sub) -> None:
         help="auto | cpu | cuda[:i] (auto: cuda if available)",
     )
     b.add_argument(
-        "--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32"
+        "--dtype",
+        default="auto",
+        choices=("auto", "bfloat16", "float32"),
+        help="auto: bf16 on GPU, fp32 on CPU",
     )
     b.add_argument(
         "--window-layout",
@@ -109,7 +113,7 @@ def _add_build(sub) -> None:
     )
     b.add_argument(
         "--dist-timeout-s",
-        type=float,
+        type=positive_float,
         default=3600.0,
         help="under torchrun: seconds a rank waits for the others at the start and end",
     )

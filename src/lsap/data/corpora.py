@@ -380,6 +380,8 @@ def describe_source(source: str) -> str:
         local_files(path, warn=False)  # refuses a folder with nothing to read, before any work
         return f"local folder {path.resolve()} ({'/'.join(_LOCAL_SUFFIXES)} files)"
     if path.is_file():
+        if file_kind(path) not in _KINDS:  # refused before any work
+            raise DataError(f"{path}: unsupported file type (use {', '.join(_KINDS)}, any case)")
         return f"local file {path.resolve()}"
     raise DataError(
         f"unknown source {source!r}: not a corpus name ({', '.join(CORPORA)}), not 'hf:NAME[:CONFIG]', "
@@ -390,6 +392,9 @@ def describe_source(source: str) -> str:
 def check_dataset_spec(spec: str) -> str:
     """Validate a dataset spec (corpus name, hf:NAME[:CONFIG], local file/folder) before
     anything slow runs; its description, or a DataError listing the valid specs."""
+    path = Path(spec).expanduser()
+    if spec not in CORPORA and not spec.startswith("hf:") and path.exists():
+        return describe_source(spec)  # its own refusal names the file or folder
     try:
         return describe_source(spec)
     except DataError as e:

@@ -4,7 +4,8 @@ local source, so that a rerun after a kill continues only over the same text.
 The fingerprint is each source file's (path, size, mtime_ns): cheap (no hashing of
 gigabytes), written once to ``DIR/source_files.json`` when a preparation starts and removed
 when it completes. A resume whose source differs (a file edited, added or removed) is refused
-by name: its finished shards hold the old text, the rest would come from the new one.
+by name: its finished shards hold the old text, the rest would come from the new one (a
+run stopped before its first shard, e.g. by a file it could not read, starts over instead).
 """
 
 from __future__ import annotations
@@ -97,7 +98,10 @@ def open_manifest(out: Path, head: dict, args: dict, args_hash: str, splits, pro
                     f"{out}: already complete ({manifest['total_tokens']:,} tokens); nothing to do"
                 )
             return manifest, True
-        check_source(out, args["source"], fp)
+        if any(e["shards"] for e in manifest["splits"].values()):
+            check_source(out, args["source"], fp)
+        elif fp is not None:  # no shard yet holds any text: this run starts from the source as is
+            atomic_write_json(out / SOURCE_FILES, {"source": args["source"], "files": fp})
         return manifest, False
     out.mkdir(parents=True, exist_ok=True)
     if fp is not None:  # before the manifest: a manifest without it is a fresh start

@@ -58,7 +58,9 @@ def inference_device_dtype(
 
     named = {"bfloat16": torch.bfloat16, "float32": torch.float32}
     if dtype is not None and dtype not in INFERENCE_DTYPES:
-        raise ValueError(f"dtype must be one of {INFERENCE_DTYPES}, got {dtype!r}")
+        raise SurrogateError(  # a ValueError too
+            f"the surrogate's dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}"
+        )
     return dev, named.get(dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
 
 

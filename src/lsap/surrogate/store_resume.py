@@ -36,7 +36,7 @@ _FLAGS = {
 }
 # follow from the settings above; named only when none of those differs
 _DERIVED_FLAG = {
-    "n_windows": "--max-windows (or --data)",
+    "n_windows": "the window count (--max-windows, or --data)",
     "surrogate.head_dtype": "the surrogate head's dtype (a build of an older lsap)",
 }
 
