@@ -492,7 +492,9 @@ def verdict(c: Case, r: subprocess.CompletedProcess) -> str:
         if err and err[0].startswith("usage:"):  # argparse's usage block, then its one line
             err = [ln for ln in err if not (ln.startswith(("usage:", " ")))]
         if len(err) != 1:
-            return f"{len(err)} stderr lines, expected one (first: {err[0][:120]!r})"
+            return f"{len(err)} stderr lines, expected one" + (
+                f" (first: {err[0][:120]!r})" if err else ""
+            )
     missing = [n for n in c.needles if n not in line]
     if missing:
         return f"line lacks {missing}"
