@@ -12,6 +12,7 @@ per document index. A document that went to ``train`` is never read for a task.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -569,7 +570,7 @@ def build_offline_tasks(
 
     Files: ``lsap_lastword.jsonl``, ``lsap_nextsent.jsonl`` (one example per line,
     keys sorted) and one lm-eval YAML config per task (``dataset_path: json`` reading
-    the jsonl by absolute path), plus ``tasks.json`` describing the build. Examples of
+    the jsonl by absolute path, glob-escaped: datasets treats it as a pattern), plus ``tasks.json`` describing the build. Examples of
     each task are shuffled with `random.Random(seed)` and cut to `max_examples`, so
     that lm-eval's ``--limit N`` (the first N) is a spread sample of documents.
 
@@ -623,7 +624,8 @@ def build_offline_tasks(
         full = {
             **cfg,
             "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": str(jpath.resolve())}},
+            # datasets globs data_files: a directory named like x[1] is escaped, not a pattern
+            "dataset_kwargs": {"data_files": {"test": glob.escape(str(jpath.resolve()))}},
         }
         atomic_write_bytes(
             out / f"{name}.yaml", yaml.safe_dump(full, sort_keys=True, allow_unicode=True).encode()
