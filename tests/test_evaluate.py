@@ -655,3 +655,20 @@ def test_eval_pruned_checkpoints_are_not_damaged(world, tmp_path, capsys, monkey
     out = capsys.readouterr().out
     assert "damaged" not in out and "pruned by the training run" in out
     assert "step_00000200" in out
+
+
+def test_eval_task_dir_with_glob_characters(world, tmp_path, capsys):
+    """A --task-dir whose path holds `[` (lm-eval globs its include path) works: the task files
+    land in that directory and the tasks are evaluated (issue 28)."""
+    pytest.importorskip("lm_eval")
+    run = tmp_path / "ce"
+    shutil.copytree(world["runs"]["ce"], run)
+    task_dir = tmp_path / "x[1]" / "tasks"
+    args = ["eval", str(run), "--tasks", "lsap_lastword", "--limit", "2", "--no-loss"]
+    rc = main([*args, "--checkpoints", "last", "--task-dir", str(task_dir)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "lastword" in out.out
+    assert (task_dir / "lsap_lastword.yaml").is_file()
+    res = json.loads((run / "checkpoints" / "step_00000300" / "eval.json").read_text())
+    assert 0.0 <= res["tasks"]["lsap_lastword"]["value"] <= 1.0

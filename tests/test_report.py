@@ -309,3 +309,28 @@ def test_report_paired_tests_from_per_example_results(evaluated, tmp_path):
     assert "## Paired tests over examples, pooled across seeds" in md and "survives p < 0.05" in md
     line = pairs_verdict(data["paired"])
     assert ("inside the noise" in line) != pooled["survives"] and f"{pooled['n']:,} pairs" in line
+
+
+def test_report_names_runs_by_directory(evaluated, tmp_path):
+    """report.json and report.md name each run by its directory (`ce-s0-<hash>`, as `ls` shows
+    it), with the short config name kept as "name" (issue 28); two directories of one name are
+    told apart by their paths."""
+    ce = _copy(evaluated["runs"]["ce"], tmp_path / "ce-1a2b3c4d")  # config name: "ce"
+    ls = _copy(evaluated["runs"]["lsap"], tmp_path / "runs" / "lsap-5e6f7a8b")
+    res = make_report([ce, ls], tmp_path / "rep")
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert {r["run"]: r["name"] for r in data["rows"]} == {
+        "ce-1a2b3c4d": "ce",
+        "lsap-5e6f7a8b": "lsap",
+    }
+    assert {r["setting"] for r in data["rows"]} == {"ce", "lsap"}
+    rows = _rows(res["markdown"])
+    assert set(rows) == {"ce-1a2b3c4d", "lsap-5e6f7a8b"}
+    # a short name that is not the directory's prefix (a sweep's) is shown next to it
+    res = make_report([ce, ls], tmp_path / "rep2", names=["ce-s0", "a0.05-s0"])
+    assert set(_rows(res["markdown"])) == {"ce-1a2b3c4d (ce-s0)", "lsap-5e6f7a8b (a0.05-s0)"}
+    assert {r["name"] for r in res["table"]["rows"]} == {"ce-s0", "a0.05-s0"}
+    # two directories named alike: their paths
+    other = _copy(evaluated["runs"]["lsap"], tmp_path / "b" / "ce-1a2b3c4d")
+    res = make_report([ce, other], tmp_path / "rep3", names=["ce", "lsap"])
+    assert {r["run"] for r in res["table"]["rows"]} == {str(ce), str(other)}

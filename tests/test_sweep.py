@@ -388,7 +388,8 @@ def test_summary_rows_match_runs_to_the_reports_setting_names(tmp_path):
             )
             table_rows.append(
                 {
-                    "run": name,
+                    "run": name,  # the run's directory name
+                    "name": name,  # its sweep name (what _summary_rows matches runs by)
                     "seed": seed,
                     "loss": "LSAP" if loss == "lsap" else "Cross Entropy",
                     "setting": "linux-docs-ce" if loss == "ce" else "linux-docs-lsap-a0.05",

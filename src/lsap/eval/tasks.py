@@ -12,6 +12,7 @@ per document index. A document that went to ``train`` is never read for a task.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -567,11 +568,11 @@ def build_offline_tasks(
 ) -> dict[str, Any]:
     """Write the offline tasks of `data_dir`'s held-out documents into `out`.
 
-    Files: ``lsap_lastword.jsonl``, ``lsap_nextsent.jsonl`` (one example per line,
-    keys sorted) and one lm-eval YAML config per task (``dataset_path: json`` reading
-    the jsonl by absolute path), plus ``tasks.json`` describing the build. Examples of
-    each task are shuffled with `random.Random(seed)` and cut to `max_examples`, so
-    that lm-eval's ``--limit N`` (the first N) is a spread sample of documents.
+    Files: ``lsap_lastword.jsonl``, ``lsap_nextsent.jsonl`` (one example per line, keys sorted)
+    and one lm-eval YAML config per task (``dataset_path: json`` reading the jsonl by absolute
+    path, glob-escaped as datasets reads a pattern: `out` may hold `[`), plus ``tasks.json``
+    describing the build. Examples of each task are shuffled with `random.Random(seed)` and cut
+    to `max_examples`, so lm-eval's ``--limit N`` (the first N) is a spread sample of documents.
 
     Examples whose original text (or context + answer) occurs verbatim in any training document
     of the corpus — the base's part or the surrogate's (`drop_seen`) — are dropped first; their
@@ -623,7 +624,7 @@ def build_offline_tasks(
         full = {
             **cfg,
             "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": str(jpath.resolve())}},
+            "dataset_kwargs": {"data_files": {"test": glob.escape(str(jpath.resolve()))}},
         }
         atomic_write_bytes(
             out / f"{name}.yaml", yaml.safe_dump(full, sort_keys=True, allow_unicode=True).encode()
@@ -633,11 +634,5 @@ def build_offline_tasks(
     atomic_write_bytes(
         out / "tasks.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
     )
-    return {
-        "dir": str(out),
-        "tasks": list(examples),
-        "hash": digest,
-        "counts": counts,
-        "heldout": ident,
-        "removed_in_training": removed,
-    }
+    rest = {"hash": digest, "counts": counts, "heldout": ident, "removed_in_training": removed}
+    return {"dir": str(out), "tasks": list(examples), **rest}

@@ -39,6 +39,7 @@ from lsap.experiments.report_spread import (  # noqa: F401  (re-exported)
 )
 from lsap.experiments.report_tables import delta_lines, paired_lines
 from lsap.utils.errors import ReportError  # noqa: E402,F401  (re-exported)
+from lsap.utils.provenance import provenance  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -85,6 +86,8 @@ class Run:
     def surrogate(self):
         return self.config.get("surrogate", {}).get("model") if self.is_lsap else None
 
+    key: str = ""  # the run as report.json/report.md name it: its directory (run_keys)
+
     @property
     def label(self) -> str:
         if not self.is_lsap:
@@ -124,6 +127,20 @@ def load_run(path: str | os.PathLike) -> Run:
                 metrics.append(json.loads(line))
     name = config.get("name") or d.name
     return Run(name=str(name), dir=d, config=config or {}, evals=evals, metrics=metrics)
+
+
+def run_keys(runs: list[Run]) -> None:
+    """Name each run by its directory (`ce-s0-<hash>`, what `ls` shows), or by its path when two
+    runs' directories share a name; `Run.name` stays the short label (config or sweep name)."""
+    dirs = [r.dir.name for r in runs]
+    for r in runs:
+        r.key = r.dir.name if dirs.count(r.dir.name) == 1 else str(r.dir)
+
+
+def _shown(row: dict) -> str:
+    """report.md's Run cell: the directory name, with the short label when it is not a prefix."""
+    name = row.get("name")
+    return row["run"] if not name or row["run"].startswith(name) else f"{row['run']} ({name})"
 
 
 def _data_tokenizer_hash(config: dict) -> str | None:
@@ -199,10 +216,11 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
     """The matched-FLOPs (or, axis="tokens", matched-tokens) comparison as data:
     {"axis", "budget", "tasks", "rows", "best"}.
 
-    rows: one per run, {"run", "loss", "alpha", "schedule", "checkpoint", "flops", "tokens",
+    rows: one per run, {"run" (its directory name), "name" (config or sweep name), "loss", "alpha", "schedule", "checkpoint", "flops", "tokens",
     "above_budget", "scores": {task: value}, "average", "val_loss", "val_bpb"}.
     """
     check_comparable(runs)
+    run_keys(runs)
     source = "given"
     if flops is not None:
         budget = float(flops)
@@ -229,7 +247,8 @@ def build_table(runs: list[Run], flops: float | None = None, axis: str = "flops"
         vals = [v for v in scores.values() if v is not None]
         rows.append(
             {
-                "run": r.name,
+                "run": r.key,
+                "name": r.name,
                 "setting": r.setting,
                 "seed": r.seed,
                 "surrogate": r.surrogate,
@@ -307,7 +326,7 @@ def _table_lines(table: dict) -> list[str]:
     b = table["best"]
     for row in table["rows"]:
         cells = [
-            row["run"],
+            _shown(row),
             row["loss"],
             row["alpha"],
             row["schedule"],
@@ -457,7 +476,7 @@ def paired_stats(
     from lsap.eval.stats import paired_comparison
     from lsap.eval.tasks import unpack_scores
 
-    by_name = {r.name: r for r in runs}
+    by_name = {r.key: r for r in runs}
 
     def correct(row) -> dict:
         e = next(e for e in by_name[row["run"]].evals if e["checkpoint"] == row["checkpoint"])
@@ -575,7 +594,7 @@ def make_report(
                     "deltas": deltas,
                     "paired": paired,
                     "surrogate_bpb": strength,
-                    "provenance": _provenance(),
+                    "provenance": provenance(),
                 },
                 indent=2,
                 sort_keys=True,
@@ -593,9 +612,3 @@ def make_report(
         "markdown": md,
         "paired": paired,
     }
-
-
-def _provenance() -> dict:
-    from lsap.utils.provenance import provenance
-
-    return provenance()

@@ -567,7 +567,7 @@ def _summary_rows(
     deltas = strength_rows(table, *sur)
     in_domain = {x["setting"]: x["tests"].get(PAIRS_POOLED) for x in paired or []}
     # the report's setting names (a multi-regime sweep prefixes the regime), by run
-    setting_of = {row["run"]: row["setting"] for row in table["rows"]}
+    setting_of = {row["name"]: row["setting"] for row in table["rows"]}
     bare = {setting_of.get(r["name"]): r["setting"] for r in runs}
     ood = {r["name"]: _read_json(Path(r["out_dir"]) / "ood.json") for r in runs}
     ce = {r["seed"]: ood[r["name"]] for r in runs if r["loss"] == "ce"}

@@ -11,7 +11,6 @@ import json
 import math
 import random
 import shutil
-import sys
 import time
 from contextlib import nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from lsap.method.loss import LSAPLossOutput, lsap_linear_loss, lsap_loss, normal
 from lsap.method.schedules import LambdaSchedule, LRSchedule
 from lsap.method.targets import IGNORE
 from lsap.train import checkpoint
+from lsap.train.console import Console
 from lsap.train.optim import build_optimizer
 from lsap.utils.errors import ConfigError, TrainingError
 from lsap.utils.io import atomic_write_text
@@ -322,42 +322,6 @@ def lock_run_dir(out: str | Path, d: distributed.Dist):
     return lock
 
 
-def _header(cfg: Config, c: Components, d: distributed.Dist) -> str:
-    n_params = sum(p.numel() for p in c.lm.parameters())
-    vmap = c.targets.vmap if c.targets is not None else None
-    return (
-        f"lsap train: {cfg.name} | loss={cfg.loss} | {cfg.model.preset} ({n_params / 1e6:.2f}M params) | "
-        f"{c.budget.total_steps} steps × {c.budget.tokens_per_step:,} tokens (limited by {c.budget.limited_by}) | "
-        f"{c.ledger.base_flops_per_token + c.ledger.surrogate_flops_per_token:.3g} FLOPs/token | "
-        f"world={d.world_size} accum={c.accum} device={d.device}"
-        + (
-            f" | k={cfg.lsap.k} α={cfg.lsap.alpha} λ={cfg.lsap.lambda_schedule}:{cfg.lsap.lam} "
-            f"Z={cfg.lsap.normalization} |Σ∩|={vmap.size}"
-            if vmap is not None
-            else ""
-        )
-    )
-
-
-def _step_line(row: dict, total: int, c: Components, lsap: bool, eta: float) -> str:
-    return (
-        f"step {row['step']}/{total} | loss {row['loss']:.4f} | ce {row['ce']:.4f}"
-        + (
-            f" | aux {row['aux']:.3f} | aux/tok {row['aux_per_token']:.2f} | λ {row['lam']:.3f}"
-            if lsap
-            else ""
-        )
-        + f" | lr {row['lr']:.2e} | gnorm {row['grad_norm']:.2f} | {row['tok_s']:,.0f} tok/s"
-        + (f" | MFU {row['mfu']:.1%}" if row["mfu"] else "")
-        + f" | {c.ledger.total:.3g} FLOPs | eta {_fmt_time(eta)}"
-    )
-
-
-def _fmt_time(s: float) -> str:
-    s = int(max(s, 0))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 class Trainer:
     """The loop (step, log, evaluate, checkpoint) over `Components`: `Trainer(cfg, components,
     dist)` for parts built by hand (a test's tiny model), `Trainer.from_config(cfg, resume=...)`
@@ -643,7 +607,7 @@ class Trainer:
 
     def _loop(self, stream) -> Path:
         t, c, total = self.cfg.train, self.c, self.c.budget.total_steps
-        con = _Console(self, stream)
+        con = Console(self, stream)
         eval_every, ckpt_every = t.eval_every or total, t.ckpt_every or total
         while self.step < total:
             t0 = time.perf_counter()
@@ -680,61 +644,6 @@ class Trainer:
             con.resume_clock()  # tok/s excludes eval and saving
         con.close()
         return self.out
-
-
-class _Console:
-    """What the loop prints on rank 0: the header, a progress bar (`lsap.utils.progress.Progress`),
-    step / val / checkpoint lines, and tok/s over the steps since the last step line."""
-
-    def __init__(self, trainer: Trainer, stream):
-        from lsap.utils.progress import Progress
-
-        self.tr, self.main = trainer, trainer.main
-        c = trainer.c
-        if self.main:
-            print(_header(trainer.cfg, c, trainer.d), flush=True)
-        # stdout by default, with the step lines (stderr stays for errors: one line each)
-        stream = sys.stdout if stream is None else stream
-        self.bar = Progress(
-            c.budget.total_steps,
-            f"train {trainer.cfg.name}",
-            unit="step",
-            initial=trainer.step,
-            stream=stream,
-            enabled=self.main,
-        )
-        # lines on the bar's own stream go through it, so a terminal's bar stays one line
-        self._print = self.bar.write if stream is sys.stdout else (lambda m: print(m, flush=True))
-        self.t0, self.n = time.perf_counter(), 0
-
-    def tokens(self, n: int) -> None:
-        self.n += n
-
-    def tok_s(self) -> float:
-        return self.n / max(time.perf_counter() - self.t0, 1e-9)
-
-    def step(self, row: dict) -> None:
-        tr = self.tr
-        total = tr.c.budget.total_steps
-        eta = (total - tr.step) * tr.wall / max(tr.step, 1)
-        if self.main:
-            self.bar.set_postfix(f"loss {row['loss']:.3f} | {row['tok_s']:,.0f} tok/s")
-            self._print(_step_line(row, total, tr.c, tr.c.targets is not None, eta))
-        self.t0, self.n = time.perf_counter(), 0
-
-    def advance(self) -> None:
-        self.bar.update(1)
-
-    def say(self, msg: str) -> None:
-        if self.main:
-            self._print(msg)
-
-    def resume_clock(self) -> None:
-        if not self.n:
-            self.t0 = time.perf_counter()
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 # --------------------------------------------------------------------------- the entry point
