@@ -358,7 +358,7 @@ def cases(w: dict) -> list[Case]:
              lsap("train", *train_args(w, t / "run-int", "train.max_steps=1000",
                                        "train.ckpt_every=20")),
              rc=(130,), needles=("interrupted",),
-             sigint_when=exists_glob(t / "run-int" / "checkpoints", "step_*/meta.json")),
+             sigint_when=exists_glob(t / "run-int" / "checkpoints", "step_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]/meta.json")),
         Case("traceback", "… the same command with --resume continues from the last checkpoint",
              lsap("train", "--resume", *train_args(w, t / "run-int", "train.max_steps=1000",
                                                    "train.ckpt_every=20")),
@@ -408,7 +408,7 @@ def cases(w: dict) -> list[Case]:
                needles=(ov.split("=")[0],))
           for ov in ("train.seed=-1", "train.max_tokens=.inf", "model.overrides.rope_theta=.inf")],
         *[Case("traceback", f"sweep budget_flops: {b}",
-               lsap("sweep", spec(f"b{i}.yaml", base + f"grid: {{lsap.alpha: [0.05]}}\n"
+               lsap("sweep", spec(f"bf{i}.yaml", base + f"grid: {{lsap.alpha: [0.05]}}\n"
                                   f"budget_flops: {b}\n"), "--out", t / f"sw-b{i}"),
                needles=("budget_flops must be a finite number",))
           for i, b in enumerate(("lots", ".inf"))],
