@@ -7,21 +7,9 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from lsap import distributed
 from lsap.config import Config
-
-
-def stamp(name: str) -> str:
-    """``HH:MM:SS NAME`` (UTC): what leads each train and eval line, so interleaved logs of many
-    runs stay readable."""
-    return f"{time.strftime('%H:%M:%S', time.gmtime())} {name}"
-
-
-def run_name(cfg: Config) -> str:
-    """A run's name in its log lines: its directory's (`ce-s0-<hash>`), else its config name."""
-    return Path(cfg.out_dir).name if cfg.out_dir else str(cfg.name)
 
 
 def header(cfg: Config, c, d: distributed.Dist) -> str:
