@@ -188,3 +188,28 @@ def test_missing_wandb_is_one_line_exit_2(tiny_world, tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "pip install 'lsap[wandb]'" in err[0], err
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_a_run_says_what_it_builds_before_building_it(tiny_world, tmp_path, monkeypatch, capsys):
+    """Issue 28: a base run printed nothing for 66-76 s while its surrogate loaded. The first
+    line (timestamped, naming the run) now comes before the components are built."""
+    import re
+
+    import lsap.train.loop as loop
+
+    def slow_build(cfg, d):
+        print("BUILD STARTED")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(loop, "build_components", slow_build)
+    cfg = load_config(
+        None,
+        [f"data.dir={tiny_world['data']}", f"out_dir={tmp_path / 'my-run'}", "train.max_steps=1"],
+    )
+    with pytest.raises(RuntimeError, match="stop here"):
+        Trainer.from_config(cfg)
+    out = capsys.readouterr().out.splitlines()
+    i = out.index("BUILD STARTED")
+    assert i >= 1 and re.match(r"^\d\d:\d\d:\d\d lsap: my-run: building the CE run", out[i - 1]), (
+        out
+    )

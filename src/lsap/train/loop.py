@@ -349,12 +349,12 @@ class Trainer:
         dist: distributed.Dist | None = None,
         locked: bool = False,
     ) -> Trainer:
-        """Validate, lock out_dir (unless the caller holds the lock: `locked`), build, then resume
-        from the newest readable checkpoint (`resume`) or refuse a directory that already has one."""
+        """Validate, lock out_dir (unless `locked`), say and build, then resume or refuse a checkpoint."""
         cfg = validate(cfg, deep=True)  # every user error before anything is built
         d = dist or distributed.init(cfg.train.device, timeout_s=cfg.train.dist_timeout_s)
         lock = None if locked else lock_run_dir(cfg.out_dir, d)
         try:
+            log.info(f"{Path(cfg.out_dir).name}: building the {cfg.loss.upper()} run (model, data)")
             t = cls(cfg, build_components(cfg, d), d)
             t.lock = lock
             t._start(resume)
