@@ -522,6 +522,8 @@ def test_eval_damaged_checkpoint_is_named_and_skipped(world, tmp_path, capsys):
         f"{bad} is damaged" in out
         and "skipped 1 damaged checkpoint(s), not evaluated: step_00000200" in out
     )
+    # each checkpoint's line names its run (issue 28: lines of many runs interleave in a sweep)
+    assert "[lsap] ce/step_00000200: skipped:" in out and "[lsap] ce/step_00000100: " in out
     assert sorted(p.parent.name for p in run.glob("checkpoints/*/eval.json")) == [
         "step_00000100",
         "step_00000300",

@@ -51,6 +51,13 @@ class DamagedCheckpoint(EvalError):
     """A checkpoint's weight file is missing, truncated or unreadable (the others are still evaluated)."""
 
 
+def ckpt_name(step_dir: Path) -> str:
+    """How log lines name a checkpoint: `RUN/step_X` inside a run, the folder's name otherwise."""
+    if step_dir.parent.name == "checkpoints":
+        return f"{step_dir.parent.parent.name}/{step_dir.name}"
+    return step_dir.name
+
+
 def check_weights(model_dir: Path) -> None:
     """Raise DamagedCheckpoint unless every ``*.safetensors`` file of `model_dir` is complete: its
     8-byte header length, JSON header and the data it describes (the largest tensor end offset)

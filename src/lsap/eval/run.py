@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from lsap.eval.checkpoints import DamagedCheckpoint, check_weights, find_checkpoints
+from lsap.eval.checkpoints import DamagedCheckpoint, check_weights, ckpt_name, find_checkpoints
 from lsap.eval.metrics import STRENGTH_BYTES, document_fields, heldout_metrics, strength_documents
 from lsap.eval.tasks import (
     OFFLINE_TASKS,
@@ -394,7 +394,7 @@ def evaluate_run(
             try:
                 check_weights(model_dir)
             except DamagedCheckpoint as e:
-                log(f"[lsap] {out_path.parent.name}: skipped: {e}")
+                log(f"[lsap] {ckpt_name(out_path.parent)}: skipped: {e}")
                 skipped.append(out_path.parent.name)
                 continue
             if do_loss and targets and target_fn is None:
@@ -582,5 +582,5 @@ def _evaluate_one(
         if result["val_loss"] is not None
         else ""
     )
-    log(f"[lsap] {out_path.parent.name}: {loss}{shown} ({result['wall_s']:.1f}s)")
+    log(f"[lsap] {ckpt_name(out_path.parent)}: {loss}{shown} ({result['wall_s']:.1f}s)")
     return result
